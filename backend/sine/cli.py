@@ -1,0 +1,38 @@
+"""The `sine` command: one subcommand per module in `sine.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each name is a module `sine.commands.<name>` with `add_parser(subparsers)` and `run(args) -> int`.
+COMMANDS = ("edit", "demo", "daemon", "cache", "doctor", "train_demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sine", description="SINE single-image editing with diffusion models")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sine.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sine.commands.{name}":
+                continue  # not built yet in this checkout
+            raise
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

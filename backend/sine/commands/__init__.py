@@ -1,0 +1,1 @@
+"""Subcommands of `sine`, one module each."""
