@@ -1,0 +1,520 @@
+"""Protocol v1 messages: names, limits, strict request validation and encoding.
+
+The daemon runs every incoming multipart message through :func:`parse_request`; anything that is
+not a well-formed v1 request becomes a :class:`ProtocolError` with a wire error code, never a
+crash. Clients use :func:`encode_message` to build requests and :func:`decode_reply` to read the
+daemon's replies. See docs/architecture.md §2 for the contract.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    BAD_REPLY,
+    BAD_REQUEST,
+    BUSY,
+    CANCELLED,
+    ERROR_CODES,
+    INTERNAL,
+    MODEL_MISSING,
+    OUT_OF_MEMORY,
+    RETRIABLE_CODES,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNSUPPORTED_VERSION,
+    ProtocolError,
+)
+from .frames import BYTES_PER_PIXEL, COMPRESSIONS, Mask, RGBAImage, pack, unpack
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "BAD_REQUEST", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "TOO_LARGE", "MODEL_MISSING",
+    "OUT_OF_MEMORY", "BUSY", "CANCELLED", "INTERNAL", "ERROR_CODES", "RETRIABLE_CODES",
+    "HELLO", "PING", "STATUS", "EDIT", "CANCEL", "REQUEST_TYPES",
+    "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "REPLY_TYPES", "FINAL_TYPES",
+    "PHASES", "STYLES", "FINETUNE_METHODS", "Limits", "EditRequest", "Request", "Event",
+    "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
+    "decode_reply", "image_blob", "mask_blob",
+]
+
+PROTOCOL_VERSION = 1
+
+# Request types.
+HELLO = "hello"
+PING = "ping"
+STATUS = "status"
+EDIT = "edit"
+CANCEL = "cancel"
+REQUEST_TYPES: frozenset[str] = frozenset({HELLO, PING, STATUS, EDIT, CANCEL})
+
+# Reply types (``status`` and ``cancelled`` are both a request/reply name and a reply name).
+WELCOME = "welcome"
+PONG = "pong"
+ACCEPTED = "accepted"
+PROGRESS = "progress"
+RESULT = "result"
+ERROR = "error"
+REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED})
+# After one of these, no more events come for that request id.
+FINAL_TYPES: frozenset[str] = frozenset({RESULT, ERROR, CANCELLED})
+
+PHASES: tuple[str, ...] = ("queued", "loading", "finetune", "sample", "decode")
+STYLES: tuple[str, ...] = ("photo", "painting")
+FINETUNE_METHODS: tuple[str, ...] = ("lora", "full")
+
+BLOB_ROLES: frozenset[str] = frozenset({"image", "mask", "preview"})
+_BLOB_KEYS = frozenset({"role", "format", "width", "height", "compression"})
+_BASE_KEYS = frozenset({"v", "type", "id", "token", "blobs"})
+_EDIT_KEYS = _BASE_KEYS | {"prompt", "subject", "style", "seed", "sampling", "finetune", "output"}
+_CANCEL_KEYS = _BASE_KEYS | {"job"}
+MAX_ID_CHARS = 128
+MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
+OUTPUT_SIDE_RANGE = (8, 16384)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits the daemon enforces (configurable; defaults are generous but bounded)."""
+
+    max_input_pixels: int = 64 * 1024 * 1024
+    max_output_pixels: int = 64 * 1024 * 1024
+    max_message_bytes: int = 512 * 1024 * 1024
+    max_header_bytes: int = 1024 * 1024
+    max_prompt_chars: int = 4096
+    max_queued_per_client: int = 4
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A validated ``edit``: pixels decoded, options type-checked.
+
+    ``sampling`` and ``finetune`` hold only the keys the client sent (``k`` lower-case); the engine
+    fills in its defaults for the rest. ``output`` defaults to the image size.
+    """
+
+    image: RGBAImage
+    mask: Mask | None
+    prompt: str
+    subject: str
+    style: str
+    seed: int
+    sampling: dict[str, Any]
+    finetune: dict[str, Any]
+    output: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated request. ``edit`` is set for ``edit``, ``job`` for ``cancel``."""
+
+    type: str
+    id: str
+    header: dict[str, Any]
+    edit: EditRequest | None = None
+    job: str | None = None
+
+
+@dataclass
+class Event:
+    """One reply from the daemon: its header and its decoded (decompressed) blobs."""
+
+    type: str
+    header: dict[str, Any]
+    blobs: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.header.get("id", ""))
+
+    @property
+    def job(self) -> str | None:
+        job = self.header.get("job")
+        return job if isinstance(job, str) else None
+
+    @property
+    def is_final(self) -> bool:
+        """True for ``result``, ``error`` and ``cancelled``: the request is over."""
+        return self.type in FINAL_TYPES
+
+    def _first_image(self, role: str) -> RGBAImage | None:
+        for desc, data in self.blobs:
+            if desc.get("role") == role and desc.get("format") == "rgba8":
+                return RGBAImage(desc["width"], desc["height"], data)
+        return None
+
+    @property
+    def image(self) -> RGBAImage | None:
+        """The ``image`` blob (a ``result``'s pixels), if any."""
+        return self._first_image("image")
+
+    @property
+    def preview(self) -> RGBAImage | None:
+        """The small ``preview`` blob of a ``progress`` event, if any."""
+        return self._first_image("preview")
+
+    def raise_for_error(self) -> None:
+        """Raise the :class:`ProtocolError` that an ``error`` event carries."""
+        if self.type == ERROR:
+            raise ProtocolError(
+                str(self.header.get("code", INTERNAL)), str(self.header.get("message", "")), self.id or None, self.job
+            )
+
+
+# ---------------------------------------------------------------- JSON parsing
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _load_header(frame: bytes, max_bytes: int, code: str) -> dict[str, Any]:
+    if len(frame) > max_bytes:
+        raise ProtocolError(TOO_LARGE if code == BAD_REQUEST else code, f"header is over {max_bytes} bytes")
+    try:
+        text = bytes(frame).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(code, "header is not UTF-8") from None
+    try:
+        header = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(code, f"header is not valid JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError(code, "header must be a JSON object")
+    return header
+
+
+# ---------------------------------------------------------------- typed field checks
+
+
+class _Checker:
+    """Field checks that raise ``bad_request`` errors naming the field and echoing the id."""
+
+    def __init__(self, request_id: str | None) -> None:
+        self.request_id = request_id
+
+    def fail(self, message: str, code: str = BAD_REQUEST) -> ProtocolError:
+        return ProtocolError(code, message, self.request_id)
+
+    def obj(self, value: Any, name: str, allowed: frozenset[str] | set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(f"{name} must be an object")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise self.fail(f"unknown field(s) in {name}: {', '.join(unknown)}")
+        return value
+
+    def string(self, value: Any, name: str, max_chars: int | None = None, nonempty: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.fail(f"{name} must be a string")
+        if nonempty and not value.strip():
+            raise self.fail(f"{name} must not be empty")
+        if max_chars is not None and len(value) > max_chars:
+            raise self.fail(f"{name} is longer than {max_chars} characters", TOO_LARGE)
+        return value
+
+    def integer(self, value: Any, name: str, lo: int, hi: int) -> int:
+        # bool is an int subclass in Python; JSON true is not a number.
+        if type(value) is not int:
+            raise self.fail(f"{name} must be an integer")
+        if not lo <= value <= hi:
+            raise self.fail(f"{name} must be in {lo}..{hi}, got {value}")
+        return value
+
+    def number(self, value: Any, name: str, lo: float, hi: float) -> float:
+        if type(value) not in (int, float):
+            raise self.fail(f"{name} must be a number")
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise self.fail(f"{name} must be in {lo}..{hi}, got {value}")
+        return float(value)
+
+    def boolean(self, value: Any, name: str) -> bool:
+        if type(value) is not bool:
+            raise self.fail(f"{name} must be true or false")
+        return value
+
+    def choice(self, value: Any, name: str, options: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise self.fail(f"{name} must be one of {', '.join(options)}")
+        return value
+
+
+# ---------------------------------------------------------------- blobs
+
+
+def _parse_blob_descriptors(check: _Checker, header: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    raw = header.get("blobs", [])
+    if not isinstance(raw, list):
+        raise check.fail("blobs must be a list")
+    if len(raw) != count:
+        raise check.fail(f"header describes {len(raw)} blob(s) but the message has {count}")
+    descriptors = []
+    for index, desc in enumerate(raw):
+        name = f"blobs[{index}]"
+        desc = check.obj(desc, name, _BLOB_KEYS)
+        for key in ("role", "format", "width", "height"):
+            if key not in desc:
+                raise check.fail(f"{name} lacks {key}")
+        role = check.choice(desc["role"], f"{name}.role", tuple(sorted(BLOB_ROLES)))
+        fmt = check.choice(desc["format"], f"{name}.format", tuple(sorted(BYTES_PER_PIXEL)))
+        width = check.integer(desc["width"], f"{name}.width", 1, MAX_SIDE)
+        height = check.integer(desc["height"], f"{name}.height", 1, MAX_SIDE)
+        compression = check.choice(desc.get("compression", "none"), f"{name}.compression", tuple(sorted(COMPRESSIONS)))
+        descriptors.append(
+            {"role": role, "format": fmt, "width": width, "height": height, "compression": compression}
+        )
+    return descriptors
+
+
+def _decode_blob(check: _Checker, desc: dict[str, Any], payload: bytes, max_pixels: int) -> bytes:
+    pixels = desc["width"] * desc["height"]
+    if pixels > max_pixels:
+        raise check.fail(f"{desc['role']} has {pixels} pixels, the limit is {max_pixels}", TOO_LARGE)
+    expected = pixels * BYTES_PER_PIXEL[desc["format"]]
+    try:
+        return unpack(payload, desc["compression"], expected)
+    except ProtocolError as exc:
+        raise check.fail(f"{desc['role']} blob: {exc.message}", exc.code) from None
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _request_id(header: dict[str, Any]) -> str | None:
+    rid = header.get("id")
+    if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS:
+        return rid
+    return None
+
+
+def parse_request(frames: list[bytes], token: str, limits: Limits | None = None) -> Request:
+    """Validate one multipart request (without the ROUTER identity frame).
+
+    Checks run cheapest first: size, JSON, version, token, type, fields, then blob decoding. The
+    token is checked before any field so that an unauthorised peer learns nothing but
+    ``unauthorized``. Raises :class:`ProtocolError` with the wire error code.
+    """
+    limits = limits or Limits()
+    if not frames:
+        raise ProtocolError(BAD_REQUEST, "empty message")
+    total = sum(len(f) for f in frames)
+    if total > limits.max_message_bytes:
+        raise ProtocolError(TOO_LARGE, f"message is {total} bytes, the limit is {limits.max_message_bytes}")
+    header = _load_header(frames[0], limits.max_header_bytes, BAD_REQUEST)
+    check = _Checker(_request_id(header))
+
+    version = header.get("v")
+    if type(version) is not int:
+        raise check.fail("v (protocol version) must be an integer")
+    if version != PROTOCOL_VERSION:
+        raise check.fail(f"protocol version {version} is not supported (this daemon speaks {PROTOCOL_VERSION})",
+                         UNSUPPORTED_VERSION)
+    sent_token = header.get("token")
+    if not isinstance(sent_token, str) or not hmac.compare_digest(
+        sent_token.encode("utf-8", "surrogatepass"), token.encode("utf-8")
+    ):
+        raise check.fail("missing or wrong token", UNAUTHORIZED)
+    if "id" not in header:
+        raise check.fail("id is missing")
+    rid = check.string(header["id"], "id", nonempty=True)
+    if len(rid) > MAX_ID_CHARS:
+        raise check.fail(f"id is longer than {MAX_ID_CHARS} characters")
+    if "type" not in header:
+        raise check.fail("type is missing")
+    rtype = check.string(header["type"], "type")
+    if rtype not in REQUEST_TYPES:
+        raise check.fail(f"unknown request type {rtype!r}")
+
+    descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
+    if rtype == EDIT:
+        edit = _parse_edit(check, header, descriptors, frames[1:], limits)
+        return Request(rtype, rid, header, edit=edit)
+    if descriptors:
+        raise check.fail(f"{rtype} takes no blobs")
+    if rtype == CANCEL:
+        check.obj(header, "cancel", _CANCEL_KEYS)
+        if "job" not in header:
+            raise check.fail("cancel needs job")
+        job = check.string(header["job"], "job", nonempty=True)
+        if len(job) > MAX_ID_CHARS:
+            raise check.fail(f"job is longer than {MAX_ID_CHARS} characters")
+        return Request(rtype, rid, header, job=job)
+    # hello / ping / status: extra fields (e.g. client info) are tolerated for forward compatibility.
+    return Request(rtype, rid, header)
+
+
+def _parse_edit(
+    check: _Checker, header: dict[str, Any], descriptors: list[dict[str, Any]], payloads: list[bytes], limits: Limits
+) -> EditRequest:
+    check.obj(header, "edit", _EDIT_KEYS)
+    if "prompt" not in header:
+        raise check.fail("edit needs a prompt")
+    prompt = check.string(header["prompt"], "prompt", limits.max_prompt_chars, nonempty=True)
+    subject = check.string(header.get("subject", ""), "subject", limits.max_prompt_chars)
+    style = check.choice(header.get("style", "photo"), "style", STYLES)
+    seed = check.integer(header.get("seed", 0), "seed", 0, 2**32 - 1)
+
+    sampling: dict[str, Any] = {}
+    if header.get("sampling") is not None:
+        raw = check.obj(header["sampling"], "sampling", {"steps", "w", "v", "k"})
+        if "steps" in raw:
+            sampling["steps"] = check.integer(raw["steps"], "sampling.steps", 1, 1000)
+        if "w" in raw:
+            sampling["w"] = check.number(raw["w"], "sampling.w", 0.0, 50.0)
+        if "v" in raw:
+            sampling["v"] = check.number(raw["v"], "sampling.v", 0.0, 1.0)
+        if "k" in raw:
+            sampling["k"] = check.integer(raw["k"], "sampling.k", 0, 1000)
+
+    finetune: dict[str, Any] = {}
+    if header.get("finetune") is not None:
+        raw = check.obj(header["finetune"], "finetune", {"method", "steps", "patch"})
+        if "method" in raw:
+            finetune["method"] = check.choice(raw["method"], "finetune.method", FINETUNE_METHODS)
+        if raw.get("steps") is not None:
+            finetune["steps"] = check.integer(raw["steps"], "finetune.steps", 1, 20000)
+        if "patch" in raw:
+            finetune["patch"] = check.boolean(raw["patch"], "finetune.patch")
+
+    roles = [d["role"] for d in descriptors]
+    if roles.count("image") != 1:
+        raise check.fail(f"edit needs exactly one image blob, got {roles.count('image')}")
+    if roles.count("mask") > 1 or "preview" in roles:
+        raise check.fail("edit takes one image blob and at most one mask blob")
+    image = mask = None
+    for desc, payload in zip(descriptors, payloads, strict=True):
+        if desc["role"] == "image":
+            if desc["format"] != "rgba8":
+                raise check.fail("the image blob must be rgba8")
+            image = RGBAImage(desc["width"], desc["height"], _decode_blob(check, desc, payload, limits.max_input_pixels))
+    assert image is not None
+    for desc, payload in zip(descriptors, payloads, strict=True):
+        if desc["role"] == "mask":
+            if desc["format"] != "a8":
+                raise check.fail("the mask blob must be a8")
+            if (desc["width"], desc["height"]) != image.size:
+                raise check.fail(
+                    f"mask is {desc['width']}x{desc['height']} but the image is {image.width}x{image.height}"
+                )
+            mask = Mask(desc["width"], desc["height"], _decode_blob(check, desc, payload, limits.max_input_pixels))
+
+    output = image.size
+    if header.get("output") is not None:
+        raw = check.obj(header["output"], "output", {"width", "height"})
+        for key in ("width", "height"):
+            if key not in raw:
+                raise check.fail(f"output lacks {key}")
+        lo, hi = OUTPUT_SIDE_RANGE
+        output = (check.integer(raw["width"], "output.width", lo, hi), check.integer(raw["height"], "output.height", lo, hi))
+        if output[0] * output[1] > limits.max_output_pixels:
+            raise check.fail(
+                f"output {output[0]}x{output[1]} is over the limit of {limits.max_output_pixels} pixels", TOO_LARGE
+            )
+    return EditRequest(image, mask, prompt, subject, style, seed, sampling, finetune, output)
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def image_blob(image: RGBAImage, role: str = "image", compress: bool = True) -> tuple[dict[str, Any], bytes]:
+    """Descriptor and payload for an RGBA image blob."""
+    payload, compression = pack(image.data, compress)
+    return {"role": role, "format": "rgba8", "width": image.width, "height": image.height,
+            "compression": compression}, payload
+
+
+def mask_blob(mask: Mask, compress: bool = True) -> tuple[dict[str, Any], bytes]:
+    """Descriptor and payload for an a8 mask blob."""
+    payload, compression = pack(mask.data, compress)
+    return {"role": "mask", "format": "a8", "width": mask.width, "height": mask.height,
+            "compression": compression}, payload
+
+
+def encode_message(header: Mapping[str, Any], blobs: list[tuple[dict[str, Any], bytes]] | None = None) -> list[bytes]:
+    """Frames for one message: the JSON header (with ``blobs`` filled in) then the payloads."""
+    blobs = blobs or []
+    full = dict(header)
+    full["blobs"] = [dict(desc) for desc, _ in blobs]
+    text = json.dumps(full, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return [text.encode("utf-8")] + [bytes(payload) for _, payload in blobs]
+
+
+def make_request(rtype: str, request_id: str, token: str, **fields: Any) -> dict[str, Any]:
+    """A request header with the common fields set."""
+    return {"v": PROTOCOL_VERSION, "type": rtype, "id": request_id, "token": token, **fields}
+
+
+def make_reply(
+    rtype: str, request_id: str, blobs: list[tuple[dict[str, Any], bytes]] | None = None, **fields: Any
+) -> list[bytes]:
+    """Frames of a daemon reply (prefix the ROUTER identity before sending; no empty delimiter)."""
+    return encode_message({"v": PROTOCOL_VERSION, "type": rtype, "id": request_id, **fields}, blobs)
+
+
+def make_error(
+    code: str, message: str, request_id: str | None = None, job: str | None = None, retriable: bool | None = None
+) -> list[bytes]:
+    """Frames of an ``error`` reply. ``id`` is ``""`` when the request's id could not be read."""
+    fields: dict[str, Any] = {"code": code, "message": message,
+                              "retriable": code in RETRIABLE_CODES if retriable is None else retriable}
+    if job is not None:
+        fields["job"] = job
+    return make_reply(ERROR, request_id or "", **fields)
+
+
+def error_frames(exc: ProtocolError) -> list[bytes]:
+    """Frames of the ``error`` reply for a rejected request."""
+    return make_error(exc.code, exc.message, exc.request_id, exc.job)
+
+
+def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
+    """Parse a daemon reply into an :class:`Event` (blobs decompressed and size-checked).
+
+    Raises :class:`ProtocolError` with code ``bad_reply`` when the reply is malformed.
+    """
+    limits = limits or Limits()
+    if not frames:
+        raise ProtocolError(BAD_REPLY, "empty reply")
+    header = _load_header(frames[0], max(limits.max_header_bytes, 16 * 1024 * 1024), BAD_REPLY)
+    check = _Checker(_request_id(header))
+    if header.get("v") != PROTOCOL_VERSION or type(header.get("v")) is not int:
+        raise check.fail(f"reply has protocol version {header.get('v')!r}", BAD_REPLY)
+    rtype = header.get("type")
+    if not isinstance(rtype, str) or not isinstance(header.get("id"), str):
+        raise check.fail("reply lacks a string type or id", BAD_REPLY)
+    try:
+        descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
+        blobs = [
+            (desc, _decode_blob(check, desc, payload, max(limits.max_output_pixels, limits.max_input_pixels)))
+            for desc, payload in zip(descriptors, frames[1:], strict=True)
+        ]
+    except ProtocolError as exc:
+        raise ProtocolError(BAD_REPLY, exc.message, exc.request_id) from None
+    return Event(rtype, header, blobs)
+
+
+# Typing helper for callers that build frames lazily (e.g. the malformed corpus in the tests).
+FramesBuilder = Callable[[str], list[bytes]]

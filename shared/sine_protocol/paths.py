@@ -1,0 +1,157 @@
+"""Where the daemon and the plugins keep things on disk, and the shared token.
+
+Both sides call these functions, so the daemon writes the token exactly where the plugins look
+for it. Every directory can be overridden by an environment variable (tests use temp folders).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+APP_NAME = "sine-edit"
+DEFAULT_PORT = 47633
+TOKEN_BYTES = 32
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None
+
+
+def _home() -> Path:
+    return Path.home()
+
+
+def _windows_dir(env: str, fallback: str) -> Path:
+    return (_env_path(env) or _home() / fallback) / APP_NAME
+
+
+def config_dir() -> Path:
+    """Token and daemon command file (``SINE_CONFIG_DIR`` overrides)."""
+    override = _env_path("SINE_CONFIG_DIR")
+    if override:
+        return override
+    if sys.platform == "win32":
+        return _windows_dir("APPDATA", "AppData/Roaming")
+    if sys.platform == "darwin":
+        return _home() / "Library" / "Application Support" / APP_NAME
+    return (_env_path("XDG_CONFIG_HOME") or _home() / ".config") / APP_NAME
+
+
+def state_dir() -> Path:
+    """Logs and the pid/lock file (``SINE_STATE_DIR`` overrides)."""
+    override = _env_path("SINE_STATE_DIR")
+    if override:
+        return override
+    if sys.platform == "win32":
+        return _windows_dir("LOCALAPPDATA", "AppData/Local") / "state"
+    if sys.platform == "darwin":
+        return _home() / "Library" / "Application Support" / APP_NAME / "state"
+    return (_env_path("XDG_STATE_HOME") or _home() / ".local" / "state") / APP_NAME
+
+
+def cache_dir() -> Path:
+    """Per-image fine-tuned weights (``SINE_CACHE_DIR`` overrides)."""
+    override = _env_path("SINE_CACHE_DIR")
+    if override:
+        return override
+    if sys.platform == "win32":
+        return _windows_dir("LOCALAPPDATA", "AppData/Local") / "cache"
+    if sys.platform == "darwin":
+        return _home() / "Library" / "Caches" / APP_NAME
+    return (_env_path("XDG_CACHE_HOME") or _home() / ".cache") / APP_NAME
+
+
+def runtime_dir() -> Path:
+    """Folder of the ipc socket, to be created with mode 0700 (``SINE_RUNTIME_DIR`` overrides)."""
+    override = _env_path("SINE_RUNTIME_DIR")
+    if override:
+        return override
+    xdg = _env_path("XDG_RUNTIME_DIR")
+    if xdg and sys.platform not in ("win32", "darwin"):
+        return xdg / APP_NAME
+    return state_dir() / "run"
+
+
+def token_file() -> Path:
+    """The daemon's secret; plugins read it to authenticate."""
+    return config_dir() / "token"
+
+
+def daemon_command_file() -> Path:
+    """``{"argv": [...]}`` written by the installer: how to start the daemon."""
+    return config_dir() / "daemon.json"
+
+
+def default_endpoint() -> str:
+    """Loopback TCP endpoint, the one every platform has (``SINE_ENDPOINT`` overrides)."""
+    return os.environ.get("SINE_ENDPOINT") or f"tcp://127.0.0.1:{DEFAULT_PORT}"
+
+
+def ipc_endpoint() -> str | None:
+    """The daemon's extra ``ipc://`` endpoint in :func:`runtime_dir`, or None where ipc is missing (Windows)."""
+    if sys.platform == "win32":
+        return None
+    return f"ipc://{runtime_dir() / 'daemon.sock'}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it owner-only (0700 on POSIX)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.name == "posix":
+        os.chmod(path, 0o700)
+    return path
+
+
+def read_token(path: Path | None = None) -> str | None:
+    """The token, or None when the daemon has not written one yet (or it is empty/unreadable)."""
+    path = path or token_file()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
+
+
+def ensure_token(path: Path | None = None) -> str:
+    """Return the token, creating it (mode 0600, atomically) if there is none yet.
+
+    The new file is written under a temporary name and hard-linked into place, so a reader never
+    sees a half-written token and two daemons starting at once agree on one token.
+    """
+    path = path or token_file()
+    existing = read_token(path)
+    if existing:
+        return existing
+    ensure_private_dir(path.parent)
+    token = secrets.token_hex(TOKEN_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # someone else won the race (or an empty/broken file is there; handled below)
+        except OSError:
+            os.replace(tmp, path)  # filesystems without hard links
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    winner = read_token(path)
+    if winner:
+        return winner
+    # An empty or unreadable file was in the way: replace it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return token
