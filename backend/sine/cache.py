@@ -1,0 +1,347 @@
+"""Per-image weight cache: fine-tune once per image, reuse the weights for every later edit.
+
+Entries are content-addressed folders ``<root>/<key[:2]>/<key>/`` holding the files the engine
+saved plus ``manifest.json`` (sha256 of every file). An entry is built in ``<root>/.tmp`` and
+renamed into place only after every byte is fsynced, so a crash leaves a stray temp folder (swept
+at the next open), never a half-written entry. Hashes are checked on every load: a corrupt entry is
+deleted and reported as a miss. Least-recently-used entries are evicted to stay under a byte budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+KEY_FORMAT = "sine-cache-v1"
+_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+log = logging.getLogger("sine.cache")
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte size such as ``2GB``, ``500MiB`` or ``1048576`` (decimal units, ``i`` = binary)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (examples: 2GB, 500MB, 1GiB)")
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    base = _UNITS[unit[:1]] if unit[:1] in _UNITS else 1
+    if "i" in unit:
+        base = 1024 ** {"k": 1, "m": 2, "g": 3, "t": 4}[unit[0]]
+    return int(number * base)
+
+
+def cache_key(
+    rgba: bytes,
+    width: int,
+    height: int,
+    *,
+    source_prompt: str,
+    subject: str,
+    style: str,
+    model_id: str,
+    revision: str | None,
+    settings: dict,
+) -> str:
+    """Key of one fine-tune: everything that changes the weights, and nothing else (not the edit prompt or seed)."""
+    meta = {
+        "format": KEY_FORMAT,
+        "width": int(width),
+        "height": int(height),
+        "source_prompt": source_prompt,
+        "subject": subject,
+        "style": style,
+        "model_id": model_id,
+        "revision": revision,
+        "settings": settings,
+    }
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":"), default=str).encode())
+    digest.update(b"\0")
+    digest.update(rgba)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One entry as its manifest describes it."""
+
+    key: str
+    path: Path
+    bytes: int
+    created: float
+    last_used: float
+    settings: dict
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a folder (folders only where the OS allows opening them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class WeightCache:
+    """Thread-safe cache of fine-tuned weights under one folder, bounded by ``budget_bytes``."""
+
+    def __init__(self, root: str | os.PathLike, budget_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.budget_bytes = budget_bytes
+        self._lock = threading.RLock()
+        self._key_locks: dict[str, tuple[threading.Lock, int]] = {}
+        self._index: dict[str, CacheEntry] = {}
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_and_index()
+
+    # --- opening -------------------------------------------------------------------------------
+    def _sweep_and_index(self) -> None:
+        """Drop temp folders left by a crash and entries without a readable manifest; index the rest."""
+        tmp_root = self.root / ".tmp"
+        if tmp_root.exists():
+            shutil.rmtree(tmp_root, ignore_errors=True)
+        for shard in self.root.iterdir():
+            if not shard.is_dir() or len(shard.name) != 2 or shard.name.startswith("."):
+                continue
+            for folder in shard.iterdir():
+                if folder.name.startswith("."):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    continue
+                entry = self._read_manifest(folder)
+                if entry is None:
+                    log.warning("cache: removing incomplete entry %s", folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    self._index[entry.key] = entry
+
+    @staticmethod
+    def _read_manifest(folder: Path) -> CacheEntry | None:
+        try:
+            data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            key = data["key"]
+            if key != folder.name or not _KEY_RE.match(key) or not isinstance(data["files"], dict):
+                return None
+            return CacheEntry(
+                key=key,
+                path=folder,
+                bytes=int(data["bytes"]),
+                created=float(data["created"]),
+                last_used=float(data["last_used"]),
+                settings=dict(data.get("settings") or {}),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def entry_path(self, key: str) -> Path:
+        """Where the entry for ``key`` lives (whether or not it exists)."""
+        if not _KEY_RE.match(key):
+            raise ValueError(f"bad cache key {key!r}")
+        return self.root / key[:2] / key
+
+    # --- reading -------------------------------------------------------------------------------
+    def lookup(self, key: str) -> Path | None:
+        """Return the verified entry folder for ``key`` (and mark it used), or None on a miss.
+
+        A corrupt entry (missing file, hash mismatch, unreadable manifest) is deleted and logged.
+        """
+        with self._lock:
+            folder = self.entry_path(key)
+            if not (folder / MANIFEST).exists():
+                self._index.pop(key, None)
+                return None
+            try:
+                manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+                files: dict[str, str] = manifest["files"]
+                if manifest["key"] != key or not files:
+                    raise ValueError("manifest does not describe this entry")
+                for name, expected in files.items():
+                    path = folder / name
+                    if Path(name).is_absolute() or ".." in Path(name).parts:
+                        raise ValueError(f"bad file name {name!r}")
+                    if _sha256_file(path) != expected:
+                        raise ValueError(f"hash mismatch for {name}")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("cache: discarding corrupt entry %s: %s", key[:12], exc)
+                self._remove_folder(key)
+                return None
+            manifest["last_used"] = time.time()
+            try:
+                _write_json_atomic(folder / MANIFEST, manifest)
+            except OSError as exc:  # a read-only cache still serves hits
+                log.warning("cache: could not update last_used for %s: %s", key[:12], exc)
+            entry = self._read_manifest(folder)
+            if entry is not None:
+                self._index[key] = entry
+            return folder
+
+    def entries(self) -> list[CacheEntry]:
+        """All entries, most recently used first."""
+        with self._lock:
+            return sorted(self._index.values(), key=lambda e: e.last_used, reverse=True)
+
+    def stats(self) -> dict:
+        """``{entries, bytes, budget}`` for `hello` / `status` replies."""
+        with self._lock:
+            return {
+                "entries": len(self._index),
+                "bytes": sum(e.bytes for e in self._index.values()),
+                "budget": self.budget_bytes,
+            }
+
+    # --- writing -------------------------------------------------------------------------------
+    def store(self, key: str, write: Callable[[Path], None], settings: dict | None = None) -> Path:
+        """Build an entry with ``write(folder)`` in a temp folder, then publish it atomically.
+
+        If ``write`` raises, nothing is published. Evicts old entries afterwards to meet the budget.
+        """
+        final = self.entry_path(key)
+        tmp_root = self.root / ".tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=tmp_root))
+        try:
+            write(work)
+            files: dict[str, str] = {}
+            total = 0
+            for path in sorted(p for p in work.rglob("*") if p.is_file()):
+                name = path.relative_to(work).as_posix()
+                if name == MANIFEST:
+                    raise ValueError(f"the writer may not create {MANIFEST}")
+                _fsync_path(path)
+                files[name] = _sha256_file(path)
+                total += path.stat().st_size
+            if not files:
+                raise ValueError("the writer saved no files")
+            now = time.time()
+            manifest = {
+                "key": key,
+                "files": files,
+                "created": now,
+                "last_used": now,
+                "bytes": total,
+                "settings": settings or {},
+            }
+            with open(work / MANIFEST, "w", encoding="utf-8") as handle:
+                json.dump(manifest, handle, indent=1, sort_keys=True)
+                handle.flush()
+                os.fsync(handle.fileno())
+            for sub in sorted((p for p in work.rglob("*") if p.is_dir()), reverse=True):
+                _fsync_path(sub)
+            _fsync_path(work)
+            with self._lock:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():  # a concurrent writer won; keep theirs (same content by construction)
+                    shutil.rmtree(work, ignore_errors=True)
+                else:
+                    os.rename(work, final)
+                    _fsync_path(final.parent)
+                entry = self._read_manifest(final)
+                if entry is not None:
+                    self._index[key] = entry
+                self.evict(keep=key)
+            return final
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Remove least-recently-used entries until the total fits the budget; return removed keys."""
+        removed: list[str] = []
+        if self.budget_bytes is None:
+            return removed
+        with self._lock:
+            total = sum(e.bytes for e in self._index.values())
+            for entry in sorted(self._index.values(), key=lambda e: e.last_used):
+                if total <= self.budget_bytes:
+                    break
+                if entry.key == keep:
+                    continue
+                self._remove_folder(entry.key)
+                total -= entry.bytes
+                removed.append(entry.key)
+        for key in removed:
+            log.info("cache: evicted %s (budget %d bytes)", key[:12], self.budget_bytes)
+        return removed
+
+    def remove(self, key: str) -> bool:
+        """Delete one entry; True if it existed."""
+        with self._lock:
+            existed = self.entry_path(key).exists()
+            self._remove_folder(key)
+            return existed
+
+    def clear(self) -> int:
+        """Delete every entry; return how many there were."""
+        with self._lock:
+            keys = list(self._index)
+            for key in keys:
+                self._remove_folder(key)
+            shutil.rmtree(self.root / ".tmp", ignore_errors=True)
+            return len(keys)
+
+    def _remove_folder(self, key: str) -> None:
+        folder = self.entry_path(key)
+        self._index.pop(key, None)
+        if folder.exists():
+            # Rename first so a crash mid-delete leaves a dot-folder the next sweep removes, not a bad entry.
+            doomed = folder.with_name(f".del-{key}-{os.getpid()}-{time.monotonic_ns()}")
+            try:
+                os.rename(folder, doomed)
+            except OSError:
+                doomed = folder
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    # --- one fine-tune per key at a time ---------------------------------------------------------
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[None]:
+        """Hold the per-key lock: a second job for the same image waits here, then finds the entry."""
+        with self._lock:
+            lock, users = self._key_locks.get(key, (threading.Lock(), 0))
+            self._key_locks[key] = (lock, users + 1)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+            with self._lock:
+                lock, users = self._key_locks[key]
+                if users <= 1:
+                    del self._key_locks[key]
+                else:
+                    self._key_locks[key] = (lock, users - 1)

@@ -1,0 +1,77 @@
+"""Daemon settings: command-line flags over environment over defaults, checked once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sine.cache import parse_size
+
+DEFAULT_MODEL_ENV = "SINE_MODEL"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and why."""
+
+
+@dataclass
+class DaemonConfig:
+    """Everything `sine daemon` needs; paths default to sine_protocol.paths."""
+
+    endpoint: str
+    state_dir: Path
+    cache_dir: Path
+    runtime_dir: Path | None  # where the ipc:// socket goes; None = no ipc endpoint
+    model: str | None = None
+    device: str | None = None
+    cache_budget: int = 2 * 1000**3
+    max_input_pixels: int | None = None
+    max_output_pixels: int | None = None
+    max_message_bytes: int | None = None
+    max_queued_per_client: int = 4
+    max_queued_total: int = 32
+    allow_remote: bool = False
+    progress_interval_s: float = 0.25
+    preview_every: int = 5
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Refuse non-loopback TCP binds unless allowed, and endpoints ZeroMQ cannot bind."""
+        parts = urlsplit(self.endpoint)
+        if parts.scheme == "tcp":
+            host = parts.hostname or ""
+            if not host or parts.port is None:
+                raise ConfigError(f"endpoint {self.endpoint!r} needs a host and a port, e.g. tcp://127.0.0.1:47633")
+            if not self.allow_remote and not _is_loopback(host):
+                raise ConfigError(
+                    f"refusing to listen on {host}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed"
+                    " without --allow-remote, since anyone who can reach the port could use the GPU"
+                )
+        elif parts.scheme != "ipc":
+            raise ConfigError(f"endpoint {self.endpoint!r}: use tcp://HOST:PORT or ipc://PATH")
+
+    def ipc_endpoint(self) -> str | None:
+        """The extra ipc:// endpoint (POSIX only), named after the TCP port so daemons don't collide."""
+        if self.runtime_dir is None or sys.platform == "win32" or not self.endpoint.startswith("tcp://"):
+            return None
+        port = urlsplit(self.endpoint).port
+        return f"ipc://{self.runtime_dir / f'daemon-{port}.sock'}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def env_size(name: str) -> int | None:
+    """A size from the environment, or None when unset."""
+    value = os.environ.get(name)
+    return parse_size(value) if value else None

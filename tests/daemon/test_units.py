@@ -1,0 +1,141 @@
+"""Small parts of the daemon: job queue bounds and cancel, the lock file, mask compositing, config checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from sine.daemon.compositing import composite_under_mask, feathered_weights
+from sine.daemon.config import ConfigError, DaemonConfig
+from sine.daemon.jobs import CANCELLED, DONE, RUNNING, Job, JobQueue, QueueClosed, QueueFull
+from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
+
+
+def _job(client: bytes = b"A") -> Job:
+    return Job(client=client, request_id="r", request=None)
+
+
+def test_queue_is_fifo_and_bounded_per_client_and_total():
+    queue = JobQueue(max_total=3, max_per_client=2)
+    a1, a2, b1 = _job(b"A"), _job(b"A"), _job(b"B")
+    assert queue.submit(a1) == 0
+    assert queue.submit(a2) == 1
+    with pytest.raises(QueueFull):
+        queue.submit(_job(b"A"))
+    assert queue.submit(b1) == 2
+    with pytest.raises(QueueFull):
+        queue.submit(_job(b"C"))
+    assert queue.next(0) is a1 and a1.state == RUNNING
+    assert queue.position(a2.id) == 1 and queue.position(b1.id) == 2
+    # the running job still counts toward A's share
+    with pytest.raises(QueueFull):
+        queue.submit(_job(b"A"))
+    queue.finish(a1, DONE)
+    assert queue.submit(_job(b"A")) == 2
+
+
+def test_cancel_queued_and_running_and_by_client():
+    queue = JobQueue()
+    running, queued, other = _job(b"A"), _job(b"A"), _job(b"B")
+    for job in (running, queued, other):
+        queue.submit(job)
+    assert queue.next(0) is running
+    assert queue.cancel(queued.id) is queued and queued.state == CANCELLED
+    assert queue.cancel(queued.id) is None
+    assert [j.id for j in queue.queued()] == [other.id]
+    cancelled = queue.cancel_client(b"A")
+    assert cancelled == [running] and running.should_stop() and running.state == RUNNING
+    assert not other.should_stop()
+    order, jobs = queue.snapshot()
+    assert order == [other.id] and jobs[queued.id]["state"] == CANCELLED
+
+
+def test_next_blocks_until_submit_and_close_refuses():
+    queue = JobQueue()
+    got: list[Job | None] = []
+    thread = threading.Thread(target=lambda: got.append(queue.next(5)))
+    thread.start()
+    job = _job()
+    queue.submit(job)
+    thread.join(5)
+    assert got == [job]
+    queue.submit(_job(b"Z"))
+    pending = queue.close()
+    assert len(pending) == 2 and all(j.should_stop() for j in pending)
+    with pytest.raises(QueueClosed):
+        queue.submit(_job())
+    assert queue.next(0.01) is None
+
+
+def test_lock_refuses_second_holder_with_pid(tmp_path):
+    path = lock_path_for(tmp_path, "tcp://127.0.0.1:5555")
+    assert path.name == "daemon-tcp_127.0.0.1_5555.lock"
+    first = DaemonLock(path)
+    first.acquire({"endpoint": "tcp://127.0.0.1:5555"})
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from sine.daemon.lockfile import DaemonLock, AlreadyRunning\n"
+        "try:\n DaemonLock(sys.argv[2]).acquire()\nexcept AlreadyRunning as e:\n print(e); sys.exit(3)\n"
+    )
+    backend = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "backend")
+    proc = subprocess.run([sys.executable, "-c", code, backend, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "already running" in proc.stdout and str(__import__("os").getpid()) in proc.stdout
+    first.release()
+    again = DaemonLock(path)
+    again.acquire()
+    again.release()
+
+
+def test_lock_in_same_process_also_refuses(tmp_path):
+    path = tmp_path / "x.lock"
+    with DaemonLock(path):
+        with pytest.raises(AlreadyRunning):
+            DaemonLock(path).acquire()
+
+
+def test_composite_keeps_unmasked_pixels_bit_identical():
+    rng = np.random.default_rng(0)
+    src = Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8), "RGBA")
+    res = Image.fromarray(rng.integers(0, 256, (40, 48, 4), dtype=np.uint8), "RGBA")
+    mask = np.zeros((40, 48), np.uint8)
+    mask[10:30, 12:36] = 255
+    out = np.asarray(composite_under_mask(src, res, Image.fromarray(mask, "L")))
+    s, r = np.asarray(src), np.asarray(res)
+    assert np.array_equal(out[mask == 0], s[mask == 0])
+    assert np.array_equal(out[18:22, 22:26], r[18:22, 22:26])  # deep inside: the edit itself
+    edge = out[10, 20].astype(int)
+    assert not np.array_equal(edge, r[10, 20]) or not np.array_equal(edge, s[10, 20])
+
+
+def test_feather_is_inside_only():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 255
+    w = feathered_weights(mask, radius=2)
+    assert (w[mask == 0] == 0).all()
+    assert 0 < w[5, 10] < 1 and w[10, 10] == 1
+
+
+def _config(endpoint: str, allow_remote: bool = False) -> DaemonConfig:
+    from pathlib import Path
+
+    return DaemonConfig(endpoint=endpoint, state_dir=Path("s"), cache_dir=Path("c"), runtime_dir=Path("/run/x"),
+                        allow_remote=allow_remote)
+
+
+def test_config_refuses_remote_binds():
+    _config("tcp://127.0.0.1:47633").check()
+    _config("tcp://localhost:47633").check()
+    _config("tcp://[::1]:47633").check()
+    with pytest.raises(ConfigError, match="loopback"):
+        _config("tcp://0.0.0.0:47633").check()
+    with pytest.raises(ConfigError, match="loopback"):
+        _config("tcp://*:47633").check()
+    _config("tcp://0.0.0.0:47633", allow_remote=True).check()
+    with pytest.raises(ConfigError):
+        _config("udp://127.0.0.1:1").check()
+    assert _config("tcp://127.0.0.1:47633").ipc_endpoint() == "ipc:///run/x/daemon-47633.sock"
