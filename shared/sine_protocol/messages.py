@@ -429,10 +429,8 @@ def _parse_edit(
                 raise check.fail(f"output lacks {key}")
         lo, hi = OUTPUT_SIDE_RANGE
         output = (check.integer(raw["width"], "output.width", lo, hi), check.integer(raw["height"], "output.height", lo, hi))
-        if output[0] * output[1] > limits.max_output_pixels:
-            raise check.fail(
-                f"output {output[0]}x{output[1]} is over the limit of {limits.max_output_pixels} pixels", TOO_LARGE
-            )
+    if output[0] * output[1] > limits.max_output_pixels:
+        raise check.fail(f"output {output[0]}x{output[1]} is over the limit of {limits.max_output_pixels} pixels", TOO_LARGE)
     return EditRequest(image, mask, prompt, subject, style, seed, sampling, finetune, output)
 
 
