@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in "Filters > SINE > Edit with text...": edit a layer with a text prompt via the SINE daemon.
+
+This file only registers the procedure and wires GIMP to the helpers beside it; the work is in
+sine_gimp_job (talking to the daemon), sine_gimp_pixels (GEGL buffers) and sine_gimp_ui (dialogs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# The installer vendors sine_protocol into _vendor/: it must win over anything else on sys.path.
+sys.path[:0] = [os.path.join(_HERE, "_vendor"), _HERE]
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+import sine_gimp_args  # noqa: E402
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
+
+PROC_NAME = "python-fu-sine-edit"
+
+
+def _split_run_args(rest: tuple) -> tuple[list, Gimp.ProcedureConfig]:
+    """Find drawables and config whatever the GIMP version's run() signature.
+
+    GIMP 3.0/3.2 pass (drawables, config, data); the 2.99 series passed (n_drawables, drawables,
+    config, data). Looking at the types instead of the positions covers both.
+    """
+    config = next(a for a in rest if isinstance(a, Gimp.ProcedureConfig))
+    drawables = next((a for a in rest if isinstance(a, (list, tuple))), None)
+    return list(drawables or []), config
+
+
+def _fail(procedure: Gimp.Procedure, status: Gimp.PDBStatusType, message: str) -> Gimp.ValueArray:
+    sys.stderr.write(f"sine-gimp: {message}\n")
+    return procedure.new_return_values(status, GLib.Error(message))
+
+
+def _connect(interactive: bool):
+    """A client to a live daemon; in interactive mode offers to start an installed daemon."""
+    from sine_gimp_job import DaemonNotRunning, connect, start_daemon_and_connect
+    from sine_protocol import paths
+
+    try:
+        return connect()
+    except DaemonNotRunning:
+        if not interactive or not os.path.exists(paths.daemon_command_file()):
+            raise
+        import sine_gimp_ui
+
+        if not sine_gimp_ui.ask_yes_no(
+            "The SINE daemon is not running.",
+            "Start it now? The first start loads the model and can take a minute.",
+        ):
+            raise
+        Gimp.progress_set_text("SINE: starting the daemon")
+        return start_daemon_and_connect(idle=sine_gimp_ui.pump_events)
+
+
+def _edit(
+    image: Gimp.Image, source: Gimp.Layer, config: Gimp.ProcedureConfig, interactive: bool
+) -> Gimp.Layer:
+    """Read pixels, run the job with progress, write the result; returns the new layer."""
+    import sine_gimp_pixels as px
+    from sine_gimp_job import EditFailed, run_edit
+
+    request = sine_gimp_args.request_from_config(config)
+    if not request.prompt.strip():
+        raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
+    pixels = px.read_canvas_rgba(image, source)
+    out_size = request.output_size(pixels.width, pixels.height)
+    same_size = out_size == pixels.size
+    # A selection only means something when the result lies on the same canvas.
+    mask = px.read_selection_mask(image) if same_size else None
+
+    window = None
+    Gimp.progress_init("SINE: connecting to the daemon")
+    try:
+        client = _connect(interactive)
+        if interactive:
+            import sine_gimp_ui
+
+            window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}")
+
+        def on_progress(progress) -> None:
+            if window is not None:
+                window.update(progress)
+            Gimp.progress_set_text(f"SINE: {progress.text}")
+            Gimp.progress_update(progress.fraction)
+
+        try:
+            result = run_edit(
+                client,
+                request,
+                pixels,
+                mask,
+                on_progress=on_progress,
+                should_cancel=window.poll_cancel if window is not None else (lambda: False),
+            )
+        finally:
+            client.close()
+    finally:
+        if window is not None:
+            window.close()
+        Gimp.progress_end()
+
+    name = px.result_layer_name(request.prompt, request.seed)
+    if same_size:
+        layer = px.add_result_layer(image, source, result, name)
+    else:
+        new_image, layer = px.new_image_with_result(result, name)
+        if interactive:
+            Gimp.Display.new(new_image)
+    Gimp.displays_flush()
+    return layer
+
+
+def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *rest) -> Gimp.ValueArray:
+    drawables, config = _split_run_args(rest)
+    if not drawables:
+        drawables = list(image.get_selected_drawables())
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+        return _fail(
+            procedure, Gimp.PDBStatusType.CALLING_ERROR, "Select exactly one layer to edit with SINE."
+        )
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    if interactive:
+        import sine_gimp_ui
+
+        if not sine_gimp_ui.run_settings_dialog(procedure, config):
+            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    try:
+        from sine_gimp_job import EditCancelled, EditFailed
+    except ImportError as exc:
+        return _fail(
+            procedure,
+            Gimp.PDBStatusType.EXECUTION_ERROR,
+            f"The SINE plug-in is incomplete ({exc}); reinstall it with the sine-edit installer.",
+        )
+    try:
+        layer = _edit(image, drawables[0], config, interactive)
+    except EditCancelled as exc:
+        return _fail(procedure, Gimp.PDBStatusType.CANCEL, str(exc))
+    except EditFailed as exc:
+        return _fail(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(exc))
+    except Exception as exc:  # never leave GIMP with a dead plug-in and no word why
+        traceback.print_exc()
+        return _fail(
+            procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"Internal error in the SINE plug-in: {exc!r}"
+        )
+    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    values.remove(1)
+    values.insert(1, GObject.Value(Gimp.Layer, layer))
+    return values
+
+
+class SineEdit(Gimp.PlugIn):
+    """Registers the one procedure."""
+
+    def do_query_procedures(self) -> list[str]:
+        return [PROC_NAME]
+
+    def do_set_i18n(self, name: str) -> bool:
+        return False
+
+    def do_create_procedure(self, name: str) -> Gimp.Procedure:
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        procedure.set_image_types("RGB*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("Edit with text…")
+        procedure.add_menu_path("<Image>/Filters/SINE/")
+        procedure.set_documentation(
+            "Edit a layer from a text prompt with SINE",
+            "Sends the selected layer (at canvas size) and the selection to the local SINE daemon, "
+            "which fine-tunes on the picture and samples the edit; the result lands on a new layer "
+            "above the source. Needs the sine-edit daemon (`sine daemon`).",
+            name,
+        )
+        procedure.set_attribution("sine-edit", "sine-edit", "2026")
+        sine_gimp_args.declare_arguments(procedure)
+        return procedure
+
+
+Gimp.main(SineEdit.__gtype__, sys.argv)

@@ -1,0 +1,87 @@
+"""The procedure's declared arguments (PDB names, ranges, defaults) and their reading back.
+
+Declared arguments make the edit scriptable: batch mode and other plug-ins set them on the
+procedure's config; the interactive dialog is generated from the same declarations.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp, GObject  # noqa: E402
+
+if TYPE_CHECKING:
+    from sine_gimp_job import EditRequest
+
+RW = GObject.ParamFlags.READWRITE
+MAX_SIDE = 16384
+STYLES = (("photo", "Photo"), ("painting", "Painting"))
+METHODS = (("lora", "LoRA (fast)"), ("full", "Full fine-tune (paper recipe)"))
+
+
+def _choice(entries: tuple[tuple[str, str], ...]) -> Gimp.Choice:
+    choice = Gimp.Choice.new()
+    for index, (nick, label) in enumerate(entries):
+        choice.add(nick, index, label, "")
+    return choice
+
+
+def declare_arguments(procedure: Gimp.Procedure) -> None:
+    """Add every edit setting as a PDB argument (names use dashes, as GIMP requires)."""
+    procedure.add_string_argument(
+        "prompt", "_Edit prompt", "What the edit should do, e.g. 'wearing a red hat'", "", RW
+    )
+    procedure.add_string_argument(
+        "subject", "_Subject", "What the picture shows, e.g. 'dog' (may stay empty)", "", RW
+    )
+    procedure.add_choice_argument(
+        "style", "St_yle", "Photo or painting (chooses the source prompt)", _choice(STYLES), "photo", RW
+    )
+    procedure.add_int_argument("seed", "S_eed", "Random seed of the sampler", 0, 2**31 - 1, 0, RW)
+    procedure.add_int_argument("steps", "Sampling s_teps", "DDIM steps", 1, 1000, 100, RW)
+    procedure.add_double_argument(
+        "guidance", "_Guidance", "Classifier-free guidance scale w", 0.0, 50.0, 7.5, RW
+    )
+    procedure.add_double_argument(
+        "v", "_v (pre-trained weight)", "Weight of the pre-trained model in the guided mix", 0.0, 1.0, 0.7, RW
+    )
+    procedure.add_int_argument(
+        "k",
+        "_K (guidance until step)",
+        "Timestep below which only the pre-trained model guides",
+        0,
+        1000,
+        400,
+        RW,
+    )
+    procedure.add_choice_argument("method", "_Method", "Fine-tuning recipe", _choice(METHODS), "lora", RW)
+    procedure.add_int_argument(
+        "finetune-steps", "_Fine-tune steps", "0 = the daemon's default for the method", 0, 100000, 0, RW
+    )
+    procedure.add_int_argument("output-width", "Output _width", "0 = image width", 0, MAX_SIDE, 0, RW)
+    procedure.add_int_argument("output-height", "Output _height", "0 = image height", 0, MAX_SIDE, 0, RW)
+    procedure.add_layer_return_value("layer", "Layer", "The new layer holding the result", True, RW)
+
+
+def request_from_config(config: Gimp.ProcedureConfig) -> EditRequest:
+    """Read the arguments back into the host-independent request."""
+    from sine_gimp_job import EditRequest  # imports sine_protocol: only once the plug-in runs
+
+    get = config.get_property
+    return EditRequest(
+        prompt=get("prompt") or "",
+        subject=get("subject") or "",
+        style=get("style") or "photo",
+        seed=int(get("seed")),
+        steps=int(get("steps")),
+        guidance=float(get("guidance")),
+        v=float(get("v")),
+        k=int(get("k")),
+        method=get("method") or "lora",
+        finetune_steps=int(get("finetune-steps")),
+        output_width=int(get("output-width")),
+        output_height=int(get("output-height")),
+    )

@@ -1,0 +1,307 @@
+"""One SINE edit seen from the plug-in: connect, submit, follow events, cancel.
+
+Nothing here imports ``gi``: the plug-in's GIMP glue (pixels, dialogs, progress bar) passes plain
+bytes and callbacks in, so this module runs (and is tested) against the real daemon from a plain
+Python on the host too.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient
+
+# Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
+# plug-in uses the pure ZMTP transport everywhere: the path that ships is the path that is tested.
+DEFAULT_TRANSPORT = "pure"
+PING_TIMEOUT_S = 2.0
+# A job that sends no event for this long (not even "queued" progress) is treated as lost.
+DEFAULT_IDLE_TIMEOUT_S = 600.0
+CANCEL_GRACE_S = 5.0
+
+
+class EditFailed(Exception):
+    """An edit could not be done; ``str(exc)`` is a message written for the GIMP user."""
+
+    def __init__(self, message: str, code: str = "internal") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DaemonNotRunning(EditFailed):
+    """Nothing answers at the endpoint (the user may be offered to start the daemon)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="daemon_not_running")
+
+
+class EditCancelled(EditFailed):
+    """The user cancelled; the daemon job was cancelled too."""
+
+    def __init__(self, message: str = "SINE edit cancelled.") -> None:
+        super().__init__(message, code="cancelled")
+
+
+@dataclass
+class EditRequest:
+    """The procedure's arguments, as the plug-in got them from the dialog or the PDB."""
+
+    prompt: str
+    subject: str = ""
+    style: str = "photo"
+    seed: int = 0
+    steps: int = 100
+    guidance: float = 7.5
+    v: float = 0.7
+    k: int = 400
+    method: str = "lora"
+    finetune_steps: int = 0  # 0: the daemon's default for the method
+    output_width: int = 0  # 0: canvas width
+    output_height: int = 0  # 0: canvas height
+
+    def sampling(self) -> dict:
+        """The ``sampling`` field of the ``edit`` message."""
+        return {"steps": self.steps, "w": self.guidance, "v": self.v, "k": self.k}
+
+    def finetune(self) -> dict:
+        """The ``finetune`` field; ``steps`` None lets the daemon pick its default."""
+        return {"method": self.method, "steps": self.finetune_steps or None}
+
+    def output_size(self, canvas_width: int, canvas_height: int) -> tuple[int, int]:
+        """Requested output size; a zero side falls back to the canvas's."""
+        return (self.output_width or canvas_width, self.output_height or canvas_height)
+
+
+@dataclass
+class Progress:
+    """One progress step, ready for a progress bar: per-phase fraction and a short text."""
+
+    phase: str
+    step: int
+    total: int
+    text: str
+    fraction: float
+    preview: RGBAImage | None = None
+
+
+_PHASE_WORDS = {
+    "queued": "waiting in the queue",
+    "loading": "loading the model",
+    "finetune": "fine-tuning",
+    "sample": "sampling",
+    "decode": "decoding",
+}
+
+
+def progress_text(phase: str, step: int, total: int) -> str:
+    """Short status line such as ``fine-tuning 12/40`` or ``sampling 30/100``."""
+    word = _PHASE_WORDS.get(phase, phase)
+    if phase in ("finetune", "sample") and total > 0:
+        return f"{word} {step}/{total}"
+    return word
+
+
+def endpoint_in_use(endpoint: str | None) -> str:
+    """The endpoint the client will dial, for messages (env override, else the default)."""
+    if endpoint:
+        return endpoint
+    from sine_protocol import paths
+
+    return os.environ.get("SINE_ENDPOINT") or paths.default_endpoint()
+
+
+def not_running_message(endpoint: str | None) -> str:
+    """The message shown when no daemon answers."""
+    return (
+        f"The SINE daemon is not running (nothing answers at {endpoint_in_use(endpoint)}). "
+        "Start it with `sine daemon` (or log in again if autostart is installed), then retry."
+    )
+
+
+def connect(endpoint: str | None = None, transport: str | None = None) -> SineClient:
+    """A client whose daemon answered a ping; raises DaemonNotRunning otherwise."""
+    transport = transport or os.environ.get("SINE_TRANSPORT") or DEFAULT_TRANSPORT
+    try:
+        client = SineClient(endpoint=endpoint, transport=transport)
+    except (DaemonUnavailable, OSError) as exc:
+        raise DaemonNotRunning(f"{not_running_message(endpoint)} ({exc})") from exc
+    except ProtocolError as exc:
+        raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
+    try:
+        alive = client.ping(timeout=PING_TIMEOUT_S)
+    except (DaemonUnavailable, OSError):
+        alive = False
+    except ProtocolError as exc:
+        client.close()
+        raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
+    if not alive:
+        client.close()
+        raise DaemonNotRunning(not_running_message(endpoint))
+    return client
+
+
+def start_daemon_and_connect(
+    endpoint: str | None = None,
+    wait_s: float = 120.0,
+    should_cancel: Callable[[], bool] = lambda: False,
+    idle: Callable[[], None] = lambda: None,
+) -> SineClient:
+    """Start the installed daemon (daemon.json) and wait until it answers."""
+    from sine_protocol import DaemonNotInstalled, launch
+
+    try:
+        launch.start_daemon()
+    except DaemonNotInstalled as exc:
+        raise EditFailed(str(exc), "daemon_not_installed") from exc
+    except OSError as exc:
+        raise EditFailed(f"Could not start the SINE daemon: {exc}", "daemon_not_installed") from exc
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if should_cancel():
+            raise EditCancelled()
+        try:
+            return connect(endpoint)
+        except DaemonNotRunning:
+            idle()
+            time.sleep(0.5)
+    raise DaemonNotRunning(
+        f"The SINE daemon was started but did not answer within {wait_s:.0f} s; "
+        "see its log in the sine-edit state folder."
+    )
+
+
+_ADVICE = {
+    "model_missing": "The daemon has no usable model. Run the installer to download one, or check the model set in its config.",
+    "unauthorized": "The daemon refused the access token. Both must use the same sine-edit config folder "
+    "(SINE_CONFIG_DIR); restart the daemon or GIMP.",
+    "out_of_memory": "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
+    "too_large": "The image is larger than the daemon accepts. Scale it down or raise the daemon's limits.",
+    "busy": "The daemon is busy with other jobs. Try again in a moment.",
+    "unsupported_version": "The plug-in and the daemon speak different protocol versions. Reinstall both from one release.",
+    "bad_request": "The daemon rejected the request.",
+}
+
+
+def error_message(code: str, message: str) -> str:
+    """A GIMP-user message for a daemon ``error`` reply: advice first, the daemon's words after."""
+    advice = _ADVICE.get(code, "The SINE daemon reported an error.")
+    return f"{advice} [{code}] {message}".strip()
+
+
+def run_edit(
+    client: SineClient,
+    request: EditRequest,
+    image: RGBAImage,
+    mask: Mask | None = None,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    poll_s: float = 0.1,
+) -> RGBAImage:
+    """Submit the edit and follow it to its result, calling ``on_progress`` for every event.
+
+    ``should_cancel`` is polled between events (every ``poll_s``) so the caller's UI stays alive;
+    when it turns true the daemon job is cancelled and EditCancelled raised.
+    """
+    if not request.prompt.strip():
+        raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
+    out_w, out_h = request.output_size(image.width, image.height)
+    try:
+        rid = client.submit_edit(
+            image,
+            request.prompt,
+            subject=request.subject,
+            style=request.style,
+            seed=request.seed,
+            sampling=request.sampling(),
+            finetune=request.finetune(),
+            output_size=(out_w, out_h),
+            mask=mask,
+        )
+    except DaemonUnavailable as exc:
+        raise DaemonNotRunning(f"{not_running_message(None)} ({exc})") from exc
+    except ProtocolError as exc:
+        raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
+    on_progress(Progress("queued", 0, 0, progress_text("queued", 0, 0), 0.0))
+    job: str | None = None
+    last_event = time.monotonic()
+    while True:
+        if should_cancel():
+            _cancel(client, rid, job)
+            raise EditCancelled()
+        try:
+            event = client.poll_event(poll_s)
+        except DaemonUnavailable as exc:
+            raise DaemonNotRunning(f"Lost the connection to the SINE daemon: {exc}") from exc
+        if event is None:
+            if time.monotonic() - last_event > idle_timeout_s:
+                if job is not None:
+                    _cancel(client, rid, job)
+                raise EditFailed(
+                    f"The SINE daemon sent nothing for {idle_timeout_s:.0f} s; the edit was abandoned.",
+                    "timeout",
+                )
+            continue
+        header = event.header
+        if header.get("id") not in (None, rid):
+            continue  # a stray reply to an earlier request
+        last_event = time.monotonic()
+        if event.type == "accepted":
+            job = header.get("job")
+            pos = header.get("queue_position") or 0
+            text = "waiting in the queue" + (f" (position {pos})" if pos else "")
+            on_progress(Progress("queued", 0, 0, text, 0.0))
+        elif event.type == "progress":
+            job = header.get("job", job)
+            phase = str(header.get("phase", ""))
+            step, total = int(header.get("step") or 0), int(header.get("total") or 0)
+            fraction = min(1.0, step / total) if total > 0 else 0.0
+            on_progress(
+                Progress(phase, step, total, progress_text(phase, step, total), fraction, event.preview)
+            )
+        elif event.type == "result":
+            result = event.image
+            if result is None or result.size != (out_w, out_h):
+                got = "no image" if result is None else f"{result.width}x{result.height}"
+                raise EditFailed(f"The SINE daemon returned {got}, expected {out_w}x{out_h}.", "bad_reply")
+            return result
+        elif event.type == "cancelled":
+            raise EditCancelled("The SINE edit was cancelled by the daemon.")
+        elif event.type == "error":
+            code = str(header.get("code", "internal"))
+            raise EditFailed(error_message(code, str(header.get("message", ""))), code)
+
+
+def _cancel(client: SineClient, rid: str, job: str | None) -> None:
+    """Ask the daemon to drop the job and wait briefly for its final event (best effort)."""
+    if job is None:
+        # Not yet accepted: wait a moment for the job id so the daemon does not run it for nobody.
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while job is None and time.monotonic() < deadline:
+            try:
+                event = client.poll_event(0.1)
+            except DaemonUnavailable:
+                return
+            if event is not None and event.header.get("id") == rid:
+                if event.type in ("result", "error", "cancelled"):
+                    return
+                job = event.header.get("job")
+        if job is None:
+            return
+    try:
+        client.cancel(job)
+    except (DaemonUnavailable, ProtocolError, OSError):
+        return
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            event = client.poll_event(0.1)
+        except DaemonUnavailable:
+            return
+        if event is None or event.type not in ("result", "error", "cancelled"):
+            continue
+        if event.header.get("id") == rid or event.header.get("job") == job:
+            return

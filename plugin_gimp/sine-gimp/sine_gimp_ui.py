@@ -1,0 +1,110 @@
+"""Interactive pieces: the settings dialog, the progress window with Cancel, yes/no questions.
+
+Only used in INTERACTIVE run mode; batch and PDB callers never touch GTK.
+"""
+
+from __future__ import annotations
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("GimpUi", "3.0")
+gi.require_version("Gtk", "3.0")
+from gi.repository import GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
+from sine_gimp_job import Progress  # noqa: E402
+
+PREVIEW_SIDE = 192
+
+
+def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
+    """Show the generated dialog for the procedure's arguments; True when the user pressed OK."""
+    GimpUi.init("sine-gimp")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "SINE: Edit with text")
+    dialog.fill(None)
+    ok = dialog.run()
+    dialog.destroy()
+    return bool(ok)
+
+
+def ask_yes_no(title: str, text: str) -> bool:
+    """A modal question; True for Yes."""
+    dialog = Gtk.MessageDialog(
+        message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=title
+    )
+    dialog.format_secondary_text(text)
+    answer = dialog.run()
+    dialog.destroy()
+    pump_events()
+    return answer == Gtk.ResponseType.YES
+
+
+def pump_events() -> None:
+    """Let GTK draw and react to clicks while the plug-in polls the daemon."""
+    while Gtk.events_pending():
+        Gtk.main_iteration_do(False)
+
+
+class ProgressWindow:
+    """A small window with the phase, a progress bar, the daemon's preview and a Cancel button.
+
+    GIMP's own status-bar Cancel kills a plug-in outright, so this button is the way to cancel
+    the daemon job cleanly.
+    """
+
+    def __init__(self, title: str) -> None:
+        self.cancelled = False
+        self._dialog = Gtk.Dialog(title=title)
+        self._dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
+        self._dialog.connect("response", self._on_cancel)
+        self._dialog.connect("delete-event", self._on_delete)
+        self._label = Gtk.Label(label="connecting…", xalign=0.0)
+        self._bar = Gtk.ProgressBar()
+        self._preview = Gtk.Image()
+        self._preview.set_size_request(PREVIEW_SIDE, PREVIEW_SIDE)
+        box = self._dialog.get_content_area()
+        box.set_spacing(6)
+        box.set_border_width(12)
+        box.pack_start(self._preview, True, True, 0)
+        box.pack_start(self._label, False, False, 0)
+        box.pack_start(self._bar, False, False, 0)
+        self._dialog.show_all()
+        pump_events()
+
+    def _on_cancel(self, _dialog: Gtk.Dialog, _response: int) -> None:
+        self.cancelled = True
+        self._label.set_text("cancelling…")
+
+    def _on_delete(self, _dialog: Gtk.Dialog, _event: object) -> bool:
+        self.cancelled = True
+        return True  # keep the window until the job has really stopped
+
+    def update(self, progress: Progress) -> None:
+        self._label.set_text(progress.text)
+        self._bar.set_fraction(progress.fraction)
+        if progress.preview is not None:
+            prev = progress.preview
+            pixbuf = GdkPixbuf.Pixbuf.new_from_bytes(
+                GLib.Bytes.new(prev.data),
+                GdkPixbuf.Colorspace.RGB,
+                True,
+                8,
+                prev.width,
+                prev.height,
+                prev.width * 4,
+            )
+            scale = PREVIEW_SIDE / max(prev.width, prev.height)
+            pixbuf = pixbuf.scale_simple(
+                max(1, round(prev.width * scale)),
+                max(1, round(prev.height * scale)),
+                GdkPixbuf.InterpType.BILINEAR,
+            )
+            self._preview.set_from_pixbuf(pixbuf)
+        pump_events()
+
+    def poll_cancel(self) -> bool:
+        pump_events()
+        return self.cancelled
+
+    def close(self) -> None:
+        self._dialog.destroy()
+        pump_events()

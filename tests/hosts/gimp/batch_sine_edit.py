@@ -1,0 +1,83 @@
+# Fed to: gimp-console-3.0 -i --batch-interpreter python-fu-eval -b - --quit < batch_sine_edit.py
+# python-fu-eval reads this from stdin; Gimp, Gegl, Gio, GLib and GObject are already in globals.
+#
+# Runs the SINE plug-in NON-INTERACTIVELY on every case of the JSON file named by $SINE_GIMP_CASES
+# (one GIMP session for all of them) and leaves, per case, in case["out"]:
+#   result.json         status, error message, elapsed seconds, the layers (name, size, offsets)
+#   edited.xcf          the image with all its layers
+#   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
+# The host-side test checks everything; this script only records.
+import json
+import os
+import time
+
+RGBA = "R'G'B'A u8"
+RUN = Gimp.RunMode.NONINTERACTIVE
+
+
+def save(image, path):
+    Gimp.file_save(RUN, image, Gio.File.new_for_path(path), None)
+
+
+def dump_layer(layer, stem):
+    w, h = layer.get_width(), layer.get_height()
+    raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
+    with open(stem + ".rgba", "wb") as f:
+        f.write(bytes(raw))
+    single = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
+    copy = Gimp.Layer.new_from_drawable(layer, single)
+    single.insert_layer(copy, None, 0)
+    copy.set_offsets(0, 0)
+    save(single, stem + ".png")
+    single.delete()
+
+
+def run_case(case):
+    out = case["out"]
+    image = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
+    source = image.get_layers()[0]
+    if case.get("canvas"):  # grow the canvas so the source layer sits at an offset
+        cw, ch, ox, oy = case["canvas"]
+        image.resize(cw, ch, ox, oy)
+    if case.get("select"):
+        x, y, w, h = case["select"]
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+    proc = Gimp.get_pdb().lookup_procedure("python-fu-sine-edit")
+    assert proc is not None, "python-fu-sine-edit is not registered (plug-in folder / exec bit / vendoring?)"
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", RUN)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [source])
+    for key, value in case["args"].items():
+        cfg.set_property(key, value)
+    t0 = time.monotonic()
+    res = proc.run(cfg)
+    elapsed = time.monotonic() - t0
+    status = res.index(0)
+    record = {
+        "status": status.value_nick,
+        "elapsed_s": round(elapsed, 3),
+        "message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS and res.length() > 1 else None,
+        "returned_layer": None,
+        "canvas": [image.get_width(), image.get_height()],
+        "layers": [],
+    }
+    if status == Gimp.PDBStatusType.SUCCESS:
+        record["returned_layer"] = res.index(1).get_name()
+    for i, layer in enumerate(image.get_layers()):
+        _, ox, oy = layer.get_offsets()
+        record["layers"].append(
+            {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy]}
+        )
+        dump_layer(layer, os.path.join(out, "layer-%d" % i))
+    save(image, os.path.join(out, "edited.xcf"))
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print("SINE-CASE", case["name"], record["status"], record["elapsed_s"], record["message"])
+    image.delete()
+
+
+with open(os.environ["SINE_GIMP_CASES"]) as f:
+    cases = json.load(f)
+for case in cases:
+    run_case(case)
