@@ -1,0 +1,330 @@
+"""Fine-tune a copy of the model on the one source image: the paper's recipe ("full") or LoRA ("lora").
+
+The pre-trained model is never touched: the fine-tuned UNet and text encoder are copies (LoRA: a
+copy carrying small adapters), and only the fine-tuned UNet gets the positional-embedding hook.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from peft import LoraConfig, inject_adapter_in_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel
+
+from .errors import BadInput, Cancelled
+from .images import flatten_rgb, to_tensor
+from .models import BaseModel
+from .patches import PatchSampler, WholeImageSampler
+from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
+
+ProgressFn = Callable[[int, int, float], None]
+StopFn = Callable[[], bool]
+
+ARTIFACT_FORMAT = 1
+UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+
+# method → (steps without patches, steps with patches, learning rate, train the text encoder)
+RECIPES = {
+    "full": (800, 10_000, 1e-6, True),  # the paper: UNet + text encoder, AdamW 1e-6
+    "lora": (150, 200, 3e-4, False),  # ours: fast adaptation for interactive use
+}
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How to adapt to one image. `None` fields take the recipe's defaults (see `resolved`)."""
+
+    method: str = "lora"
+    steps: int | None = None
+    patch: bool = True
+    positional: bool | None = None  # default: on with patches, off without
+    style: str = "photo"  # photo → bilinear PE resize, painting → nearest
+    lr: float | None = None
+    weight_decay: float = 0.01
+    lora_rank: int = 8
+    train_text_encoder: bool | None = None
+    rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
+    seed: int = 0
+
+    def resolved(self) -> FinetuneSettings:
+        if self.method not in RECIPES:
+            raise BadInput(f"fine-tune method must be one of {sorted(RECIPES)}, not {self.method!r}")
+        plain_steps, patch_steps, lr, text = RECIPES[self.method]
+        return replace(
+            self,
+            steps=self.steps if self.steps is not None else (patch_steps if self.patch else plain_steps),
+            positional=self.patch if self.positional is None else self.positional,
+            lr=self.lr if self.lr is not None else lr,
+            train_text_encoder=text if self.train_text_encoder is None else self.train_text_encoder,
+        )
+
+    def to_dict(self) -> dict:
+        """All settings with defaults filled in: stable input for cache keys and manifests."""
+        return asdict(self.resolved())
+
+
+class FineTuned:
+    """The per-image model: a fine-tuned UNet (with PE hook) and the text encoder that reads ĉ."""
+
+    def __init__(self, base: BaseModel, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                 settings: FinetuneSettings, source_prompt: str) -> None:
+        self.base = base
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.settings = settings.resolved()
+        self.source_prompt = source_prompt
+        self.pe_table = positional_table(base.pe_channels).to(base.device) if self.settings.positional else None
+        self.pe_mode = interp_mode(self.settings.style)
+        self.hook = PositionalHook(unet)
+
+    @torch.no_grad()
+    def encode_source(self) -> torch.Tensor:
+        """ĉ: the source prompt through the fine-tuned text encoder."""
+        ids = self.base.tokenize([self.source_prompt])
+        return self.text_encoder(ids)[0].to(self.base.dtype)
+
+    # -- saving and loading -------------------------------------------------------------------
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write the artifact (safetensors + finetune.json); returns the files written."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        files: list[Path] = []
+        if s.method == "lora":
+            files.append(_save_tensors(get_peft_model_state_dict(self.unet), folder / "unet_lora.safetensors"))
+            if s.train_text_encoder:
+                files.append(_save_tensors(get_peft_model_state_dict(self.text_encoder),
+                                           folder / "text_encoder_lora.safetensors"))
+        else:
+            files.append(_save_tensors(self.unet.state_dict(), folder / "unet.safetensors"))
+            if s.train_text_encoder:
+                files.append(_save_tensors(self.text_encoder.state_dict(), folder / "text_encoder.safetensors"))
+        meta = {"format": ARTIFACT_FORMAT, "settings": s.to_dict(), "source_prompt": self.source_prompt,
+                "base_model": self.base.model_id, "base_revision": self.base.revision}
+        meta_path = folder / "finetune.json"
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return [*files, meta_path]
+
+    @classmethod
+    def load(cls, folder: str | Path, base: BaseModel) -> FineTuned:
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "finetune.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"{folder} holds no fine-tuned weights ({exc.__class__.__name__})") from None
+        if meta.get("format") != ARTIFACT_FORMAT:
+            raise BadInput(f"{folder}: unknown artifact format {meta.get('format')!r}")
+        settings = FinetuneSettings(**meta["settings"])
+        unet, text_encoder = _trainable_copies(base, settings)
+        if settings.method == "lora":
+            _load_lora(unet, folder / "unet_lora.safetensors", base)
+            if settings.train_text_encoder:
+                _load_lora(text_encoder, folder / "text_encoder_lora.safetensors", base)
+        else:
+            unet.load_state_dict(load_file(folder / "unet.safetensors"))
+            if settings.train_text_encoder:
+                text_encoder.load_state_dict(load_file(folder / "text_encoder.safetensors"))
+        return cls(base, *_for_inference(base, unet, text_encoder), settings, meta["source_prompt"])
+
+    def export_unet(self, folder: str | Path) -> Path:
+        """Save the fine-tuned UNet as a plain diffusers UNet (LoRA merged, no hook, no extra weights)."""
+        unet = copy.deepcopy(self.unet)
+        for hook in list(unet.conv_in._forward_hooks):
+            del unet.conv_in._forward_hooks[hook]
+        if self.settings.method == "lora":
+            unet.fuse_lora()
+            unet.unload_lora()
+        unet.save_pretrained(folder)
+        return Path(folder)
+
+    def nbytes(self) -> int:
+        if self.settings.method == "lora":
+            return sum(t.numel() * 2 for t in get_peft_model_state_dict(self.unet).values())
+        return sum(p.numel() * 2 for p in self.unet.parameters())
+
+
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
+    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}, path)
+    return path
+
+
+def _load_lora(module: torch.nn.Module, path: Path, base: BaseModel) -> None:
+    state = {k: v.to(torch.float32) for k, v in load_file(path).items()}
+    result = set_peft_model_state_dict(module, state)
+    if getattr(result, "unexpected_keys", None):
+        raise BadInput(f"{path} does not match this base model (unexpected {result.unexpected_keys[:3]})")
+
+
+def _lora_config(rank: int, targets: list[str]) -> LoraConfig:
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
+
+
+def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """Copies to train: fp32 master weights for what trains; the base dtype for what stays frozen."""
+    unet = copy.deepcopy(base.unet)
+    text_encoder = copy.deepcopy(base.text_encoder) if s.train_text_encoder else base.text_encoder
+    if s.method == "full":
+        unet.float().requires_grad_(True)
+        if s.train_text_encoder:
+            text_encoder.float().requires_grad_(True)
+    else:
+        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS))
+        _lora_params_fp32(unet)
+        if s.train_text_encoder:
+            text_encoder = inject_adapter_in_model(_lora_config(s.lora_rank, TEXT_LORA_TARGETS), text_encoder)
+            _lora_params_fp32(text_encoder)
+    return unet, text_encoder
+
+
+def _lora_params_fp32(module: torch.nn.Module) -> None:
+    for name, param in module.named_parameters():
+        if "lora_" in name:
+            param.data = param.data.float()
+            param.requires_grad_(True)
+        else:
+            param.requires_grad_(False)
+
+
+def _for_inference(base: BaseModel, unet: UNet2DConditionModel,
+                   text_encoder: CLIPTextModel) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    for module in (unet, text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+        module.to(base.device, base.dtype)
+    return unet, text_encoder
+
+
+def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
+    seen: dict[int, torch.nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                seen[id(p)] = p
+    return list(seen.values())
+
+
+def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
+                  rng: random.Random) -> PatchSampler | WholeImageSampler:
+    if s.patch:
+        return PatchSampler(image, base.sample_size, rng)
+    return WholeImageSampler(image, base.sample_size)
+
+
+def diffusion_loss(
+    base: BaseModel,
+    unet: UNet2DConditionModel,
+    hook: PositionalHook,
+    z0: torch.Tensor,
+    encoder_states: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    pe: torch.Tensor | None,
+    rec_weight: float,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """ε-MSE plus, when `rec_weight` > 0, SINE's (t/T)²-weighted L1 on the predicted clean latent."""
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    autocast = base.device.type == "cuda"
+    with hook.using(pe), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
+        eps = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
+    eps = eps.float()
+    loss = F.mse_loss(eps, noise)
+    if rec_weight > 0:
+        x0_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+        weight = (t.float() / len(alphas_cumprod)) ** 2
+        rec = (weight * (x0_hat - z0).abs().mean(dim=(1, 2, 3))).mean()
+        loss = loss + rec_weight * rec
+    return loss
+
+
+def finetune(
+    base: BaseModel,
+    image: Image.Image,
+    source_prompt: str,
+    settings: FinetuneSettings | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> FineTuned:
+    """Adapt a copy of `base` to `image`, learning it as `source_prompt`. Raises Cancelled when asked."""
+    s = (settings or FinetuneSettings()).resolved()
+    rng = random.Random(s.seed)
+    gen = torch.Generator("cpu").manual_seed(s.seed)
+    image = flatten_rgb(image)
+    unet, text_encoder = _trainable_copies(base, s)
+    unet.to(base.device).train()
+    text_encoder.to(base.device).train(s.train_text_encoder)
+    hook = PositionalHook(unet)
+    table = positional_table(base.pe_channels).to(base.device) if s.positional else None
+    mode = interp_mode(s.style)
+    sampler = _make_sampler(image, base, s, rng)
+    params = _trainable_parameters(unet, text_encoder)
+    fused = base.device.type == "cuda"
+    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=fused or None,
+                                  foreach=None if fused else True)
+    alphas = base.new_scheduler().alphas_cumprod.to(base.device, torch.float32)
+    ids = base.tokenize([source_prompt])
+    frozen_states = None if s.train_text_encoder else base.encode_prompts([source_prompt])
+    cached_latent: torch.Tensor | None = None
+    rec_weight = s.rec_weight if s.patch else 0.0
+    try:
+        for step in range(s.steps):
+            if should_stop is not None and should_stop():
+                raise Cancelled("fine-tuning cancelled")
+            view = sampler.sample()
+            if cached_latent is None or s.patch:
+                z0 = base.encode_image(to_tensor(view.image), gen).float()
+                cached_latent = z0
+            z0 = cached_latent
+            pe = crop_embedding(table, view.box, tuple(z0.shape[-2:]), mode)[None] if table is not None else None
+            t = torch.randint(0, len(alphas), (1,), generator=gen).to(base.device)
+            noise = torch.randn(z0.shape, generator=gen).to(base.device)
+            if s.train_text_encoder:
+                with torch.autocast(base.device.type, dtype=base.dtype, enabled=base.device.type == "cuda"):
+                    states = text_encoder(ids)[0]
+            else:
+                states = frozen_states
+            loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if progress is not None:
+                progress(step + 1, s.steps, float(loss.detach()))
+    finally:
+        hook.remove()
+        del optimizer
+    unet, text_encoder = _for_inference(base, unet, text_encoder)
+    return FineTuned(base, unet, text_encoder, s, source_prompt)
+
+
+@torch.no_grad()
+def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: int = 8, seed: int = 1234) -> float:
+    """Mean diffusion loss of `model` on `n` fixed (view, t, noise) draws of `image`: comparable across runs."""
+    s = model.settings
+    rng = random.Random(seed)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    sampler = _make_sampler(flatten_rgb(image), base, s, rng)
+    alphas = base.new_scheduler().alphas_cumprod.to(base.device, torch.float32)
+    states = model.encode_source()
+    total = 0.0
+    for i in range(n):
+        view = sampler.sample()
+        z0 = base.encode_image(to_tensor(view.image)).float()
+        pe = crop_embedding(model.pe_table, view.box, tuple(z0.shape[-2:]), model.pe_mode)[None] \
+            if model.pe_table is not None else None
+        t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
+        noise = torch.randn(z0.shape, generator=gen).to(base.device)
+        total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
+    return total / n

@@ -1,0 +1,66 @@
+"""Image plumbing between PIL and the model: RGB in [-1, 1], alpha kept aside, exact output sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import BadInput
+
+MAX_SIDE = 16384
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any Pillow-readable image as RGBA, with one-line errors for the usual failures."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"no such file: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGBA")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
+
+
+def check_size(width: int, height: int) -> None:
+    if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
+        raise BadInput(f"output size {width}×{height} is out of range (each side 8..{MAX_SIDE} px)")
+
+
+def flatten_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB for the model: transparent pixels are laid over `background` (diffusion has no alpha)."""
+    if image.mode == "RGB":
+        return image
+    rgba = image.convert("RGBA")
+    base = Image.new("RGB", rgba.size, background)
+    base.paste(rgba, mask=rgba.getchannel("A"))
+    return base
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB → (1, 3, H, W) float in [-1, 1]."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """(3, H, W) or (1, 3, H, W) float in [0, 1] → PIL RGB."""
+    if pixels.dim() == 4:
+        pixels = pixels[0]
+    arr = (pixels.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+def with_source_alpha(result: Image.Image, source: Image.Image) -> Image.Image:
+    """RGBA result whose alpha is the source's alpha at the result's size (opaque stays opaque)."""
+    alpha = source.convert("RGBA").getchannel("A")
+    if alpha.getextrema() == (255, 255):
+        out = result.convert("RGBA")
+    else:
+        out = result.convert("RGB")
+        out.putalpha(alpha.resize(result.size, Image.Resampling.BILINEAR))
+    return out

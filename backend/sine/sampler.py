@@ -1,0 +1,258 @@
+"""Sample an edit: DDIM from pure noise with SINE's model-based classifier-free guidance.
+
+For t ≥ K the pre-trained model (edit prompt c, and the empty prompt) and the fine-tuned model
+(source prompt ĉ, whole-picture positional embedding) are mixed; for t < K it is plain CFG on the
+pre-trained model. Large outputs are sampled in overlapping tiles whose noise predictions are
+averaged every step; each tile's fine-tuned UNet gets the embedding of that tile's place in the
+whole picture, so content stays where it belongs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import BadInput, Cancelled
+from .finetune import FineTuned
+from .guidance import Guide, combine, single_model_guides
+from .images import check_size, to_pil
+from .models import BaseModel
+from .positional import region_embedding
+
+PreviewFn = Callable[[], Image.Image]
+ProgressFn = Callable[[int, int, PreviewFn], None]
+StopFn = Callable[[], bool]
+
+STRATEGIES = ("auto", "single", "tiled", "upscale")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    steps: int = 100
+    guidance: float = 7.5  # w
+    v: float = 0.7  # weight of the pre-trained model's conditional score while t ≥ K
+    k: int = 400
+    seed: int = 0
+    strategy: str = "auto"  # auto | single | tiled | upscale (see `plan_strategy`)
+    working_size: int | None = None  # px; None: 2× the model's size for SD-sized models, else its own size
+    tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
+    tile_batch: int = 4  # tiles evaluated per UNet call
+    finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
+
+
+@dataclass(frozen=True)
+class FinetunedGuide:
+    """A fine-tuned model taking part in the guidance, with its β and active time range."""
+
+    model: FineTuned
+    guide: Guide
+
+
+@dataclass
+class _Plan:
+    latent_h: int
+    latent_w: int
+    render_h: int  # pixel size of the picture as rendered (before cropping the padding / resizing)
+    render_w: int
+    tiles: list[tuple[int, int, int, int]] = field(default_factory=list)  # (y, x, h, w) in latent cells
+    upscale_to: tuple[int, int] | None = None
+
+
+def timesteps_for(base: BaseModel, steps: int) -> list[int]:
+    """The DDIM timesteps SINE samples at (991, 981, …, 1 for 100 steps with SD1's schedule)."""
+    scheduler = base.new_scheduler()
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def default_working_size(base: BaseModel) -> int:
+    return 2 * base.sample_size if base.sample_size >= 512 else base.sample_size
+
+
+def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSettings) -> _Plan:
+    """The rule: up to the working size (long side) one latent; above it, tiles (auto/tiled) or
+    sampling at the working size then resizing (upscale)."""
+    if settings.strategy not in STRATEGIES:
+        raise BadInput(f"strategy must be one of {STRATEGIES}, not {settings.strategy!r}")
+    f = base.vae_scale_factor
+    work = settings.working_size or default_working_size(base)
+    big = max(width, height) > work
+    if settings.strategy == "upscale" and big:
+        scale = work / max(width, height)
+        w, h = max(f, round(width * scale)), max(f, round(height * scale))
+        return _Plan(math.ceil(h / f), math.ceil(w / f), h, w, upscale_to=(width, height))
+    plan = _Plan(math.ceil(height / f), math.ceil(width / f), height, width)
+    if settings.strategy == "tiled" or (settings.strategy == "auto" and big):
+        tile = max(1, min(work, base.sample_size * (2 if base.sample_size >= 512 else 1)) // f)
+        tile = min(tile, max(plan.latent_h, plan.latent_w))
+        stride = max(1, round(tile * (1 - settings.tile_overlap)))
+        ys = tile_starts(plan.latent_h, min(tile, plan.latent_h), stride)
+        xs = tile_starts(plan.latent_w, min(tile, plan.latent_w), stride)
+        plan.tiles = [(y, x, min(tile, plan.latent_h), min(tile, plan.latent_w)) for y in ys for x in xs]
+    else:
+        plan.tiles = [(0, 0, plan.latent_h, plan.latent_w)]
+    return plan
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length), the last one flush with the end."""
+    if tile >= length:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def _tile_window(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """A weight that fades towards tile borders, so overlapping tiles blend without seams."""
+    def ramp(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32, device=device)
+        return torch.minimum(i + 1, n - i).clamp(max=max(1, n // 4)) / max(1, n // 4)
+    return (ramp(h)[:, None] * ramp(w)[None, :])[None, None]
+
+
+class _Scorer:
+    """Noise predictions for one step over a set of latent regions, batched."""
+
+    def __init__(self, base: BaseModel, guides: Sequence[FinetunedGuide], edit_prompt: str,
+                 settings: SamplingSettings, full_size: tuple[float, float]) -> None:
+        self.base = base
+        self.guides = guides
+        self.settings = settings
+        self.full_size = full_size
+        pre = base.encode_prompts(["", edit_prompt])
+        self.uncond, self.edit = pre[:1], pre[1:]
+        self.ft_states = []
+        for g in guides:
+            if settings.finetuned_prompt is None:
+                self.ft_states.append(g.model.encode_source())
+            else:
+                ids = base.tokenize([settings.finetuned_prompt])
+                self.ft_states.append(g.model.text_encoder(ids)[0].to(base.dtype))
+        self._pe_cache: dict[tuple, torch.Tensor] = {}
+
+    def _pe(self, g: FinetunedGuide, tile: tuple[int, int, int, int]) -> torch.Tensor | None:
+        model = g.model
+        if model.pe_table is None:
+            return None
+        key = (id(model), tile)
+        if key not in self._pe_cache:
+            y, x, h, w = tile
+            self._pe_cache[key] = region_embedding(model.pe_table, self.full_size, (y, x), (h, w), model.pe_mode)
+        return self._pe_cache[key]
+
+    def predict(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> list[torch.Tensor]:
+        base, n = self.base, len(regions)
+        z = torch.cat(regions)
+        t_in = torch.full((2 * n,), t, device=base.device)
+        states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
+        eps_pre = base.unet(torch.cat([z, z]), t_in, states).sample
+        eps_uncond, eps_edit = eps_pre[:n], eps_pre[n:]
+        active = [(i, g) for i, g in enumerate(self.guides) if g.guide.active(t)]
+        eps_ft, weights = [], []
+        for i, g in active:
+            pes = [self._pe(g, tile) for tile in tiles]
+            pe = None if pes[0] is None else torch.stack(pes)
+            with g.model.hook.using(pe):
+                eps_ft.append(g.model.unet(z, t_in[:n], self.ft_states[i].expand(n, -1, -1)).sample)
+            weights.append(g.guide.weight)
+        eps = combine(eps_uncond.float(), eps_edit.float(), [e.float() for e in eps_ft], weights,
+                      self.settings.guidance)
+        return list(eps.split(1))
+
+
+def _as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings: SamplingSettings) -> list[FinetunedGuide]:
+    if finetuned is None:
+        return []
+    if isinstance(finetuned, FineTuned):
+        return [FinetunedGuide(finetuned, g) for g in single_model_guides(settings.v, settings.k)]
+    return list(finetuned)
+
+
+@torch.inference_mode()
+def sample_edit(
+    base: BaseModel,
+    finetuned: FineTuned | Sequence[FinetunedGuide] | None,
+    edit_prompt: str,
+    width: int,
+    height: int,
+    settings: SamplingSettings | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> Image.Image:
+    """The edited image, RGB, exactly width × height. `finetuned=None` samples the pre-trained model alone."""
+    s = settings or SamplingSettings()
+    check_size(width, height)
+    if not 1 <= s.steps <= 1000:
+        raise BadInput(f"steps must be 1..1000, not {s.steps}")
+    guides = _as_guides(finetuned, s)
+    plan = plan_strategy(base, width, height, s)
+    f = base.vae_scale_factor
+    scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
+    scheduler = base.new_scheduler()
+    scheduler.set_timesteps(s.steps)
+    gen = torch.Generator("cpu").manual_seed(s.seed)
+    channels = base.unet.config.in_channels
+    latents = torch.randn((1, channels, plan.latent_h, plan.latent_w), generator=gen).to(base.device, torch.float32)
+    latents = latents * scheduler.init_noise_sigma
+    windows = {(h, w): _tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
+    x0_estimate = latents
+    total = len(scheduler.timesteps)
+    for i, t in enumerate(scheduler.timesteps):
+        if should_stop is not None and should_stop():
+            raise Cancelled("sampling cancelled")
+        eps = _step_noise(scorer, latents, plan, windows, int(t), s.tile_batch)
+        out = scheduler.step(eps, t, latents, eta=0.0)
+        latents, x0_estimate = out.prev_sample, out.pred_original_sample
+        if progress is not None:
+            progress(i + 1, total, _preview_fn(base, x0_estimate))
+    image = _decode(base, latents).crop((0, 0, plan.render_w, plan.render_h))
+    if plan.upscale_to is not None:
+        return image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
+    return image
+
+
+def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: dict, t: int, batch: int) -> torch.Tensor:
+    if len(plan.tiles) == 1:
+        return scorer.predict([latents.to(scorer.base.dtype)], plan.tiles, t)[0]
+    total = torch.zeros_like(latents)
+    weight = torch.zeros_like(latents[:, :1])
+    for start in range(0, len(plan.tiles), batch):
+        tiles = plan.tiles[start:start + batch]
+        regions = [latents[:, :, y:y + h, x:x + w].to(scorer.base.dtype) for (y, x, h, w) in tiles]
+        for (y, x, h, w), eps in zip(tiles, scorer.predict(regions, tiles, t), strict=True):
+            win = windows[(h, w)]
+            total[:, :, y:y + h, x:x + w] += eps * win
+            weight[:, :, y:y + h, x:x + w] += win
+    return total / weight
+
+
+def _decode(base: BaseModel, latents: torch.Tensor) -> Image.Image:
+    big = max(latents.shape[-2:]) * base.vae_scale_factor > 2 * base.sample_size
+    if big:
+        base.vae.enable_tiling()
+    try:
+        return to_pil(base.decode_latents(latents))
+    finally:
+        if big:
+            base.vae.disable_tiling()
+
+
+def _preview_fn(base: BaseModel, x0: torch.Tensor) -> PreviewFn:
+    """Lazily decode a small preview of the current clean-image estimate (only when asked)."""
+    def preview() -> Image.Image:
+        z = x0
+        longest = max(z.shape[-2:])
+        if longest > 32:
+            scale = 32 / longest
+            size = (max(1, round(z.shape[-2] * scale)), max(1, round(z.shape[-1] * scale)))
+            z = F.interpolate(z.float(), size=size, mode="bilinear", align_corners=False)
+        img = to_pil(base.decode_latents(z))
+        img.thumbnail((128, 128))
+        return img
+    return preview
