@@ -1,0 +1,237 @@
+"""The Python side: a private venv, torch (CUDA build when an NVIDIA GPU is present), the sine
+backend from this checkout, the model, the daemon command file and starting the daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .changes import Changes, InstallError
+from .layout import Layout
+
+DEFAULT_TORCH_SPEC = "torch==2.13.0"
+WINDOWS_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+DEFAULT_PORT = 47633
+BACKEND_MIN_PYTHON = (3, 11)
+
+
+@dataclass(frozen=True)
+class TorchPlan:
+    """What to pip-install for torch; `spec` None means "leave it to the backend's dependencies"."""
+
+    flavour: str
+    spec: str | None
+    pip_args: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.spec is None:
+            return "torch: not installed separately (--torch skip)"
+        extra = f" from {self.pip_args[-1]}" if self.pip_args else ""
+        return f"torch: {self.flavour} build, {self.spec}{extra}"
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver that lists at least one GPU means the CUDA build of torch is worth its size."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return False
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+def plan_torch(choice: str, spec: str | None, index_url: str | None, platform: str,
+               gpu: bool | None = None) -> TorchPlan:
+    """Turn --torch/--torch-spec/--torch-index-url into one pip request."""
+    if choice == "skip":
+        return TorchPlan("skip", None)
+    if choice == "spec":
+        if not spec:
+            raise InstallError("--torch spec needs --torch-spec", "e.g. --torch spec --torch-spec 'torch==2.13.0'")
+        return TorchPlan("custom", spec, ("--index-url", index_url) if index_url else ())
+    flavour = choice
+    if choice == "auto":
+        flavour = "cuda" if (nvidia_gpu_present() if gpu is None else gpu) else "cpu"
+    if flavour == "cuda" and platform == "macos":
+        raise InstallError("there is no CUDA build of torch for macOS", "use --torch cpu (Apple GPUs work through it)")
+    if flavour == "cuda" and platform == "windows" and not index_url:
+        index_url = WINDOWS_CUDA_INDEX  # PyPI's Windows wheels are CPU-only
+    return TorchPlan(flavour, spec or DEFAULT_TORCH_SPEC, ("--index-url", index_url) if index_url else ())
+
+
+def source_fingerprint(source_root: Path, plan: TorchPlan) -> str:
+    """Hash of what `pip install <repo>` would install: unchanged hash = nothing to upgrade."""
+    h = hashlib.sha256(repr((plan.spec, plan.pip_args)).encode())
+    paths = [source_root / "pyproject.toml"]
+    for folder in ("backend", "shared"):
+        paths += sorted(p for p in (source_root / folder).rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p))
+    for p in paths:
+        if p.is_file():
+            h.update(str(p.relative_to(source_root)).encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def install_backend(changes: Changes, layout: Layout, source_root: Path, plan: TorchPlan, force: bool) -> None:
+    """Create the venv if needed and (re)install torch and the backend when the sources changed."""
+    changes.say("==> Backend")
+    if sys.version_info < BACKEND_MIN_PYTHON:
+        raise InstallError(f"the backend needs Python >= 3.11, this is {sys.version.split()[0]}",
+                           "install Python 3.11+ and run the installer with it (or use --skip-backend)")
+    if not (source_root / "pyproject.toml").is_file():
+        raise InstallError(f"no pyproject.toml in {source_root}", "run from a complete checkout or pass --source-root")
+    if not layout.venv_dir.exists():
+        changes.ensure_dir(layout.data_dir)
+        changes.run([sys.executable, "-m", "venv", str(layout.venv_dir)], "create the venv",
+                    "check that Python's venv module is installed (Debian/Ubuntu: apt install python3-venv)")
+    changes.own_tree(layout.venv_dir)
+    fingerprint = source_fingerprint(source_root, plan)
+    if not force and changes.state("backend_fingerprint") == fingerprint and layout.venv_python.exists():
+        changes.say(f"  venv {layout.venv_dir}: up to date")
+        return
+    pip = [str(layout.venv_python), "-m", "pip", "install"]
+    changes.say("  " + plan.describe())
+    if plan.spec is not None:
+        changes.run([*pip, plan.spec, *plan.pip_args], "install torch",
+                    "check the network / the spec, or choose another build with --torch cpu|cuda|spec")
+    changes.run([*pip, "--upgrade", str(source_root)], "install the backend",
+                "read pip's message above; rerun with --torch skip if torch is already fine")
+    changes.set_state("backend_fingerprint", fingerprint)
+
+
+def _venv_output(layout: Layout, code: str, *args: str) -> str:
+    out = subprocess.run([str(layout.venv_python), "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    if out.returncode != 0:
+        raise InstallError("the venv's Python failed (see above)", "rerun the installer without --skip-backend")
+    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+
+
+def demo_model_path(layout: Layout, source_root: Path) -> Path | None:
+    """The bundled demo model: the installed copy in the venv, else the checkout's."""
+    if layout.venv_python.exists():
+        try:
+            found = Path(_venv_output(layout, "import pathlib, sine; print(pathlib.Path(sine.__file__).parent / 'demo_model')"))
+            if found.is_dir():
+                return found
+        except InstallError:
+            pass
+    local = source_root / "backend" / "sine" / "demo_model"
+    return local if local.is_dir() else None
+
+
+def install_model(changes: Changes, layout: Layout, source_root: Path, model_id: str | None,
+                  model_dir: Path | None, force: bool) -> None:
+    """Decide the daemon's model and record it as config.json {"model": <local folder>}."""
+    changes.say("==> Model")
+    record: dict[str, str] = {}
+    if model_dir is not None:
+        model_dir = model_dir.expanduser().resolve()
+        if not model_dir.is_dir():
+            raise InstallError(f"--model-dir {model_dir} is not a folder", "pass a diffusers model folder")
+        if not (model_dir / "model_index.json").is_file():
+            changes.say(f"  WARNING: {model_dir} has no model_index.json; is it a diffusers folder?")
+        record["model"] = str(model_dir)
+        changes.say(f"  local model folder {model_dir}")
+    elif model_id is not None:
+        previous = changes.state("model_download") or {}
+        if not force and previous.get("id") == model_id and Path(previous.get("path", "")).is_dir():
+            changes.say(f"  {model_id}: up to date in {previous['path']}")
+            path = previous["path"]
+        else:
+            if not layout.venv_python.exists() and not changes.dry_run:
+                raise InstallError("downloading a model needs the backend's venv", "rerun without --skip-backend")
+            if not layout.models_dir.exists() or changes.owns_tree(layout.models_dir):
+                changes.own_tree(layout.models_dir)
+            changes.ensure_dir(layout.models_dir)
+            code = ("import sys; from huggingface_hub import snapshot_download; "
+                    "print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))")
+            changes.changed += 1
+            if changes.dry_run:
+                changes.say(f"    [dry-run] would download {model_id} into {layout.models_dir}")
+                path = str(layout.models_dir / model_id)
+            else:
+                changes.say(f"    downloading {model_id} into {layout.models_dir} (may take a while)")
+                path = _venv_output(layout, code, model_id, str(layout.models_dir))
+                changes.set_state("model_download", {"id": model_id, "path": path})
+        record = {"model": path, "model_id": model_id}
+    else:
+        demo = demo_model_path(layout, source_root)
+        if demo is None:
+            changes.say("  WARNING: the bundled demo model is missing from this checkout; "
+                        "pass --model ID or --model-dir PATH")
+            return
+        record["model"] = str(demo)
+        changes.say(f"  bundled demo model {demo}")
+    config: dict = {}
+    if layout.config_file.is_file():
+        try:
+            config = json.loads(layout.config_file.read_text("utf-8"))
+        except ValueError as exc:
+            raise InstallError(f"{layout.config_file} is not valid JSON: {exc}", "fix or delete it, then rerun") from exc
+    config.pop("model_id", None)
+    config.update(record)
+    changes.ensure_dir(layout.config_dir, 0o700)
+    changes.write_file(layout.config_file, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644, "model")
+
+
+def write_daemon_command(changes: Changes, layout: Layout) -> None:
+    """daemon.json tells the plugins how to start the daemon on demand."""
+    changes.say("==> Daemon command")
+    if not layout.venv_python.exists():
+        changes.say(f"  WARNING: {layout.venv_python} does not exist yet (backend not installed)")
+    changes.ensure_dir(layout.config_dir, 0o700)
+    data = json.dumps({"argv": layout.daemon_argv()}, indent=2) + "\n"
+    if not changes.write_file(layout.daemon_command_file, data.encode(), 0o644, "daemon"):
+        changes.say(f"  {layout.daemon_command_file}: up to date")
+    changes.drop_stale("daemon")
+
+
+def daemon_port(env: dict[str, str]) -> tuple[str, int]:
+    endpoint = env.get("SINE_ENDPOINT", "")
+    if endpoint.startswith("tcp://") and ":" in endpoint[6:]:
+        host, _, port = endpoint[6:].rpartition(":")
+        if port.isdigit():
+            return host, int(port)
+    return "127.0.0.1", DEFAULT_PORT
+
+
+def daemon_listening(env: dict[str, str]) -> bool:
+    host, port = daemon_port(env)
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def start_daemon(changes: Changes, layout: Layout, env: dict[str, str]) -> None:
+    """Start the daemon now, detached, unless one already listens."""
+    changes.say("==> Starting the daemon")
+    if not layout.venv_python.exists():
+        changes.say("  skipped: the backend is not installed")
+        return
+    if daemon_listening(env):
+        changes.say("  a daemon is already running (restart it to use an upgraded backend)")
+        return
+    argv = layout.daemon_argv()
+    if changes.dry_run:
+        changes.say("    [dry-run] would start: " + " ".join(argv))
+        return
+    kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                    "env": env, "close_fds": True}
+    if os.name == "nt":
+        kwargs["creationflags"] = 0x00000008 | 0x08000000  # DETACHED_PROCESS | CREATE_NO_WINDOW
+    else:
+        kwargs["start_new_session"] = True
+    proc = subprocess.Popen(argv, **kwargs)
+    changes.say(f"  started (pid {proc.pid}); `sine doctor` checks that it answers")
