@@ -1,0 +1,304 @@
+"""A minimal pure-Python ZMTP 3.1 DEALER client (NULL security) over TCP or a Unix socket.
+
+Krita's and GIMP's bundled Pythons cannot be counted on to have pyzmq, so the plugins talk to
+the daemon's pyzmq ROUTER with this instead. It implements only what a DEALER talking to one
+ROUTER needs (RFC 37/ZMTP 3.1): the greeting, the READY handshake, short and long frames with
+the MORE flag, and PING -> PONG. One connection, one thread; no reconnects.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+SIGNATURE_HEAD = b"\xff" + b"\x00" * 8 + b"\x7f"
+GREETING_SIZE = 64
+_FLAG_MORE = 0x01
+_FLAG_LONG = 0x02
+_FLAG_COMMAND = 0x04
+_COMPATIBLE_PEERS = {"DEALER": {b"ROUTER", b"DEALER", b"REP"}}
+_SMALL_FRAME = 64 * 1024  # below this, header and body go out in one send
+_READ_CHUNK = 1024 * 1024
+
+
+class ZMTPError(ConnectionError):
+    """The peer broke the protocol or closed the connection."""
+
+
+def _greeting() -> bytes:
+    mechanism = b"NULL".ljust(20, b"\x00")
+    return SIGNATURE_HEAD + bytes([3, 1]) + mechanism + b"\x00" + b"\x00" * 31
+
+
+def _frame_header(flags: int, size: int) -> bytes:
+    if size > 255:
+        return struct.pack(">BQ", flags | _FLAG_LONG, size)
+    return struct.pack(">BB", flags, size)
+
+
+def _command(name: bytes, data: bytes = b"") -> bytes:
+    body = bytes([len(name)]) + name + data
+    return _frame_header(_FLAG_COMMAND, len(body)) + body
+
+
+def _properties(props: dict[str, bytes]) -> bytes:
+    out = bytearray()
+    for name, value in props.items():
+        raw = name.encode("ascii")
+        out += bytes([len(raw)]) + raw + struct.pack(">I", len(value)) + value
+    return bytes(out)
+
+
+def _parse_properties(data: bytes) -> dict[bytes, bytes]:
+    props: dict[bytes, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        name_len = data[pos]
+        name = data[pos + 1 : pos + 1 + name_len]
+        pos += 1 + name_len
+        if pos + 4 > len(data):
+            raise ZMTPError("truncated READY property")
+        (value_len,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+        if pos + value_len > len(data):
+            raise ZMTPError("truncated READY property value")
+        props[name.lower()] = data[pos : pos + value_len]
+        pos += value_len
+    return props
+
+
+def parse_endpoint(endpoint: str) -> tuple[int, str | tuple[str, int]]:
+    """``tcp://host:port`` or ``ipc:///path`` (``ipc://@name`` = Linux abstract) -> (family, address)."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or not rest:
+        raise ValueError(f"not a ZeroMQ endpoint: {endpoint!r}")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not port.isdigit() or not host:
+            raise ValueError(f"tcp endpoint needs host:port, got {endpoint!r}")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return family, (host, int(port))
+    if scheme == "ipc":
+        if not hasattr(socket, "AF_UNIX"):
+            raise ValueError("ipc:// endpoints need Unix domain sockets, which this platform lacks")
+        path = "\0" + rest[1:] if rest.startswith("@") else rest
+        return socket.AF_UNIX, path
+    raise ValueError(f"unsupported transport {scheme!r} in {endpoint!r} (use tcp:// or ipc://)")
+
+
+class ZMTPConnection:
+    """A connected, handshaken DEALER. Not thread-safe: use it from one thread."""
+
+    def __init__(
+        self, endpoint: str, timeout: float = 10.0, socket_type: str = "DEALER", max_frame_bytes: int = 1 << 31
+    ) -> None:
+        if socket_type not in _COMPATIBLE_PEERS:
+            raise ValueError(f"unsupported socket type {socket_type!r}")
+        self.endpoint = endpoint
+        self.socket_type = socket_type
+        self.max_frame_bytes = max_frame_bytes
+        self.peer_properties: dict[bytes, bytes] = {}
+        self._rbuf = bytearray()
+        self._parts: list[bytes] = []
+        self._closed = False
+        family, address = parse_endpoint(endpoint)
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(timeout)
+            self._sock.connect(address)
+            if family != getattr(socket, "AF_UNIX", None):
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshake(time.monotonic() + timeout)
+        except BaseException:
+            self._sock.close()
+            self._closed = True
+            raise
+
+    # ------------------------------------------------------------ handshake
+
+    def _handshake(self, deadline: float) -> None:
+        self._sock.sendall(_greeting())
+        greeting = self._read_exact(GREETING_SIZE, deadline)
+        if greeting[0] != 0xFF or not greeting[9] & 0x01:
+            raise ZMTPError(f"{self.endpoint} is not a ZeroMQ (ZMTP 3) peer")
+        if greeting[10] < 3:
+            raise ZMTPError(f"peer speaks ZMTP {greeting[10]}.{greeting[11]}, 3.x is needed")
+        mechanism = greeting[12:32].rstrip(b"\x00")
+        if mechanism != b"NULL":
+            raise ZMTPError(f"peer wants security mechanism {mechanism!r}; only NULL is supported")
+        ready = _properties({"Socket-Type": self.socket_type.encode(), "Identity": b""})
+        self._sock.sendall(_command(b"READY", ready))
+        while True:
+            frame = self._next_frame()
+            if frame is None:
+                if not self._fill(deadline):
+                    raise TimeoutError(f"no READY from {self.endpoint}")
+                continue
+            flags, body = frame
+            if not flags & _FLAG_COMMAND:
+                raise ZMTPError("peer sent a message before READY")
+            name, data = self._split_command(body)
+            if name == b"ERROR":
+                reason = data[1 : 1 + data[0]].decode("utf-8", "replace") if data else ""
+                raise ZMTPError(f"peer refused the connection: {reason}")
+            if name != b"READY":
+                raise ZMTPError(f"expected READY, got {name!r}")
+            self.peer_properties = _parse_properties(data)
+            peer_type = self.peer_properties.get(b"socket-type", b"")
+            if peer_type not in _COMPATIBLE_PEERS[self.socket_type]:
+                raise ZMTPError(f"peer socket type {peer_type!r} cannot talk to {self.socket_type}")
+            return
+
+    def _read_exact(self, size: int, deadline: float) -> bytes:
+        while len(self._rbuf) < size:
+            if not self._fill(deadline, size - len(self._rbuf)):
+                raise TimeoutError(f"handshake with {self.endpoint} timed out")
+        data = bytes(self._rbuf[:size])
+        del self._rbuf[:size]
+        return data
+
+    # ------------------------------------------------------------ reading
+
+    def _fill(self, deadline: float | None, want: int = _READ_CHUNK) -> bool:
+        """Read what is available into the buffer; False if nothing came before ``deadline``."""
+        if self._closed:
+            raise ZMTPError("connection is closed")
+        remaining = None if deadline is None else deadline - time.monotonic()
+        self._sock.settimeout(None if remaining is None else max(remaining, 0.0))
+        try:
+            chunk = self._sock.recv(min(want, _READ_CHUNK))
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.close()
+            raise ZMTPError(f"connection to {self.endpoint} failed: {exc}") from exc
+        if not chunk:
+            self.close()
+            raise ZMTPError(f"{self.endpoint} closed the connection")
+        self._rbuf += chunk
+        return True
+
+    def _next_frame(self) -> tuple[int, bytes] | None:
+        """Take one complete frame off the buffer, or None if it is not all here yet."""
+        buf = self._rbuf
+        if not buf:
+            return None
+        flags = buf[0]
+        if flags & 0xF8:
+            self.close()
+            raise ZMTPError(f"bad frame flags 0x{flags:02x}")
+        if flags & _FLAG_LONG:
+            if len(buf) < 9:
+                return None
+            (size,) = struct.unpack_from(">Q", buf, 1)
+            start = 9
+        else:
+            if len(buf) < 2:
+                return None
+            size, start = buf[1], 2
+        if size > self.max_frame_bytes:
+            self.close()
+            raise ZMTPError(f"frame of {size} bytes is over the limit of {self.max_frame_bytes}")
+        end = start + size
+        if len(buf) < end:
+            return None
+        with memoryview(buf) as view:
+            body = bytes(view[start:end])  # one copy; the view is released before the buffer shrinks
+        del buf[:end]
+        return flags, body
+
+    @staticmethod
+    def _split_command(body: bytes) -> tuple[bytes, bytes]:
+        if not body or len(body) < 1 + body[0]:
+            raise ZMTPError("malformed command frame")
+        return body[1 : 1 + body[0]], body[1 + body[0] :]
+
+    def _handle_command(self, body: bytes) -> None:
+        name, data = self._split_command(body)
+        if name == b"PING":
+            context = data[2:18]
+            self._send_raw([_command(b"PONG", context)], None)
+        elif name == b"ERROR":
+            self.close()
+            raise ZMTPError("peer sent ERROR and closed the connection")
+        # PONG and unknown commands are ignored.
+
+    def recv_multipart(self, timeout: float | None = None) -> list[bytes] | None:
+        """The next message's frames, or None if none is complete within ``timeout`` seconds.
+
+        A timeout mid-message loses nothing: the partial message stays buffered for the next call.
+        ``timeout=None`` blocks; ``0`` only takes what has already arrived.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            while (frame := self._next_frame()) is not None:
+                flags, body = frame
+                if flags & _FLAG_COMMAND:
+                    self._handle_command(body)
+                    continue
+                self._parts.append(body)
+                if not flags & _FLAG_MORE:
+                    message, self._parts = self._parts, []
+                    return message
+            if not self._fill(deadline):
+                return None
+
+    # ------------------------------------------------------------ writing
+
+    def _send_raw(self, chunks: list[bytes], timeout: float | None) -> None:
+        if self._closed:
+            raise ZMTPError("connection is closed")
+        self._sock.settimeout(timeout)
+        try:
+            for chunk in chunks:
+                self._sock.sendall(chunk)
+        except OSError as exc:
+            # A partial write leaves the stream unusable.
+            self.close()
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"sending to {self.endpoint} timed out") from exc
+            raise ZMTPError(f"sending to {self.endpoint} failed: {exc}") from exc
+
+    def send_multipart(self, frames: list[bytes], timeout: float | None = None) -> None:
+        """Send one message; ``timeout`` bounds the whole write (the connection is closed on timeout)."""
+        if not frames:
+            raise ValueError("a message has at least one frame")
+        chunks: list[bytes] = []
+        pending = bytearray()
+        last = len(frames) - 1
+        for index, frame in enumerate(frames):
+            body = bytes(frame) if not isinstance(frame, bytes) else frame
+            pending += _frame_header(_FLAG_MORE if index < last else 0, len(body))
+            if len(body) < _SMALL_FRAME:
+                pending += body
+            else:
+                chunks += [bytes(pending), body]
+                pending = bytearray()
+        if pending:
+            chunks.append(bytes(pending))
+        self._send_raw(chunks, timeout)
+
+    # ------------------------------------------------------------ lifetime
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the TCP/Unix socket (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def __enter__(self) -> ZMTPConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
