@@ -1,0 +1,267 @@
+"""`sine doctor`: one line per thing that must be right for an edit to work, so a user (or a bug
+report) shows at a glance what is missing. Exit code 1 when any line is FAIL; a missing GPU is
+only a warning because the CPU path works, just slowly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo_model"
+
+
+@dataclass
+class Check:
+    """One result line: status, what was checked, and what was found or what to do."""
+
+    status: str
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.name}: {self.detail}"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("doctor", help="check the installation (Python, torch, model, daemon, plugins)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the daemon's pong")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    checks = collect(timeout=args.timeout)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = [c for c in checks if c.status == FAIL]
+    print(f"{len(failed)} problem(s) found" if failed else "all good")
+    return 1 if failed else 0
+
+
+def collect(timeout: float = 2.0) -> list[Check]:
+    """Run every check; a crashing check becomes a FAIL line instead of a traceback."""
+    checks: list[Check] = []
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("Python", lambda: [check_python()]),
+        ("torch", lambda: [check_torch()]),
+        ("model", lambda: [check_model()]),
+        ("daemon", lambda: [check_daemon(timeout)]),
+        ("token", lambda: [check_token()]),
+        ("plugins", check_plugins),
+        ("autostart", lambda: [check_autostart()]),
+    ]
+    for name, step in steps:
+        try:
+            checks += step()
+        except Exception as exc:  # doctor must report, not crash
+            checks.append(Check(FAIL, name, f"check crashed: {type(exc).__name__}: {exc}"))
+    return checks
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    text = f"{v.major}.{v.minor}.{v.micro} ({sys.executable})"
+    return Check(OK if v >= (3, 11) else FAIL, "Python", text if v >= (3, 11) else text + "; need 3.11 or newer")
+
+
+def check_torch() -> Check:
+    try:
+        import torch
+    except ImportError as exc:
+        return Check(FAIL, "torch", f"not importable ({exc}); rerun the installer")
+    version = torch.__version__
+    if torch.cuda.is_available():
+        return Check(OK, "torch", f"{version}, CUDA {torch.version.cuda}: {torch.cuda.get_device_name(0)}")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return Check(OK, "torch", f"{version}, Apple GPU (MPS)")
+    gpu_driver = shutil.which("nvidia-smi") is not None
+    hint = " (an NVIDIA driver is present: rerun the installer with --torch cuda)" if gpu_driver else ""
+    return Check(WARN, "torch", f"{version}, CPU only: edits work but slowly{hint}")
+
+
+def _config() -> tuple[Path, dict]:
+    from sine_protocol.paths import config_dir
+
+    path = config_dir() / "config.json"
+    if not path.is_file():
+        return path, {}
+    return path, json.loads(path.read_text("utf-8"))
+
+
+def check_model() -> Check:
+    try:
+        path, config = _config()
+    except ValueError as exc:
+        return Check(FAIL, "model", f"config.json is not valid JSON ({exc}); fix it or rerun the installer")
+    model = config.get("model") or os.environ.get("SINE_MODEL")
+    if not model:
+        if (DEMO_MODEL / "model_index.json").is_file():
+            return Check(OK, "model", f"bundled demo model {DEMO_MODEL}")
+        return Check(FAIL, "model", f"no model configured and the bundled demo model is missing ({DEMO_MODEL});"
+                     " rerun the installer with --model ID or --model-dir PATH")
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        if (folder / "model_index.json").is_file():
+            return Check(OK, "model", f"{folder}")
+        return Check(FAIL, "model", f"{folder} has no model_index.json (not a diffusers folder)")
+    if folder.is_absolute() or model.startswith((".", "~")):
+        return Check(FAIL, "model", f"{model} (from {path}) does not exist; rerun the installer")
+    return Check(WARN, "model", f"hub id {model}: fetched on first use (needs the network)")
+
+
+def check_daemon(timeout: float) -> Check:
+    from sine_protocol.paths import default_endpoint, read_token
+
+    endpoint = default_endpoint()
+    advice = "start it with `sine daemon` (the installer's autostart entry does so at login)"
+    try:
+        from sine_protocol.client import SineClient
+    except ImportError as exc:
+        return Check(FAIL, "daemon", f"sine_protocol client not importable ({exc})")
+    client = SineClient(endpoint=endpoint, token=read_token(), timeout=timeout)
+    try:
+        answered = client.ping(timeout=timeout)
+    except Exception as exc:  # any failure means "not reachable"
+        return Check(FAIL, "daemon", f"not reachable at {endpoint} ({type(exc).__name__}: {exc}); {advice}")
+    finally:
+        client.close()
+    if answered:
+        return Check(OK, "daemon", f"answers at {endpoint}")
+    return Check(FAIL, "daemon", f"no answer at {endpoint} within {timeout:g} s; {advice}")
+
+
+def check_token() -> Check:
+    from sine_protocol.paths import token_file
+
+    path = token_file()
+    if not path.is_file():
+        return Check(FAIL, "token", f"{path} missing: the daemon writes it at its first start; start the daemon")
+    if os.name == "posix":
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != 0o600:
+            return Check(FAIL, "token", f"{path} has mode {mode:o}, must be 600; run `chmod 600 {path}`")
+    return Check(OK, "token", f"{path} (mode 600)" if os.name == "posix" else str(path))
+
+
+# --- host applications: the same folders installer/sine_installer/layout.py writes to -----------------
+
+def _env_dir(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value) if value else default
+
+
+def _dirs() -> dict[str, Path]:
+    home = Path.home()
+    return {
+        "config": _env_dir("XDG_CONFIG_HOME", home / ".config"),
+        "data": _env_dir("XDG_DATA_HOME", home / ".local" / "share"),
+        "appdata": _env_dir("APPDATA", home / "AppData" / "Roaming"),
+        "local": _env_dir("LOCALAPPDATA", home / "AppData" / "Local"),
+        "support": home / "Library" / "Application Support",
+        "home": home,
+    }
+
+
+def krita_locations() -> list[tuple[str, Path, Path]]:
+    """(label, Krita data folder, kritarc) for this OS."""
+    d = _dirs()
+    if sys.platform == "win32":
+        return [("Krita", d["appdata"] / "krita", d["local"] / "kritarc")]
+    if sys.platform == "darwin":
+        return [("Krita", d["support"] / "krita", d["home"] / "Library" / "Preferences" / "kritarc")]
+    flat = d["home"] / ".var" / "app" / "org.kde.krita"
+    return [("Krita", d["data"] / "krita", d["config"] / "kritarc"),
+            ("Krita (Flatpak)", flat / "data" / "krita", flat / "config" / "kritarc")]
+
+
+def gimp_locations() -> list[tuple[str, Path]]:
+    """(label, folder holding GIMP's 3.x config folders) for this OS."""
+    d = _dirs()
+    if sys.platform == "win32":
+        return [("GIMP", d["appdata"] / "GIMP")]
+    if sys.platform == "darwin":
+        return [("GIMP", d["support"] / "GIMP")]
+    return [("GIMP", d["config"] / "GIMP"),
+            ("GIMP (Flatpak)", d["home"] / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP")]
+
+
+def _kritarc_enabled(path: Path) -> bool:
+    section = ""
+    try:
+        lines = path.read_text("utf-8", "replace").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            section = s
+        elif section == "[python]" and s.replace(" ", "") == "enable_sine_krita=true":
+            return True
+    return False
+
+
+def check_plugins() -> list[Check]:
+    """Per host found: is the plugin there (and enabled)? A host that is not installed is a warning."""
+    fix = "run `python3 installer/install.py --only plugins`"
+    checks: list[Check] = []
+    krita_found = False
+    for label, data, kritarc in krita_locations():
+        if not (data.exists() or kritarc.exists()):
+            continue
+        krita_found = True
+        pykrita = data / "pykrita"
+        if not (pykrita / "sine_krita.desktop").is_file() or not (pykrita / "sine_krita" / "__init__.py").is_file():
+            checks.append(Check(FAIL, f"{label} plugin", f"not installed in {pykrita}; {fix}"))
+        elif not _kritarc_enabled(kritarc):
+            checks.append(Check(FAIL, f"{label} plugin", f"installed but not enabled in {kritarc}; {fix}"
+                                " or tick it in Settings > Configure Krita > Python Plugin Manager"))
+        else:
+            checks.append(Check(OK, f"{label} plugin", f"{pykrita / 'sine_krita'} (enabled)"))
+    if not krita_found:
+        checks.append(Check(WARN, "Krita plugin", "Krita not found (no settings folder); start Krita once, then install"))
+    gimp_found = False
+    for label, root in gimp_locations():
+        versions = sorted(p for p in root.glob("3.*") if p.is_dir()) if root.is_dir() else []
+        for version in versions:
+            gimp_found = True
+            script = version / "plug-ins" / "sine-gimp" / "sine-gimp.py"
+            name = f"{label} {version.name} plug-in"
+            if not script.is_file():
+                checks.append(Check(FAIL, name, f"not installed in {script.parent.parent}; {fix}"))
+            elif os.name == "posix" and not os.access(script, os.X_OK):
+                checks.append(Check(FAIL, name, f"{script} is not executable; run `chmod +x {script}`"))
+            else:
+                checks.append(Check(OK, name, str(script.parent)))
+    if not gimp_found:
+        checks.append(Check(WARN, "GIMP plug-in", "GIMP 3 not found (no 3.x settings folder); start GIMP once, then install"))
+    return checks
+
+
+def check_autostart() -> Check:
+    """The login entry is a convenience (plugins can start the daemon), so its absence only warns."""
+    from sine_protocol.paths import daemon_command_file
+
+    d = _dirs()
+    if sys.platform == "win32":
+        entries = [d["appdata"] / "Microsoft" / "Windows" / "Start Menu" / "Programs" / "Startup" / "sine-daemon.vbs"]
+    elif sys.platform == "darwin":
+        entries = [d["home"] / "Library" / "LaunchAgents" / "org.sine-edit.daemon.plist"]
+    else:
+        entries = [d["config"] / "systemd" / "user" / "sine-daemon.service", d["config"] / "autostart" / "sine-daemon.desktop"]
+    found = [e for e in entries if e.is_file()]
+    on_demand = daemon_command_file()
+    if not on_demand.is_file():
+        extra = f"; {on_demand} missing too, so plugins cannot start the daemon: rerun the installer"
+        return Check(WARN if found else FAIL, "autostart", (", ".join(map(str, found)) if found else "no login entry")
+                     + extra)
+    if found:
+        return Check(OK, "autostart", ", ".join(map(str, found)))
+    return Check(WARN, "autostart", f"no login entry (plugins start the daemon on demand via {on_demand})")
