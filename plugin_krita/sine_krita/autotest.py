@@ -1,0 +1,205 @@
+"""Unattended end-to-end run for the real-Krita test (``SINE_KRITA_AUTOTEST=job.json``).
+
+The job file says which PNG to open and what to type into the panel. The run then goes through
+the panel's own code path (its widgets are filled and its Edit button clicked), waits for the
+result layer, and writes what the host-side test checks: a result JSON, the saved ``.kra``, raw
+RGBA dumps and PNGs of every layer, and a screenshot of the window with the docker. Each stage is
+a QTimer callback because Krita only sets the active node once the event loop has run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+from krita import InfoObject, Krita
+
+from . import qt_compat as qt
+from .docker import DOCKER_ID, panel_for
+from .pixels import bgra_to_rgba
+
+TICK_MS = 100
+
+
+class AutoTest(qt.QObject):
+    """State machine: open -> wait for layer -> show docker -> wait for daemon -> edit -> save -> quit."""
+
+    def __init__(self, job_path: str) -> None:
+        super().__init__()
+        with open(job_path, encoding="utf-8") as f:
+            self.job: dict[str, Any] = json.load(f)
+        self.out_dir: str = self.job["out_dir"]
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.report: dict[str, Any] = {"ok": False, "stage": "start", "progress_seen": []}
+        self._started = False
+        self._deadline = 0.0
+        self._doc: Any = None
+        self._panel: Any = None
+        self._t0 = time.monotonic()
+
+    def on_window_created(self) -> None:
+        if not self._started:
+            self._started = True
+            qt.QTimer.singleShot(500, self._guard(self._open))
+
+    def _guard(self, step: Any) -> Any:
+        def run() -> None:
+            try:
+                step()
+            except Exception:
+                self._finish(traceback.format_exc())
+
+        return run
+
+    def _later(self, step: Any, ms: int = TICK_MS) -> None:
+        qt.QTimer.singleShot(ms, self._guard(step))
+
+    def _timed_out(self, what: str) -> bool:
+        if time.monotonic() > self._deadline:
+            self._finish(f"timed out waiting for {what}")
+            return True
+        return False
+
+    # ---- stages ------------------------------------------------------------------
+    def _open(self) -> None:
+        app = Krita.instance()
+        self.report.update(stage="open", krita=app.version(), python=sys.version.split()[0], qt=qt.BINDING)
+        app.setBatchmode(True)
+        doc = app.openDocument(self.job["input"])
+        if doc is None:
+            raise RuntimeError(f"could not open {self.job['input']}")
+        doc.setBatchmode(True)
+        app.activeWindow().addView(doc)
+        app.setActiveDocument(doc)
+        self._doc = doc
+        self._deadline = time.monotonic() + 30
+        self._later(self._wait_active)
+
+    def _wait_active(self) -> None:
+        if self._doc.activeNode() is None:
+            if not self._timed_out("the active layer"):
+                self._later(self._wait_active)
+            return
+        self.report["stage"] = "docker"
+        self.report["active_node"] = self._doc.activeNode().name()
+        self.report["canvas"] = [self._doc.width(), self._doc.height()]
+        self._dump_layers("before")
+        win = Krita.instance().activeWindow()
+        for dock in win.dockers():
+            if dock.objectName() == DOCKER_ID:
+                dock.setVisible(True)
+                dock.raise_()
+        self._panel = panel_for(win.qwindow())
+        if self._panel is None:
+            raise RuntimeError("the SINE Edit docker was not created")
+        self._deadline = time.monotonic() + float(self.job.get("connect_timeout_s", 60))
+        self._later(self._wait_connected)
+
+    def _wait_connected(self) -> None:
+        if not self._panel.connected:
+            if not self._timed_out(f"the daemon ({self._panel.connection_label.text()})"):
+                self._later(self._wait_connected, 200)
+            return
+        self.report["stage"] = "edit"
+        self.report["connection"] = self._panel.connection_label.text()
+        self._panel.advanced_toggle.setChecked(bool(self.job.get("show_advanced", True)))
+        self._panel.apply_settings(self.job["settings"])
+        self._panel.edit_button.click()  # the user's path: the button's clicked signal
+        self.report["edit_clicked_s"] = round(time.monotonic() - self._t0, 2)
+        self._deadline = time.monotonic() + float(self.job.get("edit_timeout_s", 300))
+        self._later(self._wait_result)
+
+    def _wait_result(self) -> None:
+        panel = self._panel
+        seen = self.report["progress_seen"]
+        if not seen or seen[-1] != panel.progress_text:
+            seen.append(panel.progress_text)
+        if panel.state == "running":
+            if not self._timed_out("the edit result"):
+                self._later(self._wait_result, 50)
+            return
+        self.report.update(
+            stage="save",
+            panel_state=panel.state,
+            panel_message=panel.message_label.text(),
+            panel_error=panel.last_error,
+            result_header={k: v for k, v in panel.last_result_header.items() if k != "blobs"},
+        )
+        if panel.state != "done":
+            self._finish(
+                f"edit ended in state {panel.state}: {panel.last_error or panel.message_label.text()}"
+            )
+            return
+        doc = self._doc
+        doc.waitForDone()
+        self._dump_layers("after")
+        self.report["export_png"] = bool(
+            doc.exportImage(os.path.join(self.out_dir, "composite.png"), InfoObject())
+        )
+        self.report["save_kra"] = bool(doc.saveAs(os.path.join(self.out_dir, "result.kra")))
+        doc.waitForDone()
+        self._later(self._screenshot, 1000)  # let the docker repaint its final state
+
+    def _screenshot(self) -> None:
+        shot = self.job.get("screenshot")
+        if shot:
+            window = Krita.instance().activeWindow().qwindow()
+            self.report["screenshot"] = bool(window.grab().save(shot, "PNG"))
+        self._finish(None)
+
+    # ---- output --------------------------------------------------------------------
+    def _dump_layers(self, tag: str) -> None:
+        """Raw canvas-sized RGBA of every top-level layer, plus a PNG each for people to look at."""
+        doc = self._doc
+        width, height = doc.width(), doc.height()
+        layers = []
+        for index, node in enumerate(doc.topLevelNodes()):
+            base = os.path.join(self.out_dir, f"{tag}-{index}")
+            with open(base + ".rgba", "wb") as f:
+                f.write(bgra_to_rgba(bytes(node.pixelData(0, 0, width, height))))
+            bounds = node.bounds()
+            entry = {
+                "index": index,
+                "name": node.name(),
+                "type": node.type(),
+                "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
+                "raw": base + ".rgba",
+            }
+            try:
+                entry["png"] = bool(
+                    node.save(
+                        base + ".png",
+                        doc.xRes(),
+                        doc.yRes(),
+                        InfoObject(),
+                        qt.QtCore.QRect(0, 0, width, height),
+                    )
+                )
+            except Exception as exc:  # the PNG is for humans; the raw dump is what is checked
+                entry["png_error"] = repr(exc)
+            layers.append(entry)
+        self.report[f"layers_{tag}"] = layers
+
+    def _finish(self, error: str | None) -> None:
+        self.report["ok"] = error is None
+        if error:
+            self.report["error"] = error
+        self.report["total_s"] = round(time.monotonic() - self._t0, 2)
+        with open(os.path.join(self.out_dir, "result.json"), "w", encoding="utf-8") as f:
+            json.dump(self.report, f, indent=1)
+        sys.stderr.write("SINE_KRITA_RESULT " + json.dumps({"ok": self.report["ok"], "error": error}) + "\n")
+        sys.stderr.flush()
+        qt.QTimer.singleShot(0, self._quit)
+
+    def _quit(self) -> None:
+        app = Krita.instance()
+        if self._panel is not None:
+            self._panel.shutdown()
+        for doc in app.documents():
+            doc.setModified(False)  # no "save changes?" dialog
+        qt.QTimer.singleShot(15000, lambda: os._exit(3))  # if a dialog still blocks the shutdown
+        app.action("file_quit").trigger()

@@ -1,0 +1,217 @@
+"""All talking to the daemon happens on one background thread, never on Krita's GUI thread.
+
+The panel posts commands (probe, edit, cancel) and drains :class:`LinkEvent` objects from a queue
+on a QTimer; the worker thread owns the :class:`SineClient` and does every blocking socket call.
+No Qt and no Krita API here, so this runs (and is tested) anywhere.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# The pure-Python ZMTP transport: hosts must not depend on a compiled pyzmq matching their Python.
+TRANSPORT = "pure"
+PROBE_TIMEOUT_S = 3.0
+# With no event for this long during a job, ping the daemon to tell "busy" from "gone".
+SILENCE_PING_S = 20.0
+POLL_S = 0.05
+
+
+@dataclass
+class LinkEvent:
+    """One thing the panel must react to (kinds: connected, unavailable, accepted, progress,
+    preview, result, error, cancelled)."""
+
+    kind: str
+    header: dict[str, Any] = field(default_factory=dict)
+    image: Any = None  # sine_protocol.RGBAImage for result / preview
+    message: str = ""
+
+
+def default_client_factory(timeout: float) -> Any:
+    """A real client on the contract's default endpoint and token (env overrides honoured)."""
+    from sine_protocol import SineClient
+
+    return SineClient(transport=TRANSPORT, timeout=timeout)
+
+
+def daemon_installed() -> bool:
+    """Whether the installer left a command to start the daemon (``daemon.json``)."""
+    try:
+        from sine_protocol import paths
+
+        return paths.daemon_command_file().exists()
+    except Exception:
+        return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the status label."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+class DaemonLink:
+    """Background worker that owns the socket; thread-safe ``probe``/``submit``/``cancel``/``drain``."""
+
+    def __init__(self, client_factory: Callable[[float], Any] = default_client_factory) -> None:
+        self._factory = client_factory
+        self._commands: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._events: queue.Queue[LinkEvent] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="sine-daemon-link", daemon=True)
+        self._client: Any = None
+        self._request: str | None = None
+        self._job: str | None = None
+        self._cancel_wanted = False
+        self._last_event = 0.0
+        self._started = False
+
+    # ---- called from the GUI thread -------------------------------------------------
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Cancel any running job and end the thread (panel closing / Krita quitting)."""
+        self._commands.put(("stop", None))
+        if self._started:
+            self._thread.join(timeout)
+
+    def probe(self) -> None:
+        """Ask for a ``hello``; answers with a ``connected`` or ``unavailable`` event."""
+        self._commands.put(("probe", None))
+
+    def submit(self, kwargs: dict[str, Any]) -> None:
+        """Send one edit (kwargs of ``SineClient.submit_edit``); events follow until its end."""
+        self._commands.put(("edit", kwargs))
+
+    def cancel(self) -> None:
+        self._commands.put(("cancel", None))
+
+    def drain(self, limit: int = 100) -> list[LinkEvent]:
+        """Events that arrived since the last call (non-blocking)."""
+        out: list[LinkEvent] = []
+        while len(out) < limit:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    @property
+    def busy(self) -> bool:
+        return self._request is not None
+
+    # ---- worker thread ----------------------------------------------------------------
+    def _emit(
+        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = ""
+    ) -> None:
+        self._events.put(LinkEvent(kind, dict(header or {}), image, message))
+
+    def _get_client(self, timeout: float) -> Any:
+        if self._client is None:
+            self._client = self._factory(timeout)
+        return self._client
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                pass
+
+    def _run(self) -> None:
+        while True:
+            try:
+                timeout = 0 if self._request else POLL_S
+                try:
+                    cmd, arg = self._commands.get(timeout=timeout) if timeout else self._commands.get_nowait()
+                except queue.Empty:
+                    cmd, arg = None, None
+                if cmd == "stop":
+                    self._do_cancel()
+                    self._drop_client()
+                    return
+                if cmd == "probe":
+                    self._do_probe()
+                elif cmd == "edit":
+                    self._do_submit(arg)
+                elif cmd == "cancel":
+                    self._do_cancel()
+                if self._request:
+                    self._pump()
+            except Exception as exc:  # never let the thread die silently
+                self._fail(f"daemon connection failed: {describe_error(exc)}")
+
+    def _fail(self, message: str) -> None:
+        was_running = self._request is not None
+        self._request = self._job = None
+        self._cancel_wanted = False
+        self._drop_client()
+        if was_running:
+            self._emit("error", {"code": "unavailable"}, message=message)
+        self._emit("unavailable", {"installed": daemon_installed()}, message=message)
+
+    def _do_probe(self) -> None:
+        if self._request is not None:
+            return  # a running job already proves the connection; don't interleave requests
+        try:
+            welcome = self._get_client(PROBE_TIMEOUT_S).hello()
+        except Exception as exc:
+            self._drop_client()
+            self._emit("unavailable", {"installed": daemon_installed()}, message=describe_error(exc))
+            return
+        self._emit("connected", welcome)
+
+    def _do_submit(self, kwargs: dict[str, Any]) -> None:
+        if self._request is not None:
+            self._emit("error", {"code": "busy"}, message="an edit is already running")
+            return
+        self._cancel_wanted = False
+        self._job = None
+        self._request = self._get_client(PROBE_TIMEOUT_S).submit_edit(**kwargs)
+        self._last_event = time.monotonic()
+
+    def _do_cancel(self) -> None:
+        if self._request is None:
+            return
+        if self._job is None:
+            self._cancel_wanted = True  # sent as soon as the daemon names the job
+            return
+        self._client.cancel(self._job)
+
+    def _pump(self) -> None:
+        event = self._client.poll_event(timeout=POLL_S)
+        if event is None:
+            if time.monotonic() - self._last_event > SILENCE_PING_S:
+                if not self._client.ping(timeout=PROBE_TIMEOUT_S):
+                    self._fail("the daemon stopped answering during the edit")
+                    return
+                self._last_event = time.monotonic()
+            return
+        header = event.header
+        ours = header.get("id") == self._request or (self._job is not None and header.get("job") == self._job)
+        if not ours:
+            return  # a stale reply (e.g. to an earlier probe)
+        self._last_event = time.monotonic()
+        kind = event.type
+        if kind == "accepted":
+            self._job = event.header.get("job")
+            self._emit("accepted", event.header)
+            if self._cancel_wanted and self._job:
+                self._client.cancel(self._job)
+        elif kind == "progress":
+            self._emit("progress", event.header, image=event.preview)
+        elif kind in ("result", "error", "cancelled"):
+            image = event.image if kind == "result" else None
+            message = str(event.header.get("message", "")) if kind == "error" else ""
+            self._request = self._job = None
+            self._cancel_wanted = False
+            self._emit(kind, event.header, image=image, message=message)

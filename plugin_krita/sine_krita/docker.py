@@ -1,0 +1,58 @@
+"""The dockable "SINE Edit" window: a Krita DockWidget that wraps :class:`SinePanel`.
+
+Krita creates one docker per main window; the module keeps a list of live panels so the
+Extension's menu actions (and the automation hook) can find the one of the active window.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from krita import DockWidget, Krita
+
+from .panel import SinePanel
+
+DOCKER_ID = "sine_edit_docker"
+TITLE = "SINE Edit"
+
+_panels: list[weakref.ref[SinePanel]] = []
+
+
+def live_panels() -> list[SinePanel]:
+    """Panels whose docker still exists, oldest first."""
+    alive = [ref() for ref in _panels]
+    _panels[:] = [weakref.ref(p) for p in alive if p is not None]
+    return [p for p in alive if p is not None]
+
+
+def active_document() -> Any:
+    return Krita.instance().activeDocument()
+
+
+class SineDocker(DockWidget):
+    """Docker shell; the logic lives in the panel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle(TITLE)
+        self.panel = SinePanel(active_document, parent=self)
+        self.setWidget(self.panel)
+        _panels.append(weakref.ref(self.panel))
+        app = Krita.instance()
+        notifier = app.notifier() if hasattr(app, "notifier") else None
+        if notifier is not None and hasattr(notifier, "applicationClosing"):
+            notifier.applicationClosing.connect(self.panel.shutdown)
+
+    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 (Krita's API name)
+        """Required by DockWidget; the panel reads the active document when Edit is pressed."""
+
+
+def panel_for(qwindow: Any = None) -> SinePanel | None:
+    """The panel inside ``qwindow`` (a main window's QMainWindow), else the newest live one."""
+    panels = live_panels()
+    if qwindow is not None:
+        for panel in reversed(panels):
+            if qwindow.isAncestorOf(panel):
+                return panel
+    return panels[-1] if panels else None

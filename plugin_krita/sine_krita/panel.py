@@ -1,0 +1,420 @@
+"""The "SINE Edit" panel: the form, the progress display and the edit's life cycle.
+
+It is a plain QWidget (the docker only wraps it), so the automation hook and the unit tests drive
+the very same widgets and slots a user clicks. Socket work is delegated to :class:`DaemonLink`
+(its own thread); Krita's API is only touched here, on the GUI thread, when reading the source and
+placing the result. Every slot catches its exceptions and shows them in the status line, because an
+uncaught exception in Krita opens a modal dialog.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import qt_compat as qt
+from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
+from .document_io import SourcePixels, add_result_layer, read_source
+from .settings import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_K,
+    DEFAULT_STEPS,
+    DEFAULT_V,
+    METHODS,
+    STYLES,
+    EditSettings,
+    progress_text,
+)
+
+POLL_MS = 50
+REPROBE_MS = 5000
+PREVIEW_SIDE = 128
+
+
+def guarded(slot: Callable[..., Any]) -> Callable[..., Any]:
+    """Catch everything a slot raises and show it in the panel instead of Krita's modal dialog."""
+
+    @functools.wraps(slot)
+    def wrapper(self: SinePanel, *args: Any) -> Any:
+        try:
+            return slot(self, *args)
+        except Exception as exc:
+            traceback.print_exc()
+            self.show_error(describe_error(exc))
+            return None
+
+    return wrapper
+
+
+class SinePanel(qt.QWidget):
+    """Prompt form + Edit/Cancel + progress, preview and daemon status."""
+
+    def __init__(
+        self,
+        document_provider: Callable[[], Any],
+        link: DaemonLink | None = None,
+        start_daemon: Callable[[], Any] | None = None,
+        parent: Any = None,
+    ) -> None:
+        super().__init__(parent)
+        self._document_provider = document_provider
+        self.link = link if link is not None else DaemonLink()
+        self._start_daemon = start_daemon
+        self.state = "idle"  # idle | running | done | error | cancelled
+        self.last_error = ""
+        self.last_layer: Any = None
+        self.last_result_header: dict[str, Any] = {}
+        self.connected = False
+        self.device = ""
+        self.progress_text = "idle"
+        self.finished_callbacks: list[Callable[[SinePanel], None]] = []
+        self._job_doc: Any = None
+        self._job_source: SourcePixels | None = None
+        self._job_settings: EditSettings | None = None
+        self._job_started = 0.0
+        self._build_ui()
+        self._timer = qt.QTimer(self)
+        self._timer.timeout.connect(self._on_tick)
+        self._reprobe = qt.QTimer(self)
+        self._reprobe.timeout.connect(self.probe)
+        self.link.start()
+        self._timer.start(POLL_MS)
+        self.probe()
+
+    # ---- widgets ---------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        root = qt.QVBoxLayout(self)
+        form = qt.QFormLayout()
+        self.prompt_edit = qt.QLineEdit(self)
+        self.prompt_edit.setPlaceholderText("what to change, e.g. wearing a red hat")
+        self.subject_edit = qt.QLineEdit(self)
+        self.subject_edit.setPlaceholderText("what the picture shows, e.g. dog")
+        self.style_combo = qt.QComboBox(self)
+        self.style_combo.addItems(list(STYLES))
+        self.source_combo = qt.QComboBox(self)
+        self.source_combo.addItem("Active layer", "layer")
+        self.source_combo.addItem("Visible image", "visible")
+        form.addRow("Edit", self.prompt_edit)
+        form.addRow("Subject", self.subject_edit)
+        form.addRow("Style", self.style_combo)
+        form.addRow("Source", self.source_combo)
+        root.addLayout(form)
+
+        self.advanced_toggle = qt.QToolButton(self)
+        self.advanced_toggle.setText("Advanced settings")
+        self.advanced_toggle.setCheckable(True)
+        root.addWidget(self.advanced_toggle)
+        self.advanced = qt.QWidget(self)
+        adv = qt.QFormLayout(self.advanced)
+        adv.setContentsMargins(0, 0, 0, 0)
+        self.seed_spin = _spin(self, 0, 2**31 - 1, 0)
+        self.steps_spin = _spin(self, 1, 1000, DEFAULT_STEPS)
+        self.guidance_spin = _dspin(self, 0.0, 30.0, DEFAULT_GUIDANCE, 0.5)
+        self.v_spin = _dspin(self, 0.0, 1.0, DEFAULT_V, 0.05)
+        self.k_spin = _spin(self, 0, 1000, DEFAULT_K)
+        self.method_combo = qt.QComboBox(self)
+        self.method_combo.addItems(list(METHODS))
+        self.finetune_spin = _spin(self, 0, 20000, 0, special="auto")
+        self.width_spin = _spin(self, 0, 8192, 0, special="canvas")
+        self.height_spin = _spin(self, 0, 8192, 0, special="canvas")
+        size_row = qt.QHBoxLayout()
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(qt.QLabel("x", self))
+        size_row.addWidget(self.height_spin)
+        adv.addRow("Seed", self.seed_spin)
+        adv.addRow("Sampling steps", self.steps_spin)
+        adv.addRow("Guidance w", self.guidance_spin)
+        adv.addRow("v (pre-trained weight)", self.v_spin)
+        adv.addRow("K (guided above)", self.k_spin)
+        adv.addRow("Fine-tune method", self.method_combo)
+        adv.addRow("Fine-tune steps", self.finetune_spin)
+        adv.addRow("Output size", size_row)
+        self.advanced.setVisible(False)
+        self.advanced_toggle.toggled.connect(self.advanced.setVisible)
+        root.addWidget(self.advanced)
+
+        buttons = qt.QHBoxLayout()
+        self.edit_button = qt.QPushButton("Edit", self)
+        self.cancel_button = qt.QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.edit_button.clicked.connect(self.start_edit)
+        self.cancel_button.clicked.connect(self.cancel_edit)
+        buttons.addWidget(self.edit_button)
+        buttons.addWidget(self.cancel_button)
+        root.addLayout(buttons)
+
+        self.progress = qt.QProgressBar(self)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        root.addWidget(self.progress)
+
+        self.preview_label = qt.QLabel(self)
+        self.preview_label.setFixedSize(PREVIEW_SIDE, PREVIEW_SIDE)
+        self.preview_label.setAlignment(qt.ALIGN_CENTER)
+        self.preview_label.setToolTip("live preview of the edit")
+        root.addWidget(self.preview_label, 0, qt.ALIGN_CENTER)
+
+        self.message_label = qt.QLabel("", self)
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextFormat(qt.RICH_TEXT_OFF)
+        self.message_label.setTextInteractionFlags(qt.TEXT_SELECTABLE)
+        root.addWidget(self.message_label)
+
+        status_row = qt.QHBoxLayout()
+        self.connection_label = qt.QLabel("daemon: checking...", self)
+        self.connection_label.setWordWrap(True)
+        self.connection_label.setTextFormat(qt.RICH_TEXT_OFF)
+        self.start_button = qt.QPushButton("Start daemon", self)
+        self.start_button.setVisible(False)
+        self.start_button.clicked.connect(self.start_daemon)
+        status_row.addWidget(self.connection_label, 1)
+        status_row.addWidget(self.start_button)
+        root.addLayout(status_row)
+        root.addStretch(1)
+
+    # ---- reading the form ------------------------------------------------------------
+    def current_settings(self) -> EditSettings:
+        """The edit the form currently describes."""
+        finetune_steps = self.finetune_spin.value() or None
+        width, height = self.width_spin.value(), self.height_spin.value()
+        return EditSettings(
+            prompt=self.prompt_edit.text(),
+            subject=self.subject_edit.text(),
+            style=self.style_combo.currentText(),
+            seed=self.seed_spin.value(),
+            steps=self.steps_spin.value(),
+            guidance=self.guidance_spin.value(),
+            v=self.v_spin.value(),
+            k=self.k_spin.value(),
+            method=self.method_combo.currentText(),
+            finetune_steps=finetune_steps,
+            output_width=width or None,
+            output_height=height or None,
+            source=self.source_combo.currentData() or "layer",
+        )
+
+    def apply_settings(self, values: dict[str, Any]) -> None:
+        """Fill the form from a dict of EditSettings field names (automation, saved presets)."""
+        setters: dict[str, Callable[[Any], None]] = {
+            "prompt": self.prompt_edit.setText,
+            "subject": self.subject_edit.setText,
+            "style": lambda s: _select(self.style_combo, s),
+            "source": lambda s: self.source_combo.setCurrentIndex(self.source_combo.findData(s)),
+            "seed": self.seed_spin.setValue,
+            "steps": self.steps_spin.setValue,
+            "guidance": self.guidance_spin.setValue,
+            "v": self.v_spin.setValue,
+            "k": self.k_spin.setValue,
+            "method": lambda s: _select(self.method_combo, s),
+            "finetune_steps": lambda n: self.finetune_spin.setValue(n or 0),
+            "output_width": lambda n: self.width_spin.setValue(n or 0),
+            "output_height": lambda n: self.height_spin.setValue(n or 0),
+        }
+        for key, value in values.items():
+            if key not in setters:
+                raise KeyError(f"unknown setting {key!r}")
+            setters[key](value)
+
+    # ---- actions ---------------------------------------------------------------------
+    @guarded
+    def start_edit(self, *_: Any) -> None:
+        """Read the source from the document and hand the edit to the daemon thread."""
+        if self.state == "running":
+            self.show_message("An edit is already running.")
+            return
+        settings = self.current_settings()
+        settings.validate()
+        doc = self._document_provider()
+        source = read_source(doc, settings.source)
+        from sine_protocol import Mask, RGBAImage
+
+        kwargs = settings.submit_kwargs((source.width, source.height))
+        kwargs["image"] = RGBAImage(source.width, source.height, source.rgba)
+        if source.mask is not None:
+            kwargs["mask"] = Mask(source.width, source.height, source.mask)
+        self._job_doc, self._job_source, self._job_settings = doc, source, settings
+        self._job_started = time.monotonic()
+        self.last_layer = None
+        self.last_error = ""
+        self._set_running(True)
+        self._set_progress("sending", None, None)
+        where = "selection of " if source.mask is not None else ""
+        self.show_message(f"Editing {where}{source.source_name} ({source.width}x{source.height})...")
+        self.link.submit(kwargs)
+
+    @guarded
+    def cancel_edit(self, *_: Any) -> None:
+        if self.state != "running":
+            return
+        self.link.cancel()
+        self.show_message("Cancelling...")
+
+    @guarded
+    def start_daemon(self, *_: Any) -> None:
+        """Launch the installed daemon and keep probing until it answers."""
+        starter = self._start_daemon
+        if starter is None:
+            from sine_protocol.launch import start_daemon as starter
+        starter()
+        self.start_button.setVisible(False)
+        self.connection_label.setText("daemon: starting...")
+        self._reprobe.start(1000)
+
+    def probe(self) -> None:
+        """Ask the daemon who it is (answered asynchronously)."""
+        self.link.probe()
+
+    def shutdown(self) -> None:
+        """Stop timers and the socket thread (docker destroyed, Krita quitting)."""
+        self._timer.stop()
+        self._reprobe.stop()
+        self.link.stop()
+
+    # ---- events from the daemon thread -----------------------------------------------
+    @guarded
+    def _on_tick(self) -> None:
+        for event in self.link.drain():
+            try:
+                self.handle_event(event)
+            except Exception as exc:
+                traceback.print_exc()
+                if self.state == "running":
+                    self._finish("error", f"could not use the daemon's answer: {describe_error(exc)}")
+                else:
+                    self.show_error(describe_error(exc))
+
+    def handle_event(self, event: LinkEvent) -> None:
+        """Update the panel (and on ``result`` the document) for one daemon event."""
+        header = event.header
+        if event.kind == "connected":
+            self.connected = True
+            self.device = str(header.get("device", "?"))
+            version = header.get("daemon_version", "?")
+            self.connection_label.setText(f"daemon {version} on {self.device}")
+            self.start_button.setVisible(False)
+            self._reprobe.stop()
+        elif event.kind == "unavailable":
+            self.connected = False
+            self.connection_label.setText(f"daemon not connected: {event.message}")
+            can_start = bool(header.get("installed")) and daemon_installed()
+            starting = self._reprobe.isActive() and self._reprobe.interval() == 1000
+            self.start_button.setVisible(can_start and not starting)
+            if not self._reprobe.isActive():
+                self._reprobe.start(REPROBE_MS)
+        elif event.kind == "accepted":
+            position = header.get("queue_position")
+            self._set_progress("queued", None, None, extra=f" (position {position})" if position else "")
+        elif event.kind == "progress":
+            self._set_progress(
+                str(header.get("phase", "")), header.get("step"), header.get("total"), header.get("eta_s")
+            )
+            if event.image is not None:
+                self.show_preview(event.image)
+        elif event.kind == "result":
+            self._place_result(event)
+        elif event.kind == "cancelled":
+            self._finish("cancelled", "Cancelled; the document is unchanged.")
+        elif event.kind == "error":
+            code = header.get("code", "error")
+            self._finish("error", f"{code}: {event.message}" if event.message else str(code))
+
+    def _place_result(self, event: LinkEvent) -> None:
+        source, settings, doc = self._job_source, self._job_settings, self._job_doc
+        if source is None or settings is None or self.state != "running":
+            return
+        image = event.image
+        if image is None:
+            raise ValueError("the result carried no image")
+        rgba = image.data
+        if (image.width, image.height) != (source.width, source.height):
+            # Rendered at a custom output size: the layer still covers the canvas exactly.
+            rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
+        seed = int(event.header.get("seed", settings.seed))
+        name = settings.layer_name(seed)
+        self.last_layer = add_result_layer(doc, source.anchor, rgba, source.width, source.height, name)
+        self.last_result_header = dict(event.header)
+        self.show_preview(image)
+        timings = event.header.get("timings") or {}
+        total = timings.get("total_s")
+        took = f" in {total:.1f} s" if isinstance(total, int | float) else ""
+        cached = " (cached fine-tune)" if event.header.get("cache_hit") else ""
+        self._finish("done", f"Added layer '{name}'{took}{cached}.")
+
+    # ---- display helpers -------------------------------------------------------------
+    def _set_running(self, running: bool) -> None:
+        self.state = "running" if running else self.state
+        self.edit_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def _set_progress(self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "") -> None:
+        text = progress_text(phase, step, total, eta) + extra
+        if isinstance(total, int) and total > 0 and isinstance(step, int):
+            self.progress.setRange(0, total)
+            self.progress.setValue(max(0, min(step, total)))
+        else:
+            self.progress.setRange(0, 0)  # busy indicator
+        self.progress.setFormat(text)
+        self.progress_text = text
+
+    def _finish(self, state: str, message: str) -> None:
+        self.state = state
+        self.edit_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if state == "done" else 0)
+        self.progress.setFormat({"done": "done", "cancelled": "cancelled"}.get(state, "failed"))
+        self._job_doc = self._job_source = None
+        if state == "error":
+            self.show_error(message)
+        else:
+            self.show_message(message)
+        for callback in list(self.finished_callbacks):
+            callback(self)
+
+    def show_message(self, text: str) -> None:
+        self.message_label.setStyleSheet("")
+        self.message_label.setText(text)
+
+    def show_error(self, text: str) -> None:
+        self.last_error = text
+        if self.state == "running":
+            self.state = "error"
+            self.edit_button.setEnabled(True)
+            self.cancel_button.setEnabled(False)
+        self.message_label.setStyleSheet("color: #d04040;")
+        self.message_label.setText(text)
+
+    def show_preview(self, image: Any) -> None:
+        qimage = qt.qimage_from_rgba(image.data, image.width, image.height)
+        pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
+        self.preview_label.setPixmap(pixmap)
+
+
+def _spin(parent: Any, low: int, high: int, value: int, special: str = "") -> Any:
+    box = qt.QSpinBox(parent)
+    box.setRange(low, high)
+    box.setValue(value)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+def _dspin(parent: Any, low: float, high: float, value: float, step: float) -> Any:
+    box = qt.QDoubleSpinBox(parent)
+    box.setRange(low, high)
+    box.setSingleStep(step)
+    box.setDecimals(2)
+    box.setValue(value)
+    return box
+
+
+def _select(combo: Any, text: str) -> None:
+    index = combo.findText(text)
+    if index < 0:
+        raise ValueError(f"{text!r} is not one of the choices")
+    combo.setCurrentIndex(index)

@@ -1,0 +1,119 @@
+"""What one edit asks for, independent of the widgets that collect it.
+
+Keeping the request as a plain dataclass lets the panel, the automation hook and the tests build
+exactly the same ``submit_edit`` call, and keeps Qt out of the validation rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STYLES = ("photo", "painting")
+METHODS = ("lora", "full")
+SOURCES = ("layer", "visible")
+
+# Engine defaults (DESIGN.md §4): shown in the advanced settings and sent explicitly.
+DEFAULT_STEPS = 100
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_V = 0.7
+DEFAULT_K = 400
+
+
+@dataclass
+class EditSettings:
+    """Everything the panel collects; ``None`` sizes / fine-tune steps mean "daemon decides"."""
+
+    prompt: str
+    subject: str = ""
+    style: str = "photo"
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    v: float = DEFAULT_V
+    k: int = DEFAULT_K
+    method: str = "lora"
+    finetune_steps: int | None = None
+    patch: bool = True
+    output_width: int | None = None
+    output_height: int | None = None
+    source: str = "layer"
+
+    def validate(self) -> None:
+        """Raise ValueError with a message fit for the status line."""
+        if not self.prompt.strip():
+            raise ValueError("Write what to change in the prompt first.")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}")
+        if self.method not in METHODS:
+            raise ValueError(f"fine-tune method must be one of {', '.join(METHODS)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}")
+        if self.steps < 1:
+            raise ValueError("sampling steps must be at least 1")
+        if not 0 <= self.k <= 1000:
+            raise ValueError("K must lie in 0..1000")
+        if not 0.0 <= self.v <= 1.0:
+            raise ValueError("v must lie in 0..1")
+        if self.finetune_steps is not None and self.finetune_steps < 1:
+            raise ValueError("fine-tune steps must be at least 1 (or automatic)")
+        if (self.output_width is None) != (self.output_height is None):
+            raise ValueError("give both output width and height, or neither")
+
+    def output_size(self, canvas: tuple[int, int]) -> tuple[int, int]:
+        """The size the daemon renders at: the canvas unless the user set one."""
+        if self.output_width and self.output_height:
+            return (self.output_width, self.output_height)
+        return canvas
+
+    def submit_kwargs(self, canvas: tuple[int, int]) -> dict[str, Any]:
+        """Keyword arguments for ``SineClient.submit_edit`` (image and mask are added by the caller)."""
+        self.validate()
+        return {
+            "prompt": self.prompt.strip(),
+            "subject": self.subject.strip(),
+            "style": self.style,
+            "seed": int(self.seed),
+            "sampling": {
+                "steps": int(self.steps),
+                "w": float(self.guidance),
+                "v": float(self.v),
+                "k": int(self.k),
+            },
+            "finetune": {"method": self.method, "steps": self.finetune_steps, "patch": bool(self.patch)},
+            "output_size": self.output_size(canvas),
+        }
+
+    def layer_name(self, seed: int) -> str:
+        """Name of the result layer, e.g. ``SINE: wearing a red hat (seed 7)``."""
+        prompt = " ".join(self.prompt.split())
+        if len(prompt) > 60:
+            prompt = prompt[:57] + "..."
+        return f"SINE: {prompt} (seed {seed})"
+
+
+_PHASE_WORDS = {
+    "queued": "queued",
+    "loading": "loading model",
+    "finetune": "fine-tuning",
+    "sample": "sampling",
+    "decode": "decoding",
+}
+
+
+def progress_text(
+    phase: str, step: int | None = None, total: int | None = None, eta_s: float | None = None
+) -> str:
+    """Short phase text for the progress bar: ``fine-tuning 120/400``, ``sampling 30/100``."""
+    word = _PHASE_WORDS.get(phase, phase)
+    text = f"{word} {step}/{total}" if total else word
+    if eta_s is not None and eta_s >= 1:
+        text += f", ~{_format_duration(eta_s)} left"
+    return text
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"

@@ -1,0 +1,284 @@
+"""A small stand-in for Krita's ``krita`` Python module, for unit tests outside Krita.
+
+It models just what the plugin uses, with Krita's real conventions: ``pixelData`` returns B,G,R,A
+bytes for RGBA/U8 in document coordinates, ``addChildNode(child, above)`` inserts directly above
+``above``, ``createNode`` returns a detached layer, the selection is 1 byte per pixel. Changes to
+the attached layer tree are logged in ``Document.history`` so tests can count undoable steps.
+The real Krita is exercised by tests/hosts/krita.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PyQt6.QtCore import QObject, QRect, pyqtSignal
+from PyQt6.QtGui import QAction
+from PyQt6.QtWidgets import QDockWidget, QMainWindow
+
+
+class InfoObject:
+    def __init__(self) -> None:
+        self.properties: dict[str, Any] = {}
+
+
+class Selection:
+    def __init__(self, width: int, height: int, mask: bytes) -> None:
+        self._w, self._h, self._mask = width, height, bytes(mask)
+
+    def _box(self) -> tuple[int, int, int, int]:
+        xs = [i % self._w for i, v in enumerate(self._mask) if v]
+        ys = [i // self._w for i, v in enumerate(self._mask) if v]
+        if not xs:
+            return 0, 0, 0, 0
+        return min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1
+
+    def width(self) -> int:
+        return self._box()[2]
+
+    def height(self) -> int:
+        return self._box()[3]
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        out = bytearray(w * h)
+        for row in range(h):
+            for col in range(w):
+                sx, sy = x + col, y + row
+                if 0 <= sx < self._w and 0 <= sy < self._h:
+                    out[row * w + col] = self._mask[sy * self._w + sx]
+        return bytes(out)
+
+
+class Node:
+    def __init__(self, doc: Document, name: str, node_type: str = "paintlayer") -> None:
+        self._doc = doc
+        self._name = name
+        self._type = node_type
+        self._pixels = bytearray(doc.width() * doc.height() * 4)  # BGRA, canvas-sized
+        self._parent: Node | None = None
+        self._children: list[Node] = []
+        self.color = (doc.colorModel(), doc.colorDepth())
+
+    def name(self) -> str:
+        return self._name
+
+    def type(self) -> str:
+        return self._type
+
+    def colorModel(self) -> str:  # noqa: N802
+        return self.color[0]
+
+    def colorDepth(self) -> str:  # noqa: N802
+        return self.color[1]
+
+    def parentNode(self) -> Node | None:  # noqa: N802
+        return self._parent
+
+    def childNodes(self) -> list[Node]:  # noqa: N802
+        return list(self._children)
+
+    def attached(self) -> bool:
+        node: Node | None = self
+        while node is not None:
+            if node is self._doc.rootNode():
+                return True
+            node = node._parent
+        return False
+
+    def addChildNode(self, child: Node, above: Node | None) -> bool:  # noqa: N802
+        index = self._children.index(above) + 1 if above is not None else len(self._children)
+        self._children.insert(index, child)
+        child._parent = self
+        if self.attached():
+            self._doc.history.append(("add", child.name()))
+        return True
+
+    def bounds(self) -> QRect:
+        w, h = self._doc.width(), self._doc.height()
+        filled = [i for i in range(w * h) if self._pixels[4 * i + 3]]
+        if not filled:
+            return QRect()
+        xs, ys = [i % w for i in filled], [i // w for i in filled]
+        return QRect(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        cw, ch = self._doc.width(), self._doc.height()
+        out = bytearray(w * h * 4)
+        for row in range(h):
+            sy = y + row
+            if not 0 <= sy < ch:
+                continue
+            for col in range(w):
+                sx = x + col
+                if 0 <= sx < cw:
+                    o, s = 4 * (row * w + col), 4 * (sy * cw + sx)
+                    out[o : o + 4] = self._pixels[s : s + 4]
+        return bytes(out)
+
+    def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
+        data = bytes(data)
+        if len(data) != w * h * 4:
+            raise ValueError("setPixelData: wrong buffer size")
+        cw, ch = self._doc.width(), self._doc.height()
+        for row in range(h):
+            for col in range(w):
+                sx, sy = x + col, y + row
+                if 0 <= sx < cw and 0 <= sy < ch:
+                    s, o = 4 * (row * w + col), 4 * (sy * cw + sx)
+                    self._pixels[o : o + 4] = data[s : s + 4]
+        if self.attached():
+            self._doc.history.append(("pixels", self._name))
+        return True
+
+
+class Document(QObject):
+    def __init__(self, width: int, height: int, color_model: str = "RGBA", color_depth: str = "U8") -> None:
+        super().__init__()
+        self._w, self._h = width, height
+        self._color = (color_model, color_depth)
+        self.history: list[tuple[str, str]] = []
+        self._root = Node(self, "root", "grouplayer")
+        self._active: Node | None = None
+        self._selection: Selection | None = None
+        self.projection_refreshes = 0
+
+    def width(self) -> int:
+        return self._w
+
+    def height(self) -> int:
+        return self._h
+
+    def colorModel(self) -> str:  # noqa: N802
+        return self._color[0]
+
+    def colorDepth(self) -> str:  # noqa: N802
+        return self._color[1]
+
+    def rootNode(self) -> Node:  # noqa: N802
+        return self._root
+
+    def topLevelNodes(self) -> list[Node]:  # noqa: N802
+        return self._root.childNodes()
+
+    def activeNode(self) -> Node | None:  # noqa: N802
+        return self._active
+
+    def setActiveNode(self, node: Node) -> None:  # noqa: N802
+        self._active = node
+
+    def createNode(self, name: str, node_type: str) -> Node:  # noqa: N802
+        return Node(self, name, node_type)
+
+    def selection(self) -> Selection | None:
+        return self._selection
+
+    def setSelection(self, selection: Selection | None) -> None:  # noqa: N802
+        self._selection = selection
+
+    def refreshProjection(self) -> None:  # noqa: N802
+        self.projection_refreshes += 1
+
+    def waitForDone(self) -> None:  # noqa: N802
+        pass
+
+    def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        """Visible composite: straight-alpha "over" of the top-level layers, bottom to top."""
+        out = bytearray(w * h * 4)
+        for node in self.topLevelNodes():
+            src = node.pixelData(x, y, w, h)
+            for i in range(0, len(out), 4):
+                a_s = src[i + 3] / 255
+                a_d = out[i + 3] / 255
+                a_o = a_s + a_d * (1 - a_s)
+                if a_o <= 0:
+                    continue
+                for c in range(3):
+                    out[i + c] = round((src[i + c] * a_s + out[i + c] * a_d * (1 - a_s)) / a_o)
+                out[i + 3] = round(a_o * 255)
+        return bytes(out)
+
+
+class Notifier(QObject):
+    windowCreated = pyqtSignal()  # noqa: N815
+    applicationClosing = pyqtSignal()  # noqa: N815
+
+
+class Window(QObject):
+    """A main window: ``createAction`` as in Krita (id, text, menu location)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._qwindow = QMainWindow()
+        self.actions: dict[str, QAction] = {}
+
+    def qwindow(self) -> QMainWindow:
+        return self._qwindow
+
+    def createAction(self, name: str, text: str, menu: str = "") -> QAction:  # noqa: N802
+        action = QAction(text, self._qwindow)
+        action.setObjectName(name)
+        action.setProperty("menu", menu)
+        self.actions[name] = action
+        return action
+
+    def dockers(self) -> list[QDockWidget]:
+        return self._qwindow.findChildren(QDockWidget)
+
+
+class Krita(QObject):
+    _instance: Krita | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dock_factories: list[DockWidgetFactory] = []
+        self.extensions: list[Any] = []
+        self._notifier = Notifier()
+        self._active: Document | None = None
+
+    @classmethod
+    def instance(cls) -> Krita:
+        if cls._instance is None:
+            cls._instance = Krita()
+        return cls._instance
+
+    def version(self) -> str:
+        return "fake-5.2"
+
+    def notifier(self) -> Notifier:
+        return self._notifier
+
+    def addDockWidgetFactory(self, factory: DockWidgetFactory) -> None:  # noqa: N802
+        self.dock_factories.append(factory)
+
+    def addExtension(self, extension: Any) -> None:  # noqa: N802
+        self.extensions.append(extension)
+
+    def activeDocument(self) -> Document | None:  # noqa: N802
+        return self._active
+
+    def setActiveDocument(self, doc: Document | None) -> None:  # noqa: N802
+        self._active = doc
+
+
+class Extension(QObject):
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+
+
+class DockWidget(QDockWidget):
+    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802
+        raise NotImplementedError
+
+
+class DockWidgetFactoryBase:
+    DockRight = 2
+
+
+class DockWidgetFactory:
+    def __init__(self, dock_id: str, area: int, cls: type) -> None:
+        self.id, self.area, self.cls = dock_id, area, cls
+
+    def create(self, window: Window) -> DockWidget:
+        dock = self.cls()
+        dock.setObjectName(self.id)
+        dock.setParent(window.qwindow())
+        return dock

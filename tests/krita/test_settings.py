@@ -1,0 +1,46 @@
+import pytest
+from sine_krita.settings import EditSettings, progress_text
+
+
+def test_submit_kwargs_follow_the_protocol_names():
+    s = EditSettings(prompt="  make the circle green ", subject="circle", style="painting", seed=7, steps=20,
+                     guidance=5.0, v=0.6, k=300, method="full", finetune_steps=50)
+    kw = s.submit_kwargs((64, 48))
+    assert kw["prompt"] == "make the circle green"
+    assert kw["sampling"] == {"steps": 20, "w": 5.0, "v": 0.6, "k": 300}
+    assert kw["finetune"] == {"method": "full", "steps": 50, "patch": True}
+    assert kw["output_size"] == (64, 48)
+    assert kw["style"] == "painting" and kw["seed"] == 7 and kw["subject"] == "circle"
+
+
+def test_custom_output_size_and_auto_finetune_steps():
+    kw = EditSettings(prompt="x", output_width=128, output_height=96).submit_kwargs((64, 48))
+    assert kw["output_size"] == (128, 96)
+    assert kw["finetune"]["steps"] is None
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [("prompt", "   ", "prompt"), ("style", "sketch", "style"), ("method", "dreambooth", "method"),
+     ("v", 1.5, "v must"), ("steps", 0, "steps"), ("output_width", 32, "both")],
+)
+def test_invalid_settings_say_what_is_wrong(field, value, words):
+    s = EditSettings(prompt="x")
+    setattr(s, field, value)
+    with pytest.raises(ValueError, match=words):
+        s.validate()
+
+
+def test_layer_name_carries_prompt_and_seed():
+    assert EditSettings(prompt="wearing a  red hat").layer_name(42) == "SINE: wearing a red hat (seed 42)"
+    assert len(EditSettings(prompt="a" * 200).layer_name(1)) < 90
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [(("finetune", 120, 400), "fine-tuning 120/400"), (("sample", 30, 100), "sampling 30/100"),
+     (("loading",), "loading model"), (("sample", 3, 10, 75.0), "sampling 3/10, ~1 min 15 s left"),
+     (("decode", None, None, 0.2), "decoding")],
+)
+def test_progress_text(args, text):
+    assert progress_text(*args) == text
