@@ -1,5 +1,5 @@
 # Fed to: gimp-console-3.0 -i --batch-interpreter python-fu-eval -b - --quit < batch_sine_edit.py
-# python-fu-eval reads this from stdin; Gimp, Gegl, Gio, GLib and GObject are already in globals.
+# python-fu-eval reads this from stdin (its globals already hold Gimp, Gegl, Gio; imported again for clarity).
 #
 # Runs the SINE plug-in NON-INTERACTIVELY on every case of the JSON file named by $SINE_GIMP_CASES
 # (one GIMP session for all of them) and leaves, per case, in case["out"]:
@@ -10,6 +10,12 @@
 import json
 import os
 import time
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 RGBA = "R'G'B'A u8"
 RUN = Gimp.RunMode.NONINTERACTIVE
@@ -69,7 +75,7 @@ def run_case(case):
         record["layers"].append(
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy]}
         )
-        dump_layer(layer, os.path.join(out, "layer-%d" % i))
+        dump_layer(layer, os.path.join(out, f"layer-{i}"))
     save(image, os.path.join(out, "edited.xcf"))
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(record, f, indent=1)

@@ -1,0 +1,206 @@
+"""The GIMP plug-in end to end: real GIMP 3.0 (trixie root) → installed plug-in → real `sine daemon`.
+
+One gimp-console session runs the procedure non-interactively on two cases (a layer at an offset
+on a larger canvas; a rectangle selection); a second, short session points the plug-in at a closed
+port. The pixels GIMP stored are compared byte for byte with what the daemon returns to a client
+on the host for the same request: the daemon caches the fine-tuned weights, so the host's request
+is a cache hit producing the same result (the host asks once before GIMP, which warms the cache,
+and once after, so both compared results come from the same cached weights).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+W, H = 64, 48
+CANVAS = (80, 60, 10, 6)  # width, height, source layer offset x, y
+SELECT = (8, 8, 24, 16)  # x, y, w, h
+EDIT = {"prompt": "a red circle", "subject": "shape", "style": "photo", "seed": 7}
+SAMPLING = {"steps": 3, "w": 7.5, "v": 0.7, "k": 400}
+FINETUNE = {"method": "lora", "steps": 2}
+GIMP_ARGS = {
+    **EDIT,
+    "steps": SAMPLING["steps"],
+    "guidance": SAMPLING["w"],
+    "v": SAMPLING["v"],
+    "k": SAMPLING["k"],
+    "method": FINETUNE["method"],
+    "finetune-steps": FINETUNE["steps"],
+}
+
+
+def source_rgb() -> bytes:
+    """A 64×48 picture with distinct pixels everywhere (so misplaced pixels show)."""
+    return bytes(v for y in range(H) for x in range(W) for v in (x * 4, y * 5, (x * 7 + y * 3) % 256))
+
+
+def rgba_of(rgb: bytes) -> bytes:
+    out = bytearray()
+    for i in range(0, len(rgb), 3):
+        out += rgb[i : i + 3] + b"\xff"
+    return bytes(out)
+
+
+def on_canvas(rgba: bytes, w: int, h: int, cw: int, ch: int, ox: int, oy: int) -> bytes:
+    """The layer's pixels at (ox, oy) on a transparent cw×ch canvas: what the plug-in must send."""
+    canvas = bytearray(cw * ch * 4)
+    for y in range(h):
+        start = ((oy + y) * cw + ox) * 4
+        canvas[start : start + w * 4] = rgba[y * w * 4 : (y + 1) * w * 4]
+    return bytes(canvas)
+
+
+def rect_mask(w: int, h: int, x0: int, y0: int, rw: int, rh: int) -> bytes:
+    return bytes(255 if x0 <= x < x0 + rw and y0 <= y < y0 + rh else 0 for y in range(h) for x in range(w))
+
+
+def daemon_result(daemon, width: int, height: int, rgba: bytes, mask: bytes | None) -> bytes:
+    """The daemon's answer to the request the plug-in should have sent, asked from the host."""
+    from sine_protocol import Mask, RGBAImage
+
+    client = daemon.client()
+    try:
+        rid = client.submit_edit(
+            RGBAImage(width, height, rgba),
+            EDIT["prompt"],
+            subject=EDIT["subject"],
+            style=EDIT["style"],
+            seed=EDIT["seed"],
+            sampling=SAMPLING,
+            finetune=FINETUNE,
+            output_size=(width, height),
+            mask=Mask(width, height, mask) if mask is not None else None,
+        )
+        for event in client.events(rid, timeout=300):
+            if event.type == "result":
+                return event.image.data
+            assert event.type not in ("error", "cancelled"), event.header
+    finally:
+        client.close()
+    raise AssertionError("daemon sent no result")
+
+
+@dataclass
+class Case:
+    """One plug-in run inside GIMP: what was asked, what GIMP recorded, and the expected pixels."""
+
+    name: str
+    out: Path
+    sent: bytes  # canvas-size RGBA the plug-in should send
+    expected: bytes  # the daemon's result for that request (asked from the host)
+    canvas: tuple[int, int]
+
+    @property
+    def record(self) -> dict:
+        return json.loads((self.out / "result.json").read_text())
+
+    def layer_bytes(self, index: int) -> bytes:
+        return (self.out / f"layer-{index}.rgba").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def gimp_session(sine_daemon, gimp_home, run_gimp) -> dict[str, Case]:
+    """Warm the cache from the host, run both cases in one GIMP session, ask the daemon again."""
+    work = gimp_home.host / "work"
+    png = work / "in.png"
+    Image.frombytes("RGB", (W, H), source_rgb()).save(png)
+    rgba = rgba_of(source_rgb())
+    cw, ch, ox, oy = CANVAS
+    inputs = {
+        "offset": (on_canvas(rgba, W, H, cw, ch, ox, oy), None, (cw, ch)),
+        "selection": (rgba, rect_mask(W, H, *SELECT), (W, H)),
+    }
+    for sent, mask, (w, h) in inputs.values():
+        daemon_result(sine_daemon, w, h, sent, mask)  # warm the weight cache
+    cases = [
+        {"name": "offset", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "offset"),
+         "canvas": list(CANVAS), "args": GIMP_ARGS},
+        {"name": "selection", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "selection"),
+         "select": list(SELECT), "args": GIMP_ARGS},
+    ]  # fmt: skip
+    token_dir = work / "sine-config"
+    token_dir.mkdir()
+    (token_dir / "token").write_bytes(sine_daemon.token_file.read_bytes())
+    token_dir.chmod(0o700)
+    (token_dir / "token").chmod(0o600)
+    env = {"SINE_ENDPOINT": sine_daemon.endpoint, "SINE_CONFIG_DIR": gimp_home.inside(token_dir)}
+    run = run_gimp(gimp_home, cases, env)
+    print(f"GIMP session (2 edits): {run.wall_s:.1f} s")
+    assert run.returncode == 0, run.log[-4000:]
+    return {
+        name: Case(name, work / name, sent, daemon_result(sine_daemon, w, h, sent, mask), (w, h))
+        for name, (sent, mask, (w, h)) in inputs.items()
+    }
+
+
+@pytest.mark.parametrize("name", ["offset", "selection"])
+def test_edit_succeeds_and_returns_the_new_layer(gimp_session: dict[str, Case], name: str) -> None:
+    record = gimp_session[name].record
+    assert record["status"] == "success", record["message"]
+    assert record["returned_layer"] == record["layers"][0]["name"]
+    assert record["layers"][0]["name"] == "SINE: a red circle (seed 7)"
+
+
+def test_result_layer_is_canvas_sized_at_origin_above_source(gimp_session: dict[str, Case]) -> None:
+    record = gimp_session["offset"].record
+    cw, ch, ox, oy = CANVAS
+    assert record["canvas"] == [cw, ch]
+    new, source = record["layers"]
+    assert new["size"] == [cw, ch] and new["offsets"] == [0, 0]
+    assert source["size"] == [W, H] and source["offsets"] == [ox, oy]
+
+
+@pytest.mark.parametrize("name", ["offset", "selection"])
+def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], name: str) -> None:
+    case = gimp_session[name]
+    got = case.layer_bytes(0)
+    assert len(got) == case.canvas[0] * case.canvas[1] * 4
+    assert got == case.expected, (
+        f"{sum(a != b for a, b in zip(got, case.expected, strict=True))} bytes differ"
+    )
+
+
+@pytest.mark.parametrize("name", ["offset", "selection"])
+def test_source_layer_is_untouched(gimp_session: dict[str, Case], name: str) -> None:
+    assert gimp_session[name].layer_bytes(1) == rgba_of(source_rgb())
+
+
+def test_pixels_outside_the_selection_are_the_source(gimp_session: dict[str, Case]) -> None:
+    case = gimp_session["selection"]
+    result, source = case.layer_bytes(0), rgba_of(source_rgb())
+    mask = rect_mask(W, H, *SELECT)
+    outside = [i for i in range(W * H) if mask[i] == 0]
+    inside = [i for i in range(W * H) if mask[i] == 255]
+    assert all(result[4 * i : 4 * i + 4] == source[4 * i : 4 * i + 4] for i in outside)
+    assert any(result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3] for i in inside), (
+        "the edit changed nothing"
+    )
+
+
+def test_xcf_and_layer_pngs_are_written(gimp_session: dict[str, Case]) -> None:
+    case = gimp_session["offset"]
+    assert (case.out / "edited.xcf").read_bytes()[:9] == b"gimp xcf "
+    with Image.open(case.out / "layer-0.png") as im:
+        assert im.size == case.canvas
+
+
+def test_daemon_not_running_gives_a_clear_error_fast(gimp_home, run_gimp, closed_endpoint: str) -> None:
+    work = gimp_home.host / "work"
+    png = work / "in-err.png"
+    Image.frombytes("RGB", (W, H), source_rgb()).save(png)
+    case = {"name": "no-daemon", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "no-daemon"),
+            "args": GIMP_ARGS}  # fmt: skip
+    run = run_gimp(gimp_home, [case], {"SINE_ENDPOINT": closed_endpoint}, timeout_s=120)
+    assert run.returncode == 0, run.log[-4000:]
+    record = json.loads((work / "no-daemon" / "result.json").read_text())
+    assert record["status"] == "execution-error"
+    assert "SINE daemon is not running" in record["message"] and closed_endpoint in record["message"]
+    assert record["elapsed_s"] < 10, record
+    assert [layer["name"] for layer in record["layers"]] == ["Background"]
