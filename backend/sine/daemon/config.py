@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,7 +37,6 @@ class DaemonConfig:
     allow_remote: bool = False
     progress_interval_s: float = 0.25
     preview_every: int = 5
-    extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse non-loopback TCP binds unless allowed, and endpoints ZeroMQ cannot bind."""
@@ -55,11 +54,10 @@ class DaemonConfig:
             raise ConfigError(f"endpoint {self.endpoint!r}: use tcp://HOST:PORT or ipc://PATH")
 
     def ipc_endpoint(self) -> str | None:
-        """The extra ipc:// endpoint (POSIX only), named after the TCP port so daemons don't collide."""
+        """The extra ipc:// endpoint (POSIX only): ``<runtime_dir>/daemon.sock`` as sine_protocol.paths names it."""
         if self.runtime_dir is None or sys.platform == "win32" or not self.endpoint.startswith("tcp://"):
             return None
-        port = urlsplit(self.endpoint).port
-        return f"ipc://{self.runtime_dir / f'daemon-{port}.sock'}"
+        return f"ipc://{self.runtime_dir / 'daemon.sock'}"
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,0 +1,41 @@
+"""`sine cache list|clear`: inspect or empty the per-image weight cache."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("cache", help="list or clear the per-image fine-tuned weights")
+    p.add_argument("action", choices=("list", "clear"))
+    p.add_argument("--cache-dir", type=Path, help="default: SINE_CACHE_DIR or the user cache folder")
+    return p
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def run(args: argparse.Namespace) -> int:
+    from sine_protocol import paths
+
+    from sine.cache import WeightCache
+
+    root = args.cache_dir or paths.cache_dir()
+    cache = WeightCache(root)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {root}")
+        return 0
+    entries = cache.entries()
+    print(f"{len(entries)} entries, {_human(sum(e.bytes for e in entries))} in {root}")
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        method = e.settings.get("method", "?")
+        print(f"  {e.key[:16]}  {_human(e.bytes):>9}  last used {used}  {method}")
+    return 0

@@ -1,0 +1,87 @@
+"""`sine daemon`: run the local GPU daemon the Krita and GIMP plugins talk to."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sine.cache import parse_size
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("daemon", help="run the editing daemon (ZeroMQ, loopback only by default)",
+                              description="Run the sine daemon: it owns the GPU, queues edits from the plugins,"
+                                          " and caches per-image fine-tuned weights.")
+    p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT (default: SINE_ENDPOINT or tcp://127.0.0.1:47633)")
+    p.add_argument("--model", help="base model: diffusers folder or hub id (default: SINE_MODEL or the demo model)")
+    p.add_argument("--cache-dir", type=Path, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
+    p.add_argument("--cache-budget", type=parse_size, default=parse_size(os.environ.get("SINE_CACHE_BUDGET", "2GB")),
+                   help="disk budget of the weight cache, e.g. 2GB, 500MB (default 2GB)")
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available")
+    p.add_argument("--max-input-pixels", type=int, help="largest accepted source image, in pixels")
+    p.add_argument("--max-output-pixels", type=int, help="largest result, in pixels")
+    p.add_argument("--max-message-bytes", type=parse_size, help="largest accepted message (ZMQ_MAXMSGSIZE)")
+    p.add_argument("--max-queued-per-client", type=int, default=4)
+    p.add_argument("--max-queued", type=int, default=32, help="queued jobs in total before replying busy")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU)")
+    p.add_argument("--no-ipc", action="store_true", help="do not also listen on ipc:// in the runtime dir")
+    p.add_argument("--foreground", action="store_true",
+                   help="log to stderr as well as the log file (the daemon never forks itself either way)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def default_model() -> str | None:
+    """SINE_MODEL, else the bundled demo model when this checkout has it."""
+    if os.environ.get("SINE_MODEL"):
+        return os.environ["SINE_MODEL"]
+    demo = Path(__file__).resolve().parents[1] / "demo_model"
+    return str(demo) if (demo / "model_index.json").exists() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from sine_protocol import paths
+    from sine_protocol.messages import Limits
+
+    from sine.daemon.config import ConfigError, DaemonConfig
+    from sine.daemon.logging_setup import setup_logging
+    from sine.daemon.server import Daemon, StartupError
+
+    state = paths.state_dir()
+    log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    defaults = Limits()
+    limits = Limits(
+        max_input_pixels=args.max_input_pixels or defaults.max_input_pixels,
+        max_output_pixels=args.max_output_pixels or defaults.max_output_pixels,
+        max_message_bytes=args.max_message_bytes or defaults.max_message_bytes,
+        max_queued_per_client=args.max_queued_per_client,
+    )
+    config = DaemonConfig(
+        endpoint=args.endpoint or paths.default_endpoint(),
+        state_dir=state,
+        cache_dir=args.cache_dir or paths.cache_dir(),
+        runtime_dir=None if args.no_ipc else paths.runtime_dir(),
+        model=args.model or default_model(),
+        device=args.device,
+        cache_budget=args.cache_budget,
+        max_queued_per_client=args.max_queued_per_client,
+        max_queued_total=args.max_queued,
+        allow_remote=args.allow_remote,
+    )
+    try:
+        token = paths.ensure_token()
+        daemon = Daemon(config, token, limits)
+        logging.getLogger("sine.daemon").info("logging to %s", log_path)
+        return daemon.serve()
+    except (ConfigError, StartupError) as exc:
+        print(f"sine daemon: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,135 @@
+"""One edit job on the worker thread: cached or fresh fine-tune, guided sampling, exact-size result, mask composite."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+from sine_protocol.frames import RGBAImage
+from sine_protocol.messages import EditRequest
+
+from sine.cache import WeightCache, cache_key
+from sine.compositing import composite_under_mask
+from sine.daemon.progress import ProgressReporter
+from sine.errors import Cancelled
+
+log = logging.getLogger("sine.daemon.edit")
+
+
+@dataclass
+class EditOutcome:
+    """What the `result` reply carries."""
+
+    image: RGBAImage
+    cache_hit: bool
+    timings: dict[str, float]
+
+
+def _engine() -> Any:
+    """Import the engine lazily: torch/diffusers load only in the worker thread."""
+    from sine import finetune, prompts, sampler
+
+    return finetune, sampler, prompts
+
+
+def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings: dict) -> str:
+    """The cache key of this request's fine-tune (see sine.cache.cache_key)."""
+    return cache_key(
+        request.image.data,
+        request.image.width,
+        request.image.height,
+        source_prompt=source_prompt,
+        subject=request.subject,
+        style=request.style,
+        model_id=str(getattr(base, "model_id", "")),
+        revision=getattr(base, "revision", None),
+        settings=settings,
+    )
+
+
+def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: ProgressReporter,
+             should_stop: Any) -> EditOutcome:
+    """Run one edit end to end; raises Cancelled when ``should_stop()`` turns true between steps."""
+    ft_mod, sampler_mod, prompts_mod = _engine()
+    t0 = time.perf_counter()
+    source = Image.frombytes("RGBA", request.image.size, request.image.data)
+    prompt_src = prompts_mod.source_prompt(request.subject, request.style)
+    # The style also picks how the positional embedding is resized (bilinear for photos, nearest for paintings).
+    settings = ft_mod.FinetuneSettings(**request.finetune, style=request.style)
+    settings_dict = settings.to_dict()
+    key = edit_cache_key(request, base, prompt_src, settings_dict)
+    timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
+
+    cache_hit = False
+    with cache.claim(key):  # a second job for the same image waits here for the first fine-tune
+        if should_stop():
+            raise Cancelled("cancelled before it started")
+        t_load = time.perf_counter()
+        folder = cache.lookup(key)
+        tuned = None
+        if folder is not None:
+            try:
+                tuned = ft_mod.FineTuned.load(folder, base)
+                cache_hit = True
+            except Exception as exc:  # a verified entry the engine still cannot read: rebuild it
+                log.warning("cache entry %s failed to load (%s); fine-tuning again", key[:12], exc)
+                cache.remove(key)
+        timings["load_s"] = time.perf_counter() - t_load
+        if tuned is None:
+            t_ft = time.perf_counter()
+            report.phase_start("finetune", int(settings_dict["steps"]))
+            tuned = ft_mod.finetune(
+                base, source.convert("RGB"), prompt_src, settings,
+                progress=lambda step, total, _loss: report.step("finetune", step, total),
+                should_stop=should_stop,
+            )
+            if should_stop():
+                raise Cancelled("cancelled during fine-tuning")
+            timings["finetune_s"] = time.perf_counter() - t_ft
+            try:
+                cache.store(key, tuned.save, settings_dict)
+            except OSError as exc:  # a full disk costs the cache, not the edit
+                log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
+
+    t_sample = time.perf_counter()
+    out_w, out_h = request.output
+    sampling = request.sampling
+    sampling_settings = sampler_mod.SamplingSettings(
+        seed=request.seed,
+        **{name: sampling[key] for key, name in (("steps", "steps"), ("w", "guidance"), ("v", "v"), ("k", "k"))
+           if key in sampling},
+    )
+    report.phase_start("sample", sampling_settings.steps)
+    edited = sampler_mod.sample_edit(
+        base, tuned, request.prompt, out_w, out_h, sampling_settings,
+        progress=lambda step, total, preview: report.step("sample", step, total, preview),
+        should_stop=should_stop,
+    )
+    if should_stop():
+        raise Cancelled("cancelled during sampling")
+    timings["sample_s"] = time.perf_counter() - t_sample
+
+    report.phase_start("decode", 1)
+    result = finish_image(edited, source, request)
+    timings["total_s"] = time.perf_counter() - t0
+    return EditOutcome(RGBAImage(result.width, result.height, result.tobytes()), cache_hit,
+                       {k: round(v, 4) for k, v in timings.items()})
+
+
+def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
+    """Exactly ``request.output`` pixels, RGBA; with a mask, the source shows through wherever it is 0."""
+    out_size = tuple(request.output)
+    result = edited.convert("RGBA")
+    if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
+        result = result.resize(out_size, Image.Resampling.LANCZOS)
+    if request.mask is None:
+        return result
+    mask = Image.frombytes("L", request.mask.size, request.mask.data)
+    base = source
+    if source.size != out_size:  # the selection scales with the picture
+        base = source.resize(out_size, Image.Resampling.LANCZOS)
+        mask = mask.resize(out_size, Image.Resampling.BILINEAR)
+    return composite_under_mask(base, result, mask)

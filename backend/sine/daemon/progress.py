@@ -1,0 +1,73 @@
+"""Turn the engine's per-step callbacks into rate-limited `progress` events with occasional previews."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+from sine_protocol.frames import PREVIEW_MAX_SIDE, RGBAImage
+from sine_protocol.messages import PROGRESS, image_blob, make_reply
+
+Emit = Callable[[list[bytes]], None]
+
+
+def preview_blob(image: Image.Image) -> tuple[dict[str, Any], bytes]:
+    """A small RGBA preview (long side <= 128) as a blob."""
+    small = image.convert("RGBA")
+    small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.BILINEAR)
+    return image_blob(RGBAImage(small.width, small.height, small.tobytes()), role="preview", compress=True)
+
+
+class ProgressReporter:
+    """Send at most one event per ``interval_s`` per job, but always the first and last step of each phase.
+
+    Previews are costly (a VAE decode), so they are built only for events that are actually sent and
+    at most every ``preview_every`` sampling steps (and always on the last).
+    """
+
+    def __init__(self, emit: Emit, job_id: str, request_id: str, interval_s: float = 0.25, preview_every: int = 5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.emit = emit
+        self.job_id = job_id
+        self.request_id = request_id
+        self.interval_s = interval_s
+        self.preview_every = max(1, preview_every)
+        self.clock = clock
+        self.phase: str | None = None
+        self._phase_start = 0.0
+        self._last_sent = -1e9
+        self._last_preview_step = 0
+        self.sent = 0
+
+    def phase_start(self, phase: str, total: int = 0) -> None:
+        """Announce a phase (always sent): step 0 of ``total``."""
+        self.phase = phase
+        self._phase_start = self.clock()
+        self._last_preview_step = 0
+        self._send(phase, 0, total, 0.0, None)
+
+    def step(self, phase: str, step: int, total: int, preview: Callable[[], Image.Image] | None = None) -> None:
+        """Report ``step`` of ``total`` (1-based); decides whether an event goes out."""
+        if phase != self.phase:
+            self.phase = phase
+            self._phase_start = self.clock()
+            self._last_preview_step = 0
+        now = self.clock()
+        last = step >= total
+        if not (step <= 1 or last or now - self._last_sent >= self.interval_s):
+            return
+        elapsed = now - self._phase_start
+        eta = elapsed / step * (total - step) if step > 0 else 0.0
+        blob = None
+        if preview is not None and (last or step - self._last_preview_step >= self.preview_every):
+            blob = preview_blob(preview())
+            self._last_preview_step = step
+        self._send(phase, step, total, eta, blob)
+
+    def _send(self, phase: str, step: int, total: int, eta: float, blob: tuple[dict, bytes] | None) -> None:
+        self._last_sent = self.clock()
+        self.sent += 1
+        self.emit(make_reply(PROGRESS, self.request_id, [blob] if blob else None, job=self.job_id, phase=phase,
+                             step=step, total=total, eta_s=round(float(eta), 2)))

@@ -1,0 +1,252 @@
+"""The socket thread: one ROUTER socket, strict validation of every request, job bookkeeping, and
+forwarding of the worker's events. It never touches torch; the worker never touches the ROUTER."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import zmq
+from sine_protocol import messages as m
+from sine_protocol.errors import BAD_REQUEST, BUSY, INTERNAL, ProtocolError
+from sine_protocol.messages import Limits, make_error, make_reply, parse_request
+
+from sine import __version__
+from sine.cache import WeightCache
+from sine.daemon.config import DaemonConfig
+from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
+from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
+from sine.daemon.worker import EVENTS_ADDRESS, Worker
+
+log = logging.getLogger("sine.daemon")
+
+QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
+SHUTDOWN_GRACE_S = 60.0
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start (endpoint taken, another daemon running, ...); the message says why."""
+
+
+class Daemon:
+    """Owns the sockets, the queue, the cache and the worker. ``serve()`` runs until stopped."""
+
+    def __init__(self, config: DaemonConfig, token: str, limits: Limits | None = None) -> None:
+        config.check()
+        self.config = config
+        self.token = token
+        self.limits = limits or Limits()
+        self.queue = JobQueue(max_total=config.max_queued_total, max_per_client=config.max_queued_per_client)
+        self.cache = WeightCache(config.cache_dir, config.cache_budget)
+        self.stop_requested = threading.Event()
+        self.bound: list[str] = []
+        self._locks: list[DaemonLock] = []
+        self._last_queued_ping = 0.0
+
+    # --- start / stop ------------------------------------------------------------------------------------
+    def _acquire_locks(self) -> str | None:
+        """Lock the TCP endpoint (refuse if taken) and the ipc path (skip ipc if taken); return ipc to bind."""
+        main = DaemonLock(lock_path_for(self.config.state_dir, self.config.endpoint))
+        try:
+            main.acquire({"endpoint": self.config.endpoint})
+        except AlreadyRunning as exc:
+            raise StartupError(str(exc)) from None
+        self._locks.append(main)
+        ipc = self.config.ipc_endpoint()
+        if ipc is None:
+            return None
+        runtime = Path(ipc[len("ipc://"):]).parent
+        runtime.mkdir(parents=True, exist_ok=True)
+        os.chmod(runtime, 0o700)
+        ipc_lock = DaemonLock(runtime / "daemon.sock.lock")
+        try:
+            ipc_lock.acquire({"endpoint": ipc})
+        except AlreadyRunning as exc:
+            log.warning("not binding %s: %s", ipc, exc)
+            return None
+        self._locks.append(ipc_lock)
+        return ipc
+
+    def _bind(self, router: zmq.Socket, endpoint: str) -> None:
+        try:
+            router.bind(endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(f"{endpoint} is already in use (another sine daemon or another program);"
+                                   " stop it or pick another --endpoint") from None
+            raise StartupError(f"cannot listen on {endpoint}: {exc}") from None
+        self.bound.append(endpoint)
+
+    def request_stop(self, *_: object) -> None:
+        """Signal-safe: stop accepting, cancel the running job at its next step, then exit."""
+        self.stop_requested.set()
+
+    def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
+        """Run the loop until SIGTERM/SIGINT or ``request_stop()``; return the exit status (0 = clean)."""
+        ipc = self._acquire_locks()
+        ctx = zmq.Context()
+        router = ctx.socket(zmq.ROUTER)
+        events = ctx.socket(zmq.PAIR)
+        worker: Worker | None = None
+        try:
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+            router.setsockopt(zmq.LINGER, 1000)
+            router.setsockopt(zmq.SNDHWM, 1000)
+            router.setsockopt(zmq.RCVHWM, 1000)
+            self._bind(router, self.config.endpoint)
+            if ipc:
+                ipc_path = Path(ipc[len("ipc://"):])
+                if ipc_path.exists():  # left over by a crashed daemon; we hold its lock now
+                    ipc_path.unlink()
+                self._bind(router, ipc)
+            events.bind(EVENTS_ADDRESS)
+            worker = Worker(ctx, self.queue, self.cache, self.config.model, self.config.device,
+                            self.config.progress_interval_s, self.config.preview_every)
+            worker.start()
+            self.worker = worker
+            if install_signals:
+                signal.signal(signal.SIGTERM, self.request_stop)
+                signal.signal(signal.SIGINT, self.request_stop)
+            log.info("sine daemon %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(self.bound))
+            if ready is not None:
+                ready.set()
+            self._loop(router, events, worker)
+            return 0
+        finally:
+            if worker is not None:
+                worker.stopping.set()
+                worker.join(5)
+            router.close(linger=200)
+            events.close(linger=0)
+            ctx.term()
+            if ipc and ipc in self.bound:
+                Path(ipc[len("ipc://"):]).unlink(missing_ok=True)
+            for lock in reversed(self._locks):
+                lock.release()
+            log.info("sine daemon stopped")
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def _loop(self, router: zmq.Socket, events: zmq.Socket, worker: Worker) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(events, zmq.POLLIN)
+        shutdown_deadline: float | None = None
+        while True:
+            if self.stop_requested.is_set() and shutdown_deadline is None:
+                log.info("stopping: no new jobs; cancelling pending ones")
+                shutdown_deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                for job in self.queue.close():
+                    if job.state == CANCELLED:  # was queued: the worker will never see it
+                        self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
+            if shutdown_deadline is not None and (self.queue.running() is None or time.monotonic() > shutdown_deadline):
+                self._drain_events(router, events)
+                return
+            try:
+                ready = dict(poller.poll(100))
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                raise
+            if events in ready:
+                self._drain_events(router, events)
+            if router in ready:
+                for _ in range(100):  # bounded, so worker events are never starved
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(router, frames, worker)
+            self._ping_queued(router)
+
+    def _drain_events(self, router: zmq.Socket, events: zmq.Socket) -> None:
+        while True:
+            try:
+                identity, *frames = events.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._send(router, identity, frames)
+
+    def _send(self, router: zmq.Socket, identity: bytes, frames: list[bytes]) -> bool:
+        """Send to one client; a vanished client (EHOSTUNREACH) has its jobs cancelled."""
+        try:
+            router.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == errno.EHOSTUNREACH:
+                cancelled = self.queue.cancel_client(identity)
+                if cancelled:
+                    log.info("client %s went away: cancelled %d job(s)", identity.hex(), len(cancelled))
+            elif exc.errno == errno.EAGAIN:
+                log.warning("client %s is not reading; dropped a message", identity.hex())
+            else:
+                log.warning("send to %s failed: %s", identity.hex(), exc)
+            return False
+
+    def _ping_queued(self, router: zmq.Socket) -> None:
+        now = time.monotonic()
+        if now - self._last_queued_ping < QUEUED_PING_S:
+            return
+        self._last_queued_ping = now
+        for job in self.queue.queued():
+            position = self.queue.position(job.id)
+            self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id, phase="queued", step=0,
+                                                      total=0, eta_s=0.0, queue_position=position))
+
+    # --- requests ----------------------------------------------------------------------------------------
+    def _handle(self, router: zmq.Socket, frames: list[bytes], worker: Worker) -> None:
+        if len(frames) < 2:
+            return  # an identity with no message: nothing to answer
+        identity, body = frames[0], frames[1:]
+        try:
+            request = parse_request(body, self.token, self.limits)
+            reply = self._dispatch(router, identity, request, worker)
+        except ProtocolError as exc:
+            log.info("rejected a request from %s: %s", identity.hex(), exc)
+            reply = make_error(exc.code, exc.message, exc.request_id, exc.job)
+        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a client sends
+            log.exception("error while handling a request")
+            reply = make_error(INTERNAL, f"internal error: {type(exc).__name__}", None)
+        if reply is not None:
+            self._send(router, identity, reply)
+
+    def _dispatch(self, router: zmq.Socket, identity: bytes, request: m.Request, worker: Worker) -> list[bytes] | None:
+        rid = request.id
+        if request.type == m.PING:
+            return make_reply(m.PONG, rid)
+        if request.type == m.HELLO:
+            return make_reply(m.WELCOME, rid, daemon_version=__version__, protocol_version=m.PROTOCOL_VERSION,
+                              device=worker.device_name, models=list(worker.models),
+                              model_ready=worker.base is not None, model_error=worker.model_error,
+                              cache=self.cache.stats())
+        if request.type == m.STATUS:
+            order, jobs = self.queue.snapshot()
+            return make_reply(m.STATUS, rid, queue=order, jobs=jobs, cache=self.cache.stats(), gpu=worker.gpu_info)
+        if request.type == m.CANCEL:
+            assert request.job is not None
+            job = self.queue.cancel(request.job)
+            if job is None:
+                raise ProtocolError(BAD_REQUEST, f"no pending job {request.job!r}", rid, request.job)
+            log.info("job %s: cancel requested", job.id[:8])
+            if job.state == CANCELLED:  # it was still queued: its final event goes out now
+                self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
+            return make_reply(m.CANCELLED, rid, job=job.id)
+        if request.type == m.EDIT:
+            assert request.edit is not None
+            job = Job(client=identity, request_id=rid, request=request.edit)
+            try:
+                position = self.queue.submit(job)
+            except (QueueFull, QueueClosed) as exc:
+                raise ProtocolError(BUSY, str(exc), rid) from None
+            log.info("job %s: accepted from %s at position %d", job.id[:8], identity.hex(), position)
+            self._send(router, identity, make_reply(m.ACCEPTED, rid, job=job.id, queue_position=position))
+            if job.state == QUEUED:
+                return make_reply(m.PROGRESS, rid, job=job.id, phase="queued", step=0, total=0, eta_s=0.0,
+                                  queue_position=position)
+            return None
+        raise ProtocolError(BAD_REQUEST, f"unknown request type {request.type!r}", rid)

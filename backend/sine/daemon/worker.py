@@ -1,0 +1,186 @@
+"""The GPU worker thread: the only thread that touches torch. It loads the base model, runs jobs one by
+one, and hands every outgoing message to the socket thread over an inproc PAIR socket."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Any
+
+import zmq
+from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
+from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
+
+from sine.cache import WeightCache
+from sine.daemon.edit import run_edit
+from sine.daemon.jobs import CANCELLED as STATE_CANCELLED
+from sine.daemon.jobs import DONE, FAILED, Job, JobQueue
+from sine.daemon.progress import ProgressReporter
+
+log = logging.getLogger("sine.daemon.worker")
+EVENTS_ADDRESS = "inproc://sine-worker-events"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures, whichever exception type the backend raised."""
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_accelerator_memory() -> None:
+    """Drop what a failed job left behind so the next job starts clean."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort only
+        pass
+
+
+class Worker(threading.Thread):
+    """Runs jobs from ``queue``; replies go to the job's client via the socket thread."""
+
+    def __init__(self, context: zmq.Context, queue: JobQueue, cache: WeightCache, model: str | None,
+                 device: str | None, progress_interval_s: float = 0.25, preview_every: int = 5) -> None:
+        super().__init__(name="sine-worker", daemon=True)
+        self.context = context
+        self.queue = queue
+        self.cache = cache
+        self.model = model
+        self.device = device
+        self.progress_interval_s = progress_interval_s
+        self.preview_every = preview_every
+        self.base: Any = None
+        self.model_error: str | None = None
+        self.ready = threading.Event()  # set once the model loaded or failed to
+        self.stopping = threading.Event()
+        # Plain values the socket thread may read (it never touches torch itself).
+        self.device_name: str = device or "unknown"
+        self.models: list[str] = [model or "demo"]
+        self.gpu_info: dict | None = None
+        self._sock: zmq.Socket | None = None
+
+    # --- thread body --------------------------------------------------------------------------------
+    def run(self) -> None:
+        self._sock = self.context.socket(zmq.PAIR)
+        self._sock.setsockopt(zmq.LINGER, 2000)
+        self._sock.connect(EVENTS_ADDRESS)
+        try:
+            self._load_model()
+            while not self.stopping.is_set():
+                job = self.queue.next(timeout=0.2)
+                if job is not None:
+                    self._run_job(job)
+        finally:
+            self._sock.close()
+
+    def _load_model(self) -> None:
+        try:
+            from sine.models import load_base_model
+
+            t0 = time.perf_counter()
+            self.base = load_base_model(self.model, device=self.device)
+            from sine.devices import describe_device
+
+            self.device_name = describe_device(self.base.device)
+            self.models = [self.base.model_id]
+            log.info("model %s loaded on %s in %.1f s", self.model, self.device_name, time.perf_counter() - t0)
+            self._update_gpu_info()
+        except Exception as exc:  # noqa: BLE001 - reported to every job as model_missing
+            self.model_error = f"could not load the base model {self.model!r}: {exc}"
+            log.error("%s", self.model_error)
+        finally:
+            self.ready.set()
+
+    def _send(self, job: Job, frames: list[bytes]) -> None:
+        assert self._sock is not None
+        self._sock.send_multipart([job.client, *frames])
+
+    def _run_job(self, job: Job) -> None:
+        log.info("job %s: start", job.id[:8])
+        reporter = ProgressReporter(lambda frames: self._send(job, frames), job.id, job.request_id,
+                                    self.progress_interval_s, self.preview_every)
+        state = FAILED
+        try:
+            if job.should_stop():
+                raise _JobCancelled
+            if self.base is None:
+                job.phase = "loading"
+                self._send(job, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id))
+                return
+            job.phase = "finetune"
+            outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop)
+            if job.should_stop():
+                raise _JobCancelled
+            self._send(job, make_reply(RESULT, job.request_id, [image_blob(outcome.image)], job=job.id,
+                                       seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings))
+            state = DONE
+            log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply, never a dead worker
+            state = self._report_failure(job, exc)
+        finally:
+            self.queue.finish(job, state)
+            self._update_gpu_info()
+
+    def _report_failure(self, job: Job, exc: BaseException) -> str:
+        if isinstance(exc, _JobCancelled) or getattr(exc, "code", None) == CANCELLED or (
+            job.should_stop() and type(exc).__name__ == "Cancelled"
+        ):
+            log.info("job %s: cancelled", job.id[:8])
+            self._send(job, make_reply(CANCELLED, job.request_id, job=job.id))
+            return STATE_CANCELLED
+        if is_out_of_memory(exc):
+            log.warning("job %s: out of memory: %s", job.id[:8], exc)
+            free_accelerator_memory()
+            self._send(job, make_error(OUT_OF_MEMORY, "not enough GPU memory for this edit; try a smaller size or"
+                                       " close other GPU programs", job.request_id, job.id, retriable=True))
+            return FAILED
+        code = getattr(exc, "code", None)
+        if isinstance(code, str) and code != INTERNAL and type(exc).__module__.startswith("sine"):
+            log.warning("job %s: %s: %s", job.id[:8], code, exc)
+            self._send(job, make_error(code, str(exc), job.request_id, job.id))
+            return FAILED
+        log.exception("job %s: internal error", job.id[:8])
+        self._send(job, make_error(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", job.request_id, job.id))
+        free_accelerator_memory()
+        return FAILED
+
+    def _update_gpu_info(self) -> None:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                self.gpu_info = {
+                    "name": torch.cuda.get_device_name(),
+                    "allocated": int(torch.cuda.memory_allocated()),
+                    "reserved": int(torch.cuda.memory_reserved()),
+                    "max_allocated": int(torch.cuda.max_memory_allocated()),
+                    "total": int(torch.cuda.get_device_properties(0).total_memory),
+                }
+        except Exception:  # noqa: BLE001 - status is informative only
+            self.gpu_info = None
+
+
+class _JobCancelled(Exception):
+    """Internal: the job's cancel flag was seen outside the engine."""
+
+
+class _PhaseTracking:
+    """A reporter wrapper that also keeps ``job.phase`` current for `status` replies."""
+
+    def __init__(self, reporter: ProgressReporter, job: Job) -> None:
+        self._reporter = reporter
+        self._job = job
+
+    def phase_start(self, phase: str, total: int = 0) -> None:
+        self._job.phase = phase
+        self._reporter.phase_start(phase, total)
+
+    def step(self, phase: str, step: int, total: int, preview: Any = None) -> None:
+        self._job.phase = phase
+        self._reporter.step(phase, step, total, preview)
