@@ -5,13 +5,17 @@ Only used in INTERACTIVE run mode; batch and PDB callers never touch GTK.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
 from gi.repository import GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
-from sine_gimp_job import Progress  # noqa: E402
+
+if TYPE_CHECKING:
+    from sine_gimp_job import Progress
 
 PREVIEW_SIDE = 192
 

@@ -106,8 +106,21 @@ def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     log = base / "daemon.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sine.cli", "daemon", "--endpoint", endpoint, "--model", str(model),
-             "--device", "cpu", "--threads", "1", "--no-ipc"],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "sine.cli",
+                "daemon",
+                "--endpoint",
+                endpoint,
+                "--model",
+                str(model),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--no-ipc",
+            ],  # fmt: skip
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -153,6 +166,7 @@ class GimpHome:
     """A fresh HOME inside the root with the plug-in installed; ``path`` as seen inside the root."""
 
     path: str
+    root: Path = ROOT
 
     @property
     def host(self) -> Path:

@@ -1,0 +1,98 @@
+"""The plug-in's daemon logic (sine_gimp_job) against the real `sine daemon`, from a plain Python.
+
+GIMP cannot be asked to press Cancel in batch mode, so cancelling, progress texts and the mapping
+of daemon errors are checked here, with the same pure-ZMTP transport the plug-in uses in GIMP.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sine_protocol import RGBAImage
+
+# The plug-in's helpers live beside sine-gimp.py, which GIMP runs as a script (its folder on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugin_gimp" / "sine-gimp"))
+import sine_gimp_job as job  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def picture(w: int, h: int, salt: int) -> RGBAImage:
+    """An opaque test picture; ``salt`` makes a new cache key (a fresh fine-tune)."""
+    return RGBAImage(
+        w, h, bytes(v for y in range(h) for x in range(w) for v in (x * 5 + salt, y * 7, salt, 255))
+    )
+
+
+def test_progress_texts_name_phase_and_step() -> None:
+    assert job.progress_text("finetune", 12, 40) == "fine-tuning 12/40"
+    assert job.progress_text("sample", 30, 100) == "sampling 30/100"
+    assert job.progress_text("loading", 0, 0) == "loading the model"
+
+
+def test_edit_reports_progress_and_returns_requested_size(sine_daemon, monkeypatch) -> None:
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
+    client = job.connect(sine_daemon.endpoint)
+    seen: list[job.Progress] = []
+    request = job.EditRequest(prompt="a blue square", subject="shape", seed=3, steps=4, finetune_steps=3,
+                              output_width=40, output_height=24)  # fmt: skip
+    try:
+        result = job.run_edit(client, request, picture(32, 24, salt=11), on_progress=seen.append)
+    finally:
+        client.close()
+    assert result.size == (40, 24)
+    texts = [p.text for p in seen]
+    assert "fine-tuning 3/3" in texts, texts
+    assert "sampling 4/4" in texts, texts
+    assert all(0.0 <= p.fraction <= 1.0 for p in seen)
+
+
+def test_cancel_stops_the_daemon_job(sine_daemon, monkeypatch) -> None:
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
+    client = job.connect(sine_daemon.endpoint)
+    seen: list[job.Progress] = []
+    request = job.EditRequest(prompt="a green star", subject="shape", seed=1, steps=500, finetune_steps=500)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(job.EditCancelled):
+            job.run_edit(client, request, picture(32, 24, salt=12), on_progress=seen.append,
+                         should_cancel=lambda: any(p.phase in ("finetune", "sample") and p.step >= 1 for p in seen))  # fmt: skip
+    finally:
+        client.close()
+    assert time.monotonic() - t0 < 60
+    probe = sine_daemon.client()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
+            if not any(s in ("queued", "running") for s in states):
+                break
+            time.sleep(0.2)
+        assert not any(s in ("queued", "running") for s in states), states
+    finally:
+        probe.close()
+
+
+def test_daemon_error_becomes_a_user_message(sine_daemon, monkeypatch) -> None:
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
+    client = job.connect(sine_daemon.endpoint)
+    try:
+        with pytest.raises(job.EditFailed) as info:
+            job.run_edit(
+                client, job.EditRequest(prompt="x", style="cartoon", steps=2), picture(16, 16, salt=13)
+            )
+    finally:
+        client.close()
+    assert info.value.code == "bad_request"
+    assert str(info.value).startswith("The daemon rejected the request. [bad_request]")
+
+
+def test_connect_to_closed_port_says_daemon_not_running(closed_endpoint: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(job.DaemonNotRunning) as info:
+        job.connect(closed_endpoint)
+    assert time.monotonic() - t0 < job.PING_TIMEOUT_S + 3
+    assert closed_endpoint in str(info.value)
