@@ -116,14 +116,20 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
     keep = [] if args.purge_models else [layout.models_dir]
     changes.remove_trees(keep=keep)
     autostart.reload_systemd(changes, real)
-    changes.changed += 1
-    if changes.dry_run:
-        changes.say(f"    [dry-run] would remove {layout.manifest}")
+    kept = changes.manifest["trees"]
+    if kept:  # a smaller manifest remains, so that `--uninstall --purge-models` can still find them
+        changes.manifest.update({"files": {}, "edits": {}, "state": {}})
+        changes.save()
+        changes.say(f"  kept downloaded models in {', '.join(kept)} (remove them with --uninstall --purge-models)")
     else:
-        layout.manifest.unlink()
+        changes.changed += 1
+        if changes.dry_run:
+            changes.say(f"    [dry-run] would remove {layout.manifest}")
+        else:
+            layout.manifest.unlink()
     changes.remove_dirs()
-    if not args.purge_models and layout.models_dir.exists():
-        changes.say(f"  kept downloaded models in {layout.models_dir} (delete it yourself, or use --purge-models)")
+    if kept:
+        changes.save()
     changes.say("  your images and the daemon's token/cache were left alone")
 
 

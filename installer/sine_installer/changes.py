@@ -216,11 +216,12 @@ class Changes:
                 self._did(f"remove empty folder {path}")
                 if not self.dry_run:
                     path.rmdir()
+                self.manifest["dirs"].remove(key)
             elif path.exists():
                 if self.verbose:
-                    self.say(f"    keep {path} (holds files the installer did not add)")
-                continue
-            self.manifest["dirs"].remove(key)
+                    self.say(f"    keep {path} (not empty)")
+            else:
+                self.manifest["dirs"].remove(key)
 
 
 def _quote(arg: str) -> str:

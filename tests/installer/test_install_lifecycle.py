@@ -1,0 +1,114 @@
+"""Install → re-install (no-op) → uninstall (byte-for-byte back), dry runs, upgrades in place."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+CONFTEST = Path(__file__).with_name("conftest.py")
+_spec = importlib.util.spec_from_file_location("installer_conftest", CONFTEST)
+_conf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conf)
+snapshot = _conf.snapshot
+
+CASES = [("linux", False), ("linux", True), ("macos", False), ("windows", False)]
+IDS = ["linux", "flatpak", "macos", "windows"]
+
+
+@pytest.mark.parametrize("platform,flatpak", CASES, ids=IDS)
+def test_reinstall_is_noop_and_uninstall_restores(tmp_path: Path, fake_source: Path, fake_home, run_installer,
+                                                  platform: str, flatpak: bool) -> None:
+    home = fake_home(tmp_path, platform, flatpak)
+    args = ("--home", home, "--platform", platform, "--source-root", fake_source, "--skip-backend", "--no-start")
+    before = snapshot(home)
+
+    first = run_installer(*args)
+    assert "Done:" in first.stdout
+    installed = snapshot(home)
+    assert installed != before
+
+    second = run_installer(*args)
+    assert "Everything is up to date." in second.stdout
+    assert snapshot(home) == installed
+
+    removed = run_installer(*args, "--uninstall")
+    assert "remove" in removed.stdout
+    assert snapshot(home) == before
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    home = fake_home(tmp_path, "linux")
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    before = snapshot(home)
+    out = run_installer(*args, "--dry-run").stdout
+    assert "[dry-run] would write" in out and "sine-gimp.py" in out and "kritarc" in out
+    assert snapshot(home) == before
+
+    run_installer(*args)
+    installed = snapshot(home)
+    out = run_installer(*args, "--uninstall", "--dry-run").stdout
+    assert "[dry-run] would remove" in out
+    assert snapshot(home) == installed
+
+
+def test_upgrade_in_place(tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    home = fake_home(tmp_path, "linux")
+    args = ("--home", home, "--source-root", fake_source, "--only", "plugins")
+    run_installer(*args)
+    dst = home / ".local/share/krita/pykrita/sine_krita"
+    assert (dst / "extension.py").is_file()
+    (fake_source / "plugin_krita/sine_krita/extension.py").unlink()
+    (fake_source / "plugin_krita/sine_krita/docker.py").write_text("DOCKER = 2\n")
+    out = run_installer(*args).stdout
+    assert "Everything is up to date." not in out
+    assert not (dst / "extension.py").exists(), "a file dropped upstream is removed on upgrade"
+    assert (dst / "docker.py").read_text() == "DOCKER = 2\n"
+    assert "Everything is up to date." in run_installer(*args).stdout
+
+
+def test_uninstall_after_krita_rewrote_kritarc(tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    """Krita rewrites kritarc on exit; uninstall then removes only our line, keeping the new settings."""
+    home = fake_home(tmp_path, "linux")
+    kritarc = home / ".config/kritarc"
+    run_installer("--home", home, "--source-root", fake_source, "--only", "plugins")
+    kritarc.write_text(kritarc.read_text() + "\n[theme]\nTheme=Krita dark\n")
+    run_installer("--home", home, "--source-root", fake_source, "--uninstall")
+    assert kritarc.read_text() == ("[General]\nLanguage=en\n\n[python]\nenable_comics_project_management_tools=true\n\n"
+                                   "[MainWindow]\nState=AAAA==\n\n[theme]\nTheme=Krita dark\n")
+
+
+def test_existing_config_is_merged_and_restored(tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    home = fake_home(tmp_path, "linux")
+    config = home / ".config/sine-edit/config.json"
+    config.write_text('{"cache_budget": "5GB"}')
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
+    run_installer("--home", home, "--source-root", fake_source, "--only", "model", "--model-dir", model)
+    assert json.loads(config.read_text()) == {"cache_budget": "5GB", "model": str(model)}
+    run_installer("--home", home, "--source-root", fake_source, "--uninstall")
+    assert config.read_text() == '{"cache_budget": "5GB"}'
+
+
+def test_second_prefix_keeps_models_unless_purged(tmp_path: Path, fake_source: Path, run_installer) -> None:
+    """--prefix moves the installer's data; uninstall keeps downloaded models unless --purge-models."""
+    home, prefix = tmp_path / "home", tmp_path / "prefix"
+    home.mkdir()
+    args = ("--home", home, "--prefix", prefix, "--source-root", fake_source, "--only", "plugins", "--force-plugins")
+    run_installer(*args)
+    assert (prefix / "install-manifest.json").is_file()
+    manifest = json.loads((prefix / "install-manifest.json").read_text())
+    models = prefix / "models"
+    models.mkdir()
+    (models / "weights.bin").write_bytes(b"w")
+    manifest["trees"].append(str(models))
+    (prefix / "install-manifest.json").write_text(json.dumps(manifest))
+    out = run_installer(*args, "--uninstall").stdout
+    assert "kept downloaded models" in out and (models / "weights.bin").is_file()
+    assert not (home / ".config/kritarc").exists()
+    assert not (home / ".local/share/krita/pykrita/sine_krita").exists()
+    run_installer(*args, "--uninstall", "--purge-models")
+    assert not prefix.exists(), "purging removes the models and the prefix the installer created"
