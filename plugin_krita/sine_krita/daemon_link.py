@@ -35,7 +35,7 @@ class LinkEvent:
 
 def default_client_factory(timeout: float) -> Any:
     """A real client on the contract's default endpoint and token (env overrides honoured)."""
-    from sine_protocol import SineClient
+    from sine_protocol.client import SineClient
 
     return SineClient(transport=TRANSPORT, timeout=timeout)
 

@@ -70,6 +70,7 @@ class SinePanel(qt.QWidget):
         self.connected = False
         self.device = ""
         self.progress_text = "idle"
+        self.progress_log: list[str] = []  # phase texts of the current edit (automation, tests)
         self.finished_callbacks: list[Callable[[SinePanel], None]] = []
         self._job_doc: Any = None
         self._job_source: SourcePixels | None = None
@@ -241,6 +242,7 @@ class SinePanel(qt.QWidget):
         self._job_started = time.monotonic()
         self.last_layer = None
         self.last_error = ""
+        self.progress_log = []
         self._set_running(True)
         self._set_progress("sending", None, None)
         where = "selection of " if source.mask is not None else ""
@@ -360,6 +362,8 @@ class SinePanel(qt.QWidget):
             self.progress.setRange(0, 0)  # busy indicator
         self.progress.setFormat(text)
         self.progress_text = text
+        if len(self.progress_log) < 1000:
+            self.progress_log.append(text)
 
     def _finish(self, state: str, message: str) -> None:
         self.state = state

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import zmq
+
 from sine_protocol import messages as m
 from sine_protocol.frames import Mask, RGBAImage, make_preview, resize_nearest
 

@@ -1,0 +1,156 @@
+"""The panel end to end against a real ZeroMQ stand-in daemon (real sockets, real SineClient)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from helpers import make_document, rgba_pattern, to_bgra
+from krita import Krita, Selection
+from sine_krita.daemon_link import DaemonLink
+from sine_krita.panel import SinePanel
+from standin_daemon import fake_edit, wait_for
+
+from sine_protocol.frames import Mask, RGBAImage
+
+
+@pytest.fixture
+def panel(qapp, standin):
+    doc, nodes = make_document(16, 12, layers=2)
+    Krita.instance().setActiveDocument(doc)
+    p = SinePanel(Krita.instance().activeDocument)
+    yield p
+    p.shutdown()
+    p.deleteLater()
+
+
+def _connected(panel, process_events):
+    assert wait_for(lambda: panel.connected, 10, process_events), panel.connection_label.text()
+
+
+def test_connection_line_names_the_device(panel, process_events):
+    _connected(panel, process_events)
+    assert panel.connection_label.text() == "daemon standin on stand-in cpu"
+    assert not panel.start_button.isVisible()
+
+
+def test_request_is_built_from_the_widgets(panel, standin, process_events):
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "make it blue", "subject": "cat", "style": "painting", "seed": 9,
+                          "steps": 12, "guidance": 6.0, "v": 0.5, "k": 250, "method": "full",
+                          "finetune_steps": 30})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events), panel.progress_text
+    assert panel.state == "done", panel.last_error
+    edit = [r for r in standin.requests if r.type == "edit"][-1]
+    assert edit.header["prompt"] == "make it blue" and edit.header["subject"] == "cat"
+    assert edit.header["style"] == "painting" and edit.header["seed"] == 9
+    assert edit.header["sampling"] == {"steps": 12, "w": 6.0, "v": 0.5, "k": 250}
+    assert edit.header["finetune"] == {"method": "full", "steps": 30, "patch": True}
+    assert edit.edit.output == (16, 12)
+    assert edit.edit.image.data == rgba_pattern(16, 12, salt=0)  # the wire gets RGBA, not Krita's BGRA
+
+
+def test_edit_adds_the_result_layer_above_the_active_one(panel, process_events):
+    _connected(panel, process_events)
+    doc = Krita.instance().activeDocument()
+    source = doc.topLevelNodes()[0]
+    source_before = bytes(source.pixelData(0, 0, 16, 12))
+    panel.apply_settings({"prompt": "invert", "seed": 5})
+    panel.edit_button.click()
+    assert not panel.edit_button.isEnabled() and panel.cancel_button.isEnabled()
+
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["layer 0", "SINE: invert (seed 5)", "layer 1"]
+    expected = fake_edit(RGBAImage(16, 12, rgba_pattern(16, 12)), None, (16, 12)).data
+    assert doc.topLevelNodes()[1].pixelData(0, 0, 16, 12) == to_bgra(expected)
+    assert bytes(source.pixelData(0, 0, 16, 12)) == source_before
+    assert doc.history == [("add", "SINE: invert (seed 5)")]
+    log = panel.progress_log
+    assert log[0] == "sending" and log[1].startswith("queued")
+    assert log.index("fine-tuning 1/3") < log.index("fine-tuning 3/3") < log.index("sampling 4/4")
+    assert not panel.preview_label.pixmap().isNull()
+    assert panel.edit_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_selection_is_sent_as_mask(panel, standin, process_events):
+    _connected(panel, process_events)
+    doc = Krita.instance().activeDocument()
+    mask = bytes([255 if x < 8 else 0 for y in range(12) for x in range(16)])
+    doc.setSelection(Selection(16, 12, mask))
+    panel.apply_settings({"prompt": "left half"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    sent = [r for r in standin.requests if r.type == "edit"][-1].edit
+    assert sent.mask is not None and sent.mask.data == mask
+    expected = fake_edit(RGBAImage(16, 12, rgba_pattern(16, 12)), Mask(16, 12, mask), (16, 12)).data
+    assert panel.last_layer.pixelData(0, 0, 16, 12) == to_bgra(expected)
+
+
+def test_custom_output_size_still_fills_the_canvas(panel, standin, process_events):
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "bigger", "output_width": 32, "output_height": 24})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    assert [r for r in standin.requests if r.type == "edit"][-1].edit.output == (32, 24)
+    assert len(bytes(panel.last_layer.pixelData(0, 0, 16, 12))) == 16 * 12 * 4
+    assert panel.last_layer.bounds().width() == 16
+
+
+def test_cancel_leaves_the_document_unchanged(panel, standin, process_events):
+    standin.step_s = 0.2
+    _connected(panel, process_events)
+    doc = Krita.instance().activeDocument()
+    panel.apply_settings({"prompt": "slow"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 10, process_events)
+    panel.cancel_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "cancelled"
+    assert len(doc.topLevelNodes()) == 2 and doc.history == []
+    assert any(r.type == "cancel" for r in standin.requests)
+
+
+def test_daemon_error_is_shown(panel, standin, process_events):
+    standin.fail_with = "out_of_memory"
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "too big"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "error"
+    assert panel.message_label.text() == "out_of_memory: stand-in failure"
+    assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
+
+
+def test_empty_prompt_and_unsupported_document_are_reported_not_raised(panel, process_events):
+    panel.apply_settings({"prompt": ""})
+    panel.edit_button.click()
+    assert "prompt" in panel.last_error and panel.state == "idle"
+    doc = Krita.instance().activeDocument()
+    doc._color = ("CMYKA", "U8")
+    doc.topLevelNodes()[0].color = ("CMYKA", "U8")
+    panel.apply_settings({"prompt": "x"})
+    panel.edit_button.click()
+    assert "8-bit RGBA" in panel.last_error and panel.edit_button.isEnabled()
+
+
+def test_no_daemon_shows_why_and_offers_start(qapp, monkeypatch, tmp_path, process_events):
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "daemon.json").write_text('{"argv": ["true"]}')
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("SINE_ENDPOINT", "tcp://127.0.0.1:9")  # nothing listens on the discard port
+    started = []
+    p = SinePanel(lambda: None, link=DaemonLink(), start_daemon=lambda: started.append(time.time()))
+    try:
+        assert wait_for(lambda: "not connected" in p.connection_label.text(), 15, process_events)
+        assert p.start_button.isVisibleTo(p) and not p.connected
+        p.start_button.click()
+        assert started and not p.start_button.isVisibleTo(p)
+        assert p.connection_label.text() == "daemon: starting..."
+    finally:
+        p.shutdown()

@@ -1,0 +1,60 @@
+"""Plugin registration against the fake ``krita`` module, and the Qt compatibility layer."""
+
+from __future__ import annotations
+
+import sys
+
+import sine_krita
+from helpers import make_document
+from krita import Krita, Window
+from sine_krita import qt_compat as qt
+from sine_krita.docker import DOCKER_ID, SineDocker, panel_for
+from sine_krita.extension import SineExtension
+from standin_daemon import wait_for
+
+
+def test_docker_and_extension_are_registered(qapp):
+    app = Krita.instance()
+    assert sine_krita.__name__ == "sine_krita"
+    factories = [f for f in app.dock_factories if f.id == DOCKER_ID]
+    assert len(factories) == 1 and factories[0].cls is SineDocker
+    assert any(isinstance(e, SineExtension) for e in app.extensions)
+
+
+def test_actions_have_names_shortcuts_and_drive_the_panel(qapp, standin, process_events):
+    app = Krita.instance()
+    window = Window()
+    dock = [f for f in app.dock_factories if f.id == DOCKER_ID][0].create(window)
+    try:
+        assert dock.windowTitle() == "SINE Edit"
+        extension = next(e for e in app.extensions if isinstance(e, SineExtension))
+        extension.createActions(window)
+        edit, cancel = window.actions["sine_edit"], window.actions["sine_cancel"]
+        assert edit.text() == "SINE: Edit" and cancel.text() == "SINE: Cancel"
+        assert edit.shortcut().toString() == "Ctrl+Alt+Shift+E"
+        assert not cancel.shortcut().isEmpty()
+        assert panel_for(window.qwindow()) is dock.panel
+        doc, _ = make_document(16, 16)
+        app.setActiveDocument(doc)
+        dock.panel.apply_settings({"prompt": "from the menu"})
+        dock.hide()
+        edit.trigger()
+        assert dock.isVisibleTo(window.qwindow())
+        assert wait_for(lambda: dock.panel.state != "running", 10, process_events)
+        assert dock.panel.state == "done", dock.panel.last_error
+        assert [n.name() for n in doc.topLevelNodes()][1] == "SINE: from the menu (seed 0)"
+    finally:
+        dock.panel.shutdown()
+
+
+def test_qt_binding_is_the_one_already_loaded(qapp):
+    assert qt.BINDING == "PyQt6" and "PyQt5.QtCore" not in sys.modules
+
+
+def test_qimage_round_trip_keeps_straight_rgba(qapp):
+    data = bytes([255, 0, 0, 255, 0, 255, 0, 128, 0, 0, 255, 0, 9, 8, 7, 255])
+    image = qt.qimage_from_rgba(data, 2, 2)
+    assert image.pixelColor(1, 0).green() == 255 and image.pixelColor(1, 0).alpha() == 128
+    assert qt.qimage_to_rgba(image) == data
+    scaled = qt.scale_rgba(bytes([10, 20, 30, 255] * 4), 2, 2, 4, 3)
+    assert scaled == bytes([10, 20, 30, 255] * 12)
