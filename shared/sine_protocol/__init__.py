@@ -6,6 +6,7 @@ also works when vendored into a plugin as ``_vendor/sine_protocol``.
 
 from __future__ import annotations
 
+from .client import SineClient
 from .errors import DaemonNotInstalled, DaemonUnavailable, ProtocolError
 from .frames import Mask, RGBAImage
 from .messages import PROTOCOL_VERSION, Event, Limits
@@ -19,4 +20,5 @@ __all__ = [
     "Mask",
     "ProtocolError",
     "RGBAImage",
+    "SineClient",
 ]

@@ -6,6 +6,7 @@ import random
 import zlib
 
 import pytest
+
 from sine_protocol.errors import ProtocolError
 from sine_protocol.frames import Mask, RGBAImage, make_preview, pack, resize_nearest, scaled_size, unpack
 

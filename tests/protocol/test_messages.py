@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import malformed_corpus as corpus  # noqa: E402
+
 from sine_protocol import messages as m  # noqa: E402
 from sine_protocol.errors import ERROR_CODES, ProtocolError  # noqa: E402
 from sine_protocol.frames import Mask, RGBAImage  # noqa: E402

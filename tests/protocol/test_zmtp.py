@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sine_protocol.zmtp import ZMTPConnection, ZMTPError, parse_endpoint  # noqa: E402
 from zmq_helpers import RouterPeer, echo  # noqa: E402
+
+from sine_protocol.zmtp import ZMTPConnection, ZMTPError, parse_endpoint  # noqa: E402
 
 SIZES = [0, 1, 255, 256, 65535, 65536, 70_000, 3 * 1024 * 1024]
 

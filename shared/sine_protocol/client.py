@@ -1,0 +1,351 @@
+"""``SineClient``: what the plugins use to talk to the daemon (docs/architecture.md §3).
+
+Uses pyzmq when it can be imported and the pure-Python ZMTP client otherwise, behind the same
+small transport interface. Designed for host UIs: every call has a timeout, ``poll_event`` never
+blocks longer than asked, and events of several requests are buffered and routed by request id.
+Not thread-safe: use one client per thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from .errors import BAD_REPLY, DaemonUnavailable, ProtocolError
+from .frames import Mask, RGBAImage
+from .messages import (
+    ACCEPTED,
+    CANCEL,
+    EDIT,
+    ERROR,
+    HELLO,
+    PING,
+    PONG,
+    STATUS,
+    WELCOME,
+    Event,
+    Limits,
+    decode_reply,
+    encode_message,
+    image_blob,
+    make_request,
+    mask_blob,
+)
+from .paths import default_endpoint, read_token
+from .zmtp import ZMTPConnection, ZMTPError
+
+TRANSPORTS = ("auto", "pyzmq", "pure")
+
+
+def unreachable_message(endpoint: str) -> str:
+    return f"daemon not reachable at {endpoint} — start it with `sine daemon` or from the plugin"
+
+
+class _Transport(Protocol):
+    name: str
+
+    def send(self, frames: list[bytes], timeout: float) -> None: ...
+    def recv(self, timeout: float | None) -> list[bytes] | None: ...
+    def close(self) -> None: ...
+
+
+class _PyzmqTransport:
+    """pyzmq DEALER. ``immediate`` keeps messages from queueing while no daemon is connected."""
+
+    name = "pyzmq"
+
+    def __init__(self, endpoint: str) -> None:
+        import zmq
+
+        self._zmq = zmq
+        self._endpoint = endpoint
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.connect(endpoint)
+
+    def send(self, frames: list[bytes], timeout: float) -> None:
+        zmq = self._zmq
+        if not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
+            raise DaemonUnavailable(unreachable_message(self._endpoint))
+        try:
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
+        except zmq.Again:
+            raise DaemonUnavailable(unreachable_message(self._endpoint)) from None
+
+    def recv(self, timeout: float | None) -> list[bytes] | None:
+        wait = -1 if timeout is None else int(max(timeout, 0.0) * 1000)
+        if not self._sock.poll(wait, self._zmq.POLLIN):
+            return None
+        return self._sock.recv_multipart()
+
+    def close(self) -> None:
+        self._sock.close(0)
+        self._ctx.term()
+
+
+class _PureTransport:
+    """Pure-Python ZMTP; connects lazily and reconnects on the next send after a lost connection."""
+
+    name = "pure"
+
+    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+        self._endpoint = endpoint
+        self._connect_timeout = connect_timeout
+        self._conn: ZMTPConnection | None = None
+
+    def _connection(self, timeout: float) -> ZMTPConnection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = ZMTPConnection(self._endpoint, timeout=min(timeout, self._connect_timeout))
+            except (OSError, ValueError) as exc:
+                raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc})") from exc
+        return self._conn
+
+    def send(self, frames: list[bytes], timeout: float) -> None:
+        conn = self._connection(timeout)
+        try:
+            conn.send_multipart(frames, timeout=timeout)
+        except OSError as exc:
+            raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc})") from exc
+
+    def recv(self, timeout: float | None) -> list[bytes] | None:
+        if self._conn is None and timeout is not None:
+            time.sleep(timeout)  # nothing was sent yet, so nothing can arrive
+            return None
+        if self._conn is None or self._conn.closed:
+            raise DaemonUnavailable(f"not connected to the daemon at {self._endpoint}")
+        try:
+            return self._conn.recv_multipart(timeout)
+        except (ZMTPError, OSError) as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon at {self._endpoint} ({exc})") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+
+def pyzmq_available() -> bool:
+    """True when ``import zmq`` works (it may be blocked or missing inside a host application)."""
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SineClient:
+    """A connection to the sine daemon. See docs/architecture.md §3 for the API contract.
+
+    ``token=None`` reads the token file at every request, so a daemon started after the client
+    (which writes the token at first start) is still authenticated against.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        transport: str = "auto",
+        timeout: float = 10.0,
+        limits: Limits | None = None,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        self.endpoint = endpoint or default_endpoint()
+        self.timeout = timeout
+        self._token = token
+        self._limits = limits or Limits()
+        if transport == "auto":
+            transport = "pyzmq" if pyzmq_available() else "pure"
+        self._transport: _Transport = (
+            _PyzmqTransport(self.endpoint) if transport == "pyzmq" else _PureTransport(self.endpoint, timeout)
+        )
+        self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        self._active: set[str] = set()  # request ids whose events are still wanted
+        self._buffer: deque[Event] = deque()
+        self._jobs: dict[str, str] = {}  # edit request id -> daemon job id
+
+    @property
+    def transport_name(self) -> str:
+        """``"pyzmq"`` or ``"pure"``: which transport ``auto`` picked."""
+        return self._transport.name
+
+    # ------------------------------------------------------------ plumbing
+
+    def _token_now(self) -> str:
+        if self._token is not None:
+            return self._token
+        return read_token() or ""
+
+    def _send(self, rtype: str, fields: dict[str, Any], blobs: list[tuple[dict[str, Any], bytes]] | None = None,
+              timeout: float | None = None) -> str:
+        rid = next(self._ids)
+        frames = encode_message(make_request(rtype, rid, self._token_now(), **fields), blobs)
+        self._active.add(rid)
+        try:
+            self._transport.send(frames, self.timeout if timeout is None else timeout)
+        except BaseException:
+            self._active.discard(rid)
+            raise
+        return rid
+
+    def _pump(self, timeout: float | None) -> bool:
+        """Receive at most one message into the buffer; False if nothing arrived in time."""
+        frames = self._transport.recv(timeout)
+        if frames is None:
+            return False
+        try:
+            event = decode_reply(frames, self._limits)
+        except ProtocolError:
+            return True  # a malformed reply cannot be routed; drop it
+        if event.id not in self._active:
+            return True  # late reply to a request that timed out, or a cancel's acknowledgement
+        if event.type == ACCEPTED and event.job:
+            self._jobs[event.id] = event.job
+        if event.is_final:
+            self._active.discard(event.id)
+        self._buffer.append(event)
+        return True
+
+    def _take(self, match: Callable[[Event], bool]) -> Event | None:
+        for index, event in enumerate(self._buffer):
+            if match(event):
+                del self._buffer[index]
+                return event
+        return None
+
+    def _wait_for(self, rid: str, timeout: float | None) -> Event | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event = self._take(lambda e: e.id == rid)
+            if event is not None:
+                return event
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._pump(remaining)
+
+    def _call(self, rtype: str, expect: str, timeout: float | None = None) -> dict[str, Any]:
+        timeout = self.timeout if timeout is None else timeout
+        rid = self._send(rtype, {}, timeout=timeout)
+        try:
+            event = self._wait_for(rid, timeout)
+        finally:
+            self._active.discard(rid)
+        if event is None:
+            raise DaemonUnavailable(f"{unreachable_message(self.endpoint)} (no reply to {rtype} in {timeout:g} s)")
+        event.raise_for_error()
+        if event.type != expect:
+            raise ProtocolError(BAD_REPLY, f"expected {expect} in reply to {rtype}, got {event.type}", rid)
+        return event.header
+
+    # ------------------------------------------------------------ requests
+
+    def hello(self) -> dict[str, Any]:
+        """Daemon version, protocol version, device, models and cache stats (the ``welcome`` header)."""
+        return self._call(HELLO, WELCOME)
+
+    def ping(self, timeout: float = 2.0) -> bool:
+        """True if a daemon answers at the endpoint within ``timeout`` (even with an error such as a bad token)."""
+        try:
+            self._call(PING, PONG, timeout)
+        except DaemonUnavailable:
+            return False
+        except ProtocolError:
+            return True
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Queue, jobs, cache and GPU figures (the ``status`` header)."""
+        return self._call(STATUS, STATUS)
+
+    def submit_edit(
+        self,
+        image: RGBAImage,
+        prompt: str,
+        subject: str = "",
+        style: str = "photo",
+        seed: int = 0,
+        sampling: dict[str, Any] | None = None,
+        finetune: dict[str, Any] | None = None,
+        output_size: tuple[int, int] | None = None,
+        mask: Mask | None = None,
+        compress: bool = True,
+    ) -> str:
+        """Send an edit and return its request id; follow it with :meth:`events` or :meth:`poll_event`."""
+        fields: dict[str, Any] = {"prompt": prompt, "subject": subject, "style": style, "seed": seed}
+        if sampling is not None:
+            fields["sampling"] = dict(sampling)
+        if finetune is not None:
+            fields["finetune"] = dict(finetune)
+        if output_size is not None:
+            fields["output"] = {"width": output_size[0], "height": output_size[1]}
+        blobs = [image_blob(image, "image", compress)]
+        if mask is not None:
+            blobs.append(mask_blob(mask, compress))
+        return self._send(EDIT, fields, blobs)
+
+    def cancel(self, job: str) -> None:
+        """Ask the daemon to cancel ``job`` (a job id, or the edit's request id); the edit then ends with ``cancelled``."""
+        job = self._jobs.get(job, job)
+        rid = self._send(CANCEL, {"job": job})
+        self._active.discard(rid)  # its acknowledgement is not needed: the edit's own final event follows
+
+    # ------------------------------------------------------------ events
+
+    def poll_event(self, timeout: float = 0.0) -> Event | None:
+        """The next event of any pending request, or None after ``timeout`` seconds (0 = don't wait)."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not self._buffer:
+            received = self._pump(max(deadline - time.monotonic(), 0.0))
+            if not received and time.monotonic() >= deadline:
+                return None
+        return self._buffer.popleft()
+
+    def events(self, rid: str, timeout: float | None = None) -> Iterator[Event]:
+        """Events of request ``rid`` until its ``result``, ``error`` or ``cancelled``.
+
+        ``timeout`` bounds the wait for each next event (None: wait as long as it takes); when it
+        passes, :class:`DaemonUnavailable` is raised.
+        """
+        while True:
+            if rid not in self._active and not any(e.id == rid for e in self._buffer):
+                return
+            event = self._wait_for(rid, timeout)
+            if event is None:
+                raise DaemonUnavailable(
+                    f"{unreachable_message(self.endpoint)} (no event for request {rid} in {timeout:g} s)"
+                )
+            yield event
+            if event.is_final:
+                return
+
+    def wait_result(self, rid: str, timeout: float | None = None) -> Event:
+        """Drain :meth:`events` and return the final one, raising :class:`ProtocolError` on ``error``."""
+        final: Event | None = None
+        for event in self.events(rid, timeout):
+            final = event
+        if final is None:
+            raise ValueError(f"no events pending for request {rid}")
+        if final.type == ERROR:
+            final.raise_for_error()
+        return final
+
+    # ------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Close the connection; pending events are dropped."""
+        self._transport.close()
+        self._active.clear()
+        self._buffer.clear()
+
+    def __enter__(self) -> SineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,204 @@
+"""SineClient (pyzmq and pure transports) against a fake daemon on a real ROUTER socket."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_daemon import FakeDaemon  # noqa: E402
+
+from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient  # noqa: E402
+from sine_protocol.frames import make_preview, resize_nearest  # noqa: E402
+
+TOKEN = "t" * 64
+TRANSPORTS = ["pyzmq", "pure"]
+
+
+def _image(width: int, height: int) -> RGBAImage:
+    return RGBAImage(width, height, bytes((i * 13) % 256 for i in range(width * height * 4)))
+
+
+def _free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def daemon():
+    fake = FakeDaemon(TOKEN)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def client(request, daemon: FakeDaemon):
+    c = SineClient(daemon.endpoint, TOKEN, transport=request.param, timeout=5)
+    assert c.transport_name == request.param
+    yield c
+    c.close()
+
+
+def test_hello_ping_status(client: SineClient, daemon: FakeDaemon) -> None:
+    welcome = client.hello()
+    assert welcome["type"] == "welcome" and welcome["protocol_version"] == 1 and welcome["models"] == ["demo"]
+    assert client.ping() is True
+    assert client.status()["queue"] == []
+    assert [r.type for r in daemon.requests] == ["hello", "ping", "status"]
+    ids = [r.id for r in daemon.requests]
+    assert len(set(ids)) == 3
+
+
+def test_edit_events_until_result(client: SineClient, daemon: FakeDaemon) -> None:
+    image = _image(40, 30)
+    mask = Mask(40, 30, bytes([255]) * 600 + bytes(600))
+    rid = client.submit_edit(image, "make it green", subject="circle", seed=9, sampling={"steps": 2},
+                             finetune={"method": "lora", "steps": 2, "patch": False}, output_size=(20, 15), mask=mask)
+    events = list(client.events(rid, timeout=5))
+    assert [e.type for e in events] == ["accepted", "progress", "result"]
+    assert all(e.id == rid for e in events) and events[0].job == "job-1"
+    assert events[1].preview == make_preview(image, 16)
+    assert events[2].image == resize_nearest(image, 20, 15) and events[2].header["seed"] == 9
+    sent = daemon.requests[-1].edit
+    assert sent is not None and sent.mask == mask and sent.image == image
+    assert (sent.subject, sent.sampling, sent.output) == ("circle", {"steps": 2}, (20, 15))
+    assert list(client.events(rid, timeout=0.1)) == []  # finished requests yield nothing more
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_large_image_round_trip(client: SineClient, compress: bool) -> None:
+    image = _image(512, 384)  # 768 KiB, long frames
+    final = client.wait_result(client.submit_edit(image, "x", compress=compress), timeout=10)
+    assert final.image == image
+
+
+def test_interleaved_requests_are_buffered_by_id(client: SineClient) -> None:
+    first = client.submit_edit(_image(8, 8), "a", output_size=(8, 8))
+    second = client.submit_edit(_image(8, 8), "b", output_size=(16, 16))
+    assert client.wait_result(second, timeout=5).image.size == (16, 16)
+    assert client.ping()  # sync calls do not swallow buffered events
+    assert [e.type for e in client.events(first, timeout=5)] == ["accepted", "progress", "result"]
+
+
+def test_poll_event_is_non_blocking(client: SineClient) -> None:
+    start = time.monotonic()
+    assert client.poll_event(0) is None
+    assert client.poll_event(0.2) is None
+    assert 0.15 < time.monotonic() - start < 2
+    rid = client.submit_edit(_image(8, 8), "a")
+    seen = []
+    deadline = time.monotonic() + 5
+    while len(seen) < 3 and time.monotonic() < deadline:
+        event = client.poll_event(0.05)
+        if event is not None:
+            seen.append(event)
+    assert [(e.id, e.type) for e in seen] == [(rid, "accepted"), (rid, "progress"), (rid, "result")]
+
+
+def test_cancel_by_request_id_or_job(client: SineClient, daemon: FakeDaemon) -> None:
+    rid = client.submit_edit(_image(8, 8), "wait")
+    events = client.events(rid, timeout=5)
+    accepted = next(events)
+    assert accepted.type == "accepted" and next(events).type == "progress"
+    client.cancel(rid)  # the client maps the request id to the job id
+    final = next(events)
+    assert (final.type, final.job) == ("cancelled", accepted.job)
+    assert daemon.requests[-1].type == "cancel" and daemon.requests[-1].job == accepted.job
+    rid2 = client.submit_edit(_image(8, 8), "wait")
+    job2 = next(client.events(rid2, timeout=5)).job
+    client.cancel(job2)
+    assert [e.type for e in client.events(rid2, timeout=5)][-1] == "cancelled"
+
+
+def test_error_replies(client: SineClient) -> None:
+    bad = client.submit_edit(_image(8, 8), "x", sampling={"steps": 0})
+    events = list(client.events(bad, timeout=5))
+    assert [e.type for e in events] == ["error"] and events[0].header["code"] == "bad_request"
+    with pytest.raises(ProtocolError) as info:
+        client.wait_result(client.submit_edit(_image(8, 8), "x", style="sketch"), timeout=5)
+    assert info.value.code == "bad_request" and "style" in info.value.message
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wrong_token(daemon: FakeDaemon, transport: str) -> None:
+    with SineClient(daemon.endpoint, "nope", transport=transport, timeout=5) as c:
+        with pytest.raises(ProtocolError) as info:
+            c.hello()
+        assert info.value.code == "unauthorized"
+        assert c.ping() is True  # the daemon is up, even if it refuses us
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_token_is_read_from_the_config_dir(daemon: FakeDaemon, transport: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(tmp_path))
+    with SineClient(daemon.endpoint, transport=transport, timeout=5) as c:
+        with pytest.raises(ProtocolError):
+            c.hello()  # no token file yet
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        assert c.hello()["type"] == "welcome"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unreachable_daemon(transport: str) -> None:
+    endpoint = _free_endpoint()
+    with SineClient(endpoint, TOKEN, transport=transport, timeout=0.5) as c:
+        start = time.monotonic()
+        assert c.ping(timeout=0.3) is False
+        with pytest.raises(DaemonUnavailable) as info:
+            c.hello()
+        assert endpoint in str(info.value) and "sine daemon" in str(info.value)
+        with pytest.raises(DaemonUnavailable):
+            c.submit_edit(_image(8, 8), "x")
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_silent_daemon_times_out(daemon: FakeDaemon, transport: str) -> None:
+    with SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5) as c:
+        rid = c.submit_edit(_image(8, 8), "silent")
+        start = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="no event"):
+            next(c.events(rid, timeout=0.3))
+        assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_daemon_restart(transport: str) -> None:
+    first = FakeDaemon(TOKEN)
+    endpoint = first.endpoint
+    with SineClient(endpoint, TOKEN, transport=transport, timeout=3) as c:
+        assert c.ping()
+        first.close()
+        assert c.ping(timeout=0.3) is False
+        second = FakeDaemon(TOKEN, endpoint)
+        try:
+            deadline = time.monotonic() + 5
+            while not c.ping(timeout=0.5) and time.monotonic() < deadline:
+                pass
+            assert c.hello()["type"] == "welcome"
+        finally:
+            second.close()
+
+
+def test_request_ids_are_unique_across_clients(daemon: FakeDaemon) -> None:
+    clients = [SineClient(daemon.endpoint, TOKEN, transport="pure", timeout=5) for _ in range(3)]
+    try:
+        for c in clients:
+            for _ in range(5):
+                assert c.ping()
+        ids = [r.id for r in daemon.requests]
+        assert len(ids) == 15 and len(set(ids)) == 15
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_bad_transport_name() -> None:
+    with pytest.raises(ValueError):
+        SineClient("tcp://127.0.0.1:1", TOKEN, transport="carrier-pigeon")
