@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+
 from sine_protocol.frames import Mask, RGBAImage
 from sine_protocol.messages import Event, decode_reply, encode_message, image_blob, make_request, mask_blob
 from sine_protocol.paths import read_token
@@ -27,7 +28,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_image(width: int = 32, height: int = 32, seed: int = 0) -> RGBAImage:
+def make_image(width: int = 32, height: int = 32, seed: int = 0) -> RGBAImage:
     """A deterministic RGBA picture (a gradient with a square) whose bytes change with ``seed``."""
     data = bytearray()
     for y in range(height):

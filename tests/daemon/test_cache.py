@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sine.cache import MANIFEST, WeightCache, cache_key, parse_size
 
 REPO = Path(__file__).resolve().parents[2]

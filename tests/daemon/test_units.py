@@ -7,6 +7,7 @@ import sys
 import threading
 
 import pytest
+
 from sine.daemon.config import ConfigError, DaemonConfig
 from sine.daemon.jobs import CANCELLED, DONE, RUNNING, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for

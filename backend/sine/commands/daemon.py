@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--foreground", action="store_true",
                    help="log to stderr as well as the log file (the daemon never forks itself either way)")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--progress-interval", type=float, default=0.25,
+                   help="seconds between progress events of one job (first and last step always sent)")
+    p.add_argument("--preview-every", type=int, default=5, help="sampling steps between preview images")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -45,12 +48,11 @@ def default_model() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sine_protocol import paths
-    from sine_protocol.messages import Limits
-
     from sine.daemon.config import ConfigError, DaemonConfig
     from sine.daemon.logging_setup import setup_logging
     from sine.daemon.server import Daemon, StartupError
+    from sine_protocol import paths
+    from sine_protocol.messages import Limits
 
     state = paths.state_dir()
     log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         max_queued_per_client=args.max_queued_per_client,
         max_queued_total=args.max_queued,
         allow_remote=args.allow_remote,
+        progress_interval_s=args.progress_interval,
+        preview_every=args.preview_every,
     )
     try:
         token = paths.ensure_token()

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
-from sine_protocol.frames import RGBAImage
-from sine_protocol.messages import EditRequest
 
 from sine.cache import WeightCache, cache_key
 from sine.compositing import composite_under_mask
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
+from sine_protocol.frames import RGBAImage
+from sine_protocol.messages import EditRequest
 
 log = logging.getLogger("sine.daemon.edit")
+
+# Fault injection for the crash tests: pause this long after the weights are written and before the
+# entry is published, so a test can SIGKILL the daemon in the middle of a cache write.
+PAUSE_ENV = "SINE_TEST_PAUSE_IN_CACHE_WRITE_S"
 
 
 @dataclass
@@ -90,7 +95,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
                 raise Cancelled("cancelled during fine-tuning")
             timings["finetune_s"] = time.perf_counter() - t_ft
             try:
-                cache.store(key, tuned.save, settings_dict)
+                cache.store(key, _saver(tuned), settings_dict)
             except OSError as exc:  # a full disk costs the cache, not the edit
                 log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
 
@@ -117,6 +122,17 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome(RGBAImage(result.width, result.height, result.tobytes()), cache_hit,
                        {k: round(v, 4) for k, v in timings.items()})
+
+
+def _saver(tuned: Any) -> Any:
+    pause = float(os.environ.get(PAUSE_ENV) or 0)
+
+    def save(folder: Any) -> None:
+        tuned.save(folder)
+        if pause > 0:
+            time.sleep(pause)
+
+    return save
 
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
+
 from sine_protocol.frames import PREVIEW_MAX_SIDE, RGBAImage
 from sine_protocol.messages import PROGRESS, image_blob, make_reply
 

@@ -12,9 +12,6 @@ import time
 from pathlib import Path
 
 import zmq
-from sine_protocol import messages as m
-from sine_protocol.errors import BAD_REQUEST, BUSY, INTERNAL, ProtocolError
-from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 
 from sine import __version__
 from sine.cache import WeightCache
@@ -22,6 +19,9 @@ from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.worker import EVENTS_ADDRESS, Worker
+from sine_protocol import messages as m
+from sine_protocol.errors import BAD_REQUEST, BUSY, INTERNAL, ProtocolError
+from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 
 log = logging.getLogger("sine.daemon")
 

@@ -10,14 +10,14 @@ import time
 from typing import Any
 
 import zmq
-from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
-from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 from sine.cache import WeightCache
 from sine.daemon.edit import run_edit
 from sine.daemon.jobs import CANCELLED as STATE_CANCELLED
 from sine.daemon.jobs import DONE, FAILED, Job, JobQueue
 from sine.daemon.progress import ProgressReporter
+from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
+from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 log = logging.getLogger("sine.daemon.worker")
 EVENTS_ADDRESS = "inproc://sine-worker-events"
@@ -27,7 +27,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA/MPS/CPU allocation failures, whichever exception type the backend raised."""
     if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def free_accelerator_memory() -> None:

@@ -1,0 +1,119 @@
+"""End to end against a real `sine daemon` subprocess with a tiny real diffusers model.
+
+One daemon serves this module: edits over pyzmq, over the pure-Python ZMTP client and over ipc://,
+the cache hit on the second edit, mask compositing, status, and the malformed corpus.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from daemon_helpers import Client, DaemonProcess, make_image
+
+from sine_protocol.frames import Mask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
+from malformed_corpus import CASES  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))  # short: the ipc socket lives in here
+    proc = DaemonProcess(root, tiny_model).start()
+    yield proc
+    assert proc.stop() == 0, proc.output()
+
+
+def _phases(events) -> list[str]:
+    return [e.header["phase"] for e in events if e.type == "progress"]
+
+
+@pytest.mark.parametrize("transport", ["pyzmq", "pure"])
+def test_edit_then_cache_hit(daemon: DaemonProcess, transport: str):
+    image = make_image(32, 32, seed={"pyzmq": 1, "pure": 2}[transport])
+    with Client(daemon.endpoint, daemon.token, transport) as client:
+        rid = client.submit_edit(image, output=(36, 28))
+        events = client.events_until_final(rid)
+        assert events[0].type == "accepted" and events[0].job
+        progress = [e for e in events if e.type == "progress"]
+        assert len(progress) >= 3
+        assert {"finetune", "sample"} <= set(_phases(events))
+        assert all(e.job == events[0].job for e in events)
+        result = events[-1]
+        assert result.type == "result", result.header
+        assert result.header["cache_hit"] is False
+        assert (result.image.width, result.image.height) == (36, 28)
+        assert len(result.image.data) == 36 * 28 * 4
+        assert any(e.preview is not None for e in progress)
+
+        rid = client.submit_edit(image, prompt="a blue square", seed=5)
+        events = client.events_until_final(rid)
+        result = events[-1]
+        assert result.type == "result", result.header
+        assert result.header["cache_hit"] is True
+        assert "finetune" not in _phases(events)
+        assert result.header["timings"]["finetune_s"] == 0
+        assert result.image.size == image.size and result.header["seed"] == 5
+
+
+def test_ipc_endpoint(daemon: DaemonProcess):
+    sock = daemon.root / "run" / "daemon.sock"
+    assert sock.exists()
+    assert (sock.parent.stat().st_mode & 0o777) == 0o700
+    for transport in ("pyzmq", "pure"):
+        with Client(f"ipc://{sock}", daemon.token, transport) as client:
+            assert client.request("ping").type == "pong"
+
+
+def test_mask_keeps_outside_pixels_bit_identical(daemon: DaemonProcess):
+    image = make_image(32, 32, seed=3)
+    mask = bytearray(32 * 32)
+    for y in range(8, 24):
+        mask[y * 32 + 8:y * 32 + 24] = b"\xff" * 16
+    with Client(daemon.endpoint, daemon.token) as client:
+        rid = client.submit_edit(image, mask=Mask(32, 32, bytes(mask)))
+        result = client.events_until_final(rid)[-1]
+    assert result.type == "result", result.header
+    out, src = result.image.data, image.data
+    outside = [i for i in range(32 * 32) if mask[i] == 0]
+    assert all(out[4 * i:4 * i + 4] == src[4 * i:4 * i + 4] for i in outside)
+    inside_changed = sum(out[4 * i:4 * i + 4] != src[4 * i:4 * i + 4] for i in range(32 * 32) if mask[i])
+    assert inside_changed > 100  # the edit did land inside the selection
+
+
+def test_hello_status_and_token(daemon: DaemonProcess):
+    with Client(daemon.endpoint, daemon.token) as client:
+        welcome = client.request("hello")
+        assert welcome.type == "welcome" and welcome.header["protocol_version"] == 1
+        assert welcome.header["device"] == "CPU"
+        status = client.request("status")
+        assert status.type == "status"
+        assert status.header["cache"]["entries"] >= 1 and status.header["cache"]["bytes"] > 0
+        assert isinstance(status.header["queue"], list) and isinstance(status.header["jobs"], dict)
+    with Client(daemon.endpoint, "0" * 64) as intruder:
+        reply = intruder.request("status")
+        assert reply.type == "error" and reply.header["code"] == "unauthorized"
+        assert "queue" not in reply.header
+
+
+def test_malformed_corpus_then_normal_edit(daemon: DaemonProcess):
+    assert len(CASES) >= 25
+    with Client(daemon.endpoint, daemon.token, "pyzmq") as client:
+        wrong = []
+        for name, build, code in CASES:
+            client.send(build(daemon.token))
+            reply = client.recv(timeout=10)
+            if reply.type != "error" or reply.header.get("code") != code:
+                wrong.append((name, code, reply.type, reply.header.get("code"), reply.header.get("message")))
+            elif not isinstance(reply.header.get("message"), str) or not reply.header["message"]:
+                wrong.append((name, "no message"))
+        assert not wrong, wrong
+        assert client.request("ping").type == "pong"
+        rid = client.submit_edit(make_image(32, 32, seed=4))
+        assert client.events_until_final(rid)[-1].type == "result"
