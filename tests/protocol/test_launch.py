@@ -1,0 +1,85 @@
+"""Starting the daemon from its command file, detached, and waiting for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sine_protocol import DaemonNotInstalled, SineClient
+from sine_protocol.launch import LOG_NAME, ensure_daemon, read_daemon_command, start_daemon, wait_until_up
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "k" * 64
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    result = {}
+    for name in ("config", "state"):
+        result[name] = tmp_path / name
+        monkeypatch.setenv(f"SINE_{name.upper()}_DIR", str(result[name]))
+    result["config"].mkdir()
+    return result
+
+
+def _free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _write_command(config: Path, argv: object) -> None:
+    (config / "daemon.json").write_text(json.dumps({"argv": argv}))
+
+
+def test_missing_or_broken_command_file(dirs: dict[str, Path]) -> None:
+    with pytest.raises(DaemonNotInstalled, match="install"):
+        start_daemon()
+    for content in ["{not json", '{"argv": []}', '{"argv": "sine daemon"}', '["sine"]', '{"argv": ["sine", 3]}']:
+        (dirs["config"] / "daemon.json").write_text(content)
+        with pytest.raises(DaemonNotInstalled, match="installer"):
+            read_daemon_command()
+    _write_command(dirs["config"], [str(dirs["config"] / "no-such-program")])
+    with pytest.raises(DaemonNotInstalled, match="cannot start"):
+        start_daemon()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX session check")
+def test_start_detached_and_wait(dirs: dict[str, Path]) -> None:
+    endpoint = _free_endpoint()
+    _write_command(dirs["config"], [sys.executable, str(HERE / "fake_daemon_main.py"), endpoint, TOKEN])
+
+    def factory() -> SineClient:
+        return SineClient(endpoint, TOKEN, transport="pure", timeout=2)
+
+    assert not wait_until_up(factory, timeout=0.3)
+    process = start_daemon()
+    try:
+        assert wait_until_up(factory, timeout=20)
+        assert os.getsid(process.pid) == process.pid  # own session: outlives the host's terminal
+        with factory() as client:
+            assert client.hello()["daemon_version"] == "fake"
+        assert ensure_daemon(factory) is None  # already up: nothing started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+    log = (dirs["state"] / LOG_NAME).read_text()
+    assert "starting" in log and "fake daemon up" in log
+
+
+def test_wait_gives_up_soon_after_the_daemon_dies(dirs: dict[str, Path]) -> None:
+    endpoint = _free_endpoint()
+    _write_command(dirs["config"], [sys.executable, "-c", "raise SystemExit(3)"])
+    process = start_daemon()
+    start = time.monotonic()
+    assert not wait_until_up(lambda: SineClient(endpoint, TOKEN, transport="pure", timeout=1), timeout=60,
+                             process=process)
+    assert time.monotonic() - start < 10
+    assert process.wait(5) == 3
