@@ -130,6 +130,8 @@ def connect(endpoint: str | None = None, transport: str | None = None) -> SineCl
         raise DaemonNotRunning(f"{not_running_message(endpoint)} ({exc})") from exc
     except ProtocolError as exc:
         raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
+    except ValueError as exc:  # a malformed SINE_ENDPOINT
+        raise EditFailed(f"Bad SINE daemon endpoint {endpoint_in_use(endpoint)!r}: {exc}", "bad_endpoint") from exc
     try:
         alive = client.ping(timeout=PING_TIMEOUT_S)
     except (DaemonUnavailable, OSError):
