@@ -1,0 +1,71 @@
+"""Pure functions of the installer: kritarc editing and the torch / model decisions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+from sine_installer import kritarc  # noqa: E402
+from sine_installer.backend import DEFAULT_TORCH_SPEC, WINDOWS_CUDA_INDEX, plan_torch  # noqa: E402
+from sine_installer.changes import InstallError  # noqa: E402
+
+sys.path.pop(0)
+
+KRITARC_CASES = {
+    "empty": "",
+    "no python section": "[General]\nfoo=1\n",
+    "no trailing newline": "[General]\nfoo=1",
+    "section last, no newline": "[General]\nfoo=1\n\n[python]\nenable_x=true",
+    "section in the middle": "[a]\nk=v\n\n[python]\nenable_x=false\n\n\n[b]\nk=v\n",
+    "disabled by the user": "[python]\nenable_sine_krita=false\nenable_x=true\n",
+    "crlf": "[General]\r\nfoo=1\r\n\r\n[python]\r\nenable_x=true\r\n\r\n[b]\r\nz=1\r\n",
+}
+
+
+@pytest.mark.parametrize("text", list(KRITARC_CASES.values()), ids=list(KRITARC_CASES))
+def test_kritarc_enable_disable_round_trip(text: str) -> None:
+    new, record = kritarc.enable(text)
+    lines = new.splitlines()
+    start = lines.index("[python]")
+    body = lines[start + 1:]
+    body = body[: next((i for i, ln in enumerate(body) if ln.startswith("[")), len(body))]
+    assert "enable_sine_krita=true" in body
+    if record["added_section"]:
+        assert new.startswith(text) and new.rstrip().endswith("[python]" + ("\r\n" if "\r\n" in text else "\n")
+                                                              + "enable_sine_krita=true")
+    else:  # same lines, only ours added (or the user's `=false` switched)
+        assert [ln for ln in lines if ln != "enable_sine_krita=true"] == \
+            [ln for ln in text.splitlines() if ln != "enable_sine_krita=false"]
+    assert kritarc.enable(new)[1].get("unchanged"), "enabling twice changes nothing"
+    restored = kritarc.disable(new, record)
+    if text.endswith("\n") or not text:
+        assert restored == text
+    else:
+        assert restored == text + "\n"  # only the missing final newline differs
+    if "\r\n" in text:
+        assert "\r\n" in new and "\n" not in new.replace("\r\n", "")
+
+
+def test_kritarc_keeps_other_keys_and_sections() -> None:
+    text = "[General]\nfoo=1\n\n[python]\nenable_x=true\n\n[MainWindow]\nState=AA==\n"
+    new, _ = kritarc.enable(text)
+    assert new == "[General]\nfoo=1\n\n[python]\nenable_x=true\nenable_sine_krita=true\n\n[MainWindow]\nState=AA==\n"
+
+
+def test_torch_plans() -> None:
+    assert plan_torch("auto", None, None, "linux", gpu=False).flavour == "cpu"
+    cuda = plan_torch("auto", None, None, "linux", gpu=True)
+    assert (cuda.flavour, cuda.spec, cuda.pip_args) == ("cuda", DEFAULT_TORCH_SPEC, ())
+    win = plan_torch("cuda", None, None, "windows")
+    assert win.pip_args == ("--index-url", WINDOWS_CUDA_INDEX)
+    assert plan_torch("cpu", None, None, "linux").spec == "torch==2.13.0"
+    assert plan_torch("skip", "torch==1", None, "linux").spec is None
+    custom = plan_torch("spec", "torch==2.13.0+cpu", "https://example.invalid/whl", "linux")
+    assert (custom.spec, custom.pip_args) == ("torch==2.13.0+cpu", ("--index-url", "https://example.invalid/whl"))
+    with pytest.raises(InstallError):
+        plan_torch("spec", None, None, "linux")
+    with pytest.raises(InstallError):
+        plan_torch("cuda", None, None, "macos")
