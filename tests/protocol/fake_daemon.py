@@ -20,12 +20,12 @@ from sine_protocol.frames import make_preview, resize_nearest  # noqa: E402
 
 
 class FakeDaemon(RouterPeer):
-    def __init__(self, token: str, endpoint: str = "tcp://127.0.0.1:*") -> None:
+    def __init__(self, token: str, endpoint: str = "tcp://127.0.0.1:*", **sockopts: int) -> None:
         self.token = token
         self.requests: list[m.Request] = []
         self.waiting: dict[str, str] = {}  # job -> edit request id
         self._jobs = (f"job-{n}" for n in itertools.count(1))
-        super().__init__(self.handle, endpoint)
+        super().__init__(self.handle, endpoint, **sockopts)
 
     def handle(self, frames: list[bytes]) -> list[list[bytes]]:
         try:

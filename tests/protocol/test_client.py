@@ -186,6 +186,39 @@ def test_daemon_restart(transport: str) -> None:
             second.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ipc:// test runs on Linux")
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_ipc_endpoint(transport: str, tmp_path: Path) -> None:
+    fake = FakeDaemon(TOKEN, f"ipc://{tmp_path}/daemon.sock")
+    try:
+        with SineClient(fake.endpoint, TOKEN, transport=transport, timeout=5) as c:
+            image = _image(100, 70)
+            assert c.hello()["type"] == "welcome"
+            assert c.wait_result(c.submit_edit(image, "x", compress=False), timeout=5).image == image
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_oversized_message_is_dropped_by_the_daemon_not_hung_on(transport: str) -> None:
+    # ZMQ_MAXMSGSIZE makes libzmq drop the connection of a peer that sends a bigger message.
+    fake = FakeDaemon(TOKEN, maxmsgsize=4096)
+    try:
+        with SineClient(fake.endpoint, TOKEN, transport=transport, timeout=3) as c:
+            assert c.ping()
+            rid = c.submit_edit(_image(64, 64), "x", compress=False)  # 16 KiB of pixels
+            start = time.monotonic()
+            with pytest.raises(DaemonUnavailable):
+                list(c.events(rid, timeout=1.0))
+            assert time.monotonic() - start < 3
+            deadline = time.monotonic() + 5
+            while not c.ping(timeout=0.5) and time.monotonic() < deadline:
+                pass  # the client reconnects by itself
+            assert c.hello()["type"] == "welcome"
+    finally:
+        fake.close()
+
+
 def test_request_ids_are_unique_across_clients(daemon: FakeDaemon) -> None:
     clients = [SineClient(daemon.endpoint, TOKEN, transport="pure", timeout=5) for _ in range(3)]
     try:
