@@ -43,6 +43,7 @@ def _fail(procedure: Gimp.Procedure, status: Gimp.PDBStatusType, message: str) -
 def _connect(interactive: bool):
     """A client to a live daemon; in interactive mode offers to start an installed daemon."""
     from sine_gimp_job import DaemonNotRunning, connect, start_daemon_and_connect
+
     from sine_protocol import paths
 
     try:

@@ -131,7 +131,9 @@ def connect(endpoint: str | None = None, transport: str | None = None) -> SineCl
     except ProtocolError as exc:
         raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
     except ValueError as exc:  # a malformed SINE_ENDPOINT
-        raise EditFailed(f"Bad SINE daemon endpoint {endpoint_in_use(endpoint)!r}: {exc}", "bad_endpoint") from exc
+        raise EditFailed(
+            f"Bad SINE daemon endpoint {endpoint_in_use(endpoint)!r}: {exc}", "bad_endpoint"
+        ) from exc
     try:
         alive = client.ping(timeout=PING_TIMEOUT_S)
     except (DaemonUnavailable, OSError):
@@ -151,15 +153,17 @@ def start_daemon_and_connect(
     should_cancel: Callable[[], bool] = lambda: False,
     idle: Callable[[], None] = lambda: None,
 ) -> SineClient:
-    """Start the installed daemon (daemon.json) and wait until it answers."""
-    from sine_protocol import DaemonNotInstalled, launch
+    """Start the installed daemon (daemon.json) and wait until it answers.
+
+    ``idle`` runs between pings (the UI pumps its events there); a daemon that exits early ends
+    the wait after a short grace (a second instance exits when another one already runs).
+    """
+    from sine_protocol import DaemonNotInstalled, launch, paths
 
     try:
-        launch.start_daemon()
+        process = launch.start_daemon()
     except DaemonNotInstalled as exc:
         raise EditFailed(str(exc), "daemon_not_installed") from exc
-    except OSError as exc:
-        raise EditFailed(f"Could not start the SINE daemon: {exc}", "daemon_not_installed") from exc
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if should_cancel():
@@ -167,11 +171,17 @@ def start_daemon_and_connect(
         try:
             return connect(endpoint)
         except DaemonNotRunning:
+            if process.poll() is not None:
+                deadline = min(deadline, time.monotonic() + 3.0)
             idle()
-            time.sleep(0.5)
+            time.sleep(0.25)
+    log = paths.state_dir() / launch.LOG_NAME
+    if process.poll() is not None:
+        raise DaemonNotRunning(
+            f"The SINE daemon stopped right after starting (exit code {process.returncode}); see {log}."
+        )
     raise DaemonNotRunning(
-        f"The SINE daemon was started but did not answer within {wait_s:.0f} s; "
-        "see its log in the sine-edit state folder."
+        f"The SINE daemon was started but did not answer within {wait_s:.0f} s; see {log}."
     )
 
 

@@ -11,6 +11,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
+
 from sine_protocol import Mask, RGBAImage  # noqa: E402
 
 # 8-bit non-linear (sRGB) RGBA, straight alpha: what the wire's rgba8 means.

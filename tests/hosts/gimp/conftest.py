@@ -42,6 +42,7 @@ class Daemon:
 
     endpoint: str
     config_dir: Path
+    model: Path
     proc: subprocess.Popen
     log: Path
     env: dict[str, str] = field(default_factory=dict)
@@ -126,7 +127,7 @@ def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             stderr=subprocess.STDOUT,
             cwd=base,
         )
-    daemon = Daemon(endpoint=endpoint, config_dir=base / "config", proc=proc, log=log, env=env)
+    daemon = Daemon(endpoint=endpoint, config_dir=base / "config", model=model, proc=proc, log=log, env=env)
     try:
         _wait_for_daemon(daemon, timeout_s=120)
         yield daemon

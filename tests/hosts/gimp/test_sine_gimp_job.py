@@ -6,11 +6,15 @@ of daemon errors are checked here, with the same pure-ZMTP transport the plug-in
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
 from sine_protocol import RGBAImage
 
 # The plug-in's helpers live beside sine-gimp.py, which GIMP runs as a script (its folder on sys.path).
@@ -96,3 +100,40 @@ def test_connect_to_closed_port_says_daemon_not_running(closed_endpoint: str) ->
         job.connect(closed_endpoint)
     assert time.monotonic() - t0 < job.PING_TIMEOUT_S + 3
     assert closed_endpoint in str(info.value)
+
+
+def test_start_daemon_and_connect_starts_the_installed_daemon(
+    sine_daemon, closed_endpoint, tmp_path, monkeypatch
+) -> None:
+    """The interactive "start it now?" path: launch.start_daemon reads daemon.json, the plug-in waits for it."""
+    config = tmp_path / "config"
+    config.mkdir()
+    pid_file = tmp_path / "daemon.pid"
+    daemon_argv = [sys.executable, "-m", "sine.cli", "daemon", "--endpoint", closed_endpoint,
+                   "--model", str(sine_daemon.model), "--device", "cpu", "--threads", "1", "--no-ipc"]  # fmt: skip
+    # exec keeps the pid, so the test can stop exactly the daemon it caused to start.
+    script = f'echo $$ > "{pid_file}"; exec "$@"'
+    (config / "daemon.json").write_text(json.dumps({"argv": ["sh", "-c", script, "sh", *daemon_argv]}))
+    for name in ("STATE", "CACHE", "RUNTIME"):
+        monkeypatch.setenv(f"SINE_{name}_DIR", str(tmp_path / name.lower()))
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("PYTHONPATH", sine_daemon.env["PYTHONPATH"])
+    with pytest.raises(job.DaemonNotRunning):
+        job.connect(closed_endpoint)
+    try:
+        client = job.start_daemon_and_connect(closed_endpoint, wait_s=120)
+        try:
+            assert client.hello()["protocol_version"] == 1
+        finally:
+            client.close()
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+
+
+def test_start_daemon_without_install_explains_what_to_do(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(job.EditFailed) as info:
+        job.start_daemon_and_connect(wait_s=5)
+    assert info.value.code == "daemon_not_installed"
+    assert "installer" in str(info.value)

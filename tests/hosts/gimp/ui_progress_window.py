@@ -10,6 +10,7 @@ gi.require_version("Gtk", "3.0")
 import sine_gimp_ui  # noqa: E402
 from gi.repository import Gtk  # noqa: E402
 from sine_gimp_job import Progress  # noqa: E402
+
 from sine_protocol import RGBAImage  # noqa: E402
 
 window = sine_gimp_ui.ProgressWindow("SINE: test")
