@@ -1,0 +1,57 @@
+"""The backend step: what it would run (dry run) and, once, a real venv + `pip install <repo>`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_backend_dry_run_shows_commands_and_touches_nothing(tmp_path: Path, run_installer) -> None:
+    prefix = tmp_path / "prefix"
+    out = run_installer("--home", tmp_path, "--prefix", prefix, "--only", "backend", "--torch", "cpu",
+                        "--dry-run").stdout
+    assert f"would run: {sys.executable} -m venv {prefix / 'venv'}" in out
+    assert f"{prefix / 'venv/bin/python'} -m pip install torch==2.13.0" in out
+    assert f"-m pip install --upgrade {REPO}" in out
+    assert not prefix.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_model_download_dry_run(tmp_path: Path, run_installer) -> None:
+    prefix = tmp_path / "prefix"
+    out = run_installer("--home", tmp_path, "--prefix", prefix, "--only", "model", "--model", "org/some-model",
+                        "--dry-run").stdout
+    assert f"would download org/some-model into {prefix / 'models'}" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_download_needs_the_backend(tmp_path: Path, run_installer) -> None:
+    proc = run_installer("--home", tmp_path, "--only", "model", "--model", "org/some-model", check=False)
+    assert proc.returncode == 1 and "rerun without --skip-backend" in proc.stderr
+
+
+@pytest.mark.slow
+def test_real_venv_install_upgrade_and_uninstall(tmp_path: Path, run_installer, monkeypatch) -> None:
+    """A real venv and a real `pip install <repo>` (dependencies skipped via PIP_NO_DEPS to stay offline-fast)."""
+    home, prefix = tmp_path / "home", tmp_path / "prefix"
+    home.mkdir()
+    monkeypatch.setenv("PIP_NO_DEPS", "1")
+    args = ("--home", home, "--prefix", prefix, "--torch", "skip", "--no-model", "--no-start", "--no-autostart")
+    run_installer(*args, "--only", "backend")
+    python = prefix / "venv/bin/python"
+    found = subprocess.run([str(python), "-c", "import sine, sine_protocol; print(sine.__file__)"],
+                           capture_output=True, text=True, check=True).stdout
+    assert str(prefix / "venv") in found, "the backend is installed into the venv, not used from the checkout"
+    again = run_installer(*args, "--only", "backend").stdout
+    assert "up to date" in again and "pip install" not in again
+    run_installer(*args, "--only", "autostart")
+    argv = json.loads((home / ".config/sine-edit/daemon.json").read_text())["argv"]
+    assert argv == [str(python), "-m", "sine.cli", "daemon"]
+    run_installer(*args, "--uninstall")
+    assert not prefix.exists()
+    assert not (home / ".config/sine-edit").exists()
