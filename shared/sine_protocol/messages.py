@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -512,7 +512,3 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
     except ProtocolError as exc:
         raise ProtocolError(BAD_REPLY, exc.message, exc.request_id) from None
     return Event(rtype, header, blobs)
-
-
-# Typing helper for callers that build frames lazily (e.g. the malformed corpus in the tests).
-FramesBuilder = Callable[[str], list[bytes]]
