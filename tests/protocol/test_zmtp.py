@@ -151,3 +151,39 @@ def test_silent_peer_times_out_in_handshake() -> None:
         assert time.monotonic() - start < 2
     finally:
         server.close()
+
+
+def test_timeout_mid_message_loses_nothing() -> None:
+    """A hand-driven ZMTP server trickles a multipart message; the client times out between pieces."""
+    server = socket.create_server(("127.0.0.1", 0))
+    body = _payload(1000, 3)
+    # frame 1 (short, MORE) + frame 2 (long, last), split at awkward places (inside headers too).
+    wire = bytes([0x01, 3]) + b"abc" + bytes([0x02]) + len(body).to_bytes(8, "big") + body
+    pieces = [wire[:1], wire[1:7], wire[7:12], wire[12:500], wire[500:]]
+    go = [threading.Event() for _ in pieces]
+
+    def serve() -> None:
+        peer, _ = server.accept()
+        with peer:
+            greeting = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 1]) + b"NULL".ljust(20, b"\0") + bytes(32)
+            peer.sendall(greeting)
+            ready = b"\x05READY" + b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"ROUTER"
+            peer.sendall(bytes([0x04, len(ready)]) + ready)
+            for event, piece in zip(go, pieces, strict=True):
+                event.wait(5)
+                peer.sendall(piece)
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with ZMTPConnection(f"tcp://127.0.0.1:{server.getsockname()[1]}", timeout=5) as conn:
+            assert conn.peer_properties[b"socket-type"] == b"ROUTER"
+            for event in go[:-1]:
+                event.set()
+                assert conn.recv_multipart(timeout=0.1) is None
+            go[-1].set()
+            assert conn.recv_multipart(timeout=5) == [b"abc", body]
+    finally:
+        thread.join(5)
+        server.close()
