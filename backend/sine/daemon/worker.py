@@ -106,50 +106,44 @@ class Worker(threading.Thread):
         log.info("job %s: start", job.id[:8])
         reporter = ProgressReporter(lambda frames: self._send(job, frames), job.id, job.request_id,
                                     self.progress_interval_s, self.preview_every)
-        state = FAILED
         try:
             if job.should_stop():
                 raise _JobCancelled
             if self.base is None:
-                job.phase = "loading"
-                self._send(job, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id))
-                return
-            job.phase = "finetune"
-            outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop)
-            if job.should_stop():
-                raise _JobCancelled
-            self._send(job, make_reply(RESULT, job.request_id, [image_blob(outcome.image)], job=job.id,
-                                       seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings))
-            state = DONE
-            log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
+                state, final = FAILED, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id)
+            else:
+                job.phase = "finetune"
+                outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop)
+                if job.should_stop():
+                    raise _JobCancelled
+                state = DONE
+                final = make_reply(RESULT, job.request_id, [image_blob(outcome.image)], job=job.id,
+                                   seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings)
+                log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply, never a dead worker
-            state = self._report_failure(job, exc)
-        finally:
-            self.queue.finish(job, state)
-            self._update_gpu_info()
+            state, final = self._failure(job, exc)
+        # Record the final state before the client can see the final event (and ask `status`).
+        self.queue.finish(job, state)
+        self._send(job, final)
+        self._update_gpu_info()
 
-    def _report_failure(self, job: Job, exc: BaseException) -> str:
-        if isinstance(exc, _JobCancelled) or getattr(exc, "code", None) == CANCELLED or (
-            job.should_stop() and type(exc).__name__ == "Cancelled"
-        ):
+    def _failure(self, job: Job, exc: BaseException) -> tuple[str, list[bytes]]:
+        """The final state and event for a job that raised."""
+        if isinstance(exc, _JobCancelled) or getattr(exc, "code", None) == CANCELLED:
             log.info("job %s: cancelled", job.id[:8])
-            self._send(job, make_reply(CANCELLED, job.request_id, job=job.id))
-            return STATE_CANCELLED
+            return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id)
         if is_out_of_memory(exc):
             log.warning("job %s: out of memory: %s", job.id[:8], exc)
             free_accelerator_memory()
-            self._send(job, make_error(OUT_OF_MEMORY, "not enough GPU memory for this edit; try a smaller size or"
-                                       " close other GPU programs", job.request_id, job.id, retriable=True))
-            return FAILED
+            return FAILED, make_error(OUT_OF_MEMORY, "not enough GPU memory for this edit; try a smaller size or"
+                                      " close other GPU programs", job.request_id, job.id, retriable=True)
         code = getattr(exc, "code", None)
         if isinstance(code, str) and code != INTERNAL and type(exc).__module__.startswith("sine"):
             log.warning("job %s: %s: %s", job.id[:8], code, exc)
-            self._send(job, make_error(code, str(exc), job.request_id, job.id))
-            return FAILED
+            return FAILED, make_error(code, str(exc), job.request_id, job.id)
         log.exception("job %s: internal error", job.id[:8])
-        self._send(job, make_error(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", job.request_id, job.id))
         free_accelerator_memory()
-        return FAILED
+        return FAILED, make_error(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", job.request_id, job.id)
 
     def _update_gpu_info(self) -> None:
         try:

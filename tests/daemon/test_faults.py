@@ -1,0 +1,185 @@
+"""Faults against a real `sine daemon` subprocess: cancel mid-phase, vanished clients, signals,
+SIGKILL in the middle of a cache write, corrupted cache files, a second daemon on the same endpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from daemon_helpers import Client, DaemonProcess, make_image
+
+from sine.cache import WeightCache
+
+pytestmark = pytest.mark.slow
+
+# Every step is reported (no rate limit) so the tests can see exactly where a job stopped.
+FAST = ["--progress-interval", "0", "--preview-every", "1000"]
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_model: Path):
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model, extra=FAST).start()
+    yield proc
+    assert proc.stop() == 0, proc.output()
+
+
+def _until_step(client: Client, rid: str, phase: str, step: int, timeout: float = 60.0) -> list:
+    """Events for ``rid`` up to the first ``progress`` of ``phase`` at ``step`` or later."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event = client.wait_for(rid, max(0.01, deadline - time.monotonic()))
+        events.append(event)
+        assert not event.is_final, event.header
+        if event.type == "progress" and event.header["phase"] == phase and event.header["step"] >= step:
+            return events
+
+
+def _entries(cache_dir: Path) -> set[str]:
+    return {e.key for e in WeightCache(cache_dir).entries()}
+
+
+@pytest.mark.parametrize("phase", ["finetune", "sample"])
+def test_cancel_stops_within_a_step(daemon: DaemonProcess, phase: str):
+    image = make_image(32, 32, seed=10 if phase == "finetune" else 11)
+    with Client(daemon.endpoint, daemon.token) as client:
+        if phase == "sample":  # fine-tune (and cache) first, so the long job goes straight to sampling
+            assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is False
+        before = _entries(daemon.cache_dir)
+        long_job = {"ft_steps": 2000} if phase == "finetune" else {"sample_steps": 500}
+        rid = client.submit_edit(image, **long_job)
+        seen = _until_step(client, rid, phase, 2)
+        job = seen[0].job
+        at_cancel = seen[-1].header["step"]
+        reply = client.request("cancel", job=job)
+        assert reply.type == "cancelled" and reply.header["job"] == job
+        rest = client.events_until_final(rid, timeout=30)
+        assert rest[-1].type == "cancelled" and rest[-1].header["job"] == job
+        last_step = max([e.header["step"] for e in rest if e.type == "progress" and e.header["phase"] == phase],
+                        default=at_cancel)
+        # One step may be in flight when the cancel lands; the rest are never run.
+        assert last_step <= at_cancel + 3, (at_cancel, last_step)
+        assert not [e for e in rest if e.type == "progress" and e.header["phase"] not in (phase,)]
+        assert _entries(daemon.cache_dir) == before  # a cancelled fine-tune caches nothing
+        assert not any((daemon.cache_dir / ".tmp").glob("*/*"))
+        status = client.request("status")
+        assert status.header["jobs"][job]["state"] == "cancelled"
+        assert client.request("cancel", job=job).header["code"] == "bad_request"  # already over
+
+
+def test_vanished_client_loses_its_job_and_next_job_runs(daemon: DaemonProcess):
+    doomed = Client(daemon.endpoint, daemon.token, "pure")
+    rid = doomed.submit_edit(make_image(32, 32, seed=12), ft_steps=2000)
+    job = _until_step(doomed, rid, "finetune", 1)[0].job
+    doomed.close()  # the process "crashes": its TCP connection closes
+    with Client(daemon.endpoint, daemon.token) as other:
+        t0 = time.monotonic()
+        events = other.events_until_final(other.submit_edit(make_image(32, 32, seed=13)), timeout=60)
+        assert events[-1].type == "result", events[-1].header
+        elapsed = time.monotonic() - t0
+        assert other.request("status").header["jobs"][job]["state"] == "cancelled"
+    assert "went away" in daemon.output()
+    assert elapsed < 60
+
+
+def test_cancel_of_queued_job(daemon: DaemonProcess):
+    with Client(daemon.endpoint, daemon.token) as client:
+        first = client.submit_edit(make_image(32, 32, seed=14), ft_steps=2000)
+        _until_step(client, first, "finetune", 1)
+        queued = client.submit_edit(make_image(32, 32, seed=15))
+        accepted = client.wait_for(queued, 10)
+        assert accepted.type == "accepted" and accepted.header["queue_position"] == 1
+        assert client.request("cancel", job=accepted.job).type == "cancelled"
+        events = client.events_until_final(queued, timeout=10)
+        assert events[-1].type == "cancelled"
+        assert all(e.header.get("phase") == "queued" for e in events[:-1])
+        running = client.request("status").header["jobs"]
+        job = next(j for j, info in running.items() if info["state"] == "running")
+        client.request("cancel", job=job)
+        assert client.events_until_final(first, timeout=30)[-1].type == "cancelled"
+
+
+def test_corrupted_cache_file_is_discarded(daemon: DaemonProcess):
+    image = make_image(32, 32, seed=16)
+    with Client(daemon.endpoint, daemon.token) as client:
+        before = _entries(daemon.cache_dir)
+        assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is False
+        (key,) = _entries(daemon.cache_dir) - before
+        folder = daemon.cache_dir / key[:2] / key
+        victim = next(p for p in folder.iterdir() if p.suffix == ".safetensors")
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        result = client.events_until_final(client.submit_edit(image))[-1]
+        assert result.type == "result" and result.header["cache_hit"] is False
+        assert "discarding corrupt entry" in daemon.output()
+        assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is True
+
+
+def test_second_daemon_on_same_endpoint_refuses(daemon: DaemonProcess, tiny_model: Path, short_tmp: Path):
+    twin = DaemonProcess(daemon.root, tiny_model, port=daemon.port).start(wait=False)
+    assert twin.proc.wait(60) == 1
+    assert "already running" in twin.output() and str(daemon.proc.pid) in twin.output()
+    stranger = DaemonProcess(short_tmp, tiny_model, port=daemon.port).start(wait=False)
+    assert stranger.proc.wait(60) == 1
+    assert "already in use" in stranger.output()
+    with Client(daemon.endpoint, daemon.token) as client:  # the first one is unharmed
+        assert client.request("ping").type == "pong"
+
+
+def test_refuses_remote_bind_without_flag(tiny_model: Path, short_tmp: Path):
+    proc = DaemonProcess(short_tmp, tiny_model)
+    proc.args[proc.args.index("--endpoint") + 1] = f"tcp://0.0.0.0:{proc.port}"
+    proc.start(wait=False)
+    assert proc.proc.wait(60) == 1
+    assert "loopback" in proc.output()
+
+
+def test_sigterm_cancels_running_job_and_exits_zero(tiny_model: Path, short_tmp: Path):
+    proc = DaemonProcess(short_tmp, tiny_model, extra=FAST).start()
+    with Client(proc.endpoint, proc.token) as client:
+        rid = client.submit_edit(make_image(32, 32, seed=20), ft_steps=2000)
+        _until_step(client, rid, "finetune", 1)
+        proc.proc.send_signal(signal.SIGTERM)
+        final = client.events_until_final(rid, timeout=30)[-1]
+        assert final.type == "cancelled"
+    assert proc.stop(timeout=30) == 0
+    assert _entries(proc.cache_dir) == set()
+    assert not (short_tmp / "run" / "daemon.sock").exists()
+    assert "sine daemon stopped" in proc.output()
+
+
+def test_sigkill_during_cache_write_then_restart(tiny_model: Path, short_tmp: Path):
+    clean, victim = make_image(32, 32, seed=30), make_image(32, 32, seed=31)
+    first = DaemonProcess(short_tmp, tiny_model).start()
+    with Client(first.endpoint, first.token) as client:
+        assert client.events_until_final(client.submit_edit(clean))[-1].header["cache_hit"] is False
+    assert first.stop() == 0
+    (clean_key,) = _entries(first.cache_dir)
+
+    slow = DaemonProcess(short_tmp, tiny_model, port=first.port)
+    slow.env["SINE_TEST_PAUSE_IN_CACHE_WRITE_S"] = "120"
+    slow.start()
+    with Client(slow.endpoint, slow.token) as client:
+        client.submit_edit(victim)
+        deadline = time.monotonic() + 60
+        while not any((slow.cache_dir / ".tmp").glob("*/finetune.json")):  # weights written, entry not published
+            assert time.monotonic() < deadline, slow.output()
+            time.sleep(0.05)
+        os.kill(slow.proc.pid, signal.SIGKILL)
+        assert slow.proc.wait(30) == -signal.SIGKILL
+    assert any((slow.cache_dir / ".tmp").iterdir())  # the half-written entry is still on disk
+
+    again = DaemonProcess(short_tmp, tiny_model, port=first.port).start()  # the lock died with the process
+    with Client(again.endpoint, again.token) as client:
+        assert client.events_until_final(client.submit_edit(clean))[-1].header["cache_hit"] is True
+        redo = client.events_until_final(client.submit_edit(victim))[-1]
+        assert redo.type == "result" and redo.header["cache_hit"] is False
+    assert again.stop() == 0
+    assert clean_key in _entries(again.cache_dir) and len(_entries(again.cache_dir)) == 2
+    assert not (again.cache_dir / ".tmp").exists() or not any((again.cache_dir / ".tmp").glob("*/*"))
