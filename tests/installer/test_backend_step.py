@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,17 @@ def test_model_download_needs_the_backend(tmp_path: Path, run_installer) -> None
 @pytest.mark.slow
 def test_real_venv_install_upgrade_and_uninstall(tmp_path: Path, run_installer, monkeypatch) -> None:
     """A real venv and a real `pip install <repo>` (dependencies skipped via PIP_NO_DEPS to stay offline-fast)."""
-    home, prefix = tmp_path / "home", tmp_path / "prefix"
+    home, prefix, source = tmp_path / "home", tmp_path / "prefix", tmp_path / "checkout"
     home.mkdir()
+    # a frozen copy: other work in the live checkout must not look like an upgrade between the runs
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for folder in ("backend", "shared"):
+        shutil.copytree(REPO / folder, source / folder, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, source / name)
     monkeypatch.setenv("PIP_NO_DEPS", "1")
-    args = ("--home", home, "--prefix", prefix, "--torch", "skip", "--no-model", "--no-start", "--no-autostart")
+    args = ("--home", home, "--prefix", prefix, "--source-root", source, "--torch", "skip", "--no-model", "--no-start", "--no-autostart")
     run_installer(*args, "--only", "backend")
     python = prefix / "venv/bin/python"
     found = subprocess.run([str(python), "-c", "import sine, sine_protocol; print(sine.__file__)"],
