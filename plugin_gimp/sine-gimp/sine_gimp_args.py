@@ -59,7 +59,7 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
     )
     procedure.add_choice_argument("method", "_Method", "Fine-tuning recipe", _choice(METHODS), "lora", RW)
     procedure.add_int_argument(
-        "finetune-steps", "_Fine-tune steps", "0 = the daemon's default for the method", 0, 100000, 0, RW
+        "finetune-steps", "_Fine-tune steps", "0 = the daemon's default for the method", 0, 20000, 0, RW
     )
     procedure.add_int_argument("output-width", "Output _width", "0 = image width", 0, MAX_SIDE, 0, RW)
     procedure.add_int_argument("output-height", "Output _height", "0 = image height", 0, MAX_SIDE, 0, RW)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_cancel_stops_the_daemon_job(sine_daemon, monkeypatch) -> None:
     monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
     client = job.connect(sine_daemon.endpoint)
     seen: list[job.Progress] = []
-    request = job.EditRequest(prompt="a green star", subject="shape", seed=1, steps=500, finetune_steps=500)
+    request = job.EditRequest(prompt="a green star", subject="shape", seed=1, steps=1000, finetune_steps=20000)
     t0 = time.monotonic()
     try:
         with pytest.raises(job.EditCancelled):
@@ -137,3 +138,52 @@ def test_start_daemon_without_install_explains_what_to_do(tmp_path, monkeypatch)
         job.start_daemon_and_connect(wait_s=5)
     assert info.value.code == "daemon_not_installed"
     assert "installer" in str(info.value)
+
+
+KILLED_CLIENT = """
+import sys
+sys.path[:0] = sys.argv[1:3]
+import sine_gimp_job as job
+client = job.connect(sys.argv[3])
+request = job.EditRequest(prompt="a red star", subject="shape", seed=2, steps=1000, finetune_steps=20000)
+image = job.RGBAImage(32, 24, bytes(range(256)) * 12)
+def on_progress(p):
+    if p.phase in ("finetune", "sample") and p.step >= 1:
+        print("RUNNING", flush=True)
+job.run_edit(client, request, image, on_progress=on_progress)
+"""
+
+
+def test_a_killed_plugin_costs_the_daemon_nothing(sine_daemon) -> None:
+    """GIMP's own status-bar Cancel SIGKILLs the plug-in: the daemon must drop that job by itself."""
+    env = {**os.environ, "SINE_CONFIG_DIR": str(sine_daemon.config_dir)}
+    plugin_dir = str(Path(job.__file__).parent)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_CLIENT,
+            plugin_dir,
+            str(Path(job.__file__).parents[2] / "shared"),
+            sine_daemon.endpoint,
+        ],  # fmt: skip
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "RUNNING"
+    finally:
+        proc.kill()
+        proc.wait()
+    probe = sine_daemon.client()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
+            if not any(s in ("queued", "running") for s in states):
+                break
+            time.sleep(0.2)
+        assert not any(s in ("queued", "running") for s in states), states
+    finally:
+        probe.close()
