@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_VERSION = 1
+POSIX_MODES = os.name == "posix"  # Windows keeps only a read-only bit: comparing modes would never settle
 
 
 class InstallError(Exception):
@@ -123,7 +124,7 @@ class Changes:
                 tmp.write_bytes(data)
                 os.chmod(tmp, mode)
                 os.replace(tmp, path)
-        elif stat.S_IMODE(path.stat().st_mode) != mode:
+        elif POSIX_MODES and stat.S_IMODE(path.stat().st_mode) != mode:
             self._did(f"chmod {mode:o} {key}")
             changed = True
             if not self.dry_run:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +102,16 @@ def test_missing_sources_fail_with_advice(tmp_path: Path, run_installer) -> None
     proc = run_installer("--home", tmp_path, "--only", "plugins", "--source-root", tmp_path / "nowhere", check=False)
     assert proc.returncode == 1
     assert "FAILED" in proc.stderr and "next:" in proc.stderr
+
+
+def test_sh_wrapper_passes_arguments(tmp_path: Path, fake_source: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".config/GIMP/3.0").mkdir(parents=True)
+    wrapper = Path(__file__).resolve().parents[2] / "installer" / "install.sh"
+    proc = subprocess.run(["sh", str(wrapper), "--home", str(home), "--only", "plugins", "--source-root",
+                           str(fake_source)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    assert (home / ".config/GIMP/3.0/plug-ins/sine-gimp/sine-gimp.py").is_file()
+    bad = subprocess.run(["sh", str(wrapper), "--no-such-option"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
