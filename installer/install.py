@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(ignores XDG_*/APPDATA variables; registers nothing with the session)")
     where.add_argument("--platform", choices=PLATFORMS, default=running_platform(),
                        help="folder layout to use (default: this OS)")
-    where.add_argument("--prefix", type=Path, help="data folder for the venv, downloads and manifest")
+    where.add_argument("--prefix", type=Path, help="data folder for the venv, downloads and manifest (pass it again with --uninstall)")
     where.add_argument("--source-root", type=Path, default=HERE.parent, help="sine-edit checkout to install from")
     what = p.add_argument_group("what")
     what.add_argument("--only", choices=STEPS, help="run just this step")
