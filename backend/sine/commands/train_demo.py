@@ -1,0 +1,49 @@
+"""`sine train-demo`: train the shapes-world demo model (see sine.shapes.train)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train-demo", aliases=["train_demo"], help="train the bundled shapes-world demo model")
+    p.add_argument("--out", required=True, help="folder to write the diffusers model to")
+    p.add_argument("--config", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="model size and budget; auto picks gpu when CUDA is available")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget for both stages")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--vae-steps", type=int, default=None)
+    p.add_argument("--unet-steps", type=int, default=None)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sine.shapes.train import CONFIGS, train
+
+    name = args.config
+    if name == "auto":
+        name = "gpu" if torch.cuda.is_available() else "cpu"
+    cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads)
+    if args.vae_steps is not None:
+        cfg.vae_steps = args.vae_steps
+    if args.unet_steps is not None:
+        cfg.unet_steps = args.unet_steps
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    log(f"training config {cfg.name}: {cfg}")
+    train(args.out, cfg, log=log)
+    return 0
+
+
+if __name__ == "__main__":
+    from sine.cli import main
+
+    sys.exit(main(["train-demo", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""The shapes world: procedural scenes, the demo model's tokenizer and its training."""

@@ -1,0 +1,152 @@
+"""Is the demo model any good? Sample held-out captions and check colour, shape, position, background.
+
+Run: `python -m sine.shapes.evaluate MODEL_DIR [--n 48]`. It uses its own plain classifier-free-guidance
+DDIM loop (not the SINE sampler) so that it measures the base model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from PIL import Image
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from .metrics import classify_shape, color_index, color_labels, majority_color, object_pixels
+from .train import HELD_OUT_SEED
+from .world import BACKGROUND_COLORS, GRID, OBJECT_COLORS, SHAPES, Background, Scene, Shape
+
+
+@dataclass
+class ShapesModel:
+    """The five SD components of a demo-model folder, loaded the way diffusers loads SD."""
+
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ShapesModel:
+        folder = Path(folder)
+        return cls(
+            vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval(),
+            unet=UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval(),
+            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).eval(),
+            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
+        )
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids).last_hidden_state
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        x = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(a, "RGB") for a in arr]
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], seed: int = 0, steps: int = 40, guidance: float = 6.0,
+               width: int = 64, height: int = 64) -> list[Image.Image]:
+        """Plain CFG with DDIM (eta 0) from pure noise, one seeded generator per prompt."""
+        n = len(prompts)
+        cond = self.embed(prompts)
+        uncond = self.embed([""]).expand(n, -1, -1)
+        ctx = torch.cat([uncond, cond])
+        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        shape = (1, self.unet.config.in_channels, height // f, width // f)
+        z = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+        sched = DDIMScheduler.from_config(self.scheduler.config)
+        sched.set_timesteps(steps)
+        for t in sched.timesteps:
+            eps = self.unet(torch.cat([z, z]), t, ctx).sample
+            e_u, e_c = eps.chunk(2)
+            z = sched.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
+        return self.decode(z)
+
+
+def held_out_scenes(n: int, first_seed: int = HELD_OUT_SEED) -> list[Scene]:
+    """Single objects (medium/large) on plain backgrounds: each attribute readable from pixels."""
+    out = []
+    for k in range(n):
+        rng = random.Random(first_seed + k)
+        color = rng.choice(OBJECT_COLORS)
+        bg = rng.choice([c for c in BACKGROUND_COLORS if c != color])
+        shape = Shape(rng.choice(SHAPES), color, rng.choice(("medium", "large")), rng.randrange(3), rng.randrange(3))
+        out.append(Scene((shape,), Background("plain", (bg,)), seed=first_seed + k))
+    return out
+
+
+def judge(image: Image.Image, scene: Scene) -> dict[str, bool]:
+    """Per-attribute correctness of one generated single-object image."""
+    shape = scene.objects[0]
+    bg = scene.background.colors[0]
+    labels = color_labels(image)
+    not_bg = labels != color_index(bg)
+    drawn = majority_color(image, not_bg)
+    blobs = object_pixels(image, shape.color)
+    ok_shape = ok_pos = False
+    if blobs:
+        ok_shape = classify_shape(blobs[0]) == shape.kind
+        ys, xs = np.nonzero(blobs[0])
+        h, w = labels.shape
+        row = int(np.abs(np.array(GRID) - ys.mean() / h).argmin())
+        col = int(np.abs(np.array(GRID) - xs.mean() / w).argmin())
+        ok_pos = (row, col) == (shape.row, shape.col)
+    return {
+        "color": drawn == shape.color,
+        "shape": ok_shape,
+        "position": ok_pos,
+        "background": majority_color(image) == bg,
+        "single": len(blobs) == 1,
+    }
+
+
+def evaluate(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float = 6.0, batch: int = 16,
+             save_grid: str | Path | None = None) -> dict[str, float]:
+    """Rates (0..1) of correct colour / shape / position / background / single object over n captions."""
+    scenes = held_out_scenes(n)
+    results, images = [], []
+    for start in range(0, n, batch):
+        chunk = scenes[start : start + batch]
+        imgs = model.sample([s.caption() for s in chunk], seed=start, steps=steps, guidance=guidance)
+        images += imgs
+        results += [judge(im, s) for im, s in zip(imgs, chunk, strict=True)]
+    if save_grid:
+        cols = 8
+        grid = Image.new("RGB", (64 * cols, 64 * ((n + cols - 1) // cols)))
+        for i, im in enumerate(images):
+            grid.paste(im, ((i % cols) * 64, (i // cols) * 64))
+        grid.save(save_grid)
+    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("model")
+    p.add_argument("--n", type=int, default=48)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--guidance", type=float, default=6.0)
+    p.add_argument("--grid", default=None, help="save the samples as one PNG")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rates = evaluate(ShapesModel.load(args.model), args.n, args.steps, args.guidance, save_grid=args.grid)
+    print(json.dumps(rates, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

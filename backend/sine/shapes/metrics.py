@@ -1,0 +1,143 @@
+"""Measurements on shapes-world images: named colours, objects, shapes, PSNR and SSIM.
+
+They read generated pixels the way a person would judge them ("is the circle red?", "is there one
+star or two?"), which is what the base-model check and the SINE quality benchmark need.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+from .world import COLORS, SHAPES, Background, Scene, Shape
+
+_NAMES = tuple(COLORS)
+_PALETTE = np.array([COLORS[n] for n in _NAMES], dtype=np.float32)
+
+
+def as_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    return np.asarray(image, dtype=np.float32)
+
+
+def color_labels(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Index into the world's colour names of the nearest named colour, per pixel (H, W)."""
+    px = as_array(image)
+    d = ((px[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(-1)
+    return d.argmin(-1)
+
+
+def color_name(index: int) -> str:
+    return _NAMES[index]
+
+
+def color_index(name: str) -> int:
+    return _NAMES.index(name)
+
+
+def majority_color(image: Image.Image | np.ndarray, mask: np.ndarray | None = None) -> str | None:
+    """The named colour most pixels under `mask` are closest to (None for an empty mask)."""
+    labels = color_labels(image)
+    values = labels[mask] if mask is not None else labels.ravel()
+    if values.size == 0:
+        return None
+    return _NAMES[int(np.bincount(values, minlength=len(_NAMES)).argmax())]
+
+
+def components(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
+    """4-connected components of a boolean mask, largest first, ignoring those under `min_pixels`."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask, dtype=bool)
+    found: list[np.ndarray] = []
+    for y0, x0 in zip(*np.nonzero(mask), strict=True):
+        if seen[y0, x0]:
+            continue
+        comp = np.zeros_like(mask, dtype=bool)
+        queue = deque([(y0, x0)])
+        seen[y0, x0] = True
+        while queue:
+            y, x = queue.popleft()
+            comp[y, x] = True
+            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    queue.append((ny, nx))
+        if comp.sum() >= min_pixels:
+            found.append(comp)
+    found.sort(key=lambda m: -int(m.sum()))
+    return found
+
+
+def fill_ratio(mask: np.ndarray) -> float:
+    """Area over bounding-box area: ~1 square, ~0.78 circle, ~0.5 triangle, ~0.35 star."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return 0.0
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    return float(ys.size / box)
+
+
+@cache
+def reference_fill_ratios() -> dict[str, float]:
+    """Fill ratio of each shape as the world draws it (medium and large sizes, averaged)."""
+    out = {}
+    for kind in SHAPES:
+        ratios = []
+        for size in ("medium", "large"):
+            scene = Scene((Shape(kind, "red", size, 1, 1),), Background("plain", ("white",)))
+            ratios.append(fill_ratio(scene.render()[1].objects[0]))
+        out[kind] = float(np.mean(ratios))
+    return out
+
+
+def classify_shape(mask: np.ndarray) -> str:
+    ratio = fill_ratio(mask)
+    refs = reference_fill_ratios()
+    return min(refs, key=lambda k: abs(refs[k] - ratio))
+
+
+def object_pixels(image: Image.Image | np.ndarray, color: str, min_pixels: int = 6) -> list[np.ndarray]:
+    """Connected blobs of one named colour, largest first: how many objects of that colour were drawn."""
+    mask = color_labels(image) == color_index(color)
+    return components(mask, min_pixels=min_pixels)
+
+
+def psnr(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray, mask: np.ndarray | None = None) -> float:
+    """PSNR in dB over the pixels under `mask` (all pixels when None); capped at 100 for identical."""
+    x, y = as_array(a), as_array(b)
+    diff = (x - y) ** 2
+    mse = float(diff[mask].mean()) if mask is not None else float(diff.mean())
+    if mse <= 1e-10:
+        return 100.0
+    return float(10 * np.log10(255.0**2 / mse))
+
+
+def _box(img: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 window with edge padding, via cumulative sums."""
+    p = np.pad(img, ((r + 1, r), (r + 1, r)), mode="edge")
+    c = p.cumsum(0).cumsum(1)
+    k = 2 * r + 1
+    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return s / (k * k)
+
+
+def ssim_map(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray, radius: int = 3) -> np.ndarray:
+    """Per-pixel SSIM on luma with a box window (Wang et al. constants)."""
+    w = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+    x = as_array(a).astype(np.float64) @ w
+    y = as_array(b).astype(np.float64) @ w
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = _box(x, radius), _box(y, radius)
+    vx = _box(x * x, radius) - mx * mx
+    vy = _box(y * y, radius) - my * my
+    cxy = _box(x * y, radius) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+def ssim(a: Image.Image | np.ndarray, b: Image.Image | np.ndarray, mask: np.ndarray | None = None) -> float:
+    m = ssim_map(a, b)
+    return float(m[mask].mean()) if mask is not None else float(m.mean())

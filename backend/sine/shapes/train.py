@@ -1,0 +1,309 @@
+"""Train the shapes-world demo model: a tiny Stable-Diffusion-shaped latent diffusion model.
+
+Stage 1 trains the VAE (f=4: 64x64 RGB -> 16x16x4 latents); stage 2 trains the UNet and the CLIP text
+encoder jointly from scratch on the VAE's latents. The result is a diffusers folder with the same
+classes and layout as Stable Diffusion, so the engine loads it exactly as it loads SD.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+from .world import (
+    OBJECT_COLORS,
+    UNSEEN_BACKGROUNDS,
+    UNSEEN_TEXTURES,
+    Background,
+    Scene,
+    random_scene,
+)
+
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
+
+# Seeds below this bound are training scenes; evaluation and benchmarks use seeds above it.
+HELD_OUT_SEED = 10_000_000
+
+
+@dataclass
+class TrainConfig:
+    """Sizes and budgets of one training run (`cpu` for 2 shared cores, `gpu` for a real GPU)."""
+
+    name: str = "cpu"
+    seed: int = 0
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_groups: int = 16
+    vae_steps: int = 2000
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_layers: int = 1
+    text_hidden: int = 64
+    text_layers: int = 3
+    unet_steps: int = 3000
+    unet_batch: int = 32
+    unet_lr: float = 6e-4
+    latent_scenes: int = 16000
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    minutes: float | None = None  # wall-clock budget for both stages; None: run all steps
+    vae_share: float = 0.2  # part of `minutes` given to the VAE
+    threads: int | None = None
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+
+CONFIGS = {
+    "cpu": TrainConfig(),
+    "gpu": TrainConfig(
+        name="gpu", device="cuda", vae_channels=(64, 128, 128), vae_groups=32, vae_steps=6000, vae_batch=64, unet_channels=(64, 128, 128),
+        unet_layers=2, text_hidden=128, text_layers=4, unet_steps=40000, unet_batch=256, unet_lr=3e-4,
+        latent_scenes=200_000, ema_decay=0.9995,
+    ),
+}
+
+
+def make_vae(cfg: TrainConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=cfg.vae_groups,
+        mid_block_add_attention=False,
+    )
+
+
+def make_unet(cfg: TrainConfig) -> UNet2DConditionModel:
+    if cfg.unet_channels[0] % 4:
+        raise ValueError("block_out_channels[0] must be divisible by 4 (SINE's positional embedding)")
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=8, norm_num_groups=32,
+    )
+
+
+def make_text_encoder(cfg: TrainConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=4, max_position_embeddings=MODEL_MAX_LENGTH,
+        projection_dim=cfg.text_hidden, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config)
+
+
+def to_tensor(images: list) -> torch.Tensor:
+    """PIL RGB images -> float tensor in [-1, 1], NCHW."""
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def vae_scene(seed: int) -> Scene:
+    """VAE training scenes include the unseen textures: like SD's VAE, it must encode any image."""
+    scene = random_scene(seed)
+    rng = random.Random(seed ^ 0x5EED)
+    if rng.random() < 0.25:
+        scene = scene.with_texture(rng.randrange(len(scene.objects)), rng.choice(UNSEEN_TEXTURES))
+    if rng.random() < 0.1:
+        kind = rng.choice(UNSEEN_BACKGROUNDS)
+        colors = tuple(rng.sample([c for c in OBJECT_COLORS if c not in {o.color for o in scene.objects}], 2))
+        scene = scene.with_background(Background(kind, colors[:1] if kind == "noisy" else colors))
+    return scene
+
+
+def encode_tokens(tokenizer: CLIPTokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+class Clock:
+    """A stage's deadline; None means no time limit."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.end = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def expired(self) -> bool:
+        return self.end is not None and time.monotonic() > self.end
+
+
+def train_vae(cfg: TrainConfig, log: Callable[[str], None], minutes: float | None) -> tuple[AutoencoderKL, int]:
+    torch.manual_seed(cfg.seed)
+    vae = make_vae(cfg).to(cfg.device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    clock = Clock(minutes)
+    step = 0
+    for step in range(1, cfg.vae_steps + 1):
+        seeds = range((step - 1) * cfg.vae_batch, step * cfg.vae_batch)
+        x = to_tensor([vae_scene(s).render()[0] for s in seeds]).to(cfg.device)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        l1 = (rec - x).abs().mean()
+        loss = l1 + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        for g in opt.param_groups:
+            g["lr"] = cfg.vae_lr * min(1.0, step / 50)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 25 == 0:
+            log(f"vae step {step} l1 {l1.item():.4f} loss {loss.item():.4f}")
+        if clock.expired():
+            log(f"vae: time budget reached at step {step}")
+            break
+    vae.eval()
+    return vae, step
+
+
+@torch.no_grad()
+def latent_scale(vae: AutoencoderKL, n: int = 512) -> float:
+    """1/std of the latents, so scaled latents have unit variance (SD1's 0.18215 was found this way)."""
+    x = to_tensor([random_scene(HELD_OUT_SEED + s).render()[0] for s in range(n)]).to(vae.device)
+    z = vae.encode(x).latent_dist.mean
+    return float(1.0 / z.std())
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, n: int, first_seed: int, chunk: int = 256) -> torch.Tensor:
+    out = []
+    for start in range(0, n, chunk):
+        x = to_tensor([random_scene(first_seed + s).render()[0] for s in range(start, min(n, start + chunk))])
+        out.append((vae.encode(x.to(vae.device)).latent_dist.mean * vae.config.scaling_factor).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1.0 - decay)
+
+
+def save_model(folder: Path, vae: AutoencoderKL, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+               tokenizer_dir: Path, info: dict) -> None:
+    """Write the diffusers folder (StableDiffusionPipeline layout): UNet and VAE as fp16 safetensors
+    (diffusers loads them as fp32 unless asked otherwise), the text encoder as fp32."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model in (("vae", vae), ("unet", unet)):
+        copy.deepcopy(model).to("cpu", torch.float16).save_pretrained(folder / name, safe_serialization=True)
+    # The text encoder stays fp32: transformers loads a checkpoint in its saved dtype by default, and the
+    # engine expects fp32 on CPU; it is small anyway.
+    copy.deepcopy(text_encoder).to("cpu", torch.float32).save_pretrained(folder / "text_encoder", safe_serialization=True)
+    tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    tok.save_pretrained(folder / "tokenizer")
+    DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "training_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
+          checkpoint_minutes: float = 5.0) -> Path:
+    """Run both stages and write the model folder to `out` (also periodically during stage 2)."""
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # tiny weights decaying towards zero must not slow the CPU down
+    started = time.monotonic()
+    tok_dir = write_tokenizer(out / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    vae_minutes = None if cfg.minutes is None else cfg.minutes * cfg.vae_share
+    vae, vae_steps = train_vae(cfg, log, vae_minutes)
+    vae.requires_grad_(False)
+    scale = latent_scale(vae)
+    vae.register_to_config(scaling_factor=scale)
+    log(f"vae done after {vae_steps} steps, scaling_factor {scale:.5f}")
+
+    latents = encode_dataset(vae, cfg.latent_scenes, first_seed=0)
+    log(f"encoded {len(latents)} scenes, latent std {latents.std().item():.3f}")
+
+    torch.manual_seed(cfg.seed + 1)
+    unet = make_unet(cfg).to(cfg.device)
+    text_encoder = make_text_encoder(cfg, tokenizer).to(cfg.device)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    rng = random.Random(cfg.seed + 2)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    remaining = None if cfg.minutes is None else cfg.minutes - (time.monotonic() - started) / 60
+    clock = Clock(remaining)
+    last_ckpt = time.monotonic()
+    info = {"config": asdict(cfg), "vae_steps": vae_steps, "scaling_factor": scale}
+    step = 0
+    running = 0.0
+    for step in range(1, cfg.unet_steps + 1):
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        texts = []
+        for i in idx.tolist():
+            texts.append("" if rng.random() < cfg.caption_dropout else random_scene(i).random_caption(rng))
+        ids = encode_tokens(tokenizer, texts).to(cfg.device)
+        x0 = latents[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        zt = noise_sched.add_noise(x0, noise, t).to(cfg.device)
+        noise, t = noise.to(cfg.device), t.to(cfg.device)
+        cond = text_encoder(ids).last_hidden_state
+        pred = unet(zt, t, cond).sample
+        loss = F.mse_loss(pred, noise)
+        lr = cfg.unet_lr * min(1.0, step / 100)
+        if cfg.minutes is None:  # cosine tail only when the step count is known
+            lr *= 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)) * 0.9 + 0.1
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text_encoder, decay)
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 25 == 0:
+            log(f"unet step {step} loss {running:.4f} lr {lr:.2e} elapsed {(time.monotonic() - started) / 60:.1f} min")
+        if time.monotonic() - last_ckpt > 60 * checkpoint_minutes:
+            save_model(out, vae, ema_unet, ema_text, tok_dir, {**info, "unet_steps": step, "partial": True})
+            last_ckpt = time.monotonic()
+            log(f"checkpoint at step {step}")
+        if clock.expired():
+            log(f"unet: time budget reached at step {step}")
+            break
+    info.update(unet_steps=step, partial=False, minutes=(time.monotonic() - started) / 60)
+    save_model(out, vae, ema_unet, ema_text, tok_dir, info)
+    log(f"saved {out} after {info['minutes']:.1f} min")
+    return out

@@ -1,0 +1,50 @@
+"""The training script: a few steps give a Stable-Diffusion-shaped folder, reproducibly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sine.shapes.train import CONFIGS, train
+
+TINY = dataclasses.replace(CONFIGS["cpu"], vae_steps=2, vae_batch=4, unet_steps=3, unet_batch=4, latent_scenes=16,
+                           threads=1)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch.set_num_threads(1)
+    a = train(tmp_path_factory.mktemp("a"), TINY, log=lambda _: None)
+    b = train(tmp_path_factory.mktemp("b"), TINY, log=lambda _: None)
+    return a, b
+
+
+def test_layout_matches_stable_diffusion(two_runs: tuple[Path, Path]) -> None:
+    folder = two_runs[0]
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    for sub in ("vae", "unet", "text_encoder", "tokenizer", "scheduler"):
+        assert (folder / sub).is_dir()
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["_class_name"] == "DDIMScheduler" and sched["beta_schedule"] == "scaled_linear"
+    assert sched["steps_offset"] == 1 and sched["set_alpha_to_one"] is False
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    assert vae["scaling_factor"] != 0.18215 and vae["scaling_factor"] > 0
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    text = json.loads((folder / "text_encoder" / "config.json").read_text())
+    assert unet["cross_attention_dim"] == text["hidden_size"]
+    assert unet["block_out_channels"][0] % 4 == 0
+
+
+def test_same_seed_same_weights(two_runs: tuple[Path, Path]) -> None:
+    a, b = two_runs
+    for rel in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        wa, wb = load_file(a / rel), load_file(b / rel)
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
