@@ -140,46 +140,41 @@ def test_refuses_remote_bind_without_flag(tiny_model: Path, short_tmp: Path):
     assert "loopback" in proc.output()
 
 
-def test_sigterm_cancels_running_job_and_exits_zero(tiny_model: Path, short_tmp: Path):
-    proc = DaemonProcess(short_tmp, tiny_model, extra=FAST).start()
-    with Client(proc.endpoint, proc.token) as client:
-        rid = client.submit_edit(make_image(32, 32, seed=20), ft_steps=2000)
-        _until_step(client, rid, "finetune", 1)
-        proc.proc.send_signal(signal.SIGTERM)
-        final = client.events_until_final(rid, timeout=30)[-1]
-        assert final.type == "cancelled"
-    assert proc.stop(timeout=30) == 0
-    assert _entries(proc.cache_dir) == set()
-    assert not (short_tmp / "run" / "daemon.sock").exists()
-    assert "sine daemon stopped" in proc.output()
-
-
-def test_sigkill_during_cache_write_then_restart(tiny_model: Path, short_tmp: Path):
+def test_sigkill_during_cache_write_then_restart_then_sigterm(tiny_model: Path, short_tmp: Path):
     clean, victim = make_image(32, 32, seed=30), make_image(32, 32, seed=31)
-    first = DaemonProcess(short_tmp, tiny_model).start()
+    pause = short_tmp / "pause-cache-writes"
+    first = DaemonProcess(short_tmp, tiny_model, extra=FAST)
+    first.env["SINE_TEST_CACHE_WRITE_PAUSE_FILE"] = str(pause)
+    first.start()
     with Client(first.endpoint, first.token) as client:
         assert client.events_until_final(client.submit_edit(clean))[-1].header["cache_hit"] is False
-    assert first.stop() == 0
-    (clean_key,) = _entries(first.cache_dir)
-
-    slow = DaemonProcess(short_tmp, tiny_model, port=first.port)
-    slow.env["SINE_TEST_PAUSE_IN_CACHE_WRITE_S"] = "120"
-    slow.start()
-    with Client(slow.endpoint, slow.token) as client:
+        (clean_key,) = _entries(first.cache_dir)
+        pause.touch()  # from now on a cache write stops after the weights, before the entry is published
         client.submit_edit(victim)
         deadline = time.monotonic() + 60
-        while not any((slow.cache_dir / ".tmp").glob("*/finetune.json")):  # weights written, entry not published
-            assert time.monotonic() < deadline, slow.output()
+        while not any((first.cache_dir / ".tmp").glob("*/finetune.json")):
+            assert time.monotonic() < deadline, first.output()
             time.sleep(0.05)
-        os.kill(slow.proc.pid, signal.SIGKILL)
-        assert slow.proc.wait(30) == -signal.SIGKILL
-    assert any((slow.cache_dir / ".tmp").iterdir())  # the half-written entry is still on disk
+        os.kill(first.proc.pid, signal.SIGKILL)
+        assert first.proc.wait(30) == -signal.SIGKILL
+    assert any((first.cache_dir / ".tmp").iterdir())  # the half-written entry is still on disk
+    assert _entries(first.cache_dir) == {clean_key}
 
-    again = DaemonProcess(short_tmp, tiny_model, port=first.port).start()  # the lock died with the process
+    pause.unlink()
+    again = DaemonProcess(short_tmp, tiny_model, port=first.port, extra=FAST).start()  # the lock died with it
     with Client(again.endpoint, again.token) as client:
         assert client.events_until_final(client.submit_edit(clean))[-1].header["cache_hit"] is True
         redo = client.events_until_final(client.submit_edit(victim))[-1]
         assert redo.type == "result" and redo.header["cache_hit"] is False
-    assert again.stop() == 0
-    assert clean_key in _entries(again.cache_dir) and len(_entries(again.cache_dir)) == 2
-    assert not (again.cache_dir / ".tmp").exists() or not any((again.cache_dir / ".tmp").glob("*/*"))
+        assert not any((again.cache_dir / ".tmp").glob("*/*"))
+        assert len(_entries(again.cache_dir)) == 2
+
+        # SIGTERM mid fine-tune: the job ends as cancelled, nothing half-done is cached, exit status 0.
+        rid = client.submit_edit(make_image(32, 32, seed=32), ft_steps=2000)
+        _until_step(client, rid, "finetune", 1)
+        again.proc.send_signal(signal.SIGTERM)
+        assert client.events_until_final(rid, timeout=30)[-1].type == "cancelled"
+    assert again.stop(timeout=30) == 0
+    assert len(_entries(again.cache_dir)) == 2
+    assert not (short_tmp / "run" / "daemon.sock").exists()
+    assert "sine daemon stopped" in again.output()

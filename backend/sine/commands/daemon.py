@@ -56,10 +56,6 @@ def run(args: argparse.Namespace) -> int:
 
     state = paths.state_dir()
     log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     defaults = Limits()
     limits = Limits(
         max_input_pixels=args.max_input_pixels or defaults.max_input_pixels,
@@ -80,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote,
         progress_interval_s=args.progress_interval,
         preview_every=args.preview_every,
+        threads=args.threads,
     )
     try:
         token = paths.ensure_token()

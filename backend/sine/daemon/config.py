@@ -37,6 +37,7 @@ class DaemonConfig:
     allow_remote: bool = False
     progress_interval_s: float = 0.25
     preview_every: int = 5
+    threads: int | None = None  # torch CPU threads (set by the worker, the only thread that imports torch)
 
     def check(self) -> None:
         """Refuse non-loopback TCP binds unless allowed, and endpoints ZeroMQ cannot bind."""

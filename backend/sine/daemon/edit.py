@@ -19,9 +19,9 @@ from sine_protocol.messages import EditRequest
 
 log = logging.getLogger("sine.daemon.edit")
 
-# Fault injection for the crash tests: pause this long after the weights are written and before the
-# entry is published, so a test can SIGKILL the daemon in the middle of a cache write.
-PAUSE_ENV = "SINE_TEST_PAUSE_IN_CACHE_WRITE_S"
+# Fault injection for the crash tests: while the file this names exists, a cache write waits after the
+# weights are on disk and before the entry is published, so a test can SIGKILL the daemon mid-write.
+PAUSE_ENV = "SINE_TEST_CACHE_WRITE_PAUSE_FILE"
 
 
 @dataclass
@@ -125,12 +125,13 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
 
 
 def _saver(tuned: Any) -> Any:
-    pause = float(os.environ.get(PAUSE_ENV) or 0)
+    pause_file = os.environ.get(PAUSE_ENV)
 
     def save(folder: Any) -> None:
         tuned.save(folder)
-        if pause > 0:
-            time.sleep(pause)
+        deadline = time.monotonic() + 300
+        while pause_file and os.path.exists(pause_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     return save
 

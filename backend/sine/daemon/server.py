@@ -107,7 +107,7 @@ class Daemon:
                 self._bind(router, ipc)
             events.bind(EVENTS_ADDRESS)
             worker = Worker(ctx, self.queue, self.cache, self.config.model, self.config.device,
-                            self.config.progress_interval_s, self.config.preview_every)
+                            self.config.progress_interval_s, self.config.preview_every, self.config.threads)
             worker.start()
             self.worker = worker
             if install_signals:

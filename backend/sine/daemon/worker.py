@@ -47,7 +47,8 @@ class Worker(threading.Thread):
     """Runs jobs from ``queue``; replies go to the job's client via the socket thread."""
 
     def __init__(self, context: zmq.Context, queue: JobQueue, cache: WeightCache, model: str | None,
-                 device: str | None, progress_interval_s: float = 0.25, preview_every: int = 5) -> None:
+                 device: str | None, progress_interval_s: float = 0.25, preview_every: int = 5,
+                 threads: int | None = None) -> None:
         super().__init__(name="sine-worker", daemon=True)
         self.context = context
         self.queue = queue
@@ -56,6 +57,7 @@ class Worker(threading.Thread):
         self.device = device
         self.progress_interval_s = progress_interval_s
         self.preview_every = preview_every
+        self.threads = threads
         self.base: Any = None
         self.model_error: str | None = None
         self.ready = threading.Event()  # set once the model loaded or failed to
@@ -82,8 +84,12 @@ class Worker(threading.Thread):
 
     def _load_model(self) -> None:
         try:
+            import torch
+
             from sine.models import load_base_model
 
+            if self.threads:
+                torch.set_num_threads(self.threads)
             t0 = time.perf_counter()
             self.base = load_base_model(self.model, device=self.device)
             from sine.devices import describe_device
