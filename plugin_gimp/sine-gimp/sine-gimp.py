@@ -128,6 +128,12 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
         return _fail(
             procedure, Gimp.PDBStatusType.CALLING_ERROR, "Select exactly one layer to edit with SINE."
         )
+    if image.get_base_type() != Gimp.ImageBaseType.RGB:
+        return _fail(
+            procedure,
+            Gimp.PDBStatusType.CALLING_ERROR,
+            "SINE edits RGB images: use Image > Mode > RGB first.",
+        )
     interactive = run_mode == Gimp.RunMode.INTERACTIVE
     if interactive:
         import sine_gimp_ui

@@ -48,10 +48,15 @@ def run_case(case):
     if case.get("select"):
         x, y, w, h = case["select"]
         image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+    run_mode = RUN
+    if case.get("interactive"):  # the plug-in's dialogs answer from the autotest file
+        run_mode = Gimp.RunMode.INTERACTIVE
+        with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
+            json.dump(case.get("autotest", {}), f)
     proc = Gimp.get_pdb().lookup_procedure("python-fu-sine-edit")
     assert proc is not None, "python-fu-sine-edit is not registered (plug-in folder / exec bit / vendoring?)"
     cfg = proc.create_config()
-    cfg.set_property("run-mode", RUN)
+    cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", image)
     cfg.set_core_object_array("drawables", [source])
     for key, value in case["args"].items():

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 PLUGIN_SRC = REPO / "plugin_gimp" / "sine-gimp"
 ROOT = Path(os.environ.get("ROOT", "/opt/trixie"))
 GIMP_CONSOLE = "gimp-console-3.0"
+GIMP_GUI = "gimp-3.0"
 ROOT_USER = "tester"
 
 for _p in (REPO / "shared", REPO / "backend"):
@@ -221,8 +222,14 @@ class GimpRun:
     wall_s: float
 
 
-def run_gimp_cases(home: GimpHome, cases: list[dict], env: dict[str, str], timeout_s: float = 600) -> GimpRun:
-    """One gimp-console-3.0 session running batch_sine_edit.py over ``cases`` (paths inside the root)."""
+def run_gimp_cases(
+    home: GimpHome, cases: list[dict], env: dict[str, str], timeout_s: float = 600, gui: bool = False
+) -> GimpRun:
+    """One GIMP session running batch_sine_edit.py over ``cases`` (paths inside the root).
+
+    ``gui``: the GUI binary under Xvfb, so that INTERACTIVE runs can open the plug-in's dialogs;
+    otherwise gimp-console-3.0 with no display at all.
+    """
     cases_file = home.host / "work" / f"cases-{time.monotonic_ns()}.json"
     cases_file.write_text(json.dumps(cases))
     for case in cases:
@@ -234,7 +241,8 @@ def run_gimp_cases(home: GimpHome, cases: list[dict], env: dict[str, str], timeo
         f"HOME={home.path}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", f"XDG_RUNTIME_DIR={home.path}/.xdg-runtime",
         *env_args,
         "timeout", "-k", "10", str(int(timeout_s)),
-        GIMP_CONSOLE, "-i", "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit",
+        *(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", GIMP_GUI] if gui else [GIMP_CONSOLE]),
+        "-i", "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit",
     ]  # fmt: skip
     t0 = time.monotonic()
     with (HERE / "batch_sine_edit.py").open("rb") as batch:

@@ -59,7 +59,9 @@ def test_cancel_stops_the_daemon_job(sine_daemon, monkeypatch) -> None:
     monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
     client = job.connect(sine_daemon.endpoint)
     seen: list[job.Progress] = []
-    request = job.EditRequest(prompt="a green star", subject="shape", seed=1, steps=1000, finetune_steps=20000)
+    request = job.EditRequest(
+        prompt="a green star", subject="shape", seed=1, steps=1000, finetune_steps=20000
+    )
     t0 = time.monotonic()
     try:
         with pytest.raises(job.EditCancelled):

@@ -1,0 +1,86 @@
+"""The INTERACTIVE path inside a real GIMP 3 GUI (Xvfb): settings dialog, progress window, Cancel.
+
+Nobody can click in CI, so the plug-in's dialogs take scripted answers from the JSON file named
+by $SINE_GIMP_AUTOTEST (written by the batch driver before each case); everything else is the
+code a user runs: GimpUi.ProcedureDialog, the progress window fed by the real daemon, its Cancel
+button, the result layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from PIL import Image
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+W, H = 48, 32
+ARGS = {"prompt": "a yellow triangle", "subject": "shape", "seed": 5, "steps": 3, "finetune-steps": 2}
+
+
+def picture(salt: int) -> Image.Image:
+    return Image.frombytes(
+        "RGB", (W, H), bytes(v for y in range(H) for x in range(W) for v in (x * 5, y * 7, salt))
+    )
+
+
+@pytest.fixture(scope="module")
+def interactive_session(sine_daemon, gimp_home, run_gimp) -> dict[str, dict]:
+    work = gimp_home.host / "work"
+    picture(1).save(work / "ok.png")
+    picture(2).save(work / "cancel.png")
+    token_dir = work / "sine-config"
+    token_dir.mkdir(mode=0o700)
+    (token_dir / "token").write_bytes(sine_daemon.token_file.read_bytes())
+    cases = [
+        {"name": "dialog-ok", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-ok"),
+         "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
+        {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
+         "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True, "autotest": {"dialog": "cancel"},
+         "args": ARGS},
+        {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
+         "out": gimp_home.inside(work / "progress-cancel"), "interactive": True,
+         "autotest": {"dialog": "ok", "cancel_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000}},
+    ]  # fmt: skip
+    env = {
+        "SINE_ENDPOINT": sine_daemon.endpoint,
+        "SINE_CONFIG_DIR": gimp_home.inside(token_dir),
+        "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json"),
+    }
+    run = run_gimp(gimp_home, cases, env, gui=True)
+    print(f"GIMP GUI session (3 interactive runs): {run.wall_s:.1f} s")
+    assert run.returncode == 0, run.log[-4000:]
+    return {c["name"]: json.loads((work / c["name"] / "result.json").read_text()) for c in cases}
+
+
+def test_dialog_ok_runs_the_edit_into_a_new_layer(interactive_session) -> None:
+    record = interactive_session["dialog-ok"]
+    assert record["status"] == "success", record["message"]
+    assert [layer["name"] for layer in record["layers"]] == ["SINE: a yellow triangle (seed 5)", "Background"]
+    assert record["layers"][0]["size"] == [W, H] and record["layers"][0]["offsets"] == [0, 0]
+
+
+def test_dialog_cancel_changes_nothing(interactive_session) -> None:
+    record = interactive_session["dialog-cancel"]
+    assert record["status"] == "cancel"
+    assert [layer["name"] for layer in record["layers"]] == ["Background"]
+
+
+def test_cancel_button_stops_the_daemon_job(interactive_session, sine_daemon) -> None:
+    record = interactive_session["progress-cancel"]
+    assert record["status"] == "cancel", record
+    assert record["elapsed_s"] < 60
+    assert [layer["name"] for layer in record["layers"]] == ["Background"]
+    probe = sine_daemon.client()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
+            if not any(s in ("queued", "running") for s in states):
+                break
+            time.sleep(0.2)
+        assert not any(s in ("queued", "running") for s in states), states
+    finally:
+        probe.close()
