@@ -73,7 +73,12 @@ class AutoTest(qt.QObject):
         if doc is None:
             raise RuntimeError(f"could not open {self.job['input']}")
         doc.setBatchmode(True)
-        app.activeWindow().addView(doc)
+        window = app.activeWindow()
+        qwindow = window.qwindow()
+        screen = qt.QtGui.QGuiApplication.primaryScreen()
+        if screen is not None:  # no window manager under Xvfb: size the window to the screen
+            qwindow.setGeometry(screen.availableGeometry())
+        window.addView(doc)
         app.setActiveDocument(doc)
         self._doc = doc
         self._deadline = time.monotonic() + 30
@@ -127,6 +132,7 @@ class AutoTest(qt.QObject):
             panel_state=panel.state,
             panel_message=panel.message_label.text(),
             panel_error=panel.last_error,
+            progress_log=list(panel.progress_log),
             result_header={k: v for k, v in panel.last_result_header.items() if k != "blobs"},
         )
         if panel.state != "done":
@@ -142,6 +148,9 @@ class AutoTest(qt.QObject):
         )
         self.report["save_kra"] = bool(doc.saveAs(os.path.join(self.out_dir, "result.kra")))
         doc.waitForDone()
+        zoom = Krita.instance().action("zoom_to_fit")
+        if zoom is not None:
+            zoom.trigger()
         self._later(self._screenshot, 1000)  # let the docker repaint its final state
 
     def _screenshot(self) -> None:
