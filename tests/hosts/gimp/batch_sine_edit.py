@@ -45,6 +45,8 @@ def run_case(case):
     if case.get("canvas"):  # grow the canvas so the source layer sits at an offset
         cw, ch, ox, oy = case["canvas"]
         image.resize(cw, ch, ox, oy)
+    if case.get("grayscale"):
+        image.convert_grayscale()
     if case.get("select"):
         x, y, w, h = case["select"]
         image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)

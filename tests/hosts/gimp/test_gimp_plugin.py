@@ -191,16 +191,24 @@ def test_xcf_and_layer_pngs_are_written(gimp_session: dict[str, Case]) -> None:
         assert im.size == case.canvas
 
 
-def test_daemon_not_running_gives_a_clear_error_fast(gimp_home, run_gimp, closed_endpoint: str) -> None:
+def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) -> None:
+    """No daemon at the endpoint → error status naming it, quickly; a grayscale image → calling error."""
     work = gimp_home.host / "work"
     png = work / "in-err.png"
     Image.frombytes("RGB", (W, H), source_rgb()).save(png)
-    case = {"name": "no-daemon", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "no-daemon"),
-            "args": GIMP_ARGS}  # fmt: skip
-    run = run_gimp(gimp_home, [case], {"SINE_ENDPOINT": closed_endpoint}, timeout_s=120)
+    cases = [
+        {"name": "no-daemon", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "no-daemon"),
+         "args": GIMP_ARGS},
+        {"name": "grayscale", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "grayscale"),
+         "grayscale": True, "args": GIMP_ARGS},
+    ]  # fmt: skip
+    run = run_gimp(gimp_home, cases, {"SINE_ENDPOINT": closed_endpoint}, timeout_s=120)
     assert run.returncode == 0, run.log[-4000:]
     record = json.loads((work / "no-daemon" / "result.json").read_text())
     assert record["status"] == "execution-error"
     assert "SINE daemon is not running" in record["message"] and closed_endpoint in record["message"]
     assert record["elapsed_s"] < 10, record
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
+    gray = json.loads((work / "grayscale" / "result.json").read_text())
+    assert gray["status"] == "calling-error" and "RGB" in gray["message"], gray
+    assert len(gray["layers"]) == 1
