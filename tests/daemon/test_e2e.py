@@ -117,3 +117,73 @@ def test_malformed_corpus_then_normal_edit(daemon: DaemonProcess):
         assert client.request("ping").type == "pong"
         rid = client.submit_edit(make_image(32, 32, seed=4))
         assert client.events_until_final(rid)[-1].type == "result"
+
+
+@pytest.mark.parametrize("transport", ["pyzmq", "pure"])
+def test_sine_client_api(daemon: DaemonProcess, transport: str):
+    """The plugins' client (sine_protocol.SineClient) against the real daemon, both transports."""
+    from sine_protocol.client import SineClient
+
+    image = make_image(40, 24, seed={"pyzmq": 5, "pure": 6}[transport])
+    with SineClient(daemon.endpoint, daemon.token, transport=transport, timeout=10) as client:
+        assert client.transport_name == transport
+        assert client.ping() is True
+        assert client.hello()["protocol_version"] == 1
+        rid = client.submit_edit(image, "a red square", subject="square", seed=3, sampling={"steps": 2},
+                                 finetune={"method": "lora", "steps": 2, "patch": False}, output_size=(48, 32))
+        events = list(client.events(rid, timeout=120))
+        assert [e.type for e in events][0] == "accepted"
+        assert sum(e.type == "progress" for e in events) >= 2
+        final = events[-1]
+        assert final.type == "result", final.header
+        assert (final.image.width, final.image.height) == (48, 32)
+        # cancel through the client: the edit ends with `cancelled`
+        rid = client.submit_edit(image, "a blue square", subject="square", sampling={"steps": 400},
+                                 finetune={"method": "lora", "steps": 2, "patch": False})
+        for event in client.events(rid, timeout=60):
+            if event.type == "progress" and event.header["phase"] == "sample":
+                client.cancel(rid)
+                break
+        assert list(client.events(rid, timeout=30))[-1].type == "cancelled"
+        assert client.status()["queue"] == []
+
+
+def _load_bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("sine_bench_load_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_load_8_clients_x_3_jobs(daemon: DaemonProcess, capsys):
+    bench = _load_bench()
+    summary = bench.run_load(daemon.endpoint, daemon.token, clients=8, jobs=3, images=4, size=32,
+                             ft_steps=2, sample_steps=2, timeout=240)
+    with capsys.disabled():
+        print()
+        bench.print_table(summary)
+    records = summary["records"]
+    assert len(records) == 24 and len({r["rid"] for r in records}) == 24
+    assert all(r["accepted"] == 1 for r in records), [r for r in records if r["accepted"] != 1]
+    assert all(len(r["finals"]) == 1 for r in records), [r for r in records if len(r["finals"]) != 1]
+    assert summary["outcomes"] == {"result": 24}
+    assert all(r["size_ok"] for r in records)
+    assert summary["jobs_per_s"] > 0 and summary["latency_p95_s"] >= summary["latency_p50_s"] > 0
+
+
+def test_queue_limit_per_client_replies_busy(daemon: DaemonProcess):
+    with Client(daemon.endpoint, daemon.token) as client:
+        image = make_image(32, 32, seed=7)
+        rids = [client.submit_edit(image, sample_steps=300) for _ in range(5)]
+        replies = [client.wait_for(rid, 10) for rid in rids]
+        assert [r.type for r in replies[:4]] == ["accepted"] * 4
+        assert replies[4].type == "error" and replies[4].header["code"] == "busy"
+        assert replies[4].header["retriable"] is True
+        for reply in replies[:4]:
+            assert client.request("cancel", job=reply.job).type == "cancelled"
+        for rid in rids[:4]:
+            assert client.events_until_final(rid, timeout=30)[-1].type == "cancelled"

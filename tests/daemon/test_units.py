@@ -115,3 +115,59 @@ def test_config_refuses_remote_binds():
     with pytest.raises(ConfigError):
         _config("udp://127.0.0.1:1").check()
     assert _config("tcp://127.0.0.1:47633").ipc_endpoint() == "ipc:///run/x/daemon.sock"
+
+
+def test_out_of_memory_is_recognised():
+    from sine.daemon.worker import is_out_of_memory
+
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only allocator errors
+
+
+def test_progress_is_rate_limited_but_keeps_first_and_last():
+    from sine.daemon.progress import ProgressReporter
+    from sine_protocol.messages import decode_reply
+
+    now = [0.0]
+    sent: list = []
+    reporter = ProgressReporter(lambda frames: sent.append(decode_reply(frames)), "job1", "rid1", interval_s=0.25,
+                                preview_every=5, clock=lambda: now[0])
+    reporter.phase_start("sample", 100)
+    from PIL import Image
+
+    previews = []
+
+    def preview():
+        previews.append(1)
+        return Image.new("RGB", (512, 256), "red")
+
+    for step in range(1, 101):
+        now[0] += 0.01  # 100 steps/s: only ~4 events per second may go out
+        reporter.step("sample", step, 100, preview)
+    steps = [e.header["step"] for e in sent]
+    assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 100
+    assert len(sent) <= 2 + 1 + 4 + 1  # start, first, ~4 per second over 1 s, last
+    assert all(e.header["job"] == "job1" and e.id == "rid1" and e.type == "progress" for e in sent)
+    with_preview = [e for e in sent if e.preview is not None]
+    assert with_preview and with_preview[-1].header["step"] == 100
+    assert len(previews) == len(with_preview)  # previews are only built for events that go out
+    assert max(with_preview[-1].preview.width, with_preview[-1].preview.height) <= 128
+
+
+def test_cache_command_list_and_clear(tmp_path, capsys):
+    from sine.cache import WeightCache, cache_key
+    from sine.cli import main
+
+    cache = WeightCache(tmp_path)
+    key = cache_key(b"\0" * 4, 1, 1, source_prompt="p", subject="s", style="photo", model_id="m", revision=None,
+                    settings={"method": "lora"})
+    cache.store(key, lambda folder: (folder / "w.safetensors").write_bytes(b"x" * 1500), {"method": "lora"})
+    assert main(["cache", "list", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 entries" in out and key[:16] in out and "lora" in out
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert "removed 1" in capsys.readouterr().out
+    assert WeightCache(tmp_path).entries() == []

@@ -23,9 +23,8 @@ def _human(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sine_protocol import paths
-
     from sine.cache import WeightCache
+    from sine_protocol import paths
 
     root = args.cache_dir or paths.cache_dir()
     cache = WeightCache(root)
