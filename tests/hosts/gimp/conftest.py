@@ -202,9 +202,13 @@ def install_plugin(home: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gimp_home(trixie_root: Path) -> Iterator[GimpHome]:
-    """A fresh HOME in the root, plug-in installed there by the installer, removed afterwards."""
+    """A fresh HOME in the root, plug-in installed there by the installer, removed afterwards.
+
+    Shared by the test modules (each writes under its own case names), so only the first GIMP
+    start is a cold one.
+    """
     home = GimpHome(_lib_sh("fresh_home"))
     install_plugin(home.host)
     home.chown()
@@ -262,3 +266,16 @@ def run_gimp():
 def closed_endpoint() -> str:
     """A loopback endpoint where nothing listens (the port was free a moment ago)."""
     return f"tcp://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def daemon_env(sine_daemon: Daemon, gimp_home: GimpHome) -> dict[str, str]:
+    """GIMP-side environment reaching the test daemon: its endpoint and a copy of its token
+    (mode 0600, in a config dir inside the root, as the plug-in would find it at home)."""
+    config = gimp_home.host / "work" / "sine-config"
+    config.mkdir(mode=0o700, exist_ok=True)
+    token = config / "token"
+    token.write_bytes(sine_daemon.token_file.read_bytes())
+    token.chmod(0o600)
+    gimp_home.chown()
+    return {"SINE_ENDPOINT": sine_daemon.endpoint, "SINE_CONFIG_DIR": gimp_home.inside(config)}

@@ -27,13 +27,10 @@ def picture(salt: int) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def interactive_session(sine_daemon, gimp_home, run_gimp) -> dict[str, dict]:
+def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
     work = gimp_home.host / "work"
     picture(1).save(work / "ok.png")
     picture(2).save(work / "cancel.png")
-    token_dir = work / "sine-config"
-    token_dir.mkdir(mode=0o700)
-    (token_dir / "token").write_bytes(sine_daemon.token_file.read_bytes())
     cases = [
         {"name": "dialog-ok", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-ok"),
          "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
@@ -45,8 +42,7 @@ def interactive_session(sine_daemon, gimp_home, run_gimp) -> dict[str, dict]:
          "autotest": {"dialog": "ok", "cancel_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000}},
     ]  # fmt: skip
     env = {
-        "SINE_ENDPOINT": sine_daemon.endpoint,
-        "SINE_CONFIG_DIR": gimp_home.inside(token_dir),
+        **daemon_env,
         "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json"),
     }
     run = run_gimp(gimp_home, cases, env, gui=True)

@@ -106,7 +106,7 @@ class Case:
 
 
 @pytest.fixture(scope="module")
-def gimp_session(sine_daemon, gimp_home, run_gimp) -> dict[str, Case]:
+def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case]:
     """Warm the cache from the host, run both cases in one GIMP session, ask the daemon again."""
     work = gimp_home.host / "work"
     png = work / "in.png"
@@ -125,13 +125,7 @@ def gimp_session(sine_daemon, gimp_home, run_gimp) -> dict[str, Case]:
         {"name": "selection", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "selection"),
          "select": list(SELECT), "args": GIMP_ARGS},
     ]  # fmt: skip
-    token_dir = work / "sine-config"
-    token_dir.mkdir()
-    (token_dir / "token").write_bytes(sine_daemon.token_file.read_bytes())
-    token_dir.chmod(0o700)
-    (token_dir / "token").chmod(0o600)
-    env = {"SINE_ENDPOINT": sine_daemon.endpoint, "SINE_CONFIG_DIR": gimp_home.inside(token_dir)}
-    run = run_gimp(gimp_home, cases, env)
+    run = run_gimp(gimp_home, cases, daemon_env)
     print(f"GIMP session (2 edits): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     return {
