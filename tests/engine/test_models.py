@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from sine.errors import ModelMissing
+from sine.models import load_base_model, resolve_model_folder
+
+
+def test_loads_every_component_frozen(base, tiny_folder):
+    assert base.folder == tiny_folder.resolve()
+    assert base.device.type == "cpu" and base.dtype == torch.float32
+    assert base.vae_scale_factor == 4 and base.sample_size == 32
+    assert not any(p.requires_grad for p in base.unet.parameters())
+    emb = base.encode_prompts(["picture of a sks dog", ""])
+    assert emb.shape[0] == 2 and emb.shape[-1] == base.unet.config.cross_attention_dim
+
+
+def test_dtype_override(tiny_folder):
+    m = load_base_model(tiny_folder, device="cpu", dtype="bf16")
+    assert m.dtype == torch.bfloat16 and m.unet.dtype == torch.bfloat16
+
+
+def test_folder_without_unet_is_refused(tmp_path):
+    with pytest.raises(ModelMissing, match="not a diffusers"):
+        resolve_model_folder(tmp_path)
+
+
+def test_hub_id_offline_says_how_to_fetch(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelMissing, match="huggingface-cli download someone/some-model"):
+        resolve_model_folder("someone/some-model")
+
+
+def test_nonsense_model_name_is_refused():
+    with pytest.raises(ModelMissing):
+        resolve_model_folder("not a model")
