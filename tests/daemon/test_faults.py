@@ -178,3 +178,29 @@ def test_sigkill_during_cache_write_then_restart_then_sigterm(tiny_model: Path, 
     assert len(_entries(again.cache_dir)) == 2
     assert not (short_tmp / "run" / "daemon.sock").exists()
     assert "sine daemon stopped" in again.output()
+
+
+def test_missing_model_gives_model_missing_and_daemon_stays_up(short_tmp: Path):
+    proc = DaemonProcess(short_tmp, short_tmp / "no-such-model").start(wait=False)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.proc.poll() is None, proc.output()
+            if (short_tmp / "config" / "token").exists():
+                with Client(proc.endpoint, proc.token) as client:
+                    try:
+                        welcome = client.request("hello", timeout=2)
+                    except TimeoutError:
+                        welcome = None
+                    if welcome is not None and welcome.header["model_error"]:
+                        break
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.2)
+        assert welcome.header["model_ready"] is False and "no-such-model" in welcome.header["model_error"]
+        with Client(proc.endpoint, proc.token) as client:
+            final = client.events_until_final(client.submit_edit(make_image(16, 16)), timeout=30)[-1]
+            assert final.type == "error" and final.header["code"] == "model_missing"
+            assert "no-such-model" in final.header["message"]
+            assert client.request("ping").type == "pong"
+    finally:
+        assert proc.stop() == 0

@@ -119,12 +119,17 @@ class Daemon:
             self._loop(router, events, worker)
             return 0
         finally:
+            worker_alive = False
             if worker is not None:
                 worker.stopping.set()
                 worker.join(5)
+                worker_alive = worker.is_alive()
             router.close(linger=200)
             events.close(linger=0)
-            ctx.term()
+            if worker_alive:  # e.g. still loading a large model: don't wait for its socket, exit anyway
+                log.warning("worker still busy at exit; not waiting for it")
+            else:
+                ctx.term()
             if ipc and ipc in self.bound:
                 Path(ipc[len("ipc://"):]).unlink(missing_ok=True)
             for lock in reversed(self._locks):
