@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any
 
-from krita import InfoObject, Krita
+from krita import InfoObject, Krita, Selection
 
 from . import qt_compat as qt
 from .docker import DOCKER_ID, panel_for
@@ -93,6 +93,15 @@ class AutoTest(qt.QObject):
         self.report["active_node"] = self._doc.activeNode().name()
         self.report["canvas"] = [self._doc.width(), self._doc.height()]
         self._dump_layers("before")
+        box = self.job.get("selection")
+        if box:  # [x, y, w, h]: a rectangular selection, as if drawn with the marquee tool
+            selection = Selection()
+            selection.select(int(box[0]), int(box[1]), int(box[2]), int(box[3]), 255)
+            self._doc.setSelection(selection)
+            mask = bytes(self._doc.selection().pixelData(0, 0, self._doc.width(), self._doc.height()))
+            with open(os.path.join(self.out_dir, "selection.a8"), "wb") as f:
+                f.write(mask)
+            self.report["selection_bytes"] = len(mask)
         win = Krita.instance().activeWindow()
         for dock in win.dockers():
             if dock.objectName() == DOCKER_ID:

@@ -49,6 +49,10 @@ def read_source(doc: Any, source: str = "layer") -> SourcePixels:
         raise UnsupportedDocument("Open an image first.")
     width, height = int(doc.width()), int(doc.height())
     node = doc.activeNode()
+    if node is not None and node.type().endswith("mask"):
+        # A mask is active (e.g. after painting a transparency mask): edit the layer it belongs to.
+        parent = node.parentNode()
+        node = parent if parent is not None and parent.parentNode() is not None else None
     if node is None:
         raise UnsupportedDocument("Select a layer first.")
     if source == "visible":

@@ -46,6 +46,20 @@ def test_other_color_spaces_get_a_clear_message(qapp, model, depth):
         read_source(doc)
 
 
+def test_an_active_mask_means_its_layer(qapp):
+    doc, nodes = make_document(4, 4)
+    mask = doc.createNode("transparency", "transparencymask")
+    nodes[1].addChildNode(mask, None)
+    doc.setActiveNode(mask)
+    src = read_source(doc)
+    assert src.anchor is nodes[1] and src.rgba == rgba_pattern(4, 4, salt=40)
+    global_mask = doc.createNode("Selection Mask", "selectionmask")
+    doc.rootNode().addChildNode(global_mask, nodes[1])
+    doc.setActiveNode(global_mask)
+    with pytest.raises(UnsupportedDocument, match="Select a layer"):
+        read_source(doc)
+
+
 def test_no_document_or_layer(qapp):
     with pytest.raises(UnsupportedDocument, match="Open an image"):
         read_source(None)

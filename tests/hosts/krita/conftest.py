@@ -84,7 +84,7 @@ def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def krita_home(trixie_root: Path, sine_daemon: Daemon) -> Iterator[KritaHome]:
     """Fresh HOME, plugin installed by `installer/install.py --only plugins`, daemon token in place."""
     done = lib_sh("fresh_home")

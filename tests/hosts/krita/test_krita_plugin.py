@@ -13,12 +13,14 @@ import shutil
 import time
 import xml.etree.ElementTree as ET
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from krita_host import REPO, lib_sh
 
-from sine_protocol import RGBAImage
+from sine_protocol import Mask, RGBAImage
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
@@ -50,31 +52,16 @@ def make_source_png(path: Path) -> bytes:
     return image.convert("RGBA").tobytes()
 
 
-def run_krita(home, job: Path, endpoint: str, timeout_s: int = 400) -> tuple[int, str]:
-    env = {
-        "KHOME": home.path,
-        "KJOB": home.inside(job),
-        "KENDPOINT": endpoint,
-        "KTIMEOUT": str(timeout_s),
-    }
-    snippet = (
-        'RC_ENV=(SINE_KRITA_AUTOTEST="$KJOB" SINE_ENDPOINT="$KENDPOINT"); '
-        'in_root "$KHOME" timeout -k 10 "$KTIMEOUT" xvfb-run -a -s "-screen 0 1280x960x24" krita --nosplash'
-    )
-    done = lib_sh(snippet, env, timeout=timeout_s + 30)
-    return done.returncode, done.stdout + done.stderr
-
-
-def daemon_edit(daemon, source: bytes):
-    """The daemon's own answer to the request the panel sends for SETTINGS."""
+def daemon_edit(daemon, source: bytes, settings: dict[str, Any], mask: bytes | None = None):
+    """The daemon's own answer to the request the panel sends for ``settings``."""
     client = daemon.client()
     try:
         rid = client.submit_edit(
-            RGBAImage(WIDTH, HEIGHT, source), SETTINGS["prompt"], subject=SETTINGS["subject"],
-            style=SETTINGS["style"], seed=SETTINGS["seed"],
-            sampling={"steps": SETTINGS["steps"], "w": SETTINGS["guidance"], "v": SETTINGS["v"], "k": SETTINGS["k"]},
-            finetune={"method": SETTINGS["method"], "steps": SETTINGS["finetune_steps"], "patch": True},
-            output_size=(WIDTH, HEIGHT),
+            RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
+            style=settings["style"], seed=settings["seed"],
+            sampling={"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"]},
+            finetune={"method": settings["method"], "steps": settings["finetune_steps"], "patch": True},
+            output_size=(WIDTH, HEIGHT), mask=Mask(WIDTH, HEIGHT, mask) if mask else None,
         )  # fmt: skip
         return client.wait_result(rid, timeout=180)
     finally:
@@ -90,77 +77,118 @@ def kra_layers(kra: Path) -> tuple[tuple[int, int], list[dict[str, str]]]:
     return (int(image.get("width")), int(image.get("height"))), [dict(el.attrib) for el in layers]
 
 
-def test_docker_edit_in_real_krita(krita_home, sine_daemon):
-    work = krita_home.host / "work"
-    work.mkdir(exist_ok=True)
+@dataclass
+class Run:
+    report: dict[str, Any]
+    out: Path
+    source: bytes
+    shot: Path
+    seconds: float
+
+    def raw(self, layer: dict[str, Any]) -> bytes:
+        return (self.out / Path(layer["raw"]).name).read_bytes()
+
+
+def run_panel_job(home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None) -> Run:
+    """Run Krita once with the automation job; returns its report (asserting it finished)."""
+    work = home.host / name
+    work.mkdir()
     source = make_source_png(work / "source.png")
-    out = work / "out"
-    shot = work / "krita-panel.png"
-    job = work / "job.json"
+    out, shot, job = work / "out", work / "krita-panel.png", work / "job.json"
     job.write_text(json.dumps({
-        "input": krita_home.inside(work / "source.png"),
-        "out_dir": krita_home.inside(out),
-        "screenshot": krita_home.inside(shot),
-        "settings": SETTINGS,
-        "connect_timeout_s": 60,
-        "edit_timeout_s": 240,
-    }))
-    krita_home.chown()
-    daemon_edit(sine_daemon, source)  # warm the fine-tune cache for this source
+        "input": home.inside(work / "source.png"), "out_dir": home.inside(out), "screenshot": home.inside(shot),
+        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240,
+    }))  # fmt: skip
+    home.chown()
+    # Warm the fine-tune cache: a fresh fine-tune and a cached one may differ in the last bit, so
+    # the panel's edit and the reference edit below must both be cache hits to compare exactly.
+    daemon_edit(daemon, source, settings)
 
+    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": daemon.endpoint}
+    snippet = (
+        'RC_ENV=(SINE_KRITA_AUTOTEST="$KJOB" SINE_ENDPOINT="$KENDPOINT"); '
+        'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 1280x960x24" krita --nosplash'
+    )
     t0 = time.monotonic()
-    rc, log = run_krita(krita_home, job, sine_daemon.endpoint)
-    elapsed = time.monotonic() - t0
+    done = lib_sh(snippet, env, timeout=430)
+    seconds = time.monotonic() - t0
+    log = done.stdout + done.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "krita-run.log").write_text(log)
+    (ARTIFACTS / f"krita-{name}.log").write_text(log)
     report_file = out / "result.json"
-    assert report_file.exists(), f"no result from Krita (rc={rc}, {elapsed:.0f} s):\n{log[-4000:]}"
+    assert report_file.exists(), f"no result from Krita (rc={done.returncode}, {seconds:.0f} s):\n{log[-4000:]}"
     report = json.loads(report_file.read_text())
-    (ARTIFACTS / "krita-result.json").write_text(json.dumps(report, indent=1))
+    (ARTIFACTS / f"krita-{name}.json").write_text(json.dumps(report, indent=1))
     if shot.exists():
-        shutil.copyfile(shot, ARTIFACTS / "krita-panel.png")
+        shutil.copyfile(shot, ARTIFACTS / f"krita-{name}.png")
     assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
+    print(f"{name}: krita run {seconds:.1f} s, edit clicked at {report['edit_clicked_s']} s, "
+          f"done at {report['total_s']} s")  # fmt: skip
+    return Run(report, out, source, shot, seconds)
 
-    # The panel went through its phases and talked to the real daemon.
+
+def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(source layer before, source layer after, new layer), checking the new one sits right above."""
+    # Krita lists the global selection as a top-level "selectionmask" node: not a layer.
+    before = [layer for layer in run.report["layers_before"] if layer["type"] != "selectionmask"]
+    after = [layer for layer in run.report["layers_after"] if layer["type"] != "selectionmask"]
+    assert len(after) == len(before) + 1
+    index = next(layer["index"] for layer in before if layer["name"] == run.report["active_node"])
+    new = after[[layer["index"] for layer in after].index(index) + 1]
+    assert new["name"] == f"SINE: {settings['prompt']} (seed {settings['seed']})"
+    assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    return before[index], after[index], new
+
+
+def test_docker_edit_in_real_krita(krita_home, sine_daemon):
+    run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS)
+    report = run.report
     assert report["connection"].startswith("daemon ") and " on CPU" in report["connection"]
     seen = " | ".join(report["progress_log"])
     assert f"sampling {SETTINGS['steps']}/{SETTINGS['steps']}" in seen, seen
-
-    # The document: one new layer, directly above the source, named after prompt and seed.
-    before, after = report["layers_before"], report["layers_after"]
-    assert len(after) == len(before) + 1
-    src_index = next(layer["index"] for layer in before if layer["name"] == report["active_node"])
-    new = after[src_index + 1]
-    assert new["name"] == f"SINE: {SETTINGS['prompt']} (seed {SETTINGS['seed']})"
-    assert new["type"] == "paintlayer"
-    assert new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    src_before, src_after, new = new_layer(run, SETTINGS)
 
     # The saved .kra has that layer at (0, 0) of a canvas of the source's size.
-    size, kra = kra_layers(out / "result.kra")
+    size, kra = kra_layers(run.out / "result.kra")
     assert size == (WIDTH, HEIGHT)
     kra_new = [layer for layer in kra if layer.get("name") == new["name"]]
     assert len(kra_new) == 1 and kra_new[0].get("x") == "0" and kra_new[0].get("y") == "0"
 
-    # Its pixels are exactly what the daemon gives for the same request (now a cache hit, like
-    # Krita's was: the cache was warmed first, because a fresh fine-tune and a cached one may
-    # differ in the last bit).
+    # Its pixels are exactly what the daemon gives for the same request.
     assert report["result_header"]["cache_hit"] is True
-    layer_pixels = (out / Path(new["raw"]).name).read_bytes()
-    result = daemon_edit(sine_daemon, source)
-    assert result.header["cache_hit"] is True
-    assert result.image.size == (WIDTH, HEIGHT)
-    assert layer_pixels == result.image.data
-    assert layer_pixels != source
+    result = daemon_edit(sine_daemon, run.source, SETTINGS)
+    assert result.header["cache_hit"] is True and result.image.size == (WIDTH, HEIGHT)
+    assert run.raw(new) == result.image.data
+    assert run.raw(new) != run.source
 
     # The source layer is untouched: equal to the PNG, before and after the edit.
-    src_before = (out / Path(before[src_index]["raw"]).name).read_bytes()
-    src_after = (out / Path(after[src_index]["raw"]).name).read_bytes()
-    assert src_before == source and src_after == source
+    assert run.raw(src_before) == run.source and run.raw(src_after) == run.source
 
     # A screenshot of the window with the docker, for people (and the README).
-    assert report.get("screenshot") is True and shot.stat().st_size > 20_000
+    assert report.get("screenshot") is True and run.shot.stat().st_size > 20_000
     from PIL import Image
 
-    with Image.open(shot) as im:
+    with Image.open(run.shot) as im:
         assert im.width >= 800 and im.height >= 600
-    print(f"krita run {elapsed:.1f} s; edit clicked at {report['edit_clicked_s']} s; total {report['total_s']} s")
+    shutil.copyfile(run.shot, ARTIFACTS / "krita-panel.png")
+
+
+def test_selection_edit_in_real_krita(krita_home, sine_daemon):
+    settings = {**SETTINGS, "prompt": "make the circle blue", "seed": 3}
+    box = [24, 8, 40, 40]
+    run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box)
+    _, src_after, new = new_layer(run, settings)
+
+    # Krita's selection arrives as a canvas-sized, one-byte-per-pixel mask of the marquee.
+    mask = (run.out / "selection.a8").read_bytes()
+    inside = {(x, y) for y in range(box[1], box[1] + box[3]) for x in range(box[0], box[0] + box[2])}
+    expected_mask = bytes(255 if (x, y) in inside else 0 for y in range(HEIGHT) for x in range(WIDTH))
+    assert mask == expected_mask
+
+    # The layer is the daemon's composite for that mask: outside the selection the source, exactly.
+    pixels = run.raw(new)
+    assert pixels == daemon_edit(sine_daemon, run.source, settings, mask).image.data
+    outside = [i for i in range(WIDTH * HEIGHT) if not mask[i]]
+    assert all(pixels[4 * i : 4 * i + 4] == run.source[4 * i : 4 * i + 4] for i in outside)
+    assert any(pixels[4 * i : 4 * i + 4] != run.source[4 * i : 4 * i + 4] for i in range(WIDTH * HEIGHT) if mask[i])
+    assert run.raw(src_after) == run.source
