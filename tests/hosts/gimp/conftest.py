@@ -4,6 +4,7 @@ real GIMP 3 (gimp-console-3.0 in the trixie root) with the plug-in installed by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,54 +81,30 @@ def _wait_for_daemon(daemon: Daemon, timeout_s: float) -> None:
     raise RuntimeError(f"sine daemon did not answer within {timeout_s} s:\n{daemon.log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The real daemon (subprocess of our venv) on a free loopback port, tiny model, temp SINE_* dirs."""
-    if (
-        subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--help"], capture_output=True).returncode
-        != 0
-    ):
-        pytest.skip("`sine daemon` is not available in this checkout")
-    from sine.tiny_models import make_tiny_sd
+def _daemon_available() -> bool:
+    done = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--help"], capture_output=True)
+    return done.returncode == 0
 
-    base = tmp_path_factory.mktemp("sine-daemon")
-    model = make_tiny_sd(base / "model")
+
+@contextlib.contextmanager
+def running_daemon(base: Path, model: Path) -> Iterator[Daemon]:
+    """`sine daemon` from our venv on a free loopback port, CPU, one thread, every SINE_* dir in ``base``."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ)
     env.update(
-        SINE_ENDPOINT=endpoint,
-        SINE_MODEL=str(model),
         SINE_CONFIG_DIR=str(base / "config"),
         SINE_STATE_DIR=str(base / "state"),
         SINE_CACHE_DIR=str(base / "cache"),
         SINE_RUNTIME_DIR=str(base / "run"),
-        SINE_DEVICE="cpu",
+        HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(REPO / "backend"), str(REPO / "shared")]),
     )
+    argv = [sys.executable, "-m", "sine.cli", "daemon", "--endpoint", endpoint, "--model", str(model),
+            "--device", "cpu", "--threads", "1", "--no-ipc"]  # fmt: skip
     log = base / "daemon.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sine.cli",
-                "daemon",
-                "--endpoint",
-                endpoint,
-                "--model",
-                str(model),
-                "--device",
-                "cpu",
-                "--threads",
-                "1",
-                "--no-ipc",
-            ],  # fmt: skip
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=base,
-        )
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=base)
     daemon = Daemon(endpoint=endpoint, config_dir=base / "config", model=model, proc=proc, log=log, env=env)
     try:
         _wait_for_daemon(daemon, timeout_s=120)
@@ -139,6 +116,29 @@ def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The real daemon with a tiny random SD model (sine.tiny_models), built in a temp folder."""
+    if not _daemon_available():
+        pytest.skip("`sine daemon` is not available in this checkout")
+    from sine.tiny_models import make_tiny_sd
+
+    base = tmp_path_factory.mktemp("sine-daemon")
+    with running_daemon(base, make_tiny_sd(base / "model")) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def modelless_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A real daemon whose model folder holds no model: every edit fails with model_missing."""
+    if not _daemon_available():
+        pytest.skip("`sine daemon` is not available in this checkout")
+    base = tmp_path_factory.mktemp("sine-daemon-nomodel")
+    (base / "empty-model").mkdir()
+    with running_daemon(base, base / "empty-model") as daemon:
+        yield daemon
 
 
 def _lib_sh(snippet: str) -> str:
@@ -268,14 +268,25 @@ def closed_endpoint() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
-@pytest.fixture(scope="session")
-def daemon_env(sine_daemon: Daemon, gimp_home: GimpHome) -> dict[str, str]:
-    """GIMP-side environment reaching the test daemon: its endpoint and a copy of its token
-    (mode 0600, in a config dir inside the root, as the plug-in would find it at home)."""
-    config = gimp_home.host / "work" / "sine-config"
+def gimp_env_for(daemon: Daemon, home: GimpHome, config_name: str) -> dict[str, str]:
+    """GIMP-side environment reaching ``daemon``: its endpoint and a copy of its token (mode 0600,
+    in a config dir inside the root, as the plug-in would find it at home)."""
+    config = home.host / "work" / config_name
     config.mkdir(mode=0o700, exist_ok=True)
     token = config / "token"
-    token.write_bytes(sine_daemon.token_file.read_bytes())
+    token.write_bytes(daemon.token_file.read_bytes())
     token.chmod(0o600)
-    gimp_home.chown()
-    return {"SINE_ENDPOINT": sine_daemon.endpoint, "SINE_CONFIG_DIR": gimp_home.inside(config)}
+    home.chown()
+    return {"SINE_ENDPOINT": daemon.endpoint, "SINE_CONFIG_DIR": home.inside(config)}
+
+
+@pytest.fixture(scope="session")
+def daemon_env(sine_daemon: Daemon, gimp_home: GimpHome) -> dict[str, str]:
+    """The GIMP-side environment for the tiny-model daemon."""
+    return gimp_env_for(sine_daemon, gimp_home, "sine-config")
+
+
+@pytest.fixture(scope="session")
+def gimp_env():
+    """gimp_env_for as a fixture (test modules cannot import conftest under importlib mode)."""
+    return gimp_env_for

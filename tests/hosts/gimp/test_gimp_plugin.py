@@ -206,3 +206,19 @@ def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) 
     gray = json.loads((work / "grayscale" / "result.json").read_text())
     assert gray["status"] == "calling-error" and "RGB" in gray["message"], gray
     assert len(gray["layers"]) == 1
+
+
+def test_missing_model_is_reported_clearly(modelless_daemon, gimp_home, gimp_env, run_gimp) -> None:
+    work = gimp_home.host / "work"
+    png = work / "in-nomodel.png"
+    Image.frombytes("RGB", (W, H), source_rgb()).save(png)
+    case = {"name": "no-model", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "no-model"),
+            "args": GIMP_ARGS}  # fmt: skip
+    env = gimp_env(modelless_daemon, gimp_home, "sine-config-nomodel")
+    run = run_gimp(gimp_home, [case], env, timeout_s=120)
+    assert run.returncode == 0, run.log[-4000:]
+    record = json.loads((work / "no-model" / "result.json").read_text())
+    assert record["status"] == "execution-error"
+    assert record["message"].startswith("The daemon has no usable model."), record["message"]
+    assert "[model_missing]" in record["message"]
+    assert len(record["layers"]) == 1
