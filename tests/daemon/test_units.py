@@ -171,3 +171,16 @@ def test_cache_command_list_and_clear(tmp_path, capsys):
     assert main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
     assert "removed 1" in capsys.readouterr().out
     assert WeightCache(tmp_path).entries() == []
+
+
+def test_queue_bounds_pixel_bytes_and_drops_pixels_when_done():
+    queue = JobQueue(max_total=10, max_per_client=10, max_total_bytes=1000)
+    big = Job(client=b"A", request_id="r", request=object(), nbytes=800)
+    queue.submit(big)
+    with pytest.raises(QueueFull, match="bytes"):
+        queue.submit(Job(client=b"B", request_id="r", request=None, nbytes=300))
+    queue.submit(Job(client=b"B", request_id="r", request=None, nbytes=200))
+    assert queue.next(0) is big
+    queue.finish(big, DONE)
+    assert big.request is None and big.nbytes == 0  # finished jobs keep no pixels
+    queue.submit(Job(client=b"C", request_id="r", request=None, nbytes=700))

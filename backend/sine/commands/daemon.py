@@ -26,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-message-bytes", type=parse_size, help="largest accepted message (ZMQ_MAXMSGSIZE)")
     p.add_argument("--max-queued-per-client", type=int, default=4)
     p.add_argument("--max-queued", type=int, default=32, help="queued jobs in total before replying busy")
+    p.add_argument("--max-queued-bytes", type=parse_size, default=parse_size("2GiB"),
+                   help="pixel bytes held by pending jobs before replying busy (default 2GiB)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU)")
     p.add_argument("--no-ipc", action="store_true", help="do not also listen on ipc:// in the runtime dir")
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         cache_budget=args.cache_budget,
         max_queued_per_client=args.max_queued_per_client,
         max_queued_total=args.max_queued,
+        max_queued_bytes=args.max_queued_bytes,
         allow_remote=args.allow_remote,
         progress_interval_s=args.progress_interval,
         preview_every=args.preview_every,

@@ -34,6 +34,7 @@ class DaemonConfig:
     max_message_bytes: int | None = None
     max_queued_per_client: int = 4
     max_queued_total: int = 32
+    max_queued_bytes: int | None = 2 * 1024**3  # pixels held by pending jobs, all clients together
     allow_remote: bool = False
     progress_interval_s: float = 0.25
     preview_every: int = 5

@@ -33,6 +33,7 @@ class Job:
     phase: str = "queued"
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    nbytes: int = 0  # pixel bytes this job holds while pending (bounded in total by the queue)
 
     def should_stop(self) -> bool:
         """Polled by the engine between steps."""
@@ -42,9 +43,11 @@ class Job:
 class JobQueue:
     """FIFO of jobs for one worker, bounded in total and per client."""
 
-    def __init__(self, max_total: int = 32, max_per_client: int = 4, keep_finished: int = 64) -> None:
+    def __init__(self, max_total: int = 32, max_per_client: int = 4, keep_finished: int = 64,
+                 max_total_bytes: int | None = None) -> None:
         self.max_total = max_total
         self.max_per_client = max_per_client
+        self.max_total_bytes = max_total_bytes
         self._cond = threading.Condition(threading.RLock())
         self._queue: collections.deque[Job] = collections.deque()
         self._jobs: dict[str, Job] = {}
@@ -62,6 +65,11 @@ class JobQueue:
             mine = sum(1 for j in self._jobs.values() if j.client == job.client and j.state in (QUEUED, RUNNING))
             if mine >= self.max_per_client:
                 raise QueueFull(f"you already have {mine} jobs queued or running (limit {self.max_per_client})")
+            if self.max_total_bytes is not None:
+                held = sum(j.nbytes for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
+                if held and held + job.nbytes > self.max_total_bytes:
+                    raise QueueFull(f"the queue holds {held} bytes of pixels already (limit {self.max_total_bytes});"
+                                    " try again when a job is done")
             self._queue.append(job)
             self._jobs[job.id] = job
             self._cond.notify_all()
@@ -151,6 +159,8 @@ class JobQueue:
             )
 
     def _remember_finished(self, job: Job) -> None:
+        job.request = None  # the pixels are not needed any more; keep only the bookkeeping
+        job.nbytes = 0
         self._finished.append(job.id)
         while len(self._finished) > self._keep_finished:
             self._jobs.pop(self._finished.popleft(), None)

@@ -41,12 +41,14 @@ class Daemon:
         self.config = config
         self.token = token
         self.limits = limits or Limits()
-        self.queue = JobQueue(max_total=config.max_queued_total, max_per_client=config.max_queued_per_client)
+        self.queue = JobQueue(max_total=config.max_queued_total, max_per_client=config.max_queued_per_client,
+                              max_total_bytes=config.max_queued_bytes)
         self.cache = WeightCache(config.cache_dir, config.cache_budget)
         self.stop_requested = threading.Event()
         self.bound: list[str] = []
         self._locks: list[DaemonLock] = []
         self._last_queued_ping = 0.0
+        self.exit_code = 0
 
     # --- start / stop ------------------------------------------------------------------------------------
     def _acquire_locks(self) -> str | None:
@@ -117,7 +119,7 @@ class Daemon:
             if ready is not None:
                 ready.set()
             self._loop(router, events, worker)
-            return 0
+            return self.exit_code
         finally:
             worker_alive = False
             if worker is not None:
@@ -149,7 +151,9 @@ class Daemon:
                 for job in self.queue.close():
                     if job.state == CANCELLED:  # was queued: the worker will never see it
                         self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
-            if shutdown_deadline is not None and (self.queue.running() is None or time.monotonic() > shutdown_deadline):
+            if shutdown_deadline is not None and (
+                self.queue.running() is None or not worker.is_alive() or time.monotonic() > shutdown_deadline
+            ):
                 self._drain_events(router, events)
                 return
             try:
@@ -167,7 +171,11 @@ class Daemon:
                     except zmq.Again:
                         break
                     self._handle(router, frames, worker)
-            self._ping_queued(router)
+            self._ping_queued(router, worker)
+            if not worker.is_alive() and not self.stop_requested.is_set():
+                log.critical("the worker thread died; stopping so the daemon can be restarted")
+                self.exit_code = 1
+                self.request_stop()
 
     def _drain_events(self, router: zmq.Socket, events: zmq.Socket) -> None:
         while True:
@@ -193,15 +201,21 @@ class Daemon:
                 log.warning("send to %s failed: %s", identity.hex(), exc)
             return False
 
-    def _ping_queued(self, router: zmq.Socket) -> None:
+    @staticmethod
+    def _waiting_phase(worker: Worker) -> str:
+        """What a waiting job is waiting for: the model to load, or its turn."""
+        return "queued" if worker.ready.is_set() else "loading"
+
+    def _ping_queued(self, router: zmq.Socket, worker: Worker) -> None:
         now = time.monotonic()
         if now - self._last_queued_ping < QUEUED_PING_S:
             return
         self._last_queued_ping = now
         for job in self.queue.queued():
             position = self.queue.position(job.id)
-            self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id, phase="queued", step=0,
-                                                      total=0, eta_s=0.0, queue_position=position))
+            self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id,
+                                                      phase=self._waiting_phase(worker), step=0, total=0, eta_s=0.0,
+                                                      queue_position=position))
 
     # --- requests ----------------------------------------------------------------------------------------
     def _handle(self, router: zmq.Socket, frames: list[bytes], worker: Worker) -> None:
@@ -243,7 +257,9 @@ class Daemon:
             return make_reply(m.CANCELLED, rid, job=job.id)
         if request.type == m.EDIT:
             assert request.edit is not None
-            job = Job(client=identity, request_id=rid, request=request.edit)
+            edit = request.edit
+            nbytes = len(edit.image.data) + (len(edit.mask.data) if edit.mask else 0)
+            job = Job(client=identity, request_id=rid, request=edit, nbytes=nbytes)
             try:
                 position = self.queue.submit(job)
             except (QueueFull, QueueClosed) as exc:
@@ -251,7 +267,7 @@ class Daemon:
             log.info("job %s: accepted from %s at position %d", job.id[:8], identity.hex(), position)
             self._send(router, identity, make_reply(m.ACCEPTED, rid, job=job.id, queue_position=position))
             if job.state == QUEUED:
-                return make_reply(m.PROGRESS, rid, job=job.id, phase="queued", step=0, total=0, eta_s=0.0,
-                                  queue_position=position)
+                return make_reply(m.PROGRESS, rid, job=job.id, phase=self._waiting_phase(worker), step=0, total=0,
+                                  eta_s=0.0, queue_position=position)
             return None
         raise ProtocolError(BAD_REQUEST, f"unknown request type {request.type!r}", rid)
