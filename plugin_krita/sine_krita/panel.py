@@ -297,9 +297,15 @@ class SinePanel(qt.QWidget):
             self.connected = True
             self.device = str(header.get("device", "?"))
             version = header.get("daemon_version", "?")
-            self.connection_label.setText(f"daemon {version} on {self.device}")
+            text = f"daemon {version} on {self.device}"
             self.start_button.setVisible(False)
             self._reprobe.stop()
+            if header.get("model_error"):
+                text += f"; model error: {header['model_error']}"
+            elif header.get("model_ready") is False:
+                text += "; loading the model..."
+                self._reprobe.start(2000)  # update the line once the model is ready
+            self.connection_label.setText(text)
         elif event.kind == "unavailable":
             self.connected = False
             self.connection_label.setText(f"daemon not connected: {event.message}")

@@ -143,7 +143,7 @@ def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[
 def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS)
     report = run.report
-    assert report["connection"].startswith("daemon ") and " on CPU" in report["connection"]
+    assert report["connection"].startswith("daemon ") and " on cpu" in report["connection"].lower()
     seen = " | ".join(report["progress_log"])
     assert f"sampling {SETTINGS['steps']}/{SETTINGS['steps']}" in seen, seen
     src_before, src_after, new = new_layer(run, SETTINGS)

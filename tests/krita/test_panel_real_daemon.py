@@ -1,0 +1,113 @@
+"""The panel against the real `sine daemon` (subprocess, tiny model, real sockets): edit and cancel."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import make_document, rgba_pattern, to_bgra
+from krita import Krita
+from sine_krita.panel import SinePanel
+from standin_daemon import wait_for
+
+from sine_protocol import RGBAImage
+from sine_protocol.client import SineClient
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+W, H = 32, 24
+
+
+@pytest.fixture(scope="module")
+def real_daemon(tmp_path_factory):
+    sys.path.insert(0, str(REPO / "backend"))
+    from sine.tiny_models import make_tiny_sd
+
+    base = tmp_path_factory.mktemp("real-daemon")
+    model = make_tiny_sd(base / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    env = {**os.environ, "SINE_CONFIG_DIR": str(base / "config"), "SINE_STATE_DIR": str(base / "state"),
+           "SINE_CACHE_DIR": str(base / "cache"), "SINE_RUNTIME_DIR": str(base / "run"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO / "shared")])}  # fmt: skip
+    argv = [sys.executable, "-m", "sine.cli", "daemon", "--endpoint", endpoint, "--model", str(model),
+            "--device", "cpu", "--threads", "1", "--no-ipc"]  # fmt: skip
+    log = (base / "daemon.log").open("wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base)
+    try:
+        token = base / "config" / "token"
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited: {(base / 'daemon.log').read_text()[-2000:]}")
+            if not token.exists():
+                return False
+            client = SineClient(endpoint=endpoint, token=token.read_text().strip(), transport="pure", timeout=2)
+            try:
+                return client.ping(timeout=1.0)
+            finally:
+                client.close()
+
+        assert wait_for(answers, 90), "the daemon did not answer"
+        yield endpoint, base / "config"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+
+
+@pytest.fixture
+def panel(qapp, real_daemon, monkeypatch):
+    endpoint, config = real_daemon
+    monkeypatch.setenv("SINE_ENDPOINT", endpoint)
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    doc, _ = make_document(W, H)
+    Krita.instance().setActiveDocument(doc)
+    p = SinePanel(Krita.instance().activeDocument)
+    yield p
+    p.shutdown()
+
+
+def reference(settings: dict) -> RGBAImage:
+    client = SineClient(transport="pure", timeout=30)
+    try:
+        rid = client.submit_edit(
+            RGBAImage(W, H, rgba_pattern(W, H)), settings["prompt"], seed=settings["seed"],
+            sampling={"steps": settings["steps"], "w": 7.5, "v": 0.7, "k": 400},
+            finetune={"method": "lora", "steps": settings["finetune_steps"], "patch": True}, output_size=(W, H),
+        )  # fmt: skip
+        return client.wait_result(rid, timeout=120).image
+    finally:
+        client.close()
+
+
+def test_edit_with_the_real_daemon(panel, process_events):
+    settings = {"prompt": "a green circle", "seed": 4, "steps": 3, "finetune_steps": 2}
+    reference(settings)  # warm the cache so both edits below sample from the same cached weights
+    assert wait_for(lambda: panel.connected, 30, process_events), panel.connection_label.text()
+    assert panel.connection_label.text().lower().endswith("on cpu")
+    panel.apply_settings(settings)
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 120, process_events)
+    assert panel.state == "done", panel.last_error
+    assert "sampling 3/3" in panel.progress_log
+    assert panel.last_layer.pixelData(0, 0, W, H) == to_bgra(reference(settings).data)
+
+
+def test_cancel_with_the_real_daemon(panel, process_events):
+    assert wait_for(lambda: panel.connected, 30, process_events)
+    panel.apply_settings({"prompt": "slow", "seed": 99, "steps": 3, "finetune_steps": 5000})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 60, process_events), panel.progress_log
+    t0 = time.monotonic()
+    panel.cancel_button.click()
+    assert wait_for(lambda: panel.state != "running", 30, process_events)
+    assert panel.state == "cancelled", panel.last_error
+    assert time.monotonic() - t0 < 10
+    assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
