@@ -180,8 +180,8 @@ def test_sigkill_during_cache_write_then_restart_then_sigterm(tiny_model: Path, 
     assert "sine daemon stopped" in again.output()
 
 
-def test_missing_model_gives_model_missing_and_daemon_stays_up(short_tmp: Path):
-    proc = DaemonProcess(short_tmp, short_tmp / "no-such-model").start(wait=False)
+def test_missing_model_and_oversized_messages(short_tmp: Path):
+    proc = DaemonProcess(short_tmp, short_tmp / "no-such-model", extra=["--max-message-bytes", "1MB"]).start(wait=False)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -201,6 +201,17 @@ def test_missing_model_gives_model_missing_and_daemon_stays_up(short_tmp: Path):
             final = client.events_until_final(client.submit_edit(make_image(16, 16)), timeout=30)[-1]
             assert final.type == "error" and final.header["code"] == "model_missing"
             assert "no-such-model" in final.header["message"]
+            assert client.request("ping").type == "pong"
+            # Two frames each under ZMQ_MAXMSGSIZE but together over the limit: a clear too_large.
+            header = b'{"v": 1, "type": "ping", "id": "big", "token": "' + proc.token.encode() + b'"}'
+            client.send([header, b"x" * 600_000, b"y" * 600_000])
+            reply = client.recv(10)
+            assert reply.type == "error" and reply.header["code"] == "too_large"
+        with Client(proc.endpoint, proc.token) as flooder:  # one frame over ZMQ_MAXMSGSIZE: dropped by libzmq
+            flooder.send([b"z" * 2_000_000])
+            with pytest.raises(TimeoutError):
+                flooder.recv(1.0)
+        with Client(proc.endpoint, proc.token, "pure") as client:
             assert client.request("ping").type == "pong"
     finally:
         assert proc.stop() == 0

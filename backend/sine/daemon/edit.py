@@ -87,7 +87,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
             t_ft = time.perf_counter()
             report.phase_start("finetune", int(settings_dict["steps"]))
             tuned = ft_mod.finetune(
-                base, source.convert("RGB"), prompt_src, settings,
+                base, source, prompt_src, settings,  # the engine lays transparent pixels over white
                 progress=lambda step, total, _loss: report.step("finetune", step, total),
                 should_stop=should_stop,
             )
@@ -104,8 +104,8 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     sampling = request.sampling
     sampling_settings = sampler_mod.SamplingSettings(
         seed=request.seed,
-        **{name: sampling[key] for key, name in (("steps", "steps"), ("w", "guidance"), ("v", "v"), ("k", "k"))
-           if key in sampling},
+        **{name: sampling[wire] for wire, name in (("steps", "steps"), ("w", "guidance"), ("v", "v"), ("k", "k"))
+           if wire in sampling},
     )
     report.phase_start("sample", sampling_settings.steps)
     edited = sampler_mod.sample_edit(
