@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sine.shapes.evaluate import held_out_scenes, judge
-from sine.shapes.metrics import classify_shape, components, object_pixels, psnr, ssim
+from sine.shapes.metrics import classify_shape, components, count_objects, object_pixels, psnr, ssim
 from sine.shapes.world import SHAPES, Background, Scene, Shape
 
 
@@ -41,3 +41,12 @@ def test_psnr_and_ssim() -> None:
     noisy = np.clip(arr + np.random.default_rng(0).normal(0, 20, arr.shape), 0, 255)
     assert psnr(a, a) == 100.0 and abs(ssim(a, a) - 1.0) < 1e-9
     assert 15 < psnr(a, noisy) < 30 and ssim(a, noisy) < 0.9
+
+
+def test_count_objects_sees_textured_fills_as_one_and_duplicates_as_two() -> None:
+    bg = Background("plain", ("white",))
+    one = Scene((Shape("circle", "red", "large", 1, 1, texture="checkered"),), bg).render(128, 64)[0]
+    two = Scene((Shape("star", "red", "medium", 1, 0, texture="dotted"), Shape("star", "red", "medium", 1, 2)),
+                bg).render(128, 64)[0]
+    assert count_objects(one, "red", min_pixels=20) == 1
+    assert count_objects(two, "red", min_pixels=20) == 2

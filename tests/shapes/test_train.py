@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sine.shapes.train import CONFIGS, train
 
-TINY = dataclasses.replace(CONFIGS["cpu"], vae_steps=2, vae_batch=4, unet_steps=3, unet_batch=4, latent_scenes=16,
+TINY = dataclasses.replace(CONFIGS["cpu"], vae_steps=2, vae_batch=4, unet_steps=3, unet_batch=4, latent_scenes=16, decoder_steps=2,
                            threads=1)
 
 
@@ -40,11 +40,14 @@ def test_layout_matches_stable_diffusion(two_runs: tuple[Path, Path]) -> None:
     text = json.loads((folder / "text_encoder" / "config.json").read_text())
     assert unet["cross_attention_dim"] == text["hidden_size"]
     assert unet["block_out_channels"][0] % 4 == 0
+    info = json.loads((folder / "training_info.json").read_text())
+    assert info["vae_steps"] == 2 and info["unet_steps"] == 3 and info["decoder_steps"] == 2
 
 
 def test_same_seed_same_weights(two_runs: tuple[Path, Path]) -> None:
     a, b = two_runs
-    for rel in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+    for rel in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                "vae/diffusion_pytorch_model.safetensors"):
         wa, wb = load_file(a / rel), load_file(b / rel)
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)

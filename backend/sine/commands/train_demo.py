@@ -18,13 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--vae-steps", type=int, default=None)
     p.add_argument("--unet-steps", type=int, default=None)
+    p.add_argument("--decoder-steps", type=int, default=None)
+    p.add_argument("--stage", choices=("all", "decoder"), default="all",
+                   help="all: train from scratch; decoder: only refine the VAE decoder of the model in --out")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sine.shapes.train import CONFIGS, train
+    from sine.shapes.train import CONFIGS, refine_decoder, train
 
     name = args.config
     if name == "auto":
@@ -34,12 +37,17 @@ def run(args: argparse.Namespace) -> int:
         cfg.vae_steps = args.vae_steps
     if args.unet_steps is not None:
         cfg.unet_steps = args.unet_steps
+    if args.decoder_steps is not None:
+        cfg.decoder_steps = args.decoder_steps
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     log(f"training config {cfg.name}: {cfg}")
-    train(args.out, cfg, log=log)
+    if args.stage == "decoder":
+        refine_decoder(args.out, cfg, log=log, minutes=args.minutes)
+    else:
+        train(args.out, cfg, log=log)
     return 0
 
 

@@ -48,9 +48,13 @@ def majority_color(image: Image.Image | np.ndarray, mask: np.ndarray | None = No
     return _NAMES[int(np.bincount(values, minlength=len(_NAMES)).argmax())]
 
 
-def components(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
-    """4-connected components of a boolean mask, largest first, ignoring those under `min_pixels`."""
+def components(mask: np.ndarray, min_pixels: int = 1, diagonal: bool = False) -> list[np.ndarray]:
+    """Connected components (4-connected, or 8 with `diagonal`) of a boolean mask, largest first,
+    ignoring those under `min_pixels`."""
     h, w = mask.shape
+    steps = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+    if diagonal:
+        steps += [(1, 1), (1, -1), (-1, 1), (-1, -1)]
     seen = np.zeros_like(mask, dtype=bool)
     found: list[np.ndarray] = []
     for y0, x0 in zip(*np.nonzero(mask), strict=True):
@@ -62,7 +66,8 @@ def components(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
         while queue:
             y, x = queue.popleft()
             comp[y, x] = True
-            for ny, nx in ((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)):
+            for dy, dx in steps:
+                ny, nx = y + dy, x + dx
                 if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
                     seen[ny, nx] = True
                     queue.append((ny, nx))
@@ -70,6 +75,28 @@ def components(mask: np.ndarray, min_pixels: int = 1) -> list[np.ndarray]:
             found.append(comp)
     found.sort(key=lambda m: -int(m.sum()))
     return found
+
+
+def dilate(mask: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Binary dilation with a square window: closes the gaps a dotted or checkered fill leaves."""
+    out = mask.copy()
+    h, w = mask.shape
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+            out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= src
+    return out
+
+
+def erode(mask: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Binary erosion: the inside of a region, away from edges the VAE blurs anyway."""
+    return ~dilate(~mask, radius)
+
+
+def count_objects(image: Image.Image | np.ndarray, color: str, min_pixels: int) -> int:
+    """How many separate objects of one named colour an image shows (textured fills count as one)."""
+    mask = dilate(color_labels(image) == color_index(color))
+    return len(components(mask, min_pixels=min_pixels, diagonal=True))
 
 
 def fill_ratio(mask: np.ndarray) -> float:

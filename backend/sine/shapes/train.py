@@ -68,8 +68,10 @@ class TrainConfig:
     latent_scenes: int = 16000
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
-    minutes: float | None = None  # wall-clock budget for both stages; None: run all steps
+    decoder_steps: int = 1500  # stage 3: decoder-only refinement, encoder (latent space) frozen
+    minutes: float | None = None  # wall-clock budget for all stages; None: run all steps
     vae_share: float = 0.2  # part of `minutes` given to the VAE
+    decoder_share: float = 0.15  # part of `minutes` given to the decoder refinement
     threads: int | None = None
     device: str = "cpu"
     extra: dict = field(default_factory=dict)
@@ -231,6 +233,50 @@ def save_model(folder: Path, vae: AutoencoderKL, unet: UNet2DConditionModel, tex
     (folder / "training_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
+def refine_decoder(folder: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
+                   minutes: float | None = None) -> int:
+    """Stage 3: train only the VAE decoder, encoder frozen, so the latent space the UNet learned stays
+    exactly the same (as SD's ft-MSE decoder was made). Rewrites vae/ in `folder`; returns steps done."""
+    folder = Path(folder)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(cfg.device)
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
+    clock = Clock(minutes)
+    step = 0
+    offset = 10 * HELD_OUT_SEED  # scenes the first stage did not see
+    for step in range(1, cfg.decoder_steps + 1):
+        seeds = range(offset + (step - 1) * cfg.vae_batch, offset + step * cfg.vae_batch)
+        x = to_tensor([vae_scene(s).render()[0] for s in seeds]).to(cfg.device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        loss = l1 + F.mse_loss(rec, x)
+        for g in opt.param_groups:
+            g["lr"] = cfg.vae_lr * min(1.0, step / 25)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 25 == 0:
+            log(f"decoder step {step} l1 {l1.item():.4f}")
+        if clock.expired():
+            log(f"decoder: time budget reached at step {step}")
+            break
+    vae.eval().to("cpu", torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
+    info_path = folder / "training_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info["decoder_steps"] = step
+    info_path.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return step
+
+
 def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
           checkpoint_minutes: float = 5.0) -> Path:
     """Run both stages and write the model folder to `out` (also periodically during stage 2)."""
@@ -243,6 +289,7 @@ def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
     vae_minutes = None if cfg.minutes is None else cfg.minutes * cfg.vae_share
+    decoder_minutes = None if cfg.minutes is None else cfg.minutes * cfg.decoder_share
     vae, vae_steps = train_vae(cfg, log, vae_minutes)
     vae.requires_grad_(False)
     scale = latent_scale(vae)
@@ -261,7 +308,8 @@ def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
     noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
     rng = random.Random(cfg.seed + 2)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
-    remaining = None if cfg.minutes is None else cfg.minutes - (time.monotonic() - started) / 60
+    remaining = None if cfg.minutes is None else (
+        cfg.minutes * (1 - cfg.decoder_share) - (time.monotonic() - started) / 60)
     clock = Clock(remaining)
     last_ckpt = time.monotonic()
     info = {"config": asdict(cfg), "vae_steps": vae_steps, "scaling_factor": scale}
@@ -303,7 +351,12 @@ def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
         if clock.expired():
             log(f"unet: time budget reached at step {step}")
             break
-    info.update(unet_steps=step, partial=False, minutes=(time.monotonic() - started) / 60)
+    info.update(unet_steps=step, partial=False)
     save_model(out, vae, ema_unet, ema_text, tok_dir, info)
+    if cfg.decoder_steps:
+        refine_decoder(out, cfg, log, decoder_minutes)
+    info = json.loads((out / "training_info.json").read_text())
+    info["minutes"] = (time.monotonic() - started) / 60
+    (out / "training_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     log(f"saved {out} after {info['minutes']:.1f} min")
     return out
