@@ -58,3 +58,13 @@ def test_qimage_round_trip_keeps_straight_rgba(qapp):
     assert qt.qimage_to_rgba(image) == data
     scaled = qt.scale_rgba(bytes([10, 20, 30, 255] * 4), 2, 2, 4, 3)
     assert scaled == bytes([10, 20, 30, 255] * 12)
+
+
+def test_vendor_folder_goes_first_on_sys_path(tmp_path, monkeypatch):
+    from sine_krita.vendor import ensure_vendor_path
+
+    monkeypatch.setattr(sys, "path", ["/somewhere", str(tmp_path / "_vendor")])
+    assert ensure_vendor_path(str(tmp_path / "_vendor")) is False  # not there: path untouched
+    (tmp_path / "_vendor").mkdir()
+    assert ensure_vendor_path(str(tmp_path / "_vendor")) is True
+    assert sys.path == [str(tmp_path / "_vendor"), "/somewhere"]
