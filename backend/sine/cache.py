@@ -29,7 +29,22 @@ _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
+STALE_TEMP_S = 24 * 3600  # a temp folder this old is garbage whoever wrote it
+
 log = logging.getLogger("sine.cache")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (POSIX; elsewhere assume yes and rely on the age rule)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def parse_size(text: str | int) -> int:
@@ -133,15 +148,13 @@ class WeightCache:
 
     # --- opening -------------------------------------------------------------------------------
     def _sweep_and_index(self) -> None:
-        """Drop temp folders left by a crash and entries without a readable manifest; index the rest."""
-        tmp_root = self.root / ".tmp"
-        if tmp_root.exists():
-            shutil.rmtree(tmp_root, ignore_errors=True)
+        """Drop temp folders left by dead writers and entries without a readable manifest; index the rest."""
+        self._sweep_temp()
         for shard in self.root.iterdir():
             if not shard.is_dir() or len(shard.name) != 2 or shard.name.startswith("."):
                 continue
             for folder in shard.iterdir():
-                if folder.name.startswith("."):
+                if folder.name.startswith(".del-"):
                     shutil.rmtree(folder, ignore_errors=True)
                     continue
                 entry = self._read_manifest(folder)
@@ -150,6 +163,21 @@ class WeightCache:
                     shutil.rmtree(folder, ignore_errors=True)
                 else:
                     self._index[entry.key] = entry
+
+    def _sweep_temp(self) -> None:
+        """Remove temp folders whose writer process is gone (another live daemon's writes are left alone)."""
+        tmp_root = self.root / ".tmp"
+        if not tmp_root.is_dir():
+            return
+        for folder in tmp_root.iterdir():
+            match = re.match(r"^[0-9a-f]{12}-(\d+)-", folder.name)
+            pid = int(match.group(1)) if match else None
+            try:
+                old = time.time() - folder.stat().st_mtime > STALE_TEMP_S
+            except OSError:
+                continue
+            if pid is None or old or (pid != os.getpid() and not _pid_alive(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
     def _read_manifest(folder: Path) -> CacheEntry | None:
@@ -234,7 +262,7 @@ class WeightCache:
         final = self.entry_path(key)
         tmp_root = self.root / ".tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", dir=tmp_root))
+        work = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-{os.getpid()}-", dir=tmp_root))
         try:
             write(work)
             files: dict[str, str] = {}
@@ -312,7 +340,7 @@ class WeightCache:
             keys = list(self._index)
             for key in keys:
                 self._remove_folder(key)
-            shutil.rmtree(self.root / ".tmp", ignore_errors=True)
+            self._sweep_temp()
             return len(keys)
 
     def _remove_folder(self, key: str) -> None:

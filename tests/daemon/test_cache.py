@@ -180,3 +180,19 @@ def test_claim_serialises_same_key(tmp_path):
     thread.join()
     assert order == ["stored", "second got the lock"]
     assert os.listdir(tmp_path / key[:2]) == [key]
+
+
+def test_sweep_keeps_live_writers_temp_folders(tmp_path):
+    WeightCache(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp_root = tmp_path / ".tmp"
+    live = tmp_root / f"{'a' * 12}-{os.getpid()}-xyz"
+    gone = tmp_root / f"{'b' * 12}-{dead.pid}-xyz"
+    odd = tmp_root / "something-else"
+    for folder in (live, gone, odd):
+        folder.mkdir(parents=True)
+        (folder / "weights.safetensors").write_bytes(b"w")
+    WeightCache(tmp_path)
+    assert live.exists()  # another writer in a live process: not ours to delete
+    assert not gone.exists() and not odd.exists()

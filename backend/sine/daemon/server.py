@@ -43,7 +43,7 @@ class Daemon:
         self.limits = limits or Limits()
         self.queue = JobQueue(max_total=config.max_queued_total, max_per_client=config.max_queued_per_client,
                               max_total_bytes=config.max_queued_bytes)
-        self.cache = WeightCache(config.cache_dir, config.cache_budget)
+        self.cache: WeightCache | None = None  # opened once the lock is ours (opening sweeps crash leftovers)
         self.stop_requested = threading.Event()
         self.bound: list[str] = []
         self._locks: list[DaemonLock] = []
@@ -91,6 +91,12 @@ class Daemon:
     def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
         """Run the loop until SIGTERM/SIGINT or ``request_stop()``; return the exit status (0 = clean)."""
         ipc = self._acquire_locks()
+        try:
+            self.cache = WeightCache(self.config.cache_dir, self.config.cache_budget)
+        except OSError as exc:
+            for lock in reversed(self._locks):
+                lock.release()
+            raise StartupError(f"cannot use the cache folder {self.config.cache_dir}: {exc}") from None
         ctx = zmq.Context()
         router = ctx.socket(zmq.ROUTER)
         events = ctx.socket(zmq.PAIR)
