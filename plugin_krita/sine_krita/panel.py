@@ -30,7 +30,10 @@ from .settings import (
 )
 
 POLL_MS = 50
-REPROBE_MS = 5000
+REPROBE_MS = 5000  # while no daemon answers
+HEARTBEAT_MS = 15000  # while connected: notice a daemon that went away
+STARTING_PROBE_MS = 1000
+STARTING_GRACE_S = 90.0  # how long "Start daemon" waits before saying it failed
 PREVIEW_SIDE = 128
 
 
@@ -76,6 +79,7 @@ class SinePanel(qt.QWidget):
         self._job_source: SourcePixels | None = None
         self._job_settings: EditSettings | None = None
         self._job_started = 0.0
+        self._starting_until = 0.0
         self._build_ui()
         self._timer = qt.QTimer(self)
         self._timer.timeout.connect(self._on_tick)
@@ -263,9 +267,10 @@ class SinePanel(qt.QWidget):
         if starter is None:
             from sine_protocol.launch import start_daemon as starter
         starter()
+        self._starting_until = time.monotonic() + STARTING_GRACE_S
         self.start_button.setVisible(False)
         self.connection_label.setText("daemon: starting...")
-        self._reprobe.start(1000)
+        self._reprobe.start(STARTING_PROBE_MS)
 
     def probe(self) -> None:
         """Ask the daemon who it is (answered asynchronously)."""
@@ -299,21 +304,23 @@ class SinePanel(qt.QWidget):
             version = header.get("daemon_version", "?")
             text = f"daemon {version} on {self.device}"
             self.start_button.setVisible(False)
-            self._reprobe.stop()
+            self._starting_until = 0.0
+            interval = HEARTBEAT_MS
             if header.get("model_error"):
                 text += f"; model error: {header['model_error']}"
             elif header.get("model_ready") is False:
                 text += "; loading the model..."
-                self._reprobe.start(2000)  # update the line once the model is ready
+                interval = 2000  # update the line once the model is ready
             self.connection_label.setText(text)
+            self._reprobe.start(interval)
         elif event.kind == "unavailable":
             self.connected = False
+            if time.monotonic() < self._starting_until:
+                self.connection_label.setText("daemon: starting... (not answering yet)")
+                return
             self.connection_label.setText(f"daemon not connected: {event.message}")
-            can_start = bool(header.get("installed")) and daemon_installed()
-            starting = self._reprobe.isActive() and self._reprobe.interval() == 1000
-            self.start_button.setVisible(can_start and not starting)
-            if not self._reprobe.isActive():
-                self._reprobe.start(REPROBE_MS)
+            self.start_button.setVisible(bool(header.get("installed")) and daemon_installed())
+            self._reprobe.start(REPROBE_MS)
         elif event.kind == "accepted":
             position = header.get("queue_position")
             self._set_progress("queued", None, None, extra=f" (position {position})" if position else "")

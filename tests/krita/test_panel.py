@@ -152,5 +152,16 @@ def test_no_daemon_shows_why_and_offers_start(qapp, monkeypatch, tmp_path, proce
         p.start_button.click()
         assert started and not p.start_button.isVisibleTo(p)
         assert p.connection_label.text() == "daemon: starting..."
+        # Still nobody there: it keeps probing quietly instead of offering the button again.
+        assert wait_for(lambda: "not answering yet" in p.connection_label.text(), 15, process_events)
+        assert not p.start_button.isVisibleTo(p)
     finally:
         p.shutdown()
+
+
+def test_daemon_going_away_is_noticed(panel, standin, process_events):
+    _connected(panel, process_events)
+    standin.close()
+    panel.probe()  # what the heartbeat timer does every few seconds
+    assert wait_for(lambda: not panel.connected, 15, process_events)
+    assert panel.connection_label.text().startswith("daemon not connected: ")
