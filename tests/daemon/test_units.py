@@ -184,3 +184,12 @@ def test_queue_bounds_pixel_bytes_and_drops_pixels_when_done():
     queue.finish(big, DONE)
     assert big.request is None and big.nbytes == 0  # finished jobs keep no pixels
     queue.submit(Job(client=b"C", request_id="r", request=None, nbytes=700))
+
+
+def test_socket_side_does_not_import_torch():
+    """Only the worker thread may touch torch: importing the server and the command must not load it."""
+    code = ("import sys; import sine.daemon.server, sine.commands.daemon; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    repo = __import__("pathlib").Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "PYTHONPATH": f"{repo / 'backend'}:{repo / 'shared'}"}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

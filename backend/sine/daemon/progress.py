@@ -24,8 +24,8 @@ def preview_blob(image: Image.Image) -> tuple[dict[str, Any], bytes]:
 class ProgressReporter:
     """Send at most one event per ``interval_s`` per job, but always the first and last step of each phase.
 
-    Previews are costly (a VAE decode), so they are built only for events that are actually sent and
-    at most every ``preview_every`` sampling steps (and always on the last).
+    Previews cost a (small) VAE decode, so they are built only for events that are actually sent: on the
+    first step (quick feedback), then at most every ``preview_every`` steps, and on the last.
     """
 
     def __init__(self, emit: Emit, job_id: str, request_id: str, interval_s: float = 0.25, preview_every: int = 5,
@@ -62,7 +62,7 @@ class ProgressReporter:
         elapsed = now - self._phase_start
         eta = elapsed / step * (total - step) if step > 0 else 0.0
         blob = None
-        if preview is not None and (last or step - self._last_preview_step >= self.preview_every):
+        if preview is not None and (step == 1 or last or step - self._last_preview_step >= self.preview_every):
             blob = preview_blob(preview())
             self._last_preview_step = step
         self._send(phase, step, total, eta, blob)
