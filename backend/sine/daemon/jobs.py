@@ -31,6 +31,7 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     state: str = QUEUED
     phase: str = "queued"
+    step: int = 0  # last step the worker finished in ``phase`` (updated every step, sent or not)
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     nbytes: int = 0  # pixel bytes this job holds while pending (bounded in total by the queue)

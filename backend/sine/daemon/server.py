@@ -257,10 +257,12 @@ class Daemon:
             job = self.queue.cancel(request.job)
             if job is None:
                 raise ProtocolError(BAD_REQUEST, f"no pending job {request.job!r}", rid, request.job)
-            log.info("job %s: cancel requested", job.id[:8])
+            # Read after the flag is set: the worker stops at most one step past this point.
+            at = {"phase": job.phase, "step": job.step}
+            log.info("job %s: cancel requested at %s step %d", job.id[:8], at["phase"], at["step"])
             if job.state == CANCELLED:  # it was still queued: its final event goes out now
                 self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
-            return make_reply(m.CANCELLED, rid, job=job.id)
+            return make_reply(m.CANCELLED, rid, job=job.id, at=at)
         if request.type == m.EDIT:
             assert request.edit is not None
             edit = request.edit

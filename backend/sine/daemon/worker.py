@@ -137,7 +137,8 @@ class Worker(threading.Thread):
         """The final state and event for a job that raised."""
         if isinstance(exc, _JobCancelled) or getattr(exc, "code", None) == CANCELLED:
             log.info("job %s: cancelled", job.id[:8])
-            return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id)
+            stopped_at = {"phase": job.phase, "step": job.step}
+            return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id, stopped_at=stopped_at)
         if is_out_of_memory(exc):
             log.warning("job %s: out of memory: %s", job.id[:8], exc)
             free_accelerator_memory()
@@ -179,9 +180,9 @@ class _PhaseTracking:
         self._job = job
 
     def phase_start(self, phase: str, total: int = 0) -> None:
-        self._job.phase = phase
+        self._job.phase, self._job.step = phase, 0
         self._reporter.phase_start(phase, total)
 
     def step(self, phase: str, step: int, total: int, preview: Any = None) -> None:
-        self._job.phase = phase
+        self._job.phase, self._job.step = phase, step
         self._reporter.step(phase, step, total, preview)
