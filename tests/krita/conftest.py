@@ -35,7 +35,7 @@ def process_events(qapp):
 @pytest.fixture
 def standin(monkeypatch, tmp_path):
     """A stand-in daemon plus the env that makes SineClient find it (endpoint, token file)."""
-    from standin_daemon import TOKEN, StandinDaemon
+    from krita_standin import TOKEN, StandinDaemon
 
     daemon = StandinDaemon()
     config = tmp_path / "config"

@@ -1,6 +1,6 @@
 import pytest
-from helpers import make_document, rgba_pattern, to_bgra
 from krita import Document, Selection
+from krita_helpers import make_document, rgba_pattern, to_bgra
 from sine_krita.document_io import UnsupportedDocument, add_result_layer, read_source
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import make_document, rgba_pattern, to_bgra
 from krita import Krita, Selection
+from krita_helpers import make_document, rgba_pattern, to_bgra
+from krita_standin import fake_edit, wait_for
 from sine_krita.daemon_link import DaemonLink
 from sine_krita.panel import SinePanel
-from standin_daemon import fake_edit, wait_for
 
 from sine_protocol.frames import Mask, RGBAImage
 

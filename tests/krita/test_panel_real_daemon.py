@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_document, rgba_pattern, to_bgra
 from krita import Krita
+from krita_helpers import make_document, rgba_pattern, to_bgra
+from krita_standin import wait_for
 from sine_krita.panel import SinePanel
-from standin_daemon import wait_for
 
 from sine_protocol import RGBAImage
 from sine_protocol.client import SineClient

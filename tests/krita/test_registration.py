@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import sine_krita
-from helpers import make_document
 from krita import Krita, Window
+from krita_helpers import make_document
+from krita_standin import wait_for
 from sine_krita import qt_compat as qt
 from sine_krita.docker import DOCKER_ID, SineDocker, panel_for
 from sine_krita.extension import SineExtension
-from standin_daemon import wait_for
 
 
 def test_docker_and_extension_are_registered(qapp):
