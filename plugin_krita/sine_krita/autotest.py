@@ -201,6 +201,9 @@ class AutoTest(qt.QObject):
                 entry["png_error"] = repr(exc)
             layers.append(entry)
         self.report[f"layers_{tag}"] = layers
+        doc.refreshProjection()
+        with open(os.path.join(self.out_dir, f"{tag}-visible.rgba"), "wb") as f:
+            f.write(bgra_to_rgba(bytes(doc.pixelData(0, 0, width, height))))
 
     def _finish(self, error: str | None) -> None:
         self.report["ok"] = error is None

@@ -52,6 +52,45 @@ def make_source_png(path: Path) -> bytes:
     return image.convert("RGBA").tobytes()
 
 
+SQUARE = (50, 30, 30, 20)  # x, y, w, h of the top layer in the layered document
+
+
+def make_layered_ora(path: Path) -> bytes:
+    """An OpenRaster file: the PNG source at the bottom, an opaque green square layer at an offset
+    on top. Returns the visible composite (exact: the square is fully opaque)."""
+    from PIL import Image
+
+    bottom = path.with_name("bottom.png")
+    composite = bytearray(make_source_png(bottom))
+    x0, y0, w, h = SQUARE
+    top = Image.new("RGBA", (w, h), (40, 200, 60, 255))
+    for y in range(y0, y0 + h):
+        for x in range(x0, x0 + w):
+            composite[4 * (y * WIDTH + x) : 4 * (y * WIDTH + x) + 4] = bytes((40, 200, 60, 255))
+    stack = (
+        f'<?xml version="1.0" encoding="UTF-8"?><image w="{WIDTH}" h="{HEIGHT}" version="0.0.3"><stack>'
+        f'<layer name="square" src="data/square.png" x="{x0}" y="{y0}" opacity="1.000" visibility="visible"/>'
+        f'<layer name="picture" src="data/picture.png" x="0" y="0" opacity="1.000" visibility="visible"/>'
+        "</stack></image>"
+    )
+    import io
+
+    def png(image) -> bytes:
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return buf.getvalue()
+
+    with Image.open(bottom) as b:
+        bottom_png = png(b.convert("RGBA"))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), "image/openraster")  # first and stored, as ORA requires
+        z.writestr("stack.xml", stack, zipfile.ZIP_DEFLATED)
+        z.writestr("data/square.png", png(top), zipfile.ZIP_DEFLATED)
+        z.writestr("data/picture.png", bottom_png, zipfile.ZIP_DEFLATED)
+        z.writestr("mergedimage.png", png(Image.frombytes("RGBA", (WIDTH, HEIGHT), bytes(composite))))
+    return bytes(composite)
+
+
 def daemon_edit(daemon, source: bytes, settings: dict[str, Any], mask: bytes | None = None):
     """The daemon's own answer to the request the panel sends for ``settings``."""
     client = daemon.client()
@@ -89,14 +128,23 @@ class Run:
         return (self.out / Path(layer["raw"]).name).read_bytes()
 
 
-def run_panel_job(home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None) -> Run:
-    """Run Krita once with the automation job; returns its report (asserting it finished)."""
+def run_panel_job(
+    home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None, layered: bool = False
+) -> Run:
+    """Run Krita once with the automation job; returns its report (asserting it finished).
+
+    ``source`` in the result is what the panel should send: the PNG's pixels, or for ``layered``
+    (an OpenRaster file with an offset layer on top) the visible composite.
+    """
     work = home.host / name
     work.mkdir()
-    source = make_source_png(work / "source.png")
+    if layered:
+        image_file, source = work / "source.ora", make_layered_ora(work / "source.ora")
+    else:
+        image_file, source = work / "source.png", make_source_png(work / "source.png")
     out, shot, job = work / "out", work / "krita-panel.png", work / "job.json"
     job.write_text(json.dumps({
-        "input": home.inside(work / "source.png"), "out_dir": home.inside(out), "screenshot": home.inside(shot),
+        "input": home.inside(image_file), "out_dir": home.inside(out), "screenshot": home.inside(shot),
         "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240,
     }))  # fmt: skip
     home.chown()
@@ -192,3 +240,22 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     assert all(pixels[4 * i : 4 * i + 4] == run.source[4 * i : 4 * i + 4] for i in outside)
     assert any(pixels[4 * i : 4 * i + 4] != run.source[4 * i : 4 * i + 4] for i in range(WIDTH * HEIGHT) if mask[i])
     assert run.raw(src_after) == run.source
+
+
+def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
+    settings = {**SETTINGS, "prompt": "make the square red", "seed": 5}
+    run = run_panel_job(krita_home, sine_daemon, "visible", {**settings, "source": "visible"}, layered=True)
+    report = run.report
+    names = [layer["name"] for layer in report["layers_before"]]
+    assert names == ["picture", "square"], names
+    square = report["layers_before"][1]
+    assert square["bounds"] == list(SQUARE)  # the offset layer kept its place
+
+    # The panel sent the visible composite (what Krita shows), not the active layer alone.
+    assert (run.out / "before-visible.rgba").read_bytes() == run.source
+    _, src_after, new = new_layer(run, settings)
+    assert run.raw(new) == daemon_edit(sine_daemon, run.source, settings).image.data
+    # Neither source layer changed.
+    after_by_name = {layer["name"]: layer for layer in report["layers_after"]}
+    for layer in report["layers_before"]:
+        assert run.raw(layer) == run.raw(after_by_name[layer["name"]]), layer["name"]
