@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--ft-steps", type=int, default=2)
     parser.add_argument("--sample-steps", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=Path("load_test.json"))
+    parser.add_argument("--json", type=Path, default=Path("bench/results/load_test.json"))
     args = parser.parse_args(argv)
 
     from sine_protocol import paths

@@ -84,8 +84,13 @@ class Daemon:
             raise StartupError(f"cannot listen on {endpoint}: {exc}") from None
         self.bound.append(endpoint)
 
-    def request_stop(self, *_: object) -> None:
-        """Signal-safe: stop accepting, cancel the running job at its next step, then exit."""
+    def request_stop(self, signum: int | None = None, _frame: object = None) -> None:
+        """Signal-safe: stop accepting, cancel the running job at its next step, then exit.
+
+        A second Ctrl+C while stopping gives up waiting (KeyboardInterrupt; the cleanup still runs).
+        """
+        if signum == signal.SIGINT and self.stop_requested.is_set():
+            raise KeyboardInterrupt
         self.stop_requested.set()
 
     def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
@@ -181,7 +186,7 @@ class Daemon:
             if not worker.is_alive() and not self.stop_requested.is_set():
                 log.critical("the worker thread died; stopping so the daemon can be restarted")
                 self.exit_code = 1
-                self.request_stop()
+                self.stop_requested.set()
 
     def _drain_events(self, router: zmq.Socket, events: zmq.Socket) -> None:
         while True:
