@@ -176,7 +176,14 @@ class DaemonLink:
             return
         self._cancel_wanted = False
         self._job = None
-        self._request = self._get_client(PROBE_TIMEOUT_S).submit_edit(**kwargs)
+        try:
+            self._request = self._get_client(PROBE_TIMEOUT_S).submit_edit(**kwargs)
+        except Exception as exc:  # e.g. nothing listens: the panel must leave its "running" state
+            self._drop_client()
+            message = describe_error(exc)
+            self._emit("error", {"code": "unavailable"}, message=f"could not send the edit: {message}")
+            self._emit("unavailable", {"installed": daemon_installed()}, message=message)
+            return
         self._last_event = time.monotonic()
 
     def _do_cancel(self) -> None:

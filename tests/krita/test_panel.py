@@ -165,3 +165,19 @@ def test_daemon_going_away_is_noticed(panel, standin, process_events):
     panel.probe()  # what the heartbeat timer does every few seconds
     assert wait_for(lambda: not panel.connected, 15, process_events)
     assert panel.connection_label.text().startswith("daemon not connected: ")
+
+
+def test_edit_without_a_daemon_fails_cleanly(qapp, monkeypatch, tmp_path, process_events):
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("SINE_ENDPOINT", "tcp://127.0.0.1:9")
+    doc, _ = make_document(16, 12)
+    p = SinePanel(lambda: doc)
+    try:
+        p.apply_settings({"prompt": "anything"})
+        p.edit_button.click()
+        assert wait_for(lambda: p.state != "running", 15, process_events)
+        assert p.state == "error" and p.last_error.startswith("unavailable: could not send the edit")
+        assert p.edit_button.isEnabled() and not p.cancel_button.isEnabled()
+        assert len(doc.topLevelNodes()) == 2
+    finally:
+        p.shutdown()
