@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU)")
     p.add_argument("--no-ipc", action="store_true", help="do not also listen on ipc:// in the runtime dir")
     p.add_argument("--foreground", action="store_true",
-                   help="log to stderr as well as the log file (the daemon never forks itself either way;"
-                        " a launcher detaches it)")
+                   help="accepted for clarity: the daemon never forks itself (a launcher detaches it) and"
+                        " always logs to stderr and to daemon.log in the state dir")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--progress-interval", type=float, default=0.25,
                    help="seconds between progress events of one job (first and last step always sent)")
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from sine_protocol.messages import Limits
 
     state = paths.state_dir()
-    # The log file always; stderr too in the foreground (a launcher already sends stderr to a file).
-    log_path = setup_logging(state, getattr(logging, args.log_level), stderr=args.foreground or sys.stderr.isatty())
+    log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
     defaults = Limits()
     limits = Limits(
         max_input_pixels=args.max_input_pixels or defaults.max_input_pixels,
