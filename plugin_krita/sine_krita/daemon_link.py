@@ -31,6 +31,7 @@ class LinkEvent:
     header: dict[str, Any] = field(default_factory=dict)
     image: Any = None  # sine_protocol.RGBAImage for result / preview
     message: str = ""
+    ticket: int = 0  # which submit() an edit event belongs to (0: connection events)
 
 
 def default_client_factory(timeout: float) -> Any:
@@ -70,6 +71,9 @@ class DaemonLink:
         self._cancel_wanted = False
         self._last_event = 0.0
         self._started = False
+        self._ticket = 0  # ticket of the edit in flight (worker thread)
+        self._last_ticket = 0
+        self._ticket_lock = threading.Lock()
 
     # ---- called from the GUI thread -------------------------------------------------
     def start(self) -> None:
@@ -87,9 +91,13 @@ class DaemonLink:
         """Ask for a ``hello``; answers with a ``connected`` or ``unavailable`` event."""
         self._commands.put(("probe", None))
 
-    def submit(self, kwargs: dict[str, Any]) -> None:
-        """Send one edit (kwargs of ``SineClient.submit_edit``); events follow until its end."""
-        self._commands.put(("edit", kwargs))
+    def submit(self, kwargs: dict[str, Any]) -> int:
+        """Send one edit (kwargs of ``SineClient.submit_edit``); returns the ticket its events carry."""
+        with self._ticket_lock:
+            self._last_ticket += 1
+            ticket = self._last_ticket
+        self._commands.put(("edit", (ticket, kwargs)))
+        return ticket
 
     def cancel(self) -> None:
         self._commands.put(("cancel", None))
@@ -110,9 +118,9 @@ class DaemonLink:
 
     # ---- worker thread ----------------------------------------------------------------
     def _emit(
-        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = ""
+        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = "", ticket: int = 0
     ) -> None:
-        self._events.put(LinkEvent(kind, dict(header or {}), image, message))
+        self._events.put(LinkEvent(kind, dict(header or {}), image, message, ticket))
 
     def _get_client(self, timeout: float) -> Any:
         if self._client is None:
@@ -156,7 +164,7 @@ class DaemonLink:
         self._cancel_wanted = False
         self._drop_client()
         if was_running:
-            self._emit("error", {"code": "unavailable"}, message=message)
+            self._emit("error", {"code": "unavailable"}, message=message, ticket=self._ticket)
         self._emit("unavailable", {"installed": daemon_installed()}, message=message)
 
     def _do_probe(self) -> None:
@@ -170,10 +178,12 @@ class DaemonLink:
             return
         self._emit("connected", welcome)
 
-    def _do_submit(self, kwargs: dict[str, Any]) -> None:
+    def _do_submit(self, arg: tuple[int, dict[str, Any]]) -> None:
+        ticket, kwargs = arg
         if self._request is not None:
-            self._emit("error", {"code": "busy"}, message="an edit is already running")
+            self._emit("error", {"code": "busy"}, message="an edit is still running", ticket=ticket)
             return
+        self._ticket = ticket
         self._cancel_wanted = False
         self._job = None
         try:
@@ -181,7 +191,7 @@ class DaemonLink:
         except Exception as exc:  # e.g. nothing listens: the panel must leave its "running" state
             self._drop_client()
             message = describe_error(exc)
-            self._emit("error", {"code": "unavailable"}, message=f"could not send the edit: {message}")
+            self._emit("error", {"code": "unavailable"}, message=f"could not send the edit: {message}", ticket=ticket)
             self._emit("unavailable", {"installed": daemon_installed()}, message=message)
             return
         self._last_event = time.monotonic()
@@ -211,14 +221,14 @@ class DaemonLink:
         kind = event.type
         if kind == "accepted":
             self._job = event.header.get("job")
-            self._emit("accepted", event.header)
+            self._emit("accepted", event.header, ticket=self._ticket)
             if self._cancel_wanted and self._job:
                 self._client.cancel(self._job)
         elif kind == "progress":
-            self._emit("progress", event.header, image=event.preview)
+            self._emit("progress", event.header, image=event.preview, ticket=self._ticket)
         elif kind in ("result", "error", "cancelled"):
             image = event.image if kind == "result" else None
             message = str(event.header.get("message", "")) if kind == "error" else ""
             self._request = self._job = None
             self._cancel_wanted = False
-            self._emit(kind, event.header, image=image, message=message)
+            self._emit(kind, event.header, image=image, message=message, ticket=self._ticket)

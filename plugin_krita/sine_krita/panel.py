@@ -74,12 +74,11 @@ class SinePanel(qt.QWidget):
         self.device = ""
         self.progress_text = "idle"
         self.progress_log: list[str] = []  # phase texts of the current edit (automation, tests)
-        self.finished_callbacks: list[Callable[[SinePanel], None]] = []
         self._job_doc: Any = None
         self._job_source: SourcePixels | None = None
         self._job_settings: EditSettings | None = None
-        self._job_started = 0.0
         self._starting_until = 0.0
+        self._ticket = -1  # the link's ticket of the edit this panel waits for
         self._build_ui()
         self._timer = qt.QTimer(self)
         self._timer.timeout.connect(self._on_tick)
@@ -243,7 +242,6 @@ class SinePanel(qt.QWidget):
         if source.mask is not None:
             kwargs["mask"] = Mask(source.width, source.height, source.mask)
         self._job_doc, self._job_source, self._job_settings = doc, source, settings
-        self._job_started = time.monotonic()
         self.last_layer = None
         self.last_error = ""
         self.progress_log = []
@@ -251,7 +249,7 @@ class SinePanel(qt.QWidget):
         self._set_progress("sending", None, None)
         where = "selection of " if source.mask is not None else ""
         self.show_message(f"Editing {where}{source.source_name} ({source.width}x{source.height})...")
-        self.link.submit(kwargs)
+        self._ticket = self.link.submit(kwargs)
 
     @guarded
     def cancel_edit(self, *_: Any) -> None:
@@ -291,6 +289,7 @@ class SinePanel(qt.QWidget):
             except Exception as exc:
                 traceback.print_exc()
                 if self.state == "running":
+                    self.link.cancel()  # don't leave the daemon working for an edit nobody waits for
                     self._finish("error", f"could not use the daemon's answer: {describe_error(exc)}")
                 else:
                     self.show_error(describe_error(exc))
@@ -321,6 +320,8 @@ class SinePanel(qt.QWidget):
             self.connection_label.setText(f"daemon not connected: {event.message}")
             self.start_button.setVisible(bool(header.get("installed")) and daemon_installed())
             self._reprobe.start(REPROBE_MS)
+        elif self.state != "running" or event.ticket != self._ticket:
+            return  # late events of an edit that already ended here
         elif event.kind == "accepted":
             position = header.get("queue_position")
             self._set_progress("queued", None, None, extra=f" (position {position})" if position else "")
@@ -390,8 +391,6 @@ class SinePanel(qt.QWidget):
             self.show_error(message)
         else:
             self.show_message(message)
-        for callback in list(self.finished_callbacks):
-            callback(self)
 
     def show_message(self, text: str) -> None:
         self.message_label.setStyleSheet("")

@@ -181,3 +181,25 @@ def test_edit_without_a_daemon_fails_cleanly(qapp, monkeypatch, tmp_path, proces
         assert len(doc.topLevelNodes()) == 2
     finally:
         p.shutdown()
+
+
+def test_failure_placing_the_result_is_shown_and_the_next_edit_works(panel, monkeypatch, process_events):
+    _connected(panel, process_events)
+    doc = Krita.instance().activeDocument()
+
+    def broken(name, node_type):
+        raise RuntimeError("Krita refused to create the layer")
+
+    with monkeypatch.context() as m:
+        m.setattr(doc, "createNode", broken)
+        panel.apply_settings({"prompt": "first"})
+        panel.edit_button.click()
+        assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "error"
+    assert panel.last_error == "could not use the daemon's answer: Krita refused to create the layer"
+    assert len(doc.topLevelNodes()) == 2
+    panel.apply_settings({"prompt": "second"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    assert [n.name() for n in doc.topLevelNodes()] == ["layer 0", "SINE: second (seed 0)", "layer 1"]
