@@ -63,12 +63,12 @@ class Daemon:
         if ipc is None:
             return None
         runtime = Path(ipc[len("ipc://"):]).parent
-        runtime.mkdir(parents=True, exist_ok=True)
-        os.chmod(runtime, 0o700)
         ipc_lock = DaemonLock(runtime / "daemon.sock.lock")
         try:
+            runtime.mkdir(parents=True, exist_ok=True)
+            os.chmod(runtime, 0o700)
             ipc_lock.acquire({"endpoint": ipc})
-        except AlreadyRunning as exc:
+        except (AlreadyRunning, OSError) as exc:  # TCP still works; ipc is a convenience
             log.warning("not binding %s: %s", ipc, exc)
             return None
         self._locks.append(ipc_lock)
