@@ -40,6 +40,7 @@ class AutoTest(qt.QObject):
         self._doc: Any = None
         self._panel: Any = None
         self._t0 = time.monotonic()
+        self._last_tick = 0.0
 
     def on_window_created(self) -> None:
         if not self._started:
@@ -129,6 +130,11 @@ class AutoTest(qt.QObject):
 
     def _wait_result(self) -> None:
         panel = self._panel
+        now = time.monotonic()
+        if self._last_tick:  # how long Krita's event loop went without running this 50 ms timer
+            gap_ms = round((now - self._last_tick) * 1000)
+            self.report["max_event_gap_ms"] = max(self.report.get("max_event_gap_ms", 0), gap_ms)
+        self._last_tick = now
         seen = self.report["progress_seen"]
         if not seen or seen[-1] != panel.progress_text:
             seen.append(panel.progress_text)
