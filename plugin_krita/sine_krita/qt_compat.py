@@ -1,7 +1,8 @@
 """The one place that knows whether Krita runs PyQt5 (Krita 5) or PyQt6 (Krita 6).
 
-Krita has already imported its own binding before any plugin loads, so we take the one found in
-``sys.modules`` and never import the other: loading a second Qt into the process would crash it.
+Krita has already imported its own binding before any plugin loads, so we take the one its
+``krita`` module is built on (else the one found in ``sys.modules``) and never import the other:
+loading a second Qt into the process would crash it.
 Outside Krita (unit tests) PyQt6 is preferred, then PyQt5. Enum spellings differ between the two
 (PyQt6 only has scoped enums), so the rest of the plugin uses the aliases defined here.
 """
@@ -13,10 +14,23 @@ import os
 import sys
 
 
+def binding_of_krita() -> str | None:
+    """``"PyQt5"``/``"PyQt6"``: the binding Krita's own ``krita`` module is built on, if loaded."""
+    krita = sys.modules.get("krita")
+    for cls in getattr(getattr(krita, "Krita", None), "__mro__", ()):
+        package = (getattr(cls, "__module__", "") or "").split(".")[0]
+        if package in ("PyQt5", "PyQt6"):
+            return package
+    return None
+
+
 def _pick_binding() -> str:
     forced = os.environ.get("SINE_KRITA_QT")  # "PyQt5" / "PyQt6": only for debugging
     if forced:
         return forced
+    from_krita = binding_of_krita()
+    if from_krita:
+        return from_krita
     for name in ("PyQt6", "PyQt5"):
         if f"{name}.QtCore" in sys.modules:
             return name

@@ -47,8 +47,17 @@ def test_actions_have_names_shortcuts_and_drive_the_panel(qapp, standin, process
         dock.panel.shutdown()
 
 
-def test_qt_binding_is_the_one_already_loaded(qapp):
+def test_qt_binding_is_the_one_krita_uses(qapp, monkeypatch):
     assert qt.BINDING == "PyQt6" and "PyQt5.QtCore" not in sys.modules
+    assert qt.binding_of_krita() == "PyQt6"  # read from the (fake) krita module's class hierarchy
+
+    qobject5 = type("QObject", (), {"__module__": "PyQt5.QtCore"})  # how Krita 5's classes look
+    krita5 = type(sys)("krita")
+    krita5.Krita = type("Krita", (qobject5,), {"__module__": "krita"})
+    monkeypatch.setitem(sys.modules, "krita", krita5)
+    assert qt.binding_of_krita() == "PyQt5"
+    monkeypatch.delitem(sys.modules, "krita")
+    assert qt.binding_of_krita() is None
 
 
 def test_qimage_round_trip_keeps_straight_rgba(qapp):
