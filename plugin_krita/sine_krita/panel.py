@@ -317,7 +317,7 @@ class SinePanel(qt.QWidget):
             if time.monotonic() < self._starting_until:
                 self.connection_label.setText("daemon: starting... (not answering yet)")
                 return
-            self.connection_label.setText(f"daemon not connected: {event.message}")
+            self.connection_label.setText(f"not connected: {event.message}")
             self.start_button.setVisible(bool(header.get("installed")) and daemon_installed())
             self._reprobe.start(REPROBE_MS)
         elif self.state != "running" or event.ticket != self._ticket:

@@ -164,7 +164,7 @@ def test_daemon_going_away_is_noticed(panel, standin, process_events):
     standin.close()
     panel.probe()  # what the heartbeat timer does every few seconds
     assert wait_for(lambda: not panel.connected, 15, process_events)
-    assert panel.connection_label.text().startswith("daemon not connected: ")
+    assert panel.connection_label.text().startswith("not connected: ")
 
 
 def test_edit_without_a_daemon_fails_cleanly(qapp, monkeypatch, tmp_path, process_events):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from krita_host import REPO, lib_sh
+from krita_host import REPO, free_port, lib_sh
 
 from sine_protocol import Mask, RGBAImage
 
@@ -50,6 +50,14 @@ def make_source_png(path: Path) -> bytes:
     ImageDraw.Draw(image).ellipse([20, 12, 60, 52], fill=(220, 30, 30))
     image.save(path)
     return image.convert("RGBA").tobytes()
+
+
+def make_gray_png(path: Path) -> bytes:
+    from PIL import Image
+
+    image = Image.new("L", (WIDTH, HEIGHT), 128)
+    image.save(path)
+    return image.tobytes()
 
 
 SQUARE = (50, 30, 30, 20)  # x, y, w, h of the top layer in the layered document
@@ -129,30 +137,34 @@ class Run:
 
 
 def run_panel_job(
-    home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None, layered: bool = False
+    home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None, image: str = "png",
+    endpoint: str | None = None, **job_extra: Any,
 ) -> Run:
     """Run Krita once with the automation job; returns its report (asserting it finished).
 
-    ``source`` in the result is what the panel should send: the PNG's pixels, or for ``layered``
-    (an OpenRaster file with an offset layer on top) the visible composite.
+    ``image``: "png" (the source PNG), "ora" (OpenRaster with an offset layer on top; ``source`` is
+    then the visible composite) or "gray" (an 8-bit grayscale PNG, which the panel must refuse).
     """
     work = home.host / name
     work.mkdir()
-    if layered:
+    if image == "ora":
         image_file, source = work / "source.ora", make_layered_ora(work / "source.ora")
+    elif image == "gray":
+        image_file, source = work / "source.png", make_gray_png(work / "source.png")
     else:
         image_file, source = work / "source.png", make_source_png(work / "source.png")
     out, shot, job = work / "out", work / "krita-panel.png", work / "job.json"
     job.write_text(json.dumps({
         "input": home.inside(image_file), "out_dir": home.inside(out), "screenshot": home.inside(shot),
-        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240,
+        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240, **job_extra,
     }))  # fmt: skip
     home.chown()
-    # Warm the fine-tune cache: a fresh fine-tune and a cached one may differ in the last bit, so
-    # the panel's edit and the reference edit below must both be cache hits to compare exactly.
-    daemon_edit(daemon, source, settings)
+    if endpoint is None:
+        # Warm the fine-tune cache: a fresh fine-tune and a cached one may differ in the last bit,
+        # so the panel's edit and the reference edit must both be cache hits to compare exactly.
+        daemon_edit(daemon, source, settings)
 
-    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": daemon.endpoint}
+    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": endpoint or daemon.endpoint}
     snippet = (
         'RC_ENV=(SINE_KRITA_AUTOTEST="$KJOB" SINE_ENDPOINT="$KENDPOINT"); '
         'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 1280x960x24" krita --nosplash'
@@ -246,7 +258,7 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
 
 def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
     settings = {**SETTINGS, "prompt": "make the square red", "seed": 5}
-    run = run_panel_job(krita_home, sine_daemon, "visible", {**settings, "source": "visible"}, layered=True)
+    run = run_panel_job(krita_home, sine_daemon, "visible", {**settings, "source": "visible"}, image="ora")
     report = run.report
     names = [layer["name"] for layer in report["layers_before"]]
     assert names == ["picture", "square"], names
@@ -261,3 +273,21 @@ def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
     after_by_name = {layer["name"]: layer for layer in report["layers_after"]}
     for layer in report["layers_before"]:
         assert run.raw(layer) == run.raw(after_by_name[layer["name"]]), layer["name"]
+
+
+def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
+    """Nothing listens at the endpoint (but the daemon is installed), and the image is grayscale."""
+    daemon_json = krita_home.host / ".config" / "sine-edit" / "daemon.json"
+    daemon_json.write_text(json.dumps({"argv": ["/bin/false"]}))
+    try:
+        run = run_panel_job(
+            krita_home, sine_daemon, "errors", SETTINGS, image="gray", endpoint=f"tcp://127.0.0.1:{free_port()}",
+            expect_daemon=False, expect_state="idle",  # refused before anything was sent
+        )  # fmt: skip
+    finally:
+        daemon_json.unlink()
+    report = run.report
+    assert report["connection"].startswith("not connected: daemon not reachable")
+    assert report["start_button_shown"] is True
+    assert "8-bit RGBA" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
+    assert [layer["name"] for layer in report["layers_after"]] == [layer["name"] for layer in report["layers_before"]]
