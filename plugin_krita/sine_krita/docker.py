@@ -11,7 +11,6 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
-from . import qt_compat as qt
 from .panel import SinePanel
 
 DOCKER_ID = "sine_edit_docker"
@@ -37,13 +36,8 @@ class SineDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle(TITLE)
-        # A scroll area, so a short docker scrolls instead of squashing the form.
-        scroll = qt.QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(qt.NO_FRAME)
-        self.panel = SinePanel(active_document, parent=scroll)
-        scroll.setWidget(self.panel)
-        self.setWidget(scroll)
+        self.panel = SinePanel(active_document, parent=self)
+        self.setWidget(self.panel)
         _panels.append(weakref.ref(self.panel))
         app = Krita.instance()
         notifier = app.notifier() if hasattr(app, "notifier") else None

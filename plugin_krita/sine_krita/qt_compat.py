@@ -70,7 +70,6 @@ QPlainTextEdit = QtWidgets.QPlainTextEdit
 QProgressBar = QtWidgets.QProgressBar
 QPushButton = QtWidgets.QPushButton
 QSpinBox = QtWidgets.QSpinBox
-QScrollArea = QtWidgets.QScrollArea
 QToolButton = QtWidgets.QToolButton
 QVBoxLayout = QtWidgets.QVBoxLayout
 QWidget = QtWidgets.QWidget
@@ -89,7 +88,6 @@ IGNORE_ASPECT = _enum(Qt, "AspectRatioMode", "IgnoreAspectRatio")
 SMOOTH = _enum(Qt, "TransformationMode", "SmoothTransformation")
 TEXT_SELECTABLE = _enum(Qt, "TextInteractionFlag", "TextSelectableByMouse")
 RICH_TEXT_OFF = _enum(Qt, "TextFormat", "PlainText")
-NO_FRAME = _enum(QtWidgets.QFrame, "Shape", "NoFrame")
 
 
 def qimage_from_rgba(data: bytes, width: int, height: int) -> QImage:
