@@ -161,6 +161,7 @@ class SinePanel(qt.QWidget):
         self.preview_label.setFixedSize(PREVIEW_SIDE, PREVIEW_SIDE)
         self.preview_label.setAlignment(qt.ALIGN_CENTER)
         self.preview_label.setToolTip("live preview of the edit")
+        self.preview_label.setVisible(False)  # takes room only once there is something to show
         root.addWidget(self.preview_label, 0, qt.ALIGN_CENTER)
 
         self.message_label = qt.QLabel("", self)
@@ -245,6 +246,8 @@ class SinePanel(qt.QWidget):
         self.last_layer = None
         self.last_error = ""
         self.progress_log = []
+        self.preview_label.clear()
+        self.preview_label.setVisible(False)
         self._set_running(True)
         self._set_progress("sending", None, None)
         where = "selection of " if source.mask is not None else ""
@@ -409,6 +412,7 @@ class SinePanel(qt.QWidget):
         qimage = qt.qimage_from_rgba(image.data, image.width, image.height)
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
+        self.preview_label.setVisible(True)
 
 
 def _spin(parent: Any, low: int, high: int, value: int, special: str = "") -> Any:

@@ -57,6 +57,7 @@ def test_edit_adds_the_result_layer_above_the_active_one(panel, process_events):
     source = doc.topLevelNodes()[0]
     source_before = bytes(source.pixelData(0, 0, 16, 12))
     panel.apply_settings({"prompt": "invert", "seed": 5})
+    assert not panel.preview_label.isVisibleTo(panel)  # no empty box before the first preview
     panel.edit_button.click()
     assert not panel.edit_button.isEnabled() and panel.cancel_button.isEnabled()
 
@@ -71,7 +72,7 @@ def test_edit_adds_the_result_layer_above_the_active_one(panel, process_events):
     log = panel.progress_log
     assert log[0] == "sending" and log[1].startswith("queued")
     assert log.index("fine-tuning 1/3") < log.index("fine-tuning 3/3") < log.index("sampling 4/4")
-    assert not panel.preview_label.pixmap().isNull()
+    assert not panel.preview_label.pixmap().isNull() and panel.preview_label.isVisibleTo(panel)
     assert panel.edit_button.isEnabled() and not panel.cancel_button.isEnabled()
 
 
