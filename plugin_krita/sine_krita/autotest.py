@@ -183,6 +183,16 @@ class AutoTest(qt.QObject):
         if shot:
             window = Krita.instance().activeWindow().qwindow()
             self.report["screenshot"] = bool(window.grab().save(shot, "PNG"))
+        if self._panel.state == "done" and self.job.get("check_undo", True):
+            # One Edit > Undo must take the whole result away (it was added in one step).
+            Krita.instance().action("edit_undo").trigger()
+            self._later(self._after_undo, 500)
+            return
+        self._finish(None)
+
+    def _after_undo(self) -> None:
+        self._doc.waitForDone()
+        self.report["layers_after_undo"] = [node.name() for node in self._doc.topLevelNodes()]
         self._finish(None)
 
     # ---- output --------------------------------------------------------------------

@@ -197,6 +197,10 @@ def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[
     new = after[[layer["index"] for layer in after].index(index) + 1]
     assert new["name"] == f"SINE: {settings['prompt']} (seed {settings['seed']})"
     assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    # One undo step removes the result entirely: it was added as a single step.
+    assert [name for name in run.report["layers_after_undo"] if name != "Selection Mask"] == [
+        layer["name"] for layer in before
+    ]
     return before[index], after[index], new
 
 
