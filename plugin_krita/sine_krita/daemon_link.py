@@ -17,6 +17,7 @@ from typing import Any
 # The pure-Python ZMTP transport: hosts must not depend on a compiled pyzmq matching their Python.
 TRANSPORT = "pure"
 PROBE_TIMEOUT_S = 3.0
+SEND_TIMEOUT_S = 60.0  # a large canvas takes a while to push through the socket
 # With no event for this long during a job, ping the daemon to tell "busy" from "gone".
 SILENCE_PING_S = 20.0
 POLL_S = 0.05
@@ -187,7 +188,12 @@ class DaemonLink:
         self._cancel_wanted = False
         self._job = None
         try:
-            self._request = self._get_client(PROBE_TIMEOUT_S).submit_edit(**kwargs)
+            client = self._get_client(PROBE_TIMEOUT_S)
+            client.timeout = SEND_TIMEOUT_S
+            try:
+                self._request = client.submit_edit(**kwargs)
+            finally:
+                client.timeout = PROBE_TIMEOUT_S
         except Exception as exc:  # e.g. nothing listens: the panel must leave its "running" state
             self._drop_client()
             message = describe_error(exc)
