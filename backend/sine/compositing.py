@@ -10,18 +10,20 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 
-def feathered_alpha(mask: Image.Image, feather_px: float) -> np.ndarray:
-    """Mask (L, 255 = selected) → weights in [0, 1] that are exactly 0 wherever the mask is 0."""
-    m = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-    if feather_px > 0:
-        blurred = np.asarray(mask.convert("L").filter(ImageFilter.GaussianBlur(feather_px)), dtype=np.float32) / 255.0
-        m = np.minimum(m, blurred * m)
-    m[np.asarray(mask.convert("L")) == 0] = 0.0
-    return m
+def feathered_alpha(mask: Image.Image, feather_px: int) -> np.ndarray:
+    """Mask (L, 255 = selected) → weights in [0, 1]: 0 wherever the mask is 0, ramping up over
+    `feather_px` pixels inside the selection's edge, the mask's own value deeper inside."""
+    current = mask.convert("L")
+    steps = max(1, int(feather_px))
+    total = np.zeros((current.height, current.width), np.float32)
+    for _ in range(steps):  # the mean of successive 1-px erosions is a linear ramp from the edge
+        total += np.asarray(current, dtype=np.float32)
+        current = current.filter(ImageFilter.MinFilter(3))
+    return total / (255.0 * steps)
 
 
 def composite_under_mask(source: Image.Image, result: Image.Image, mask: Image.Image,
-                         feather_px: float = 2.0) -> Image.Image:
+                         feather_px: int = 4) -> Image.Image:
     """RGBA: the result where the mask is on, the untouched source where it is off."""
     if not (source.size == result.size == mask.size):
         raise ValueError(f"sizes differ: source {source.size}, result {result.size}, mask {mask.size}")

@@ -61,10 +61,14 @@ class BaseModel:
         """Pre-trained text embeddings (B, L, D) in the inference dtype."""
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
 
-    def new_scheduler(self) -> DDIMScheduler:
-        """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0."""
+    def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
+        """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.
+
+        With as many steps as training timesteps the offset would step past the last one: use 0.
+        """
         config = dict(self.scheduler_config)
-        config.update(timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False)
+        offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
+        config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
         return DDIMScheduler.from_config(config)
 
     @torch.no_grad()

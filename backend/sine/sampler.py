@@ -40,8 +40,9 @@ class SamplingSettings:
     seed: int = 0
     strategy: str = "auto"  # auto | single | tiled | upscale (see `plan_strategy`)
     working_size: int | None = None  # px; None: 2× the model's size for SD-sized models, else its own size
+    tile_size: int | None = None  # px; None: the model's own training size (where the pre-trained model is good)
     tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
-    tile_batch: int = 4  # tiles evaluated per UNet call
+    tile_batch: int = 8  # tiles evaluated per UNet call
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
 
 
@@ -65,7 +66,7 @@ class _Plan:
 
 def timesteps_for(base: BaseModel, steps: int) -> list[int]:
     """The DDIM timesteps SINE samples at (991, 981, …, 1 for 100 steps with SD1's schedule)."""
-    scheduler = base.new_scheduler()
+    scheduler = base.new_scheduler(steps)
     scheduler.set_timesteps(steps)
     return [int(t) for t in scheduler.timesteps]
 
@@ -88,7 +89,7 @@ def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSe
         return _Plan(math.ceil(h / f), math.ceil(w / f), h, w, upscale_to=(width, height))
     plan = _Plan(math.ceil(height / f), math.ceil(width / f), height, width)
     if settings.strategy == "tiled" or (settings.strategy == "auto" and big):
-        tile = max(1, min(work, base.sample_size * (2 if base.sample_size >= 512 else 1)) // f)
+        tile = max(1, (settings.tile_size or base.sample_size) // f)
         tile = min(tile, max(plan.latent_h, plan.latent_w))
         stride = max(1, round(tile * (1 - settings.tile_overlap)))
         ys = tile_starts(plan.latent_h, min(tile, plan.latent_h), stride)
@@ -194,7 +195,7 @@ def sample_edit(
     plan = plan_strategy(base, width, height, s)
     f = base.vae_scale_factor
     scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
-    scheduler = base.new_scheduler()
+    scheduler = base.new_scheduler(s.steps)
     scheduler.set_timesteps(s.steps)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     channels = base.unet.config.in_channels
@@ -233,9 +234,14 @@ def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: di
 
 
 def _decode(base: BaseModel, latents: torch.Tensor) -> Image.Image:
+    """Decode; large pictures in overlapping VAE tiles (blended by diffusers) to bound memory."""
     big = max(latents.shape[-2:]) * base.vae_scale_factor > 2 * base.sample_size
     if big:
-        base.vae.enable_tiling()
+        vae = base.vae
+        vae.enable_tiling()
+        # small models' configs give tiny tiles: decode at least 256-px tiles (SD's VAE uses 512)
+        vae.tile_sample_min_size = max(256, int(vae.config.sample_size))
+        vae.tile_latent_min_size = vae.tile_sample_min_size // base.vae_scale_factor
     try:
         return to_pil(base.decode_latents(latents))
     finally:

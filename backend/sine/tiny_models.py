@@ -97,13 +97,18 @@ def make_sd_folder(
     norm_groups: int = 32,
     vae_norm_groups: int = 32,
     seed: int = 0,
+    attention_levels: tuple[bool, ...] | None = None,
 ) -> Path:
-    """Write an SD-layout folder with random weights and return its path."""
+    """Write an SD-layout folder with random weights and return its path.
+
+    `attention_levels` says which UNet levels have (cross-)attention; default SD1's: all but the last.
+    """
     folder = Path(folder)
     torch.manual_seed(seed)
     n = len(unet_channels)
-    down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)
-    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
+    levels = attention_levels or tuple(i < n - 1 for i in range(n))
+    down = tuple("CrossAttnDownBlock2D" if attn else "DownBlock2D" for attn in levels)
+    up = tuple(reversed(tuple(b.replace("Down", "Up") for b in down)))
     unet = UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=4,
@@ -150,7 +155,8 @@ def make_sd_folder(
 
 
 def make_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
-    """A few-hundred-kB SD-shaped model for CPU tests (VAE f=4, 8×8 latents at 32 px)."""
+    """A ~4 MB SD-shaped model for CPU tests (VAE f=4, 8×8 latents at 32 px). Attention only at the
+    second level, so large tiled canvases stay cheap on a CPU."""
     return make_sd_folder(
         folder,
         unet_channels=(32, 64),
@@ -166,6 +172,7 @@ def make_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
         norm_groups=16,
         vae_norm_groups=16,
         seed=seed,
+        attention_levels=(False, True),
     )
 
 
