@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -43,9 +44,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def default_model() -> str | None:
-    """SINE_MODEL, else the bundled demo model when this checkout has it."""
+    """SINE_MODEL, else the model the installer recorded in config.json, else the bundled demo model."""
     if os.environ.get("SINE_MODEL"):
         return os.environ["SINE_MODEL"]
+    from sine_protocol import paths
+
+    try:
+        recorded = json.loads((paths.config_dir() / "config.json").read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded:
+        return recorded
     demo = Path(__file__).resolve().parents[1] / "demo_model"
     return str(demo) if (demo / "model_index.json").exists() else None
 
