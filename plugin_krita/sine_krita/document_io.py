@@ -90,11 +90,14 @@ def add_result_layer(doc: Any, anchor: Any, rgba: bytes, width: int, height: int
     """
     if len(rgba) != width * height * 4:
         raise ValueError(f"result has {len(rgba)} bytes, expected {width}x{height}x4")
+    root = doc.rootNode()
+    if root is None:  # Krita's wrapper of a closed document answers None
+        raise UnsupportedDocument("The document was closed before the result arrived; nothing was added.")
     layer = doc.createNode(name, "paintlayer")
     layer.setPixelData(rgba_to_bgra(rgba), 0, 0, width, height)
     parent = anchor.parentNode() if anchor is not None else None
-    if parent is None:
-        parent = doc.rootNode()
+    if parent is None:  # the source layer was deleted meanwhile: put the result on top
+        parent, anchor = root, None
     parent.addChildNode(layer, anchor)
     doc.refreshProjection()
     return layer

@@ -93,3 +93,18 @@ def test_wrong_result_size_is_refused(qapp):
     with pytest.raises(ValueError, match="expected 2x2x4"):
         add_result_layer(doc, nodes[0], bytes(12), 2, 2, "r")
     assert len(doc.topLevelNodes()) == 2
+
+
+def test_deleted_source_layer_puts_the_result_on_top(qapp):
+    doc, nodes = make_document(2, 2, layers=2)
+    doc.rootNode()._children.remove(nodes[0])  # the user deleted the source during the edit
+    nodes[0]._parent = None
+    add_result_layer(doc, nodes[0], bytes(16), 2, 2, "r")
+    assert [n.name() for n in doc.topLevelNodes()] == ["layer 1", "r"]
+
+
+def test_closed_document_gets_a_message(qapp, monkeypatch):
+    doc, nodes = make_document(2, 2)
+    monkeypatch.setattr(doc, "rootNode", lambda: None)
+    with pytest.raises(UnsupportedDocument, match="closed"):
+        add_result_layer(doc, nodes[0], bytes(16), 2, 2, "r")
