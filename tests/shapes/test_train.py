@@ -51,3 +51,22 @@ def test_same_seed_same_weights(two_runs: tuple[Path, Path]) -> None:
         wa, wb = load_file(a / rel), load_file(b / rel)
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_a_finished_run(tmp_path: Path) -> None:
+    import shutil
+
+    from sine.shapes.train import resume_unet
+
+    torch.set_num_threads(1)
+    folder = train(tmp_path / "m", TINY, log=lambda _: None)
+    before = load_file(folder / "unet/diffusion_pytorch_model.safetensors")
+    shutil.copytree(folder / "vae", tmp_path / "vae_before")
+    assert resume_unet(folder, dataclasses.replace(TINY, unet_steps=2, ema_decay=0.5), log=lambda _: None) == 5
+    info = json.loads((folder / "training_info.json").read_text())
+    assert info["unet_steps"] == 5 and info["resumed"] == 1
+    after = load_file(folder / "unet/diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    vae_a = load_file(tmp_path / "vae_before/diffusion_pytorch_model.safetensors")
+    vae_b = load_file(folder / "vae/diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)

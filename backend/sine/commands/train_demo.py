@@ -19,15 +19,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--vae-steps", type=int, default=None)
     p.add_argument("--unet-steps", type=int, default=None)
     p.add_argument("--decoder-steps", type=int, default=None)
-    p.add_argument("--stage", choices=("all", "decoder"), default="all",
-                   help="all: train from scratch; decoder: only refine the VAE decoder of the model in --out")
+    p.add_argument("--stage", choices=("all", "decoder", "resume"), default="all",
+                   help="all: train from scratch; decoder: only refine the VAE decoder of the model in --out; "
+                        "resume: continue training the UNet and text encoder of the model in --out")
+    p.add_argument("--raw-out", default=None, help="resume: also save the non-EMA weights here")
+    p.add_argument("--ema-decay", type=float, default=None)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sine.shapes.train import CONFIGS, refine_decoder, train
+    from sine.shapes.train import CONFIGS, refine_decoder, resume_unet, train
 
     name = args.config
     if name == "auto":
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.vae_steps = args.vae_steps
     if args.unet_steps is not None:
         cfg.unet_steps = args.unet_steps
+    if args.ema_decay is not None:
+        cfg.ema_decay = args.ema_decay
     if args.decoder_steps is not None:
         cfg.decoder_steps = args.decoder_steps
 
@@ -46,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     log(f"training config {cfg.name}: {cfg}")
     if args.stage == "decoder":
         refine_decoder(args.out, cfg, log=log, minutes=args.minutes)
+    elif args.stage == "resume":
+        resume_unet(args.out, cfg, log=log, minutes=args.minutes, raw_out=args.raw_out)
     else:
         train(args.out, cfg, log=log)
     return 0

@@ -277,42 +277,24 @@ def refine_decoder(folder: str | Path, cfg: TrainConfig, log: Callable[[str], No
     return step
 
 
-def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
-          checkpoint_minutes: float = 5.0) -> Path:
-    """Run both stages and write the model folder to `out` (also periodically during stage 2)."""
-    out = Path(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.set_flush_denormal(True)  # tiny weights decaying towards zero must not slow the CPU down
-    started = time.monotonic()
-    tok_dir = write_tokenizer(out / "tokenizer")
+def train_unet(out: Path, cfg: TrainConfig, vae: AutoencoderKL, latents: torch.Tensor, tok_dir: Path,
+               unet: UNet2DConditionModel, text_encoder: CLIPTextModel, minutes: float | None, info: dict,
+               log: Callable[[str], None], checkpoint_minutes: float = 5.0, round_: int = 0,
+               raw_out: Path | None = None) -> int:
+    """Stage 2: UNet and text encoder jointly, eps-MSE, t ~ U{0..999}, caption dropout for CFG.
+    Saves the EMA weights to `out` (periodically and at the end); `round_` > 0 continues a finished
+    run with fresh random streams; `raw_out` also receives the non-averaged weights."""
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-
-    vae_minutes = None if cfg.minutes is None else cfg.minutes * cfg.vae_share
-    decoder_minutes = None if cfg.minutes is None else cfg.minutes * cfg.decoder_share
-    vae, vae_steps = train_vae(cfg, log, vae_minutes)
-    vae.requires_grad_(False)
-    scale = latent_scale(vae)
-    vae.register_to_config(scaling_factor=scale)
-    log(f"vae done after {vae_steps} steps, scaling_factor {scale:.5f}")
-
-    latents = encode_dataset(vae, cfg.latent_scenes, first_seed=0)
-    log(f"encoded {len(latents)} scenes, latent std {latents.std().item():.3f}")
-
-    torch.manual_seed(cfg.seed + 1)
-    unet = make_unet(cfg).to(cfg.device)
-    text_encoder = make_text_encoder(cfg, tokenizer).to(cfg.device)
+    started = time.monotonic()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
-    rng = random.Random(cfg.seed + 2)
-    gen = torch.Generator().manual_seed(cfg.seed + 3)
-    remaining = None if cfg.minutes is None else (
-        cfg.minutes * (1 - cfg.decoder_share) - (time.monotonic() - started) / 60)
-    clock = Clock(remaining)
+    rng = random.Random(cfg.seed + 2 + 1000 * round_)
+    gen = torch.Generator().manual_seed(cfg.seed + 3 + 1000 * round_)
+    first = int(info.get("unet_steps", 0)) if round_ else 0
+    clock = Clock(minutes)
     last_ckpt = time.monotonic()
-    info = {"config": asdict(cfg), "vae_steps": vae_steps, "scaling_factor": scale}
     step = 0
     running = 0.0
     for step in range(1, cfg.unet_steps + 1):
@@ -338,21 +320,80 @@ def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        decay = cfg.ema_decay if round_ else min(cfg.ema_decay, (1 + step) / (10 + step))
         ema_update(ema_unet, unet, decay)
         ema_update(ema_text, text_encoder, decay)
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 25 == 0:
-            log(f"unet step {step} loss {running:.4f} lr {lr:.2e} elapsed {(time.monotonic() - started) / 60:.1f} min")
+            log(f"unet step {first + step} loss {running:.4f} lr {lr:.2e} "
+                f"elapsed {(time.monotonic() - started) / 60:.1f} min")
         if time.monotonic() - last_ckpt > 60 * checkpoint_minutes:
-            save_model(out, vae, ema_unet, ema_text, tok_dir, {**info, "unet_steps": step, "partial": True})
+            save_model(out, vae, ema_unet, ema_text, tok_dir, {**info, "unet_steps": first + step, "partial": True})
+            if raw_out is not None:
+                save_model(raw_out, vae, unet, text_encoder, tok_dir, {**info, "unet_steps": first + step})
             last_ckpt = time.monotonic()
-            log(f"checkpoint at step {step}")
+            log(f"checkpoint at step {first + step}")
         if clock.expired():
-            log(f"unet: time budget reached at step {step}")
+            log(f"unet: time budget reached at step {first + step}")
             break
-    info.update(unet_steps=step, partial=False)
+    info.update(unet_steps=first + step, partial=False)
     save_model(out, vae, ema_unet, ema_text, tok_dir, info)
+    if raw_out is not None:
+        save_model(raw_out, vae, unet, text_encoder, tok_dir, dict(info))
+    return first + step
+
+
+def resume_unet(folder: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
+                minutes: float | None = None, raw_out: str | Path | None = None) -> int:
+    """Continue stage 2 on a finished model folder (fresh optimizer, EMA seeded with the saved weights).
+    Used when the first run's time budget was too short; the VAE is left untouched."""
+    folder = Path(folder)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)
+    info = json.loads((folder / "training_info.json").read_text())
+    round_ = int(info.get("resumed", 0)) + 1
+    info["resumed"] = round_
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(cfg.device).eval()
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(cfg.device)
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).to(cfg.device)
+    unet.train()
+    text_encoder.train()
+    latents = encode_dataset(vae, cfg.latent_scenes, first_seed=0)
+    log(f"resume round {round_}: encoded {len(latents)} scenes")
+    return train_unet(folder, cfg, vae, latents, folder / "tokenizer", unet, text_encoder, minutes, info, log,
+                      round_=round_, raw_out=Path(raw_out) if raw_out else None)
+
+
+def train(out: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
+          checkpoint_minutes: float = 5.0) -> Path:
+    """Run both stages and write the model folder to `out` (also periodically during stage 2)."""
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_flush_denormal(True)  # tiny weights decaying towards zero must not slow the CPU down
+    started = time.monotonic()
+    tok_dir = write_tokenizer(out / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    vae_minutes = None if cfg.minutes is None else cfg.minutes * cfg.vae_share
+    decoder_minutes = None if cfg.minutes is None else cfg.minutes * cfg.decoder_share
+    vae, vae_steps = train_vae(cfg, log, vae_minutes)
+    vae.requires_grad_(False)
+    scale = latent_scale(vae)
+    vae.register_to_config(scaling_factor=scale)
+    log(f"vae done after {vae_steps} steps, scaling_factor {scale:.5f}")
+
+    latents = encode_dataset(vae, cfg.latent_scenes, first_seed=0)
+    log(f"encoded {len(latents)} scenes, latent std {latents.std().item():.3f}")
+
+    torch.manual_seed(cfg.seed + 1)
+    unet = make_unet(cfg).to(cfg.device)
+    text_encoder = make_text_encoder(cfg, tokenizer).to(cfg.device)
+    remaining = None if cfg.minutes is None else (
+        cfg.minutes * (1 - cfg.decoder_share) - (time.monotonic() - started) / 60)
+    info = {"config": asdict(cfg), "vae_steps": vae_steps, "scaling_factor": scale}
+    train_unet(out, cfg, vae, latents, tok_dir, unet, text_encoder, remaining, info, log, checkpoint_minutes)
     if cfg.decoder_steps:
         refine_decoder(out, cfg, log, decoder_minutes)
     info = json.loads((out / "training_info.json").read_text())
