@@ -154,9 +154,9 @@ def make_sd_folder(
     return folder
 
 
-def make_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
-    """A ~4 MB SD-shaped model for CPU tests (VAE f=4, 8×8 latents at 32 px). Attention only at the
-    second level, so large tiled canvases stay cheap on a CPU."""
+def make_tiny_sd(folder: str | Path, seed: int = 0, attention_everywhere: bool = False) -> Path:
+    """A ~4 MB SD-shaped model for CPU tests (VAE f=4, 8×8 latents at 32 px). By default attention
+    only at the second level, so large tiled canvases stay cheap on a CPU."""
     return make_sd_folder(
         folder,
         unet_channels=(32, 64),
@@ -172,7 +172,7 @@ def make_tiny_sd(folder: str | Path, seed: int = 0) -> Path:
         norm_groups=16,
         vae_norm_groups=16,
         seed=seed,
-        attention_levels=(False, True),
+        attention_levels=(True, True) if attention_everywhere else (False, True),
     )
 
 

@@ -24,6 +24,13 @@ def base(tiny_folder):
 
 
 @pytest.fixture(scope="session")
+def attention_base(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny model with attention at both levels: more places for LoRA to adapt."""
+    folder = make_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd-attn", attention_everywhere=True)
+    return load_base_model(folder, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def source_image() -> Image.Image:
     """A 64×64 picture with structure (a disc on stripes), so the loss has something to learn."""
     yy, xx = np.mgrid[0:64, 0:64]

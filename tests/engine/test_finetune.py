@@ -17,7 +17,8 @@ PROMPT = "picture of a sks dog"
     ],
     ids=["full", "lora", "lora-patch"],
 )
-def test_finetuning_learns_the_source(base, source_image, settings):
+def test_finetuning_learns_the_source(attention_base, source_image, settings):
+    base = attention_base
     untrained = finetune(base, source_image, PROMPT, FinetuneSettings(**{**settings.__dict__, "steps": 0}))
     losses = []
     trained = finetune(base, source_image, PROMPT, settings, progress=lambda s, n, loss: losses.append((s, n, loss)))
