@@ -305,8 +305,20 @@ def finetune(
     finally:
         hook.remove()
         del optimizer
+    _round_like_storage(s, unet, text_encoder)
     unet, text_encoder = _for_inference(base, unet, text_encoder)
     return FineTuned(base, unet, text_encoder, s, source_prompt)
+
+
+@torch.no_grad()
+def _round_like_storage(s: FinetuneSettings, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+    """Round the trained weights to fp16 as `save` stores them, so a fresh fine-tune and its cached
+    copy give bit-identical edits."""
+    modules = [unet, text_encoder] if s.train_text_encoder else [unet]
+    for module in modules:
+        for name, param in module.named_parameters():
+            if s.method == "full" or "lora_" in name:
+                param.data = param.data.to(torch.float16).to(param.dtype)
 
 
 @torch.no_grad()
