@@ -24,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "resume: continue training the UNet and text encoder of the model in --out")
     p.add_argument("--raw-out", default=None, help="resume: also save the non-EMA weights here")
     p.add_argument("--ema-decay", type=float, default=None)
+    p.add_argument("--offset-noise", type=float, default=None)
     return p
 
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.vae_steps = args.vae_steps
     if args.unet_steps is not None:
         cfg.unet_steps = args.unet_steps
+    if args.offset_noise is not None:
+        cfg.offset_noise = args.offset_noise
     if args.ema_decay is not None:
         cfg.ema_decay = args.ema_decay
     if args.decoder_steps is not None:

@@ -68,6 +68,10 @@ class TrainConfig:
     latent_scenes: int = 16000
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    # Per-channel constant added to the training noise ("offset noise"). At 16x16 latents a flat
+    # background's colour survives even t=999 of SD1's schedule (256 cells average the noise away),
+    # so without it the UNet reads colours off z_t and learns to ignore the text.
+    offset_noise: float = 0.0
     decoder_steps: int = 1500  # stage 3: decoder-only refinement, encoder (latent space) frozen
     minutes: float | None = None  # wall-clock budget for all stages; None: run all steps
     vae_share: float = 0.2  # part of `minutes` given to the VAE
@@ -305,6 +309,8 @@ def train_unet(out: Path, cfg: TrainConfig, vae: AutoencoderKL, latents: torch.T
         ids = encode_tokens(tokenizer, texts).to(cfg.device)
         x0 = latents[idx]
         noise = torch.randn(x0.shape, generator=gen)
+        if cfg.offset_noise:
+            noise = noise + cfg.offset_noise * torch.randn((*x0.shape[:2], 1, 1), generator=gen)
         t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
         zt = noise_sched.add_noise(x0, noise, t).to(cfg.device)
         noise, t = noise.to(cfg.device), t.to(cfg.device)
