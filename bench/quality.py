@@ -141,6 +141,7 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
             t0 = time.perf_counter()
             tuned[key] = finetune(base, image, prompt, settings)
             timings[f"finetune_{key}"] = timings.get(f"finetune_{key}", 0.0) + time.perf_counter() - t0
+            log(f"{src.name}: fine-tuned {key} in {time.perf_counter() - t0:.1f} s")
         for method in cfg.methods:
             key, how = METHODS[method]
             model = tuned.get(key) if key else None
@@ -151,6 +152,7 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
                     ok, p, s = judge_edit(out, src, edit)
                     edits.append(EditResult(method, src.name, edit.prompt, seed, edit.target, ok, p, s))
             timings[f"sample_{method}"] = timings.get(f"sample_{method}", 0.0) + time.perf_counter() - t0
+            log(f"{src.name}: {method} sampled")
         for method in cfg.wide_methods:
             key, how = METHODS[method]
             model = tuned.get(key) if key else None
