@@ -55,6 +55,7 @@ class FinetuneSettings:
     weight_decay: float = 0.01
     lora_rank: int = 8
     train_text_encoder: bool | None = None
+    train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
     seed: int = 0
 
@@ -62,12 +63,14 @@ class FinetuneSettings:
         if self.method not in RECIPES:
             raise BadInput(f"fine-tune method must be one of {sorted(RECIPES)}, not {self.method!r}")
         plain_steps, patch_steps, lr, text = RECIPES[self.method]
+        positional = self.patch if self.positional is None else self.positional
         return replace(
             self,
             steps=self.steps if self.steps is not None else (patch_steps if self.patch else plain_steps),
-            positional=self.patch if self.positional is None else self.positional,
+            positional=positional,
             lr=self.lr if self.lr is not None else lr,
             train_text_encoder=text if self.train_text_encoder is None else self.train_text_encoder,
+            train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
         )
 
     def to_dict(self) -> dict:
@@ -103,7 +106,7 @@ class FineTuned:
         s = self.settings
         files: list[Path] = []
         if s.method == "lora":
-            files.append(_save_tensors(get_peft_model_state_dict(self.unet), folder / "unet_lora.safetensors"))
+            files.append(_save_tensors(_unet_lora_state(self.unet, s), folder / "unet_lora.safetensors"))
             if s.train_text_encoder:
                 files.append(_save_tensors(get_peft_model_state_dict(self.text_encoder),
                                            folder / "text_encoder_lora.safetensors"))
@@ -129,7 +132,7 @@ class FineTuned:
         settings = FinetuneSettings(**meta["settings"])
         unet, text_encoder = _trainable_copies(base, settings)
         if settings.method == "lora":
-            _load_lora(unet, folder / "unet_lora.safetensors", base)
+            _load_lora(unet, folder / "unet_lora.safetensors", base, conv_in=settings.train_conv_in)
             if settings.train_text_encoder:
                 _load_lora(text_encoder, folder / "text_encoder_lora.safetensors", base)
         else:
@@ -151,7 +154,7 @@ class FineTuned:
 
     def nbytes(self) -> int:
         if self.settings.method == "lora":
-            return sum(t.numel() * 2 for t in get_peft_model_state_dict(self.unet).values())
+            return sum(t.numel() * 2 for t in _unet_lora_state(self.unet, self.settings).values())
         return sum(p.numel() * 2 for p in self.unet.parameters())
 
 
@@ -160,8 +163,19 @@ def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def _load_lora(module: torch.nn.Module, path: Path, base: BaseModel) -> None:
+def _unet_lora_state(unet: torch.nn.Module, s: FinetuneSettings) -> dict[str, torch.Tensor]:
+    """What a LoRA artifact stores: the adapters, plus conv_in when it was trained (for the PE)."""
+    state = dict(get_peft_model_state_dict(unet))
+    if s.train_conv_in:
+        state.update({f"conv_in.{k}": v for k, v in unet.conv_in.state_dict().items()})
+    return state
+
+
+def _load_lora(module: torch.nn.Module, path: Path, base: BaseModel, conv_in: bool = False) -> None:
     state = {k: v.to(torch.float32) for k, v in load_file(path).items()}
+    if conv_in:
+        conv = {k.removeprefix("conv_in."): state.pop(k) for k in list(state) if k.startswith("conv_in.")}
+        module.conv_in.load_state_dict({k: v.to(module.conv_in.weight.dtype) for k, v in conv.items()})
     result = set_peft_model_state_dict(module, state)
     if getattr(result, "unexpected_keys", None):
         raise BadInput(f"{path} does not match this base model (unexpected {result.unexpected_keys[:3]})")
@@ -182,6 +196,8 @@ def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DCondi
     else:
         unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS))
         _lora_params_fp32(unet)
+        if s.train_conv_in:  # the PE is added right after conv_in: let the first layer make room for it
+            unet.conv_in.float().requires_grad_(True)
         if s.train_text_encoder:
             text_encoder = inject_adapter_in_model(_lora_config(s.lora_rank, TEXT_LORA_TARGETS), text_encoder)
             _lora_params_fp32(text_encoder)
@@ -317,7 +333,7 @@ def _round_like_storage(s: FinetuneSettings, unet: torch.nn.Module, text_encoder
     modules = [unet, text_encoder] if s.train_text_encoder else [unet]
     for module in modules:
         for name, param in module.named_parameters():
-            if s.method == "full" or "lora_" in name:
+            if s.method == "full" or "lora_" in name or (s.train_conv_in and name.startswith("conv_in.")):
                 param.data = param.data.to(torch.float16).to(param.dtype)
 
 

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from sine.errors import BadInput, Cancelled
 from sine.finetune import FineTuned, FinetuneSettings, evaluation_loss, finetune
@@ -65,3 +66,13 @@ def test_artifact_round_trip_samples_identically(base, source_image, tmp_path, m
 def test_loading_garbage_is_a_clear_error(base, tmp_path):
     with pytest.raises(BadInput):
         FineTuned.load(tmp_path, base)
+
+
+def test_lora_with_pe_also_trains_and_stores_conv_in(base, source_image, tmp_path):
+    s = FinetuneSettings(method="lora", steps=3, lr=1e-2, patch=True)
+    assert s.resolved().train_conv_in and not FinetuneSettings(patch=False).resolved().train_conv_in
+    ft = finetune(base, source_image, PROMPT, s)
+    assert not torch.equal(ft.unet.conv_in.weight, base.unet.conv_in.weight)
+    ft.save(tmp_path / "w")
+    loaded = FineTuned.load(tmp_path / "w", base)
+    assert torch.equal(loaded.unet.conv_in.weight, ft.unet.conv_in.weight)
