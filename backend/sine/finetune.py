@@ -301,7 +301,7 @@ def finetune(
                 raise Cancelled("fine-tuning cancelled")
             view = sampler.sample()
             if cached_latent is None or s.patch:
-                z0 = base.encode_image(to_tensor(view.image), gen).float()
+                z0 = base.encode_image(to_tensor(view.image)).float()  # posterior mean: a small VAE's samples are noisy
                 cached_latent = z0
             z0 = cached_latent
             pe = crop_embedding(table, view.box, tuple(z0.shape[-2:]), mode)[None] if table is not None else None
