@@ -171,6 +171,8 @@ def run_panel_job(
     )
     t0 = time.monotonic()
     done = lib_sh(snippet, env, timeout=430)
+    if "could not connect to display" in done.stdout + done.stderr and not (out / "result.json").exists():
+        done = lib_sh(snippet, env, timeout=430)  # Xvfb lost a start-up race (seen once under load): retry once
     seconds = time.monotonic() - t0
     log = done.stdout + done.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
