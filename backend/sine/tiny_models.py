@@ -15,6 +15,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .shapes.tokenizer import byte_alphabet
+
 # SD1.x scheduler settings (also what SINE samples with).
 SD1_SCHEDULER = dict(
     num_train_timesteps=1000,
@@ -29,23 +31,10 @@ SD1_SCHEDULER = dict(
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte → printable-character table."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, (chr(c) for c in chars), strict=True))
-
-
 def write_char_tokenizer(folder: Path, max_length: int = 16) -> None:
     """A CLIP BPE tokenizer with no merges: every word becomes its characters (enough for tests)."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = byte_alphabet()
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)
@@ -66,7 +55,8 @@ def write_char_tokenizer(folder: Path, max_length: int = 16) -> None:
     )
 
 
-def _model_index() -> dict:
+def model_index() -> dict:
+    """model_index.json of a Stable Diffusion folder (no safety checker)."""
     return {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": "0.30.0",
@@ -150,7 +140,7 @@ def make_sd_folder(
     text_encoder.save_pretrained(folder / "text_encoder")
     write_char_tokenizer(folder / "tokenizer", max_length=max_length)
     DDIMScheduler(**SD1_SCHEDULER).save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps(_model_index(), indent=2))
+    (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2))
     return folder
 
 

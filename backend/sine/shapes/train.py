@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from ..tiny_models import model_index
 from .tokenizer import MODEL_MAX_LENGTH, write_tokenizer
 from .world import (
     OBJECT_COLORS,
@@ -235,19 +236,7 @@ def save_model(folder: Path, vae: AutoencoderKL, unet: UNet2DConditionModel, tex
     tok = CLIPTokenizer.from_pretrained(tokenizer_dir)
     tok.save_pretrained(folder / "tokenizer")
     DDIMScheduler(**SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.30.0",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
     (folder / "training_info.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
 
 
