@@ -1,0 +1,94 @@
+"""Large-canvas speed and memory: one big latent vs PE-aware tiles, per output size.
+
+    python bench/canvas_speed.py --model sd15-random --sizes 2048 4096 --device cuda
+    python bench/canvas_speed.py --model tiny --sizes 256 512          # CPU smoke run
+
+For each size and strategy it runs a SINE edit (guided steps: fine-tuned + two pre-trained
+predictions per step) and reports seconds per sampling step (after warm-up), the total time
+including the VAE decode, and peak memory (CUDA: max allocated; CPU: process peak RSS).
+A strategy that runs out of memory is reported as such, not as a crash. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from sine.devices import describe_device
+from sine.finetune import FinetuneSettings, finetune
+from sine.sampler import SamplingSettings, plan_strategy, sample_edit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import build_model, peak_memory_mb, per_step, reset_peak, timed_steps  # noqa: E402
+
+
+def run_one(base, model, size: int, strategy: str, steps: int, warmup: int, tile_size: int | None) -> dict:
+    settings = SamplingSettings(steps=steps + warmup, k=0, strategy=strategy, tile_size=tile_size)
+    plan = plan_strategy(base, size, size, settings)
+    row = {"size": size, "strategy": strategy, "tile_size": tile_size, "tiles": len(plan.tiles),
+           "latent": [plan.latent_h, plan.latent_w]}
+    reset_peak(base.device)
+    stamps, on_step = timed_steps(warmup)
+    t0 = time.perf_counter()
+    try:
+        image = sample_edit(base, model, "a cat", size, size, settings, progress=on_step)
+    except torch.OutOfMemoryError as exc:
+        row.update(error=f"out of memory: {str(exc).splitlines()[0]}")
+        return row
+    if base.device.type == "cuda":
+        torch.cuda.synchronize(base.device)
+    total = time.perf_counter() - t0
+    assert image.size == (size, size), image.size
+    row.update(s_per_step=per_step(stamps, warmup), total_s=total, peak_mb=peak_memory_mb(base.device))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--strategies", nargs="+", default=["single", "tiled"])
+    parser.add_argument("--tile-sizes", type=int, nargs="+", default=[0],
+                        help="tile sizes in px for 'tiled' (0: the engine's default, the model's own size)")
+    parser.add_argument("--steps", type=int, default=3, help="timed sampling steps")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--out", default="bench/results/canvas_speed.json")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = build_model(args.model, args.device, args.dtype, Path(tmp))
+        image = Image.new("RGB", (base.sample_size, base.sample_size), (120, 80, 200))
+        model = finetune(base, image, "picture of a sks dog", FinetuneSettings(method="lora", steps=1))
+        rows = []
+        for size in args.sizes:
+            for strategy in args.strategies:
+                for tile in (args.tile_sizes if strategy == "tiled" else [0]):
+                    row = run_one(base, model, size, strategy, args.steps, args.warmup, tile or None)
+                    rows.append(row)
+                    label = f"{strategy}" + (f" tile {tile}px" if tile else "")
+                    if "error" in row:
+                        print(f"{size:>5}² {label:<16} {row['error']}", flush=True)
+                        continue
+                    print(f"{size:>5}² {label:<16} tiles {row['tiles']:>4}  {row['s_per_step']:8.3f} s/step  "
+                          f"total {row['total_s']:8.2f} s  peak {row['peak_mb']:9.0f} MB", flush=True)
+    report = {"model": args.model, "device": describe_device(base.device),
+              "dtype": str(base.dtype).replace("torch.", ""), "torch": torch.__version__,
+              "steps_timed": args.steps, "warmup": args.warmup, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

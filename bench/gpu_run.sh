@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One GPU session's measurements, in one command (a lent GPU machine is short-lived and bare):
+#   1. speed of SD1.5-shaped random weights: fine-tune and sampling steps (bench/speed.py),
+#   2. large canvases: one big latent vs PE-aware tiles at 2048² and 4096² (bench/canvas_speed.py),
+#   3. the shapes-world demo model trained with the `gpu` config in what time is left.
+# Results go to $OUT (default bench/results/gpu). Each part has its own time limit, so a slow part
+# cannot eat the next one's time. Python packages the machine lacks are taken from .whl/ if present.
+#
+#   OUT=/tmp/gpu LIMIT_S=560 bash bench/gpu_run.sh
+#   SMOKE=1 bash bench/gpu_run.sh        # CPU rehearsal with tiny sizes (checks the script itself)
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-bench/results/gpu}
+LIMIT_S=${LIMIT_S:-560}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=backend:shared${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY=${PY:-python3}
+start=$SECONDS
+
+if [ "${SMOKE:-0}" = 1 ]; then
+  model=tiny; dev=cpu; speed_sizes="64"; canvas_sizes="128 256"; train="--config cpu --threads 2"
+else
+  nvidia-smi -L
+  "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
+  "$PY" -c "from sine.tiny_models import make_sd15_shaped; make_sd15_shaped('/tmp/sd15')" 2>&1 | tail -2
+  model=/tmp/sd15; dev=cuda; speed_sizes="512 1024"; canvas_sizes="2048 4096"; train="--config gpu"
+fi
+echo "== setup done at $((SECONDS - start)) s"
+
+timeout 150 "$PY" bench/canvas_speed.py --model "$model" --device "$dev" --sizes $canvas_sizes \
+  --tile-sizes 0 1024 --out "$OUT/canvas_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/canvas_speed.log"
+echo "== canvas done at $((SECONDS - start)) s"
+
+timeout 120 "$PY" bench/speed.py --model "$model" --device "$dev" --sizes $speed_sizes \
+  --out "$OUT/speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/speed.log"
+echo "== speed done at $((SECONDS - start)) s"
+
+left=$((LIMIT_S - (SECONDS - start) - 45))
+minutes=$("$PY" -c "print(round(max(0.5, $left / 60), 2))")
+echo "== training the demo model for $minutes min"
+rm -rf /tmp/demo_model
+timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --minutes "$minutes" \
+  > "$OUT/train.log" 2>&1
+echo "train rc $?"
+grep -E "done|budget|encoded|saved|step [0-9]*000 " "$OUT/train.log" | tail -20
+tar -C /tmp -czf "$OUT/demo_model.tgz" demo_model && ls -la "$OUT"
+echo "== all done at $((SECONDS - start)) s"
