@@ -27,19 +27,16 @@ from .images import flatten_rgb, to_tensor
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
+from .recipes import RECIPES, Recipe
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
 
-ARTIFACT_FORMAT = 1
-UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+ARTIFACT_FORMAT = 2  # 2: LoRA on the ResNet convolutions and time projections too
+# Attention alone (format 1) could not make the demo model reproduce its source (see bench/quality.py):
+# the layout and colours live in the ResNet blocks.
+UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-
-# method → (steps without patches, steps with patches, learning rate, train the text encoder)
-RECIPES = {
-    "full": (800, 10_000, 1e-6, True),  # the paper: UNet + text encoder, AdamW 1e-6
-    "lora": (150, 200, 3e-4, False),  # ours: fast adaptation for interactive use
-}
 
 
 @dataclass(frozen=True)
@@ -56,26 +53,31 @@ class FinetuneSettings:
     lora_rank: int = 8
     train_text_encoder: bool | None = None
     train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
+    offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
+    whole_view: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
     seed: int = 0
 
-    def resolved(self) -> FinetuneSettings:
-        if self.method not in RECIPES:
-            raise BadInput(f"fine-tune method must be one of {sorted(RECIPES)}, not {self.method!r}")
-        plain_steps, patch_steps, lr, text = RECIPES[self.method]
+    def resolved(self, recipes: dict[str, Recipe] | None = None) -> FinetuneSettings:
+        """Every `None` filled from the recipe (`recipes`: the base model's, see `BaseModel.recipes`)."""
+        recipes = RECIPES if recipes is None else recipes
+        if self.method not in recipes:
+            raise BadInput(f"fine-tune method must be one of {sorted(recipes)}, not {self.method!r}")
+        r = recipes[self.method]
         positional = self.patch if self.positional is None else self.positional
         return replace(
             self,
-            steps=self.steps if self.steps is not None else (patch_steps if self.patch else plain_steps),
+            steps=self.steps if self.steps is not None else (r.patch_steps if self.patch else r.steps),
             positional=positional,
-            lr=self.lr if self.lr is not None else lr,
-            train_text_encoder=text if self.train_text_encoder is None else self.train_text_encoder,
+            lr=self.lr if self.lr is not None else r.lr,
+            whole_view=(r.whole_view if self.patch else 0.0) if self.whole_view is None else self.whole_view,
+            train_text_encoder=r.train_text_encoder if self.train_text_encoder is None else self.train_text_encoder,
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self, recipes: dict[str, Recipe] | None = None) -> dict:
         """All settings with defaults filled in: stable input for cache keys and manifests."""
-        return asdict(self.resolved())
+        return asdict(self.resolved(recipes))
 
 
 class FineTuned:
@@ -86,9 +88,9 @@ class FineTuned:
         self.base = base
         self.unet = unet
         self.text_encoder = text_encoder
-        self.settings = settings.resolved()
+        self.settings = settings.resolved(base.recipes)
         self.source_prompt = source_prompt
-        self.pe_table = positional_table(base.pe_channels).to(base.device) if self.settings.positional else None
+        self.pe_table = positional_table(base.pe_channels, base.pe_grid).to(base.device) if self.settings.positional else None
         self.pe_mode = interp_mode(self.settings.style)
         self.hook = PositionalHook(unet)
 
@@ -234,8 +236,8 @@ def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]
 def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
                   rng: random.Random) -> PatchSampler | WholeImageSampler:
     if s.patch:
-        return PatchSampler(image, base.sample_size, rng)
-    return WholeImageSampler(image, base.sample_size)
+        return PatchSampler(image, base.sample_size, rng, base.pe_grid, s.whole_view)
+    return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
 def diffusion_loss(
@@ -275,7 +277,7 @@ def finetune(
     should_stop: StopFn | None = None,
 ) -> FineTuned:
     """Adapt a copy of `base` to `image`, learning it as `source_prompt`. Raises Cancelled when asked."""
-    s = (settings or FinetuneSettings()).resolved()
+    s = (settings or FinetuneSettings()).resolved(base.recipes)
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)
@@ -283,7 +285,7 @@ def finetune(
     unet.to(base.device).train()
     text_encoder.to(base.device).train(s.train_text_encoder)
     hook = PositionalHook(unet)
-    table = positional_table(base.pe_channels).to(base.device) if s.positional else None
+    table = positional_table(base.pe_channels, base.pe_grid).to(base.device) if s.positional else None
     mode = interp_mode(s.style)
     sampler = _make_sampler(image, base, s, rng)
     params = _trainable_parameters(unet, text_encoder)
@@ -295,6 +297,7 @@ def finetune(
     frozen_states = None if s.train_text_encoder else base.encode_prompts([source_prompt])
     cached_latent: torch.Tensor | None = None
     rec_weight = s.rec_weight if s.patch else 0.0
+    offset = base.offset_noise if s.offset_noise is None else s.offset_noise
     try:
         for step in range(s.steps):
             if should_stop is not None and should_stop():
@@ -306,7 +309,10 @@ def finetune(
             z0 = cached_latent
             pe = crop_embedding(table, view.box, tuple(z0.shape[-2:]), mode)[None] if table is not None else None
             t = torch.randint(0, len(alphas), (1,), generator=gen).to(base.device)
-            noise = torch.randn(z0.shape, generator=gen).to(base.device)
+            noise = torch.randn(z0.shape, generator=gen)
+            if offset:
+                noise = noise + offset * torch.randn((*z0.shape[:2], 1, 1), generator=gen)
+            noise = noise.to(base.device)
             if s.train_text_encoder:
                 with torch.autocast(base.device.type, dtype=base.dtype, enabled=base.device.type == "cuda"):
                     states = text_encoder(ids)[0]

@@ -3,6 +3,7 @@ or the bundled demo model. Everything goes through the components' own `from_pre
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from .devices import pick_device, pick_dtype
 from .errors import ModelMissing
+from .recipes import RECIPES, Recipe, model_recipes
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -33,6 +35,8 @@ class BaseModel:
     scheduler_config: dict
     device: torch.device
     dtype: torch.dtype
+    offset_noise: float = 0.0  # how the base model was trained (see `training_offset_noise`)
+    recipes: dict[str, Recipe] = field(default_factory=lambda: dict(RECIPES))  # fine-tune defaults for this model
     _empty_embedding: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -47,6 +51,14 @@ class BaseModel:
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def pe_grid(self) -> int:
+        """Cells per side of the positional table: the latent size of the 2×-size view of the source
+        that patches are cut from (128 for SD1's 1024-px view, as in the paper; 32 for the demo model).
+        Tying it to the model keeps one table cell = one latent cell, so the whole table resized to a
+        training-size latent is a 2× downsample for every model, never an aliased 8× one."""
+        return 2 * int(self.unet.config.sample_size)
 
     @property
     def pe_channels(self) -> int:
@@ -159,4 +171,19 @@ def load_base_model(
     if dev.type == "cuda":
         unet.to(memory_format=torch.channels_last)
     return BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
-                     tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt)
+                     tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
+                     offset_noise=training_offset_noise(folder), recipes=model_recipes(folder))
+
+
+def training_offset_noise(folder: Path) -> float:
+    """The "offset noise" the base model was trained with, from its `training_info.json` (our demo
+    model writes one; SD folders have none: 0). Fine-tuning must use the same noise: a model trained
+    with offset noise learned not to read the picture's mean colour off z_t, but a fine-tune without
+    it teaches exactly that, and at sampling time the mean of the starting noise then picks the colours."""
+    info = folder / "training_info.json"
+    if not info.is_file():
+        return 0.0
+    try:
+        return float(json.loads(info.read_text()).get("config", {}).get("offset_noise", 0.0))
+    except (ValueError, TypeError, AttributeError):
+        return 0.0

@@ -1,7 +1,7 @@
 """Training views of the one source image: random patches (with their place) or the whole image.
 
 The patch variant is what lets SINE render at any size: the source is viewed at twice the model's
-training size as a 128×128 grid of cells; each step crops a random box of independent height and
+training size as a grid of cells (128×128 for SD1: `BaseModel.pe_grid`); each step crops a random box of independent height and
 width (10–100 % of the side), resizes it to the training size, and remembers the box so the
 positional embedding can say where the crop came from.
 """
@@ -34,8 +34,10 @@ def draw_box(rng: random.Random, grid: int = GRID) -> tuple[int, int, int, int]:
 class PatchSampler:
     """Random crops of a view of size 2×train_size (1024² for SD1, so one cell = one 8-px latent cell)."""
 
-    def __init__(self, image: Image.Image, train_size: int, rng: random.Random, grid: int = GRID) -> None:
+    def __init__(self, image: Image.Image, train_size: int, rng: random.Random, grid: int = GRID,
+                 whole_view: float = 0.0) -> None:
         self.train_size = train_size
+        self.whole_view = whole_view  # share of steps that see the whole picture (box = the whole grid)
         self.grid = grid
         self.view_size = 2 * train_size
         self.cell = self.view_size / grid
@@ -43,7 +45,10 @@ class PatchSampler:
         self.rng = rng
 
     def sample(self) -> TrainingView:
-        y0, x0, y1, x1 = draw_box(self.rng, self.grid)
+        if self.whole_view and self.rng.random() < self.whole_view:
+            y0, x0, y1, x1 = 0, 0, self.grid, self.grid
+        else:
+            y0, x0, y1, x1 = draw_box(self.rng, self.grid)
         c = self.cell
         crop = self.view.crop((round(x0 * c), round(y0 * c), round(x1 * c), round(y1 * c)))
         size = (self.train_size, self.train_size)

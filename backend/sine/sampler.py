@@ -44,6 +44,7 @@ class SamplingSettings:
     tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
     tile_batch: int = 8  # tiles evaluated per UNet call
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
+    finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class _Scorer:
                 ids = base.tokenize([settings.finetuned_prompt])
                 self.ft_states.append(g.model.text_encoder(ids)[0].to(base.dtype))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
+        if settings.finetuned_only and guides:
+            model = guides[0].model
+            self.ft_uncond = model.text_encoder(base.tokenize([""]))[0].to(base.dtype)
 
     def _pe(self, g: FinetunedGuide, tile: tuple[int, int, int, int]) -> torch.Tensor | None:
         model = g.model
@@ -151,6 +155,8 @@ class _Scorer:
         base, n = self.base, len(regions)
         z = torch.cat(regions)
         t_in = torch.full((2 * n,), t, device=base.device)
+        if self.settings.finetuned_only and self.guides:
+            return self._predict_finetuned_only(z, tiles, t_in)
         states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
         eps_pre = base.unet(torch.cat([z, z]), t_in, states).sample
         eps_uncond, eps_edit = eps_pre[:n], eps_pre[n:]
@@ -165,6 +171,18 @@ class _Scorer:
         eps = combine(eps_uncond.float(), eps_edit.float(), [e.float() for e in eps_ft], weights,
                       self.settings.guidance)
         return list(eps.split(1))
+
+
+    def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
+                                t_in: torch.Tensor) -> list[torch.Tensor]:
+        g, n = self.guides[0], len(tiles)
+        pes = [self._pe(g, tile) for tile in tiles]
+        pe = None if pes[0] is None else torch.stack(pes * 2)
+        states = torch.cat([self.ft_uncond.expand(n, -1, -1), self.ft_states[0].expand(n, -1, -1)])
+        with g.model.hook.using(pe):
+            eps = g.model.unet(torch.cat([z, z]), t_in, states).sample.float()
+        eps_uncond, eps_cond = eps[:n], eps[n:]
+        return list(combine(eps_uncond, eps_cond, [], [], self.settings.guidance).split(1))
 
 
 def _as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings: SamplingSettings) -> list[FinetunedGuide]:

@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         model = FineTuned.load(weights, base)
         print(f"reusing fine-tuned weights from {weights}", file=sys.stderr)
     else:
-        with tqdm(total=settings.resolved().steps, desc="fine-tuning", unit="step") as bar:
+        with tqdm(total=settings.resolved(base.recipes).steps, desc="fine-tuning", unit="step") as bar:
             def on_train(step: int, total: int, loss: float) -> None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}")

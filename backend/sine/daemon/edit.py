@@ -64,7 +64,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     prompt_src = prompts_mod.source_prompt(request.subject, request.style)
     # The style also picks how the positional embedding is resized (bilinear for photos, nearest for paintings).
     settings = ft_mod.FinetuneSettings(**request.finetune, style=request.style)
-    settings_dict = settings.to_dict()
+    settings_dict = settings.to_dict(base.recipes)
     key = edit_cache_key(request, base, prompt_src, settings_dict)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
 
