@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from .finetune import FineTuned, FinetuneSettings, finetune
-from .guidance import Guide
 from .models import BaseModel
 from .prompts import source_prompt
-from .sampler import FinetunedGuide, SamplingSettings, sample_edit
+from .sampler import SamplingSettings, sample_edit
 
 ASSETS_DIR = Path(__file__).resolve().parent / "demo_assets"
 METHODS = ("pre-trained only", "fine-tuned only", "SINE")
@@ -55,10 +54,9 @@ def render(base: BaseModel, model: FineTuned, method: str, edit: DemoEdit, sampl
     """One cell of the comparison. 'fine-tuned only' samples the fine-tuned model with the edit prompt."""
     if method == "pre-trained only":
         return sample_edit(base, None, edit.prompt, edit.width, edit.height, sampling)
-    if method == "fine-tuned only":
-        only = [FinetunedGuide(model, Guide(weight=1.0, t_min=0, t_max=10_000))]
-        settings = SamplingSettings(**{**sampling.__dict__, "finetuned_prompt": edit.prompt})
-        return sample_edit(base, only, edit.prompt, edit.width, edit.height, settings)
+    if method == "fine-tuned only":  # plain CFG on the fine-tuned model alone (DreamBooth-style)
+        settings = replace(sampling, finetuned_prompt=edit.prompt, finetuned_only=True)
+        return sample_edit(base, model, edit.prompt, edit.width, edit.height, settings)
     return sample_edit(base, model, edit.prompt, edit.width, edit.height, sampling)
 
 
@@ -89,10 +87,11 @@ def comparison_sheet(source: Image.Image, rows: list[tuple[DemoEdit, dict[str, I
 def run_demo(
     base: BaseModel,
     out: Path,
-    asset: str = "dotted_star",
-    finetune_steps: int = 200,
+    asset: str = "checkered_circle",
+    finetune_steps: int | None = None,
     sampling_steps: int = 50,
     seed: int = 0,
+    method: str = "full",
     log: Callable[[str], None] = print,
 ) -> dict:
     """Fine-tune once, run every edit with every method, write PNGs + comparison.png + summary.json."""
@@ -100,8 +99,9 @@ def run_demo(
     source, info = load_asset(asset)
     source.save(out / "source.png")
     t0 = time.perf_counter()
-    settings = FinetuneSettings(method="lora", steps=finetune_steps, patch=True, style=info["style"], seed=seed)
-    log(f"fine-tuning on {asset} ({finetune_steps} LoRA steps, patches + positional embedding)...")
+    settings = FinetuneSettings(method=method, steps=finetune_steps, patch=True, style=info["style"], seed=seed)
+    steps = settings.resolved(base.recipes).steps
+    log(f"fine-tuning on {asset} ({steps} {method} steps, patches + positional embedding)...")
     model = finetune(base, source, source_prompt(info["subject"], info["style"]), settings)
     t_ft = time.perf_counter() - t0
     log(f"  done in {t_ft:.1f} s")
@@ -120,7 +120,8 @@ def run_demo(
     comparison_sheet(source, rows).save(out / "comparison.png")
     summary = {
         "asset": asset,
-        "finetune_steps": finetune_steps,
+        "finetune_method": method,
+        "finetune_steps": steps,
         "sampling_steps": sampling_steps,
         "finetune_s": round(t_ft, 2),
         "total_s": round(time.perf_counter() - t0, 2),

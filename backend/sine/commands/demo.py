@@ -15,9 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Fine-tune the bundled demo model on a bundled picture and edit it three ways; "
                                    "writes the results and comparison.png.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--source", default="dotted_star", help="bundled source: dotted_star, checkered_circle, ...")
+    p.add_argument("--source", default="checkered_circle",
+                   help="bundled source: checkered_circle, dotted_star, square_on_checkered")
     p.add_argument("--model", default=None, help="default: the bundled demo model")
-    p.add_argument("--finetune-steps", type=int, default=200)
+    p.add_argument("--method", default="full", choices=("full", "lora"), help="fine-tune recipe (default: full)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         base = load_base_model(args.model, device=args.device)
         summary = run_demo(base, Path(args.out), args.source, args.finetune_steps, args.steps, args.seed,
-                           log=lambda msg: print(msg, file=sys.stderr))
+                           method=args.method, log=lambda msg: print(msg, file=sys.stderr))
     except (SineError, KeyError) as exc:
         print(f"sine demo: error: {exc}", file=sys.stderr)
         return 1
