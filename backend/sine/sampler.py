@@ -87,7 +87,8 @@ def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSe
     if settings.strategy == "upscale" and big:
         scale = work / max(width, height)
         w, h = max(f, round(width * scale)), max(f, round(height * scale))
-        return _Plan(math.ceil(h / f), math.ceil(w / f), h, w, upscale_to=(width, height))
+        lh, lw = math.ceil(h / f), math.ceil(w / f)
+        return _Plan(lh, lw, h, w, tiles=[(0, 0, lh, lw)], upscale_to=(width, height))
     plan = _Plan(math.ceil(height / f), math.ceil(width / f), height, width)
     if settings.strategy == "tiled" or (settings.strategy == "auto" and big):
         tile = max(1, (settings.tile_size or base.sample_size) // f)

@@ -69,3 +69,15 @@ def test_strategy_rule(base):
 def test_large_strategies_return_the_exact_size(base, finetuned, strategy):
     s = SamplingSettings(steps=2, strategy=strategy, working_size=32)
     assert sample_edit(base, finetuned, "a cat", 101, 45, s).size == (101, 45)
+
+
+def test_upscale_is_the_working_size_sample_resized(base, finetuned):
+    """The upscale strategy samples one latent at the working size, then resizes (it once averaged
+    over zero tiles and returned a black picture of the right size)."""
+    from PIL import Image
+
+    s = SamplingSettings(steps=2, strategy="upscale", working_size=32)
+    big = sample_edit(base, finetuned, "a cat", 64, 64, s)
+    small = sample_edit(base, finetuned, "a cat", 32, 32, SamplingSettings(steps=2, strategy="single"))
+    assert big.tobytes() == small.resize((64, 64), Image.Resampling.LANCZOS).tobytes()
+    assert max(big.getextrema(), key=lambda e: e[1])[1] > 0
