@@ -2,8 +2,9 @@
 
 Fixed, seeded eval set: sources with content the base model never saw × edit prompts × seeds.
 Methods: the pre-trained model alone (plain CFG with the edit prompt), the fine-tuned model alone
-(the edit prompt through it), SINE without positional embedding (fine-tuned on the whole image),
-SINE with PE (fine-tuned on patches), and SINE with the full recipe instead of LoRA.
+(plain CFG on it, the edit prompt through its own text encoder), SINE without positional embedding
+(fine-tuned on the whole image), SINE with PE (fine-tuned on patches), each with the `full` recipe
+and with the `lora` recipe.
 Metrics, from the scene's ground-truth masks:
   edit     - the edited object (or the background) shows the asked colour
   psnr/ssim - the regions the prompt must not touch, against the source
@@ -37,21 +38,21 @@ from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
 from sine.shapes.metrics import count_objects, erode, majority_color, psnr, ssim  # noqa: E402
 from sine.shapes.sources import Edit, Source, benchmark_sources  # noqa: E402
 
-# How each method adapts (None: no fine-tuning) and samples.
+# How each method adapts (None: no fine-tuning) and samples. Step counts and learning rates are the
+# demo model's own recipes (backend/sine/demo_model/sine_recipes.json).
 FINETUNES = {
+    "full_pe": FinetuneSettings(method="full", patch=True),
+    "full_nope": FinetuneSettings(method="full", patch=False),
     "lora_pe": FinetuneSettings(method="lora", patch=True),
     "lora_nope": FinetuneSettings(method="lora", patch=False),
-    # The paper's full recipe (UNet + text encoder, AdamW) with its step count and learning rate scaled
-    # to a 2-core CPU and to a model trained from scratch at 6e-4: 10,000 steps at 1e-6 is ~29 GPU
-    # minutes on SD and far too long here.
-    "full_pe": FinetuneSettings(method="full", patch=True, steps=300, lr=2e-5),
 }
 METHODS = {  # name → (fine-tune key, how to sample)
     "pretrained": (None, "pretrained"),
-    "finetuned": ("lora_pe", "finetuned_only"),
-    "sine_nope": ("lora_nope", "sine"),
-    "sine_pe": ("lora_pe", "sine"),
-    "sine_full_pe": ("full_pe", "sine"),
+    "finetuned": ("full_pe", "finetuned_only"),
+    "sine_nope": ("full_nope", "sine"),
+    "sine_pe": ("full_pe", "sine"),
+    "sine_lora_nope": ("lora_nope", "sine"),
+    "sine_lora_pe": ("lora_pe", "sine"),
 }
 WIDE_METHODS = ("pretrained", "sine_nope", "sine_pe")
 
@@ -59,6 +60,7 @@ WIDE_METHODS = ("pretrained", "sine_nope", "sine_pe")
 @dataclass
 class BenchConfig:
     sources: int = 8
+    source_names: tuple[str, ...] = ()  # a subset by name (then `sources` is ignored)
     edits: int = 3
     seeds: tuple[int, ...] = (0, 1)
     wide_seeds: tuple[int, ...] = (0, 1)
@@ -97,9 +99,10 @@ class WideResult:
 
 def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str) -> SamplingSettings:
     if how == "finetuned_only":
-        # Only the fine-tuned model's conditional score, reading the edit prompt, at every step.
-        return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=0.0, k=0, seed=seed,
-                                finetuned_prompt=prompt)
+        # The fine-tuned model alone (DreamBooth-style): plain CFG on it, the edit prompt through its
+        # own text encoder, its own unconditional score.
+        return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, seed=seed, finetuned_prompt=prompt,
+                                finetuned_only=True)
     return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=cfg.v, k=cfg.k, seed=seed)
 
 
@@ -125,7 +128,8 @@ def judge_wide(image, src: Source, edit: Edit) -> int:
 
 
 def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] = print) -> dict:
-    sources = benchmark_sources()[: cfg.sources]
+    sources = benchmark_sources()
+    sources = [s for s in sources if s.name in cfg.source_names] if cfg.source_names else sources[: cfg.sources]
     edits: list[EditResult] = []
     wides: list[WideResult] = []
     timings: dict[str, float] = {}
@@ -201,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="3 sources x 2 edits x 1 seed")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    p.add_argument("--sources", type=int, default=None, help="only the first N sources")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -209,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = QUICK if args.quick else BenchConfig()
     if args.steps:
         cfg.steps = args.steps
+    if args.sources:
+        cfg.sources = args.sources
+    if args.seeds:
+        cfg.seeds = cfg.wide_seeds = tuple(args.seeds)
     base = load_base_model(args.model, device=args.device)
     t0 = time.perf_counter()
     result = run_benchmark(cfg, base, log=lambda m: print(m, file=sys.stderr, flush=True))
