@@ -19,14 +19,21 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from sine.devices import describe_device
 from sine.finetune import FinetuneSettings, finetune
 from sine.sampler import SamplingSettings, plan_strategy, sample_edit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import build_model, peak_memory_mb, per_step, reset_peak, timed_steps  # noqa: E402
+from speed import (  # noqa: E402
+    add_model_arguments,
+    build_model,
+    flat_source,
+    peak_memory_mb,
+    per_step,
+    reset_peak,
+    timed_steps,
+)
 
 
 def run_one(base, model, size: int, strategy: str, steps: int, warmup: int, tile_size: int | None) -> dict:
@@ -52,22 +59,19 @@ def run_one(base, model, size: int, strategy: str, steps: int, warmup: int, tile
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
+    add_model_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--strategies", nargs="+", default=["single", "tiled"])
     parser.add_argument("--tile-sizes", type=int, nargs="+", default=[0],
                         help="tile sizes in px for 'tiled' (0: the engine's default, the model's own size)")
     parser.add_argument("--steps", type=int, default=3, help="timed sampling steps")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
     parser.add_argument("--out", default="bench/results/canvas_speed.json")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         base = build_model(args.model, args.device, args.dtype, Path(tmp))
-        image = Image.new("RGB", (base.sample_size, base.sample_size), (120, 80, 200))
-        model = finetune(base, image, "picture of a sks dog", FinetuneSettings(method="lora", steps=1))
+        model = finetune(base, flat_source(base), "picture of a sks dog", FinetuneSettings(method="lora", steps=1))
         rows = []
         for size in args.sizes:
             for strategy in args.strategies:

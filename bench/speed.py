@@ -38,6 +38,18 @@ def build_model(name: str, device: str | None, dtype: str | None, workdir: Path)
     return load_base_model(name, device=device, dtype=dtype)
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype: what `build_model` takes (shared by the speed benchmarks)."""
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+
+
+def flat_source(base: BaseModel) -> Image.Image:
+    """The picture the speed benchmarks fine-tune on: its content does not change the timings."""
+    return Image.new("RGB", (base.sample_size, base.sample_size), (120, 80, 200))
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -70,7 +82,7 @@ def per_step(stamps: list[float], warmup: int) -> float:
 
 
 def bench_finetune(base: BaseModel, method: str, steps: int, warmup: int) -> dict:
-    image = Image.new("RGB", (base.sample_size, base.sample_size), (120, 80, 200))
+    image = flat_source(base)
     reset_peak(base.device)
     stamps, on_step = timed_steps(warmup)
     finetune(base, image, "picture of a sks dog", FinetuneSettings(method=method, steps=steps + warmup), progress=on_step)
@@ -78,7 +90,7 @@ def bench_finetune(base: BaseModel, method: str, steps: int, warmup: int) -> dic
 
 
 def bench_sampling(base: BaseModel, size: int, method: str, steps: int, warmup: int, guided: bool) -> dict:
-    image = Image.new("RGB", (base.sample_size, base.sample_size), (120, 80, 200))
+    image = flat_source(base)
     model = finetune(base, image, "picture of a sks dog", FinetuneSettings(method=method, steps=1))
     reset_peak(base.device)
     stamps, on_step = timed_steps(warmup)
@@ -92,13 +104,11 @@ def bench_sampling(base: BaseModel, size: int, method: str, steps: int, warmup: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
+    add_model_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--methods", nargs="+", default=["lora", "full"])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None)
     parser.add_argument("--out", default="bench/results/speed.json")
     args = parser.parse_args(argv)
 
