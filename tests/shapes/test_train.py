@@ -65,6 +65,7 @@ def test_resume_continues_a_finished_run(tmp_path: Path) -> None:
     assert resume_unet(folder, dataclasses.replace(TINY, unet_steps=2, ema_decay=0.5), log=lambda _: None) == 5
     info = json.loads((folder / "training_info.json").read_text())
     assert info["unet_steps"] == 5 and info["resumed"] == 1
+    assert info["history"][-1].startswith("resume round 1 on cpu: batch 4")
     after = load_file(folder / "unet/diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     vae_a = load_file(tmp_path / "vae_before/diffusion_pytorch_model.safetensors")

@@ -375,6 +375,9 @@ def resume_unet(folder: str | Path, cfg: TrainConfig, log: Callable[[str], None]
     info = json.loads((folder / "training_info.json").read_text())
     round_ = int(info.get("resumed", 0)) + 1
     info["resumed"] = round_
+    info.setdefault("history", []).append(
+        f"resume round {round_} on {cfg.device}: batch {cfg.unet_batch}, lr {cfg.unet_lr:g}, "
+        f"ema {cfg.ema_decay:g}, {cfg.latent_scenes} scenes, {minutes} min")
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(cfg.device).eval()
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(cfg.device)
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).to(cfg.device)

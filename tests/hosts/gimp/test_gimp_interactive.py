@@ -9,7 +9,6 @@ button, the result layer.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from PIL import Image
@@ -69,14 +68,4 @@ def test_cancel_button_stops_the_daemon_job(interactive_session, sine_daemon) ->
     assert record["status"] == "cancel", record
     assert record["elapsed_s"] < 60
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
-    probe = sine_daemon.client()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
-            if not any(s in ("queued", "running") for s in states):
-                break
-            time.sleep(0.2)
-        assert not any(s in ("queued", "running") for s in states), states
-    finally:
-        probe.close()
+    sine_daemon.assert_idle(timeout_s=10)

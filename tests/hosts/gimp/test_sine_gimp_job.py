@@ -70,17 +70,7 @@ def test_cancel_stops_the_daemon_job(sine_daemon, monkeypatch) -> None:
     finally:
         client.close()
     assert time.monotonic() - t0 < 60
-    probe = sine_daemon.client()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
-            if not any(s in ("queued", "running") for s in states):
-                break
-            time.sleep(0.2)
-        assert not any(s in ("queued", "running") for s in states), states
-    finally:
-        probe.close()
+    sine_daemon.assert_idle(timeout_s=10)
 
 
 def test_daemon_error_becomes_a_user_message(sine_daemon, monkeypatch) -> None:
@@ -178,14 +168,4 @@ def test_a_killed_plugin_costs_the_daemon_nothing(sine_daemon) -> None:
     finally:
         proc.kill()
         proc.wait()
-    probe = sine_daemon.client()
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            states = [j.get("state") for j in probe.status().get("jobs", {}).values()]
-            if not any(s in ("queued", "running") for s in states):
-                break
-            time.sleep(0.2)
-        assert not any(s in ("queued", "running") for s in states), states
-    finally:
-        probe.close()
+    sine_daemon.assert_idle(timeout_s=20)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from krita_host import REPO, free_port, lib_sh
+from host_common import REPO, free_port, lib_sh
 
 from sine_protocol import Mask, RGBAImage
 
