@@ -12,7 +12,6 @@ A strategy that runs out of memory is reported as such, not as a crash. Prints a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from sine.devices import describe_device
 from sine.finetune import FinetuneSettings, finetune
 from sine.sampler import SamplingSettings, plan_strategy, sample_edit
 
@@ -33,6 +31,7 @@ from speed import (  # noqa: E402
     per_step,
     reset_peak,
     timed_steps,
+    write_report,
 )
 
 
@@ -84,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f"{size:>5}² {label:<16} tiles {row['tiles']:>4}  {row['s_per_step']:8.3f} s/step  "
                           f"total {row['total_s']:8.2f} s  peak {row['peak_mb']:9.0f} MB", flush=True)
-    report = {"model": args.model, "device": describe_device(base.device),
-              "dtype": str(base.dtype).replace("torch.", ""), "torch": torch.__version__,
-              "steps_timed": args.steps, "warmup": args.warmup, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(base, args.model, {"steps_timed": args.steps, "warmup": args.warmup, "rows": rows}, args.out)
     return 0
 
 

@@ -102,6 +102,23 @@ def bench_sampling(base: BaseModel, size: int, method: str, steps: int, warmup: 
     return {"s_per_step": per_step(stamps, warmup), "total_s": total, "peak_mb": peak_memory_mb(base.device)}
 
 
+def write_report(base: BaseModel, model: str, fields: dict, path: str | Path) -> None:
+    """The JSON both speed benchmarks write: what ran where, then their own fields."""
+    report = {
+        "model": model,
+        "device": describe_device(base.device),
+        "dtype": str(base.dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        **fields,
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
@@ -126,20 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"(peak {ft['peak_mb']:7.0f} MB) | sample guided {guided['s_per_step'] * 1e3:8.1f} ms/step, "
                       f"after K {plain['s_per_step'] * 1e3:8.1f} ms/step (peak {guided['peak_mb']:7.0f} MB)",
                       flush=True)
-    report = {
-        "model": args.model,
-        "device": describe_device(base.device),
-        "dtype": str(base.dtype).replace("torch.", ""),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
+    write_report(base, args.model, {
         "finetune_note": "train size is the model's own (crops are resized to it): size only affects sampling",
         "rows": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    }, args.out)
     return 0
 
 
