@@ -8,7 +8,8 @@ and with the `lora` recipe.
 Metrics, from the scene's ground-truth masks:
   edit     - the edited object (or the background) shows the asked colour
   psnr/ssim - the regions the prompt must not touch, against the source
-  dup      - at 2x width, more than one object of the edited colour (a duplication failure)
+  dup      - at 2x width, more than one object of the edited colour (a duplication failure), in one
+             latent (the paper's setting) and in tiles (what `auto` does above the working size)
 Prints a table and writes JSON.
 
     python bench/quality.py [--quick] [--json out.json] [--model DIR] [--threads N]
@@ -70,6 +71,7 @@ class BenchConfig:
     k: int = 400
     methods: tuple[str, ...] = tuple(METHODS)
     wide_methods: tuple[str, ...] = WIDE_METHODS
+    wide_strategies: tuple[str, ...] = ("single", "tiled")
     finetune_overrides: dict = field(default_factory=dict)  # key → dict of FinetuneSettings fields
 
 
@@ -93,17 +95,18 @@ class WideResult:
     method: str
     source: str
     seed: int
+    strategy: str  # single latent or tiles
     objects: int  # objects of the asked colour seen at 2x width
     duplicated: bool
 
 
-def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str) -> SamplingSettings:
+def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str, strategy: str = "auto") -> SamplingSettings:
     if how == "finetuned_only":
         # The fine-tuned model alone (DreamBooth-style): plain CFG on it, the edit prompt through its
         # own text encoder, its own unconditional score.
         return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, seed=seed, finetuned_prompt=prompt,
-                                finetuned_only=True)
-    return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=cfg.v, k=cfg.k, seed=seed)
+                                finetuned_only=True, strategy=strategy)
+    return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=cfg.v, k=cfg.k, seed=seed, strategy=strategy)
 
 
 def judge_edit(image, src: Source, edit: Edit) -> tuple[bool, float, float]:
@@ -161,10 +164,11 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
             key, how = METHODS[method]
             model = tuned.get(key) if key else None
             edit = src.edits[0]
-            for seed in cfg.wide_seeds:
-                out = sample_edit(base, model, edit.prompt, 128, 64, sampling(cfg, how, seed, edit.prompt))
-                n = judge_wide(out, src, edit)
-                wides.append(WideResult(method, src.name, seed, n, n > 1))
+            for strategy in cfg.wide_strategies:
+                for seed in cfg.wide_seeds:
+                    settings = sampling(cfg, how, seed, edit.prompt, strategy)
+                    n = judge_wide(sample_edit(base, model, edit.prompt, 128, 64, settings), src, edit)
+                    wides.append(WideResult(method, src.name, seed, strategy, n, n > 1))
         log(f"{src.name}: done ({len(edits)} edits, {len(wides)} wide samples so far)")
     return {"config": asdict(cfg), "summary": summarize(edits, wides), "timings_s": timings,
             "edits": [asdict(e) for e in edits], "wide": [asdict(w) for w in wides]}
@@ -183,19 +187,22 @@ def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dic
                 ssim=float(np.mean([e.ssim for e in rows])),
                 n=len(rows),
             )
-        if wide:
-            entry.update(dup_rate=float(np.mean([w.duplicated for w in wide])),
-                         missing_rate=float(np.mean([w.objects == 0 for w in wide])), n_wide=len(wide))
+        for strategy in dict.fromkeys(w.strategy for w in wide):
+            sel = [w for w in wide if w.strategy == strategy]
+            entry[f"dup_{strategy}"] = float(np.mean([w.duplicated for w in sel]))
+            entry[f"missing_{strategy}"] = float(np.mean([w.objects == 0 for w in sel]))
+            entry[f"one_{strategy}"] = float(np.mean([w.objects == 1 for w in sel]))
+            entry["n_wide"] = len(sel)
         out[method] = entry
     return out
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    cols = ("edit_success", "psnr", "ssim", "dup_rate", "missing_rate")
-    lines = [f"{'method':<14}" + "".join(f"{c:>14}" for c in cols)]
+    cols = ("edit_success", "psnr", "ssim", "dup_single", "missing_single", "dup_tiled", "missing_tiled")
+    lines = [f"{'method':<16}" + "".join(f"{c:>16}" for c in cols)]
     for method, entry in summary.items():
-        cells = "".join(f"{entry[c]:>14.3f}" if c in entry else f"{'-':>14}" for c in cols)
-        lines.append(f"{method:<14}{cells}")
+        cells = "".join(f"{entry[c]:>16.3f}" if c in entry else f"{'-':>16}" for c in cols)
+        lines.append(f"{method:<16}{cells}")
     return "\n".join(lines)
 
 

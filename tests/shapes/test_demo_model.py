@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from sine.shapes.evaluate import ShapesModel, evaluate
+from sine.shapes.evaluate import ShapesModel, evaluate, vae_ceiling
 from sine.shapes.tokenizer import world_vocabulary
 
 MODEL = Path(__file__).resolve().parents[2] / "backend" / "sine" / "demo_model"
@@ -58,10 +58,20 @@ def test_stable_diffusion_pipeline_draws_64px() -> None:
 @pytest.mark.slow
 def test_base_model_draws_the_asked_colour_and_background() -> None:
     """On held-out captions the base model gets the background colour right almost always and the
-    object colour well above chance (1/8); shapes and positions it does not yet follow (see report)."""
+    object colour most of the time (these 16: 1.00 and 0.94; before the CPU training round, 0.34 object
+    colour on 128); shapes it follows only a little above chance, positions not (see the README)."""
     torch.set_num_threads(2)
     rates = evaluate(ShapesModel.load(MODEL), n=16, steps=25, guidance=6.0, batch=16)
-    assert rates["background"] >= 0.75 and rates["color"] >= 0.25, rates
+    assert rates["background"] >= 0.8 and rates["color"] >= 0.6, rates
+
+
+def test_the_judge_reads_the_worlds_own_pictures() -> None:
+    """The held-out judge on true pictures after a VAE round trip (what the base model is compared
+    with): colour and position read right, the shape only ~70 % (the VAE rounds corners)."""
+    torch.set_num_threads(1)
+    ceiling = vae_ceiling(ShapesModel.load(MODEL), n=32)
+    assert ceiling["color"] >= 0.9 and ceiling["position"] >= 0.9 and ceiling["background"] >= 0.9, ceiling
+    assert 0.5 <= ceiling["shape"] < 1.0, ceiling
 
 
 def test_vae_reproduces_the_benchmark_sources() -> None:

@@ -71,3 +71,20 @@ def test_resume_continues_a_finished_run(tmp_path: Path) -> None:
     vae_a = load_file(tmp_path / "vae_before/diffusion_pytorch_model.safetensors")
     vae_b = load_file(folder / "vae/diffusion_pytorch_model.safetensors")
     assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
+
+
+def test_cli_resume_takes_the_unet_stage_settings(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """`sine train-demo --stage resume` with the options the committed model's CPU round used."""
+    import shutil
+
+    from sine.cli import main
+
+    folder = tmp_path / "m"
+    shutil.copytree(two_runs[0], folder)
+    argv = ["train-demo", "--out", str(folder), "--config", "cpu", "--stage", "resume", "--threads", "1",
+            "--unet-steps", "2", "--unet-batch", "3", "--unet-lr", "1e-4", "--latent-scenes", "8",
+            "--ema-decay", "0.9"]  # fmt: skip
+    assert main(argv) == 0
+    info = json.loads((folder / "training_info.json").read_text())
+    assert info["unet_steps"] == 5 and info["resumed"] == 1
+    assert info["history"][-1] == "resume round 1 on cpu: batch 3, lr 0.0001, ema 0.9, 8 scenes, None min"

@@ -18,6 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--vae-steps", type=int, default=None)
     p.add_argument("--unet-steps", type=int, default=None)
+    p.add_argument("--unet-batch", type=int, default=None)
+    p.add_argument("--unet-lr", type=float, default=None, help="peak learning rate of the UNet stage")
+    p.add_argument("--latent-scenes", type=int, default=None, help="training scenes encoded for the UNet stage")
     p.add_argument("--decoder-steps", type=int, default=None)
     p.add_argument("--stage", choices=("all", "decoder", "resume"), default="all",
                    help="all: train from scratch; decoder: only refine the VAE decoder of the model in --out; "
@@ -37,16 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if name == "auto":
         name = "gpu" if torch.cuda.is_available() else "cpu"
     cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads)
-    if args.vae_steps is not None:
-        cfg.vae_steps = args.vae_steps
-    if args.unet_steps is not None:
-        cfg.unet_steps = args.unet_steps
-    if args.offset_noise is not None:
-        cfg.offset_noise = args.offset_noise
-    if args.ema_decay is not None:
-        cfg.ema_decay = args.ema_decay
-    if args.decoder_steps is not None:
-        cfg.decoder_steps = args.decoder_steps
+    overrides = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "unet_batch": args.unet_batch,
+                 "unet_lr": args.unet_lr, "latent_scenes": args.latent_scenes, "offset_noise": args.offset_noise,
+                 "ema_decay": args.ema_decay, "decoder_steps": args.decoder_steps}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
