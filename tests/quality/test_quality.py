@@ -2,11 +2,12 @@
 
 Full benchmark (8 sources x 3 edits x 2 seeds, 50 steps; table in the README):
                    edit success   PSNR of what must not change
-  pre-trained only     0.33          14.7 dB
-  fine-tuned only      0.06          15.3 dB
-  SINE (LoRA)          0.44          17.8 dB
-This subset (3 sources x 3 edits, seed 0) measured 0.33 / 15.6 dB (pre-trained), 0.22 (fine-tuned
-only) and 0.56 / 23.5 dB (SINE); the thresholds below leave a margin of about one success and 4 dB.
+  pre-trained only     0.35          14.3 dB
+  fine-tuned only      0.17          18.7 dB
+  SINE (LoRA)          0.58          17.3 dB
+This subset (3 sources x 3 edits, seed 0) measured 0.44 / 13.2 dB (pre-trained), 0.11 (fine-tuned
+only), 0.67 (SINE, full recipe with PE) and 0.78 / 19.3 dB (SINE, LoRA); the thresholds below leave
+a margin of at least two successes and 3 dB.
 """
 
 from __future__ import annotations
