@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     name = args.config
     if name == "auto":
         name = "gpu" if torch.cuda.is_available() else "cpu"
-    cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads)
     overrides = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "unet_batch": args.unet_batch,
                  "unet_lr": args.unet_lr, "latent_scenes": args.latent_scenes, "offset_noise": args.offset_noise,
                  "ema_decay": args.ema_decay, "decoder_steps": args.decoder_steps}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads,
+                              **{k: v for k, v in overrides.items() if v is not None})
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

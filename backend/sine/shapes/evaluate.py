@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .metrics import classify_shape, color_index, color_labels, majority_color, object_pixels
-from .train import HELD_OUT_SEED
+from .train import HELD_OUT_SEED, to_tensor
 from .world import BACKGROUND_COLORS, GRID, OBJECT_COLORS, SHAPES, Background, Scene, Shape
 
 
@@ -137,8 +137,7 @@ def vae_ceiling(model: ShapesModel, n: int = 48) -> dict[str, float]:
     """The same rates on the world's own pictures of the same captions after a VAE round trip: the
     most a sample can score (the VAE rounds corners, so the shape judge tops out well below 1)."""
     scenes = held_out_scenes(n)
-    x = torch.stack([torch.from_numpy(np.asarray(s.render()[0], dtype=np.float32)) for s in scenes])
-    x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
+    x = to_tensor([s.render()[0] for s in scenes])
     z = model.vae.encode(x).latent_dist.mean * model.vae.config.scaling_factor
     results = [judge(im, s) for im, s in zip(model.decode(z), scenes, strict=True)]
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}

@@ -54,7 +54,7 @@ def krita_home(trixie_root: Path, sine_daemon: Daemon) -> Iterator[RootHome]:
     # The token where the plugin looks by default: $HOME/.config/sine-edit/token (mode 0600).
     token = home.host / ".config" / "sine-edit" / "token"
     token.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(sine_daemon.config_dir / "token", token)
+    shutil.copyfile(sine_daemon.token_file, token)
     token.chmod(0o600)
     home.chown()
     yield home
