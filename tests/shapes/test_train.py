@@ -83,8 +83,40 @@ def test_cli_resume_takes_the_unet_stage_settings(two_runs: tuple[Path, Path], t
     shutil.copytree(two_runs[0], folder)
     argv = ["train-demo", "--out", str(folder), "--config", "cpu", "--stage", "resume", "--threads", "1",
             "--unet-steps", "2", "--unet-batch", "3", "--unet-lr", "1e-4", "--latent-scenes", "8",
-            "--ema-decay", "0.9"]  # fmt: skip
+            "--ema-decay", "0.9", "--object-weight", "4"]  # fmt: skip
     assert main(argv) == 0
     info = json.loads((folder / "training_info.json").read_text())
     assert info["unet_steps"] == 5 and info["resumed"] == 1
-    assert info["history"][-1] == "resume round 1 on cpu: batch 3, lr 0.0001, ema 0.9, 8 scenes, None min"
+    assert info["history"][-1] == (
+        "resume round 1 on cpu: batch 3, lr 0.0001, ema 0.9, 8 scenes, object weight 4, None min")
+
+
+def test_cover_is_the_objects_share_of_each_latent_cell(two_runs: tuple[Path, Path]) -> None:
+    from diffusers import AutoencoderKL
+
+    from sine.shapes.train import encode_dataset
+    from sine.shapes.world import random_scene
+
+    vae = AutoencoderKL.from_pretrained(two_runs[0] / "vae")
+    data = encode_dataset(vae, 5, first_seed=0, chunk=2)
+    assert data.latents.shape == (5, 4, 16, 16) and data.cover.shape == (5, 1, 16, 16)
+    for i in range(5):
+        union = random_scene(i).render()[1].union()
+        cells = union.reshape(16, 4, 16, 4).mean(axis=(1, 3))  # f=4: one latent cell = 4x4 pixels
+        assert torch.allclose(data.cover[i, 0].float(), torch.from_numpy(cells).float(), atol=1e-3)
+        assert 0 < data.cover[i].sum() < 256
+
+
+def test_object_weight_changes_what_the_unet_learns(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from sine.shapes.train import resume_unet
+
+    torch.set_num_threads(1)
+    weights = {}
+    for w in (0.0, 4.0):
+        folder = tmp_path / f"w{w}"
+        shutil.copytree(two_runs[0], folder)
+        resume_unet(folder, dataclasses.replace(TINY, unet_steps=2, ema_decay=0.0, object_weight=w), log=lambda _: None)
+        weights[w] = load_file(folder / "unet/diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(weights[0.0][k], weights[4.0][k]) for k in weights[0.0])

@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--raw-out", default=None, help="resume: also save the non-EMA weights here")
     p.add_argument("--ema-decay", type=float, default=None)
     p.add_argument("--offset-noise", type=float, default=None)
+    p.add_argument("--object-weight", type=float, default=None,
+                   help="extra loss weight on the latent cells objects cover (0: plain eps-MSE)")
     return p
 
 
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         name = "gpu" if torch.cuda.is_available() else "cpu"
     overrides = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "unet_batch": args.unet_batch,
                  "unet_lr": args.unet_lr, "latent_scenes": args.latent_scenes, "offset_noise": args.offset_noise,
-                 "ema_decay": args.ema_decay, "decoder_steps": args.decoder_steps}
+                 "ema_decay": args.ema_decay, "decoder_steps": args.decoder_steps,
+                 "object_weight": args.object_weight}
     cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads,
                               **{k: v for k, v in overrides.items() if v is not None})
 
