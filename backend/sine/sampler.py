@@ -4,17 +4,22 @@ For t ≥ K the pre-trained model (edit prompt c, and the empty prompt) and the 
 (source prompt ĉ, whole-picture positional embedding) are mixed; for t < K it is plain CFG on the
 pre-trained model. Large outputs are sampled in overlapping tiles whose noise predictions are
 averaged every step; each tile's fine-tuned UNet gets the embedding of that tile's place in the
-whole picture, so content stays where it belongs.
+whole picture, so content stays where it belongs. Alternatives above the working size: sample
+there and resize (`upscale`), or resize and then run a second, low-strength tiled pass at the full
+size (`refine`: the layout of the working-size sample, detail from the full-size pass).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 from PIL import Image
 
 from .errors import BadInput, Cancelled
@@ -28,7 +33,7 @@ PreviewFn = Callable[[], Image.Image]
 ProgressFn = Callable[[int, int, PreviewFn], None]
 StopFn = Callable[[], bool]
 
-STRATEGIES = ("auto", "single", "tiled", "upscale")
+STRATEGIES = ("auto", "single", "tiled", "upscale", "refine")
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,12 @@ class SamplingSettings:
     v: float = 0.7  # weight of the pre-trained model's conditional score while t ≥ K
     k: int = 400
     seed: int = 0
-    strategy: str = "auto"  # auto | single | tiled | upscale (see `plan_strategy`)
+    strategy: str = "auto"  # auto | single | tiled | upscale | refine (see `plan_strategy`)
     working_size: int | None = None  # px; None: 2× the model's size for SD-sized models, else its own size
     tile_size: int | None = None  # px; None: the model's own training size (where the pre-trained model is good)
     tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
     tile_batch: int = 8  # tiles evaluated per UNet call
+    refine_strength: float = 0.5  # `refine`: share of the steps re-run at full size (noise level of the restart)
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
     finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
 
@@ -78,13 +84,13 @@ def default_working_size(base: BaseModel) -> int:
 
 def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSettings) -> _Plan:
     """The rule: up to the working size (long side) one latent; above it, tiles (auto/tiled) or
-    sampling at the working size then resizing (upscale)."""
+    sampling at the working size then resizing (upscale; refine's first pass)."""
     if settings.strategy not in STRATEGIES:
         raise BadInput(f"strategy must be one of {STRATEGIES}, not {settings.strategy!r}")
     f = base.vae_scale_factor
     work = settings.working_size or default_working_size(base)
     big = max(width, height) > work
-    if settings.strategy == "upscale" and big:
+    if settings.strategy in ("upscale", "refine") and big:
         scale = work / max(width, height)
         w, h = max(f, round(width * scale)), max(f, round(height * scale))
         lh, lw = math.ceil(h / f), math.ceil(w / f)
@@ -210,31 +216,65 @@ def sample_edit(
     check_size(width, height)
     if not 1 <= s.steps <= 1000:
         raise BadInput(f"steps must be 1..1000, not {s.steps}")
+    if not 0.0 < s.refine_strength <= 1.0:
+        raise BadInput(f"refine strength must be in (0, 1], not {s.refine_strength}")
     guides = _as_guides(finetuned, s)
     plan = plan_strategy(base, width, height, s)
-    f = base.vae_scale_factor
-    scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
     scheduler = base.new_scheduler(s.steps)
     scheduler.set_timesteps(s.steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
     gen = torch.Generator("cpu").manual_seed(s.seed)
     channels = base.unet.config.in_channels
     latents = torch.randn((1, channels, plan.latent_h, plan.latent_w), generator=gen).to(base.device, torch.float32)
     latents = latents * scheduler.init_noise_sigma
+    refine = s.strategy == "refine" and plan.upscale_to is not None
+    restart = min(len(timesteps) - 1, round(len(timesteps) * (1 - s.refine_strength))) if refine else 0
+    total = len(timesteps) + (len(timesteps) - restart if refine else 0)
+
+    def report(done: int, x0: torch.Tensor) -> None:
+        if progress is not None:
+            progress(done, total, _preview_fn(base, x0))
+
+    latents = _denoise(base, guides, edit_prompt, s, plan, scheduler, timesteps, latents, report, should_stop)
+    image = _decode(base, latents).crop((0, 0, plan.render_w, plan.render_h))
+    if plan.upscale_to is None:
+        return image
+    image = image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
+    if not refine:
+        return image
+    # second pass: the resized picture, noised back to timesteps[restart], denoised in tiles at full size
+    full = plan_strategy(base, width, height, replace(s, strategy="tiled"))
+    z = _encode(base, _padded_pixels(image, full, base.vae_scale_factor))
+    noise = torch.randn(z.shape, generator=gen).to(base.device, torch.float32)
+    latents = scheduler.add_noise(z, noise, torch.tensor([timesteps[restart]]))
+    latents = _denoise(base, guides, edit_prompt, s, full, scheduler, timesteps[restart:], latents,
+                       lambda done, x0: report(len(timesteps) + done, x0), should_stop)
+    return _decode(base, latents).crop((0, 0, width, height))
+
+
+def _denoise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings, plan: _Plan,
+             scheduler: DDIMScheduler, timesteps: list[int], latents: torch.Tensor, report: Callable[[int, torch.Tensor], None],
+             should_stop: StopFn | None) -> torch.Tensor:
+    """DDIM over `timesteps` from `latents`, with the guided noise of every tile of `plan` each step."""
+    f = base.vae_scale_factor
+    scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
     windows = {(h, w): _tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
-    x0_estimate = latents
-    total = len(scheduler.timesteps)
-    for i, t in enumerate(scheduler.timesteps):
+    for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled("sampling cancelled")
-        eps = _step_noise(scorer, latents, plan, windows, int(t), s.tile_batch)
+        eps = _step_noise(scorer, latents, plan, windows, t, s.tile_batch)
         out = scheduler.step(eps, t, latents, eta=0.0)
-        latents, x0_estimate = out.prev_sample, out.pred_original_sample
-        if progress is not None:
-            progress(i + 1, total, _preview_fn(base, x0_estimate))
-    image = _decode(base, latents).crop((0, 0, plan.render_w, plan.render_h))
-    if plan.upscale_to is not None:
-        return image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
-    return image
+        latents = out.prev_sample
+        report(i + 1, out.pred_original_sample)
+    return latents
+
+
+def _padded_pixels(image: Image.Image, plan: _Plan, f: int) -> torch.Tensor:
+    """[-1, 1] pixels of `image` padded (edge colours repeated) to the plan's latent grid, for the VAE."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    pad_h, pad_w = plan.latent_h * f - arr.shape[0], plan.latent_w * f - arr.shape[1]
+    arr = np.pad(arr, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return torch.from_numpy(arr).permute(2, 0, 1)[None]
 
 
 def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: dict, t: int, batch: int) -> torch.Tensor:
@@ -252,20 +292,31 @@ def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: di
     return total / weight
 
 
-def _decode(base: BaseModel, latents: torch.Tensor) -> Image.Image:
-    """Decode; large pictures in overlapping VAE tiles (blended by diffusers) to bound memory."""
-    big = max(latents.shape[-2:]) * base.vae_scale_factor > 2 * base.sample_size
+@contextmanager
+def _vae_tiles(base: BaseModel, latent_side: int) -> Iterator[None]:
+    """Large pictures go through the VAE in overlapping tiles (blended by diffusers) to bound memory."""
+    big = latent_side * base.vae_scale_factor > 2 * base.sample_size
     if big:
         vae = base.vae
         vae.enable_tiling()
-        # small models' configs give tiny tiles: decode at least 256-px tiles (SD's VAE uses 512)
+        # small models' configs give tiny tiles: at least 256-px tiles (SD's VAE uses 512)
         vae.tile_sample_min_size = max(256, int(vae.config.sample_size))
         vae.tile_latent_min_size = vae.tile_sample_min_size // base.vae_scale_factor
     try:
-        return to_pil(base.decode_latents(latents))
+        yield
     finally:
         if big:
             base.vae.disable_tiling()
+
+
+def _decode(base: BaseModel, latents: torch.Tensor) -> Image.Image:
+    with _vae_tiles(base, max(latents.shape[-2:])):
+        return to_pil(base.decode_latents(latents))
+
+
+def _encode(base: BaseModel, pixels: torch.Tensor) -> torch.Tensor:
+    with _vae_tiles(base, max(pixels.shape[-2:]) // base.vae_scale_factor):
+        return base.encode_image(pixels).float()
 
 
 def _preview_fn(base: BaseModel, x0: torch.Tensor) -> PreviewFn:

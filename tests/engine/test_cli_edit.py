@@ -35,6 +35,14 @@ def test_sine_edit_writes_a_non_square_png_of_the_requested_size(tiny_folder, so
     assert proc.returncode == 0, proc.stderr
     assert "reusing" in proc.stderr
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(out2)))
+    # the same weights and steps, rendered with the two-pass strategy: another picture of the same size
+    out3 = tmp_path / "out3.png"
+    proc = run_sine("edit", str(source_png), "--prompt", "a blue disc", "--subject", "disc", "--model", str(tiny_folder),
+                    "--steps", "3", "--width", "96", "--height", "64", "--out", str(out3), "--weights", str(weights),
+                    "--device", "cpu", "--strategy", "refine", "--refine-strength", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out3) as img:
+        assert img.size == (96, 64) and img.tobytes() != Image.open(out).tobytes()
 
 
 def test_sine_edit_keeps_pixels_outside_the_mask(tiny_folder, source_png, tmp_path):

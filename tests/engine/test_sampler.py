@@ -65,7 +65,7 @@ def test_strategy_rule(base):
     assert up.upscale_to == (200, 64) and max(up.latent_h, up.latent_w) * 4 <= 64
 
 
-@pytest.mark.parametrize("strategy", ["tiled", "upscale"])
+@pytest.mark.parametrize("strategy", ["tiled", "upscale", "refine"])
 def test_large_strategies_return_the_exact_size(base, finetuned, strategy):
     s = SamplingSettings(steps=2, strategy=strategy, working_size=32)
     assert sample_edit(base, finetuned, "a cat", 101, 45, s).size == (101, 45)
@@ -81,3 +81,18 @@ def test_upscale_is_the_working_size_sample_resized(base, finetuned):
     small = sample_edit(base, finetuned, "a cat", 32, 32, SamplingSettings(steps=2, strategy="single"))
     assert big.tobytes() == small.resize((64, 64), Image.Resampling.LANCZOS).tobytes()
     assert max(big.getextrema(), key=lambda e: e[1])[1] > 0
+
+
+def test_refine_reruns_the_last_steps_at_full_size_in_tiles(base, finetuned):
+    """refine: the working-size sample, resized, noised back to step 2 of 4 and denoised in tiles at
+    the full size; progress counts both passes."""
+    events = []
+    s = SamplingSettings(steps=4, strategy="refine", working_size=32, refine_strength=0.5)
+    out = sample_edit(base, finetuned, "a cat", 101, 45, s, progress=lambda i, n, p: events.append((i, n)))
+    assert out.size == (101, 45)
+    assert events == [(i, 6) for i in range(1, 7)]
+    upscaled = sample_edit(base, finetuned, "a cat", 101, 45, SamplingSettings(steps=4, strategy="upscale", working_size=32))
+    assert out.tobytes() != upscaled.tobytes()
+    assert sample_edit(base, finetuned, "a cat", 101, 45, s).tobytes() == out.tobytes()
+    with pytest.raises(BadInput):
+        sample_edit(base, finetuned, "a cat", 101, 45, SamplingSettings(steps=4, strategy="refine", refine_strength=0))

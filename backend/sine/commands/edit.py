@@ -30,8 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
     p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
-    p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale"), default="auto",
+    p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default="auto",
                    help="how to render canvases larger than the working size")
+    p.add_argument("--refine-strength", type=float, default=0.5,
+                   help="refine: share of the steps re-run at full size (0..1]")
     p.add_argument("--mask", default=None, help="selection mask image (white = edit); outside stays untouched")
     p.add_argument("--weights", default=None, help="folder for the fine-tuned weights: reused when present")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -85,10 +87,14 @@ def _run(args: argparse.Namespace) -> int:
         if weights is not None:
             model.save(weights)
     sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
-                                strategy=args.strategy)
+                                strategy=args.strategy, refine_strength=args.refine_strength)
     with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
-        image = sample_edit(base, model, args.prompt, width, height, sampling,
-                            progress=lambda step, total, preview: bar.update(step - bar.n))
+
+        def advance(step: int, total: int, preview: object) -> None:
+            bar.total = total  # `refine` adds a second pass
+            bar.update(step - bar.n)
+
+        image = sample_edit(base, model, args.prompt, width, height, sampling, progress=advance)
     result = with_source_alpha(image, source)
     if mask is not None:
         resized = source.resize((width, height), Image.Resampling.BICUBIC) \
