@@ -2,8 +2,9 @@
 
 For each source of the shapes world, fine-tune twice (patches with the positional embedding, and
 patches without it), then render the object-recolouring edit at `--scales`× the training size with:
-one big latent, tiles, tiles without PE, one big latent without PE, and "upscale" (render at the
-working size, resize). Scores, against the world's own rendering of the scene at that size:
+one big latent, tiles, tiles without PE, one big latent without PE, "upscale" (render at the
+working size, resize) and "refine" (upscale, then re-run the second half of the steps in tiles at
+full size). Scores, against the world's own rendering of the scene at that size:
 - objects: blobs of the object's colours (old or new); more than the scene has is a duplication;
 - edit: the asked colour is the majority inside the object's true region;
 - preservation: PSNR of the background region.
@@ -37,6 +38,7 @@ CONFIGS = {
     "tiled, no PE": (False, "tiled"),
     "single latent, no PE": (False, "single"),
     "upscale, PE": (True, "upscale"),
+    "refine, PE": (True, "refine"),  # upscale, then a half-strength tiled PE pass at full size
 }
 
 

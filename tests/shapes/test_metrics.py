@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from sine.shapes.evaluate import held_out_scenes, judge
-from sine.shapes.metrics import classify_shape, components, count_objects, object_pixels, psnr, ssim
+from sine.shapes.metrics import (
+    classify_shape,
+    components,
+    count_foreground,
+    count_objects,
+    object_pixels,
+    psnr,
+    ssim,
+)
 from sine.shapes.world import SHAPES, Background, Scene, Shape
 
 
@@ -50,3 +58,13 @@ def test_count_objects_sees_textured_fills_as_one_and_duplicates_as_two() -> Non
                 bg).render(128, 64)[0]
     assert count_objects(one, "red", min_pixels=20) == 1
     assert count_objects(two, "red", min_pixels=20) == 2
+
+
+def test_count_foreground_counts_things_of_any_colour_on_a_plain_background() -> None:
+    bg = Background("plain", ("blue",))
+    one = Scene((Shape("circle", "red", "large", 1, 1, texture="checkered"),), bg).render(128, 64)[0]
+    two = Scene((Shape("circle", "red", "medium", 1, 0, texture="checkered"), Shape("star", "yellow", "medium", 1, 2)),
+                bg).render(128, 64)[0]
+    assert count_foreground(one, "blue", min_pixels=20) == 1
+    assert count_foreground(two, "blue", min_pixels=20) == 2
+    assert count_foreground(Scene((), bg).render(128, 64)[0], "blue", min_pixels=20) == 0

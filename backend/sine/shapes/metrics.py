@@ -99,6 +99,13 @@ def count_objects(image: Image.Image | np.ndarray, color: str, min_pixels: int) 
     return len(components(mask, min_pixels=min_pixels, diagonal=True))
 
 
+def count_foreground(image: Image.Image | np.ndarray, background: str, min_pixels: int) -> int:
+    """How many separate things stand out from a plain background of one named colour, whatever
+    their colour (a fine-tuned model's textured object may come out in a blend of its colours)."""
+    mask = dilate(color_labels(image) != color_index(background))
+    return len(components(mask, min_pixels=min_pixels, diagonal=True))
+
+
 def fill_ratio(mask: np.ndarray) -> float:
     """Area over bounding-box area: ~1 square, ~0.78 circle, ~0.5 triangle, ~0.35 star."""
     ys, xs = np.nonzero(mask)
