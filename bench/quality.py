@@ -17,6 +17,7 @@ Metrics, from the scene's ground-truth masks:
 Prints a table and writes JSON.
 
     python bench/quality.py [--quick] [--json out.json] [--model DIR] [--threads N]
+    python bench/quality.py --methods --wide-methods finetuned finetuned_nope   # the PE experiment alone
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -231,18 +232,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
     p.add_argument("--sources", type=int, default=None, help="only the first N sources")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="sampling seeds (default 0 1)")
+    p.add_argument("--names", nargs="+", default=None, help="only these sources (by name)")
+    p.add_argument("--methods", nargs="*", default=None, choices=tuple(METHODS), help="methods scored at 64x64")
+    p.add_argument("--wide-methods", nargs="*", default=None, choices=tuple(METHODS), help="methods rendered at 2x")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = QUICK if args.quick else BenchConfig()
+    cfg = replace(QUICK) if args.quick else BenchConfig()
     if args.steps:
         cfg.steps = args.steps
     if args.sources:
         cfg.sources = args.sources
     if args.seeds:
         cfg.seeds = cfg.wide_seeds = tuple(args.seeds)
+    if args.names:
+        cfg.source_names = tuple(args.names)
+    if args.methods is not None:
+        cfg.methods = tuple(args.methods)
+    if args.wide_methods is not None:
+        cfg.wide_methods = tuple(args.wide_methods)
     base = load_base_model(args.model, device=args.device)
     t0 = time.perf_counter()
     result = run_benchmark(cfg, base, log=lambda m: print(m, file=sys.stderr, flush=True))
