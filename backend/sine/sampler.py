@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
@@ -25,7 +24,7 @@ from PIL import Image
 from .errors import BadInput, Cancelled
 from .finetune import FineTuned
 from .guidance import Guide, combine, single_model_guides
-from .images import check_size, to_pil
+from .images import check_size, to_pil, to_tensor
 from .models import BaseModel
 from .positional import region_embedding
 
@@ -271,10 +270,9 @@ def _denoise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s:
 
 def _padded_pixels(image: Image.Image, plan: _Plan, f: int) -> torch.Tensor:
     """[-1, 1] pixels of `image` padded (edge colours repeated) to the plan's latent grid, for the VAE."""
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
-    pad_h, pad_w = plan.latent_h * f - arr.shape[0], plan.latent_w * f - arr.shape[1]
-    arr = np.pad(arr, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return torch.from_numpy(arr).permute(2, 0, 1)[None]
+    pixels = to_tensor(image)
+    pad_h, pad_w = plan.latent_h * f - pixels.shape[-2], plan.latent_w * f - pixels.shape[-1]
+    return F.pad(pixels, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: dict, t: int, batch: int) -> torch.Tensor:
