@@ -28,7 +28,7 @@ from sine.finetune import FinetuneSettings, finetune
 from sine.models import load_base_model
 from sine.prompts import source_prompt
 from sine.sampler import SamplingSettings, sample_edit
-from sine.shapes.metrics import color_index, color_labels, components, dilate, majority_color, psnr
+from sine.shapes.metrics import color_index, color_labels, count_separate, majority_color, psnr
 from sine.shapes.sources import benchmark_sources
 
 CONFIGS = {
@@ -44,10 +44,7 @@ CONFIGS = {
 
 def count_blobs(image: np.ndarray, colors: list[str], min_pixels: int) -> int:
     labels = color_labels(image)
-    mask = np.zeros(labels.shape, bool)
-    for c in colors:
-        mask |= labels == color_index(c)
-    return len(components(dilate(mask), min_pixels=min_pixels, diagonal=True))
+    return count_separate(np.isin(labels, [color_index(c) for c in colors]), min_pixels)
 
 
 def main(argv: list[str] | None = None) -> int:

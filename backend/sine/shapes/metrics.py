@@ -93,17 +93,20 @@ def erode(mask: np.ndarray, radius: int = 1) -> np.ndarray:
     return ~dilate(~mask, radius)
 
 
+def count_separate(mask: np.ndarray, min_pixels: int) -> int:
+    """Separate things in a per-pixel mask: dilated first, so a textured fill's gaps do not split it."""
+    return len(components(dilate(mask), min_pixels=min_pixels, diagonal=True))
+
+
 def count_objects(image: Image.Image | np.ndarray, color: str, min_pixels: int) -> int:
     """How many separate objects of one named colour an image shows (textured fills count as one)."""
-    mask = dilate(color_labels(image) == color_index(color))
-    return len(components(mask, min_pixels=min_pixels, diagonal=True))
+    return count_separate(color_labels(image) == color_index(color), min_pixels)
 
 
 def count_foreground(image: Image.Image | np.ndarray, background: str, min_pixels: int) -> int:
     """How many separate things stand out from a plain background of one named colour, whatever
     their colour (a fine-tuned model's textured object may come out in a blend of its colours)."""
-    mask = dilate(color_labels(image) != color_index(background))
-    return len(components(mask, min_pixels=min_pixels, diagonal=True))
+    return count_separate(color_labels(image) != color_index(background), min_pixels)
 
 
 def fill_ratio(mask: np.ndarray) -> float:

@@ -337,11 +337,12 @@ def train_unet(out: Path, cfg: TrainConfig, vae: AutoencoderKL, data: LatentSet,
     losses: list[torch.Tensor] = []
     for step in range(1, cfg.unet_steps + 1):
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        picked = idx.to(cfg.device)
         texts = []
         for i in idx.tolist():
             texts.append("" if rng.random() < cfg.caption_dropout else random_scene(i).random_caption(rng))
         ids = encode_tokens(tokenizer, texts).to(cfg.device, non_blocking=True)
-        x0 = latents[idx.to(cfg.device)]
+        x0 = latents[picked]
         noise = torch.randn(x0.shape, generator=gen).to(cfg.device, non_blocking=True)
         if cfg.offset_noise:
             offset = torch.randn((*x0.shape[:2], 1, 1), generator=gen).to(cfg.device, non_blocking=True)
@@ -351,7 +352,7 @@ def train_unet(out: Path, cfg: TrainConfig, vae: AutoencoderKL, data: LatentSet,
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, cond).sample
         if cfg.object_weight:
-            weight = 1.0 + cfg.object_weight * cover[idx.to(cfg.device)].float()
+            weight = 1.0 + cfg.object_weight * cover[picked].float()
             loss = ((pred - noise) ** 2 * weight).mean() / weight.mean()
         else:
             loss = F.mse_loss(pred, noise)
