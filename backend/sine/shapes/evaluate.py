@@ -1,6 +1,6 @@
 """Is the demo model any good? Sample held-out captions and check colour, shape, position, background.
 
-Run: `python -m sine.shapes.evaluate MODEL_DIR [--n 48]`. It uses its own plain classifier-free-guidance
+Run: `python -m sine.shapes.evaluate MODEL_DIR [--n 48] [--probe]`. It uses its own plain classifier-free-guidance
 DDIM loop (not the SINE sampler) so that it measures the base model alone.
 """
 
@@ -143,6 +143,32 @@ def vae_ceiling(model: ShapesModel, n: int = 48) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
+@torch.no_grad()
+def text_probe(model: ShapesModel, n: int = 128, timesteps: tuple[int, ...] = (200, 300, 400, 500, 700),
+               seed: int = 0) -> dict[int, dict[str, dict[str, float]]]:
+    """What does the caption tell the UNet, at each noise level? Held-out pictures are noised to t and
+    denoised in one step (the x0 estimate), once with their caption and once with the empty prompt;
+    both are judged. Where the two score alike, the model reads the attribute off z_t, not the text:
+    if that holds for the shape at every t, sampling can only draw the asked shape by chance."""
+    scenes = held_out_scenes(n)
+    x = to_tensor([s.render()[0] for s in scenes])
+    z0 = model.vae.encode(x).latent_dist.mean * model.vae.config.scaling_factor
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+    prompts = {"caption": model.embed([s.caption() for s in scenes]), "empty": model.embed([""] * n)}
+    alphas = model.scheduler.alphas_cumprod
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for t in timesteps:
+        ts = torch.full((n,), t)
+        zt = model.scheduler.add_noise(z0, noise, ts)
+        out[t] = {}
+        for name, ctx in prompts.items():
+            eps = model.unet(zt, ts, ctx).sample
+            x0 = (zt - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
+            results = [judge(im, s) for im, s in zip(model.decode(x0), scenes, strict=True)]
+            out[t][name] = {k: float(np.mean([r[k] for r in results])) for k in ("color", "shape", "position")}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model")
@@ -151,12 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=6.0)
     p.add_argument("--grid", default=None, help="save the samples as one PNG")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--probe", action="store_true", help="also run text_probe (what the caption adds per noise level)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = ShapesModel.load(args.model)
     rates = evaluate(model, args.n, args.steps, args.guidance, save_grid=args.grid)
-    print(json.dumps({"samples": rates, "vae_ceiling": vae_ceiling(model, args.n)}, indent=2))
+    report = {"samples": rates, "vae_ceiling": vae_ceiling(model, args.n)}
+    if args.probe:
+        report["text_probe"] = text_probe(model, args.n)
+    print(json.dumps(report, indent=2))
     return 0
 
 
