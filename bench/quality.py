@@ -27,7 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +224,19 @@ def table(summary: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def parse_override(item: str, current: dict) -> dict:
+    """'full_pe.steps=4500' -> {'full_pe': {**current['full_pe'], 'steps': 4500}} (JSON values, else text)."""
+    target, _, value = item.partition("=")
+    key, _, name = target.partition(".")
+    if key not in FINETUNES or name not in {f.name for f in fields(FinetuneSettings)} or not value:
+        raise SystemExit(f"--finetune wants KEY.FIELD=VALUE with KEY in {sorted(FINETUNES)}, got {item!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return {key: {**current.get(key, {}), name: parsed}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="SINE quality benchmark on the demo model")
     p.add_argument("--model", default=str(DEMO_MODEL_DIR))
@@ -235,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--names", nargs="+", default=None, help="only these sources (by name)")
     p.add_argument("--methods", nargs="*", default=None, choices=tuple(METHODS), help="methods scored at 64x64")
     p.add_argument("--wide-methods", nargs="*", default=None, choices=tuple(METHODS), help="methods rendered at 2x")
+    p.add_argument("--wide-strategies", nargs="+", default=None, choices=("single", "tiled"),
+                   help="how the 2x renders are sampled (default: both)")
+    p.add_argument("--finetune", action="append", default=[], metavar="KEY.FIELD=VALUE",
+                   help=f"override one fine-tune setting, e.g. full_pe.steps=4500 (keys: {', '.join(FINETUNES)})")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -253,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.methods = tuple(args.methods)
     if args.wide_methods is not None:
         cfg.wide_methods = tuple(args.wide_methods)
+    if args.wide_strategies:
+        cfg.wide_strategies = tuple(args.wide_strategies)
+    for item in args.finetune:
+        cfg.finetune_overrides = {**cfg.finetune_overrides, **parse_override(item, cfg.finetune_overrides)}
     base = load_base_model(args.model, device=args.device)
     t0 = time.perf_counter()
     result = run_benchmark(cfg, base, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -12,29 +12,18 @@ a margin of at least two successes and 3 dB.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
 SUBSET = ("checkered_circle", "noisy_triangle", "dotted_square")
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def results() -> dict:
+def results(quality_bench: ModuleType) -> dict:
     torch.set_num_threads(2)
-    q = _bench()
+    q = quality_bench
     from sine.models import load_base_model
 
     cfg = q.BenchConfig(source_names=SUBSET, edits=3, seeds=(0,), steps=50,
