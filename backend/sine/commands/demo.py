@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="bundled source: checkered_circle, dotted_star, square_on_checkered")
     p.add_argument("--model", default=None, help="default: the bundled demo model")
     p.add_argument("--method", default="full", choices=("full", "lora"), help="fine-tune recipe (default: full)")
-    p.add_argument("--finetune-steps", type=int, default=None, help="default: the model's recipe")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="default: 1500 for the full recipe (the demo's 2-minute budget), else the model's recipe")
     p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

@@ -1,0 +1,35 @@
+"""`sine demo`: its fine-tune settings, and a short real run on the bundled model and picture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from sine.demo import DEMO_FINETUNE_STEPS, demo_finetune_settings
+from sine.models import DEMO_MODEL_DIR
+from sine.recipes import model_recipes
+
+
+def test_demo_cuts_the_full_recipe_to_its_budget_and_keeps_explicit_steps() -> None:
+    recipes = model_recipes(DEMO_MODEL_DIR)
+    full = demo_finetune_settings("full", None, "photo", 0)
+    assert full.steps == DEMO_FINETUNE_STEPS["full"] < recipes["full"].patch_steps
+    assert full.patch and full.resolved(recipes).positional
+    assert demo_finetune_settings("full", 7, "photo", 0).steps == 7
+    assert demo_finetune_settings("lora", None, "photo", 0).resolved(recipes).steps == recipes["lora"].patch_steps
+
+
+def test_sine_demo_writes_its_edits_and_the_comparison(tmp_path: Path) -> None:
+    from sine.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--finetune-steps", "10", "--steps", "4"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finetune_steps"] == 10 and summary["finetune_method"] == "full"
+    assert len(summary["edits"]) == 3 and [2 * 64, 64] in [e["size"] for e in summary["edits"]]
+    for name in summary["files"]:
+        assert Image.open(out / name).size[0] >= 64
+    sheet = Image.open(out / "comparison.png")
+    assert sheet.width > 4 * 64 and sheet.height > 3 * 64
