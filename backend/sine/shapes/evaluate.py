@@ -51,6 +51,11 @@ class ShapesModel:
         return self.text_encoder(ids).last_hidden_state
 
     @torch.no_grad()
+    def encode(self, images: list[Image.Image]) -> torch.Tensor:
+        """Scaled latents (the VAE's mean, no sampling): what the UNet was trained on."""
+        return self.vae.encode(to_tensor(images)).latent_dist.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         x = self.vae.decode(latents / self.vae.config.scaling_factor).sample
         arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
@@ -113,6 +118,16 @@ def judge(image: Image.Image, scene: Scene) -> dict[str, bool]:
     }
 
 
+def rates(results: list[dict[str, bool]]) -> dict[str, float]:
+    """Per attribute, the share of judged images that got it right."""
+    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+
+
+def judge_latents(model: ShapesModel, latents: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
+    """Decode, judge each image against its scene, and give the rates."""
+    return rates([judge(im, s) for im, s in zip(model.decode(latents), scenes, strict=True)])
+
+
 def evaluate(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float = 6.0, batch: int = 16,
              save_grid: str | Path | None = None) -> dict[str, float]:
     """Rates (0..1) of correct colour / shape / position / background / single object over n captions."""
@@ -129,7 +144,7 @@ def evaluate(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float =
         for i, im in enumerate(images):
             grid.paste(im, ((i % cols) * 64, (i // cols) * 64))
         grid.save(save_grid)
-    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    return rates(results)
 
 
 @torch.no_grad()
@@ -137,10 +152,7 @@ def vae_ceiling(model: ShapesModel, n: int = 48) -> dict[str, float]:
     """The same rates on the world's own pictures of the same captions after a VAE round trip: the
     most a sample can score (the VAE rounds corners, so the shape judge tops out well below 1)."""
     scenes = held_out_scenes(n)
-    x = to_tensor([s.render()[0] for s in scenes])
-    z = model.vae.encode(x).latent_dist.mean * model.vae.config.scaling_factor
-    results = [judge(im, s) for im, s in zip(model.decode(z), scenes, strict=True)]
-    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    return judge_latents(model, model.encode([s.render()[0] for s in scenes]), scenes)
 
 
 @torch.no_grad()
@@ -151,8 +163,7 @@ def text_probe(model: ShapesModel, n: int = 128, timesteps: tuple[int, ...] = (2
     both are judged. Where the two score alike, the model reads the attribute off z_t, not the text:
     if that holds for the shape at every t, sampling can only draw the asked shape by chance."""
     scenes = held_out_scenes(n)
-    x = to_tensor([s.render()[0] for s in scenes])
-    z0 = model.vae.encode(x).latent_dist.mean * model.vae.config.scaling_factor
+    z0 = model.encode([s.render()[0] for s in scenes])
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
     prompts = {"caption": model.embed([s.caption() for s in scenes]), "empty": model.embed([""] * n)}
     alphas = model.scheduler.alphas_cumprod
@@ -164,8 +175,8 @@ def text_probe(model: ShapesModel, n: int = 128, timesteps: tuple[int, ...] = (2
         for name, ctx in prompts.items():
             eps = model.unet(zt, ts, ctx).sample
             x0 = (zt - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
-            results = [judge(im, s) for im, s in zip(model.decode(x0), scenes, strict=True)]
-            out[t][name] = {k: float(np.mean([r[k] for r in results])) for k in ("color", "shape", "position")}
+            judged = judge_latents(model, x0, scenes)
+            out[t][name] = {k: judged[k] for k in ("color", "shape", "position")}
     return out
 
 
