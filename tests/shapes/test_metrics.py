@@ -7,10 +7,13 @@ import numpy as np
 from sine.shapes.evaluate import held_out_scenes, judge
 from sine.shapes.metrics import (
     classify_shape,
+    color_index,
+    color_labels,
     components,
     count_foreground,
     count_objects,
     object_pixels,
+    placement,
     psnr,
     ssim,
 )
@@ -68,3 +71,21 @@ def test_count_foreground_counts_things_of_any_colour_on_a_plain_background() ->
     assert count_foreground(one, "blue", min_pixels=20) == 1
     assert count_foreground(two, "blue", min_pixels=20) == 2
     assert count_foreground(Scene((), bg).render(128, 64)[0], "blue", min_pixels=20) == 0
+
+
+def test_placement_counts_small_copies_as_strays_and_pieces_in_place_as_none() -> None:
+    """At 4x a big checkered object is many pieces, and duplicates can be far smaller than it."""
+    bg = Background("plain", ("blue",))
+    big = Shape("circle", "red", "large", 1, 1, texture="checkered")
+    truth, masks = Scene((big,), bg).render(256, 256)
+    where = masks.objects[0]
+    red = color_labels(truth) == color_index("red")
+    right = placement(red, where, min_pixels=128, margin=8)
+    assert right.stray == 0 and right.coverage > 0.5  # the white squares of the checker are not red
+    copies = [Shape("circle", "red", "small", r, c) for r, c in ((0, 0), (0, 2), (2, 0), (2, 2))]
+    image, _ = Scene((big, *copies), bg).render(256, 256)
+    dup = placement(color_labels(image) == color_index("red"), where, min_pixels=128, margin=8)
+    assert dup.stray == 4 and dup.coverage == right.coverage
+    moved, _ = Scene((Shape("circle", "red", "small", 0, 0),), bg).render(256, 256)
+    lost = placement(color_labels(moved) == color_index("red"), where, min_pixels=128, margin=8)
+    assert lost.stray == 1 and lost.coverage < 0.1

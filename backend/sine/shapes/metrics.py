@@ -7,6 +7,7 @@ star or two?"), which is what the base-model check and the SINE quality benchmar
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -107,6 +108,25 @@ def count_foreground(image: Image.Image | np.ndarray, background: str, min_pixel
     """How many separate things stand out from a plain background of one named colour, whatever
     their colour (a fine-tuned model's textured object may come out in a blend of its colours)."""
     return count_separate(color_labels(image) != color_index(background), min_pixels)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a thing was drawn against where it belongs (large canvases, where a count alone misleads:
+    a big object breaks into pieces that are not duplicates, and small copies are duplicates)."""
+
+    stray: int  # separate things of the colour that lie mostly away from where the object belongs
+    coverage: float  # share of the object's true region that holds the colour
+
+
+def placement(mask: np.ndarray, where: np.ndarray, min_pixels: int, margin: int) -> Placement:
+    """`mask`: pixels of the object's colours; `where`: its true region, widened by `margin` px
+    (the VAE and the model are allowed to draw the edge a little off)."""
+    near = dilate(where, margin)
+    stray = sum(1 for c in components(dilate(mask), min_pixels=min_pixels, diagonal=True)
+                if (c & near).sum() < 0.5 * c.sum())
+    coverage = float(dilate(mask)[where].mean()) if where.any() else 0.0
+    return Placement(stray=stray, coverage=coverage)
 
 
 def fill_ratio(mask: np.ndarray) -> float:
