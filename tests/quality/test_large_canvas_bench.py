@@ -27,6 +27,7 @@ def test_large_canvas_scores_every_config_and_reuses_kept_finetunes(
     assert [r["config"] for r in a["rows"]] == configs
     for row in a["rows"]:
         assert row["stray"] >= 0 and 0.0 <= row["coverage"] <= 1.0
+        assert row["stray_object_colours"] >= 0
         assert row["duplicated"] == (row["stray"] > 0) and row["missing"] == (row["coverage"] < 0.2)
     assert set(a["summary"]) == {f"2x {c}" for c in configs}
     sheet = Image.open(tmp_path / "sheets" / "checkered_circle_2x_seed0.png")
