@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,25 +36,51 @@ from sine.models import load_base_model
 from sine.prompts import source_prompt
 from sine.sampler import SamplingSettings, sample_edit
 from sine.shapes.metrics import color_index, color_labels, majority_color, placement, psnr
-from sine.shapes.sources import benchmark_sources
+from sine.shapes.sources import Edit, Source, benchmark_sources
+
+
+@dataclass(frozen=True)
+class Config:
+    pe: bool  # the fine-tune used the positional embedding
+    strategy: str  # the sampler's strategy
+    tile_factor: int = 1  # tile side = factor × the model's size
+    finetuned_only: bool = False  # the fine-tuned model alone instead of SINE's guidance (no edit made)
+
 
 CONFIGS = {
-    # name: (model trained with PE?, strategy, fine-tuned model alone instead of SINE's guidance?)
-    "single latent, PE": (True, "single", False),
-    "tiled, PE (ours)": (True, "tiled", False),
-    "tiled 2x tiles, PE": (True, "tiled2", False),
-    "tiled, no PE": (False, "tiled", False),
-    "single latent, no PE": (False, "single", False),
-    "upscale, PE": (True, "upscale", False),
-    "refine, PE": (True, "refine", False),  # upscale, then a half-strength tiled PE pass at full size
-    # what PE does in tiles when no pre-trained score asks every tile for the object (no edit made)
-    "tiled, PE, fine-tuned only": (True, "tiled", True),
-    "tiled, no PE, fine-tuned only": (False, "tiled", True),
+    "single latent, PE": Config(True, "single"),
+    "tiled, PE (ours)": Config(True, "tiled"),
+    "tiled 2x tiles, PE": Config(True, "tiled", tile_factor=2),
+    "tiled, no PE": Config(False, "tiled"),
+    "single latent, no PE": Config(False, "single"),
+    "upscale, PE": Config(True, "upscale"),
+    "refine, PE": Config(True, "refine"),  # upscale, then a half-strength tiled PE pass at full size
+    # what PE does in tiles when no pre-trained score asks every tile for the object
+    "tiled, PE, fine-tuned only": Config(True, "tiled", finetuned_only=True),
+    "tiled, no PE, fine-tuned only": Config(False, "tiled", finetuned_only=True),
 }
 
 
-def colour_mask(image: np.ndarray, colors: list[str]) -> np.ndarray:
-    return np.isin(color_labels(image), [color_index(c) for c in colors])
+def score(out: np.ndarray, src: Source, edit: Edit, scale: int) -> dict:
+    """Strays, coverage, edit and background of one picture, against the world's rendering at its size."""
+    size = out.shape[0]
+    truth_scene = src.scene.recolored(edit.index, edit.color)
+    truth, masks = truth_scene.render(size, size)
+    colors = [edit.color, src.scene.objects[edit.index].color]
+    where = np.zeros_like(masks.background)
+    for o, m in zip(truth_scene.objects, masks.objects, strict=True):
+        if o.color in colors:
+            where |= m
+    speck, margin = 8 * scale**2, 2 * scale  # a speck counts from 8 px at the model's own size (3x3)
+    labels = color_labels(out)
+    in_colour = placement(np.isin(labels, [color_index(c) for c in colors]), where, speck, margin)
+    anything = placement(labels != color_index(src.scene.background.colors[0]), masks.union(), speck, margin)
+    return {
+        "stray": anything.stray, "stray_object_colours": in_colour.stray, "coverage": in_colour.coverage,
+        "duplicated": anything.stray > 0, "missing": in_colour.coverage < 0.2,
+        "edit_ok": majority_color(out, masks.objects[edit.index]) == edit.color,
+        "background_psnr": psnr(out, np.asarray(truth), masks.background),
+    }
 
 
 def fine_tuned(base, image: Image.Image, prompt: str, settings: FinetuneSettings, folder: Path | None) -> FineTuned:
@@ -105,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     for src in sources:
         image, _ = src.scene.render(base.sample_size, base.sample_size)
         edit = next(e for e in src.edits if e.index is not None)
-        truth_scene = src.scene.recolored(edit.index, edit.color)
-        colors = sorted({edit.color, src.scene.objects[edit.index].color})
         models = {}
         for pe in (True, False):
             settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=True, positional=pe)
@@ -117,33 +142,17 @@ def main(argv: list[str] | None = None) -> int:
             models[pe] = fine_tuned(base, image, source_prompt(src.subject), settings, folder)
         for scale in args.scales:
             size = scale * base.sample_size
-            truth, truth_masks = truth_scene.render(size, size)
-            obj = truth_masks.objects[edit.index]
-            where = np.zeros_like(obj)
-            for o, m in zip(truth_scene.objects, truth_masks.objects, strict=True):
-                if o.color in colors:
-                    where |= m
             for seed in args.seeds:
                 outputs = [image.resize((size, size), Image.Resampling.NEAREST)]
                 for name in args.configs:
-                    pe, strategy, alone = CONFIGS[name]
-                    tile = base.sample_size * (2 if strategy == "tiled2" else 1)
-                    sampling = SamplingSettings(steps=args.steps, seed=seed, strategy=strategy.rstrip("2"),
-                                                working_size=base.sample_size, tile_size=tile, finetuned_only=alone)
-                    out = np.asarray(sample_edit(base, models[pe], edit.prompt, size, size, sampling))
+                    c = CONFIGS[name]
+                    sampling = SamplingSettings(steps=args.steps, seed=seed, strategy=c.strategy,
+                                                working_size=base.sample_size, tile_size=c.tile_factor * base.sample_size,
+                                                finetuned_only=c.finetuned_only)
+                    out = np.asarray(sample_edit(base, models[c.pe], edit.prompt, size, size, sampling))
                     outputs.append(Image.fromarray(out))
-                    # a speck counts from 8 px at the model's own size (3x3), scaled with the area
-                    speck, margin = 8 * scale**2, 2 * scale
-                    found = placement(colour_mask(out, colors), where, speck, margin)
-                    things = color_labels(out) != color_index(src.scene.background.colors[0])
-                    anything = placement(things, truth_masks.union(), speck, margin)
-                    rows.append({
-                        "source": src.name, "scale": scale, "seed": seed, "config": name,
-                        "stray": anything.stray, "stray_object_colours": found.stray, "coverage": found.coverage,
-                        "duplicated": anything.stray > 0, "missing": found.coverage < 0.2,
-                        "edit_ok": majority_color(out, obj) == edit.color,
-                        "background_psnr": psnr(out, np.asarray(truth), truth_masks.background),
-                    })
+                    rows.append({"source": src.name, "scale": scale, "seed": seed, "config": name,
+                                 **score(out, src, edit, scale)})
                 if args.images:
                     Path(args.images).mkdir(parents=True, exist_ok=True)
                     sheet(outputs).save(Path(args.images) / f"{src.name}_{scale}x_seed{seed}.png")
