@@ -94,9 +94,14 @@ def erode(mask: np.ndarray, radius: int = 1) -> np.ndarray:
     return ~dilate(~mask, radius)
 
 
+def things(grown: np.ndarray, min_pixels: int) -> list[np.ndarray]:
+    """Separate things in a mask already dilated (`dilate`), so a textured fill's gaps do not split it."""
+    return components(grown, min_pixels=min_pixels, diagonal=True)
+
+
 def count_separate(mask: np.ndarray, min_pixels: int) -> int:
-    """Separate things in a per-pixel mask: dilated first, so a textured fill's gaps do not split it."""
-    return len(components(dilate(mask), min_pixels=min_pixels, diagonal=True))
+    """How many separate things a per-pixel mask holds."""
+    return len(things(dilate(mask), min_pixels))
 
 
 def count_objects(image: Image.Image | np.ndarray, color: str, min_pixels: int) -> int:
@@ -123,9 +128,9 @@ def placement(mask: np.ndarray, where: np.ndarray, min_pixels: int, margin: int)
     """`mask`: pixels of the object's colours; `where`: its true region, widened by `margin` px
     (the VAE and the model are allowed to draw the edge a little off)."""
     near = dilate(where, margin)
-    stray = sum(1 for c in components(dilate(mask), min_pixels=min_pixels, diagonal=True)
-                if (c & near).sum() < 0.5 * c.sum())
-    coverage = float(dilate(mask)[where].mean()) if where.any() else 0.0
+    grown = dilate(mask)
+    stray = sum(1 for c in things(grown, min_pixels) if (c & near).sum() < 0.5 * c.sum())
+    coverage = float(grown[where].mean()) if where.any() else 0.0
     return Placement(stray=stray, coverage=coverage)
 
 
