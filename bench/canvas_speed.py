@@ -3,8 +3,9 @@
     python bench/canvas_speed.py --model sd15-random --sizes 2048 4096 --device cuda
     python bench/canvas_speed.py --model tiny --sizes 256 512          # CPU smoke run
 
-For each size and strategy it runs a SINE edit (guided steps: fine-tuned + two pre-trained
-predictions per step) and reports seconds per sampling step (after warm-up), the total time
+For each size and strategy it runs a SINE edit (guided steps: one latent or `tiled-per-tile` score
+the fine-tuned and twice the pre-trained model everywhere; `tiled` scores all three on the whole
+picture at the model's size and only the fine-tuned model in the tiles) and reports seconds per sampling step (after warm-up), the total time
 including the VAE decode, and peak memory (CUDA: max allocated; CPU: process peak RSS).
 A strategy that runs out of memory is reported as such, not as a crash. Prints a table, writes JSON.
 """
@@ -36,7 +37,9 @@ from speed import (  # noqa: E402
 
 
 def run_one(base, model, size: int, strategy: str, steps: int, warmup: int, tile_size: int | None) -> dict:
-    settings = SamplingSettings(steps=steps + warmup, k=0, strategy=strategy, tile_size=tile_size)
+    per_tile = strategy == "tiled-per-tile"  # SINE's three scores in every tile, no whole view (the old tiles)
+    settings = SamplingSettings(steps=steps + warmup, k=0, strategy="tiled" if per_tile else strategy,
+                                tile_size=tile_size, whole_view=not per_tile)
     plan = plan_strategy(base, size, size, settings)
     row = {"size": size, "strategy": strategy, "tile_size": tile_size, "tiles": len(plan.tiles),
            "latent": [plan.latent_h, plan.latent_w]}
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--strategies", nargs="+", default=["single", "tiled"])
+    parser.add_argument("--strategies", nargs="+", default=["single", "tiled"],
+                        help="single, tiled (whole view + fine-tuned tiles), tiled-per-tile (SINE in every tile), ...")
     parser.add_argument("--tile-sizes", type=int, nargs="+", default=[0],
                         help="tile sizes in px for 'tiled' (0: the engine's default, the model's own size)")
     parser.add_argument("--steps", type=int, default=3, help="timed sampling steps")
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for size in args.sizes:
             for strategy in args.strategies:
-                for tile in (args.tile_sizes if strategy == "tiled" else [0]):
+                for tile in (args.tile_sizes if strategy.startswith("tiled") else [0]):
                     row = run_one(base, model, size, strategy, args.steps, args.warmup, tile or None)
                     rows.append(row)
                     label = f"{strategy}" + (f" tile {tile}px" if tile else "")

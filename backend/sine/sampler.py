@@ -2,9 +2,12 @@
 
 For t ≥ K the pre-trained model (edit prompt c, and the empty prompt) and the fine-tuned model
 (source prompt ĉ, whole-picture positional embedding) are mixed; for t < K it is plain CFG on the
-pre-trained model. Large outputs are sampled in overlapping tiles whose noise predictions are
-averaged every step; each tile's fine-tuned UNet gets the embedding of that tile's place in the
-whole picture, so content stays where it belongs. Alternatives above the working size: sample
+pre-trained model. Large outputs are sampled in overlapping tiles under a whole view: every step,
+SINE's guided score of the whole picture seen at the model's own size (area-downsampled, at the
+lower noise level that gives) sets the layout, the low band; the fine-tuned models add the detail
+above it, each tile with the embedding of its place in the whole picture, averaged where tiles
+overlap (MultiDiffusion). Full SINE scores per tile instead (`whole_view=False`) let the pre-trained
+model draw the edit in every tile: copies. Alternatives above the working size: sample
 there and resize (`upscale`), or resize and then run a second, low-strength tiled pass at the full
 size (`refine`: the layout of the working-size sample, detail from the full-size pass).
 """
@@ -50,6 +53,7 @@ class SamplingSettings:
     refine_strength: float = 0.5  # `refine`: share of the steps re-run at full size (noise level of the restart)
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
     finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
+    whole_view: bool = True  # tiles: layout from SINE on the whole picture at the model's size, detail from the tiles
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,19 @@ class FinetunedGuide:
 
     model: FineTuned
     guide: Guide
+
+
+@dataclass
+class Scores:
+    """What the guidance mixes, per region: ε_pre(∅), ε_pre(c), and each active ε_ft with its β."""
+
+    uncond: torch.Tensor
+    edit: torch.Tensor
+    finetuned: list[torch.Tensor]
+    weights: list[float]
+
+    def guided(self, guidance: float) -> torch.Tensor:
+        return combine(self.uncond, self.edit, self.finetuned, self.weights, guidance)
 
 
 @dataclass
@@ -157,10 +174,12 @@ class _Scorer:
             self._pe_cache[key] = region_embedding(model.pe_table, self.full_size, (y, x), (h, w), model.pe_mode)
         return self._pe_cache[key]
 
-    def predict(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> list[torch.Tensor]:
+    def predict(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int,
+                t_unet: int | None = None) -> Scores:
+        """The scores at step t; the UNets get timestep `t_unet` (default t), the noise level of these regions."""
         base, n = self.base, len(regions)
         z = torch.cat(regions)
-        t_in = torch.full((2 * n,), t, device=base.device)
+        t_in = torch.full((2 * n,), t if t_unet is None else t_unet, device=base.device)
         if self.settings.finetuned_only and self.guides:
             return self._predict_finetuned_only(z, tiles, t_in)
         states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
@@ -174,21 +193,71 @@ class _Scorer:
             with g.model.hook.using(pe):
                 eps_ft.append(g.model.unet(z, t_in[:n], self.ft_states[i].expand(n, -1, -1)).sample)
             weights.append(g.guide.weight)
-        eps = combine(eps_uncond.float(), eps_edit.float(), [e.float() for e in eps_ft], weights,
-                      self.settings.guidance)
-        return list(eps.split(1))
+        return Scores(eps_uncond.float(), eps_edit.float(), [e.float() for e in eps_ft], weights)
 
+    def detail(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> torch.Tensor:
+        """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range."""
+        n = len(regions)
+        z = torch.cat(regions)
+        t_in = torch.full((n,), t, device=self.base.device)
+        total, weight = torch.zeros(z.shape, device=z.device), 0.0
+        for i, g in enumerate(self.guides):
+            pes = [self._pe(g, tile) for tile in tiles]
+            pe = None if pes[0] is None else torch.stack(pes)
+            with g.model.hook.using(pe):
+                total += g.guide.weight * g.model.unet(z, t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
+            weight += g.guide.weight
+        return total / weight
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
-                                t_in: torch.Tensor) -> list[torch.Tensor]:
+                                t_in: torch.Tensor) -> Scores:
         g, n = self.guides[0], len(tiles)
         pes = [self._pe(g, tile) for tile in tiles]
         pe = None if pes[0] is None else torch.stack(pes * 2)
         states = torch.cat([self.ft_uncond.expand(n, -1, -1), self.ft_states[0].expand(n, -1, -1)])
         with g.model.hook.using(pe):
             eps = g.model.unet(torch.cat([z, z]), t_in, states).sample.float()
-        eps_uncond, eps_cond = eps[:n], eps[n:]
-        return list(combine(eps_uncond, eps_cond, [], [], self.settings.guidance).split(1))
+        return Scores(eps[:n], eps[n:], [], [])
+
+
+class WholeView:
+    """SINE's scores for the whole picture seen at the model's own size: the layout of a tiled edit.
+
+    Area-downsampling by k per side divides the latent's noise by k and keeps the picture, so the
+    small latent is the picture at a lower noise level: SNR × k², the timestep t' that has it. Every
+    model scores it there (the fine-tuned ones with the whole picture's PE). Kept consistent in the
+    clean-image estimate x̂₀, a noise prediction at t' upsampled and scaled by √(SNR_t / SNR_t') (1/k)
+    is the low band of one at t; the tiles add the band above it.
+    """
+
+    def __init__(self, base: BaseModel, guides: Sequence[FinetunedGuide], edit_prompt: str,
+                 settings: SamplingSettings, plan: _Plan) -> None:
+        shrink = min(1.0, base.sample_size // base.vae_scale_factor / max(plan.latent_h, plan.latent_w))
+        self.size = (max(1, round(plan.latent_h * shrink)), max(1, round(plan.latent_w * shrink)))
+        self.big = (plan.latent_h, plan.latent_w)
+        f = base.vae_scale_factor
+        full = (plan.render_h / f * self.size[0] / plan.latent_h, plan.render_w / f * self.size[1] / plan.latent_w)
+        self.scorer = _Scorer(base, guides, edit_prompt, settings, full)
+        self.k2 = plan.latent_h * plan.latent_w / (self.size[0] * self.size[1])
+        self.alphas = base.new_scheduler().alphas_cumprod.float()
+
+    def scores(self, latents: torch.Tensor, t: int) -> Scores:
+        a = float(self.alphas[t])
+        snr = self.k2 * a / (1 - a)
+        t_small = int(torch.argmin((self.alphas - snr / (1 + snr)).abs()))
+        a_small = float(self.alphas[t_small])
+        small = F.interpolate(latents, size=self.size, mode="area") * math.sqrt(a_small / a)
+        s = self.scorer.predict([small.to(self.scorer.base.dtype)], [(0, 0, *self.size)], t, t_unet=t_small)
+        scale = math.sqrt(a * (1 - a_small) / (a_small * (1 - a)))
+
+        def lift(e: torch.Tensor) -> torch.Tensor:
+            return scale * F.interpolate(e, size=self.big, mode="bilinear", align_corners=False)
+        return Scores(lift(s.uncond), lift(s.edit), [lift(e) for e in s.finetuned], s.weights)
+
+    def low_band(self, e: torch.Tensor) -> torch.Tensor:
+        """What of `e` the whole view sees: down to its size and back up."""
+        small = F.interpolate(e, size=self.size, mode="area")
+        return F.interpolate(small, size=self.big, mode="bilinear", align_corners=False)
 
 
 def _as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings: SamplingSettings) -> list[FinetunedGuide]:
@@ -258,10 +327,12 @@ def _denoise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s:
     f = base.vae_scale_factor
     scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
     windows = {(h, w): _tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
+    tiled = len(plan.tiles) > 1 and s.whole_view and guides and not s.finetuned_only
+    whole = WholeView(base, guides, edit_prompt, s, plan) if tiled else None
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled("sampling cancelled")
-        eps = _step_noise(scorer, latents, plan, windows, t, s.tile_batch)
+        eps = _step_noise(scorer, whole, latents, plan, windows, t, s.tile_batch)
         out = scheduler.step(eps, t, latents, eta=0.0)
         latents = out.prev_sample
         report(i + 1, out.pred_original_sample)
@@ -275,19 +346,41 @@ def _padded_pixels(image: Image.Image, plan: _Plan, f: int) -> torch.Tensor:
     return F.pad(pixels, (0, pad_w, 0, pad_h), mode="replicate")
 
 
-def _step_noise(scorer: _Scorer, latents: torch.Tensor, plan: _Plan, windows: dict, t: int, batch: int) -> torch.Tensor:
+def _step_noise(scorer: _Scorer, whole: WholeView | None, latents: torch.Tensor, plan: _Plan, windows: dict, t: int,
+                batch: int) -> torch.Tensor:
+    guidance = scorer.settings.guidance
     if len(plan.tiles) == 1:
-        return scorer.predict([latents.to(scorer.base.dtype)], plan.tiles, t)[0]
-    total = torch.zeros_like(latents)
+        return scorer.predict([latents.to(scorer.base.dtype)], plan.tiles, t).guided(guidance)
+    if whole is None:
+        return _tiled(scorer.predict, latents, plan, windows, t, batch, scorer.base.dtype).guided(guidance)
+    layout = whole.scores(latents, t)
+    detail = _tiled(scorer.detail, latents, plan, windows, t, batch, scorer.base.dtype)
+    return layout.guided(guidance) + detail - whole.low_band(detail)
+
+
+def _tiled(predict: Callable, latents: torch.Tensor, plan: _Plan, windows: dict, t: int, batch: int,
+           dtype: torch.dtype) -> torch.Tensor | Scores:
+    """`predict` over the overlapping tiles, each output averaged where tiles overlap (MultiDiffusion), with
+    weights that fade at tile borders. `predict` gives a tensor or `Scores` per batch of tiles."""
+    total: list[torch.Tensor] | None = None
     weight = torch.zeros_like(latents[:, :1])
     for start in range(0, len(plan.tiles), batch):
         tiles = plan.tiles[start:start + batch]
-        regions = [latents[:, :, y:y + h, x:x + w].to(scorer.base.dtype) for (y, x, h, w) in tiles]
-        for (y, x, h, w), eps in zip(tiles, scorer.predict(regions, tiles, t), strict=True):
+        regions = [latents[:, :, y:y + h, x:x + w].to(dtype) for (y, x, h, w) in tiles]
+        out = predict(regions, tiles, t)
+        parts = [out] if isinstance(out, torch.Tensor) else [out.uncond, out.edit, *out.finetuned]
+        if total is None:
+            total = [torch.zeros_like(latents) for _ in parts]
+        for i, (y, x, h, w) in enumerate(tiles):
             win = windows[(h, w)]
-            total[:, :, y:y + h, x:x + w] += eps * win
+            for acc, part in zip(total, parts, strict=True):
+                acc[:, :, y:y + h, x:x + w] += part[i:i + 1] * win
             weight[:, :, y:y + h, x:x + w] += win
-    return total / weight
+    assert total is not None
+    total = [acc / weight for acc in total]
+    if isinstance(out, torch.Tensor):
+        return total[0]
+    return Scores(total[0], total[1], total[2:], out.weights)
 
 
 @contextmanager

@@ -3,14 +3,25 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sine.compositing import composite_under_mask, feathered_alpha
 from sine.finetune import FinetuneSettings, finetune
-from sine.sampler import SamplingSettings, plan_strategy, sample_edit
+from sine.positional import region_embedding
+from sine.sampler import (
+    SamplingSettings,
+    WholeView,
+    _as_guides,
+    _Scorer,
+    plan_strategy,
+    sample_edit,
+    timesteps_for,
+)
 
 BIG_SCRIPT = r"""
 import json, resource, sys, time
@@ -19,7 +30,8 @@ torch.set_num_threads(2)
 from PIL import Image
 from sine.finetune import FinetuneSettings, finetune
 from sine.models import load_base_model
-from sine.sampler import SamplingSettings, plan_strategy, sample_edit
+from sine.positional import region_embedding
+from sine.sampler import SamplingSettings, WholeView, _as_guides, _Scorer, plan_strategy, sample_edit, timesteps_for
 base = load_base_model(sys.argv[1], device="cpu")
 ft = finetune(base, Image.new("RGB", (64, 64), "red"), "picture of a sks dog", FinetuneSettings(steps=1))
 settings = SamplingSettings(steps=2, tile_size=256)
@@ -75,8 +87,50 @@ def test_tiles_cover_the_latent_and_get_their_own_embedding(base, source_image):
                                                                   tile_batch=1))
     finally:
         hook.remove()
-    assert len(seen) == len(plan.tiles)
-    assert len({tuple(pe.flatten()[:8].tolist()) for pe in seen}) == len(plan.tiles)  # each tile: its own place
+    # first the whole view (the whole picture's embedding at the model's size), then one call per tile
+    whole = WholeView(base, _as_guides(ft, SamplingSettings()), "a cat", SamplingSettings(), plan)
+    assert len(seen) == 1 + len(plan.tiles)
+    side = base.sample_size // base.vae_scale_factor  # 40 × 24 latent cells, the long side down to the model's
+    assert seen[0].shape[-2:] == whole.size == (round(24 * side / 40), side)
+    assert torch.allclose(seen[0][0], region_embedding(ft.pe_table, whole.size, (0, 0), whole.size, ft.pe_mode))
+    assert len({tuple(pe.flatten()[:8].tolist()) for pe in seen[1:]}) == len(plan.tiles)  # each tile: its own place
+
+
+def test_whole_view_sees_the_picture_at_the_model_size_at_the_noise_level_downsampling_gives(base, source_image):
+    ft = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
+    settings = SamplingSettings(steps=10, tile_size=base.sample_size, working_size=base.sample_size)
+    side = base.sample_size // base.vae_scale_factor
+    plan = plan_strategy(base, 4 * base.sample_size, 4 * base.sample_size, settings)
+    whole = WholeView(base, _as_guides(ft, settings), "a cat", settings, plan)
+    assert whole.size == (side, side) and whole.k2 == 16
+    alphas, seen = whole.alphas, []
+    hook = base.unet.register_forward_pre_hook(lambda m, args: seen.append(int(args[1][0])))
+    try:
+        for t in timesteps_for(base, 10):
+            seen.clear()
+            layout = whole.scores(torch.randn(1, 4, 4 * side, 4 * side), t)
+            snr = 16 * alphas[t] / (1 - alphas[t])
+            assert abs(float(alphas[seen[0]]) - float(snr / (1 + snr))) < 0.01  # the timestep with SNR × k²
+            assert seen[0] < t and layout.uncond.shape == (1, 4, 4 * side, 4 * side)
+    finally:
+        hook.remove()
+
+
+def test_whole_view_of_a_picture_at_the_model_size_is_its_own_score(base, source_image):
+    """No downsampling (k = 1): the whole view is the plain SINE score of the whole latent."""
+    ft = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
+    settings = SamplingSettings(steps=10, k=0, tile_size=base.sample_size // 2, working_size=base.sample_size)
+    plan = plan_strategy(base, base.sample_size, base.sample_size, replace(settings, strategy="tiled"))
+    assert len(plan.tiles) > 1
+    side = base.sample_size // base.vae_scale_factor
+    guides = _as_guides(ft, settings)
+    whole = WholeView(base, guides, "a cat", settings, plan)
+    assert whole.size == (side, side) and whole.k2 == 1
+    z, t = torch.randn(1, 4, side, side), 501
+    direct = _Scorer(base, guides, "a cat", settings, (side, side)).predict([z], [(0, 0, side, side)], t)
+    view = whole.scores(z, t)
+    assert torch.allclose(view.guided(7.5), direct.guided(7.5), atol=1e-5)
+    assert not torch.allclose(view.guided(7.5), whole.scores(z, 301).guided(7.5), atol=1e-3)
 
 
 def test_composite_keeps_outside_pixels_bit_identical():
