@@ -2,9 +2,11 @@
 
 For each source of the shapes world on a plain background, fine-tune twice (patches with the positional embedding, and
 patches without it), then render the object-recolouring edit at `--scales`× the training size with:
-one big latent, tiles, tiles twice the model's size, tiles without PE, one big latent without PE,
-"upscale" (render at the working size, resize) and "refine" (upscale, then re-run the second half of
-the steps in tiles at full size). Scores, against the world's own rendering of the scene at that size:
+one big latent; tiles under a whole view (the sampler's default: layout from SINE on the whole picture
+at the model's size, detail from the fine-tuned model in the tiles); SINE's full score in every tile
+(no whole view), also with tiles twice the model's size; each with and without PE; "upscale"
+(render at the working size, resize) and "refine" (upscale, then re-run the second half of the
+steps in tiles at full size). Scores, against the world's own rendering of the scene at that size:
 - stray things: blobs that stand out from the plain background and lie mostly away from where the
   scene's objects belong; any is a duplication. (Counting blobs alone misleads at 4×: the big object
   breaks into pieces that are not duplicates, and the copies tiles make are small.) Also counted
@@ -45,19 +47,21 @@ class Config:
     strategy: str  # the sampler's strategy
     tile_factor: int = 1  # tile side = factor × the model's size
     finetuned_only: bool = False  # the fine-tuned model alone instead of SINE's guidance (no edit made)
+    whole_view: bool = True  # tiles: layout from the whole picture at the model's size (False: SINE in every tile)
 
 
 CONFIGS = {
     "single latent, PE": Config(True, "single"),
-    "tiled, PE (ours)": Config(True, "tiled"),
-    "tiled 2x tiles, PE": Config(True, "tiled", tile_factor=2),
+    "tiled, PE (ours)": Config(True, "tiled"),  # whole view for the layout, fine-tuned PE tiles for the detail
     "tiled, no PE": Config(False, "tiled"),
     "single latent, no PE": Config(False, "single"),
+    "SINE per tile, PE": Config(True, "tiled", whole_view=False),  # MultiDiffusion of SINE's scores, no whole view
+    "SINE per tile, no PE": Config(False, "tiled", whole_view=False),
+    "SINE per 2x tile, PE": Config(True, "tiled", tile_factor=2, whole_view=False),
     "upscale, PE": Config(True, "upscale"),
     "refine, PE": Config(True, "refine"),  # upscale, then a half-strength tiled PE pass at full size
     # what PE does in tiles when no pre-trained score asks every tile for the object
-    "tiled, PE, fine-tuned only": Config(True, "tiled", finetuned_only=True),
-    "tiled, no PE, fine-tuned only": Config(False, "tiled", finetuned_only=True),
+    "fine-tuned only per tile, PE": Config(True, "tiled", finetuned_only=True),
 }
 
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     c = CONFIGS[name]
                     sampling = SamplingSettings(steps=args.steps, seed=seed, strategy=c.strategy,
                                                 working_size=base.sample_size, tile_size=c.tile_factor * base.sample_size,
-                                                finetuned_only=c.finetuned_only)
+                                                finetuned_only=c.finetuned_only, whole_view=c.whole_view)
                     out = np.asarray(sample_edit(base, models[c.pe], edit.prompt, size, size, sampling))
                     outputs.append(Image.fromarray(out))
                     rows.append({"source": src.name, "scale": scale, "seed": seed, "config": name,

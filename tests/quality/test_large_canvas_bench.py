@@ -12,7 +12,7 @@ from PIL import Image
 def test_large_canvas_scores_every_config_and_reuses_kept_finetunes(
         large_canvas_bench: ModuleType, tmp_path: Path) -> None:
     bench = large_canvas_bench
-    configs = ["tiled, PE (ours)", "tiled 2x tiles, PE", "upscale, PE"]
+    configs = ["tiled, PE (ours)", "SINE per 2x tile, PE", "upscale, PE"]
     args = ["--names", "checkered_circle", "--scales", "2", "--steps", "2", "--finetune-steps", "2",
             "--finetuned", str(tmp_path / "ft"), "--images", str(tmp_path / "sheets"), "--configs", *configs]
     assert bench.main([*args, "--out", str(tmp_path / "a.json")]) == 0
