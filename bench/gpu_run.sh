@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session's measurements, in one command (a lent GPU machine is short-lived and bare):
 #   1. speed of SD1.5-shaped random weights: fine-tune and sampling steps (bench/speed.py),
-#   2. large canvases: one big latent vs PE-aware tiles at 2048² and 4096² (bench/canvas_speed.py),
+#   2. large canvases: one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
 #   3. the shapes-world demo model trained with the `gpu` config in what time is left.
 # Results go to $OUT (default bench/results/gpu). Each part has its own time limit, so a slow part
 # cannot eat the next one's time. Python packages the machine lacks are taken from .whl/ if present.
@@ -32,7 +32,7 @@ fi
 echo "== setup done at $((SECONDS - start)) s"
 
 timeout 150 "$PY" bench/canvas_speed.py --model "$model" --device "$dev" --sizes $canvas_sizes \
-  --tile-sizes 0 1024 --out "$OUT/canvas_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/canvas_speed.log"
+  --strategies single tiled tiled-per-tile --tile-sizes 0 1024 --out "$OUT/canvas_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/canvas_speed.log"
 echo "== canvas done at $((SECONDS - start)) s"
 
 timeout 120 "$PY" bench/speed.py --model "$model" --device "$dev" --sizes $speed_sizes \
