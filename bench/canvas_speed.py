@@ -5,8 +5,8 @@
 
 For each size and strategy it runs a SINE edit (guided steps: one latent or `tiled-per-tile` score
 the fine-tuned and twice the pre-trained model everywhere; `tiled` scores all three on the whole
-picture at the model's size and only the fine-tuned model in the tiles) and reports seconds per sampling step (after warm-up), the total time
-including the VAE decode, and peak memory (CUDA: max allocated; CPU: process peak RSS).
+picture at the model's size and only the fine-tuned model in the tiles) and reports seconds per
+sampling step (after warm-up), the total time including the VAE decode, and peak memory (CUDA: max allocated; CPU: process peak RSS).
 A strategy that runs out of memory is reported as such, not as a crash. Prints a table, writes JSON.
 """
 

@@ -185,29 +185,27 @@ class _Scorer:
         states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
         eps_pre = base.unet(torch.cat([z, z]), t_in, states).sample
         eps_uncond, eps_edit = eps_pre[:n], eps_pre[n:]
-        active = [(i, g) for i, g in enumerate(self.guides) if g.guide.active(t)]
-        eps_ft, weights = [], []
-        for i, g in active:
-            pes = [self._pe(g, tile) for tile in tiles]
-            pe = None if pes[0] is None else torch.stack(pes)
-            with g.model.hook.using(pe):
-                eps_ft.append(g.model.unet(z, t_in[:n], self.ft_states[i].expand(n, -1, -1)).sample)
-            weights.append(g.guide.weight)
-        return Scores(eps_uncond.float(), eps_edit.float(), [e.float() for e in eps_ft], weights)
+        active = [i for i, g in enumerate(self.guides) if g.guide.active(t)]
+        eps_ft = [self._finetuned_eps(i, z, tiles, t_in[:n]) for i in active]
+        weights = [self.guides[i].guide.weight for i in active]
+        return Scores(eps_uncond.float(), eps_edit.float(), eps_ft, weights)
 
     def detail(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> torch.Tensor:
         """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range."""
-        n = len(regions)
         z = torch.cat(regions)
-        t_in = torch.full((n,), t, device=self.base.device)
-        total, weight = torch.zeros(z.shape, device=z.device), 0.0
-        for i, g in enumerate(self.guides):
-            pes = [self._pe(g, tile) for tile in tiles]
-            pe = None if pes[0] is None else torch.stack(pes)
-            with g.model.hook.using(pe):
-                total += g.guide.weight * g.model.unet(z, t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
-            weight += g.guide.weight
-        return total / weight
+        t_in = torch.full((len(regions),), t, device=self.base.device)
+        weights = [g.guide.weight for g in self.guides]
+        total = sum(w * self._finetuned_eps(i, z, tiles, t_in) for i, w in enumerate(weights))
+        return total / sum(weights)
+
+    def _finetuned_eps(self, i: int, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
+                       t_in: torch.Tensor) -> torch.Tensor:
+        """Fine-tuned model i's prediction for the regions `z` of `tiles`, each with its PE, as float."""
+        g, n = self.guides[i], len(tiles)
+        pes = [self._pe(g, tile) for tile in tiles]
+        pe = None if pes[0] is None else torch.stack(pes)
+        with g.model.hook.using(pe):
+            return g.model.unet(z, t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
                                 t_in: torch.Tensor) -> Scores:
@@ -232,10 +230,10 @@ class WholeView:
 
     def __init__(self, base: BaseModel, guides: Sequence[FinetunedGuide], edit_prompt: str,
                  settings: SamplingSettings, plan: _Plan) -> None:
-        shrink = min(1.0, base.sample_size // base.vae_scale_factor / max(plan.latent_h, plan.latent_w))
+        f = base.vae_scale_factor
+        shrink = min(1.0, base.sample_size // f / max(plan.latent_h, plan.latent_w))
         self.size = (max(1, round(plan.latent_h * shrink)), max(1, round(plan.latent_w * shrink)))
         self.big = (plan.latent_h, plan.latent_w)
-        f = base.vae_scale_factor
         full = (plan.render_h / f * self.size[0] / plan.latent_h, plan.render_w / f * self.size[1] / plan.latent_w)
         self.scorer = _Scorer(base, guides, edit_prompt, settings, full)
         self.k2 = plan.latent_h * plan.latent_w / (self.size[0] * self.size[1])
@@ -327,8 +325,8 @@ def _denoise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s:
     f = base.vae_scale_factor
     scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
     windows = {(h, w): _tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
-    tiled = len(plan.tiles) > 1 and s.whole_view and guides and not s.finetuned_only
-    whole = WholeView(base, guides, edit_prompt, s, plan) if tiled else None
+    use_whole_view = len(plan.tiles) > 1 and s.whole_view and guides and not s.finetuned_only
+    whole = WholeView(base, guides, edit_prompt, s, plan) if use_whole_view else None
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled("sampling cancelled")

@@ -30,8 +30,7 @@ torch.set_num_threads(2)
 from PIL import Image
 from sine.finetune import FinetuneSettings, finetune
 from sine.models import load_base_model
-from sine.positional import region_embedding
-from sine.sampler import SamplingSettings, WholeView, _as_guides, _Scorer, plan_strategy, sample_edit, timesteps_for
+from sine.sampler import SamplingSettings, plan_strategy, sample_edit
 base = load_base_model(sys.argv[1], device="cpu")
 ft = finetune(base, Image.new("RGB", (64, 64), "red"), "picture of a sks dog", FinetuneSettings(steps=1))
 settings = SamplingSettings(steps=2, tile_size=256)
