@@ -36,3 +36,15 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type.upper()
+
+
+def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtype:
+    """Dtype of a fine-tuned copy at sampling time: fp16 on CUDA (where the base runs in bf16, whose
+    8-bit mantissa rounds 77-92 % of the paper recipe's weight changes back to the pre-trained
+    values; fp16 has 10 bits), else the base's dtype. $SINE_FT_DTYPE overrides it."""
+    requested = os.environ.get("SINE_FT_DTYPE")
+    if requested:
+        return pick_dtype(device, requested)
+    if device.type == "cuda" and base_dtype in (torch.bfloat16, torch.float16):
+        return torch.float16
+    return base_dtype

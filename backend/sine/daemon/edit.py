@@ -12,6 +12,7 @@ from PIL import Image
 
 from sine.cache import WeightCache, cache_key
 from sine.compositing import composite_under_mask
+from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
 from sine_protocol.frames import RGBAImage
@@ -31,6 +32,7 @@ class EditOutcome:
     image: RGBAImage
     cache_hit: bool
     timings: dict[str, float]
+    memory_hit: bool = False  # the fine-tune was still loaded from an earlier job: no disk read
 
 
 def _engine() -> Any:
@@ -56,7 +58,7 @@ def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings
 
 
 def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: ProgressReporter,
-             should_stop: Any) -> EditOutcome:
+             should_stop: Any, loaded: LoadedFinetunes | None = None) -> EditOutcome:
     """Run one edit end to end; raises Cancelled when ``should_stop()`` turns true between steps."""
     ft_mod, sampler_mod, prompts_mod = _engine()
     t0 = time.perf_counter()
@@ -73,8 +75,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
         if should_stop():
             raise Cancelled("cancelled before it started")
         t_load = time.perf_counter()
-        folder = cache.lookup(key)
-        tuned = None
+        tuned = loaded.get(key) if loaded is not None else None
+        memory_hit = cache_hit = tuned is not None
+        folder = None if memory_hit else cache.lookup(key)
         if folder is not None:
             try:
                 tuned = ft_mod.FineTuned.load(folder, base)
@@ -98,6 +101,8 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
                 cache.store(key, _saver(tuned), settings_dict)
             except OSError as exc:  # a full disk costs the cache, not the edit
                 log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
+        if loaded is not None:
+            loaded.put(key, tuned)
 
     t_sample = time.perf_counter()
     out_w, out_h = request.output
@@ -121,7 +126,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     result = finish_image(edited, source, request)
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome(RGBAImage(result.width, result.height, result.tobytes()), cache_hit,
-                       {k: round(v, 4) for k, v in timings.items()})
+                       {k: round(v, 4) for k, v in timings.items()}, memory_hit)
 
 
 def _saver(tuned: Any) -> Any:
