@@ -1,4 +1,4 @@
-"""``SineClient``: what the plugins use to talk to the daemon (docs/architecture.md §3).
+"""``SineClient``: what the plugins use to talk to the daemon (docs/design.md §4).
 
 Uses pyzmq when it can be imported and the pure-Python ZMTP client otherwise, behind the same
 small transport interface. Designed for host UIs: every call has a timeout, ``poll_event`` never
@@ -140,7 +140,7 @@ def pyzmq_available() -> bool:
 
 
 class SineClient:
-    """A connection to the sine daemon. See docs/architecture.md §3 for the API contract.
+    """A connection to the sine daemon. See docs/design.md §4 for the API contract.
 
     ``token=None`` reads the token file at every request, so a daemon started after the client
     (which writes the token at first start) is still authenticated against.

@@ -3,7 +3,7 @@
 The daemon runs every incoming multipart message through :func:`parse_request`; anything that is
 not a well-formed v1 request becomes a :class:`ProtocolError` with a wire error code, never a
 crash. Clients use :func:`encode_message` to build requests and :func:`decode_reply` to read the
-daemon's replies. See docs/architecture.md §2 for the contract.
+daemon's replies. See docs/design.md §3 for the contract.
 """
 
 from __future__ import annotations
