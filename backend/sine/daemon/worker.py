@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -86,12 +87,11 @@ class Worker(threading.Thread):
 
     def _load_model(self) -> None:
         try:
-            import torch
-
+            from sine.devices import THREADS_ENV
             from sine.models import load_base_model
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
+            if self.threads:  # fixed; otherwise chosen from the free cores before every job
+                os.environ[THREADS_ENV] = str(self.threads)
             t0 = time.perf_counter()
             self.base = load_base_model(self.model, device=self.device)
             from sine.devices import describe_device
@@ -121,6 +121,10 @@ class Worker(threading.Thread):
                 state, final = FAILED, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id)
             else:
                 job.phase = "finetune"
+                if self.base.device.type == "cpu":
+                    from sine.devices import apply_cpu_threads
+
+                    log.info("job %s: %d CPU threads", job.id[:8], apply_cpu_threads())
                 outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop,
                                    self.loaded)
                 if job.should_stop():
