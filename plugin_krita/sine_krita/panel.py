@@ -432,7 +432,7 @@ class SinePanel(qt.QWidget):
         else:
             self.choices = choices
             self.results_view.show_choices(choices)
-            self.show_preview(event.results[0].image)
+            self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
             message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
         self.history.add(doc, choices, settings.prompt.strip(), settings.strength)
         self.refresh_history()

@@ -46,6 +46,10 @@ def test_three_results_wait_as_thumbnails_and_touch_nothing(panel, standin, proc
     assert [card.thumb.text() for card in cards] == ["seed 4", "seed 5", "seed 6"]
     assert all(not card.thumb.icon().isNull() for card in cards)
     assert "3 results" in panel.message_label.text()
+    assert not panel.preview_label.isVisibleTo(panel)  # the thumbnails take its place...
+    cards[2].thumb.click()
+    assert panel.preview_label.isVisibleTo(panel)  # ...until one is clicked to be seen larger
+    assert panel.preview_label.pixmap().toImage().pixelColor(0, 0).red() == _expected(3)[2][0]
 
 
 def test_apply_one_of_three_makes_its_layer_and_discard_leaves_nothing(panel, process_events):
