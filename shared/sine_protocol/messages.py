@@ -89,6 +89,14 @@ class Limits:
     max_prompt_chars: int = 4096
     max_queued_per_client: int = 4
 
+    def max_frame_bytes(self) -> int:
+        """The largest single frame a valid request can hold: the header, or the image blob at the
+        pixel limit (4 bytes a pixel; zlib may add up to ~0.1 % to data it cannot shrink).
+        The daemon sets ZMQ_MAXMSGSIZE to this, so a larger frame is refused while it arrives."""
+        raw = self.max_input_pixels * BYTES_PER_PIXEL["rgba8"]
+        zlib_bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 64
+        return min(self.max_message_bytes, max(self.max_header_bytes, zlib_bound))
+
 
 @dataclass(frozen=True)
 class EditRequest:
