@@ -74,6 +74,7 @@ QListWidgetItem = QtWidgets.QListWidgetItem
 QPlainTextEdit = QtWidgets.QPlainTextEdit
 QProgressBar = QtWidgets.QProgressBar
 QPushButton = QtWidgets.QPushButton
+QScrollArea = QtWidgets.QScrollArea
 QSlider = QtWidgets.QSlider
 QSpinBox = QtWidgets.QSpinBox
 QToolButton = QtWidgets.QToolButton
@@ -95,6 +96,8 @@ SMOOTH = _enum(Qt, "TransformationMode", "SmoothTransformation")
 TEXT_SELECTABLE = _enum(Qt, "TextInteractionFlag", "TextSelectableByMouse")
 RICH_TEXT_OFF = _enum(Qt, "TextFormat", "PlainText")
 HORIZONTAL = _enum(Qt, "Orientation", "Horizontal")
+SCROLLBAR_OFF = _enum(Qt, "ScrollBarPolicy", "ScrollBarAlwaysOff")
+SCROLLBAR_AS_NEEDED = _enum(Qt, "ScrollBarPolicy", "ScrollBarAsNeeded")
 TOOL_BUTTON_TEXT_UNDER_ICON = _enum(Qt, "ToolButtonStyle", "ToolButtonTextUnderIcon")
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from . import qt_compat as qt
 
-COLUMNS = 3  # thumbnails per row: fits a docker about 300 px wide
-THUMB_SIDE = 80
+THUMB_SIDE = 80  # one row of cards, scrolled sideways: the docker grows by one row whatever the count
 HISTORY_ICON = 32
 HISTORY_ROWS = 4  # visible rows before the list scrolls
 
@@ -75,11 +74,16 @@ class ResultsView(qt.QWidget):
         root.setContentsMargins(0, 0, 0, 0)
         self.title = qt.QLabel("", self)
         root.addWidget(self.title)
-        self._grid_host = qt.QWidget(self)
+        self._strip = qt.QScrollArea(self)
+        self._strip.setWidgetResizable(True)
+        self._strip.setVerticalScrollBarPolicy(qt.SCROLLBAR_OFF)
+        self._strip.setHorizontalScrollBarPolicy(qt.SCROLLBAR_AS_NEEDED)
+        self._grid_host = qt.QWidget(self._strip)
         self._grid = qt.QGridLayout(self._grid_host)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(4)
-        root.addWidget(self._grid_host)
+        self._strip.setWidget(self._grid_host)
+        root.addWidget(self._strip)
         self.history_toggle = qt.QToolButton(self)
         self.history_toggle.setText("History")
         self.history_toggle.setCheckable(True)
@@ -91,7 +95,7 @@ class ResultsView(qt.QWidget):
         self.history_toggle.toggled.connect(self.history_list.setVisible)
         root.addWidget(self.history_list)
         self.title.setVisible(False)
-        self._grid_host.setVisible(False)
+        self._strip.setVisible(False)
         self.history_toggle.setVisible(False)
 
     def show_choices(self, choices: Any) -> None:
@@ -103,7 +107,7 @@ class ResultsView(qt.QWidget):
         self.cards = []
         if choices is None:
             self.title.setVisible(False)
-            self._grid_host.setVisible(False)
+            self._strip.setVisible(False)
             return
         for position, choice in enumerate(choices.choices):
             card = ResultCard(choice.index, choice.seed, choice.thumbnail, self._grid_host)
@@ -111,8 +115,10 @@ class ResultsView(qt.QWidget):
             card.apply_button.clicked.connect(lambda _=False, i=index: self._on_apply(i))
             card.discard_button.clicked.connect(lambda _=False, i=index: self._on_discard(i))
             card.thumb.clicked.connect(lambda _=False, i=index: self._on_show(i))
-            self._grid.addWidget(card, position // COLUMNS, position % COLUMNS)
+            self._grid.addWidget(card, 0, position)
             self.cards.append(card)
+        card_height = self.cards[0].sizeHint().height() if self.cards else 0
+        self._strip.setFixedHeight(card_height + self._strip.horizontalScrollBar().sizeHint().height() + 6)
         self.update_states(choices)
 
     def update_states(self, choices: Any) -> None:
@@ -125,10 +131,10 @@ class ResultsView(qt.QWidget):
                 card.setVisible(False)
             else:
                 waiting += 1
-        shown = any(card.isVisibleTo(self._grid_host) for card in self.cards)
+        shown = any(not card.isHidden() for card in self.cards)
         self.title.setText(f"Results: {waiting} waiting, Apply the ones to keep" if waiting else "Results")
         self.title.setVisible(shown)
-        self._grid_host.setVisible(shown)
+        self._strip.setVisible(shown)
 
     def show_history(self, entries: list[Any]) -> None:
         """The active document's history (newest first)."""
