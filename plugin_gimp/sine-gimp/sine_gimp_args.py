@@ -13,6 +13,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GObject  # noqa: E402
 
+from sine_protocol.messages import MAX_COUNT, START_MODES  # noqa: E402
+
 if TYPE_CHECKING:
     from sine_gimp_job import EditRequest
 
@@ -22,8 +24,8 @@ DEFAULT_STYLE_WEIGHT = 0.3
 MAX_SIDE = 16384
 STYLES = (("photo", "Photo"), ("painting", "Painting"))
 METHODS = (("lora", "LoRA (fast)"), ("full", "Full fine-tune (paper recipe)"))
-STARTS = (("noise", "Source noised at random"), ("inversion", "Source's own noise (DDIM inversion)"))
-MAX_COUNT = 8
+_START_LABELS = {"noise": "Source noised at random", "inversion": "Source's own noise (DDIM inversion)"}
+STARTS = tuple((mode, _START_LABELS[mode]) for mode in START_MODES)
 
 
 def _choice(entries: tuple[tuple[str, str], ...]) -> Gimp.Choice:

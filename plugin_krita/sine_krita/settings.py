@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sine_protocol.messages import MAX_COUNT, START_MODES  # the vendored copy (see vendor.py)
+
 STYLES = ("photo", "painting")
 METHODS = ("lora", "full")
 SOURCES = ("layer", "visible")
-STARTS = ("noise", "inversion")  # where sampling starts below strength 1 (protocol: sampling.start)
-MAX_COUNT = 8  # results per press (protocol: count)
+STARTS = START_MODES  # where sampling starts below strength 1 (sampling.start)
 
 # Engine defaults (docs/design.md §7.3): shown in the advanced settings and sent explicitly.
 DEFAULT_STEPS = 100
