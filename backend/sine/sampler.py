@@ -332,10 +332,14 @@ def sample_edits(
     source: Image.Image | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Image.Image]:
-    """`count` edits from seeds seed, seed+1, … (each the image `sample_edit` gives for that seed, up to
-    batching's float rounding), sampled `settings.batch` at a time in one latent, one at a time in tiles."""
+    """`count` edits from seeds seed, seed+1, … (or `seeds`, then count = len(seeds)); each is the image
+    `sample_edit` gives for its seed, up to batching's float rounding. Sampled `settings.batch` at a time
+    in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
+    seeds = list(seeds) if seeds is not None else [s.seed + i for i in range(count)]
+    count = len(seeds)
     check_size(width, height)
     if not 1 <= s.steps <= 1000:
         raise BadInput(f"steps must be 1..1000, not {s.steps}")
@@ -359,7 +363,6 @@ def sample_edits(
     inversion = len(timesteps) - first if s.start == "inversion" else 0
     per_group = inversion + len(timesteps) - first + (len(timesteps) - restart if refine else 0)
     batch = max(1, s.batch) if len(plan.tiles) == 1 and not refine else 1
-    seeds = [(s.seed + i) % 2**32 for i in range(count)]
     groups = [seeds[i:i + batch] for i in range(0, count, batch)]
     total = per_group * len(groups)
     f = base.vae_scale_factor

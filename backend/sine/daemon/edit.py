@@ -88,7 +88,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     sampling_settings = _sampling_settings(sampler_mod, request)
     report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
     edited = sampler_mod.sample_edits(
-        base, guides, request.prompt, out_w, out_h, sampling_settings, count=request.count, source=source,
+        base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
         should_stop=should_stop,
     )
