@@ -65,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..compositing import composite_under_mask
+    from ..devices import describe_device
+    from ..estimate import describe, estimate, rates_for, sampling_work
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
     from ..models import load_base_model
@@ -75,21 +77,27 @@ def _run(args: argparse.Namespace) -> int:
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
     settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=args.patch, style=args.style,
-                                lr=args.lr, seed=args.seed)
+                                lr=args.lr, seed=args.seed).resolved(base.recipes)
+    sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
+                                strategy=args.strategy, refine_strength=args.refine_strength)
     weights = Path(args.weights) if args.weights else None
-    if weights is not None and (weights / "finetune.json").exists():
+    reuse = weights is not None and (weights / "finetune.json").exists()
+    rates = rates_for(base, settings, log=lambda msg: print(msg, file=sys.stderr))
+    work = sampling_work(base, width, height, sampling, 0 if reuse else int(settings.steps))
+    expected = estimate(rates, work)
+    print(f"{describe(expected, work)} on {describe_device(base.device)}", file=sys.stderr)
+    t_work = time.perf_counter()
+    if reuse:
         model = FineTuned.load(weights, base)
         print(f"reusing fine-tuned weights from {weights}", file=sys.stderr)
     else:
-        with tqdm(total=settings.resolved(base.recipes).steps, desc="fine-tuning", unit="step") as bar:
+        with tqdm(total=settings.steps, desc="fine-tuning", unit="step") as bar:
             def on_train(step: int, total: int, loss: float) -> None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}")
             model = finetune(base, source, prompt_src, settings, progress=on_train)
         if weights is not None:
             model.save(weights)
-    sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
-                                strategy=args.strategy, refine_strength=args.refine_strength)
     with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
@@ -105,5 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result.save(out)
-    print(f"wrote {out} ({width}×{height}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    now = time.perf_counter()
+    print(f"wrote {out} ({width}×{height}) in {now - t0:.1f} s; the estimated part took {now - t_work:.1f} s "
+          f"(estimate {expected.total_s:.1f} s)", file=sys.stderr)
     return 0
