@@ -212,16 +212,37 @@ def calibrate(base: BaseModel, finetune: FinetuneSettings) -> Rates:
     return Rates(ft_setup, ft_step, sample_setup, step / 3, max(0.0, end - marks[-1]))
 
 
+def observed_rates(prior: Rates, work: Work, finetune_marks: list[float], finetune_start: float,
+                   sample_marks: list[float], sample_start: float, end: float) -> Rates:
+    """The rates a finished edit actually ran at (step callbacks' times), `prior` where it measured nothing.
+
+    Remembering these after every edit corrects a calibration taken while the machine was busier
+    (or idler) than it is now."""
+    rates = asdict(prior)
+    if len(finetune_marks) >= 2:
+        rates["finetune_setup_s"], rates["finetune_step_s"] = _step_times(finetune_marks, finetune_start)
+    if len(sample_marks) >= 2 and work.unet_evals > 0:
+        n = len(sample_marks)
+        per_step = (sample_marks[-1] - sample_marks[0]) / (n - 1)
+        rates["unet_eval_s"] = per_step * n / work.unet_evals
+        rates["sample_setup_s"] = max(0.0, sample_marks[0] - sample_start - per_step)
+        rates["decode_s"] = max(0.0, end - sample_marks[-1]) / max(work.vae_images, 1e-9)
+    return Rates(**rates)
+
+
 def rates_for(base: BaseModel, finetune: FinetuneSettings, log: Any = None) -> Rates:
     """The remembered rates of this model, device and recipe, calibrating (and remembering) if there are none."""
-    key = fingerprint(base, finetune.method)
-    rates = load_rates(key)
+    rates = load_rates(fingerprint(base, finetune.method))
     if rates is None:
         if log is not None:
             log("measuring this machine's speed once for time estimates...")
         rates = calibrate(base, finetune)
-        try:
-            save_rates(key, rates)
-        except OSError:
-            pass  # a read-only state dir costs the memory, not the edit
+        remember_rates(base, finetune.method, rates)
     return rates
+
+
+def remember_rates(base: BaseModel, method: str, rates: Rates) -> None:
+    try:
+        save_rates(fingerprint(base, method), rates)
+    except OSError:
+        pass  # a read-only state dir costs the memory, not the edit

@@ -18,6 +18,7 @@ from sine.estimate import (
     fingerprint,
     format_duration,
     load_rates,
+    observed_rates,
     pass_evals,
     rates_for,
     sampling_work,
@@ -137,3 +138,16 @@ def test_calibration_measures_real_steps(base) -> None:
     rates = calibrate(base, FinetuneSettings(method="lora", steps=500).resolved(base.recipes))
     assert rates.finetune_step_s > 0 and rates.unet_eval_s > 0
     assert rates.finetune_setup_s >= 0 and rates.sample_setup_s >= 0
+
+
+def test_a_finished_edit_replaces_the_rates_with_what_it_ran_at() -> None:
+    work = Work(finetune_steps=4, unet_evals=12.0, vae_images=2.0, sampling_steps=4)
+    # fine-tune: started at 0, steps end at 1.5, 2, 2.5, 3 -> 0.5 s a step, 1 s of setup
+    # sampling: started at 10, steps end at 11, 12, 13, 14 -> 1 s a step = 3 evaluations, 1/3 s each;
+    # setup 0; the decode of 2 model-size pictures took 1 s
+    got = observed_rates(RATES, work, [1.5, 2.0, 2.5, 3.0], 0.0, [11.0, 12.0, 13.0, 14.0], 10.0, 15.0)
+    want = Rates(finetune_setup_s=1.0, finetune_step_s=0.5, sample_setup_s=0.0, unet_eval_s=1 / 3, decode_s=0.5)
+    assert dataclasses.astuple(got) == pytest.approx(dataclasses.astuple(want))
+    # reused weights: no fine-tune steps measured, the prior's stay
+    kept = observed_rates(RATES, work, [], 0.0, [11.0, 12.0], 10.0, 13.0)
+    assert (kept.finetune_setup_s, kept.finetune_step_s) == (RATES.finetune_setup_s, RATES.finetune_step_s)

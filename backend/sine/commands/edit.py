@@ -66,7 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..compositing import composite_under_mask
     from ..devices import describe_device
-    from ..estimate import describe, estimate, rates_for, sampling_work
+    from ..estimate import describe, estimate, observed_rates, rates_for, remember_rates, sampling_work
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
     from ..models import load_base_model
@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     weights = Path(args.weights) if args.weights else None
     reuse = weights is not None and (weights / "finetune.json").exists()
     rates = rates_for(base, settings, log=lambda msg: print(msg, file=sys.stderr))
+    ft_marks: list[float] = []
+    sample_marks: list[float] = []
     work = sampling_work(base, width, height, sampling, 0 if reuse else int(settings.steps))
     expected = estimate(rates, work)
     print(f"{describe(expected, work)} on {describe_device(base.device)}", file=sys.stderr)
@@ -95,16 +97,21 @@ def _run(args: argparse.Namespace) -> int:
             def on_train(step: int, total: int, loss: float) -> None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}")
+                ft_marks.append(time.perf_counter())
             model = finetune(base, source, prompt_src, settings, progress=on_train)
         if weights is not None:
             model.save(weights)
+    t_sample = time.perf_counter()
     with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
             bar.total = total  # `refine` adds a second pass
             bar.update(step - bar.n)
+            sample_marks.append(time.perf_counter())
 
         image = sample_edit(base, model, args.prompt, width, height, sampling, progress=advance)
+    remember_rates(base, settings.method, observed_rates(rates, work, ft_marks, t_work, sample_marks, t_sample,
+                                                         time.perf_counter()))
     result = with_source_alpha(image, source)
     if mask is not None:
         resized = source.resize((width, height), Image.Resampling.BICUBIC) \
