@@ -109,30 +109,42 @@ def pass_evals(latent_hw: tuple[int, int], tiles: list[tuple[int, int, int, int]
 
 
 def sampling_work(base: BaseModel, width: int, height: int, settings: SamplingSettings,
-                  finetune_steps: int) -> Work:
-    """The `Work` of sampling `width`×`height` with `settings` (plan and timesteps from the sampler)."""
+                  finetune_steps: int, count: int = 1) -> Work:
+    """The `Work` of `count` results of `width`×`height` with `settings` (plan and timesteps from the
+    sampler). Results batched in one latent cost what they cost one by one: time ∝ cells."""
     from dataclasses import replace
 
     from .guidance import single_model_guides
     from .sampler import plan_strategy, timesteps_for
+    from .start import first_step, needs_source
 
     f = base.vae_scale_factor
     side = base.sample_size // f
+    model_cells = side * side
     guide = single_model_guides(settings.v, settings.k)[0]
     timesteps = timesteps_for(base, settings.steps)
-    active = [guide.active(t) for t in timesteps]
+    run = timesteps[first_step(len(timesteps), settings.strength):]
+    active = [guide.active(t) for t in run]
     plan = plan_strategy(base, width, height, settings)
     whole = bool(settings.whole_view)
+    cells = plan.latent_h * plan.latent_w / model_cells
     evals = pass_evals((plan.latent_h, plan.latent_w), plan.tiles, side, active, whole)
-    vae = plan.latent_h * plan.latent_w / (side * side)
-    steps = len(timesteps)
+    vae = cells
+    steps = len(run)
+    if needs_source(settings.strength, settings.start):
+        vae += cells  # the source through the encoder
+    if settings.start == "inversion":  # one content-model call per step over the whole latent (or its tiles)
+        tile_cells = cells if len(plan.tiles) == 1 else sum(h * w for (_, _, h, w) in plan.tiles) / model_cells
+        evals += len(run) * tile_cells
+        steps += len(run)
     if settings.strategy == "refine" and plan.upscale_to is not None:
         restart = min(len(timesteps) - 1, round(len(timesteps) * (1 - settings.refine_strength)))
         full = plan_strategy(base, width, height, replace(settings, strategy="tiled"))
-        evals += pass_evals((full.latent_h, full.latent_w), full.tiles, side, active[restart:], whole)
-        vae += 2 * full.latent_h * full.latent_w / (side * side)  # encode the resized picture, decode the result
+        refine_active = [guide.active(t) for t in timesteps[restart:]]
+        evals += pass_evals((full.latent_h, full.latent_w), full.tiles, side, refine_active, whole)
+        vae += 2 * full.latent_h * full.latent_w / model_cells  # encode the resized picture, decode the result
         steps += len(timesteps) - restart
-    return Work(finetune_steps, evals, vae, steps)
+    return Work(finetune_steps, count * evals, count * vae, count * steps)
 
 
 # -- calibration: measured once per model and device, remembered ------------------------------------

@@ -151,3 +151,14 @@ def test_a_finished_edit_replaces_the_rates_with_what_it_ran_at() -> None:
     # reused weights: no fine-tune steps measured, the prior's stay
     kept = observed_rates(RATES, work, [], 0.0, [11.0, 12.0], 10.0, 13.0)
     assert (kept.finetune_setup_s, kept.finetune_step_s) == (RATES.finetune_setup_s, RATES.finetune_step_s)
+
+
+def test_strength_inversion_and_several_results_scale_the_work(base) -> None:
+    size = base.sample_size
+    full = sampling_work(base, size, size, SamplingSettings(steps=10, k=0), 0)
+    half = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=0.5), 0)
+    inverted = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=0.5, start="inversion"), 0)
+    four = sampling_work(base, size, size, SamplingSettings(steps=10, k=0), 0, count=4)
+    assert half.unet_evals == pytest.approx(5 * 3) and half.vae_images == pytest.approx(2.0)  # + the source encode
+    assert inverted.unet_evals == pytest.approx(5 * 3 + 5) and inverted.sampling_steps == 10
+    assert four.unet_evals == pytest.approx(4 * full.unet_evals) and four.vae_images == pytest.approx(4.0)
