@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
+MAX_ENTRIES = 16  # models x devices remembered; temporary model folders (tests) must not grow the file forever
 CALIBRATION_STEPS = 4  # per phase; the first step is a warm-up, the rate comes from the others
 
 
@@ -77,13 +78,16 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def describe(est: Estimate, work: Work) -> str:
-    """One line for the user, printed before the work starts."""
+def describe(est: Estimate, work: Work, so_far: float = 0.0) -> str:
+    """One line for the user, printed before the work starts; `so_far`: seconds already spent (start-up,
+    model load), counted in the total."""
     parts = []
     if work.finetune_steps:
         parts.append(f"fine-tune {work.finetune_steps} steps ~{format_duration(est.finetune_s)}")
     parts.append(f"sampling {work.sampling_steps} steps ~{format_duration(est.sample_s)}")
-    return f"estimate: about {format_duration(est.total_s)} ({', '.join(parts)})"
+    if so_far:
+        parts.append(f"{format_duration(so_far)} so far")
+    return f"estimate: about {format_duration(so_far + est.total_s)} in all ({', '.join(parts)})"
 
 
 # -- the sampling work of a request: the sampler's own plan, counted --------------------------------
@@ -185,7 +189,9 @@ def save_rates(key: str, rates: Rates, path: Path | None = None) -> None:
             entries = {}
     except (OSError, ValueError):
         entries = {}
+    entries.pop(key, None)  # re-inserted last: the file keeps the most recently measured keys
     entries[key] = {**asdict(rates), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    entries = dict(list(entries.items())[-MAX_ENTRIES:])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")

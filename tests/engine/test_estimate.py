@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sine.estimate import (
+    MAX_ENTRIES,
     Rates,
     Work,
     calibrate,
@@ -44,7 +45,9 @@ def test_reused_weights_cost_no_fine_tune() -> None:
 def test_the_message_names_the_total_and_the_phases() -> None:
     work = Work(300, 150.0, 1.0, 50)
     line = describe(estimate(RATES, work), work)
-    assert line.startswith("estimate: about 2 min 48 s") and "fine-tune 300 steps ~2 min 32 s" in line
+    assert line.startswith("estimate: about 2 min 48 s in all") and "fine-tune 300 steps ~2 min 32 s" in line
+    with_start = describe(estimate(RATES, work), work, so_far=12.0)
+    assert with_start.startswith("estimate: about 3 min 00 s in all") and with_start.endswith("12 s so far)")
     assert format_duration(5) == "5 s" and format_duration(5520) == "1 h 32 min"
 
 
@@ -90,6 +93,15 @@ def test_calibration_is_remembered_and_read_back(tmp_path) -> None:
     assert load_rates("key-b", path).finetune_step_s == 9.0
     assert load_rates("key-c", path) is None
     assert not [p for p in path.parent.iterdir() if p.name != "calibration.json"]  # no temporary left
+
+
+def test_the_calibration_file_keeps_the_most_recent_keys(tmp_path) -> None:
+    path = tmp_path / "calibration.json"
+    for i in range(MAX_ENTRIES + 5):
+        save_rates(f"key-{i}", RATES, path)
+    save_rates("key-6", RATES, path)  # measured again: now the most recent
+    kept = list(json.loads(path.read_text()))
+    assert len(kept) == MAX_ENTRIES and kept[-1] == "key-6" and "key-0" not in kept and "key-20" in kept
 
 
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"key-a": {"finetune_step_s": "x"}}', '{"key-a": 3}'])
