@@ -124,7 +124,8 @@ class Client:
     """
 
     def __init__(self, endpoint: str, token: str, transport: str = "pyzmq", auth: bool = True,
-                 identity: bytes | None = None, password: str | None = None) -> None:
+                 identity: bytes | None = None, password: str | None = None,
+                 sockopts: dict[int, int] | None = None) -> None:
         self.token = token
         self.transport = transport
         self.pending: list[Event] = []
@@ -135,6 +136,8 @@ class Client:
             self.sock.setsockopt(zmq.LINGER, 0)
             if identity is not None:
                 self.sock.setsockopt(zmq.ROUTING_ID, identity)
+            for option, value in (sockopts or {}).items():  # before connect, so the connection gets them
+                self.sock.setsockopt(option, value)
             if plain:
                 self.sock.setsockopt(zmq.PLAIN_USERNAME, plain[0])
                 self.sock.setsockopt(zmq.PLAIN_PASSWORD, plain[1])

@@ -39,6 +39,8 @@ class DaemonConfig:
     progress_interval_s: float = 0.25
     preview_every: int = 5
     threads: int | None = None  # torch CPU threads (set by the worker, the only thread that imports torch)
+    send_hwm: int = 1000  # replies queued per client before progress is dropped (finals are held, never dropped)
+    send_buffer_bytes: int | None = None  # kernel send buffer per connection (None: the OS default)
 
     def check(self) -> None:
         """Refuse non-loopback TCP binds unless allowed, and endpoints ZeroMQ cannot bind."""
