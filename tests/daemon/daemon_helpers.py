@@ -63,7 +63,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = root / f"daemon-{self.port}.out"
 
-    def start(self, wait: bool = True, timeout: float = 120.0,
+    def start(self, wait: bool = True, timeout: float = 300.0,  # the CPU may be shared with much else
               nofile: tuple[int, int] | None = None) -> DaemonProcess:
         """Start it; ``nofile`` = (soft, hard) RLIMIT_NOFILE to start the daemon with."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,12 @@ class DaemonProcess:
                                      preexec_fn=limit if nofile else None)
         out.close()
         if wait:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:  # never leave a daemon behind when the test cannot use it
+                self.proc.kill()
+                self.proc.wait(30)
+                raise
         return self
 
     @property

@@ -96,8 +96,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
             timings["finetune_s"] = time.perf_counter() - t_ft
             try:
                 cache.store(key, _saver(tuned), settings_dict)
-            except OSError as exc:  # a full disk costs the cache, not the edit
-                log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
+            except Exception as exc:  # noqa: BLE001 - a full disk costs the cache, never the edit
+                # (safetensors raises its own SafetensorError, not OSError, when the disk is full)
+                log.warning("could not cache the fine-tune %s: %s: %s", key[:12], type(exc).__name__, exc)
 
     t_sample = time.perf_counter()
     out_w, out_h = request.output

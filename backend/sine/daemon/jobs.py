@@ -32,6 +32,7 @@ class Job:
     state: str = QUEUED
     phase: str = "queued"
     step: int = 0  # last step the worker finished in ``phase`` (updated every step, sent or not)
+    total: int = 0  # steps in ``phase`` (for the socket thread's heartbeat)
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     nbytes: int = 0  # pixel bytes this job holds while pending (bounded in total by the queue)

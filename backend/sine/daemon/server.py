@@ -23,7 +23,7 @@ from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.token_keeper import TokenKeeper
-from sine.daemon.worker import EVENTS_ADDRESS, Worker
+from sine.daemon.worker import EVENTS_ADDRESS, Worker, internal_message
 from sine.daemon.zap import ZapHandler
 from sine_protocol import messages as m
 from sine_protocol.auth import ZAP_DOMAIN
@@ -33,7 +33,11 @@ from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 log = logging.getLogger("sine.daemon")
 
 QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
+# A running job whose client heard nothing for this long gets its current progress again (a heartbeat),
+# so clients can tell a slow step from a silent daemon (sine_protocol.client.SILENT_DAEMON_S).
+HEARTBEAT_S = 5.0
 SHUTDOWN_GRACE_S = 5.0  # after SIGTERM, the running job gets this long to stop at a step; then we exit anyway
+REJECTION_WINDOW_S, REJECTIONS_LOGGED = 10.0, 20
 HELD_PER_CLIENT = 256  # undroppable replies kept for one client that is not reading (each job has one final)
 # Replies that may be dropped when a client reads too slowly: a later one supersedes them.
 DROPPABLE = frozenset({m.PROGRESS})
@@ -84,7 +88,9 @@ class Daemon:
         self._tag_key = secrets.token_bytes(16)
         # Replies that met a full send queue and must not be lost (finals, accepted, answers), per client.
         self._held: dict[bytes, collections.deque[list[bytes]]] = {}
+        self._last_sent: dict[bytes, float] = {}  # when each client was last sent something
         self.dropped_progress = 0
+        self._rejections_since, self._rejections_logged, self._rejections_unlogged = 0.0, 0, 0
         self.abandoned = False  # the worker was still busy at exit: the caller should exit the process hard
 
     def tag(self, identity: bytes) -> str:
@@ -297,6 +303,7 @@ class Daemon:
             return self._hold(identity, frames)
         try:
             router.send_multipart([identity, *frames], zmq.NOBLOCK)
+            self._last_sent[identity] = time.monotonic()
             return True
         except zmq.ZMQError as exc:
             if exc.errno == errno.EAGAIN:
@@ -331,12 +338,14 @@ class Daemon:
                         self._lost(identity, exc)
                     break
                 held.popleft()
+                self._last_sent[identity] = time.monotonic()
             if not held:
                 del self._held[identity]
 
     def _lost(self, identity: bytes, exc: zmq.ZMQError) -> None:
         if exc.errno == errno.EHOSTUNREACH:
             self._held.pop(identity, None)
+            self._last_sent.pop(identity, None)
             cancelled = self.queue.cancel_client(identity)
             if cancelled:
                 log.info("%s went away: cancelled %d job(s)", self.tag(identity), len(cancelled))
@@ -353,6 +362,13 @@ class Daemon:
         if now - self._last_queued_ping < QUEUED_PING_S:
             return
         self._last_queued_ping = now
+        running = self.queue.running()
+        if running is not None and now - self._last_sent.get(running.client, 0.0) >= HEARTBEAT_S:
+            self._send(router, running.client, make_reply(m.PROGRESS, running.request_id, job=running.id,
+                                                          phase=running.phase, step=running.step,
+                                                          total=running.total, eta_s=0.0, heartbeat=True))
+        if len(self._last_sent) > 4096:  # forget long-gone clients
+            self._last_sent = {c: t for c, t in self._last_sent.items() if now - t < 600}
         for job in self.queue.queued():
             position = self.queue.position(job.id)
             self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id,
@@ -368,13 +384,28 @@ class Daemon:
             request = parse_request(body, self.token, self.limits)
             reply = self._dispatch(router, identity, request, worker)
         except ProtocolError as exc:
-            log.info("rejected a request from %s: %s", self.tag(identity), exc)
+            self._log_rejection(identity, exc)
             reply = make_error(exc.code, exc.message, exc.request_id, exc.job)
-        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a client sends
-            log.exception("error while handling a request")
-            reply = make_error(INTERNAL, f"internal error: {type(exc).__name__}", None)
+        except Exception:  # noqa: BLE001 - the loop must survive anything a client sends
+            ref = secrets.token_hex(4)
+            log.exception("error while handling a request [ref %s]", ref)
+            reply = make_error(INTERNAL, internal_message(ref), None)
         if reply is not None:
             self._send(router, identity, reply)
+
+    def _log_rejection(self, identity: bytes, exc: ProtocolError) -> None:
+        """Log rejected requests, at most REJECTIONS_LOGGED per REJECTION_WINDOW_S (a flood must not
+        rotate the useful lines out of the log); the rest are counted in one line."""
+        now = time.monotonic()
+        if now - self._rejections_since > REJECTION_WINDOW_S:
+            if self._rejections_unlogged:
+                log.warning("%d more rejected request(s) not logged one by one", self._rejections_unlogged)
+            self._rejections_since, self._rejections_logged, self._rejections_unlogged = now, 0, 0
+        if self._rejections_logged < REJECTIONS_LOGGED:
+            self._rejections_logged += 1
+            log.info("rejected a request from %s: %s: %s", self.tag(identity), exc.code, exc.message[:200])
+        else:
+            self._rejections_unlogged += 1
 
     def _dispatch(self, router: zmq.Socket, identity: bytes, request: m.Request, worker: Worker) -> list[bytes] | None:
         rid = request.id
