@@ -60,7 +60,7 @@ def test_bad_text_and_tiny_images_are_refused_before_any_work(daemon: DaemonProc
         client.send([json.dumps({"v": 1, "id": "flood", "token": daemon.token, "type": flood}).encode()])
         reply = client.wait_for("flood", 10)
         assert reply.type == "error" and len(reply.header["message"]) < 200
-        client.send([json.dumps({"v": 1, "id": "keys", "token": daemon.token, "type": "ping",
+        client.send([json.dumps({"v": 1, "id": "keys", "token": daemon.token, "type": "cancel", "job": "j",
                                  **{f"k{n}" * 1000: 1 for n in range(50)}}).encode()])
         assert len(client.wait_for("keys", 10).header["message"]) < 400
     after = {e.key for e in WeightCache(daemon.cache_dir, read_only=True).entries()}
@@ -148,7 +148,7 @@ def test_shared_client_gets_heartbeats_during_a_long_step(daemon: DaemonProcess)
     pause = Path(daemon.env["SINE_TEST_CACHE_WRITE_PAUSE_FILE"])
     pause.touch()
     try:
-        with SineClient(daemon.endpoint, daemon.token, transport="pure", timeout=10, silence_timeout=8) as client:
+        with SineClient(daemon.endpoint, daemon.token, transport="pure", timeout=10, silence_timeout=12) as client:
             rid = client.submit_edit(make_image(32, 32, seed=61), "a green square", subject="square",
                                      sampling={"steps": 2}, finetune={"method": "lora", "steps": 3})
             deadline = time.monotonic() + 120
@@ -156,8 +156,8 @@ def test_shared_client_gets_heartbeats_during_a_long_step(daemon: DaemonProcess)
                 assert time.monotonic() < deadline
                 client.poll_event(0.2)
             heartbeats = []
-            until = time.monotonic() + 20  # 2.5x the silence timeout: only heartbeats keep it alive
-            while time.monotonic() < until:
+            until = time.monotonic() + 90  # many silence timeouts: once paused, only heartbeats keep it alive
+            while time.monotonic() < until and len(heartbeats) < 3:
                 event = client.poll_event(0.5)
                 if event is not None and event.header.get("heartbeat"):
                     heartbeats.append(event)
@@ -176,7 +176,7 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_disk_full_costs_the_cache_never_the_edit(tiny_model: Path):
+def test_disk_full_and_read_only_cache_cost_the_cache_never_the_edit(tiny_model: Path):
     root = Path(tempfile.mkdtemp(prefix="sd-"))
     disk = root / "small-disk"
     if not _mount_tmpfs(disk, "4m"):
@@ -185,11 +185,10 @@ def test_disk_full_costs_the_cache_never_the_edit(tiny_model: Path):
         proc = DaemonProcess(root, tiny_model, extra=FAST, cache_dir=disk / "cache").start()
         try:
             filler = disk / "filler"
-            with open(filler, "wb") as handle:  # fill the disk up to the last few KB
+            with open(filler, "wb", buffering=0) as handle:  # fill the disk up to the last few KB
                 try:
                     while True:
                         handle.write(b"\0" * 4096)
-                        handle.flush()
                 except OSError:
                     pass
             image = make_image(32, 32, seed=70)
@@ -202,6 +201,12 @@ def test_disk_full_costs_the_cache_never_the_edit(tiny_model: Path):
                 filler.unlink()  # space again: the next edit caches, the one after hits
                 assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is False
                 assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is True
+                # A read-only cache: hits still served, new fine-tunes not stored, every edit still done.
+                assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0
+                fresh = client.events_until_final(client.submit_edit(make_image(32, 32, seed=71)))[-1]
+                assert fresh.type == "result" and fresh.header["cache_hit"] is False
+                assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is True
+                assert client.request("ping").type == "pong"
         finally:
             assert proc.stop() == 0
     finally:

@@ -167,6 +167,7 @@ class Daemon:
             router.setsockopt(zmq.PLAIN_SERVER, 1)  # ZMTP 1.0/2.0 peers (raw bytes) are refused too
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
             router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
+            router.setsockopt(zmq.BACKLOG, 1024)  # a burst of junk connections must not fill the accept queue
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes())
             router.setsockopt(zmq.LINGER, 1000)

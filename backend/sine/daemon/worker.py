@@ -155,7 +155,7 @@ class Worker(threading.Thread):
             log.warning("job %s: %s: %s", job.id[:8], code, exc)
             return FAILED, make_error(code, str(exc), job.request_id, job.id)
         ref = secrets.token_hex(4)
-        log.exception("job %s: internal error [ref %s]", job.id[:8], ref)
+        log.error("job %s: internal error [ref %s]", job.id[:8], ref, exc_info=exc)
         free_accelerator_memory()
         # The exception text stays in the log (it may name paths and internals); the client gets a reference.
         return FAILED, make_error(INTERNAL, internal_message(ref), job.request_id, job.id)
