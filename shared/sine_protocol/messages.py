@@ -485,6 +485,9 @@ def _parse_edit(
                 raise check.fail("the style blob must be rgba8")
             style_image = RGBAImage(desc["width"], desc["height"],
                                     _decode_blob(check, desc, payload, limits.max_input_pixels))
+            if min(style_image.size) < OUTPUT_SIDE_RANGE[0]:  # it is fine-tuned too: refuse it up front
+                raise check.fail(f"the style picture is {style_image.width}x{style_image.height}; each side must"
+                                 f" be at least {OUTPUT_SIDE_RANGE[0]} pixels")
 
     output = image.size
     if header.get("output") is not None:
