@@ -27,6 +27,7 @@ from .images import flatten_rgb, to_tensor
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
+from .predictions import clean_latent, training_target
 from .recipes import RECIPES, Recipe
 
 ProgressFn = Callable[[int, int, float], None]
@@ -252,16 +253,18 @@ def diffusion_loss(
     rec_weight: float,
     alphas_cumprod: torch.Tensor,
 ) -> torch.Tensor:
-    """ε-MSE plus, when `rec_weight` > 0, SINE's (t/T)²-weighted L1 on the predicted clean latent."""
+    """MSE to what the model predicts (ε, or v for v-prediction models) plus, when `rec_weight` > 0,
+    SINE's (t/T)²-weighted L1 on the predicted clean latent x̂₀ (read from ε or v accordingly)."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     autocast = base.device.type == "cuda"
     with hook.using(pe), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
-        eps = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
-    eps = eps.float()
-    loss = F.mse_loss(eps, noise)
+        out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
+    out = out.float()
+    prediction = base.prediction_type
+    loss = F.mse_loss(out, training_target(z0, noise, a, prediction))
     if rec_weight > 0:
-        x0_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+        x0_hat = clean_latent(out, z_t, a, prediction)
         weight = (t.float() / len(alphas_cumprod)) ** 2
         rec = (weight * (x0_hat - z0).abs().mean(dim=(1, 2, 3))).mean()
         loss = loss + rec_weight * rec
