@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .checkpoints import config_folder, content_fingerprint, is_single_file, load_single_file, read_checkpoint
-from .devices import pick_device, pick_dtype
+from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
 from .recipes import RECIPES, Recipe, model_recipes
@@ -172,10 +172,12 @@ def load_base_model(
     apart by content); of a hub model, its snapshot commit."""
     quiet_libraries()
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    if dev.type == "cpu":
+        apply_cpu_threads()  # no more threads than free cores (see devices.py)
     dt = pick_dtype(dev, dtype)
     if is_single_file(model):
         path = Path(str(model)).expanduser().resolve()
-        pipe, config_folder = load_single_file(path, dt)
+        pipe, configs = load_single_file(path, dt)
         folder, model_id, rev = path, str(path), content_fingerprint(path)
         unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
         raw_scheduler = dict(pipe.scheduler.config)
@@ -185,7 +187,7 @@ def load_base_model(
         if rev is None:
             rev = content_fingerprint(folder)
         unet, vae, text_encoder, tokenizer, raw_scheduler = _load_folder(folder, dt)
-        config_folder, where = folder, str(folder)
+        configs, where = folder, str(folder)
     scheduler_config, overridden = forced_scheduler_config(raw_scheduler, where)
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
@@ -195,7 +197,7 @@ def load_base_model(
         unet.to(memory_format=torch.channels_last)
     return BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
-                     offset_noise=training_offset_noise(config_folder), recipes=model_recipes(config_folder),
+                     offset_noise=training_offset_noise(configs), recipes=model_recipes(configs),
                      scheduler_overrides=overridden)
 
 
