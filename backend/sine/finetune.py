@@ -6,6 +6,7 @@ copy carrying small adapters), and only the fine-tuned UNet gets the positional-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -30,6 +31,7 @@ from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
 from .predictions import clean_latent, training_target
 from .recipes import RECIPES, Recipe
+from .xl import crop_time_ids, size_conditioning
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
@@ -108,6 +110,8 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
+        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
+            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
         ids = self.base.tokenize([self.source_prompt])
         return self.text_encoder(ids)[0].to(self.unet.dtype)
 
@@ -291,6 +295,13 @@ def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
+def _crop_conditioning(base: BaseModel, box: tuple[int, int, int, int]) -> contextlib.AbstractContextManager:
+    """SDXL: its own crop conditioning (time_ids) told where the crop is, as the PE is; others: nothing."""
+    if not base.is_xl:
+        return contextlib.nullcontext()
+    return size_conditioning(*crop_time_ids(box, base.pe_grid, base.sample_size))
+
+
 def diffusion_loss(
     base: BaseModel,
     unet: UNet2DConditionModel,
@@ -331,6 +342,9 @@ def finetune(
 ) -> FineTuned:
     """Adapt a copy of `base` to `image`, learning it as `source_prompt`. Raises Cancelled when asked."""
     s = (settings or FinetuneSettings()).resolved(base.recipes)
+    if base.is_xl and s.train_text_encoder:
+        raise BadInput("training SDXL's two text encoders is not supported: use train_text_encoder=False "
+                       "(the default for SDXL)")
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)
@@ -371,7 +385,8 @@ def finetune(
                     states = text_encoder(ids)[0]
             else:
                 states = frozen_states
-            loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
+            with _crop_conditioning(base, view.box):
+                loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -412,5 +427,6 @@ def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: in
             if model.pe_table is not None else None
         t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
         noise = torch.randn(z0.shape, generator=gen).to(base.device)
-        total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
+        with _crop_conditioning(base, view.box):
+            total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
     return total / n

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from . import xl
 from .checkpoints import config_folder, content_fingerprint, is_single_file, load_single_file, read_checkpoint
 from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import BadModel, ModelMissing
@@ -41,12 +42,20 @@ class BaseModel:
     offset_noise: float = 0.0  # how the base model was trained (see `training_offset_noise`)
     recipes: dict[str, Recipe] = field(default_factory=lambda: dict(RECIPES))  # fine-tune defaults for this model
     scheduler_overrides: list[str] = field(default_factory=list)  # what SINE changed in the model's scheduler config
+    text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL's second (OpenCLIP bigG) encoder
+    tokenizer_2: CLIPTokenizer | None = None
+    zeros_for_empty_prompt: bool = True  # SDXL base: the empty prompt's embedding is zeros (model_index.json)
     _empty_embedding: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def prediction_type(self) -> str:
         """What the UNet predicts: "epsilon" or "v_prediction" (the scheduler config's prediction_type)."""
         return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def is_xl(self) -> bool:
+        """SDXL: two text encoders, pooled embeddings and time_ids (see `xl`)."""
+        return self.text_encoder_2 is not None
 
     @property
     def kind(self) -> ModelKind:
@@ -84,7 +93,10 @@ class BaseModel:
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Pre-trained text embeddings (B, L, D) in the inference dtype."""
+        """Pre-trained text embeddings (B, L, D) in the inference dtype (SDXL: packed, see `xl`)."""
+        if self.is_xl:
+            return xl.encode([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2], prompts,
+                             self.device, self.zeros_for_empty_prompt).to(self.dtype)
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
@@ -100,14 +112,14 @@ class BaseModel:
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
-        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
         return z * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.dtype) / self.latent_scale).sample
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -180,6 +192,8 @@ def load_base_model(
         pipe, configs = load_single_file(path, dt)
         folder, model_id, rev = path, str(path), content_fingerprint(path)
         unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        text_encoder_2, tokenizer_2 = getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None)
+        zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
         raw_scheduler = dict(pipe.scheduler.config)
         where = str(path)
     else:
@@ -187,18 +201,25 @@ def load_base_model(
         if rev is None:
             rev = content_fingerprint(folder)
         unet, vae, text_encoder, tokenizer, raw_scheduler = _load_folder(folder, dt)
+        text_encoder_2, tokenizer_2, zeros = _load_xl_parts(folder, dt)
         configs, where = folder, str(folder)
     scheduler_config, overridden = forced_scheduler_config(raw_scheduler, where)
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
-        module.eval()
-        module.to(dev)
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+            module.to(dev)
+    if text_encoder_2 is not None:
+        xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
+        if dt == torch.float16 and vae.config.get("force_upcast", True):
+            vae.float()  # SDXL's VAE overflows in fp16: encode/decode in fp32 (what its config asks)
     if dev.type == "cuda":
         unet.to(memory_format=torch.channels_last)
     return BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
-                     offset_noise=training_offset_noise(configs), recipes=model_recipes(configs),
-                     scheduler_overrides=overridden)
+                     offset_noise=training_offset_noise(configs), recipes=kind_recipes(unet, model_recipes(configs)),
+                     scheduler_overrides=overridden, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                     zeros_for_empty_prompt=zeros)
 
 
 _WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
@@ -222,6 +243,31 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+# SDXL starting points, NOT measured (no GPU was available to choose them; see docs/design.md): LoRA at
+# the learning rate common for SDXL LoRAs, the paper's full recipe; SDXL's text encoders stay frozen.
+SDXL_RECIPES = {"lora": {"lr": 1e-4, "train_text_encoder": False}, "full": {"train_text_encoder": False}}
+
+
+def kind_recipes(unet: UNet2DConditionModel, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    """The defaults for this kind of model: SDXL's unless the folder's sine_recipes.json says otherwise."""
+    if not xl.is_xl_unet(unet):
+        return recipes
+    from dataclasses import replace
+
+    return {name: replace(r, **SDXL_RECIPES.get(name, {})) if r == RECIPES.get(name) else r
+            for name, r in recipes.items()}
+
+
+def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
+    """SDXL's second text encoder and tokenizer (None, None for SD1/SD2) and its empty-prompt rule."""
+    if not (folder / "text_encoder_2").is_dir():
+        return None, None, True
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    encoder = _from_pretrained(CLIPTextModelWithProjection, folder / "text_encoder_2", dt)
+    return encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
+                                                                                           True))
 
 
 def _read_json(path: Path) -> dict:

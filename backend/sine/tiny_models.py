@@ -335,3 +335,104 @@ def write_single_file(folder: str | Path, path: str | Path, sidecar: bool = True
         shutil.copytree(folder, target, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     return path
+
+
+def sdxl_model_index() -> dict:
+    return {
+        "_class_name": "StableDiffusionXLPipeline",
+        "_diffusers_version": "0.30.0",
+        "force_zeros_for_empty_prompt": True,
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+
+
+def make_tiny_sdxl(folder: str | Path, seed: int = 0, sample_size: int = 8) -> Path:
+    """An SDXL-shaped model with random weights: two text encoders (CLIP-L-like and a bigG-like one
+    with a projection for the pooled embedding), a UNet with SDXL's text_time added conditioning
+    (pooled + 6 time_ids), SDXL's VAE scaling factor with force_upcast. Tiny: 32-px native size."""
+    from transformers import CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    hidden_1, hidden_2, time_dim = 32, 48, 8  # unequal: diffusers tells the two encoders apart by width
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=hidden_1 + hidden_2,
+        attention_head_dim=(2, 4), norm_num_groups=16, use_linear_projection=True, transformer_layers_per_block=1,
+        addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=hidden_2 + 6 * time_dim,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
+        latent_channels=4, norm_num_groups=16, sample_size=sample_size * 4, scaling_factor=0.13025, force_upcast=True,
+    )
+    common = dict(vocab_size=514, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=32, bos_token_id=512, eos_token_id=513, pad_token_id=513)
+    text_1 = CLIPTextModel(CLIPTextConfig(hidden_size=hidden_1, hidden_act="quick_gelu", **common))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=hidden_2, hidden_act="gelu",
+                                                        projection_dim=hidden_2, **common))
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    text_1.save_pretrained(folder / "text_encoder")
+    text_2.save_pretrained(folder / "text_encoder_2")
+    write_char_tokenizer(folder / "tokenizer", max_length=32)
+    write_char_tokenizer(folder / "tokenizer_2", max_length=32)
+    write_scheduler(folder / "scheduler", SD1_SCHEDULER)  # SDXL's betas are SD1's
+    (folder / "model_index.json").write_text(json.dumps(sdxl_model_index(), indent=2))
+    return folder
+
+
+def _open_clip_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection state dict in OpenCLIP's layout (the inverse of diffusers'
+    `convert_open_clip_checkpoint`): q/k/v merged into in_proj, text_projection transposed."""
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out = {prefix + "positional_embedding": state["embeddings.position_embedding.weight"],
+           prefix + "token_embedding.weight": state["embeddings.token_embedding.weight"],
+           prefix + "ln_final.weight": state["final_layer_norm.weight"],
+           prefix + "ln_final.bias": state["final_layer_norm.bias"],
+           prefix + "text_projection": state["text_projection.weight"].T.contiguous()}
+    layers = {int(k.split(".")[2]) for k in state if k.startswith("encoder.layers.")}
+    for i in sorted(layers):
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat([state[src + f"self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            out[dst + f"attn.out_proj.{kind}"] = state[src + f"self_attn.out_proj.{kind}"]
+            out[dst + f"ln_1.{kind}"] = state[src + f"layer_norm1.{kind}"]
+            out[dst + f"ln_2.{kind}"] = state[src + f"layer_norm2.{kind}"]
+            out[dst + f"mlp.c_fc.{kind}"] = state[src + f"mlp.fc1.{kind}"]
+            out[dst + f"mlp.c_proj.{kind}"] = state[src + f"mlp.fc2.{kind}"]
+    return out
+
+
+def write_sdxl_single_file(folder: str | Path, path: str | Path) -> Path:
+    """The tiny SDXL folder as one SDXL-layout (`conditioner.embedders.*`) .safetensors checkpoint,
+    with its `<path>.config/` sidecar of configs."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModelWithProjection
+
+    from .checkpoints import sidecar_folder
+
+    folder, path = Path(folder), Path(path)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+    vae = AutoencoderKL.from_pretrained(folder / "vae")
+    text_1 = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    text_2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2")
+    state = unet_to_ldm(unet.state_dict(), dict(unet.config))
+    state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    state.update({"conditioner.embedders.0.transformer." + (k if k.startswith("text_model.") else f"text_model.{k}"): v
+                  for k, v in text_1.state_dict().items()})
+    state.update(_open_clip_state(text_2.state_dict(), "conditioner.embedders.1.model."))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    shutil.copytree(folder, sidecar_folder(path), dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return path
