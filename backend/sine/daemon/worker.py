@@ -190,6 +190,9 @@ class _PhaseTracking:
         self._reporter = reporter
         self._job = job
 
+    def set_estimate(self, seconds: float | None) -> None:
+        self._reporter.set_estimate(seconds)
+
     def phase_start(self, phase: str, total: int = 0) -> None:
         self._job.phase, self._job.step = phase, 0
         self._reporter.phase_start(phase, total)

@@ -347,3 +347,37 @@ def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
         for seed, state in ((20, "discarded"), (21, "applied"), (22, "discarded"))
     ]
     assert report.get("choices_screenshot") is True
+
+
+def test_style_from_layer_reaches_the_daemon(krita_home, sine_daemon, tmp_path):
+    """"Style from layer" = the square layer of a two-layer document: its own pixels and the weight are sent."""
+    settings = {**SETTINGS, "prompt": "paint it in that colour", "seed": 4, "source": "visible",
+                "style_layer": "square", "style_weight": 0.4}  # fmt: skip
+    x0, y0, w, h = SQUARE
+    style = RGBAImage(w, h, bytes((40, 200, 60, 255)) * (w * h))  # the square layer at its own bounds
+    client_settings = {**settings, "count": 1, "strength": 1.0}
+
+    def with_style(style_image: RGBAImage | None) -> bytes:
+        client = sine_daemon.client()
+        try:
+            sampling = {"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"],
+                        "strength": 1.0, "start": "noise"}  # fmt: skip
+            if style_image is not None:
+                sampling["style_weight"] = settings["style_weight"]
+            rid = client.submit_edit(
+                RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
+                style=settings["style"], seed=settings["seed"], sampling=sampling,
+                finetune={"method": settings["method"], "steps": settings["finetune_steps"], "patch": True},
+                output_size=(WIDTH, HEIGHT), style_image=style_image,
+            )  # fmt: skip
+            return client.wait_result(rid, timeout=180).image.data
+        finally:
+            client.close()
+
+    source = make_layered_ora(tmp_path / "same.ora")  # the document's composite, to warm both fine-tunes
+    with_style(style)
+    run = run_panel_job(krita_home, sine_daemon, "style", client_settings, image="ora")
+    assert run.source == source
+    _, _, new = new_layer(run, settings)
+    assert run.raw(new) == with_style(style)  # exactly the daemon's answer with that style picture and weight
+    assert run.raw(new) != with_style(None)
