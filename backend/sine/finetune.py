@@ -29,7 +29,7 @@ from .images import flatten_rgb, to_tensor
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
-from .predictions import clean_latent, training_target
+from .predictions import clean_latent, raw_outputs, training_target
 from .recipes import RECIPES, Recipe
 from .xl import crop_time_ids, size_conditioning
 
@@ -319,7 +319,7 @@ def diffusion_loss(
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     autocast = base.device.type == "cuda"
-    with hook.using(pe), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
+    with hook.using(pe), raw_outputs(), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
         out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
     out = out.float()
     prediction = base.prediction_type

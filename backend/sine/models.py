@@ -18,6 +18,7 @@ from .checkpoints import config_folder, content_fingerprint, is_single_file, loa
 from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
+from .predictions import install_epsilon_outputs
 from .recipes import RECIPES, Recipe, model_recipes
 
 DEMO_MODEL_NAME = "demo"
@@ -105,6 +106,7 @@ class BaseModel:
         With as many steps as training timesteps the offset would step past the last one: use 0.
         """
         config, _ = forced_scheduler_config(self.scheduler_config)
+        config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
         offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
         return DDIMScheduler.from_config(config)
@@ -209,6 +211,8 @@ def load_base_model(
             module.requires_grad_(False)
             module.eval()
             module.to(dev)
+    if scheduler_config.get("prediction_type") == "v_prediction":
+        install_epsilon_outputs(unet, DDIMScheduler.from_config(scheduler_config).alphas_cumprod)
     if text_encoder_2 is not None:
         xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):

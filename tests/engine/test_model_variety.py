@@ -197,3 +197,35 @@ def test_sine_edit_runs_offline_on_a_single_file(tiny_folder, source_image, tmp_
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "out.png") as img:
         assert img.size == (40, 24)
+
+
+def test_v_model_samples_as_diffusers_v_ddim(models):
+    """Sampling a v model: its UNet answers in ε (raw output v converted with the call's z_t and t),
+    and one guided DDIM step equals diffusers' own v-prediction DDIM step on the guided v."""
+    from diffusers import DDIMScheduler
+
+    from sine.images import to_pil
+    from sine.model_kind import forced_scheduler_config
+    from sine.predictions import raw_outputs
+    from sine.sampler import SamplingSettings, sample_edit
+
+    base = load_base_model(models["sd2v"], device="cpu")
+    reference = DDIMScheduler.from_config(forced_scheduler_config(base.scheduler_config)[0])
+    assert reference.config.prediction_type == "v_prediction"
+    reference.set_timesteps(1)
+    t = int(reference.timesteps[0])
+    with torch.no_grad():
+        z = torch.randn((1, 4, 12, 12), generator=torch.Generator("cpu").manual_seed(3)) * reference.init_noise_sigma
+        states = base.encode_prompts(["", "a blue disc"])
+        tt = torch.tensor([t, t])
+        with raw_outputs():
+            v = base.unet(torch.cat([z, z]), tt, states).sample
+        eps = base.unet(torch.cat([z, z]), tt, states).sample
+        a = reference.alphas_cumprod[t]
+        assert torch.allclose(eps, (1 - a).sqrt() * z + a.sqrt() * v, atol=1e-5)
+        s = SamplingSettings(steps=1, seed=3)
+        guided_v = v[:1] + s.guidance * (v[1:] - v[:1])
+        expected = to_pil(base.decode_latents(reference.step(guided_v, t, z, eta=0.0).prev_sample))
+        got = sample_edit(base, None, "a blue disc", 48, 48, s)
+    diff = (torch.tensor(list(got.getdata())) - torch.tensor(list(expected.getdata()))).abs().max()
+    assert diff <= 1, diff
