@@ -183,8 +183,9 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
             timings["finetune_s"] += time.perf_counter() - t_ft
             try:
                 cache.store(key, _saver(tuned), settings_dict)
-            except OSError as exc:  # a full disk costs the cache, not the edit
-                log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
+            except Exception as exc:  # noqa: BLE001 - a full disk costs the cache, never the edit
+                # (safetensors raises its own SafetensorError, not OSError, when the disk is full)
+                log.warning("could not cache the fine-tune %s: %s: %s", key[:12], type(exc).__name__, exc)
         if loaded is not None:
             loaded.put(key, tuned)
     return tuned, cache_hit, memory_hit
