@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--prompt", required=True, help='what the result should show, e.g. "a dog wearing a red hat"')
     p.add_argument("--subject", default="", help='what the picture shows, e.g. "dog"')
     p.add_argument("--style", choices=("photo", "painting"), default="photo")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the bundled demo model)")
+    p.add_argument("--model", default=None, help="diffusers folder, .safetensors/.ckpt file or hub id (SD1/SD2/SDXL; default: the bundled demo model)")
     p.add_argument("--method", choices=("lora", "full"), default="lora", help="fine-tuning recipe")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None, help="default: the recipe's")
     p.add_argument("--lr", type=float_in(0.0, 1.0, low_open=True), default=None, help="fine-tuning learning rate (default: the recipe's)")
