@@ -17,7 +17,7 @@ from typing import Any
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
-from .document_io import SourcePixels, add_result_layer, read_source
+from .document_io import SourcePixels, add_result_layer, read_source, result_pixels
 from .settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_K,
@@ -122,8 +122,8 @@ class SinePanel(qt.QWidget):
         self.method_combo = qt.QComboBox(self)
         self.method_combo.addItems(list(METHODS))
         self.finetune_spin = _spin(self, 0, 20000, 0, special="auto")
-        self.width_spin = _spin(self, 0, 8192, 0, special="canvas")
-        self.height_spin = _spin(self, 0, 8192, 0, special="canvas")
+        self.width_spin = _spin(self, 0, 8192, 0, special="same")
+        self.height_spin = _spin(self, 0, 8192, 0, special="same")
         size_row = qt.QHBoxLayout()
         size_row.addWidget(self.width_spin)
         size_row.addWidget(qt.QLabel("x", self))
@@ -351,11 +351,12 @@ class SinePanel(qt.QWidget):
             raise ValueError("the result carried no image")
         rgba = image.data
         if (image.width, image.height) != (source.width, source.height):
-            # Rendered at a custom output size: the layer still covers the canvas exactly.
+            # Rendered at a custom output size: the new layer still covers the source's rectangle exactly.
             rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
         seed = int(event.header.get("seed", settings.seed))
         name = settings.layer_name(seed)
-        self.last_layer = add_result_layer(doc, source.anchor, rgba, source.width, source.height, name)
+        self.last_layer = add_result_layer(doc, source.anchor, result_pixels(source, rgba), source.x, source.y,
+                                           source.width, source.height, name)  # fmt: skip
         self.last_result_header = dict(event.header)
         self.show_preview(image)
         timings = event.header.get("timings") or {}

@@ -91,7 +91,7 @@ def test_selection_is_sent_as_mask(panel, standin, process_events):
     assert panel.last_layer.pixelData(0, 0, 16, 12) == to_bgra(expected)
 
 
-def test_custom_output_size_still_fills_the_canvas(panel, standin, process_events):
+def test_custom_output_size_still_covers_the_layer(panel, standin, process_events):
     _connected(panel, process_events)
     panel.apply_settings({"prompt": "bigger", "output_width": 32, "output_height": 24})
     panel.edit_button.click()
@@ -136,7 +136,7 @@ def test_empty_prompt_and_unsupported_document_are_reported_not_raised(panel, pr
     doc.topLevelNodes()[0].color = ("CMYKA", "U8")
     panel.apply_settings({"prompt": "x"})
     panel.edit_button.click()
-    assert "8-bit RGBA" in panel.last_error and panel.edit_button.isEnabled()
+    assert "RGBA images of 8 or 16 bits" in panel.last_error and panel.edit_button.isEnabled()
 
 
 def test_no_daemon_shows_why_and_offers_start(qapp, monkeypatch, tmp_path, process_events):

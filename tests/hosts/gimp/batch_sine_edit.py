@@ -6,9 +6,13 @@
 #   result.json         status, error message, elapsed seconds, the layers (name, size, offsets)
 #   edited.xcf          the image with all its layers
 #   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
+#   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
+# With case["undo"] (GUI sessions only) the image is then shown and Ctrl+Z pressed in GIMP's window
+# (xdotool), and the layers left afterwards are recorded as "layers_after_undo".
 # The host-side test checks everything; this script only records.
 import json
 import os
+import subprocess
 import time
 
 import gi
@@ -25,11 +29,15 @@ def save(image, path):
     Gimp.file_save(RUN, image, Gio.File.new_for_path(path), None)
 
 
-def dump_layer(layer, stem):
+def dump_layer(layer, stem, native=None):
     w, h = layer.get_width(), layer.get_height()
     raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
     with open(stem + ".rgba", "wb") as f:
         f.write(bytes(raw))
+    if native:
+        raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, native, Gegl.AbyssPolicy.NONE)
+        with open(stem + ".native", "wb") as f:
+            f.write(bytes(raw))
     single = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
     copy = Gimp.Layer.new_from_drawable(layer, single)
     single.insert_layer(copy, None, 0)
@@ -73,6 +81,8 @@ def run_case(case):
         "message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS and res.length() > 1 else None,
         "returned_layer": None,
         "canvas": [image.get_width(), image.get_height()],
+        "precision": image.get_precision().value_nick,
+        "gimp": Gimp.version(),
         "layers": [],
     }
     if status == Gimp.PDBStatusType.SUCCESS:
@@ -82,12 +92,49 @@ def run_case(case):
         record["layers"].append(
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy]}
         )
-        dump_layer(layer, os.path.join(out, f"layer-{i}"))
+        dump_layer(layer, os.path.join(out, f"layer-{i}"), case.get("dump_format"))
     save(image, os.path.join(out, "edited.xcf"))
+    if case.get("undo") and status == Gimp.PDBStatusType.SUCCESS:
+        record["layers_after_undo"] = undo_in_gui(image)
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(record, f, indent=1)
     print("SINE-CASE", case["name"], record["status"], record["elapsed_s"], record["message"])
     image.delete()
+
+
+def _xdo(*args):
+    done = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=30, check=False)
+    return done.stdout.split()
+
+
+def press_in_image_window(keys):
+    """Close GIMP's Welcome dialog if it is up, focus the image window, press ``keys`` there."""
+    for wid in _xdo("search", "--onlyvisible", "--name", "Welcome to GIMP"):
+        _xdo("windowfocus", "--sync", wid, "key", "Escape")
+    time.sleep(0.5)
+    for wid in _xdo("search", "--onlyvisible", "--name", "GIMP$"):
+        name = subprocess.run(["xdotool", "getwindowname", wid], capture_output=True, text=True).stdout
+        if not name.startswith("Welcome"):
+            _xdo("windowfocus", "--sync", wid, "key", "--clearmodifiers", keys)
+            return name.strip()
+    return None
+
+
+def undo_in_gui(image):
+    """Show the image, press Ctrl+Z once in its window as a user would, return the layer names left."""
+    display = Gimp.Display.new(image)
+    Gimp.displays_flush()
+    before = [layer.get_name() for layer in image.get_layers()]
+    names = before
+    time.sleep(2.0)  # let the window map
+    if press_in_image_window("ctrl+z"):
+        for _ in range(40):
+            time.sleep(0.25)
+            names = [layer.get_name() for layer in image.get_layers()]
+            if names != before:
+                break
+    display.delete()
+    return names
 
 
 with open(os.environ["SINE_GIMP_CASES"]) as f:

@@ -170,9 +170,9 @@ def run_panel_job(
         'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 1280x960x24" krita --nosplash'
     )
     t0 = time.monotonic()
-    done = lib_sh(snippet, env, timeout=430)
+    done = lib_sh(home.root, snippet, env, timeout=430)
     if "could not connect to display" in done.stdout + done.stderr and not (out / "result.json").exists():
-        done = lib_sh(snippet, env, timeout=430)  # Xvfb lost a start-up race (seen once under load): retry once
+        done = lib_sh(home.root, snippet, env, timeout=430)  # Xvfb lost a start-up race (seen once under load): retry once
     seconds = time.monotonic() - t0
     log = done.stdout + done.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
