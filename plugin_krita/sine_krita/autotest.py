@@ -1,10 +1,12 @@
 """Unattended end-to-end run for the real-Krita test (``SINE_KRITA_AUTOTEST=job.json``).
 
-The job file says which PNG to open and what to type into the panel. The run then goes through
-the panel's own code path (its widgets are filled and its Edit button clicked), waits for the
-result layer, and writes what the host-side test checks: a result JSON, the saved ``.kra``, raw
-RGBA dumps and PNGs of every layer, and a screenshot of the window with the docker. Each stage is
-a QTimer callback because Krita only sets the active node once the event loop has run.
+The job file says which image to open (optionally on a larger canvas, ``"canvas": [w, h, x, y]``,
+so the layer sits at an offset) and what to type into the panel. The run then goes through the
+panel's own code path (its widgets are filled and its Edit button clicked), waits for the result
+layer, and writes what the host-side test checks: a result JSON, the saved ``.kra``, raw dumps of
+every node in its own pixel format (``bgra8``, ``bgra16`` or one byte a pixel for masks, any
+canvas size) and PNGs, and a screenshot of the window with the docker. Each stage is a QTimer
+callback because Krita only sets the active node once the event loop has run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from krita import InfoObject, Krita, Selection
 
 from . import qt_compat as qt
 from .docker import DOCKER_ID, panel_for
-from .pixels import bgra_to_rgba
 
 TICK_MS = 100
 
@@ -74,6 +75,10 @@ class AutoTest(qt.QObject):
         if doc is None:
             raise RuntimeError(f"could not open {self.job['input']}")
         doc.setBatchmode(True)
+        canvas = self.job.get("canvas")
+        if canvas:  # [w, h, x, y]: a larger canvas with the opened layer at (x, y)
+            doc.resizeImage(-int(canvas[2]), -int(canvas[3]), int(canvas[0]), int(canvas[1]))
+            doc.waitForDone()
         window = app.activeWindow()
         qwindow = window.qwindow()
         screen = qt.QtGui.QGuiApplication.primaryScreen()
@@ -197,21 +202,28 @@ class AutoTest(qt.QObject):
 
     # ---- output --------------------------------------------------------------------
     def _dump_layers(self, tag: str) -> None:
-        """Raw canvas-sized RGBA of every top-level layer, plus a PNG each for people to look at."""
+        """Raw canvas-sized bytes of every top-level node in its own format, plus a PNG each to look at.
+
+        Paint layers give B,G,R,A at their depth; the global selection mask one byte a pixel, so
+        nothing here assumes 4 bytes a pixel (a 1001x777 selection is 777,777 bytes).
+        """
         doc = self._doc
         width, height = doc.width(), doc.height()
         layers = []
         for index, node in enumerate(doc.topLevelNodes()):
             base = os.path.join(self.out_dir, f"{tag}-{index}")
-            with open(base + ".rgba", "wb") as f:
-                f.write(bgra_to_rgba(bytes(node.pixelData(0, 0, width, height))))
+            data = bytes(node.pixelData(0, 0, width, height))
+            with open(base + ".raw", "wb") as f:
+                f.write(data)
             bounds = node.bounds()
             entry = {
                 "index": index,
                 "name": node.name(),
                 "type": node.type(),
+                "depth": node.colorDepth(),
                 "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
-                "raw": base + ".rgba",
+                "raw": base + ".raw",
+                "format": _format(len(data), width * height),
             }
             try:
                 entry["png"] = bool(
@@ -228,8 +240,10 @@ class AutoTest(qt.QObject):
             layers.append(entry)
         self.report[f"layers_{tag}"] = layers
         doc.refreshProjection()
-        with open(os.path.join(self.out_dir, f"{tag}-visible.rgba"), "wb") as f:
-            f.write(bgra_to_rgba(bytes(doc.pixelData(0, 0, width, height))))
+        data = bytes(doc.pixelData(0, 0, width, height))
+        with open(os.path.join(self.out_dir, f"{tag}-visible.raw"), "wb") as f:
+            f.write(data)
+        self.report[f"visible_{tag}_format"] = _format(len(data), width * height)
 
     def _finish(self, error: str | None) -> None:
         self.report["ok"] = error is None
@@ -250,3 +264,8 @@ class AutoTest(qt.QObject):
             doc.setModified(False)  # no "save changes?" dialog
         qt.QTimer.singleShot(15000, lambda: os._exit(3))  # if a dialog still blocks the shutdown
         app.action("file_quit").trigger()
+
+
+def _format(size: int, pixels: int) -> str:
+    """What a raw dump holds, from its bytes per pixel."""
+    return {1: "a8", 4: "bgra8", 8: "bgra16", 16: "bgra32f"}.get(size // max(1, pixels), f"{size}B")

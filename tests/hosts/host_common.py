@@ -220,9 +220,10 @@ class RootHome:
 
 # ---- the layer the painter's-layer tests edit (GIMP and Krita alike) -------------------------------------
 CANVAS = (1001, 777)  # odd sizes on purpose: strides and channel counts must not line up by luck
-LAYER_BOX = (37, 59, 603, 411)  # x, y, w, h of the source layer on that canvas
-SELECT_BOX = (300, 200, 500, 400)  # a marquee reaching past the layer's right and bottom edges
-HOLES = ((100, 80, 90, 60), (400, 200, 60, 60))  # transparent blocks (layer coordinates): outside / inside
+# x, y, w, h of the source layer on that canvas: small enough for the tiny model to edit in seconds on a CPU
+LAYER_BOX = (37, 59, 203, 141)
+SELECT_BOX = (100, 100, 500, 400)  # a marquee reaching past the layer's right and bottom edges
+HOLES = ((10, 10, 40, 30), (120, 70, 40, 40))  # transparent blocks (layer coordinates): outside / inside
 
 
 def layer_picture16() -> np.ndarray:
@@ -238,7 +239,7 @@ def layer_picture16() -> np.ndarray:
     rgba[..., 1] = (y * 159 + x * 3 + 2) % 65536
     rgba[..., 2] = ((x + y) * 61 + 3) % 65536
     rgba[..., 3] = 65535
-    rgba[300:304, :, 3] = 20000
+    rgba[100:104, :, 3] = 20000
     for hx, hy, hw, hh in HOLES:
         rgba[hy : hy + hh, hx : hx + hw, 3] = 0
     return rgba

@@ -84,6 +84,9 @@ def gimp_home(gimp_root: Path) -> Iterator[RootHome]:
     assert os.access(folder / "sine-gimp.py", os.X_OK), f"installer left no executable {folder}/sine-gimp.py"
     assert (folder / "_vendor" / "sine_protocol" / "__init__.py").exists(), "installer did not vendor sine_protocol"
     home.chown()
+    warm = run_gimp_cases(home, [], {}, timeout_s=900)  # the first start queries every plug-in (minutes under load)
+    assert warm.returncode == 0, warm.log[-3000:]
+    print(f"GIMP {gimp_series(gimp_root)} first start in {gimp_root}: {warm.wall_s:.1f} s")
     yield home
     if not os.environ.get("SINE_KEEP_GIMP_HOME"):
         shutil.rmtree(home.host, ignore_errors=True)

@@ -1,6 +1,6 @@
 """A painter's layer in real GIMP (3.0 in trixie, 3.2 in sid) against the real daemon.
 
-A 603x411 layer with transparent holes and a band of partial alpha sits at (37, 59) on a 1001x777
+A 203x141 layer with transparent holes and a band of partial alpha sits at (37, 59) on a 1001x777
 canvas, at 8 and at 16 bits a channel. Edited with and without a marquee that reaches past the
 layer, the result must be a layer of the source's size at its offsets, with its alpha, equal to the
 source (at the image's own precision) outside the selection; one Ctrl+Z in GIMP's window removes it.
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 ARGS = {"prompt": "a red circle", "subject": "shape", "seed": 3, "steps": 2, "finetune-steps": 1}
 NAME = "SINE: a red circle (seed 3)"
 # name: (bits, selection)
-CASES = {"u8-whole": (8, False), "u8-select": (8, True), "u16-select": (16, True), "u16-whole": (16, False)}
+CASES = {"u8-whole": (8, False), "u8-select": (8, True), "u16-select": (16, True)}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_alpha_is_the_sources_and_the_source_is_untouched(layer_session, name) -
     assert np.array_equal(result[..., 3], expected[..., 3]), (
         f"{int((result[..., 3] != expected[..., 3]).sum())} alpha values differ"
     )
-    assert int((result[..., 3] == 0).sum()) == int((expected[..., 3] == 0).sum()) == 9000
+    assert int((result[..., 3] == 0).sum()) == int((expected[..., 3] == 0).sum()) == 2800
 
 
 @pytest.mark.parametrize("name", [n for n, (_, select) in CASES.items() if select])
@@ -105,7 +105,7 @@ def test_outside_the_selection_the_result_is_the_source_at_its_own_precision(lay
     assert differ[opaque_inside].mean() > 0.5, "the edit changed (almost) nothing inside the selection"
 
 
-@pytest.mark.parametrize("name", ["u8-whole", "u16-whole"])
+@pytest.mark.parametrize("name", ["u8-whole"])
 def test_without_selection_the_whole_layer_is_edited(layer_session, name) -> None:
     bits, _ = CASES[name]
     expected = layer_picture16() if bits == 16 else layer_picture8()
