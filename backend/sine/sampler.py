@@ -30,12 +30,15 @@ from .guidance import Guide, combine, single_model_guides
 from .images import check_size, to_pil, to_tensor
 from .models import BaseModel
 from .positional import region_embedding
+from .start import check_start, first_step, inverted_start, needs_source, noised_start, source_at
 
 PreviewFn = Callable[[], Image.Image]
 ProgressFn = Callable[[int, int, PreviewFn], None]
 StopFn = Callable[[], bool]
 
 STRATEGIES = ("auto", "single", "tiled", "upscale", "refine")
+MAX_COUNT = 8  # results per press
+DEFAULT_STYLE_WEIGHT = 0.3  # β of the style model in multi-model guidance
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,9 @@ class SamplingSettings:
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
     finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
     whole_view: bool = True  # tiles: layout from SINE on the whole picture at the model's size, detail from the tiles
+    strength: float = 1.0  # share of the steps run, from the source noised to that level (1: pure noise; sine.start)
+    start: str = "noise"  # noise | inversion: random noise, or the source's own noise by DDIM inversion
+    batch: int = 4  # results sampled together in one UNet batch (one-latent plans; tiles go one by one)
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,15 @@ class _Scorer:
         weights = [self.guides[i].guide.weight for i in active]
         return Scores(eps_uncond.float(), eps_edit.float(), eps_ft, weights)
 
+    def reconstruct(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> torch.Tensor:
+        """What DDIM inversion follows: the content model's ε(z, ĉ) with its tiles' PE (no fine-tuned
+        model: the pre-trained ε(z, ∅))."""
+        z = torch.cat(regions)
+        t_in = torch.full((len(regions),), t, device=self.base.device)
+        if not self.guides:
+            return self.base.unet(z, t_in, self.uncond.expand(len(regions), -1, -1)).sample.float()
+        return self._finetuned_eps(0, z, tiles, t_in)
+
     def detail(self, regions: list[torch.Tensor], tiles: list[tuple[int, int, int, int]], t: int) -> torch.Tensor:
         """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range."""
         z = torch.cat(regions)
@@ -266,6 +281,25 @@ def _as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings:
     return list(finetuned)
 
 
+def content_and_style_guides(content: FineTuned, style: FineTuned, settings: SamplingSettings,
+                             content_weight: float | None = None,
+                             style_weight: float | None = None) -> list[FinetunedGuide]:
+    """The paper's multi-model guidance: content from one fine-tuned model (β₁, default 1 − v), style from a
+    second (β₂, default `DEFAULT_STYLE_WEIGHT`), both for t ≥ K; the pre-trained edit score keeps 1 − β₁ − β₂."""
+    c = 1.0 - settings.v if content_weight is None else content_weight
+    st = DEFAULT_STYLE_WEIGHT if style_weight is None else style_weight
+    if not (0.0 <= c and 0.0 <= st and c + st <= 1.0):
+        raise BadInput(f"content weight {c} and style weight {st} must be ≥ 0 and add up to at most 1")
+    return [FinetunedGuide(content, Guide(c, settings.k, 10_000)), FinetunedGuide(style, Guide(st, settings.k, 10_000))]
+
+
+def sample_steps(settings: SamplingSettings, count: int = 1) -> int:
+    """UNet steps `sample_edits` reports for `count` results in one latent (inversion included)."""
+    run = settings.steps - first_step(settings.steps, settings.strength)
+    per_group = run + (run if settings.start == "inversion" else 0)
+    return per_group * -(-count // max(1, settings.batch))
+
+
 @torch.inference_mode()
 def sample_edit(
     base: BaseModel,
@@ -276,46 +310,120 @@ def sample_edit(
     settings: SamplingSettings | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    source: Image.Image | None = None,
 ) -> Image.Image:
-    """The edited image, RGB, exactly width × height. `finetuned=None` samples the pre-trained model alone."""
+    """The edited image, RGB, exactly width × height. `finetuned=None` samples the pre-trained model alone.
+    `source` (the picture being edited) is needed for strength < 1 and the inversion start."""
+    return sample_edits(base, finetuned, edit_prompt, width, height, settings, 1, source, progress, should_stop)[0]
+
+
+@torch.inference_mode()
+def sample_edits(
+    base: BaseModel,
+    finetuned: FineTuned | Sequence[FinetunedGuide] | None,
+    edit_prompt: str,
+    width: int,
+    height: int,
+    settings: SamplingSettings | None = None,
+    count: int = 1,
+    source: Image.Image | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> list[Image.Image]:
+    """`count` edits from seeds seed, seed+1, … (each the image `sample_edit` gives for that seed, up to
+    batching's float rounding), sampled `settings.batch` at a time in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
     check_size(width, height)
     if not 1 <= s.steps <= 1000:
         raise BadInput(f"steps must be 1..1000, not {s.steps}")
     if not 0.0 < s.refine_strength <= 1.0:
         raise BadInput(f"refine strength must be in (0, 1], not {s.refine_strength}")
+    check_start(s.strength, s.start)
+    if not 1 <= count <= MAX_COUNT:
+        raise BadInput(f"count must be 1..{MAX_COUNT}, not {count}")
+    if s.start == "inversion" and count > 1:
+        raise BadInput("the inversion start is deterministic (every seed gives the same picture): ask for one result")
+    if needs_source(s.strength, s.start) and source is None:
+        raise BadInput("strength below 1 and the inversion start need the source picture")
     guides = _as_guides(finetuned, s)
     plan = plan_strategy(base, width, height, s)
     scheduler = base.new_scheduler(s.steps)
     scheduler.set_timesteps(s.steps)
     timesteps = [int(t) for t in scheduler.timesteps]
-    gen = torch.Generator("cpu").manual_seed(s.seed)
-    channels = base.unet.config.in_channels
-    latents = torch.randn((1, channels, plan.latent_h, plan.latent_w), generator=gen).to(base.device, torch.float32)
-    latents = latents * scheduler.init_noise_sigma
+    first = first_step(len(timesteps), s.strength)
     refine = s.strategy == "refine" and plan.upscale_to is not None
     restart = min(len(timesteps) - 1, round(len(timesteps) * (1 - s.refine_strength))) if refine else 0
-    total = len(timesteps) + (len(timesteps) - restart if refine else 0)
+    inversion = len(timesteps) - first if s.start == "inversion" else 0
+    per_group = inversion + len(timesteps) - first + (len(timesteps) - restart if refine else 0)
+    batch = max(1, s.batch) if len(plan.tiles) == 1 and not refine else 1
+    seeds = [(s.seed + i) % 2**32 for i in range(count)]
+    groups = [seeds[i:i + batch] for i in range(0, count, batch)]
+    total = per_group * len(groups)
+    f = base.vae_scale_factor
+    z0 = None
+    if needs_source(s.strength, s.start):
+        assert source is not None
+        z0 = _encode(base, _padded_pixels(source_at(source, (plan.render_w, plan.render_h)), plan, f))
+    images: list[Image.Image] = []
+    for g, group in enumerate(groups):
+        def report(done: int, x0: torch.Tensor, offset: int = g * per_group) -> None:
+            if progress is not None:
+                progress(offset + done, total, _preview_fn(base, x0[:1]))
 
-    def report(done: int, x0: torch.Tensor) -> None:
-        if progress is not None:
-            progress(done, total, _preview_fn(base, x0))
+        gens = [torch.Generator("cpu").manual_seed(seed) for seed in group]
+        channels = base.unet.config.in_channels
+        noise = torch.cat([torch.randn((1, channels, plan.latent_h, plan.latent_w), generator=gen) for gen in gens])
+        noise = noise.to(base.device, torch.float32)
+        if z0 is None:
+            latents = noise * scheduler.init_noise_sigma
+        elif s.start == "inversion":
+            latents = _invert(base, guides, edit_prompt, s, plan, scheduler, z0, timesteps[first], should_stop,
+                              lambda done: report(done, z0))
+        else:
+            latents = noised_start(scheduler, z0.expand_as(noise), noise, timesteps[first])
+        latents = _denoise(base, guides, edit_prompt, s, plan, scheduler, timesteps[first:], latents,
+                           lambda done, x0: report(inversion + done, x0), should_stop)
+        for i, gen in enumerate(gens):
+            image = _decode(base, latents[i:i + 1]).crop((0, 0, plan.render_w, plan.render_h))
+            if plan.upscale_to is not None:
+                image = image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
+            if refine:
+                image = _refine(base, guides, edit_prompt, s, scheduler, timesteps, restart, image, gen, width, height,
+                                lambda done, x0: report(per_group - (len(timesteps) - restart) + done, x0),
+                                should_stop)
+            images.append(image)
+    return images
 
-    latents = _denoise(base, guides, edit_prompt, s, plan, scheduler, timesteps, latents, report, should_stop)
-    image = _decode(base, latents).crop((0, 0, plan.render_w, plan.render_h))
-    if plan.upscale_to is None:
-        return image
-    image = image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
-    if not refine:
-        return image
-    # second pass: the resized picture, noised back to timesteps[restart], denoised in tiles at full size
+
+def _refine(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
+            scheduler: DDIMScheduler, timesteps: list[int], restart: int, image: Image.Image, gen: torch.Generator,
+            width: int, height: int, report: Callable[[int, torch.Tensor], None],
+            should_stop: StopFn | None) -> Image.Image:
+    """`refine`'s second pass: the resized picture, noised back to timesteps[restart], denoised in tiles at full size."""
     full = plan_strategy(base, width, height, replace(s, strategy="tiled"))
     z = _encode(base, _padded_pixels(image, full, base.vae_scale_factor))
     noise = torch.randn(z.shape, generator=gen).to(base.device, torch.float32)
     latents = scheduler.add_noise(z, noise, torch.tensor([timesteps[restart]]))
-    latents = _denoise(base, guides, edit_prompt, s, full, scheduler, timesteps[restart:], latents,
-                       lambda done, x0: report(len(timesteps) + done, x0), should_stop)
+    latents = _denoise(base, guides, edit_prompt, s, full, scheduler, timesteps[restart:], latents, report,
+                       should_stop)
     return _decode(base, latents).crop((0, 0, width, height))
+
+
+def _invert(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings, plan: _Plan,
+            scheduler: DDIMScheduler, z0: torch.Tensor, t_target: int, should_stop: StopFn | None,
+            report: Callable[[int], None]) -> torch.Tensor:
+    """The inversion start: DDIM inversion of z0 with the content model and its PE (per tile, averaged
+    where tiles overlap, on a tiled plan)."""
+    f = base.vae_scale_factor
+    scorer = _Scorer(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
+    windows = {(h, w): _tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
+
+    def eps(z: torch.Tensor, t: int) -> torch.Tensor:
+        if len(plan.tiles) == 1:
+            return scorer.reconstruct([z.to(base.dtype)], plan.tiles, t)
+        return _tiled(scorer.reconstruct, z, plan, windows, t, s.tile_batch, base.dtype)
+
+    return inverted_start(scheduler, s.steps, z0, t_target, eps, should_stop, lambda done, _total: report(done))
 
 
 def _denoise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings, plan: _Plan,
@@ -347,8 +455,9 @@ def _padded_pixels(image: Image.Image, plan: _Plan, f: int) -> torch.Tensor:
 def _step_noise(scorer: _Scorer, whole: WholeView | None, latents: torch.Tensor, plan: _Plan, windows: dict, t: int,
                 batch: int) -> torch.Tensor:
     guidance = scorer.settings.guidance
-    if len(plan.tiles) == 1:
-        return scorer.predict([latents.to(scorer.base.dtype)], plan.tiles, t).guided(guidance)
+    if len(plan.tiles) == 1:  # one latent: the batch of results goes through the UNets together
+        regions = list(latents.to(scorer.base.dtype).split(1))
+        return scorer.predict(regions, plan.tiles * len(regions), t).guided(guidance)
     if whole is None:
         return _tiled(scorer.predict, latents, plan, windows, t, batch, scorer.base.dtype).guided(guidance)
     layout = whole.scores(latents, t)

@@ -1,7 +1,8 @@
 """Fixtures for the real-Krita test: the real `sine daemon` on the host with a tiny model, and a
 fresh HOME inside a Debian root with the plugin installed by the real installer.
 
-Krita (5.2 in trixie, 5.3 in sid: one run per root of the host matrix) runs in the chroot under Xvfb (see tests/hosts/lib.sh and /work/shared/hosts/README.md);
+Krita (5.2 in trixie, 5.3 in sid: one run per root of the host matrix) runs in the chroot under Xvfb (see
+tests/hosts/lib.sh and docs/design.md §10);
 the chroot shares the host's network, so the plugin reaches the host daemon on loopback.
 """
 
