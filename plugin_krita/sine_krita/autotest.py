@@ -188,6 +188,7 @@ class AutoTest(qt.QObject):
         if shot:
             window = Krita.instance().activeWindow().qwindow()
             self.report["screenshot"] = bool(window.grab().save(shot, "PNG"))
+        self._measure_docker(self.job.get("docker_shot"))
         if self._panel.state == "done" and self.job.get("check_undo", True):
             # One Edit > Undo must take the whole result away (it was added in one step).
             Krita.instance().action("edit_undo").trigger()
@@ -199,6 +200,47 @@ class AutoTest(qt.QObject):
         self._doc.waitForDone()
         self.report["layers_after_undo"] = [node.name() for node in self._doc.topLevelNodes()]
         self._finish(None)
+
+    def _measure_docker(self, shot: str | None) -> None:
+        """Where the docker sits on the screen and whether every part of the panel can be scrolled
+        into view; with ``shot``, the docker at the top and scrolled to the bottom, side by side."""
+        panel = self._panel
+        viewport = panel.parentWidget()
+        scroll = viewport.parentWidget() if viewport is not None else None
+        dock = next(d for d in Krita.instance().activeWindow().dockers() if d.objectName() == DOCKER_ID)
+        screen = qt.QtGui.QGuiApplication.primaryScreen().geometry()
+        corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
+        bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None
+        parts = {}
+        for name in ("prompt_edit", "advanced", "edit_button", "progress", "message_label", "connection_label"):
+            widget = getattr(panel, name)
+            top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
+            parts[name] = {"top": top, "bottom": top + widget.height(), "visible": widget.isVisible()}
+        self.report["docker"] = {
+            "screen": [screen.width(), screen.height()],
+            "dock": [corner.x(), corner.y(), dock.width(), dock.height()],
+            "scroll_area": isinstance(scroll, qt.QScrollArea),
+            "viewport_height": viewport.height() if viewport is not None else None,
+            "scroll_max": bar.maximum() if bar is not None else 0,
+            "panel": [panel.width(), panel.height()],
+            "panel_min_width": panel.minimumSizeHint().width(),
+            "parts": parts,
+        }
+        if not shot or scroll is None:
+            return
+        top = dock.grab()
+        if bar is not None:
+            bar.setValue(bar.maximum())
+        bottom = dock.grab()
+        if bar is not None:
+            bar.setValue(0)
+        both = qt.QPixmap(top.width() + bottom.width() + 8, max(top.height(), bottom.height()))
+        both.fill(qt.QtGui.QColor(40, 40, 40))
+        painter = qt.QtGui.QPainter(both)
+        painter.drawPixmap(0, 0, top)
+        painter.drawPixmap(top.width() + 8, 0, bottom)
+        painter.end()
+        self.report["docker_shot"] = bool(both.save(shot, "PNG"))
 
     # ---- output --------------------------------------------------------------------
     def _dump_layers(self, tag: str) -> None:

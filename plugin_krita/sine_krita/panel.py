@@ -91,7 +91,9 @@ class SinePanel(qt.QWidget):
     # ---- widgets ---------------------------------------------------------------------
     def _build_ui(self) -> None:
         root = qt.QVBoxLayout(self)
-        form = qt.QFormLayout()
+        root.setContentsMargins(4, 4, 4, 4)
+        root.setSpacing(4)
+        form = _form()
         self.prompt_edit = qt.QLineEdit(self)
         self.prompt_edit.setPlaceholderText("what to change, e.g. wearing a red hat")
         self.subject_edit = qt.QLineEdit(self)
@@ -112,7 +114,7 @@ class SinePanel(qt.QWidget):
         self.advanced_toggle.setCheckable(True)
         root.addWidget(self.advanced_toggle)
         self.advanced = qt.QWidget(self)
-        adv = qt.QFormLayout(self.advanced)
+        adv = _form(self.advanced)
         adv.setContentsMargins(0, 0, 0, 0)
         self.seed_spin = _spin(self, 0, 2**31 - 1, 0)
         self.steps_spin = _spin(self, 1, 1000, DEFAULT_STEPS)
@@ -131,9 +133,9 @@ class SinePanel(qt.QWidget):
         adv.addRow("Seed", self.seed_spin)
         adv.addRow("Sampling steps", self.steps_spin)
         adv.addRow("Guidance w", self.guidance_spin)
-        adv.addRow("v (pre-trained weight)", self.v_spin)
+        adv.addRow("v (pre-trained)", self.v_spin)
         adv.addRow("K (guided above)", self.k_spin)
-        adv.addRow("Fine-tune method", self.method_combo)
+        adv.addRow("Fine-tune", self.method_combo)
         adv.addRow("Fine-tune steps", self.finetune_spin)
         adv.addRow("Output size", size_row)
         self.advanced.setVisible(False)
@@ -414,6 +416,14 @@ class SinePanel(qt.QWidget):
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
         self.preview_label.setVisible(True)
+
+
+def _form(parent: Any = None) -> Any:
+    """A form whose labels move above their fields when the docker is narrow."""
+    form = qt.QFormLayout(parent) if parent is not None else qt.QFormLayout()
+    form.setRowWrapPolicy(qt.WRAP_LONG_ROWS)
+    form.setFieldGrowthPolicy(qt.ALL_FIELDS_GROW)
+    return form
 
 
 def _spin(parent: Any, low: int, high: int, value: int, special: str = "") -> Any:

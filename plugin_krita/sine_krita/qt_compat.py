@@ -74,6 +74,8 @@ QToolButton = QtWidgets.QToolButton
 QVBoxLayout = QtWidgets.QVBoxLayout
 QWidget = QtWidgets.QWidget
 QApplication = QtWidgets.QApplication
+QScrollArea = QtWidgets.QScrollArea
+QFrame = QtWidgets.QFrame
 
 
 def _enum(owner: object, scoped: str, name: str) -> object:
@@ -88,6 +90,10 @@ IGNORE_ASPECT = _enum(Qt, "AspectRatioMode", "IgnoreAspectRatio")
 SMOOTH = _enum(Qt, "TransformationMode", "SmoothTransformation")
 TEXT_SELECTABLE = _enum(Qt, "TextInteractionFlag", "TextSelectableByMouse")
 RICH_TEXT_OFF = _enum(Qt, "TextFormat", "PlainText")
+SCROLLBAR_AS_NEEDED = _enum(Qt, "ScrollBarPolicy", "ScrollBarAsNeeded")
+NO_FRAME = _enum(QFrame, "Shape", "NoFrame")
+WRAP_LONG_ROWS = _enum(QFormLayout, "RowWrapPolicy", "WrapLongRows")
+ALL_FIELDS_GROW = _enum(QFormLayout, "FieldGrowthPolicy", "AllNonFixedFieldsGrow")
 
 
 def qimage_from_rgba(data: bytes, width: int, height: int) -> QImage:
