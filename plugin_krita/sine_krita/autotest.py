@@ -203,7 +203,8 @@ class AutoTest(qt.QObject):
 
     def _measure_docker(self, shot: str | None) -> None:
         """Where the docker sits on the screen and whether every part of the panel can be scrolled
-        into view; with ``shot``, the docker at the top and scrolled to the bottom, side by side."""
+        into view; with ``shot``, side by side: the docker as shown, the docker scrolled to the
+        bottom, and the whole panel it scrolls through."""
         panel = self._panel
         viewport = panel.parentWidget()
         scroll = viewport.parentWidget() if viewport is not None else None
@@ -234,11 +235,15 @@ class AutoTest(qt.QObject):
         bottom = dock.grab()
         if bar is not None:
             bar.setValue(0)
-        both = qt.QPixmap(top.width() + bottom.width() + 8, max(top.height(), bottom.height()))
+        whole = panel.grab()
+        shots = [top, bottom, whole]
+        both = qt.QPixmap(sum(p.width() for p in shots) + 16, max(p.height() for p in shots))
         both.fill(qt.QtGui.QColor(40, 40, 40))
         painter = qt.QtGui.QPainter(both)
-        painter.drawPixmap(0, 0, top)
-        painter.drawPixmap(top.width() + 8, 0, bottom)
+        x = 0
+        for pixmap in shots:
+            painter.drawPixmap(x, 0, pixmap)
+            x += pixmap.width() + 8
         painter.end()
         self.report["docker_shot"] = bool(both.save(shot, "PNG"))
 
