@@ -22,6 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
+from .devices import finetuned_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
 from .models import BaseModel
@@ -37,6 +38,7 @@ ARTIFACT_FORMAT = 2  # 2: LoRA on the ResNet convolutions and time projections t
 # the layout and colours live in the ResNet blocks.
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x3: 63 % of an SD1.5 entry at rank 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class FinetuneSettings:
     lr: float | None = None
     weight_decay: float = 0.01
     lora_rank: int = 8
+    lora_conv_rank: int | None = None  # rank of the 3x3 ResNet convolutions' adapters (None: lora_rank)
     train_text_encoder: bool | None = None
     train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
@@ -84,11 +87,18 @@ class FineTuned:
     """The per-image model: a fine-tuned UNet (with PE hook) and the text encoder that reads ĉ."""
 
     def __init__(self, base: BaseModel, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
-                 settings: FinetuneSettings, source_prompt: str) -> None:
+                 settings: FinetuneSettings, source_prompt: str, merge: bool = True) -> None:
+        """`unet`/`text_encoder`: the trained copies; LoRA adapters are merged into the UNet here (see
+        `_for_inference`) unless `merge` is False (the reference path of the equivalence tests)."""
         self.base = base
-        self.unet = unet
-        self.text_encoder = text_encoder
         self.settings = settings.resolved(base.recipes)
+        # What a LoRA artifact stores, taken before the adapters are merged away (fp16 on the CPU).
+        self.lora_state: dict[str, torch.Tensor] = (
+            _fp16_cpu(_unet_lora_state(unet, self.settings)) if self.settings.method == "lora" else {})
+        self.te_lora_state: dict[str, torch.Tensor] = (
+            _fp16_cpu(get_peft_model_state_dict(text_encoder))
+            if self.settings.method == "lora" and self.settings.train_text_encoder else {})
+        self.unet, self.text_encoder = _for_inference(base, unet, text_encoder, self.settings, merge)
         self.source_prompt = source_prompt
         self.pe_table = positional_table(base.pe_channels, base.pe_grid).to(base.device) if self.settings.positional else None
         self.pe_mode = interp_mode(self.settings.style)
@@ -98,7 +108,7 @@ class FineTuned:
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
         ids = self.base.tokenize([self.source_prompt])
-        return self.text_encoder(ids)[0].to(self.base.dtype)
+        return self.text_encoder(ids)[0].to(self.unet.dtype)
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
@@ -108,10 +118,9 @@ class FineTuned:
         s = self.settings
         files: list[Path] = []
         if s.method == "lora":
-            files.append(_save_tensors(_unet_lora_state(self.unet, s), folder / "unet_lora.safetensors"))
+            files.append(_save_tensors(self.lora_state, folder / "unet_lora.safetensors"))
             if s.train_text_encoder:
-                files.append(_save_tensors(get_peft_model_state_dict(self.text_encoder),
-                                           folder / "text_encoder_lora.safetensors"))
+                files.append(_save_tensors(self.te_lora_state, folder / "text_encoder_lora.safetensors"))
         else:
             files.append(_save_tensors(self.unet.state_dict(), folder / "unet.safetensors"))
             if s.train_text_encoder:
@@ -123,7 +132,7 @@ class FineTuned:
         return [*files, meta_path]
 
     @classmethod
-    def load(cls, folder: str | Path, base: BaseModel) -> FineTuned:
+    def load(cls, folder: str | Path, base: BaseModel, merge: bool = True) -> FineTuned:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "finetune.json").read_text())
@@ -141,27 +150,37 @@ class FineTuned:
             unet.load_state_dict(load_file(folder / "unet.safetensors"))
             if settings.train_text_encoder:
                 text_encoder.load_state_dict(load_file(folder / "text_encoder.safetensors"))
-        return cls(base, *_for_inference(base, unet, text_encoder), settings, meta["source_prompt"])
+        return cls(base, unet, text_encoder, settings, meta["source_prompt"], merge=merge)
 
     def export_unet(self, folder: str | Path) -> Path:
         """Save the fine-tuned UNet as a plain diffusers UNet (LoRA merged, no hook, no extra weights)."""
         unet = copy.deepcopy(self.unet)
         for hook in list(unet.conv_in._forward_hooks):
             del unet.conv_in._forward_hooks[hook]
-        if self.settings.method == "lora":
+        if self.settings.method == "lora" and getattr(unet, "peft_config", None):  # an unmerged copy
             unet.fuse_lora()
             unet.unload_lora()
         unet.save_pretrained(folder)
         return Path(folder)
 
     def nbytes(self) -> int:
+        """Bytes of the stored artifact's UNet tensors (fp16)."""
         if self.settings.method == "lora":
-            return sum(t.numel() * 2 for t in _unet_lora_state(self.unet, self.settings).values())
+            return sum(t.numel() * 2 for t in self.lora_state.values())
         return sum(p.numel() * 2 for p in self.unet.parameters())
+
+    def memory_bytes(self) -> int:
+        """Bytes this fine-tune holds in memory: its UNet copy, and its text encoder when it has its own."""
+        modules = [self.unet] + ([self.text_encoder] if self.text_encoder is not self.base.text_encoder else [])
+        return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+
+
+def _fp16_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
-    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}, path)
+    save_file(_fp16_cpu(state), path)
     return path
 
 
@@ -183,8 +202,11 @@ def _load_lora(module: torch.nn.Module, path: Path, base: BaseModel, conv_in: bo
         raise BadInput(f"{path} does not match this base model (unexpected {result.unexpected_keys[:3]})")
 
 
-def _lora_config(rank: int, targets: list[str]) -> LoraConfig:
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
+def _lora_config(rank: int, targets: list[str], ranks: dict[str, int] | None = None) -> LoraConfig:
+    """Scale 1 (alpha = rank) for every layer, also those `ranks` gives their own rank."""
+    ranks = {k: v for k, v in (ranks or {}).items() if v != rank}
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets,
+                      rank_pattern=ranks, alpha_pattern=dict(ranks))
 
 
 def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
@@ -196,7 +218,8 @@ def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DCondi
         if s.train_text_encoder:
             text_encoder.float().requires_grad_(True)
     else:
-        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS))
+        conv_rank = s.lora_rank if s.lora_conv_rank is None else s.lora_conv_rank
+        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS, {name: conv_rank for name in CONV_3X3_TARGETS}))
         _lora_params_fp32(unet)
         if s.train_conv_in:  # the PE is added right after conv_in: let the first layer make room for it
             unet.conv_in.float().requires_grad_(True)
@@ -215,13 +238,40 @@ def _lora_params_fp32(module: torch.nn.Module) -> None:
             param.requires_grad_(False)
 
 
-def _for_inference(base: BaseModel, unet: UNet2DConditionModel,
-                   text_encoder: CLIPTextModel) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    for module in (unet, text_encoder):
+def _for_inference(base: BaseModel, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                   s: FinetuneSettings, merge: bool = True) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """The trained copies ready to sample, in the fine-tuned dtype (`finetuned_dtype`: fp16 on CUDA,
+    where the base runs in bf16, whose 8-bit mantissa would round small weight changes away).
+
+    LoRA: the adapters are merged into the weights in fp32 (peft's merge through diffusers'
+    `fuse_lora`), then the UNet is cast once, so a fine-tuned call costs a plain UNet call and the
+    small changes meet a single rounding, to the fine-tuned dtype. The text encoder, when not trained,
+    is the base's own and is left alone."""
+    dtype = finetuned_dtype(base.device, base.dtype)
+    if s.method == "lora" and merge:
+        unet.float()
+        unet.fuse_lora()
+        unet.unload_lora()
+        if s.train_text_encoder:
+            text_encoder = _merge_peft_layers(text_encoder.float())
+    trained = [unet, text_encoder] if s.train_text_encoder else [unet]
+    for module in trained:
         module.requires_grad_(False)
         module.eval()
-        module.to(base.device, base.dtype)
+        module.to(base.device, dtype)
     return unet, text_encoder
+
+
+def _merge_peft_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """Merge peft LoRA layers injected with `inject_adapter_in_model` and put the plain layers back."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, child in list(module.named_modules()):
+        if isinstance(child, BaseTunerLayer):
+            child.merge()
+            parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+            setattr(parent, name.rsplit(".", 1)[-1], child.get_base_layer())
+    return module
 
 
 def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -328,7 +378,6 @@ def finetune(
         hook.remove()
         del optimizer
     _round_like_storage(s, unet, text_encoder)
-    unet, text_encoder = _for_inference(base, unet, text_encoder)
     return FineTuned(base, unet, text_encoder, s, source_prompt)
 
 

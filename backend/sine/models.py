@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .devices import pick_device, pick_dtype
+from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import ModelMissing
 from .recipes import RECIPES, Recipe, model_recipes
 
@@ -158,6 +158,8 @@ def load_base_model(
         if not (folder / name).is_dir():
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    if dev.type == "cpu":
+        apply_cpu_threads()  # no more threads than free cores (see devices.py)
     dt = pick_dtype(dev, dtype)
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dt)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dt)

@@ -164,7 +164,7 @@ class _Scorer:
                 self.ft_states.append(g.model.encode_source())
             else:
                 ids = base.tokenize([settings.finetuned_prompt])
-                self.ft_states.append(g.model.text_encoder(ids)[0].to(base.dtype))
+                self.ft_states.append(g.model.text_encoder(ids)[0].to(g.model.unet.dtype))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
         if settings.finetuned_only and guides:
             model = guides[0].model
@@ -219,8 +219,9 @@ class _Scorer:
         g, n = self.guides[i], len(tiles)
         pes = [self._pe(g, tile) for tile in tiles]
         pe = None if pes[0] is None else torch.stack(pes)
+        unet = g.model.unet  # its own dtype (fp16 on CUDA, see finetuned_dtype)
         with g.model.hook.using(pe):
-            return g.model.unet(z, t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
+            return unet(z.to(unet.dtype), t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
                                 t_in: torch.Tensor) -> Scores:
@@ -228,8 +229,9 @@ class _Scorer:
         pes = [self._pe(g, tile) for tile in tiles]
         pe = None if pes[0] is None else torch.stack(pes * 2)
         states = torch.cat([self.ft_uncond.expand(n, -1, -1), self.ft_states[0].expand(n, -1, -1)])
+        unet = g.model.unet
         with g.model.hook.using(pe):
-            eps = g.model.unet(torch.cat([z, z]), t_in, states).sample.float()
+            eps = unet(torch.cat([z, z]).to(unet.dtype), t_in, states.to(unet.dtype)).sample.float()
         return Scores(eps[:n], eps[n:], [], [])
 
 
@@ -329,10 +331,14 @@ def sample_edits(
     source: Image.Image | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Image.Image]:
-    """`count` edits from seeds seed, seed+1, … (each the image `sample_edit` gives for that seed, up to
-    batching's float rounding), sampled `settings.batch` at a time in one latent, one at a time in tiles."""
+    """`count` edits from seeds seed, seed+1, … (or `seeds`, then count = len(seeds)); each is the image
+    `sample_edit` gives for its seed, up to batching's float rounding. Sampled `settings.batch` at a time
+    in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
+    seeds = list(seeds) if seeds is not None else [s.seed + i for i in range(count)]
+    count = len(seeds)
     check_size(width, height)
     if not 1 <= s.steps <= 1000:
         raise BadInput(f"steps must be 1..1000, not {s.steps}")
@@ -356,7 +362,6 @@ def sample_edits(
     inversion = len(timesteps) - first if s.start == "inversion" else 0
     per_group = inversion + len(timesteps) - first + (len(timesteps) - restart if refine else 0)
     batch = max(1, s.batch) if len(plan.tiles) == 1 and not refine else 1
-    seeds = [(s.seed + i) % 2**32 for i in range(count)]
     groups = [seeds[i:i + batch] for i in range(0, count, batch)]
     total = per_group * len(groups)
     f = base.vae_scale_factor

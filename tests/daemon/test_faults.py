@@ -23,7 +23,9 @@ FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 @pytest.fixture(scope="module")
 def daemon(tiny_model: Path):
     root = Path(tempfile.mkdtemp(prefix="sd-"))
-    proc = DaemonProcess(root, tiny_model, extra=FAST).start()
+    proc = DaemonProcess(root, tiny_model, extra=FAST)
+    proc.env["SINE_LOADED_BUDGET"] = "0"  # no fine-tunes kept in memory: these tests are about the disk cache
+    proc.start()
     yield proc
     assert proc.stop() == 0, proc.output()
 

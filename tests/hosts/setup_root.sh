@@ -26,14 +26,13 @@ mount_root
 printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"; chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 
 log "apt-get install (gimp, krita, python3-gi, python3-pyqt5, python3-zmq, xvfb)"
-# xdotool: the GIMP undo test presses Ctrl+Z in the GUI. x11-utils/x11-apps: xwininfo/xwd, to see
-# what a hung Xvfb run is showing (debug only)
+# x11-utils/x11-apps: xwininfo/xwd, to see what a hung Xvfb run is showing (debug only)
 chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     EXTRA_PKGS="${EXTRA_PKGS-x11-utils x11-apps}" \
     sh -c 'apt-get -o Acquire::Check-Valid-Until=false update -q && apt-get install -y -q --no-install-recommends \
         gimp gir1.2-gimp-3.0 python3-gi python3 python3-zmq \
         krita python3-pyqt5 \
-        xvfb xauth dbus dbus-x11 xdotool $EXTRA_PKGS && apt-get clean' >"/tmp/sine-root-apt-$SUITE.log" 2>&1 \
+        xvfb xauth dbus dbus-x11 $EXTRA_PKGS && apt-get clean' >"/tmp/sine-root-apt-$SUITE.log" 2>&1 \
     || { tail -30 "/tmp/sine-root-apt-$SUITE.log"; exit 1; }
 T2=$(date +%s)
 

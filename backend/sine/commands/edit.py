@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import SineError
+from ..errors import BadInput, SineError
+from ..images import load_image
 from ..preflight import check_edit_inputs, float_in, int_in
 from ..shapes_check import DEMO_MODEL_NOTE, looks_like_shapes_world
 
@@ -36,6 +37,21 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="how to render canvases larger than the working size")
     p.add_argument("--refine-strength", type=float_in(0.0, 1.0, low_open=True), default=0.5,
                    help="refine: share of the steps re-run at full size (0..1]")
+    p.add_argument("--strength", type=float_in(0.0, 1.0, low_open=True), default=None,
+                   help="how much to change: the share of the steps run from the source noised to that level "
+                        "(1 = from pure noise, SINE as published; default: the engine's)")
+    p.add_argument("--start", choices=("noise", "inversion"), default=None,
+                   help="strength < 1 starts from random noise over the source, or from the source's own noise "
+                        "(DDIM inversion with the fine-tuned model; one result)")
+    p.add_argument("--count", type=int_in(1, 8), default=1,
+                   help="several results (seeds SEED, SEED+1, ...): OUT becomes OUT-1.png ... OUT-N.png")
+    p.add_argument("--style-from", default=None, metavar="IMAGE",
+                   help="a second picture whose look the edit takes (multi-model guidance; fine-tuned too)")
+    p.add_argument("--style-subject", default="", help="what the style picture shows")
+    p.add_argument("--style-weight", type=float_in(0.0, 1.0), default=None,
+                   help="β of the style model (default: the engine's)")
+    p.add_argument("--content-weight", type=float_in(0.0, 1.0), default=None,
+                   help="β of the source's model with --style-from (default: 1 - v)")
     p.add_argument("--mask", default=None, help="selection mask image (white = edit); outside stays untouched")
     p.add_argument("--weights", default=None, help="folder for the fine-tuned weights: reused when present")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -60,6 +76,11 @@ def _run(args: argparse.Namespace) -> int:
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
     if inputs.is_demo_model and not looks_like_shapes_world(source):
         print(DEMO_MODEL_NOTE, file=sys.stderr)
+    if args.start == "inversion" and args.count > 1:
+        raise BadInput("--start inversion is deterministic (every seed gives the same picture): use --count 1")
+    if (args.style_weight is not None or args.content_weight is not None) and not args.style_from:
+        raise BadInput("--style-weight and --content-weight need --style-from IMAGE")
+    style_image = load_image(args.style_from) if args.style_from else None
 
     from PIL import Image
     from tqdm import tqdm
@@ -69,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..images import with_source_alpha
     from ..models import load_base_model
     from ..prompts import source_prompt
-    from ..sampler import SamplingSettings, sample_edit
+    from ..sampler import SamplingSettings, content_and_style_guides, sample_edits
 
     t0 = time.perf_counter()
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
@@ -88,22 +109,43 @@ def _run(args: argparse.Namespace) -> int:
             model = finetune(base, source, prompt_src, settings, progress=on_train)
         if weights is not None:
             model.save(weights)
+    controls = {name: getattr(args, name) for name in ("strength", "start") if getattr(args, name) is not None}
     sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
-                                strategy=args.strategy, refine_strength=args.refine_strength)
+                                strategy=args.strategy, refine_strength=args.refine_strength, **controls)
+    guides = model
+    if style_image is not None:
+        style_settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=args.patch,
+                                          style=args.style, lr=args.lr, seed=args.seed)
+        with tqdm(total=style_settings.resolved(base.recipes).steps, desc="fine-tuning (style)", unit="step") as bar:
+            style_model = finetune(base, style_image, source_prompt(args.style_subject, args.style), style_settings,
+                                   progress=lambda step, total, loss: bar.update(step - bar.n))
+        guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
+                                          style_weight=args.style_weight)
     with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
-            bar.total = total  # `refine` adds a second pass
+            bar.total = total  # `refine` adds a second pass; strength, inversion and several results change it
             bar.update(step - bar.n)
 
-        image = sample_edit(base, model, args.prompt, width, height, sampling, progress=advance)
-    result = with_source_alpha(image, source)
-    if mask is not None:
-        resized = source.resize((width, height), Image.Resampling.BICUBIC) \
-            if source.size != (width, height) else source
-        result = composite_under_mask(resized, result, mask.resize((width, height)))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.save(out)
-    print(f"wrote {out} ({width}×{height}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        images = sample_edits(base, guides, args.prompt, width, height, sampling, count=args.count, source=source,
+                              progress=advance)
+    if mask is not None and source.size != (width, height):
+        source_at_size = source.resize((width, height), Image.Resampling.BICUBIC)
+    else:
+        source_at_size = source
+    for out, image in zip(output_paths(Path(args.out), len(images)), images, strict=True):
+        result = with_source_alpha(image, source)
+        if mask is not None:
+            result = composite_under_mask(source_at_size, result, mask.resize((width, height)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.save(out)
+        print(f"wrote {out} ({width}×{height})", file=sys.stderr)
+    print(f"done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """OUT for one result; OUT-1.png … OUT-N.png (the suffix kept) for several."""
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(1, count + 1)]

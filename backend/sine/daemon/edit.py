@@ -12,6 +12,7 @@ from PIL import Image
 
 from sine.cache import WeightCache, cache_key
 from sine.compositing import composite_under_mask
+from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
 from sine_protocol.frames import RGBAImage
@@ -33,6 +34,7 @@ class EditOutcome:
     cache_hit: bool
     timings: dict[str, float]
     style_cache_hit: bool | None = None  # None: no style picture
+    memory_hit: bool = False  # the source's fine-tune was still loaded from an earlier job: no disk read
 
     @property
     def image(self) -> RGBAImage:
@@ -64,18 +66,19 @@ def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings
 
 
 def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: ProgressReporter,
-             should_stop: Any) -> EditOutcome:
+             should_stop: Any, loaded: LoadedFinetunes | None = None) -> EditOutcome:
     """Run one edit end to end; raises Cancelled when ``should_stop()`` turns true between steps."""
     ft_mod, sampler_mod, prompts_mod = _engine()
     t0 = time.perf_counter()
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
-    tuned, cache_hit = _finetuned(request, request.image, request.subject, base, cache, report, should_stop, timings)
+    tuned, cache_hit, memory_hit = _finetuned(request, request.image, request.subject, base, cache, report,
+                                              should_stop, timings, loaded)
     guides: Any = tuned
     style_hit = None
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
-        style_tuned, style_hit = _finetuned(request, request.style_image, request.style_subject, base, cache, report,
-                                            should_stop, timings)
+        style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
+                                               report, should_stop, timings, loaded)
         guides = sampler_mod.content_and_style_guides(
             tuned, style_tuned, _sampling_settings(sampler_mod, request),
             content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
@@ -85,7 +88,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     sampling_settings = _sampling_settings(sampler_mod, request)
     report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
     edited = sampler_mod.sample_edits(
-        base, guides, request.prompt, out_w, out_h, sampling_settings, count=request.count, source=source,
+        base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
         should_stop=should_stop,
     )
@@ -97,7 +100,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     results = [finish_image(image, source, request) for image in edited]
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome([RGBAImage(r.width, r.height, r.tobytes()) for r in results], request.seeds, cache_hit,
-                       {k: round(v, 4) for k, v in timings.items()}, style_hit)
+                       {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit)
 
 
 def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
@@ -110,9 +113,11 @@ def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
 
 
 def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, cache: WeightCache,
-               report: ProgressReporter, should_stop: Any, timings: dict[str, float]) -> tuple[Any, bool]:
-    """The fine-tuned model of `image` (the source, or the style picture): from the cache, or fine-tuned and
-    cached. Returns (model, cache hit); adds to the load and fine-tune timings."""
+               report: ProgressReporter, should_stop: Any, timings: dict[str, float],
+               loaded: LoadedFinetunes | None = None) -> tuple[Any, bool, bool]:
+    """The fine-tuned model of `image` (the source, or the style picture): still loaded in memory, from the
+    cache, or fine-tuned and cached. Returns (model, cache hit, memory hit); adds to the load and fine-tune
+    timings."""
     ft_mod, _, prompts_mod = _engine()
     picture = Image.frombytes("RGBA", image.size, image.data)
     prompt_src = prompts_mod.source_prompt(subject, request.style)
@@ -125,8 +130,9 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
         if should_stop():
             raise Cancelled("cancelled before it started")
         t_load = time.perf_counter()
-        folder = cache.lookup(key)
-        tuned = None
+        tuned = loaded.get(key) if loaded is not None else None
+        memory_hit = cache_hit = tuned is not None
+        folder = None if memory_hit else cache.lookup(key)
         if folder is not None:
             try:
                 tuned = ft_mod.FineTuned.load(folder, base)
@@ -150,7 +156,9 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
                 cache.store(key, _saver(tuned), settings_dict)
             except OSError as exc:  # a full disk costs the cache, not the edit
                 log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
-    return tuned, cache_hit
+        if loaded is not None:
+            loaded.put(key, tuned)
+    return tuned, cache_hit, memory_hit
 
 
 def _saver(tuned: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from sine.cache import WeightCache
 from sine.daemon.edit import run_edit
 from sine.daemon.jobs import CANCELLED as STATE_CANCELLED
 from sine.daemon.jobs import DONE, FAILED, Job, JobQueue
+from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
 from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
@@ -59,6 +61,7 @@ class Worker(threading.Thread):
         self.preview_every = preview_every
         self.threads = threads
         self.base: Any = None
+        self.loaded = LoadedFinetunes()  # the last few fine-tunes, so a second edit skips the disk
         self.model_error: str | None = None
         self.ready = threading.Event()  # set once the model loaded or failed to
         self.stopping = threading.Event()
@@ -84,12 +87,11 @@ class Worker(threading.Thread):
 
     def _load_model(self) -> None:
         try:
-            import torch
-
+            from sine.devices import THREADS_ENV
             from sine.models import load_base_model
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
+            if self.threads:  # fixed; otherwise chosen from the free cores before every job
+                os.environ[THREADS_ENV] = str(self.threads)
             t0 = time.perf_counter()
             self.base = load_base_model(self.model, device=self.device)
             from sine.devices import describe_device
@@ -119,13 +121,19 @@ class Worker(threading.Thread):
                 state, final = FAILED, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id)
             else:
                 job.phase = "finetune"
-                outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop)
+                if self.base.device.type == "cpu":
+                    from sine.devices import apply_cpu_threads
+
+                    log.info("job %s: %d CPU threads", job.id[:8], apply_cpu_threads())
+                outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop,
+                                   self.loaded)
                 if job.should_stop():
                     raise _JobCancelled
                 state = DONE
                 extra = {} if outcome.style_cache_hit is None else {"style_cache_hit": outcome.style_cache_hit}
                 final = make_reply(RESULT, job.request_id, [image_blob(image) for image in outcome.images], job=job.id,
-                                   seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings,
+                                   seed=job.request.seed, cache_hit=outcome.cache_hit, memory_hit=outcome.memory_hit,
+                                   timings=outcome.timings,
                                    results=[{"index": i, "seed": s} for i, s in enumerate(outcome.seeds)], **extra)
                 log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply, never a dead worker
@@ -143,6 +151,7 @@ class Worker(threading.Thread):
             return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id, stopped_at=stopped_at)
         if is_out_of_memory(exc):
             log.warning("job %s: out of memory: %s", job.id[:8], exc)
+            self.loaded.clear()  # kept fine-tunes give their memory back first
             free_accelerator_memory()
             return FAILED, make_error(OUT_OF_MEMORY, "not enough GPU memory for this edit; try a smaller size or"
                                       " close other GPU programs", job.request_id, job.id, retriable=True)

@@ -3,7 +3,7 @@
 A 203x141 layer with transparent holes and a band of partial alpha sits at (37, 59) on a 1001x777
 canvas, at 8 and at 16 bits a channel. Edited with and without a marquee that reaches past the
 layer, the result must be a layer of the source's size at its offsets, with its alpha, equal to the
-source (at the image's own precision) outside the selection; one Ctrl+Z in GIMP's window removes it.
+source (at the image's own precision) outside the selection; one Edit > Undo in GIMP's window removes it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ CASES = {"u8-whole": (8, False), "u8-select": (8, True), "u16-select": (16, True
 
 @pytest.fixture(scope="module")
 def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
-    """One GIMP GUI session (Xvfb) editing every case; each then presses Ctrl+Z once."""
+    """One GIMP GUI session (Xvfb) editing every case; each then presses Edit > Undo once."""
     work = gimp_home.host / "work" / "layers"
     work.mkdir(parents=True, exist_ok=True)
     write_png(work / "layer8.png", layer_picture8())
@@ -42,7 +42,8 @@ def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
     cases = []
     for name, (bits, select) in CASES.items():
         case = {"name": name, "input": gimp_home.inside(work / f"layer{bits}.png"),
-                "out": gimp_home.inside(work / name), "canvas": [*CANVAS, x0, y0], "args": ARGS, "undo": True,
+                "out": gimp_home.inside(work / name), "canvas": [*CANVAS, x0, y0], "args": ARGS,
+                "display": True, "undo_after": True,
                 "dump_format": "R'G'B'A u16" if bits == 16 else None}  # fmt: skip
         if select:
             case["select"] = list(SELECT_BOX)
@@ -50,7 +51,7 @@ def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
     cases.append({"name": "off-layer", "input": gimp_home.inside(work / "layer8.png"),
                   "out": gimp_home.inside(work / "off-layer"), "canvas": [*CANVAS, x0, y0], "args": ARGS,
                   "select": [700, 600, 200, 100]})  # fmt: skip  (right of and below the layer)
-    run = run_gimp(gimp_home, cases, daemon_env, gui=True, windows=True)
+    run = run_gimp(gimp_home, cases, daemon_env, windows=True)
     print(f"GIMP GUI session ({len(cases)} cases, {gimp_home.root.name}): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     return {c["name"]: work / c["name"] for c in cases}

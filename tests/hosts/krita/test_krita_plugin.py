@@ -166,7 +166,7 @@ def bgra8_to_rgba(data: bytes) -> bytes:
 
 def run_panel_job(
     home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None, image: str = "png",
-    endpoint: str | None = None, screen: str = "1280x960", **job_extra: Any,
+    endpoint: str | None = None, screen: str = "1280x960x24", **job_extra: Any,
 ) -> Run:
     """Run Krita once with the automation job; returns its report (asserting it finished).
 
@@ -190,7 +190,8 @@ def run_panel_job(
     out, shot, job = work / "out", work / "krita-panel.png", work / "job.json"
     job.write_text(json.dumps({
         "input": home.inside(image_file), "out_dir": home.inside(out), "screenshot": home.inside(shot),
-        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240, **job_extra,
+        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240,
+        "choices_screenshot": home.inside(work / "krita-choices.png"), **job_extra,
     }))  # fmt: skip
     home.chown()
     if endpoint is None:
@@ -198,11 +199,10 @@ def run_panel_job(
         # so the panel's edit and the reference edit must both be cache hits to compare exactly.
         daemon_edit(daemon, source, settings)
 
-    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": endpoint or daemon.endpoint,
-           "KSCREEN": f"-screen 0 {screen}x24"}  # fmt: skip
+    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": endpoint or daemon.endpoint, "KSCREEN": screen}
     snippet = (
         'RC_ENV=(SINE_KRITA_AUTOTEST="$KJOB" SINE_ENDPOINT="$KENDPOINT"); '
-        'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "$KSCREEN" krita --nosplash'
+        'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 ${KSCREEN}" krita --nosplash'
     )
     t0 = time.monotonic()
     done = lib_sh(home.root, snippet, env, timeout=430)
@@ -218,6 +218,8 @@ def run_panel_job(
     (ARTIFACTS / f"krita-{name}.json").write_text(json.dumps(report, indent=1))
     if shot.exists():
         shutil.copyfile(shot, ARTIFACTS / f"krita-{name}.png")
+    if (work / "krita-choices.png").exists():
+        shutil.copyfile(work / "krita-choices.png", ARTIFACTS / f"krita-{name}-choices.png")
     assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
     print(f"{name}: krita run {seconds:.1f} s, edit clicked at {report['edit_clicked_s']} s, "
           f"done at {report['total_s']} s, longest event-loop gap {report.get('max_event_gap_ms')} ms")  # fmt: skip
@@ -245,7 +247,7 @@ def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = Non
 def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     """The whole edit on a 1280x768 screen, Advanced open; the docker must fit and show everything."""
     docker_shot = krita_home.host / "docker-768.png"
-    run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768",
+    run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
                         docker_shot=krita_home.inside(docker_shot))  # fmt: skip
     report = run.report
     assert report["connection"].startswith("daemon ") and " on cpu" in report["connection"].lower()
@@ -387,3 +389,84 @@ def test_an_offset_layer_smaller_than_the_canvas(krita_home, sine_daemon, name, 
     inside = selection_in_layer() if select else np.ones((h, w), bool)
     assert int(differ[~inside].sum()) == 0, f"{int(differ[~inside].sum())} pixels outside the selection changed"
     assert differ[inside & (expected[..., 3] > 0)].mean() > 0.5, "the edit changed (almost) nothing"
+
+
+def daemon_edits(daemon, source: bytes, settings: dict[str, Any]) -> list[bytes]:
+    """The daemon's images for the panel's request with strength, start and count."""
+    client = daemon.client()
+    try:
+        sampling = {"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"],
+                    "strength": settings["strength"], "start": settings.get("start", "noise")}  # fmt: skip
+        rid = client.submit_edit(
+            RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
+            style=settings["style"], seed=settings["seed"], sampling=sampling,
+            finetune={"method": settings["method"], "steps": settings["finetune_steps"], "patch": True},
+            output_size=(WIDTH, HEIGHT), count=settings["count"],
+        )  # fmt: skip
+        return [image.data for image in client.wait_result(rid, timeout=180).images]
+    finally:
+        client.close()
+
+
+def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
+    """Three results at strength 0.5 on a 1280x768 screen: the painter applies the second, discards the others."""
+    settings = {**SETTINGS, "prompt": "make the circle purple", "seed": 20, "count": 3, "strength": 0.5}
+    run = run_panel_job(krita_home, sine_daemon, "three", settings, screen="1280x768x24", apply_index=1)
+    report = run.report
+    before = [layer["name"] for layer in report["layers_before"]]
+    assert report["result_cards"] == ["seed 20", "seed 21", "seed 22"]
+    assert report["layers_before_apply"] == before  # nothing in the document until the painter chooses
+    assert report["choice_states"] == ["discarded", "applied", "discarded"]
+    assert [r["seed"] for r in report["result_header"]["results"]] == [20, 21, 22]
+
+    after = report["layers_after"]
+    assert [layer["name"] for layer in after] == [before[0], "SINE: make the circle purple (seed 21)", *before[1:]]
+    new = after[1]
+    assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    # The applied layer is exactly the daemon's second image for the same request, strength 0.5 included:
+    # at strength 1.0 the same seed gives another picture, so the slider's value reached the daemon.
+    expected = daemon_edits(sine_daemon, run.source, settings)
+    assert len(expected) == 3 and run.raw(new) == expected[1]
+    assert run.raw(new) != daemon_edits(sine_daemon, run.source, {**settings, "strength": 1.0})[1]
+    assert run.raw(after[0]) == run.source
+    # Discarded results left nothing; the applied one is a single undo step.
+    assert [name for name in report["layers_after_undo"] if name != "Selection Mask"] == before
+    assert report["history"] == [
+        f"make the circle purple (seed {seed}, strength 0.50): {state}"
+        for seed, state in ((20, "discarded"), (21, "applied"), (22, "discarded"))
+    ]
+    assert report.get("choices_screenshot") is True
+
+
+def test_style_from_layer_reaches_the_daemon(krita_home, sine_daemon, tmp_path):
+    """"Style from layer" = the square layer of a two-layer document: its own pixels and the weight are sent."""
+    settings = {**SETTINGS, "prompt": "paint it in that colour", "seed": 4, "source": "visible",
+                "style_layer": "square", "style_weight": 0.4}  # fmt: skip
+    x0, y0, w, h = SQUARE
+    style = RGBAImage(w, h, bytes((40, 200, 60, 255)) * (w * h))  # the square layer at its own bounds
+    client_settings = {**settings, "count": 1, "strength": 1.0}
+
+    def with_style(style_image: RGBAImage | None) -> bytes:
+        client = sine_daemon.client()
+        try:
+            sampling = {"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"],
+                        "strength": 1.0, "start": "noise"}  # fmt: skip
+            if style_image is not None:
+                sampling["style_weight"] = settings["style_weight"]
+            rid = client.submit_edit(
+                RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
+                style=settings["style"], seed=settings["seed"], sampling=sampling,
+                finetune={"method": settings["method"], "steps": settings["finetune_steps"], "patch": True},
+                output_size=(WIDTH, HEIGHT), style_image=style_image,
+            )  # fmt: skip
+            return client.wait_result(rid, timeout=180).image.data
+        finally:
+            client.close()
+
+    source = make_layered_ora(tmp_path / "same.ora")  # the document's composite, to warm both fine-tunes
+    with_style(style)
+    run = run_panel_job(krita_home, sine_daemon, "style", client_settings, image="ora")
+    assert run.source == source
+    _, _, new = new_layer(run, settings)
+    assert run.raw(new) == with_style(style)  # exactly the daemon's answer with that style picture and weight
+    assert run.raw(new) != with_style(None)
