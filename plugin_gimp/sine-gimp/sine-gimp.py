@@ -59,7 +59,13 @@ def _connect(interactive: bool):
         ):
             raise
         Gimp.progress_set_text("SINE: starting the daemon")
-        return start_daemon_and_connect(idle=sine_gimp_ui.pump_events)
+        # A window with a moving bar and Cancel while it starts; the log path only if it fails.
+        window = sine_gimp_ui.ProgressWindow("SINE: starting the daemon")
+        window.set_text("Starting the SINE daemon (the first start loads the model)…")
+        try:
+            return start_daemon_and_connect(should_cancel=window.poll_cancel, idle=window.pulse)
+        finally:
+            window.close()
 
 
 def _edit(

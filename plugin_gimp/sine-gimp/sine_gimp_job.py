@@ -176,7 +176,7 @@ def start_daemon_and_connect(
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if should_cancel():
-            raise EditCancelled()
+            raise EditCancelled("Stopped waiting for the SINE daemon to start (it may still be starting).")
         try:
             return connect(endpoint)
         except DaemonNotRunning:

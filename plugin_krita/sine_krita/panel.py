@@ -390,8 +390,10 @@ class SinePanel(qt.QWidget):
             if time.monotonic() < self._starting_until:
                 self.connection_label.setText("daemon: starting... (not answering yet)")
                 return
-            self.connection_label.setText(f"not connected: {event.message}")
-            self.start_button.setVisible(bool(header.get("installed")) and daemon_installed())
+            startable = bool(header.get("installed")) and daemon_installed()
+            hint = "press Start daemon" if startable else "start it with `sine daemon` in a terminal"
+            self.connection_label.setText(f"not connected: {event.message}; {hint}.")
+            self.start_button.setVisible(startable)
             self._reprobe.start(REPROBE_MS)
         elif self.state != "running" or event.ticket != self._ticket:
             return  # late events of an edit that already ended here

@@ -206,3 +206,13 @@ def test_failure_placing_the_result_is_shown_and_the_next_edit_works(panel, monk
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert panel.state == "done", panel.last_error
     assert [n.name() for n in doc.topLevelNodes()] == ["layer 0", "SINE: second (seed 0)", "layer 1"]
+
+
+def test_an_unreachable_daemon_is_described_in_words_once():
+    from sine_krita.daemon_link import describe_error
+
+    from sine_protocol.errors import DaemonUnavailable
+
+    exc = DaemonUnavailable("daemon not reachable at tcp://127.0.0.1:9 — start it with `sine daemon` or from the "
+                            "plugin ([Errno 111] Connection refused)")  # fmt: skip
+    assert describe_error(exc) == "daemon not reachable at tcp://127.0.0.1:9"
