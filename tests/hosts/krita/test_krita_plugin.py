@@ -206,8 +206,11 @@ def run_panel_job(
     )
     t0 = time.monotonic()
     done = lib_sh(home.root, snippet, env, timeout=430)
-    if "could not connect to display" in done.stdout + done.stderr and not (out / "result.json").exists():
-        done = lib_sh(home.root, snippet, env, timeout=430)  # Xvfb lost a start-up race (seen once under load): retry once
+    lost_display = ("could not connect to display", "no Qt platform plugin could be initialized")
+    if any(text in done.stdout + done.stderr for text in lost_display) and not (out / "result.json").exists():
+        # Xvfb lost a start-up race (seen under load, and when two roots' Xvfb pick the same display
+        # number: each chroot has its own /tmp for xvfb-run -a's lock files): retry once
+        done = lib_sh(home.root, snippet, env, timeout=430)
     seconds = time.monotonic() - t0
     log = done.stdout + done.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
