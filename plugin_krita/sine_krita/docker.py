@@ -6,6 +6,7 @@ Extension's menu actions (and the automation hook) can find the one of the activ
 
 from __future__ import annotations
 
+import traceback
 import weakref
 from typing import Any
 
@@ -53,7 +54,12 @@ class SineDocker(DockWidget):
             notifier.applicationClosing.connect(self.panel.shutdown)
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 (Krita's API name)
-        """Required by DockWidget; the panel reads the active document when Edit is pressed."""
+        """Another view got the focus: show that document's history (the panel reads the active
+        document itself when Edit is pressed)."""
+        try:
+            self.panel.refresh_history()
+        except Exception:  # never let a docker callback reach Krita's modal error dialog
+            traceback.print_exc()
 
 
 def panel_for(qwindow: Any = None) -> SinePanel | None:

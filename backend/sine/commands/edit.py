@@ -12,6 +12,8 @@ from ..images import load_image
 from ..preflight import check_edit_inputs, float_in, int_in
 from ..shapes_check import DEMO_MODEL_NOTE, looks_like_shapes_world
 
+STARTED = time.perf_counter()  # this module loads as `sine` starts: the estimate's total counts from here
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("edit", help="edit one image with a text prompt (SINE)",
@@ -86,49 +88,64 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..compositing import composite_under_mask
+    from ..devices import describe_device
+    from ..estimate import describe, estimate, observed_rates, rates_for, remember_rates, sampling_work
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
     from ..models import load_base_model
     from ..prompts import source_prompt
     from ..sampler import SamplingSettings, content_and_style_guides, sample_edits
 
-    t0 = time.perf_counter()
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
     settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=args.patch, style=args.style,
-                                lr=args.lr, seed=args.seed)
-    weights = Path(args.weights) if args.weights else None
-    if weights is not None and (weights / "finetune.json").exists():
-        model = FineTuned.load(weights, base)
-        print(f"reusing fine-tuned weights from {weights}", file=sys.stderr)
-    else:
-        with tqdm(total=settings.resolved(base.recipes).steps, desc="fine-tuning", unit="step") as bar:
-            def on_train(step: int, total: int, loss: float) -> None:
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss:.4f}")
-            model = finetune(base, source, prompt_src, settings, progress=on_train)
-        if weights is not None:
-            model.save(weights)
+                                lr=args.lr, seed=args.seed).resolved(base.recipes)
     controls = {name: getattr(args, name) for name in ("strength", "start") if getattr(args, name) is not None}
     sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
                                 strategy=args.strategy, refine_strength=args.refine_strength, **controls)
+    weights = Path(args.weights) if args.weights else None
+    reuse = weights is not None and (weights / "finetune.json").exists()
+    rates = rates_for(base, settings, log=lambda msg: print(msg, file=sys.stderr))
+    ft_steps = (0 if reuse else int(settings.steps)) + (int(settings.steps) if style_image is not None else 0)
+    work = sampling_work(base, width, height, sampling, ft_steps, count=args.count)
+    expected = estimate(rates, work)
+    so_far = time.perf_counter() - STARTED
+    print(f"{describe(expected, work, so_far)} on {describe_device(base.device)}", file=sys.stderr)
+    ft_marks: list[float] = []
+    sample_marks: list[float] = []
+    t_work = time.perf_counter()
+    if reuse:
+        model = FineTuned.load(weights, base)
+        print(f"reusing fine-tuned weights from {weights}", file=sys.stderr)
+    else:
+        with tqdm(total=settings.steps, desc="fine-tuning", unit="step") as bar:
+            def on_train(step: int, total: int, loss: float) -> None:
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                ft_marks.append(time.perf_counter())
+            model = finetune(base, source, prompt_src, settings, progress=on_train)
+        if weights is not None:
+            model.save(weights)
     guides = model
     if style_image is not None:
-        style_settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=args.patch,
-                                          style=args.style, lr=args.lr, seed=args.seed)
-        with tqdm(total=style_settings.resolved(base.recipes).steps, desc="fine-tuning (style)", unit="step") as bar:
-            style_model = finetune(base, style_image, source_prompt(args.style_subject, args.style), style_settings,
+        with tqdm(total=settings.steps, desc="fine-tuning (style)", unit="step") as bar:
+            style_model = finetune(base, style_image, source_prompt(args.style_subject, args.style), settings,
                                    progress=lambda step, total, loss: bar.update(step - bar.n))
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
+    t_sample = time.perf_counter()
     with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
             bar.total = total  # `refine` adds a second pass; strength, inversion and several results change it
             bar.update(step - bar.n)
+            sample_marks.append(time.perf_counter())
 
         images = sample_edits(base, guides, args.prompt, width, height, sampling, count=args.count, source=source,
                               progress=advance)
+    if style_image is None:  # the rates of a plain edit (a style model adds calls the count does not know)
+        remember_rates(base, settings.method, observed_rates(rates, work, ft_marks, t_work, sample_marks, t_sample,
+                                                             time.perf_counter()))
     if mask is not None and source.size != (width, height):
         source_at_size = source.resize((width, height), Image.Resampling.BICUBIC)
     else:
@@ -140,7 +157,9 @@ def _run(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         result.save(out)
         print(f"wrote {out} ({width}×{height})", file=sys.stderr)
-    print(f"done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    now = time.perf_counter()
+    print(f"done in {now - STARTED:.1f} s (estimate {so_far + expected.total_s:.1f} s: {so_far:.1f} s before it "
+          f"+ {expected.total_s:.1f} s to go, which took {now - t_work:.1f} s)", file=sys.stderr)
     return 0
 
 
