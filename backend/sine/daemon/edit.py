@@ -204,11 +204,15 @@ def _saver(tuned: Any) -> Any:
 
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
-    """Exactly ``request.output`` pixels, RGBA; with a mask, the source shows through wherever it is 0."""
+    """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
+    with a mask, the source shows through wherever it is 0."""
+    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
+
     out_size = tuple(request.output)
     result = edited.convert("RGBA")
     if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
         result = result.resize(out_size, Image.Resampling.LANCZOS)
+    result = with_source_alpha(result, source)
     if request.mask is None:
         return result
     mask = Image.frombytes("L", request.mask.size, request.mask.data)
