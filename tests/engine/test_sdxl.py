@@ -81,9 +81,11 @@ def test_crop_conditioning_tells_the_crops_true_place():
     assert original == (64.0, 64.0) and crop == (16.0, 32.0) and target == (32.0, 32.0)
 
 
-def test_finetune_lowers_the_loss_on_the_source(xl, source_image):
-    untrained = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=0, patch=True))
-    trained = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=25, lr=3e-2, patch=True))
+@pytest.mark.parametrize("method,lr", [("lora", 3e-2), ("full", 1e-3)])
+def test_finetune_lowers_the_loss_on_the_source(xl, source_image, method, lr):
+    assert xl.recipes["full"].train_text_encoder is False  # SDXL's defaults: its text encoders stay frozen
+    untrained = finetune(xl, source_image, PROMPT, FinetuneSettings(method=method, steps=0, patch=True))
+    trained = finetune(xl, source_image, PROMPT, FinetuneSettings(method=method, steps=25, lr=lr, patch=True))
     assert trained.pe_table.shape == (32, 16, 16)
     before, after = evaluation_loss(xl, untrained, source_image, n=4), evaluation_loss(xl, trained, source_image, n=4)
     assert after < 0.9 * before, (before, after)
@@ -128,3 +130,23 @@ def test_edit_returns_the_exact_size_asked(xl, source_image):
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
     out = sample_edit(xl, ft, "a blue disc", 75, 41, SamplingSettings(steps=2, seed=1))
     assert out.size == (75, 41)
+
+
+def test_large_canvas_exact_size_and_selection_outside_untouched(xl, source_image):
+    """1001×777 through the whole-view tiles at the exact size; under a selection the pixels outside
+    stay the source's, bit for bit."""
+    import numpy as np
+    from PIL import Image
+
+    from sine.compositing import composite_under_mask
+
+    ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
+    out = sample_edit(xl, ft, "a blue disc", 1001, 777, SamplingSettings(steps=1, seed=2, tile_batch=32))
+    assert out.size == (1001, 777)
+    source = source_image.resize((1001, 777)).convert("RGBA")
+    mask = Image.new("L", (1001, 777), 0)
+    mask.paste(255, (300, 200, 700, 600))
+    result = np.asarray(composite_under_mask(source, out.convert("RGBA"), mask))
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(result[outside], np.asarray(source)[outside])
+    assert not np.array_equal(result[~outside], np.asarray(source)[~outside])
