@@ -54,17 +54,22 @@ def _image(size: int, variant: int) -> RGBAImage:
 class _Conn:
     """A raw DEALER (pyzmq or the pure ZMTP client): every frame that arrives is seen, duplicates included."""
 
-    def __init__(self, endpoint: str, pure: bool) -> None:
+    def __init__(self, endpoint: str, pure: bool, token: str) -> None:
+        from sine_protocol.auth import plain_credentials
+
         self.pure = pure
+        plain = plain_credentials(token)  # the daemon authenticates every connection (PLAIN)
         if pure:
             from sine_protocol.zmtp import ZMTPConnection
 
-            self.conn = ZMTPConnection(endpoint, timeout=10)
+            self.conn = ZMTPConnection(endpoint, timeout=10, plain=plain)
         else:
             import zmq
 
             self.sock = zmq.Context.instance().socket(zmq.DEALER)
             self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.setsockopt(zmq.PLAIN_USERNAME, plain[0])
+            self.sock.setsockopt(zmq.PLAIN_PASSWORD, plain[1])
             self.sock.connect(endpoint)
 
     def send(self, frames: list[bytes]) -> None:
@@ -87,7 +92,7 @@ class _Conn:
 
 def _client(index: int, endpoint: str, token: str, jobs: int, images: int, size: int, ft_steps: int,
             sample_steps: int, pure: bool, timeout: float, records: list[JobRecord], lock: threading.Lock) -> None:
-    conn = _Conn(endpoint, pure)
+    conn = _Conn(endpoint, pure, token)
     mine: dict[str, JobRecord] = {}
     try:
         for j in range(jobs):

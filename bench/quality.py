@@ -1,4 +1,4 @@
-"""SINE quality benchmark on the shapes-world demo model (DESIGN.md §6).
+"""SINE quality benchmark on the shapes-world demo model (docs/benchmarks.md).
 
 Fixed, seeded eval set: sources with content the base model never saw × edit prompts × seeds.
 Methods: the pre-trained model alone (plain CFG with the edit prompt), the fine-tuned model alone

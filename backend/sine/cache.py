@@ -5,6 +5,10 @@ saved plus ``manifest.json`` (sha256 of every file). An entry is built in ``<roo
 renamed into place only after every byte is fsynced, so a crash leaves a stray temp folder (swept
 at the next open), never a half-written entry. Hashes are checked on every load: a corrupt entry is
 deleted and reported as a miss. Least-recently-used entries are evicted to stay under a byte budget.
+
+A cache root is marked as ours (``.sine-cache``) when it is created, and a non-empty folder without
+that mark is refused, so a mistyped ``--cache-dir`` never costs a user file. The sweep removes only
+names the cache itself writes, and read-only opens (``sine cache list``) never sweep.
 """
 
 from __future__ import annotations
@@ -24,12 +28,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+MARKER = ".sine-cache"
 KEY_FORMAT = "sine-cache-v1"
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
+_TEMP_RE = re.compile(r"^[0-9a-f]{12}-(\d+)-[A-Za-z0-9_]+$")  # tempfile.mkdtemp(prefix=f"{key[:12]}-{pid}-")
+_DELETING_RE = re.compile(r"^\.del-[0-9a-f]{64}-\d+-\d+$")
+_MANIFEST_TMP_RE = re.compile(r"^\.manifest\.json\.(\d+)\.\d+\.tmp$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
 STALE_TEMP_S = 24 * 3600  # a temp folder this old is garbage whoever wrote it
+STALE_MANIFEST_TMP_S = 3600  # a manifest rewrite takes milliseconds
+
+
+class NotACacheFolder(OSError):
+    """The folder holds files the cache did not write and carries no cache mark: refuse to touch it."""
 
 log = logging.getLogger("sine.cache")
 
@@ -127,57 +141,130 @@ def _fsync_path(path: Path) -> None:
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _looks_like_cache(root: Path) -> bool:
+    """True if every name under ``root`` is one the cache writes (a cache made before the mark existed)."""
+    for child in root.iterdir():
+        if child.name == ".tmp" and child.is_dir() and not child.is_symlink():
+            continue
+        if not (_SHARD_RE.match(child.name) and child.is_dir() and not child.is_symlink()):
+            return False
+        for entry in child.iterdir():
+            if not (_KEY_RE.match(entry.name) or _DELETING_RE.match(entry.name)):
+                return False
+    return True
+
+
+def _stale(path: Path, pid: int, max_age_s: float) -> bool:
+    """A leftover of a writer that is gone (dead pid) or took far too long."""
+    try:
+        old = time.time() - path.lstat().st_mtime > max_age_s
+    except OSError:
+        return False
+    return old or (pid != os.getpid() and not _pid_alive(pid))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 class WeightCache:
-    """Thread-safe cache of fine-tuned weights under one folder, bounded by ``budget_bytes``."""
+    """Thread-safe cache of fine-tuned weights under one folder, bounded by ``budget_bytes``.
 
-    def __init__(self, root: str | os.PathLike, budget_bytes: int | None = None) -> None:
+    ``read_only=True`` (listing) creates, marks and sweeps nothing; a missing folder is an empty cache.
+    Raises :class:`NotACacheFolder` for a non-empty folder that is not a cache.
+    """
+
+    def __init__(self, root: str | os.PathLike, budget_bytes: int | None = None, read_only: bool = False) -> None:
         self.root = Path(root)
         self.budget_bytes = budget_bytes
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._key_locks: dict[str, tuple[threading.Lock, int]] = {}
         self._index: dict[str, CacheEntry] = {}
+        if read_only:
+            if self.root.is_dir():
+                self._check_ours(adopt=False)
+                self._index_entries(sweep=False)
+            return
         self.root.mkdir(parents=True, exist_ok=True)
-        self._sweep_and_index()
+        self._check_ours(adopt=True)
+        self._index_entries(sweep=True)
 
     # --- opening -------------------------------------------------------------------------------
-    def _sweep_and_index(self) -> None:
-        """Drop temp folders left by dead writers and entries without a readable manifest; index the rest."""
-        self._sweep_temp()
+    def _check_ours(self, adopt: bool) -> None:
+        """Refuse a folder that is not a cache; mark an empty (or pre-mark cache) folder as ours."""
+        marker = self.root / MARKER
+        if marker.is_file():
+            return
+        if not self.root.is_dir():
+            raise NotACacheFolder(f"{self.root} is not a folder")
+        if any(True for _ in self.root.iterdir()) and not _looks_like_cache(self.root):
+            raise NotACacheFolder(
+                f"{self.root} is not empty and is not a sine-edit cache (no {MARKER} file); refusing to use it,"
+                " so none of its files is touched. Pick an empty or new folder for the cache (--cache-dir or"
+                " SINE_CACHE_DIR)"
+            )
+        if adopt:
+            _write_json_atomic(marker, {"format": KEY_FORMAT, "created": time.time(),
+                                        "note": "sine-edit weight cache; safe to delete with `sine cache clear`"})
+
+    def _index_entries(self, sweep: bool) -> None:
+        """Index entries with a readable manifest; with ``sweep``, drop what dead writers left behind.
+
+        Only names the cache writes are ever removed: ``.tmp/<key12>-<pid>-*`` of dead writers,
+        ``<xx>/.del-*``, ``<xx>/<key>`` without a manifest, and stray ``.manifest.json.<pid>.*.tmp``.
+        """
+        if sweep:
+            self._sweep_temp()
         for shard in self.root.iterdir():
-            if not shard.is_dir() or len(shard.name) != 2 or shard.name.startswith("."):
+            if not _SHARD_RE.match(shard.name) or not shard.is_dir() or shard.is_symlink():
                 continue
             for folder in shard.iterdir():
-                if folder.name.startswith(".del-"):
-                    shutil.rmtree(folder, ignore_errors=True)
+                if _DELETING_RE.match(folder.name):
+                    if sweep:
+                        _remove(folder)
+                    continue
+                if not _KEY_RE.match(folder.name) or not folder.is_dir() or folder.is_symlink():
                     continue
                 entry = self._read_manifest(folder)
+                if entry is not None:
+                    self._index[entry.key] = entry
+                if not sweep:
+                    continue
                 if entry is None:
                     log.warning("cache: removing incomplete entry %s", folder)
-                    shutil.rmtree(folder, ignore_errors=True)
-                else:
-                    self._index[entry.key] = entry
+                    _remove(folder)
+                    continue
+                for stray in folder.iterdir():
+                    match = _MANIFEST_TMP_RE.match(stray.name)
+                    if match and _stale(stray, int(match.group(1)), STALE_MANIFEST_TMP_S):
+                        _remove(stray)
 
     def _sweep_temp(self) -> None:
         """Remove temp folders whose writer process is gone (another live daemon's writes are left alone)."""
         tmp_root = self.root / ".tmp"
-        if not tmp_root.is_dir():
+        if not tmp_root.is_dir() or tmp_root.is_symlink():
             return
         for folder in tmp_root.iterdir():
-            match = re.match(r"^[0-9a-f]{12}-(\d+)-", folder.name)
-            pid = int(match.group(1)) if match else None
-            try:
-                old = time.time() - folder.stat().st_mtime > STALE_TEMP_S
-            except OSError:
-                continue
-            if pid is None or old or (pid != os.getpid() and not _pid_alive(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
+            match = _TEMP_RE.match(folder.name)
+            if match and _stale(folder, int(match.group(1)), STALE_TEMP_S):
+                _remove(folder)
 
     @staticmethod
     def _read_manifest(folder: Path) -> CacheEntry | None:
@@ -227,8 +314,11 @@ class WeightCache:
                         raise ValueError(f"hash mismatch for {name}")
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("cache: discarding corrupt entry %s: %s", key[:12], exc)
-                self._remove_folder(key)
+                if not self.read_only:
+                    self._remove_folder(key)
                 return None
+            if self.read_only:
+                return folder
             manifest["last_used"] = time.time()
             try:
                 _write_json_atomic(folder / MANIFEST, manifest)
@@ -259,6 +349,8 @@ class WeightCache:
 
         If ``write`` raises, nothing is published. Evicts old entries afterwards to meet the budget.
         """
+        if self.read_only:
+            raise PermissionError(f"the cache at {self.root} was opened read-only")
         final = self.entry_path(key)
         tmp_root = self.root / ".tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
@@ -294,6 +386,9 @@ class WeightCache:
             _fsync_path(work)
             with self._lock:
                 final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists() and self._read_manifest(final) is None:  # published but broken: replace it
+                    log.warning("cache: replacing entry %s that has no readable manifest", key[:12])
+                    self._remove_folder(key)
                 if final.exists():  # a concurrent writer won; keep theirs (same content by construction)
                     shutil.rmtree(work, ignore_errors=True)
                 else:
@@ -336,6 +431,8 @@ class WeightCache:
 
     def clear(self) -> int:
         """Delete every entry; return how many there were."""
+        if self.read_only:
+            raise PermissionError(f"the cache at {self.root} was opened read-only")
         with self._lock:
             keys = list(self._index)
             for key in keys:

@@ -1,14 +1,21 @@
-"""Image plumbing between PIL and the model: RGB in [-1, 1], alpha kept aside, exact output sizes."""
+"""Image plumbing between PIL and the model: RGB in [-1, 1], alpha kept aside, exact output sizes.
+
+torch is imported inside the tensor functions only: `sine edit` checks its inputs with this module
+before torch loads (see `sine.preflight`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_SIDE = 16384
 
@@ -22,7 +29,7 @@ def load_image(path: str | Path) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
 
 
@@ -43,12 +50,16 @@ def flatten_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB → (1, 3, H, W) float in [-1, 1]."""
+    import torch
+
     arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
     """(3, H, W) or (1, 3, H, W) float in [0, 1] → PIL RGB."""
+    import torch
+
     if pixels.dim() == 4:
         pixels = pixels[0]
     arr = (pixels.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

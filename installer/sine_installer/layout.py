@@ -1,7 +1,7 @@
 """Where everything goes, per platform, under one home folder.
 
 Kept in one place so the installer, its uninstaller and the tests agree. The names mirror
-`sine_protocol.paths` (docs/architecture.md section 1); this copy exists because the installer must
+`sine_protocol.paths` (docs/design.md section 2); this copy exists because the installer must
 also target a fake home of another platform, which `paths` (bound to the running OS) cannot do.
 """
 

@@ -13,7 +13,7 @@ STYLES = ("photo", "painting")
 METHODS = ("lora", "full")
 SOURCES = ("layer", "visible")
 
-# Engine defaults (DESIGN.md §4): shown in the advanced settings and sent explicitly.
+# Engine defaults (docs/design.md §7.3): shown in the advanced settings and sent explicitly.
 DEFAULT_STEPS = 100
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_V = 0.7

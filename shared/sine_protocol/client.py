@@ -1,4 +1,4 @@
-"""``SineClient``: what the plugins use to talk to the daemon (docs/architecture.md §3).
+"""``SineClient``: what the plugins use to talk to the daemon (docs/design.md §4).
 
 Uses pyzmq when it can be imported and the pure-Python ZMTP client otherwise, behind the same
 small transport interface. Designed for host UIs: every call has a timeout, ``poll_event`` never
@@ -15,7 +15,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from .errors import BAD_REPLY, DaemonUnavailable, ProtocolError
+from .auth import plain_credentials
+from .errors import BAD_REPLY, UNAUTHORIZED, DaemonUnavailable, ProtocolError
 from .frames import Mask, RGBAImage
 from .messages import (
     ACCEPTED,
@@ -36,13 +37,20 @@ from .messages import (
     mask_blob,
 )
 from .paths import default_endpoint, read_token
-from .zmtp import ZMTPConnection, ZMTPError
+from .zmtp import ZMTPAuthError, ZMTPConnection, ZMTPError
 
 TRANSPORTS = ("auto", "pyzmq", "pure")
 
 
 def unreachable_message(endpoint: str) -> str:
     return f"daemon not reachable at {endpoint} — start it with `sine daemon` or from the plugin"
+
+
+def refused_token(endpoint: str, detail: str = "") -> ProtocolError:
+    """The daemon refused the connection's token (PLAIN handshake failed)."""
+    extra = f" ({detail})" if detail else ""
+    return ProtocolError(UNAUTHORIZED, f"the daemon at {endpoint} refused the token{extra}; the token file"
+                                       " may have been replaced: restart the daemon or the plugin")
 
 
 class _Transport(Protocol):
@@ -58,7 +66,7 @@ class _PyzmqTransport:
 
     name = "pyzmq"
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, token: str) -> None:
         import zmq
 
         self._zmq = zmq
@@ -67,12 +75,31 @@ class _PyzmqTransport:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        user, password = plain_credentials(token)
+        self._sock.setsockopt(zmq.PLAIN_USERNAME, user)
+        self._sock.setsockopt(zmq.PLAIN_PASSWORD, password)
+        # Handshake outcomes: a refused token shows up here, not as an error on the socket.
+        self._monitor = self._sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._auth_failed = False
         self._sock.connect(endpoint)
+
+    def _check_auth(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            self._auth_failed = event["event"] == self._zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        if self._auth_failed:
+            raise refused_token(self._endpoint)
 
     def send(self, frames: list[bytes], timeout: float) -> None:
         zmq = self._zmq
-        if not self._sock.poll(int(timeout * 1000), zmq.POLLOUT):
-            raise DaemonUnavailable(unreachable_message(self._endpoint))
+        deadline = time.monotonic() + timeout
+        while not self._sock.poll(int(min(0.05, max(deadline - time.monotonic(), 0)) * 1000), zmq.POLLOUT):
+            self._check_auth()
+            if time.monotonic() >= deadline:
+                raise DaemonUnavailable(unreachable_message(self._endpoint))
         try:
             self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
         except zmq.Again:
@@ -85,6 +112,8 @@ class _PyzmqTransport:
         return self._sock.recv_multipart()
 
     def close(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(0)
         self._sock.close(0)
         self._ctx.term()
 
@@ -94,15 +123,19 @@ class _PureTransport:
 
     name = "pure"
 
-    def __init__(self, endpoint: str, connect_timeout: float) -> None:
+    def __init__(self, endpoint: str, connect_timeout: float, token: str) -> None:
         self._endpoint = endpoint
         self._connect_timeout = connect_timeout
+        self._plain = plain_credentials(token)
         self._conn: ZMTPConnection | None = None
 
     def _connection(self, timeout: float) -> ZMTPConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = ZMTPConnection(self._endpoint, timeout=min(timeout, self._connect_timeout))
+                self._conn = ZMTPConnection(self._endpoint, timeout=min(timeout, self._connect_timeout),
+                                            plain=self._plain)
+            except ZMTPAuthError as exc:
+                raise refused_token(self._endpoint, str(exc)) from None
             except (OSError, ValueError) as exc:
                 raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc})") from exc
         return self._conn
@@ -140,10 +173,11 @@ def pyzmq_available() -> bool:
 
 
 class SineClient:
-    """A connection to the sine daemon. See docs/architecture.md §3 for the API contract.
+    """A connection to the sine daemon. See docs/design.md §4 for the API contract.
 
     ``token=None`` reads the token file at every request, so a daemon started after the client
-    (which writes the token at first start) is still authenticated against.
+    (which writes the token at first start) is still authenticated against. The token is also the
+    connection's PLAIN password: when it changes, the next request opens a new connection.
     """
 
     def __init__(
@@ -162,9 +196,9 @@ class SineClient:
         self._limits = limits or Limits()
         if transport == "auto":
             transport = "pyzmq" if pyzmq_available() else "pure"
-        self._transport: _Transport = (
-            _PyzmqTransport(self.endpoint) if transport == "pyzmq" else _PureTransport(self.endpoint, timeout)
-        )
+        self._kind = transport
+        self._transport_token = self._token_now()
+        self._transport: _Transport = self._make_transport(self._transport_token)
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         self._active: set[str] = set()  # request ids whose events are still wanted
         self._buffer: deque[Event] = deque()
@@ -173,7 +207,12 @@ class SineClient:
     @property
     def transport_name(self) -> str:
         """``"pyzmq"`` or ``"pure"``: which transport ``auto`` picked."""
-        return self._transport.name
+        return self._kind
+
+    def _make_transport(self, token: str) -> _Transport:
+        if self._kind == "pyzmq":
+            return _PyzmqTransport(self.endpoint, token)
+        return _PureTransport(self.endpoint, self.timeout, token)
 
     # ------------------------------------------------------------ plumbing
 
@@ -185,7 +224,14 @@ class SineClient:
     def _send(self, rtype: str, fields: dict[str, Any], blobs: list[tuple[dict[str, Any], bytes]] | None = None,
               timeout: float | None = None) -> str:
         rid = next(self._ids)
-        frames = encode_message(make_request(rtype, rid, self._token_now(), **fields), blobs)
+        token = self._token_now()
+        if token != self._transport_token and not self._active:
+            # The token file changed: authenticate a new connection with it (not while events are due
+            # on the old one, which stays authenticated).
+            self._transport.close()
+            self._transport_token = token
+            self._transport = self._make_transport(token)
+        frames = encode_message(make_request(rtype, rid, token, **fields), blobs)
         self._active.add(rid)
         try:
             self._transport.send(frames, self.timeout if timeout is None else timeout)

@@ -6,7 +6,7 @@ without import cycles, and so the codes on the wire are spelled in exactly one p
 
 from __future__ import annotations
 
-# Error codes carried in ``error`` replies (docs/architecture.md §2).
+# Error codes carried in ``error`` replies (docs/design.md §3).
 BAD_REQUEST = "bad_request"
 UNSUPPORTED_VERSION = "unsupported_version"
 UNAUTHORIZED = "unauthorized"

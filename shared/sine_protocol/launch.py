@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaemonNotInstalled
-from .paths import daemon_command_file, state_dir
+from .paths import daemon_command_file, ensure_private_dir, state_dir
 
 INSTALL_ADVICE = (
     "the sine-edit backend is not installed for this user (no {path}). Install it with "
@@ -49,9 +49,9 @@ def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) ->
     mistake exits by itself (the daemon holds a lock on its endpoint).
     """
     argv = read_daemon_command(path)
-    logs = state_dir()
-    logs.mkdir(parents=True, exist_ok=True)
-    log = open(logs / LOG_NAME, "ab")  # handed to the child; closed below
+    logs = ensure_private_dir(state_dir())
+    # Handed to the child; closed below. Owner-only, like the daemon's own log.
+    log = open(logs / LOG_NAME, "ab", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
     kwargs: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
         "stdout": log,

@@ -3,7 +3,7 @@
 The daemon runs every incoming multipart message through :func:`parse_request`; anything that is
 not a well-formed v1 request becomes a :class:`ProtocolError` with a wire error code, never a
 crash. Clients use :func:`encode_message` to build requests and :func:`decode_reply` to read the
-daemon's replies. See docs/architecture.md §2 for the contract.
+daemon's replies. See docs/design.md §3 for the contract.
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ class Limits:
     max_header_bytes: int = 1024 * 1024
     max_prompt_chars: int = 4096
     max_queued_per_client: int = 4
+
+    def max_frame_bytes(self) -> int:
+        """The largest single frame a valid request can hold: the header, or the image blob at the
+        pixel limit (4 bytes a pixel; zlib may add up to ~0.1 % to data it cannot shrink).
+        The daemon sets ZMQ_MAXMSGSIZE to this, so a larger frame is refused while it arrives."""
+        raw = self.max_input_pixels * BYTES_PER_PIXEL["rgba8"]
+        zlib_bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 64
+        return min(self.max_message_bytes, max(self.max_header_bytes, zlib_bound))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""A minimal pure-Python ZMTP 3.1 DEALER client (NULL security) over TCP or a Unix socket.
+"""A minimal pure-Python ZMTP 3.1 DEALER client (NULL or PLAIN security) over TCP or a Unix socket.
 
 Krita's and GIMP's bundled Pythons cannot be counted on to have pyzmq, so the plugins talk to
 the daemon's pyzmq ROUTER with this instead. It implements only what a DEALER talking to one
-ROUTER needs (RFC 37/ZMTP 3.1): the greeting, the READY handshake, short and long frames with
-the MORE flag, and PING -> PONG. One connection, one thread; no reconnects.
+ROUTER needs (RFC 37/ZMTP 3.1): the greeting, the NULL and PLAIN (RFC 24) handshakes, short and
+long frames with the MORE flag, and PING -> PONG. One connection, one thread; no reconnects.
+
+The client sends the first 11 greeting bytes, reads the server's greeting (libzmq sends the rest
+of its own once it has our version byte) and answers with the mechanism the server announces:
+PLAIN (with the ``plain`` credentials) for the daemon, NULL for a stand-in that asks for none.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ class ZMTPError(ConnectionError):
     """The peer broke the protocol or closed the connection."""
 
 
-def _greeting() -> bytes:
-    mechanism = b"NULL".ljust(20, b"\x00")
-    return SIGNATURE_HEAD + bytes([3, 1]) + mechanism + b"\x00" + b"\x00" * 31
+class ZMTPAuthError(ZMTPError):
+    """The peer refused our credentials (or asked for ones we do not have) during the handshake."""
+
+
+def _greeting(mechanism: bytes = b"NULL") -> bytes:
+    return SIGNATURE_HEAD + bytes([3, 1]) + mechanism.ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
 
 
 def _frame_header(flags: int, size: int) -> bytes:
@@ -92,10 +99,15 @@ class ZMTPConnection:
     """A connected, handshaken DEALER. Not thread-safe: use it from one thread."""
 
     def __init__(
-        self, endpoint: str, timeout: float = 10.0, socket_type: str = "DEALER", max_frame_bytes: int = 1 << 31
+        self, endpoint: str, timeout: float = 10.0, socket_type: str = "DEALER", max_frame_bytes: int = 1 << 31,
+        plain: tuple[bytes, bytes] | None = None,
     ) -> None:
         if socket_type not in _COMPATIBLE_PEERS:
             raise ValueError(f"unsupported socket type {socket_type!r}")
+        if plain is not None and (len(plain[0]) > 255 or len(plain[1]) > 255):
+            raise ValueError("PLAIN user name and password are at most 255 bytes each")
+        self.plain = plain
+        self.mechanism = b"NULL"
         self.endpoint = endpoint
         self.socket_type = socket_type
         self.max_frame_bytes = max_frame_bytes
@@ -119,37 +131,61 @@ class ZMTPConnection:
     # ------------------------------------------------------------ handshake
 
     def _handshake(self, deadline: float) -> None:
-        self._sock.sendall(_greeting())
-        greeting = self._read_exact(GREETING_SIZE, deadline)
-        if greeting[0] != 0xFF or not greeting[9] & 0x01:
-            raise ZMTPError(f"{self.endpoint} is not a ZeroMQ (ZMTP 3) peer")
-        if greeting[10] < 3:
-            raise ZMTPError(f"peer speaks ZMTP {greeting[10]}.{greeting[11]}, 3.x is needed")
+        # Send up to the version byte, then answer with the mechanism the server announces.
+        self._sock.sendall(_greeting()[:11])
+        greeting = self._read_greeting(deadline)
         mechanism = greeting[12:32].rstrip(b"\x00")
-        if mechanism != b"NULL":
-            raise ZMTPError(f"peer wants security mechanism {mechanism!r}; only NULL is supported")
-        ready = _properties({"Socket-Type": self.socket_type.encode(), "Identity": b""})
-        self._sock.sendall(_command(b"READY", ready))
+        if mechanism not in (b"NULL", b"PLAIN"):
+            raise ZMTPError(f"peer wants security mechanism {mechanism!r}; only NULL and PLAIN are supported")
+        if mechanism == b"PLAIN" and self.plain is None:
+            raise ZMTPAuthError(f"{self.endpoint} asks for a token (PLAIN) and none was given")
+        self._sock.sendall(_greeting(mechanism)[11:])
+        self.mechanism = mechanism
+        if mechanism == b"PLAIN":
+            assert self.plain is not None
+            user, password = self.plain
+            self._sock.sendall(_command(b"HELLO", bytes([len(user)]) + user + bytes([len(password)]) + password))
+            self._expect_command(b"WELCOME", deadline)
+            self._sock.sendall(_command(b"INITIATE", self._metadata()))
+        else:
+            self._sock.sendall(_command(b"READY", self._metadata()))
+        data = self._expect_command(b"READY", deadline)
+        self.peer_properties = _parse_properties(data)
+        peer_type = self.peer_properties.get(b"socket-type", b"")
+        if peer_type not in _COMPATIBLE_PEERS[self.socket_type]:
+            raise ZMTPError(f"peer socket type {peer_type!r} cannot talk to {self.socket_type}")
+
+    def _metadata(self) -> bytes:
+        return _properties({"Socket-Type": self.socket_type.encode(), "Identity": b""})
+
+    def _read_greeting(self, deadline: float) -> bytes:
+        head = self._read_exact(11, deadline)
+        if head[0] != 0xFF or not head[9] & 0x01:
+            raise ZMTPError(f"{self.endpoint} is not a ZeroMQ (ZMTP 3) peer")
+        if head[10] < 3:
+            raise ZMTPError(f"peer speaks ZMTP {head[10]}, 3.x is needed")
+        return head + self._read_exact(GREETING_SIZE - 11, deadline)
+
+    def _expect_command(self, expected: bytes, deadline: float) -> bytes:
+        """The data of the next command, which must be ``expected``; ERROR becomes ZMTPAuthError."""
         while True:
             frame = self._next_frame()
             if frame is None:
                 if not self._fill(deadline):
-                    raise TimeoutError(f"no READY from {self.endpoint}")
+                    raise TimeoutError(f"no {expected.decode()} from {self.endpoint}")
                 continue
             flags, body = frame
             if not flags & _FLAG_COMMAND:
-                raise ZMTPError("peer sent a message before READY")
+                raise ZMTPError(f"peer sent a message before {expected.decode()}")
+            if body[1:5] == b"RROR" and body[:1] != b"\x05":
+                body = b"\x05E" + body[1:]  # libzmq 4.3 garbles the size byte of the ERROR it sends on a ZAP denial
             name, data = self._split_command(body)
             if name == b"ERROR":
                 reason = data[1 : 1 + data[0]].decode("utf-8", "replace") if data else ""
-                raise ZMTPError(f"peer refused the connection: {reason}")
-            if name != b"READY":
-                raise ZMTPError(f"expected READY, got {name!r}")
-            self.peer_properties = _parse_properties(data)
-            peer_type = self.peer_properties.get(b"socket-type", b"")
-            if peer_type not in _COMPATIBLE_PEERS[self.socket_type]:
-                raise ZMTPError(f"peer socket type {peer_type!r} cannot talk to {self.socket_type}")
-            return
+                raise ZMTPAuthError(f"peer refused the connection: {reason or 'no reason given'}")
+            if name != expected:
+                raise ZMTPError(f"expected {expected.decode()}, got {name!r}")
+            return data
 
     def _read_exact(self, size: int, deadline: float) -> bytes:
         while len(self._rbuf) < size:

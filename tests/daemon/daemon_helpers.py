@@ -14,6 +14,7 @@ from typing import Any
 
 import zmq
 
+from sine_protocol.auth import plain_credentials
 from sine_protocol.frames import Mask, RGBAImage
 from sine_protocol.messages import Event, decode_reply, encode_message, image_blob, make_request, mask_blob
 from sine_protocol.paths import read_token
@@ -62,10 +63,20 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = root / f"daemon-{self.port}.out"
 
-    def start(self, wait: bool = True, timeout: float = 120.0) -> DaemonProcess:
+    def start(self, wait: bool = True, timeout: float = 120.0,
+              nofile: tuple[int, int] | None = None) -> DaemonProcess:
+        """Start it; ``nofile`` = (soft, hard) RLIMIT_NOFILE to start the daemon with."""
         self.root.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+        def limit() -> None:
+            if nofile is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                     preexec_fn=limit if nofile else None)
         out.close()
         if wait:
             self.wait_ready(timeout)
@@ -106,19 +117,30 @@ class DaemonProcess:
 
 
 class Client:
-    """One DEALER connection through pyzmq ("pyzmq") or the pure-Python ZMTP client ("pure")."""
+    """One DEALER connection through pyzmq ("pyzmq") or the pure-Python ZMTP client ("pure").
 
-    def __init__(self, endpoint: str, token: str, transport: str = "pyzmq") -> None:
+    The connection authenticates with ``token`` (PLAIN) unless ``auth`` is False (an attacker's view);
+    ``identity`` picks the ROUTER identity (pyzmq only), as any peer may.
+    """
+
+    def __init__(self, endpoint: str, token: str, transport: str = "pyzmq", auth: bool = True,
+                 identity: bytes | None = None, password: str | None = None) -> None:
         self.token = token
         self.transport = transport
         self.pending: list[Event] = []
+        plain = plain_credentials(token if password is None else password) if auth else None
         if transport == "pyzmq":
             self.ctx = zmq.Context.instance()
             self.sock = self.ctx.socket(zmq.DEALER)
             self.sock.setsockopt(zmq.LINGER, 0)
+            if identity is not None:
+                self.sock.setsockopt(zmq.ROUTING_ID, identity)
+            if plain:
+                self.sock.setsockopt(zmq.PLAIN_USERNAME, plain[0])
+                self.sock.setsockopt(zmq.PLAIN_PASSWORD, plain[1])
             self.sock.connect(endpoint)
         else:
-            self.conn = ZMTPConnection(endpoint, timeout=10.0)
+            self.conn = ZMTPConnection(endpoint, timeout=10.0, plain=plain)
 
     def send(self, frames: list[bytes]) -> None:
         if self.transport == "pyzmq":

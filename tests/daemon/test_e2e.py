@@ -96,8 +96,12 @@ def test_hello_status_and_token(daemon: DaemonProcess):
         assert status.type == "status"
         assert status.header["cache"]["entries"] >= 1 and status.header["cache"]["bytes"] > 0
         assert isinstance(status.header["queue"], list) and isinstance(status.header["jobs"], dict)
-    with Client(daemon.endpoint, "0" * 64) as intruder:
-        reply = intruder.request("status")
+    with Client(daemon.endpoint, "0" * 64) as intruder:  # wrong token: the handshake fails, no pipe at all
+        with pytest.raises(TimeoutError):
+            intruder.request("status", timeout=2)
+    # Authenticated connection, wrong token in the message: the per-message check still answers clearly.
+    with Client(daemon.endpoint, "0" * 64, password=daemon.token) as confused:
+        reply = confused.request("status")
         assert reply.type == "error" and reply.header["code"] == "unauthorized"
         assert "queue" not in reply.header
 

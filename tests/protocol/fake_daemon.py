@@ -25,7 +25,7 @@ class FakeDaemon(RouterPeer):
         self.requests: list[m.Request] = []
         self.waiting: dict[str, str] = {}  # job -> edit request id
         self._jobs = (f"job-{n}" for n in itertools.count(1))
-        super().__init__(self.handle, endpoint, **sockopts)
+        super().__init__(self.handle, endpoint, plain_password=token, **sockopts)
 
     def handle(self, frames: list[bytes]) -> list[list[bytes]]:
         try:

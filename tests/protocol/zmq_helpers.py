@@ -16,10 +16,20 @@ class RouterPeer:
     """
 
     def __init__(self, handler: Callable[[list[bytes]], list[list[bytes]]], endpoint: str = "tcp://127.0.0.1:*",
-                 **sockopts: int) -> None:
+                 plain_password: str | None = None, **sockopts: int) -> None:
         self.ctx = zmq.Context()
+        self.auth = None
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.sock.linger = 0
+        if plain_password is not None:  # PLAIN like the daemon: user "sine", the token as password
+            from zmq.auth.thread import ThreadAuthenticator
+
+            from sine_protocol.auth import PLAIN_USERNAME
+
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_plain(domain="*", passwords={PLAIN_USERNAME: plain_password})
+            self.sock.plain_server = True
         for name, value in sockopts.items():
             self.sock.setsockopt(getattr(zmq, name.upper()), value)
         self.sock.bind(endpoint)
@@ -59,6 +69,8 @@ class RouterPeer:
         self._stop.set()
         self._thread.join(5)
         self.sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
 

@@ -23,11 +23,17 @@ def _human(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sine.cache import WeightCache
+    import sys
+
+    from sine.cache import NotACacheFolder, WeightCache
     from sine_protocol import paths
 
     root = args.cache_dir or paths.cache_dir()
-    cache = WeightCache(root)
+    try:  # listing never creates, marks or sweeps anything
+        cache = WeightCache(root, read_only=args.action == "list")
+    except NotACacheFolder as exc:
+        print(f"sine cache: {exc}", file=sys.stderr)
+        return 2
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {root}")
         return 0

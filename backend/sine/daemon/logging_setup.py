@@ -1,4 +1,8 @@
-"""Daemon logging: a rotating file in state_dir() (for bug reports) plus stderr (for `--foreground`)."""
+"""Daemon logging: a rotating file in state_dir() (for bug reports) plus stderr (for `--foreground`).
+
+The state folder is owner-only (0700) and every log file is created 0600: the log names jobs and
+connections, which are nobody else's business.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,32 @@ LOG_NAME = "daemon.log"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose files (the first and every one after a rollover) are mode 0600."""
+
+    def _open(self):  # noqa: ANN202 - same signature as the base class
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,  # noqa: SIM115
+                    opener=lambda path, flags: os.open(path, flags, 0o600))
+
+
 def setup_logging(state_dir: str | os.PathLike, level: int = logging.INFO, stderr: bool = True) -> Path:
     """Route the ``sine`` loggers to ``<state_dir>/daemon.log`` (1 MB × 3) and stderr; return the log path."""
-    folder = Path(state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    from sine_protocol.paths import ensure_private_dir
+
+    folder = ensure_private_dir(Path(state_dir))
     path = folder / LOG_NAME
+    if os.name == "posix":  # files made by an older version
+        for old in folder.glob(LOG_NAME + "*"):
+            try:
+                os.chmod(old, 0o600)
+            except OSError:
+                pass
     root = logging.getLogger("sine")
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
+    file_handler = PrivateRotatingFileHandler(path, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(file_handler)
     if stderr:

@@ -4,8 +4,10 @@ forwarding of the worker's events. It never touches torch; the worker never touc
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -19,7 +21,9 @@ from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.worker import EVENTS_ADDRESS, Worker
+from sine.daemon.zap import ZapHandler
 from sine_protocol import messages as m
+from sine_protocol.auth import ZAP_DOMAIN
 from sine_protocol.errors import BAD_REQUEST, BUSY, INTERNAL, ProtocolError
 from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 
@@ -27,6 +31,25 @@ log = logging.getLogger("sine.daemon")
 
 QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
 SHUTDOWN_GRACE_S = 60.0
+HANDSHAKE_TIMEOUT_MS = 5000  # a peer that has not finished the ZMTP + PLAIN handshake by then is closed
+
+
+def raise_open_files_limit() -> tuple[int, int] | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a file descriptor); None where
+    there is no such limit (Windows). Returns (soft, hard) after the change."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, target, exc)
+    return soft, hard
 
 
 class StartupError(RuntimeError):
@@ -49,6 +72,11 @@ class Daemon:
         self._locks: list[DaemonLock] = []
         self._last_queued_ping = 0.0
         self.exit_code = 0
+        self._tag_key = secrets.token_bytes(16)
+
+    def tag(self, identity: bytes) -> str:
+        """A short name for a connection in the log: stable for this run, never the raw identity."""
+        return "client-" + hashlib.blake2s(identity, key=self._tag_key, digest_size=4).hexdigest()
 
     # --- start / stop ------------------------------------------------------------------------------------
     def _acquire_locks(self) -> str | None:
@@ -102,13 +130,18 @@ class Daemon:
             for lock in reversed(self._locks):
                 lock.release()
             raise StartupError(f"cannot use the cache folder {self.config.cache_dir}: {exc}") from None
+        limit = raise_open_files_limit()
         ctx = zmq.Context()
+        zap = ZapHandler(ctx, lambda: self.token)  # bound before the ROUTER, so no handshake skips it
         router = ctx.socket(zmq.ROUTER)
         events = ctx.socket(zmq.PAIR)
         worker: Worker | None = None
         try:
+            router.setsockopt(zmq.PLAIN_SERVER, 1)  # ZMTP 1.0/2.0 peers (raw bytes) are refused too
+            router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+            router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+            router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes())
             router.setsockopt(zmq.LINGER, 1000)
             router.setsockopt(zmq.SNDHWM, 1000)
             router.setsockopt(zmq.RCVHWM, 1000)
@@ -126,10 +159,11 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self.request_stop)
                 signal.signal(signal.SIGINT, self.request_stop)
-            log.info("sine daemon %s (pid %d) listening on %s", __version__, os.getpid(), ", ".join(self.bound))
+            log.info("sine daemon %s (pid %d) listening on %s (token required; open files limit %s)", __version__,
+                     os.getpid(), ", ".join(self.bound), limit[0] if limit else "n/a")
             if ready is not None:
                 ready.set()
-            self._loop(router, events, worker)
+            self._loop(router, events, worker, zap)
             return self.exit_code
         finally:
             worker_alive = False
@@ -139,6 +173,7 @@ class Daemon:
                 worker_alive = worker.is_alive()
             router.close(linger=200)
             events.close(linger=0)
+            zap.close()
             if worker_alive:  # e.g. still loading a large model: don't wait for its socket, exit anyway
                 log.warning("worker still busy at exit; not waiting for it")
             else:
@@ -150,10 +185,11 @@ class Daemon:
             log.info("sine daemon stopped")
 
     # --- the loop ----------------------------------------------------------------------------------------
-    def _loop(self, router: zmq.Socket, events: zmq.Socket, worker: Worker) -> None:
+    def _loop(self, router: zmq.Socket, events: zmq.Socket, worker: Worker, zap: ZapHandler) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(events, zmq.POLLIN)
+        poller.register(zap.socket, zmq.POLLIN)
         shutdown_deadline: float | None = None
         while True:
             if self.stop_requested.is_set() and shutdown_deadline is None:
@@ -173,6 +209,8 @@ class Daemon:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
+            if zap.socket in ready:
+                zap.handle_pending()
             if events in ready:
                 self._drain_events(router, events)
             if router in ready:
@@ -205,11 +243,11 @@ class Daemon:
             if exc.errno == errno.EHOSTUNREACH:
                 cancelled = self.queue.cancel_client(identity)
                 if cancelled:
-                    log.info("client %s went away: cancelled %d job(s)", identity.hex(), len(cancelled))
+                    log.info("%s went away: cancelled %d job(s)", self.tag(identity), len(cancelled))
             elif exc.errno == errno.EAGAIN:
-                log.warning("client %s is not reading; dropped a message", identity.hex())
+                log.warning("%s is not reading; dropped a message", self.tag(identity))
             else:
-                log.warning("send to %s failed: %s", identity.hex(), exc)
+                log.warning("send to %s failed: %s", self.tag(identity), exc)
             return False
 
     @staticmethod
@@ -237,7 +275,7 @@ class Daemon:
             request = parse_request(body, self.token, self.limits)
             reply = self._dispatch(router, identity, request, worker)
         except ProtocolError as exc:
-            log.info("rejected a request from %s: %s", identity.hex(), exc)
+            log.info("rejected a request from %s: %s", self.tag(identity), exc)
             reply = make_error(exc.code, exc.message, exc.request_id, exc.job)
         except Exception as exc:  # noqa: BLE001 - the loop must survive anything a client sends
             log.exception("error while handling a request")
@@ -277,7 +315,7 @@ class Daemon:
                 position = self.queue.submit(job)
             except (QueueFull, QueueClosed) as exc:
                 raise ProtocolError(BUSY, str(exc), rid) from None
-            log.info("job %s: accepted from %s at position %d", job.id[:8], identity.hex(), position)
+            log.info("job %s: accepted from %s at position %d", job.id[:8], self.tag(identity), position)
             self._send(router, identity, make_reply(m.ACCEPTED, rid, job=job.id, queue_position=position))
             if job.state == QUEUED:
                 return make_reply(m.PROGRESS, rid, job=job.id, phase=self._waiting_phase(worker), step=0, total=0,

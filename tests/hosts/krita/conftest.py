@@ -1,7 +1,7 @@
 """Fixtures for the real-Krita test: the real `sine daemon` on the host with a tiny model, and a
 fresh HOME inside the trixie root with the plugin installed by the real installer.
 
-Krita 5.2 runs in the chroot under Xvfb (see tests/hosts/lib.sh and /work/shared/hosts/README.md);
+Krita 5.2 runs in the chroot under Xvfb (see tests/hosts/lib.sh and docs/design.md §10);
 the chroot shares the host's network, so the plugin reaches the host daemon on loopback.
 """
 

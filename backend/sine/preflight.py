@@ -1,0 +1,114 @@
+"""Checks that need no model, run before torch and the model load, so a mistake costs a second, not a minute.
+
+Everything here imports only the standard library, Pillow, numpy and (for hub ids) huggingface_hub;
+`tests/cli/test_instant_errors.py` proves it by running `sine edit` with `-X importtime`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import BadInput, ModelMissing
+from .images import check_size, load_image
+
+DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+
+
+@dataclass
+class EditInputs:
+    """What `sine edit` has read and checked before the engine starts."""
+
+    source: Image.Image  # RGBA
+    mask: Image.Image | None  # L
+    width: int
+    height: int
+    is_demo_model: bool
+
+
+def int_in(low: int, high: int | None = None) -> type:
+    """An argparse `type` for an int in [low, high] (high None: no upper bound)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low}..{'' if high is None else high})")
+        return value
+    parse.__name__ = "int"
+    return parse  # type: ignore[return-value]
+
+
+def float_in(low: float, high: float | None = None, low_open: bool = False) -> type:
+    """An argparse `type` for a float in [low, high] ((low, high] with `low_open`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+        too_low = value <= low if low_open else value < low
+        if too_low or (high is not None and value > high) or value != value:
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"{value} is out of range {bracket}{low}, {'∞' if high is None else high}]")
+        return value
+    parse.__name__ = "float"
+    return parse  # type: ignore[return-value]
+
+
+def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
+    """Source and mask decode as images, the output size is sane, the model can be found offline."""
+    source = load_image(args.source)
+    width = source.width if args.width is None else args.width
+    height = source.height if args.height is None else args.height
+    check_size(width, height)
+    mask = load_image(args.mask).convert("L") if args.mask else None
+    if args.device is not None:
+        check_device_name(args.device)
+    check_model(args.model)
+    return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME))
+
+
+def check_device_name(name: str) -> None:
+    """cpu, cuda, cuda:N, mps: what torch.device accepts for our purposes."""
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise BadInput(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
+
+
+def check_model(model: str | None) -> None:
+    """The demo model, an existing local folder or file, or a hub id already in the local HF cache.
+
+    Nothing is downloaded: `sine edit` runs offline. A missing hub id gets the command that installs it.
+    """
+    if model is None or model == DEMO_MODEL_NAME:
+        return
+    path = Path(model).expanduser()
+    if path.is_dir() and not (path / "unet").is_dir():
+        raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)")
+    if path.exists():
+        return  # the loader checks the rest (components, single-file checkpoints)
+    hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in CHECKPOINT_SUFFIXES
+    if not hub_like:
+        raise ModelMissing(f"no such model folder or file: {model}")
+    if not hub_id_cached(model):
+        raise ModelMissing(
+            f"model {model!r} is not a local folder and not in the Hugging Face cache (sine edit works offline). "
+            f"Install it once while online: `python installer/install.py --model {model}` "
+            f"(or `huggingface-cli download {model}`), or pass --model with a local folder")
+
+
+def hub_id_cached(repo_id: str) -> bool:
+    """Whether a snapshot of `repo_id` is in the local HF cache (no network: local_files_only)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError, RepositoryNotFoundError, invalid ids...
+        return False
+    return True

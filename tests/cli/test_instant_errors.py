@@ -1,0 +1,122 @@
+"""Every input error of `sine edit` that needs no model answers before torch (and so any model) loads.
+
+Each case runs the real command in a subprocess under `python -X importtime`, which lists every module
+the process imported: no `torch` and no `diffusers` there means no model was loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+HEAVY = ("torch", "diffusers", "transformers")
+
+
+def run_traced(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run `sine ARGS` with -X importtime; return the process and the top-level names of imported modules."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sine.cli", *args], capture_output=True,
+                          text=True, timeout=300, env=full_env)
+    imported = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            imported.add(name.split(".")[0])
+    return proc, imported
+
+
+def messages(proc: subprocess.CompletedProcess) -> str:
+    return "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    src = root / "source.png"
+    Image.new("RGB", (48, 32), (35, 170, 50)).save(src)
+    text = root / "notes.png"
+    text.write_text("this is a text file, not a picture\n")
+    no_unet = root / "not-a-model"
+    no_unet.mkdir()
+    empty_model = root / "empty-model"
+    (empty_model / "unet").mkdir(parents=True)
+    return {"src": src, "text": text, "no_unet": no_unet, "empty_model": empty_model, "root": root,
+            "hf_home": root / "hf-home"}
+
+
+CASES = {
+    # name: (arguments after the source, exit code, text in the last line)
+    "missing source": (["{root}/missing.png"], 1, "no such file"),
+    "text file named .png": (["{text}"], 1, "cannot read"),
+    "output 1x1": (["{src}", "--width", "1", "--height", "1"], 1, "out of range"),
+    "absurd width": (["{src}", "--width", "1000000"], 1, "out of range"),
+    "zero height": (["{src}", "--height", "0"], 1, "out of range"),
+    "steps 0": (["{src}", "--steps", "0"], 2, "--steps"),
+    "guidance not a number": (["{src}", "--guidance", "abc"], 2, "--guidance"),
+    "v above 1": (["{src}", "--v", "1.5"], 2, "--v"),
+    "k above 1000": (["{src}", "--k", "5000"], 2, "--k"),
+    "negative fine-tune steps": (["{src}", "--finetune-steps", "-3"], 2, "--finetune-steps"),
+    "refine strength 0": (["{src}", "--refine-strength", "0"], 2, "--refine-strength"),
+    "missing mask": (["{src}", "--mask", "{root}/nomask.png"], 1, "no such file"),
+    "mask not an image": (["{src}", "--mask", "{text}"], 1, "cannot read"),
+    "model path missing": (["{src}", "--model", "./models/nowhere"], 1, "no such model folder or file"),
+    "checkpoint file missing": (["{src}", "--model", "{root}/sd15.safetensors"], 1, "no such model folder or file"),
+    "folder without unet": (["{src}", "--model", "{no_unet}"], 1, "not a diffusers"),
+    "hub id not cached": (["{src}", "--model", "someone/not-downloaded-model"], 1,
+                          "install.py --model someone/not-downloaded-model"),
+    "unknown device": (["{src}", "--device", "gpu0"], 1, "unknown device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_input_error_answers_before_torch_loads(case: str, files: dict[str, Path], tmp_path: Path) -> None:
+    args, code, text = CASES[case]
+    args = [a.format(**files) for a in args]
+    env = {"HF_HOME": str(files["hf_home"]), "HF_HUB_OFFLINE": "1"}
+    proc, imported = run_traced("edit", *args, "--prompt", "a red circle", "--out", str(tmp_path / "o.png"), env=env)
+    out = messages(proc)
+    assert proc.returncode == code, out
+    assert text in out.strip().splitlines()[-1], out
+    assert "Traceback" not in out
+    assert not imported & set(HEAVY), f"{case}: loaded {imported & set(HEAVY)} before answering"
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_the_trace_does_see_torch_when_the_checks_pass(files: dict[str, Path], tmp_path: Path) -> None:
+    """The control: inputs that pass every check go on to import torch and fail in the model loader."""
+    proc, imported = run_traced("edit", str(files["src"]), "--prompt", "x", "--model", str(files["empty_model"]),
+                                "--device", "cpu", "--out", str(tmp_path / "o.png"))
+    out = messages(proc)
+    assert proc.returncode == 1, out
+    assert "lacks the" in out.strip().splitlines()[-1], out
+    assert {"torch", "diffusers"} <= imported
+
+
+def test_a_hub_id_in_the_local_cache_passes_offline(tmp_path: Path) -> None:
+    hub = tmp_path / "hub"
+    repo = hub / "models--owner--tiny-sd"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit / "unet").mkdir(parents=True)
+    (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+    (repo / "snapshots" / commit / "unet" / "config.json").write_text("{}")
+    code = ("from sine.preflight import check_model, hub_id_cached\n"
+            "check_model('owner/tiny-sd')\n"
+            "print(hub_id_cached('owner/tiny-sd'), hub_id_cached('owner/other'))\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False"]
+
+
+def test_the_demo_model_name_matches_the_loader() -> None:
+    """preflight repeats models.DEMO_MODEL_NAME to stay torch-free; the two must agree."""
+    from sine import models, preflight
+
+    assert preflight.DEMO_MODEL_NAME == models.DEMO_MODEL_NAME
