@@ -1,9 +1,9 @@
 """Canvases above the working size: plans, tiles under a whole view, upscale and refine, VAE tiling.
 
-The sampler asks this module four things: `plan_passes` (how a width × height canvas is sampled:
-one latent, tiles, or a working-size sample resized and, for `refine`, re-run in tiles at full
-size), `TiledNoise` (the guided noise of a latent made of several tiles), `encode` and `decode`
-(pixels ↔ latents of a plan, through the VAE in tiles when big).
+The sampler asks this module for: `plan_passes` (how a width × height canvas is sampled: one
+latent, tiles, or a working-size sample resized and, for `refine`, re-run in tiles at full size),
+`TiledNoise` (the guided noise of a latent made of several tiles), `Tiles` (any prediction blended
+over the tiles), `encode` and `decode` (pixels ↔ latents of a plan, through the VAE in tiles when big).
 
 Tiles under a whole view: every step, SINE's guided score of the whole picture seen at the model's
 own size (area-downsampled, at the lower noise level that gives) sets the layout, the low band; the
@@ -83,14 +83,15 @@ def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSe
     return plan
 
 
-def plan_passes(base: BaseModel, width: int, height: int, settings: SamplingSettings, steps: int) -> list[Pass]:
-    """One pass; `refine` above the working size adds a second, tiled at full size, that restarts from
-    the resized first picture at the noise level of the last `refine_strength` share of the steps."""
-    first = plan_strategy(base, width, height, settings)
-    if settings.strategy != "refine" or first.upscale_to is None:
-        return [Pass(first)]
+def plan_passes(base: BaseModel, width: int, height: int, settings: SamplingSettings, steps: int,
+                first: int = 0) -> list[Pass]:
+    """One pass from timestep index `first`; `refine` above the working size adds a second, tiled at full
+    size, that restarts from the resized first picture at the last `refine_strength` share of the steps."""
+    plan = plan_strategy(base, width, height, settings)
+    if settings.strategy != "refine" or plan.upscale_to is None:
+        return [Pass(plan, first)]
     restart = min(steps - 1, round(steps * (1 - settings.refine_strength)))
-    return [Pass(first), Pass(plan_strategy(base, width, height, replace(settings, strategy="tiled")), restart)]
+    return [Pass(plan, first), Pass(plan_strategy(base, width, height, replace(settings, strategy="tiled")), restart)]
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -150,6 +151,32 @@ class WholeView:
         return F.interpolate(small, size=self.big, mode="bilinear", align_corners=False)
 
 
+class Tiles:
+    """The plan's overlapping tiles, predicted `tile_batch` at a time and blended (MultiDiffusion)."""
+
+    def __init__(self, base: BaseModel, settings: SamplingSettings, plan: CanvasPlan) -> None:
+        self.tiles, self.batch, self.dtype = plan.tiles, settings.tile_batch, base.dtype
+        self.windows = {(h, w): tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
+
+    def blend(self, predict: Callable[[list[torch.Tensor], list[Region]], list[torch.Tensor]],
+              latents: torch.Tensor) -> list[torch.Tensor]:
+        """Each of `predict`'s outputs over the whole latent: averaged where tiles overlap, with weights that
+        fade at tile borders."""
+        total: list[torch.Tensor] = []
+        weight = torch.zeros_like(latents[:, :1])
+        for start in range(0, len(self.tiles), self.batch):
+            tiles = self.tiles[start:start + self.batch]
+            parts = predict([latents[:, :, y:y + h, x:x + w].to(self.dtype) for (y, x, h, w) in tiles], tiles)
+            if not total:
+                total = [torch.zeros_like(latents) for _ in parts]
+            for i, (y, x, h, w) in enumerate(tiles):
+                win = self.windows[(h, w)]
+                for acc, part in zip(total, parts, strict=True):
+                    acc[:, :, y:y + h, x:x + w] += part[i:i + 1] * win
+                weight[:, :, y:y + h, x:x + w] += win
+        return [acc / weight for acc in total]
+
+
 class TiledNoise:
     """The guided noise ε̃ of a latent sampled in overlapping tiles, one step at a time.
 
@@ -161,14 +188,13 @@ class TiledNoise:
     def __init__(self, base: BaseModel, guides: Sequence[FinetunedGuide], edit_prompt: str,
                  settings: SamplingSettings, plan: CanvasPlan) -> None:
         f = base.vae_scale_factor
-        self.plan, self.settings, self.dtype = plan, settings, base.dtype
+        self.guidance = settings.guidance
+        self.tiles = Tiles(base, settings, plan)
         self.predictor = NoisePredictor(base, guides, edit_prompt, settings, (plan.render_h / f, plan.render_w / f))
-        self.windows = {(h, w): tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
         use_whole_view = settings.whole_view and guides and not settings.finetuned_only
         self.whole = WholeView(base, guides, edit_prompt, settings, plan) if use_whole_view else None
 
     def __call__(self, latents: torch.Tensor, t: int) -> torch.Tensor:
-        w = self.settings.guidance
         if self.whole is None:
             weights: list[float] = []
 
@@ -176,30 +202,11 @@ class TiledNoise:
                 s = self.predictor.predict(regions, tiles, t)
                 weights[:] = s.weights
                 return [s.uncond, s.edit, *s.finetuned]
-            uncond, edit, *finetuned = self.blend(scores, latents)
-            return Scores(uncond, edit, finetuned, weights).guided(w)
+            uncond, edit, *finetuned = self.tiles.blend(scores, latents)
+            return Scores(uncond, edit, finetuned, weights).guided(self.guidance)
         layout = self.whole.scores(latents, t)
-        detail, = self.blend(lambda regions, tiles: [self.predictor.detail(regions, tiles, t)], latents)
-        return layout.guided(w) + detail - self.whole.low_band(detail)
-
-    def blend(self, predict: Callable[[list[torch.Tensor], list[Region]], list[torch.Tensor]],
-              latents: torch.Tensor) -> list[torch.Tensor]:
-        """`predict`'s outputs over the overlapping tiles (batches of `tile_batch`), each averaged where tiles
-        overlap (MultiDiffusion), with weights that fade at tile borders."""
-        tiles_all, batch = self.plan.tiles, self.settings.tile_batch
-        total: list[torch.Tensor] = []
-        weight = torch.zeros_like(latents[:, :1])
-        for start in range(0, len(tiles_all), batch):
-            tiles = tiles_all[start:start + batch]
-            parts = predict([latents[:, :, y:y + h, x:x + w].to(self.dtype) for (y, x, h, w) in tiles], tiles)
-            if not total:
-                total = [torch.zeros_like(latents) for _ in parts]
-            for i, (y, x, h, w) in enumerate(tiles):
-                win = self.windows[(h, w)]
-                for acc, part in zip(total, parts, strict=True):
-                    acc[:, :, y:y + h, x:x + w] += part[i:i + 1] * win
-                weight[:, :, y:y + h, x:x + w] += win
-        return [acc / weight for acc in total]
+        detail, = self.tiles.blend(lambda regions, tiles: [self.predictor.detail(regions, tiles, t)], latents)
+        return layout.guided(self.guidance) + detail - self.whole.low_band(detail)
 
 
 @contextmanager

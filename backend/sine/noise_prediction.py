@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .errors import BadInput
 from .finetune import FineTuned
 from .guidance import Guide, combine, single_model_guides
 from .models import BaseModel
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .sampler import SamplingSettings
 
 Region = tuple[int, int, int, int]  # (y, x, h, w) in latent cells
+DEFAULT_STYLE_WEIGHT = 0.3  # β of the style model in multi-model guidance
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,18 @@ def as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings: 
     if isinstance(finetuned, FineTuned):
         return [FinetunedGuide(finetuned, g) for g in single_model_guides(settings.v, settings.k)]
     return list(finetuned)
+
+
+def content_and_style_guides(content: FineTuned, style: FineTuned, settings: SamplingSettings,
+                             content_weight: float | None = None,
+                             style_weight: float | None = None) -> list[FinetunedGuide]:
+    """The paper's multi-model guidance: content from one fine-tuned model (β₁, default 1 − v), style from a
+    second (β₂, default `DEFAULT_STYLE_WEIGHT`), both for t ≥ K; the pre-trained edit score keeps 1 − β₁ − β₂."""
+    c = 1.0 - settings.v if content_weight is None else content_weight
+    st = DEFAULT_STYLE_WEIGHT if style_weight is None else style_weight
+    if not (0.0 <= c and 0.0 <= st and c + st <= 1.0):
+        raise BadInput(f"content weight {c} and style weight {st} must be ≥ 0 and add up to at most 1")
+    return [FinetunedGuide(content, Guide(c, settings.k, 10_000)), FinetunedGuide(style, Guide(st, settings.k, 10_000))]
 
 
 @dataclass
@@ -94,6 +108,15 @@ class NoisePredictor:
         eps_ft = [self._finetuned_eps(i, z, tiles, t_in[:n]) for i in active]
         weights = [self.guides[i].guide.weight for i in active]
         return Scores(eps_uncond.float(), eps_edit.float(), eps_ft, weights)
+
+    def reconstruct(self, regions: list[torch.Tensor], tiles: list[Region], t: int) -> torch.Tensor:
+        """What DDIM inversion follows: the content model's ε(z, ĉ) with its tiles' PE (no fine-tuned
+        model: the pre-trained ε(z, ∅))."""
+        z = torch.cat(regions)
+        t_in = torch.full((len(regions),), t, device=self.base.device)
+        if not self.guides:
+            return self.base.unet(z, t_in, self.uncond.expand(len(regions), -1, -1)).sample.float()
+        return self._finetuned_eps(0, z, tiles, t_in)
 
     def detail(self, regions: list[torch.Tensor], tiles: list[Region], t: int) -> torch.Tensor:
         """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range."""

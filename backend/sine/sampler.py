@@ -1,4 +1,4 @@
-"""Sample an edit: DDIM from pure noise with SINE's model-based classifier-free guidance.
+"""Sample an edit: DDIM with SINE's model-based classifier-free guidance.
 
 For t ≥ K the pre-trained model (edit prompt c, and the empty prompt ∅) and the fine-tuned model
 (source prompt ĉ, whole-picture positional embedding) are mixed:
@@ -6,9 +6,10 @@ For t ≥ K the pre-trained model (edit prompt c, and the empty prompt ∅) and 
     ε̃ = ε_pre(∅) + w · (v · ε_pre(c) + (1 − v) · ε_ft(ĉ) − ε_pre(∅))
 
 and for t < K it is plain classifier-free guidance on the pre-trained model. Read top to bottom:
-the settings, `sample_edit` (the passes of the DDIM loop), `start_latents`, `denoise` (the loop),
-`guided_noise` (ε̃ of one latent), the previews. Canvases above the working size (tiles under a
-whole view, upscale, refine, VAE tiling) live in `large_canvas`; the UNet calls in `noise_prediction`.
+the settings, `sample_edits` (groups of results, the passes of the DDIM loop), `start_latents`
+(where the loop starts: `start`), `denoise` (the loop, x̂₀ of each step for previews),
+`guided_noise` (ε̃ of one latent). Canvases above the working size (tiles under a whole view,
+upscale, refine, VAE tiling) live in `large_canvas`; every UNet call in `noise_prediction`.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from PIL import Image
 from .errors import BadInput, Cancelled
 from .finetune import FineTuned
 from .images import check_size, to_pil
-from .large_canvas import CanvasPlan, TiledNoise, decode, encode, plan_passes
+from .large_canvas import CanvasPlan, TiledNoise, Tiles, decode, encode, plan_passes
 from .models import BaseModel
 from .noise_prediction import FinetunedGuide, NoisePredictor, as_guides
+from .start import check_start, first_step, inverted_start, needs_source, noised_start, source_at
 
 PreviewFn = Callable[[], Image.Image]
 ProgressFn = Callable[[int, int, PreviewFn], None]
 StopFn = Callable[[], bool]
-NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t, t) -> ε̃
+NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t, t) -> ε
+
+MAX_COUNT = 8  # results per press
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class SamplingSettings:
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
     finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
     whole_view: bool = True  # tiles: layout from SINE on the whole picture at the model's size, detail from the tiles
+    strength: float = 1.0  # share of the steps run, from the source noised to that level (1: pure noise; sine.start)
+    start: str = "noise"  # noise | inversion: random noise, or the source's own noise by DDIM inversion
+    batch: int = 4  # results sampled together in one UNet batch (one-latent plans; tiles go one by one)
 
 
 def timesteps_for(base: BaseModel, steps: int) -> list[int]:
@@ -59,58 +66,96 @@ def timesteps_for(base: BaseModel, steps: int) -> list[int]:
     return [int(t) for t in scheduler.timesteps]
 
 
+def sample_steps(settings: SamplingSettings, count: int = 1) -> int:
+    """UNet steps `sample_edits` reports for `count` results in one latent (inversion included)."""
+    run = settings.steps - first_step(settings.steps, settings.strength)
+    per_group = run + (run if settings.start == "inversion" else 0)
+    return per_group * -(-count // max(1, settings.batch))
+
+
+def sample_edit(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide] | None, edit_prompt: str,
+                width: int, height: int, settings: SamplingSettings | None = None, progress: ProgressFn | None = None,
+                should_stop: StopFn | None = None, source: Image.Image | None = None) -> Image.Image:
+    """The edited image, RGB, exactly width × height. `finetuned=None` samples the pre-trained model alone.
+    `source` (the picture being edited) is needed for strength < 1 and the inversion start."""
+    return sample_edits(base, finetuned, edit_prompt, width, height, settings, 1, source, progress, should_stop)[0]
+
+
 @torch.inference_mode()
-def sample_edit(
-    base: BaseModel,
-    finetuned: FineTuned | Sequence[FinetunedGuide] | None,
-    edit_prompt: str,
-    width: int,
-    height: int,
-    settings: SamplingSettings | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-) -> Image.Image:
-    """The edited image, RGB, exactly width × height. `finetuned=None` samples the pre-trained model alone."""
+def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide] | None, edit_prompt: str,
+                 width: int, height: int, settings: SamplingSettings | None = None, count: int = 1,
+                 source: Image.Image | None = None, progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> list[Image.Image]:
+    """`count` edits from seeds seed, seed+1, … (each the image `sample_edit` gives for that seed, up to
+    batching's float rounding), sampled `settings.batch` at a time in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
+    _check(s, width, height, count, source)
+    guides = as_guides(finetuned, s)
+    scheduler = base.new_scheduler(s.steps)
+    scheduler.set_timesteps(s.steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    passes = plan_passes(base, width, height, s, len(timesteps), first_step(len(timesteps), s.strength))
+    plan = passes[0].plan  # the first pass: from noise, or from the source (strength < 1, inversion)
+    inversion = len(timesteps) - passes[0].start if s.start == "inversion" else 0
+    per_group = inversion + sum(len(timesteps) - p.start for p in passes)
+    batch = max(1, s.batch) if len(plan.tiles) == 1 and len(passes) == 1 else 1
+    seeds = [(s.seed + i) % 2**32 for i in range(count)]
+    groups = [seeds[i:i + batch] for i in range(0, count, batch)]
+    z0 = None
+    if source is not None and needs_source(s.strength, s.start):
+        z0 = encode(base, source_at(source, (plan.render_w, plan.render_h)), plan)
+    total = per_group * len(groups)
+    done = 0  # steps reported before the current run
+
+    def report(i: int, x0: torch.Tensor) -> None:
+        if progress is not None:
+            progress(done + i, total, preview_fn(base, x0[:1]))
+    images: list[Image.Image] = []
+    for group in groups:
+        gens = [torch.Generator("cpu").manual_seed(seed) for seed in group]
+        results: list[Image.Image] = []
+        for n, p in enumerate(passes):  # `refine`: the resized picture noised back to the restart, in tiles
+            start_z = z0 if n == 0 else torch.cat([encode(base, image, p.plan) for image in results])
+            invert = content_noise(base, guides, edit_prompt, s, p.plan) if n == 0 and s.start == "inversion" else None
+            latents = start_latents(base, scheduler, gens, p.plan, timesteps, p.start, start_z, invert, should_stop,
+                                    lambda i: report(i, z0))
+            done += inversion if invert is not None else 0
+            latents = denoise(guided_noise(base, guides, edit_prompt, s, p.plan), scheduler, timesteps[p.start:],
+                              latents, report, should_stop)
+            done += len(timesteps) - p.start
+            results = [decode(base, latents[i:i + 1], p.plan) for i in range(len(gens))]
+        images += results
+    return images
+
+
+def _check(s: SamplingSettings, width: int, height: int, count: int, source: Image.Image | None) -> None:
     check_size(width, height)
     if not 1 <= s.steps <= 1000:
         raise BadInput(f"steps must be 1..1000, not {s.steps}")
     if not 0.0 < s.refine_strength <= 1.0:
         raise BadInput(f"refine strength must be in (0, 1], not {s.refine_strength}")
-    guides = as_guides(finetuned, s)
-    scheduler = base.new_scheduler(s.steps)
-    scheduler.set_timesteps(s.steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
-    passes = plan_passes(base, width, height, s, len(timesteps))  # one; `refine`: a second at full size
-    total = sum(len(timesteps) - p.start for p in passes)
-    gen = torch.Generator("cpu").manual_seed(s.seed)
-    image: Image.Image | None = None
-    done = 0
-    for p in passes:
-        latents = start_latents(base, scheduler, gen, p.plan, timesteps[p.start], image)
-
-        def report(i: int, x0: torch.Tensor, offset: int = done) -> None:
-            if progress is not None:
-                progress(offset + i, total, preview_fn(base, x0))
-
-        noise = guided_noise(base, guides, edit_prompt, s, p.plan)
-        latents = denoise(noise, scheduler, timesteps[p.start:], latents, report, should_stop)
-        image = decode(base, latents, p.plan)
-        done += len(timesteps) - p.start
-    assert image is not None
-    return image
+    check_start(s.strength, s.start)
+    if not 1 <= count <= MAX_COUNT:
+        raise BadInput(f"count must be 1..{MAX_COUNT}, not {count}")
+    if s.start == "inversion" and count > 1:
+        raise BadInput("the inversion start is deterministic (every seed gives the same picture): ask for one result")
+    if needs_source(s.strength, s.start) and source is None:
+        raise BadInput("strength below 1 and the inversion start need the source picture")
 
 
-def start_latents(base: BaseModel, scheduler: DDIMScheduler, gen: torch.Generator, plan: CanvasPlan, t: int,
-                  image: Image.Image | None = None) -> torch.Tensor:
-    """z_T: pure noise of the plan's latent size; or, from `image`, its latents noised to timestep t."""
-    if image is None:
-        shape = (1, base.unet.config.in_channels, plan.latent_h, plan.latent_w)
-        noise = torch.randn(shape, generator=gen).to(base.device, torch.float32)
+def start_latents(base: BaseModel, scheduler: DDIMScheduler, gens: list[torch.Generator], plan: CanvasPlan,
+                  timesteps: list[int], start: int, z0: torch.Tensor | None = None, invert: NoiseFn | None = None,
+                  should_stop: StopFn | None = None, report: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Where the loop starts, at timesteps[start]: pure noise (SINE, one draw per seed); or the clean
+    latents z0 noised there (SDEdit, `refine`); or z0 inverted there by DDIM with `invert`'s ε."""
+    shape = (1, base.unet.config.in_channels, plan.latent_h, plan.latent_w)
+    noise = torch.cat([torch.randn(shape, generator=gen) for gen in gens]).to(base.device, torch.float32)
+    if z0 is None:
         return noise * scheduler.init_noise_sigma
-    z = encode(base, image, plan)
-    noise = torch.randn(z.shape, generator=gen).to(base.device, torch.float32)
-    return scheduler.add_noise(z, noise, torch.tensor([t]))
+    if invert is not None:
+        return inverted_start(scheduler, len(timesteps), z0, timesteps[start], invert, should_stop,
+                              None if report is None else lambda i, _n: report(i))
+    return noised_start(scheduler, z0.expand_as(noise), noise, timesteps[start])
 
 
 def denoise(noise: NoiseFn, scheduler: DDIMScheduler, timesteps: list[int], latents: torch.Tensor,
@@ -127,17 +172,30 @@ def denoise(noise: NoiseFn, scheduler: DDIMScheduler, timesteps: list[int], late
 
 def guided_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
                  plan: CanvasPlan) -> NoiseFn:
-    """ε̃(z_t, t) of the plan's latent: SINE's guidance on one latent, or over tiles (`large_canvas`)."""
+    """ε̃(z_t, t) of the plan's latents: SINE's guidance on one latent (a batch of results), or over tiles."""
     if len(plan.tiles) > 1:
         return TiledNoise(base, guides, edit_prompt, s, plan)
     f = base.vae_scale_factor
     predictor = NoisePredictor(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
 
     def noise(latents: torch.Tensor, t: int) -> torch.Tensor:
+        regions = list(latents.to(base.dtype).split(1))  # the results of a batch go through the UNets together
         # ε_pre(∅) and ε_pre(c); ε_ft(ĉ) with β = 1 − v while t ≥ K (none below: plain CFG)
-        scores = predictor.predict([latents.to(base.dtype)], plan.tiles, t)
+        scores = predictor.predict(regions, plan.tiles * len(regions), t)
         return scores.guided(s.guidance)
     return noise
+
+
+def content_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
+                  plan: CanvasPlan) -> NoiseFn:
+    """What DDIM inversion follows: the content model's ε(z, ĉ) with its PE (no fine-tuned model: ε_pre(∅)),
+    per tile and blended on a tiled plan."""
+    f = base.vae_scale_factor
+    predictor = NoisePredictor(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
+    if len(plan.tiles) == 1:
+        return lambda z, t: predictor.reconstruct([z.to(base.dtype)], plan.tiles, t)
+    tiles = Tiles(base, s, plan)
+    return lambda z, t: tiles.blend(lambda regions, tl: [predictor.reconstruct(regions, tl, t)], z)[0]
 
 
 def preview_fn(base: BaseModel, x0: torch.Tensor) -> PreviewFn:

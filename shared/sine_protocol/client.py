@@ -322,9 +322,20 @@ class SineClient:
         output_size: tuple[int, int] | None = None,
         mask: Mask | None = None,
         compress: bool = True,
+        count: int = 1,
+        style_image: RGBAImage | None = None,
+        style_subject: str = "",
     ) -> str:
-        """Send an edit and return its request id; follow it with :meth:`events` or :meth:`poll_event`."""
+        """Send an edit and return its request id; follow it with :meth:`events` or :meth:`poll_event`.
+
+        ``count`` results (seeds ``seed, seed+1, …``) come back in one ``result`` (:attr:`Event.images`);
+        ``style_image`` is the second picture of multi-model guidance (``sampling.style_weight`` is its β).
+        """
         fields: dict[str, Any] = {"prompt": prompt, "subject": subject, "style": style, "seed": seed}
+        if count != 1:
+            fields["count"] = count
+        if style_subject:
+            fields["style_subject"] = style_subject
         if sampling is not None:
             fields["sampling"] = dict(sampling)
         if finetune is not None:
@@ -334,6 +345,8 @@ class SineClient:
         blobs = [image_blob(image, "image", compress)]
         if mask is not None:
             blobs.append(mask_blob(mask, compress))
+        if style_image is not None:
+            blobs.append(image_blob(style_image, "style", compress))
         return self._send(EDIT, fields, blobs)
 
     def cancel(self, job: str) -> None:

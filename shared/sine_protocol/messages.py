@@ -38,7 +38,7 @@ __all__ = [
     "OUT_OF_MEMORY", "BUSY", "CANCELLED", "INTERNAL", "ERROR_CODES", "RETRIABLE_CODES",
     "HELLO", "PING", "STATUS", "EDIT", "CANCEL", "REQUEST_TYPES",
     "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "REPLY_TYPES", "FINAL_TYPES",
-    "PHASES", "STYLES", "FINETUNE_METHODS", "Limits", "EditRequest", "Request", "Event",
+    "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
     "decode_reply", "image_blob", "mask_blob",
 ]
@@ -67,11 +67,14 @@ FINAL_TYPES: frozenset[str] = frozenset({RESULT, ERROR, CANCELLED})
 PHASES: tuple[str, ...] = ("queued", "loading", "finetune", "sample", "decode")
 STYLES: tuple[str, ...] = ("photo", "painting")
 FINETUNE_METHODS: tuple[str, ...] = ("lora", "full")
+START_MODES: tuple[str, ...] = ("noise", "inversion")  # where sampling starts (see sine.start)
+MAX_COUNT = 8  # results per edit request
 
-BLOB_ROLES: frozenset[str] = frozenset({"image", "mask", "preview"})
+BLOB_ROLES: frozenset[str] = frozenset({"image", "mask", "preview", "style"})
 _BLOB_KEYS = frozenset({"role", "format", "width", "height", "compression"})
 _BASE_KEYS = frozenset({"v", "type", "id", "token", "blobs"})
-_EDIT_KEYS = _BASE_KEYS | {"prompt", "subject", "style", "seed", "sampling", "finetune", "output"}
+_EDIT_KEYS = _BASE_KEYS | {"prompt", "subject", "style", "seed", "sampling", "finetune", "output", "count",
+                           "style_subject"}
 _CANCEL_KEYS = _BASE_KEYS | {"job"}
 MAX_ID_CHARS = 128
 MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
@@ -103,7 +106,9 @@ class EditRequest:
     """A validated ``edit``: pixels decoded, options type-checked.
 
     ``sampling`` and ``finetune`` hold only the keys the client sent (``k`` lower-case); the engine
-    fills in its defaults for the rest. ``output`` defaults to the image size.
+    fills in its defaults for the rest. ``output`` defaults to the image size. ``count`` results come
+    from seeds ``seed, seed+1, …`` (mod 2³²); ``style_image`` (the ``style`` blob) is the second
+    picture of multi-model guidance, fine-tuned like the first with the prompt of ``style_subject``.
     """
 
     image: RGBAImage
@@ -115,6 +120,14 @@ class EditRequest:
     sampling: dict[str, Any]
     finetune: dict[str, Any]
     output: tuple[int, int]
+    count: int = 1
+    style_image: RGBAImage | None = None
+    style_subject: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each result, in order."""
+        return [(self.seed + i) % 2**32 for i in range(self.count)]
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,12 @@ class Event:
     def image(self) -> RGBAImage | None:
         """The ``image`` blob (a ``result``'s pixels), if any."""
         return self._first_image("image")
+
+    @property
+    def images(self) -> list[RGBAImage]:
+        """Every ``image`` blob in order: a ``result`` with ``count`` > 1 carries one per seed."""
+        return [RGBAImage(desc["width"], desc["height"], data) for desc, data in self.blobs
+                if desc.get("role") == "image" and desc.get("format") == "rgba8"]
 
     @property
     def preview(self) -> RGBAImage | None:
@@ -387,7 +406,8 @@ def _parse_edit(
 
     sampling: dict[str, Any] = {}
     if header.get("sampling") is not None:
-        raw = check.obj(header["sampling"], "sampling", {"steps", "w", "v", "k"})
+        raw = check.obj(header["sampling"], "sampling",
+                        {"steps", "w", "v", "k", "strength", "start", "style_weight", "content_weight"})
         if "steps" in raw:
             sampling["steps"] = check.integer(raw["steps"], "sampling.steps", 1, 1000)
         if "w" in raw:
@@ -396,6 +416,19 @@ def _parse_edit(
             sampling["v"] = check.number(raw["v"], "sampling.v", 0.0, 1.0)
         if "k" in raw:
             sampling["k"] = check.integer(raw["k"], "sampling.k", 0, 1000)
+        if "strength" in raw:
+            sampling["strength"] = check.number(raw["strength"], "sampling.strength", 0.0, 1.0)
+            if sampling["strength"] <= 0.0:
+                raise check.fail("sampling.strength must be above 0 (1 = from pure noise)")
+        if "start" in raw:
+            sampling["start"] = check.choice(raw["start"], "sampling.start", START_MODES)
+        for key in ("style_weight", "content_weight"):
+            if key in raw:
+                sampling[key] = check.number(raw[key], f"sampling.{key}", 0.0, 1.0)
+        if sampling.get("style_weight", 0.0) + sampling.get("content_weight", 0.0) > 1.0:
+            raise check.fail("sampling.style_weight + sampling.content_weight must be at most 1")
+    count = check.integer(header.get("count", 1), "count", 1, MAX_COUNT)
+    style_subject = check.string(header.get("style_subject", ""), "style_subject", limits.max_prompt_chars)
 
     finetune: dict[str, Any] = {}
     if header.get("finetune") is not None:
@@ -410,9 +443,11 @@ def _parse_edit(
     roles = [d["role"] for d in descriptors]
     if roles.count("image") != 1:
         raise check.fail(f"edit needs exactly one image blob, got {roles.count('image')}")
-    if roles.count("mask") > 1 or "preview" in roles:
-        raise check.fail("edit takes one image blob and at most one mask blob")
-    image = mask = None
+    if roles.count("mask") > 1 or roles.count("style") > 1 or "preview" in roles:
+        raise check.fail("edit takes one image blob, at most one mask blob and at most one style blob")
+    if "style" not in roles and "style_weight" in sampling:
+        raise check.fail("sampling.style_weight needs a style blob")
+    image = mask = style_image = None
     for desc, payload in zip(descriptors, payloads, strict=True):
         if desc["role"] == "image":
             if desc["format"] != "rgba8":
@@ -428,6 +463,11 @@ def _parse_edit(
                     f"mask is {desc['width']}x{desc['height']} but the image is {image.width}x{image.height}"
                 )
             mask = Mask(desc["width"], desc["height"], _decode_blob(check, desc, payload, limits.max_input_pixels))
+        if desc["role"] == "style":
+            if desc["format"] != "rgba8":
+                raise check.fail("the style blob must be rgba8")
+            style_image = RGBAImage(desc["width"], desc["height"],
+                                    _decode_blob(check, desc, payload, limits.max_input_pixels))
 
     output = image.size
     if header.get("output") is not None:
@@ -439,7 +479,8 @@ def _parse_edit(
         output = (check.integer(raw["width"], "output.width", lo, hi), check.integer(raw["height"], "output.height", lo, hi))
     if output[0] * output[1] > limits.max_output_pixels:
         raise check.fail(f"output {output[0]}x{output[1]} is over the limit of {limits.max_output_pixels} pixels", TOO_LARGE)
-    return EditRequest(image, mask, prompt, subject, style, seed, sampling, finetune, output)
+    return EditRequest(image, mask, prompt, subject, style, seed, sampling, finetune, output, count, style_image,
+                       style_subject)
 
 
 # ---------------------------------------------------------------- encoding

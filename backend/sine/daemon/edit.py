@@ -26,11 +26,17 @@ PAUSE_ENV = "SINE_TEST_CACHE_WRITE_PAUSE_FILE"
 
 @dataclass
 class EditOutcome:
-    """What the `result` reply carries."""
+    """What the `result` reply carries: one image per seed, in order."""
 
-    image: RGBAImage
+    images: list[RGBAImage]
+    seeds: list[int]
     cache_hit: bool
     timings: dict[str, float]
+    style_cache_hit: bool | None = None  # None: no style picture
+
+    @property
+    def image(self) -> RGBAImage:
+        return self.images[0]
 
 
 def _engine() -> Any:
@@ -40,14 +46,16 @@ def _engine() -> Any:
     return finetune, sampler, prompts
 
 
-def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings: dict) -> str:
-    """The cache key of this request's fine-tune (see sine.cache.cache_key)."""
+def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings: dict,
+                   image: RGBAImage | None = None, subject: str | None = None) -> str:
+    """The cache key of this request's fine-tune on `image` (default: its source; see sine.cache.cache_key)."""
+    image = image or request.image
     return cache_key(
-        request.image.data,
-        request.image.width,
-        request.image.height,
+        image.data,
+        image.width,
+        image.height,
         source_prompt=source_prompt,
-        subject=request.subject,
+        subject=request.subject if subject is None else subject,
         style=request.style,
         model_id=str(getattr(base, "model_id", "")),
         revision=getattr(base, "revision", None),
@@ -61,13 +69,59 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     ft_mod, sampler_mod, prompts_mod = _engine()
     t0 = time.perf_counter()
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
-    prompt_src = prompts_mod.source_prompt(request.subject, request.style)
+    timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
+    tuned, cache_hit = _finetuned(request, request.image, request.subject, base, cache, report, should_stop, timings)
+    guides: Any = tuned
+    style_hit = None
+    if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
+        style_tuned, style_hit = _finetuned(request, request.style_image, request.style_subject, base, cache, report,
+                                            should_stop, timings)
+        from sine.noise_prediction import content_and_style_guides
+
+        guides = content_and_style_guides(
+            tuned, style_tuned, _sampling_settings(sampler_mod, request),
+            content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
+
+    t_sample = time.perf_counter()
+    out_w, out_h = request.output
+    sampling_settings = _sampling_settings(sampler_mod, request)
+    report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
+    edited = sampler_mod.sample_edits(
+        base, guides, request.prompt, out_w, out_h, sampling_settings, count=request.count, source=source,
+        progress=lambda step, total, preview: report.step("sample", step, total, preview),
+        should_stop=should_stop,
+    )
+    if should_stop():
+        raise Cancelled("cancelled during sampling")
+    timings["sample_s"] = time.perf_counter() - t_sample
+
+    report.phase_start("decode", 1)
+    results = [finish_image(image, source, request) for image in edited]
+    timings["total_s"] = time.perf_counter() - t0
+    return EditOutcome([RGBAImage(r.width, r.height, r.tobytes()) for r in results], request.seeds, cache_hit,
+                       {k: round(v, 4) for k, v in timings.items()}, style_hit)
+
+
+def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
+    """The engine's settings from the wire's `sampling` (only the keys sent; the engine's defaults otherwise)."""
+    wire_to_engine = (("steps", "steps"), ("w", "guidance"), ("v", "v"), ("k", "k"), ("strength", "strength"),
+                      ("start", "start"))
+    sampling = request.sampling
+    return sampler_mod.SamplingSettings(
+        seed=request.seed, **{name: sampling[wire] for wire, name in wire_to_engine if wire in sampling})
+
+
+def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, cache: WeightCache,
+               report: ProgressReporter, should_stop: Any, timings: dict[str, float]) -> tuple[Any, bool]:
+    """The fine-tuned model of `image` (the source, or the style picture): from the cache, or fine-tuned and
+    cached. Returns (model, cache hit); adds to the load and fine-tune timings."""
+    ft_mod, _, prompts_mod = _engine()
+    picture = Image.frombytes("RGBA", image.size, image.data)
+    prompt_src = prompts_mod.source_prompt(subject, request.style)
     # The style also picks how the positional embedding is resized (bilinear for photos, nearest for paintings).
     settings = ft_mod.FinetuneSettings(**request.finetune, style=request.style)
     settings_dict = settings.to_dict(base.recipes)
-    key = edit_cache_key(request, base, prompt_src, settings_dict)
-    timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
-
+    key = edit_cache_key(request, base, prompt_src, settings_dict, image, subject)
     cache_hit = False
     with cache.claim(key):  # a second job for the same image waits here for the first fine-tune
         if should_stop():
@@ -82,46 +136,23 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
             except Exception as exc:  # a verified entry the engine still cannot read: rebuild it
                 log.warning("cache entry %s failed to load (%s); fine-tuning again", key[:12], exc)
                 cache.remove(key)
-        timings["load_s"] = time.perf_counter() - t_load
+        timings["load_s"] += time.perf_counter() - t_load
         if tuned is None:
             t_ft = time.perf_counter()
             report.phase_start("finetune", int(settings_dict["steps"]))
             tuned = ft_mod.finetune(
-                base, source, prompt_src, settings,  # the engine lays transparent pixels over white
+                base, picture, prompt_src, settings,  # the engine lays transparent pixels over white
                 progress=lambda step, total, _loss: report.step("finetune", step, total),
                 should_stop=should_stop,
             )
             if should_stop():
                 raise Cancelled("cancelled during fine-tuning")
-            timings["finetune_s"] = time.perf_counter() - t_ft
+            timings["finetune_s"] += time.perf_counter() - t_ft
             try:
                 cache.store(key, _saver(tuned), settings_dict)
             except OSError as exc:  # a full disk costs the cache, not the edit
                 log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
-
-    t_sample = time.perf_counter()
-    out_w, out_h = request.output
-    sampling = request.sampling
-    sampling_settings = sampler_mod.SamplingSettings(
-        seed=request.seed,
-        **{name: sampling[wire] for wire, name in (("steps", "steps"), ("w", "guidance"), ("v", "v"), ("k", "k"))
-           if wire in sampling},
-    )
-    report.phase_start("sample", sampling_settings.steps)
-    edited = sampler_mod.sample_edit(
-        base, tuned, request.prompt, out_w, out_h, sampling_settings,
-        progress=lambda step, total, preview: report.step("sample", step, total, preview),
-        should_stop=should_stop,
-    )
-    if should_stop():
-        raise Cancelled("cancelled during sampling")
-    timings["sample_s"] = time.perf_counter() - t_sample
-
-    report.phase_start("decode", 1)
-    result = finish_image(edited, source, request)
-    timings["total_s"] = time.perf_counter() - t0
-    return EditOutcome(RGBAImage(result.width, result.height, result.tobytes()), cache_hit,
-                       {k: round(v, 4) for k, v in timings.items()})
+    return tuned, cache_hit
 
 
 def _saver(tuned: Any) -> Any:

@@ -123,8 +123,10 @@ class Worker(threading.Thread):
                 if job.should_stop():
                     raise _JobCancelled
                 state = DONE
-                final = make_reply(RESULT, job.request_id, [image_blob(outcome.image)], job=job.id,
-                                   seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings)
+                extra = {} if outcome.style_cache_hit is None else {"style_cache_hit": outcome.style_cache_hit}
+                final = make_reply(RESULT, job.request_id, [image_blob(image) for image in outcome.images], job=job.id,
+                                   seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings,
+                                   results=[{"index": i, "seed": s} for i, s in enumerate(outcome.seeds)], **extra)
                 log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply, never a dead worker
             state, final = self._failure(job, exc)

@@ -1,0 +1,67 @@
+"""The painter's controls through a real `sine daemon` subprocess and a tiny real diffusers model:
+strength and start reach the engine, several results come back in one `result`, the style picture is
+fine-tuned and cached like the source."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from daemon_helpers import Client, DaemonProcess, make_image
+
+from sine_protocol.messages import encode_message, image_blob, make_request
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def daemon(tiny_model: Path):
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model).start()
+    yield proc
+    assert proc.stop() == 0, proc.output()
+
+
+def _edit(client: Client, image, style=None, count: int = 1, seed: int = 3, **sampling) -> list:
+    rid = uuid.uuid4().hex
+    header = make_request("edit", rid, client.token, prompt="a green square", subject="square", seed=seed,
+                          count=count, sampling={"steps": 4, **sampling},
+                          finetune={"method": "lora", "steps": 2, "patch": True})
+    blobs = [image_blob(image)] + ([image_blob(style, "style")] if style is not None else [])
+    client.send(encode_message(header, blobs))
+    return client.events_until_final(rid)
+
+
+def test_several_results_with_strength_and_a_style_picture(daemon: DaemonProcess):
+    image, style = make_image(32, 32, seed=40), make_image(24, 40, seed=41)
+    with Client(daemon.endpoint, daemon.token) as client:
+        events = _edit(client, image, style, count=3, seed=2**32 - 1, strength=0.5, style_weight=0.2)
+        result = events[-1]
+        assert result.type == "result", result.header
+        assert sum(e.is_final for e in events) == 1
+        assert [r["seed"] for r in result.header["results"]] == [2**32 - 1, 0, 1]
+        assert [r["index"] for r in result.header["results"]] == [0, 1, 2]
+        images = result.images
+        assert len(images) == 3 and all(img.size == (32, 32) for img in images)
+        assert len({img.data for img in images}) == 3  # three seeds, three pictures
+        assert (result.header["cache_hit"], result.header["style_cache_hit"]) == (False, False)
+        finetunes = [e for e in events if e.type == "progress" and e.header["phase"] == "finetune" and
+                     e.header["step"] == 0]
+        assert len(finetunes) == 2  # the source, then the style picture
+        sample = [e for e in events if e.type == "progress" and e.header["phase"] == "sample"]
+        assert sample[-1].header["step"] == sample[-1].header["total"] == 2  # strength 0.5 of 4 steps, one batch
+
+        again = _edit(client, image, style, strength=0.5, style_weight=0.2)[-1]
+        assert (again.header["cache_hit"], again.header["style_cache_hit"]) == (True, True)
+        assert len(again.images) == 1 and "style_cache_hit" not in _edit(client, image)[-1].header
+
+
+def test_engine_refusals_come_back_as_errors(daemon: DaemonProcess):
+    with Client(daemon.endpoint, daemon.token) as client:
+        final = _edit(client, make_image(32, 32, seed=42), count=2, start="inversion")[-1]
+        assert final.type == "error" and final.header["code"] == "bad_request", final.header
+        assert "one result" in final.header["message"]
+        ok = _edit(client, make_image(32, 32, seed=42), strength=0.25, start="inversion")[-1]
+        assert ok.type == "result" and len(ok.images) == 1, ok.header
