@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .devices import prepare_cpu_runtime  # torch is not imported yet: OpenMP reads this at its start
+
+    prepare_cpu_runtime()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

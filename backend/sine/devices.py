@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads inside the functions: `sine` imports this module before anything heavy
+    import torch
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+           "bf16": "bfloat16", "bfloat16": "bfloat16"}  # names -> torch attribute
 
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` (or $SINE_DEVICE) wins; otherwise the first CUDA GPU, else the CPU."""
+    import torch
+
     name = requested or os.environ.get("SINE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None) -> torch.dtype:
     """Inference dtype of the frozen models; training keeps its own weights in fp32."""
+    import torch
+
     requested = requested or os.environ.get("SINE_DTYPE")
     if isinstance(requested, torch.dtype):
         return requested
     if requested:
         try:
-            return _DTYPES[requested.lower()]
+            return getattr(torch, _DTYPES[requested.lower()])
         except KeyError:
             raise ValueError(f"unknown dtype {requested!r}; use one of {sorted(_DTYPES)}") from None
     if device.type == "cuda":
@@ -33,6 +39,90 @@ def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None)
 
 def describe_device(device: torch.device) -> str:
     """A human name for status lines: the GPU's model name, or 'CPU'."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type.upper()
+
+
+def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtype:
+    """Dtype of a fine-tuned copy at sampling time: fp16 on CUDA (where the base runs in bf16, whose
+    8-bit mantissa rounds 77-92 % of the paper recipe's weight changes back to the pre-trained
+    values; fp16 has 10 bits), else the base's dtype. $SINE_FT_DTYPE overrides it."""
+    import torch
+
+    requested = os.environ.get("SINE_FT_DTYPE")
+    if requested:
+        return pick_dtype(device, requested)
+    if device.type == "cuda" and base_dtype in (torch.bfloat16, torch.float16):
+        return torch.float16
+    return base_dtype
+
+
+# --- CPU threads under contention ---------------------------------------------------------------
+# On a busy machine torch's default (one OpenMP thread per core, spinning at every barrier) collapses:
+# each parallel op waits for its slowest thread, and a thread whose core a neighbour holds is
+# descheduled for a whole time slice, so a 2-thread run beside one busy process can take many times
+# as long as a 1-thread run. So: no more threads than free cores, and threads that sleep, not spin,
+# when they wait.
+THREADS_ENV = "SINE_THREADS"
+
+
+def prepare_cpu_runtime() -> None:
+    """Before torch loads: OpenMP threads wait passively (they yield the core instead of spinning).
+    Only a default: an OMP_WAIT_POLICY already in the environment wins."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_cores(interval_s: float = 0.2) -> float:
+    """Cores busy right now, from two /proc/stat samples (else the 1-minute load average)."""
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = [int(x) for x in handle.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    first = sample()
+    if first is not None:
+        import time
+
+        time.sleep(interval_s)
+        second = sample()
+        if second is not None and second[0] > first[0]:
+            total, idle = second[0] - first[0], second[1] - first[1]
+            return (os.cpu_count() or 1) * (1 - idle / total)
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def pick_cpu_threads(requested: int | None = None) -> int:
+    """`requested`, $SINE_THREADS or $OMP_NUM_THREADS wins; otherwise the usable cores that are not
+    busy, at least 1."""
+    fixed = requested or int(os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS") or 0)
+    if fixed > 0:
+        return fixed
+    cores = usable_cores()
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def apply_cpu_threads(requested: int | None = None) -> int:
+    """Set torch's CPU threads for the next piece of work (call between jobs, not inside one)."""
+    import torch
+
+    threads = pick_cpu_threads(requested)
+    torch.set_num_threads(threads)
+    return threads

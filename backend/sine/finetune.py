@@ -6,6 +6,7 @@ copy carrying small adapters), and only the fine-tuned UNet gets the positional-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -22,12 +23,15 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
+from .devices import finetuned_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
+from .predictions import clean_latent, raw_outputs, training_target
 from .recipes import RECIPES, Recipe
+from .xl import crop_time_ids, size_conditioning
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
@@ -37,6 +41,7 @@ ARTIFACT_FORMAT = 2  # 2: LoRA on the ResNet convolutions and time projections t
 # the layout and colours live in the ResNet blocks.
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x3: 63 % of an SD1.5 entry at rank 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class FinetuneSettings:
     lr: float | None = None
     weight_decay: float = 0.01
     lora_rank: int = 8
+    lora_conv_rank: int | None = None  # rank of the 3x3 ResNet convolutions' adapters (None: lora_rank)
     train_text_encoder: bool | None = None
     train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
@@ -84,11 +90,18 @@ class FineTuned:
     """The per-image model: a fine-tuned UNet (with PE hook) and the text encoder that reads ĉ."""
 
     def __init__(self, base: BaseModel, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
-                 settings: FinetuneSettings, source_prompt: str) -> None:
+                 settings: FinetuneSettings, source_prompt: str, merge: bool = True) -> None:
+        """`unet`/`text_encoder`: the trained copies; LoRA adapters are merged into the UNet here (see
+        `_for_inference`) unless `merge` is False (the reference path of the equivalence tests)."""
         self.base = base
-        self.unet = unet
-        self.text_encoder = text_encoder
         self.settings = settings.resolved(base.recipes)
+        # What a LoRA artifact stores, taken before the adapters are merged away (fp16 on the CPU).
+        self.lora_state: dict[str, torch.Tensor] = (
+            _fp16_cpu(_unet_lora_state(unet, self.settings)) if self.settings.method == "lora" else {})
+        self.te_lora_state: dict[str, torch.Tensor] = (
+            _fp16_cpu(get_peft_model_state_dict(text_encoder))
+            if self.settings.method == "lora" and self.settings.train_text_encoder else {})
+        self.unet, self.text_encoder = _for_inference(base, unet, text_encoder, self.settings, merge)
         self.source_prompt = source_prompt
         self.pe_table = positional_table(base.pe_channels, base.pe_grid).to(base.device) if self.settings.positional else None
         self.pe_mode = interp_mode(self.settings.style)
@@ -97,8 +110,10 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
+        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
+            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
         ids = self.base.tokenize([self.source_prompt])
-        return self.text_encoder(ids)[0].to(self.base.dtype)
+        return self.text_encoder(ids)[0].to(self.unet.dtype)
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
@@ -108,10 +123,9 @@ class FineTuned:
         s = self.settings
         files: list[Path] = []
         if s.method == "lora":
-            files.append(_save_tensors(_unet_lora_state(self.unet, s), folder / "unet_lora.safetensors"))
+            files.append(_save_tensors(self.lora_state, folder / "unet_lora.safetensors"))
             if s.train_text_encoder:
-                files.append(_save_tensors(get_peft_model_state_dict(self.text_encoder),
-                                           folder / "text_encoder_lora.safetensors"))
+                files.append(_save_tensors(self.te_lora_state, folder / "text_encoder_lora.safetensors"))
         else:
             files.append(_save_tensors(self.unet.state_dict(), folder / "unet.safetensors"))
             if s.train_text_encoder:
@@ -123,7 +137,7 @@ class FineTuned:
         return [*files, meta_path]
 
     @classmethod
-    def load(cls, folder: str | Path, base: BaseModel) -> FineTuned:
+    def load(cls, folder: str | Path, base: BaseModel, merge: bool = True) -> FineTuned:
         folder = Path(folder)
         try:
             meta = json.loads((folder / "finetune.json").read_text())
@@ -141,27 +155,37 @@ class FineTuned:
             unet.load_state_dict(load_file(folder / "unet.safetensors"))
             if settings.train_text_encoder:
                 text_encoder.load_state_dict(load_file(folder / "text_encoder.safetensors"))
-        return cls(base, *_for_inference(base, unet, text_encoder), settings, meta["source_prompt"])
+        return cls(base, unet, text_encoder, settings, meta["source_prompt"], merge=merge)
 
     def export_unet(self, folder: str | Path) -> Path:
         """Save the fine-tuned UNet as a plain diffusers UNet (LoRA merged, no hook, no extra weights)."""
         unet = copy.deepcopy(self.unet)
         for hook in list(unet.conv_in._forward_hooks):
             del unet.conv_in._forward_hooks[hook]
-        if self.settings.method == "lora":
+        if self.settings.method == "lora" and getattr(unet, "peft_config", None):  # an unmerged copy
             unet.fuse_lora()
             unet.unload_lora()
         unet.save_pretrained(folder)
         return Path(folder)
 
     def nbytes(self) -> int:
+        """Bytes of the stored artifact's UNet tensors (fp16)."""
         if self.settings.method == "lora":
-            return sum(t.numel() * 2 for t in _unet_lora_state(self.unet, self.settings).values())
+            return sum(t.numel() * 2 for t in self.lora_state.values())
         return sum(p.numel() * 2 for p in self.unet.parameters())
+
+    def memory_bytes(self) -> int:
+        """Bytes this fine-tune holds in memory: its UNet copy, and its text encoder when it has its own."""
+        modules = [self.unet] + ([self.text_encoder] if self.text_encoder is not self.base.text_encoder else [])
+        return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+
+
+def _fp16_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> Path:
-    save_file({k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}, path)
+    save_file(_fp16_cpu(state), path)
     return path
 
 
@@ -183,8 +207,11 @@ def _load_lora(module: torch.nn.Module, path: Path, base: BaseModel, conv_in: bo
         raise BadInput(f"{path} does not match this base model (unexpected {result.unexpected_keys[:3]})")
 
 
-def _lora_config(rank: int, targets: list[str]) -> LoraConfig:
-    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets)
+def _lora_config(rank: int, targets: list[str], ranks: dict[str, int] | None = None) -> LoraConfig:
+    """Scale 1 (alpha = rank) for every layer, also those `ranks` gives their own rank."""
+    ranks = {k: v for k, v in (ranks or {}).items() if v != rank}
+    return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets,
+                      rank_pattern=ranks, alpha_pattern=dict(ranks))
 
 
 def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DConditionModel, CLIPTextModel]:
@@ -196,7 +223,8 @@ def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DCondi
         if s.train_text_encoder:
             text_encoder.float().requires_grad_(True)
     else:
-        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS))
+        conv_rank = s.lora_rank if s.lora_conv_rank is None else s.lora_conv_rank
+        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS, {name: conv_rank for name in CONV_3X3_TARGETS}))
         _lora_params_fp32(unet)
         if s.train_conv_in:  # the PE is added right after conv_in: let the first layer make room for it
             unet.conv_in.float().requires_grad_(True)
@@ -215,13 +243,40 @@ def _lora_params_fp32(module: torch.nn.Module) -> None:
             param.requires_grad_(False)
 
 
-def _for_inference(base: BaseModel, unet: UNet2DConditionModel,
-                   text_encoder: CLIPTextModel) -> tuple[UNet2DConditionModel, CLIPTextModel]:
-    for module in (unet, text_encoder):
+def _for_inference(base: BaseModel, unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                   s: FinetuneSettings, merge: bool = True) -> tuple[UNet2DConditionModel, CLIPTextModel]:
+    """The trained copies ready to sample, in the fine-tuned dtype (`finetuned_dtype`: fp16 on CUDA,
+    where the base runs in bf16, whose 8-bit mantissa would round small weight changes away).
+
+    LoRA: the adapters are merged into the weights in fp32 (peft's merge through diffusers'
+    `fuse_lora`), then the UNet is cast once, so a fine-tuned call costs a plain UNet call and the
+    small changes meet a single rounding, to the fine-tuned dtype. The text encoder, when not trained,
+    is the base's own and is left alone."""
+    dtype = finetuned_dtype(base.device, base.dtype)
+    if s.method == "lora" and merge:
+        unet.float()
+        unet.fuse_lora()
+        unet.unload_lora()
+        if s.train_text_encoder:
+            text_encoder = _merge_peft_layers(text_encoder.float())
+    trained = [unet, text_encoder] if s.train_text_encoder else [unet]
+    for module in trained:
         module.requires_grad_(False)
         module.eval()
-        module.to(base.device, base.dtype)
+        module.to(base.device, dtype)
     return unet, text_encoder
+
+
+def _merge_peft_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """Merge peft LoRA layers injected with `inject_adapter_in_model` and put the plain layers back."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, child in list(module.named_modules()):
+        if isinstance(child, BaseTunerLayer):
+            child.merge()
+            parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+            setattr(parent, name.rsplit(".", 1)[-1], child.get_base_layer())
+    return module
 
 
 def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -240,6 +295,13 @@ def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
+def _crop_conditioning(base: BaseModel, box: tuple[int, int, int, int]) -> contextlib.AbstractContextManager:
+    """SDXL: its own crop conditioning (time_ids) told where the crop is, as the PE is; others: nothing."""
+    if not base.is_xl:
+        return contextlib.nullcontext()
+    return size_conditioning(*crop_time_ids(box, base.pe_grid, base.sample_size))
+
+
 def diffusion_loss(
     base: BaseModel,
     unet: UNet2DConditionModel,
@@ -252,16 +314,18 @@ def diffusion_loss(
     rec_weight: float,
     alphas_cumprod: torch.Tensor,
 ) -> torch.Tensor:
-    """ε-MSE plus, when `rec_weight` > 0, SINE's (t/T)²-weighted L1 on the predicted clean latent."""
+    """MSE to what the model predicts (ε, or v for v-prediction models) plus, when `rec_weight` > 0,
+    SINE's (t/T)²-weighted L1 on the predicted clean latent x̂₀ (read from ε or v accordingly)."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     autocast = base.device.type == "cuda"
-    with hook.using(pe), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
-        eps = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
-    eps = eps.float()
-    loss = F.mse_loss(eps, noise)
+    with hook.using(pe), raw_outputs(), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
+        out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
+    out = out.float()
+    prediction = base.prediction_type
+    loss = F.mse_loss(out, training_target(z0, noise, a, prediction))
     if rec_weight > 0:
-        x0_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+        x0_hat = clean_latent(out, z_t, a, prediction)
         weight = (t.float() / len(alphas_cumprod)) ** 2
         rec = (weight * (x0_hat - z0).abs().mean(dim=(1, 2, 3))).mean()
         loss = loss + rec_weight * rec
@@ -278,6 +342,9 @@ def finetune(
 ) -> FineTuned:
     """Adapt a copy of `base` to `image`, learning it as `source_prompt`. Raises Cancelled when asked."""
     s = (settings or FinetuneSettings()).resolved(base.recipes)
+    if base.is_xl and s.train_text_encoder:
+        raise BadInput("training SDXL's two text encoders is not supported: use train_text_encoder=False "
+                       "(the default for SDXL)")
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)
@@ -318,7 +385,8 @@ def finetune(
                     states = text_encoder(ids)[0]
             else:
                 states = frozen_states
-            loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
+            with _crop_conditioning(base, view.box):
+                loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -328,7 +396,6 @@ def finetune(
         hook.remove()
         del optimizer
     _round_like_storage(s, unet, text_encoder)
-    unet, text_encoder = _for_inference(base, unet, text_encoder)
     return FineTuned(base, unet, text_encoder, s, source_prompt)
 
 
@@ -360,5 +427,6 @@ def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: in
             if model.pe_table is not None else None
         t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
         noise = torch.randn(z0.shape, generator=gen).to(base.device)
-        total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
+        with _crop_conditioning(base, view.box):
+            total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
     return total / n

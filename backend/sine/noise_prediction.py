@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .compiled import unet_call
 from .errors import BadInput
 from .finetune import FineTuned
 from .guidance import Guide, combine, single_model_guides
@@ -88,7 +89,7 @@ class NoisePredictor:
                 self.ft_states.append(g.model.encode_source())
             else:
                 ids = base.tokenize([settings.finetuned_prompt])
-                self.ft_states.append(g.model.text_encoder(ids)[0].to(base.dtype))
+                self.ft_states.append(g.model.text_encoder(ids)[0].to(g.model.unet.dtype))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
         if settings.finetuned_only and guides:
             model = guides[0].model
@@ -102,7 +103,7 @@ class NoisePredictor:
         if self.settings.finetuned_only and self.guides:
             return self._predict_finetuned_only(z, tiles, t_in)
         states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
-        eps_pre = base.unet(torch.cat([z, z]), t_in, states).sample
+        eps_pre = unet_call(base.unet)(torch.cat([z, z]), t_in, states)
         eps_uncond, eps_edit = eps_pre[:n], eps_pre[n:]
         active = [i for i, g in enumerate(self.guides) if g.guide.active(t)]
         eps_ft = [self._finetuned_eps(i, z, tiles, t_in[:n]) for i in active]
@@ -141,8 +142,9 @@ class NoisePredictor:
         g, n = self.guides[i], len(tiles)
         pes = [self._pe(g, tile) for tile in tiles]
         pe = None if pes[0] is None else torch.stack(pes)
+        unet = g.model.unet  # its own dtype (fp16 on CUDA, see finetuned_dtype)
         with g.model.hook.using(pe):
-            return g.model.unet(z, t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
+            return unet_call(unet)(z.to(unet.dtype), t_in, self.ft_states[i].expand(n, -1, -1)).float()
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[Region], t_in: torch.Tensor) -> Scores:
         """The baseline: plain CFG on the first fine-tuned model, ε_ft(∅) and ε_ft(prompt), no pre-trained score."""
@@ -150,6 +152,7 @@ class NoisePredictor:
         pes = [self._pe(g, tile) for tile in tiles]
         pe = None if pes[0] is None else torch.stack(pes * 2)
         states = torch.cat([self.ft_uncond.expand(n, -1, -1), self.ft_states[0].expand(n, -1, -1)])
+        unet = g.model.unet
         with g.model.hook.using(pe):
-            eps = g.model.unet(torch.cat([z, z]), t_in, states).sample.float()
+            eps = unet(torch.cat([z, z]).to(unet.dtype), t_in, states.to(unet.dtype)).sample.float()
         return Scores(eps[:n], eps[n:], [], [])

@@ -85,10 +85,13 @@ def sample_edit(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide]
 def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide] | None, edit_prompt: str,
                  width: int, height: int, settings: SamplingSettings | None = None, count: int = 1,
                  source: Image.Image | None = None, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> list[Image.Image]:
-    """`count` edits from seeds seed, seed+1, … (each the image `sample_edit` gives for that seed, up to
-    batching's float rounding), sampled `settings.batch` at a time in one latent, one at a time in tiles."""
+                 should_stop: StopFn | None = None, seeds: Sequence[int] | None = None) -> list[Image.Image]:
+    """`count` edits from seeds seed, seed+1, … (or `seeds`, then count = len(seeds)); each is the image
+    `sample_edit` gives for its seed, up to batching's float rounding. Sampled `settings.batch` at a time
+    in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
+    seeds = list(seeds) if seeds is not None else [s.seed + i for i in range(count)]
+    count = len(seeds)
     _check(s, width, height, count, source)
     guides = as_guides(finetuned, s)
     scheduler = base.new_scheduler(s.steps)
@@ -99,7 +102,6 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
     inversion = len(timesteps) - passes[0].start if s.start == "inversion" else 0
     per_group = inversion + sum(len(timesteps) - p.start for p in passes)
     batch = max(1, s.batch) if len(plan.tiles) == 1 and len(passes) == 1 else 1
-    seeds = [(s.seed + i) % 2**32 for i in range(count)]
     groups = [seeds[i:i + batch] for i in range(0, count, batch)]
     z0 = None
     if source is not None and needs_source(s.strength, s.start):

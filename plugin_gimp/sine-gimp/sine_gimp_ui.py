@@ -14,7 +14,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
+from gi.repository import Gdk, GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
 
 if TYPE_CHECKING:
     from sine_gimp_job import Progress
@@ -23,6 +23,9 @@ PREVIEW_SIDE = 192
 # Automated GUI tests name a JSON file here with scripted answers (see autotest_plan).
 AUTOTEST_ENV = "SINE_GIMP_AUTOTEST"
 AUTOTEST_DELAY_MS = 300
+MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight")
+ADVANCED = ("start", "seed", "steps", "guidance", "v", "k", "method", "finetune-steps", "output-width",
+            "output-height")
 
 
 def autotest_plan() -> dict:
@@ -42,10 +45,16 @@ def autotest_plan() -> dict:
     return plan if isinstance(plan, dict) else {}
 
 
-def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType) -> None:
-    """Press a dialog button from the main loop once the dialog runs (as a user would)."""
+def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: str | None = None) -> None:
+    """Press a dialog button from the main loop once the dialog runs (as a user would); with
+    ``screenshot``, first save what the dialog shows there (PNG)."""
 
     def press() -> bool:
+        window = dialog.get_window()
+        if screenshot and window is not None:
+            shot = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
+            if shot is not None:
+                shot.savev(screenshot, "png", [], [])
         dialog.response(response)
         return False
 
@@ -56,21 +65,30 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     """Show the generated dialog for the procedure's arguments; True when the user pressed OK."""
     GimpUi.init("sine-gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "SINE: Edit with text")
-    dialog.fill(None)
+    # What a painter sets on every edit first, strength as a slider; the engine's knobs folded away.
+    dialog.get_scale_entry("strength", 1.0)
+    dialog.fill_box("sine-advanced-box", list(ADVANCED))
+    dialog.get_label("sine-advanced-title", "Advanced settings", False, False)
+    dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
+    dialog.fill(list(MAIN) + ["sine-advanced"])
     scripted = autotest_plan().get("dialog")
     if scripted in ("ok", "cancel"):
-        _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL)
+        _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL,
+                      autotest_plan().get("screenshot"))
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
 
 
 def ask_yes_no(title: str, text: str) -> bool:
-    """A modal question; True for Yes."""
+    """A modal question; True for Yes (the autotest plan's ``"start_daemon": "yes"|"no"`` answers it)."""
     dialog = Gtk.MessageDialog(
         message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=title
     )
     dialog.format_secondary_text(text)
+    scripted = autotest_plan().get("start_daemon")
+    if scripted in ("yes", "no"):
+        _answer_later(dialog, Gtk.ResponseType.YES if scripted == "yes" else Gtk.ResponseType.NO)
     answer = dialog.run()
     dialog.destroy()
     pump_events()
@@ -81,6 +99,17 @@ def pump_events() -> None:
     """Let GTK draw and react to clicks while the plug-in polls the daemon."""
     while Gtk.events_pending():
         Gtk.main_iteration_do(False)
+
+
+_BAR_CSS = b"progressbar progress { background-color: #4a90d9; border-color: #4a90d9; min-height: 8px; }" \
+    b" progressbar trough { min-height: 8px; }"
+
+
+def _make_fill_visible(bar: Gtk.ProgressBar) -> None:
+    """A blue fill of 8 px that shows in GIMP's dark theme too (the theme's own is almost invisible)."""
+    css = Gtk.CssProvider()
+    css.load_from_data(_BAR_CSS)
+    bar.get_style_context().add_provider(css, Gtk.STYLE_PROVIDER_PRIORITY_APPLICATION)
 
 
 class ProgressWindow:
@@ -99,6 +128,7 @@ class ProgressWindow:
         self._dialog.connect("delete-event", self._on_delete)
         self._label = Gtk.Label(label="connecting…", xalign=0.0)
         self._bar = Gtk.ProgressBar()
+        _make_fill_visible(self._bar)
         self._preview = Gtk.Image()
         self._preview.set_size_request(PREVIEW_SIDE, PREVIEW_SIDE)
         box = self._dialog.get_content_area()
@@ -108,6 +138,17 @@ class ProgressWindow:
         box.pack_start(self._label, False, False, 0)
         box.pack_start(self._bar, False, False, 0)
         self._dialog.show_all()
+        pump_events()
+
+    def set_text(self, text: str) -> None:
+        self._label.set_text(text)
+        pump_events()
+
+    def pulse(self) -> None:
+        """Move the bar while nothing can be counted (the daemon starting); honours a scripted Cancel."""
+        self._bar.pulse()
+        if autotest_plan().get("cancel_start"):
+            self._cancel_button.clicked()
         pump_events()
 
     def _on_cancel(self, _dialog: Gtk.Dialog, _response: int) -> None:

@@ -8,6 +8,7 @@ No Qt and no Krita API here, so this runs (and is tested) anywhere.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class LinkEvent:
     image: Any = None  # sine_protocol.RGBAImage for result / preview
     message: str = ""
     ticket: int = 0  # which submit() an edit event belongs to (0: connection events)
+    results: list[Any] = field(default_factory=list)  # a result's images with their seeds (EditResult)
 
 
 def default_client_factory(timeout: float) -> Any:
@@ -52,9 +54,15 @@ def daemon_installed() -> bool:
         return False
 
 
+_OS_DETAIL = re.compile(r"\s*\(?\[Errno \d+\][^)]*\)?")
+_START_HINT = " — start it with"
+
+
 def describe_error(exc: BaseException) -> str:
-    """One line for the status label."""
+    """One line for the status label, in words: no raw ``[Errno 111]``, and no generic "start it"
+    hint (the panel adds the one that fits: its Start button or the command)."""
     text = str(exc) or type(exc).__name__
+    text = _OS_DETAIL.sub("", text).split(_START_HINT)[0].strip()
     return text if len(text) < 300 else text[:297] + "..."
 
 
@@ -119,9 +127,10 @@ class DaemonLink:
 
     # ---- worker thread ----------------------------------------------------------------
     def _emit(
-        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = "", ticket: int = 0
+        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = "", ticket: int = 0,
+        results: list[Any] | None = None,
     ) -> None:
-        self._events.put(LinkEvent(kind, dict(header or {}), image, message, ticket))
+        self._events.put(LinkEvent(kind, dict(header or {}), image, message, ticket, list(results or [])))
 
     def _get_client(self, timeout: float) -> Any:
         if self._client is None:
@@ -235,6 +244,11 @@ class DaemonLink:
         elif kind in ("result", "error", "cancelled"):
             image = event.image if kind == "result" else None
             message = str(event.header.get("message", "")) if kind == "error" else ""
+            results = []
+            if kind == "result":
+                from sine_protocol.results import results_of
+
+                results = results_of(event)
             self._request = self._job = None
             self._cancel_wanted = False
-            self._emit(kind, event.header, image=image, message=message, ticket=self._ticket)
+            self._emit(kind, event.header, image=image, message=message, ticket=self._ticket, results=results)

@@ -55,6 +55,8 @@ QTimer = QtCore.QTimer
 pyqtSignal = QtCore.pyqtSignal
 QImage = QtGui.QImage
 QPixmap = QtGui.QPixmap
+QIcon = QtGui.QIcon
+QSize = QtCore.QSize
 QKeySequence = QtGui.QKeySequence
 
 QAction = QtGui.QAction if QT6 else QtWidgets.QAction
@@ -62,18 +64,24 @@ QCheckBox = QtWidgets.QCheckBox
 QComboBox = QtWidgets.QComboBox
 QDoubleSpinBox = QtWidgets.QDoubleSpinBox
 QFormLayout = QtWidgets.QFormLayout
+QGridLayout = QtWidgets.QGridLayout
 QGroupBox = QtWidgets.QGroupBox
 QHBoxLayout = QtWidgets.QHBoxLayout
 QLabel = QtWidgets.QLabel
 QLineEdit = QtWidgets.QLineEdit
+QListWidget = QtWidgets.QListWidget
+QListWidgetItem = QtWidgets.QListWidgetItem
 QPlainTextEdit = QtWidgets.QPlainTextEdit
 QProgressBar = QtWidgets.QProgressBar
 QPushButton = QtWidgets.QPushButton
+QSlider = QtWidgets.QSlider
 QSpinBox = QtWidgets.QSpinBox
 QToolButton = QtWidgets.QToolButton
 QVBoxLayout = QtWidgets.QVBoxLayout
 QWidget = QtWidgets.QWidget
 QApplication = QtWidgets.QApplication
+QScrollArea = QtWidgets.QScrollArea
+QFrame = QtWidgets.QFrame
 
 
 def _enum(owner: object, scoped: str, name: str) -> object:
@@ -88,6 +96,13 @@ IGNORE_ASPECT = _enum(Qt, "AspectRatioMode", "IgnoreAspectRatio")
 SMOOTH = _enum(Qt, "TransformationMode", "SmoothTransformation")
 TEXT_SELECTABLE = _enum(Qt, "TextInteractionFlag", "TextSelectableByMouse")
 RICH_TEXT_OFF = _enum(Qt, "TextFormat", "PlainText")
+HORIZONTAL = _enum(Qt, "Orientation", "Horizontal")
+SCROLLBAR_OFF = _enum(Qt, "ScrollBarPolicy", "ScrollBarAlwaysOff")
+SCROLLBAR_AS_NEEDED = _enum(Qt, "ScrollBarPolicy", "ScrollBarAsNeeded")
+TOOL_BUTTON_TEXT_UNDER_ICON = _enum(Qt, "ToolButtonStyle", "ToolButtonTextUnderIcon")
+NO_FRAME = _enum(QFrame, "Shape", "NoFrame")
+WRAP_LONG_ROWS = _enum(QFormLayout, "RowWrapPolicy", "WrapLongRows")
+ALL_FIELDS_GROW = _enum(QFormLayout, "FieldGrowthPolicy", "AllNonFixedFieldsGrow")
 
 
 def qimage_from_rgba(data: bytes, width: int, height: int) -> QImage:

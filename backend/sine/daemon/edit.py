@@ -10,8 +10,9 @@ from typing import Any
 
 from PIL import Image
 
-from sine.cache import WeightCache, cache_key
+from sine.cache import MANIFEST, WeightCache, cache_key
 from sine.compositing import composite_under_mask
+from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
 from sine_protocol.frames import RGBAImage
@@ -33,6 +34,7 @@ class EditOutcome:
     cache_hit: bool
     timings: dict[str, float]
     style_cache_hit: bool | None = None  # None: no style picture
+    memory_hit: bool = False  # the source's fine-tune was still loaded from an earlier job: no disk read
 
     @property
     def image(self) -> RGBAImage:
@@ -64,18 +66,21 @@ def edit_cache_key(request: EditRequest, base: Any, source_prompt: str, settings
 
 
 def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: ProgressReporter,
-             should_stop: Any) -> EditOutcome:
+             should_stop: Any, loaded: LoadedFinetunes | None = None) -> EditOutcome:
     """Run one edit end to end; raises Cancelled when ``should_stop()`` turns true between steps."""
     ft_mod, sampler_mod, prompts_mod = _engine()
     t0 = time.perf_counter()
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
-    tuned, cache_hit = _finetuned(request, request.image, request.subject, base, cache, report, should_stop, timings)
+    if hasattr(report, "set_estimate"):
+        report.set_estimate(estimate_seconds(request, base, cache, loaded))
+    tuned, cache_hit, memory_hit = _finetuned(request, request.image, request.subject, base, cache, report,
+                                              should_stop, timings, loaded)
     guides: Any = tuned
     style_hit = None
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
-        style_tuned, style_hit = _finetuned(request, request.style_image, request.style_subject, base, cache, report,
-                                            should_stop, timings)
+        style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
+                                               report, should_stop, timings, loaded)
         from sine.noise_prediction import content_and_style_guides
 
         guides = content_and_style_guides(
@@ -87,7 +92,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     sampling_settings = _sampling_settings(sampler_mod, request)
     report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
     edited = sampler_mod.sample_edits(
-        base, guides, request.prompt, out_w, out_h, sampling_settings, count=request.count, source=source,
+        base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
         should_stop=should_stop,
     )
@@ -99,7 +104,34 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     results = [finish_image(image, source, request) for image in edited]
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome([RGBAImage(r.width, r.height, r.tobytes()) for r in results], request.seeds, cache_hit,
-                       {k: round(v, 4) for k, v in timings.items()}, style_hit)
+                       {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit)
+
+
+def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
+                     loaded: LoadedFinetunes | None = None) -> float | None:
+    """The job's expected time (sine.estimate: remembered per-machine rates, calibrated on first use), or None."""
+    from sine import estimate
+
+    ft_mod, sampler_mod, prompts_mod = _engine()
+    try:
+        settings = ft_mod.FinetuneSettings(**request.finetune, style=request.style)
+        settings_dict = settings.to_dict(base.recipes)
+        steps = 0
+        pictures = [(request.image, request.subject)]
+        if request.style_image is not None:
+            pictures.append((request.style_image, request.style_subject))
+        for image, subject in pictures:
+            key = edit_cache_key(request, base, prompts_mod.source_prompt(subject, request.style), settings_dict,
+                                 image, subject)
+            if not (cache.entry_path(key) / MANIFEST).exists() and not (loaded is not None and key in loaded):
+                steps += int(settings_dict["steps"])
+        rates = estimate.rates_for(base, settings.resolved(base.recipes))
+        work = estimate.sampling_work(base, *request.output, _sampling_settings(sampler_mod, request), steps,
+                                      count=request.count)
+        return estimate.estimate(rates, work).total_s
+    except Exception as exc:  # an estimate must never cost the edit
+        log.warning("no time estimate: %s", exc)
+        return None
 
 
 def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
@@ -112,9 +144,11 @@ def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
 
 
 def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, cache: WeightCache,
-               report: ProgressReporter, should_stop: Any, timings: dict[str, float]) -> tuple[Any, bool]:
-    """The fine-tuned model of `image` (the source, or the style picture): from the cache, or fine-tuned and
-    cached. Returns (model, cache hit); adds to the load and fine-tune timings."""
+               report: ProgressReporter, should_stop: Any, timings: dict[str, float],
+               loaded: LoadedFinetunes | None = None) -> tuple[Any, bool, bool]:
+    """The fine-tuned model of `image` (the source, or the style picture): still loaded in memory, from the
+    cache, or fine-tuned and cached. Returns (model, cache hit, memory hit); adds to the load and fine-tune
+    timings."""
     ft_mod, _, prompts_mod = _engine()
     picture = Image.frombytes("RGBA", image.size, image.data)
     prompt_src = prompts_mod.source_prompt(subject, request.style)
@@ -127,8 +161,9 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
         if should_stop():
             raise Cancelled("cancelled before it started")
         t_load = time.perf_counter()
-        folder = cache.lookup(key)
-        tuned = None
+        tuned = loaded.get(key) if loaded is not None else None
+        memory_hit = cache_hit = tuned is not None
+        folder = None if memory_hit else cache.lookup(key)
         if folder is not None:
             try:
                 tuned = ft_mod.FineTuned.load(folder, base)
@@ -150,9 +185,12 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
             timings["finetune_s"] += time.perf_counter() - t_ft
             try:
                 cache.store(key, _saver(tuned), settings_dict)
-            except OSError as exc:  # a full disk costs the cache, not the edit
-                log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
-    return tuned, cache_hit
+            except Exception as exc:  # noqa: BLE001 - a full disk costs the cache, never the edit
+                # (safetensors raises its own SafetensorError, not OSError, when the disk is full)
+                log.warning("could not cache the fine-tune %s: %s: %s", key[:12], type(exc).__name__, exc)
+        if loaded is not None:
+            loaded.put(key, tuned)
+    return tuned, cache_hit, memory_hit
 
 
 def _saver(tuned: Any) -> Any:
@@ -168,11 +206,15 @@ def _saver(tuned: Any) -> Any:
 
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
-    """Exactly ``request.output`` pixels, RGBA; with a mask, the source shows through wherever it is 0."""
+    """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
+    with a mask, the source shows through wherever it is 0."""
+    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
+
     out_size = tuple(request.output)
     result = edited.convert("RGBA")
     if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
         result = result.resize(out_size, Image.Resampling.LANCZOS)
+    result = with_source_alpha(result, source)
     if request.mask is None:
         return result
     mask = Image.frombytes("L", request.mask.size, request.mask.data)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -15,12 +17,18 @@ from sine.cache import WeightCache
 from sine.daemon.edit import run_edit
 from sine.daemon.jobs import CANCELLED as STATE_CANCELLED
 from sine.daemon.jobs import DONE, FAILED, Job, JobQueue
+from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
 from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 log = logging.getLogger("sine.daemon.worker")
 EVENTS_ADDRESS = "inproc://sine-worker-events"
+
+
+def internal_message(ref: str) -> str:
+    """What a client is told about a daemon bug: a short message and the reference to find it in the log."""
+    return f"internal error in the daemon (reference {ref}); the details are in daemon.log"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -59,6 +67,7 @@ class Worker(threading.Thread):
         self.preview_every = preview_every
         self.threads = threads
         self.base: Any = None
+        self.loaded = LoadedFinetunes()  # the last few fine-tunes, so a second edit skips the disk
         self.model_error: str | None = None
         self.ready = threading.Event()  # set once the model loaded or failed to
         self.stopping = threading.Event()
@@ -84,19 +93,19 @@ class Worker(threading.Thread):
 
     def _load_model(self) -> None:
         try:
-            import torch
-
+            from sine.devices import THREADS_ENV
             from sine.models import load_base_model
 
-            if self.threads:
-                torch.set_num_threads(self.threads)
+            if self.threads:  # fixed; otherwise chosen from the free cores before every job
+                os.environ[THREADS_ENV] = str(self.threads)
             t0 = time.perf_counter()
             self.base = load_base_model(self.model, device=self.device)
             from sine.devices import describe_device
 
             self.device_name = describe_device(self.base.device)
             self.models = [self.base.model_id]
-            log.info("model %s loaded on %s in %.1f s", self.model, self.device_name, time.perf_counter() - t0)
+            log.info("model %s (%s) loaded on %s in %.1f s", self.model, self.base.kind.describe(), self.device_name,
+                     time.perf_counter() - t0)
             self._update_gpu_info()
         except Exception as exc:  # noqa: BLE001 - reported to every job as model_missing
             self.model_error = f"could not load the base model {self.model!r}: {exc}"
@@ -119,13 +128,19 @@ class Worker(threading.Thread):
                 state, final = FAILED, make_error(MODEL_MISSING, self.model_error or "no model", job.request_id, job.id)
             else:
                 job.phase = "finetune"
-                outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop)
+                if self.base.device.type == "cpu":
+                    from sine.devices import apply_cpu_threads
+
+                    log.info("job %s: %d CPU threads", job.id[:8], apply_cpu_threads())
+                outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop,
+                                   self.loaded)
                 if job.should_stop():
                     raise _JobCancelled
                 state = DONE
                 extra = {} if outcome.style_cache_hit is None else {"style_cache_hit": outcome.style_cache_hit}
                 final = make_reply(RESULT, job.request_id, [image_blob(image) for image in outcome.images], job=job.id,
-                                   seed=job.request.seed, cache_hit=outcome.cache_hit, timings=outcome.timings,
+                                   seed=job.request.seed, cache_hit=outcome.cache_hit, memory_hit=outcome.memory_hit,
+                                   timings=outcome.timings,
                                    results=[{"index": i, "seed": s} for i, s in enumerate(outcome.seeds)], **extra)
                 log.info("job %s: done (cache_hit=%s, %s)", job.id[:8], outcome.cache_hit, outcome.timings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an error reply, never a dead worker
@@ -143,6 +158,7 @@ class Worker(threading.Thread):
             return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id, stopped_at=stopped_at)
         if is_out_of_memory(exc):
             log.warning("job %s: out of memory: %s", job.id[:8], exc)
+            self.loaded.clear()  # kept fine-tunes give their memory back first
             free_accelerator_memory()
             return FAILED, make_error(OUT_OF_MEMORY, "not enough GPU memory for this edit; try a smaller size or"
                                       " close other GPU programs", job.request_id, job.id, retriable=True)
@@ -150,9 +166,11 @@ class Worker(threading.Thread):
         if isinstance(code, str) and code != INTERNAL and type(exc).__module__.startswith("sine"):
             log.warning("job %s: %s: %s", job.id[:8], code, exc)
             return FAILED, make_error(code, str(exc), job.request_id, job.id)
-        log.exception("job %s: internal error", job.id[:8])
+        ref = secrets.token_hex(4)
+        log.error("job %s: internal error [ref %s]", job.id[:8], ref, exc_info=exc)
         free_accelerator_memory()
-        return FAILED, make_error(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", job.request_id, job.id)
+        # The exception text stays in the log (it may name paths and internals); the client gets a reference.
+        return FAILED, make_error(INTERNAL, internal_message(ref), job.request_id, job.id)
 
     def _update_gpu_info(self) -> None:
         try:
@@ -181,10 +199,13 @@ class _PhaseTracking:
         self._reporter = reporter
         self._job = job
 
+    def set_estimate(self, seconds: float | None) -> None:
+        self._reporter.set_estimate(seconds)
+
     def phase_start(self, phase: str, total: int = 0) -> None:
-        self._job.phase, self._job.step = phase, 0
+        self._job.phase, self._job.step, self._job.total = phase, 0, total
         self._reporter.phase_start(phase, total)
 
     def step(self, phase: str, step: int, total: int, preview: Any = None) -> None:
-        self._job.phase, self._job.step = phase, step
+        self._job.phase, self._job.step, self._job.total = phase, step, total
         self._reporter.step(phase, step, total, preview)

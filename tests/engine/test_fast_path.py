@@ -1,0 +1,107 @@
+"""Sampling fast paths give the plain path's pixels: LoRA merged into the fine-tuned copy, and the
+fine-tuned dtype keeps small weight changes that the base's bf16 would round away."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file, save_file
+
+from sine.devices import finetuned_dtype
+from sine.finetune import FineTuned, FinetuneSettings, finetune
+from sine.models import load_base_model
+from sine.positional import region_embedding
+from sine.sampler import SamplingSettings, sample_edit
+
+PROMPT = "picture of a sks dog"
+LAYER = "up_blocks.0.resnets.0.conv1"  # all its weights are below 2^-5 in the tiny model
+
+
+def _has_adapters(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+def test_merged_lora_gives_the_adapters_pixels_with_a_plain_unet(base, source_image, tmp_path):
+    # a large learning rate so the adapters change the output far beyond the tolerance
+    ft = finetune(base, source_image, PROMPT, FinetuneSettings(method="lora", steps=4, lr=5e-2, patch=True))
+    ft.save(tmp_path / "w")
+    merged = FineTuned.load(tmp_path / "w", base)
+    unmerged = FineTuned.load(tmp_path / "w", base, merge=False)
+    untrained = finetune(base, source_image, PROMPT, FinetuneSettings(method="lora", steps=0, patch=True))
+    assert not _has_adapters(merged.unet) and not _has_adapters(ft.unet) and _has_adapters(unmerged.unet)
+    assert sum(p.numel() for p in merged.unet.parameters()) == sum(p.numel() for p in base.unet.parameters())
+    assert merged.lora_state.keys() == unmerged.lora_state.keys() and merged.nbytes() == unmerged.nbytes()
+
+    # one UNet call with the whole picture's PE through the conv_in hook
+    lat = base.sample_size // base.vae_scale_factor
+    pe = region_embedding(merged.pe_table, (lat, lat), (0, 0), (lat, lat), merged.pe_mode)[None]
+    x = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500])
+    states = merged.encode_source()
+
+    def eps(model: FineTuned, value: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad(), model.hook.using(value):
+            return model.unet(x, t, states).sample
+
+    ref, out, plain = eps(unmerged, pe), eps(merged, pe), eps(untrained, pe)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert (out - plain).abs().max() > 1e-2  # the adapters matter
+    assert (eps(merged, None) - out).abs().max() > 1e-3  # the PE hook still acts on the merged copy
+
+    sampling = SamplingSettings(steps=4, seed=3)
+    a = np.asarray(sample_edit(base, merged, "a cat", 64, 64, sampling), dtype=np.int16)
+    b = np.asarray(sample_edit(base, unmerged, "a cat", 64, 64, sampling), dtype=np.int16)
+    c = np.asarray(sample_edit(base, untrained, "a cat", 64, 64, sampling), dtype=np.int16)
+    assert np.abs(a - b).max() <= 1  # fp32 rounding only
+    assert np.abs(a - c).mean() > 1.0
+
+
+def _with_small_change(folder, delta: float) -> None:
+    """Rewrite a saved LoRA so that it changes every weight of LAYER by exactly `delta`."""
+    path = folder / "unet_lora.safetensors"
+    state = load_file(path)
+    a_key, b_key = f"{LAYER}.lora_A.weight", f"{LAYER}.lora_B.weight"
+    rank = state[a_key].shape[0]
+    state[a_key] = torch.full_like(state[a_key], 1.0 / rank)
+    state[b_key] = torch.full_like(state[b_key], delta)
+    save_file(state, path)
+
+
+@pytest.mark.parametrize("ft_dtype", ["fp16", "bf16"])
+def test_a_1e5_weight_change_survives_the_cuda_sampling_dtypes(tiny_folder, source_image, tmp_path, monkeypatch,
+                                                                ft_dtype):
+    """The base as CUDA runs it (bf16), the fine-tuned copy in what `finetuned_dtype` picks on CUDA (fp16).
+    bf16, what the fine-tuned copy used before, is the failing reference."""
+    assert finetuned_dtype(torch.device("cuda"), torch.bfloat16) == torch.float16
+    base = load_base_model(tiny_folder, device="cpu", dtype="bf16")
+    monkeypatch.setenv("SINE_FT_DTYPE", ft_dtype)
+    zero = finetune(base, source_image, PROMPT, FinetuneSettings(method="lora", steps=0, patch=False))
+    zero.save(tmp_path / "w")
+    _with_small_change(tmp_path / "w", 1e-5)
+    changed = FineTuned.load(tmp_path / "w", base)
+
+    w_base = base.unet.get_submodule(LAYER).weight.float()
+    w_ft = changed.unet.get_submodule(LAYER).weight
+    other = changed.unet.get_submodule("up_blocks.0.resnets.0.conv2").weight
+    assert other.dtype == w_ft.dtype
+    torch.testing.assert_close(other.float(), base.unet.get_submodule("up_blocks.0.resnets.0.conv2").weight.float(),
+                               rtol=0, atol=6e-8)  # untouched weights: the base's (but fp16's subnormals)
+    diff = w_ft.float() - w_base
+    if ft_dtype == "bf16":  # the old path: the change is gone
+        assert (diff == 0).float().mean() > 0.5  # 87 % here
+        return
+    assert (diff != 0).all(), f"{(diff == 0).float().mean():.0%} of the changes rounded away"
+    assert abs(diff.mean().item() - 1e-5) < 2e-6
+    # ... and it reaches the fine-tuned UNet's output on the sampler's path
+    lat = base.sample_size // base.vae_scale_factor
+    x = torch.randn(1, 4, lat, lat, generator=torch.Generator().manual_seed(0)).to(w_ft.dtype)
+    t = torch.tensor([500])
+    states = changed.encode_source()
+    with torch.no_grad():
+        a = changed.unet(x, t, states).sample
+        b = FineTuned.load(tmp_path / "w", base).unet(x, t, states).sample
+        zero_out = zero.unet(x, t, states).sample
+    assert torch.equal(a, b)
+    assert not torch.equal(a, zero_out)
