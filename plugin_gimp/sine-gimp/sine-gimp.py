@@ -67,7 +67,8 @@ def _edit(
 ) -> Gimp.Layer:
     """Read pixels, run the job with progress, write the result; returns the new layer."""
     import sine_gimp_pixels as px
-    from sine_gimp_job import EditFailed, run_edit
+    from sine_gimp_job import EditFailed, run_edit_results
+    from sine_gimp_style import style_picture
 
     request = sine_gimp_args.request_from_config(config)
     if not request.prompt.strip():
@@ -77,6 +78,10 @@ def _edit(
     same_size = out_size == pixels.size
     # A selection only means something when the result lies on the same canvas.
     mask = px.read_selection_mask(image) if same_size else None
+    try:
+        style_image = style_picture(config.get_property("style-layer"), config.get_property("style-file"))
+    except Exception as exc:  # an unreadable file: say which, before anything is sent
+        raise EditFailed(f"Could not read the style picture: {exc}", "bad_request") from exc
 
     window = None
     Gimp.progress_init("SINE: connecting to the daemon")
@@ -94,13 +99,14 @@ def _edit(
             Gimp.progress_update(progress.fraction)
 
         try:
-            result = run_edit(
+            results = run_edit_results(
                 client,
                 request,
                 pixels,
                 mask,
                 on_progress=on_progress,
                 should_cancel=window.poll_cancel if window is not None else (lambda: False),
+                style_image=style_image,
             )
         finally:
             client.close()
@@ -109,15 +115,28 @@ def _edit(
             window.close()
         Gimp.progress_end()
 
-    name = px.result_layer_name(request.prompt, request.seed)
+    # Several results: one layer each, the first on top and the only one shown (the others are a click
+    # on their eye away), all added in one undo step.
+    layers = []
     if same_size:
-        layer = px.add_result_layer(image, source, result, name)
+        image.undo_group_start()
+        try:
+            for result in results:
+                name = px.result_layer_name(request.prompt, result.seed)
+                layer = px.add_result_layer(image, source, result.image, name)
+                layer.set_visible(result.index == 0)
+                layers.append(layer)
+        finally:
+            image.undo_group_end()
     else:
-        new_image, layer = px.new_image_with_result(result, name)
-        if interactive:
-            Gimp.Display.new(new_image)
+        for result in results:  # another size: each result opens as a new image
+            name = px.result_layer_name(request.prompt, result.seed)
+            new_image, layer = px.new_image_with_result(result.image, name)
+            layers.append(layer)
+            if interactive:
+                Gimp.Display.new(new_image)
     Gimp.displays_flush()
-    return layer
+    return layers[0]
 
 
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *rest) -> Gimp.ValueArray:

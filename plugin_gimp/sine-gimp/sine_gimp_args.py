@@ -13,13 +13,19 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GObject  # noqa: E402
 
+from sine_protocol.messages import MAX_COUNT, START_MODES  # noqa: E402
+
 if TYPE_CHECKING:
     from sine_gimp_job import EditRequest
 
 RW = GObject.ParamFlags.READWRITE
+DEFAULT_STRENGTH = 1.0  # 1.0: from pure noise, as SINE samples
+DEFAULT_STYLE_WEIGHT = 0.3
 MAX_SIDE = 16384
 STYLES = (("photo", "Photo"), ("painting", "Painting"))
 METHODS = (("lora", "LoRA (fast)"), ("full", "Full fine-tune (paper recipe)"))
+_START_LABELS = {"noise": "Source noised at random", "inversion": "Source's own noise (DDIM inversion)"}
+STARTS = tuple((mode, _START_LABELS[mode]) for mode in START_MODES)
 
 
 def _choice(entries: tuple[tuple[str, str], ...]) -> Gimp.Choice:
@@ -63,7 +69,28 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
     )
     procedure.add_int_argument("output-width", "Output _width", "0 = image width", 0, MAX_SIDE, 0, RW)
     procedure.add_int_argument("output-height", "Output _height", "0 = image height", 0, MAX_SIDE, 0, RW)
-    procedure.add_layer_return_value("layer", "Layer", "The new layer holding the result", True, RW)
+    procedure.add_double_argument(
+        "strength", "St_rength", "How much may change: 1 samples from pure noise (SINE), lower keeps more of the "
+        "source", 0.05, 1.0, DEFAULT_STRENGTH, RW,
+    )  # fmt: skip
+    procedure.add_choice_argument(
+        "start", "Sta_rt", "Where sampling starts when strength is below 1", _choice(STARTS), "noise", RW
+    )
+    procedure.add_int_argument(
+        "count", "_Results", "How many results (seeds seed, seed+1, ...): each becomes a layer, all in one undo step",
+        1, MAX_COUNT, 1, RW,
+    )  # fmt: skip
+    procedure.add_layer_argument(
+        "style-layer", "Style from _layer", "A layer whose colours and style the edit takes (may stay empty)", True, RW
+    )
+    procedure.add_file_argument(
+        "style-file", "Style from _file", "A picture whose colours and style the edit takes (when no style layer)",
+        Gimp.FileChooserAction.OPEN, True, None, RW,
+    )  # fmt: skip
+    procedure.add_double_argument(
+        "style-weight", "Style _weight", "Weight of the style picture's model", 0.0, 1.0, DEFAULT_STYLE_WEIGHT, RW
+    )
+    procedure.add_layer_return_value("layer", "Layer", "The new layer holding the (first) result", True, RW)
 
 
 def request_from_config(config: Gimp.ProcedureConfig) -> EditRequest:
@@ -84,4 +111,8 @@ def request_from_config(config: Gimp.ProcedureConfig) -> EditRequest:
         finetune_steps=int(get("finetune-steps")),
         output_width=int(get("output-width")),
         output_height=int(get("output-height")),
+        strength=float(get("strength")),
+        start=get("start") or "noise",
+        count=int(get("count")),
+        style_weight=float(get("style-weight")),
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient
+from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
 # plug-in uses the pure ZMTP transport everywhere: the path that ships is the path that is tested.
@@ -61,10 +62,18 @@ class EditRequest:
     finetune_steps: int = 0  # 0: the daemon's default for the method
     output_width: int = 0  # 0: canvas width
     output_height: int = 0  # 0: canvas height
+    strength: float = 1.0  # 1.0: from pure noise (SINE); lower keeps more of the source
+    start: str = "noise"  # below strength 1: "noise" or "inversion"
+    count: int = 1  # results (seeds seed, seed+1, ...)
+    style_weight: float = 0.3  # weight of the style picture's model, when one is sent
 
-    def sampling(self) -> dict:
+    def sampling(self, with_style: bool = False) -> dict:
         """The ``sampling`` field of the ``edit`` message."""
-        return {"steps": self.steps, "w": self.guidance, "v": self.v, "k": self.k}
+        sampling = {"steps": self.steps, "w": self.guidance, "v": self.v, "k": self.k,
+                    "strength": self.strength, "start": self.start}  # fmt: skip
+        if with_style:
+            sampling["style_weight"] = self.style_weight
+        return sampling
 
     def finetune(self) -> dict:
         """The ``finetune`` field; ``steps`` None lets the daemon pick its default."""
@@ -213,14 +222,36 @@ def run_edit(
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     poll_s: float = 0.1,
 ) -> RGBAImage:
-    """Submit the edit and follow it to its result, calling ``on_progress`` for every event.
+    """The first (for ``count`` 1: the only) result of :func:`run_edit_results`."""
+    return run_edit_results(client, request, image, mask, on_progress, should_cancel, idle_timeout_s, poll_s)[0].image
+
+
+def run_edit_results(
+    client: SineClient,
+    request: EditRequest,
+    image: RGBAImage,
+    mask: Mask | None = None,
+    on_progress: Callable[[Progress], None] = lambda p: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    poll_s: float = 0.1,
+    style_image: RGBAImage | None = None,
+) -> list[EditResult]:
+    """Submit the edit and follow it to its results (``request.count`` of them, in seed order),
+    calling ``on_progress`` for every event.
 
     ``should_cancel`` is polled between events (every ``poll_s``) so the caller's UI stays alive;
-    when it turns true the daemon job is cancelled and EditCancelled raised.
+    when it turns true the daemon job is cancelled and EditCancelled raised. ``style_image`` is the
+    second picture of multi-model guidance (``request.style_weight`` is its weight).
     """
     if not request.prompt.strip():
         raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
     out_w, out_h = request.output_size(image.width, image.height)
+    extra: dict = {}
+    if request.count != 1:
+        extra["count"] = request.count
+    if style_image is not None:
+        extra["style_image"] = style_image
     try:
         rid = client.submit_edit(
             image,
@@ -228,10 +259,11 @@ def run_edit(
             subject=request.subject,
             style=request.style,
             seed=request.seed,
-            sampling=request.sampling(),
+            sampling=request.sampling(with_style=style_image is not None),
             finetune=request.finetune(),
             output_size=(out_w, out_h),
             mask=mask,
+            **extra,
         )
     except DaemonUnavailable as exc:
         raise DaemonNotRunning(f"{not_running_message(None)} ({exc})") from exc
@@ -275,11 +307,14 @@ def run_edit(
                 Progress(phase, step, total, progress_text(phase, step, total), fraction, event.preview)
             )
         elif event.type == "result":
-            result = event.image
-            if result is None or result.size != (out_w, out_h):
-                got = "no image" if result is None else f"{result.width}x{result.height}"
-                raise EditFailed(f"The SINE daemon returned {got}, expected {out_w}x{out_h}.", "bad_reply")
-            return result
+            results = results_of(event)
+            wrong = [r.image for r in results if r.image.size != (out_w, out_h)]
+            if len(results) != request.count or wrong:
+                got = f"{len(results)} image(s)" + (f", one {wrong[0].width}x{wrong[0].height}" if wrong else "")
+                raise EditFailed(
+                    f"The SINE daemon returned {got}, expected {request.count} of {out_w}x{out_h}.", "bad_reply"
+                )
+            return results
         elif event.type == "cancelled":
             raise EditCancelled("The SINE edit was cancelled by the daemon.")
         elif event.type == "error":

@@ -14,7 +14,7 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
+from gi.repository import Gdk, GdkPixbuf, Gimp, GimpUi, GLib, Gtk  # noqa: E402
 
 if TYPE_CHECKING:
     from sine_gimp_job import Progress
@@ -23,6 +23,9 @@ PREVIEW_SIDE = 192
 # Automated GUI tests name a JSON file here with scripted answers (see autotest_plan).
 AUTOTEST_ENV = "SINE_GIMP_AUTOTEST"
 AUTOTEST_DELAY_MS = 300
+MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight")
+ADVANCED = ("start", "seed", "steps", "guidance", "v", "k", "method", "finetune-steps", "output-width",
+            "output-height")
 
 
 def autotest_plan() -> dict:
@@ -42,10 +45,16 @@ def autotest_plan() -> dict:
     return plan if isinstance(plan, dict) else {}
 
 
-def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType) -> None:
-    """Press a dialog button from the main loop once the dialog runs (as a user would)."""
+def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: str | None = None) -> None:
+    """Press a dialog button from the main loop once the dialog runs (as a user would); with
+    ``screenshot``, first save what the dialog shows there (PNG)."""
 
     def press() -> bool:
+        window = dialog.get_window()
+        if screenshot and window is not None:
+            shot = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
+            if shot is not None:
+                shot.savev(screenshot, "png", [], [])
         dialog.response(response)
         return False
 
@@ -56,10 +65,16 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     """Show the generated dialog for the procedure's arguments; True when the user pressed OK."""
     GimpUi.init("sine-gimp")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "SINE: Edit with text")
-    dialog.fill(None)
+    # What a painter sets on every edit first, strength as a slider; the engine's knobs folded away.
+    dialog.get_scale_entry("strength", 1.0)
+    dialog.fill_box("sine-advanced-box", list(ADVANCED))
+    dialog.get_label("sine-advanced-title", "Advanced settings", False, False)
+    dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
+    dialog.fill(list(MAIN) + ["sine-advanced"])
     scripted = autotest_plan().get("dialog")
     if scripted in ("ok", "cancel"):
-        _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL)
+        _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL,
+                      autotest_plan().get("screenshot"))
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)

@@ -41,6 +41,7 @@ class AutoTest(qt.QObject):
         self._panel: Any = None
         self._t0 = time.monotonic()
         self._last_tick = 0.0
+        self._chosen = False
 
     def on_window_created(self) -> None:
         if not self._started:
@@ -165,6 +166,35 @@ class AutoTest(qt.QObject):
             self._dump_layers("after")
             self._later(self._screenshot, 500)
             return
+        if self.job.get("apply_index") is not None and not self._chosen:
+            # Several results: the painter looks at the thumbnails, applies one, discards the others.
+            self._chosen = True
+            self._later(self._choose, 1000)  # let the docker paint its thumbnails first
+            return
+        self._save()
+
+    def _choose(self) -> None:
+        panel = self._panel
+        cards = panel.results_view.cards
+        self.report["result_cards"] = [card.thumb.text() for card in cards]
+        self.report["layers_before_apply"] = [node.name() for node in self._doc.topLevelNodes()]
+        shot = self.job.get("choices_screenshot")
+        if shot:
+            self.report["choices_screenshot"] = bool(Krita.instance().activeWindow().qwindow().grab().save(shot, "PNG"))
+        chosen = int(self.job["apply_index"])
+        cards[chosen].apply_button.click()  # the user's path: the card's buttons
+        for index, card in enumerate(cards):
+            if index != chosen:
+                card.discard_button.click()
+        self.report["panel_message"] = panel.message_label.text()
+        self.report["panel_error"] = panel.last_error
+        self.report["choice_states"] = [choice.state for choice in panel.choices.choices]
+        self.report["applied_layer"] = panel.last_layer.name() if panel.last_layer is not None else None
+        history = panel.results_view.history_list
+        self.report["history"] = [history.item(i).text() for i in range(history.count())]
+        self._later(self._save, 500)
+
+    def _save(self) -> None:
         doc = self._doc
         doc.waitForDone()
         self._dump_layers("after")

@@ -33,6 +33,7 @@ class LinkEvent:
     image: Any = None  # sine_protocol.RGBAImage for result / preview
     message: str = ""
     ticket: int = 0  # which submit() an edit event belongs to (0: connection events)
+    results: list[Any] = field(default_factory=list)  # a result's images with their seeds (EditResult)
 
 
 def default_client_factory(timeout: float) -> Any:
@@ -119,9 +120,10 @@ class DaemonLink:
 
     # ---- worker thread ----------------------------------------------------------------
     def _emit(
-        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = "", ticket: int = 0
+        self, kind: str, header: dict[str, Any] | None = None, image: Any = None, message: str = "", ticket: int = 0,
+        results: list[Any] | None = None,
     ) -> None:
-        self._events.put(LinkEvent(kind, dict(header or {}), image, message, ticket))
+        self._events.put(LinkEvent(kind, dict(header or {}), image, message, ticket, list(results or [])))
 
     def _get_client(self, timeout: float) -> Any:
         if self._client is None:
@@ -235,6 +237,11 @@ class DaemonLink:
         elif kind in ("result", "error", "cancelled"):
             image = event.image if kind == "result" else None
             message = str(event.header.get("message", "")) if kind == "error" else ""
+            results = []
+            if kind == "result":
+                from sine_protocol.results import results_of
+
+                results = results_of(event)
             self._request = self._job = None
             self._cancel_wanted = False
-            self._emit(kind, event.header, image=image, message=message, ticket=self._ticket)
+            self._emit(kind, event.header, image=image, message=message, ticket=self._ticket, results=results)

@@ -18,16 +18,22 @@ from typing import Any
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
 from .document_io import SourcePixels, add_result_layer, read_source
+from .results_view import ResultsView
 from .settings import (
     DEFAULT_GUIDANCE,
     DEFAULT_K,
     DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    DEFAULT_STYLE_WEIGHT,
     DEFAULT_V,
+    MAX_COUNT,
     METHODS,
+    STARTS,
     STYLES,
     EditSettings,
     progress_text,
 )
+from .style_layer import layer_names, read_style
 
 POLL_MS = 50
 REPROBE_MS = 5000  # while no daemon answers
@@ -35,6 +41,9 @@ HEARTBEAT_MS = 15000  # while connected: notice a daemon that went away
 STARTING_PROBE_MS = 1000
 STARTING_GRACE_S = 90.0  # how long "Start daemon" waits before saying it failed
 PREVIEW_SIDE = 128
+STRENGTH_TICKS = 100  # the slider counts hundredths
+MIN_STRENGTH_TICK = 5
+NO_STYLE = "none"
 
 
 def guarded(slot: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,6 +88,10 @@ class SinePanel(qt.QWidget):
         self._job_settings: EditSettings | None = None
         self._starting_until = 0.0
         self._ticket = -1  # the link's ticket of the edit this panel waits for
+        from sine_protocol.results import ResultHistory
+
+        self.choices: Any = None  # ResultChoices of the last press (sine_protocol.results)
+        self.history = ResultHistory()
         self._build_ui()
         self._timer = qt.QTimer(self)
         self._timer.timeout.connect(self._on_tick)
@@ -105,6 +118,35 @@ class SinePanel(qt.QWidget):
         form.addRow("Subject", self.subject_edit)
         form.addRow("Style", self.style_combo)
         form.addRow("Source", self.source_combo)
+        strength_row = qt.QHBoxLayout()
+        self.strength_slider = qt.QSlider(qt.HORIZONTAL, self)
+        self.strength_slider.setRange(MIN_STRENGTH_TICK, STRENGTH_TICKS)
+        self.strength_slider.setPageStep(10)
+        self.strength_slider.setToolTip("how much may change: 1.00 starts from pure noise (SINE), lower keeps more "
+                                        "of the source")
+        self.strength_label = qt.QLabel("", self)
+        self.strength_slider.valueChanged.connect(lambda tick: self.strength_label.setText(f"{tick / 100:.2f}"))
+        self.strength_slider.setValue(round(DEFAULT_STRENGTH * STRENGTH_TICKS))
+        self.strength_label.setText(f"{self.strength_slider.value() / 100:.2f}")
+        strength_row.addWidget(self.strength_slider, 1)
+        strength_row.addWidget(self.strength_label)
+        form.addRow("Strength", strength_row)
+        self.count_spin = _spin(self, 1, MAX_COUNT, 1)
+        self.count_spin.setToolTip("how many results (seeds) to choose from")
+        form.addRow("Results", self.count_spin)
+        style_row = qt.QHBoxLayout()
+        self.style_layer_combo = _RefreshingCombo(self._refresh_style_layers, self)
+        self.style_layer_combo.addItem(NO_STYLE, "")
+        self.style_layer_combo.setToolTip("another layer whose colours and style the edit should take")
+        self.style_weight_spin = _dspin(self, 0.0, 1.0, DEFAULT_STYLE_WEIGHT, 0.05)
+        self.style_weight_spin.setToolTip("weight of the style layer's model")
+        self.style_weight_spin.setEnabled(False)
+        self.style_layer_combo.currentIndexChanged.connect(
+            lambda _i: self.style_weight_spin.setEnabled(bool(self.style_layer_combo.currentData()))
+        )
+        style_row.addWidget(self.style_layer_combo, 1)
+        style_row.addWidget(self.style_weight_spin)
+        form.addRow("Style from", style_row)
         root.addLayout(form)
 
         self.advanced_toggle = qt.QToolButton(self)
@@ -122,6 +164,10 @@ class SinePanel(qt.QWidget):
         self.method_combo = qt.QComboBox(self)
         self.method_combo.addItems(list(METHODS))
         self.finetune_spin = _spin(self, 0, 20000, 0, special="auto")
+        self.start_combo = qt.QComboBox(self)
+        self.start_combo.addItems(list(STARTS))
+        self.start_combo.setToolTip("below strength 1: start from the source noised at random (noise) or from its "
+                                    "own noise found by DDIM inversion (inversion)")
         self.width_spin = _spin(self, 0, 8192, 0, special="canvas")
         self.height_spin = _spin(self, 0, 8192, 0, special="canvas")
         size_row = qt.QHBoxLayout()
@@ -133,6 +179,7 @@ class SinePanel(qt.QWidget):
         adv.addRow("Guidance w", self.guidance_spin)
         adv.addRow("v (pre-trained weight)", self.v_spin)
         adv.addRow("K (guided above)", self.k_spin)
+        adv.addRow("Start (strength < 1)", self.start_combo)
         adv.addRow("Fine-tune method", self.method_combo)
         adv.addRow("Fine-tune steps", self.finetune_spin)
         adv.addRow("Output size", size_row)
@@ -163,6 +210,9 @@ class SinePanel(qt.QWidget):
         self.preview_label.setToolTip("live preview of the edit")
         self.preview_label.setVisible(False)  # takes room only once there is something to show
         root.addWidget(self.preview_label, 0, qt.ALIGN_CENTER)
+
+        self.results_view = ResultsView(self.apply_result, self.discard_result, self.show_result, self)
+        root.addWidget(self.results_view)
 
         self.message_label = qt.QLabel("", self)
         self.message_label.setWordWrap(True)
@@ -201,6 +251,11 @@ class SinePanel(qt.QWidget):
             output_width=width or None,
             output_height=height or None,
             source=self.source_combo.currentData() or "layer",
+            strength=self.strength_slider.value() / STRENGTH_TICKS,
+            start=self.start_combo.currentText(),
+            count=self.count_spin.value(),
+            style_layer=self.style_layer_combo.currentData() or "",
+            style_weight=self.style_weight_spin.value(),
         )
 
     def apply_settings(self, values: dict[str, Any]) -> None:
@@ -219,6 +274,11 @@ class SinePanel(qt.QWidget):
             "finetune_steps": lambda n: self.finetune_spin.setValue(n or 0),
             "output_width": lambda n: self.width_spin.setValue(n or 0),
             "output_height": lambda n: self.height_spin.setValue(n or 0),
+            "strength": lambda x: self.strength_slider.setValue(round(float(x) * STRENGTH_TICKS)),
+            "start": lambda s: _select(self.start_combo, s),
+            "count": self.count_spin.setValue,
+            "style_layer": self.select_style_layer,
+            "style_weight": self.style_weight_spin.setValue,
         }
         for key, value in values.items():
             if key not in setters:
@@ -242,6 +302,14 @@ class SinePanel(qt.QWidget):
         kwargs["image"] = RGBAImage(source.width, source.height, source.rgba)
         if source.mask is not None:
             kwargs["mask"] = Mask(source.width, source.height, source.mask)
+        if settings.style_layer:
+            style_w, style_h, style_rgba = read_style(doc, settings.style_layer)
+            kwargs["style_image"] = RGBAImage(style_w, style_h, style_rgba)
+        if self.choices is not None:  # a new press replaces the results still waiting
+            self.choices.discard_pending()
+            self.choices = None
+            self.results_view.show_choices(None)
+            self.refresh_history()
         self._job_doc, self._job_source, self._job_settings = doc, source, settings
         self.last_layer = None
         self.last_error = ""
@@ -343,26 +411,105 @@ class SinePanel(qt.QWidget):
             self._finish("error", f"{code}: {event.message}" if event.message else str(code))
 
     def _place_result(self, event: LinkEvent) -> None:
+        """One result: a layer at once, as before. Several: thumbnails to apply or discard."""
+        from sine_protocol.results import ResultChoices
+
         source, settings, doc = self._job_source, self._job_settings, self._job_doc
         if source is None or settings is None or self.state != "running":
             return
-        image = event.image
-        if image is None:
+        if not event.results:
             raise ValueError("the result carried no image")
-        rgba = image.data
-        if (image.width, image.height) != (source.width, source.height):
-            # Rendered at a custom output size: the layer still covers the canvas exactly.
-            rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
-        seed = int(event.header.get("seed", settings.seed))
-        name = settings.layer_name(seed)
-        self.last_layer = add_result_layer(doc, source.anchor, rgba, source.width, source.height, name)
+        choices = ResultChoices(event.results, context=(doc, source, settings))
         self.last_result_header = dict(event.header)
-        self.show_preview(image)
         timings = event.header.get("timings") or {}
         total = timings.get("total_s")
         took = f" in {total:.1f} s" if isinstance(total, int | float) else ""
         cached = " (cached fine-tune)" if event.header.get("cache_hit") else ""
-        self._finish("done", f"Added layer '{name}'{took}{cached}.")
+        if len(choices) == 1:
+            self.last_layer = choices.apply(0, functools.partial(self._make_layer, doc, source, settings))
+            self.show_preview(event.results[0].image)
+            message = f"Added layer '{self.last_layer.name()}'{took}{cached}."
+        else:
+            self.choices = choices
+            self.results_view.show_choices(choices)
+            self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
+            message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
+        self.history.add(doc, choices, settings.prompt.strip(), settings.strength)
+        self.refresh_history()
+        self._finish("done", message)
+
+    def _make_layer(self, doc: Any, source: SourcePixels, settings: EditSettings, result: Any) -> Any:
+        """The result layer of one image, placed as every SINE result is (above the source)."""
+        image = result.image
+        rgba = image.data
+        if (image.width, image.height) != (source.width, source.height):
+            # Rendered at a custom output size: the layer still covers the canvas exactly.
+            rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
+        name = settings.layer_name(result.seed)
+        return add_result_layer(doc, source.anchor, rgba, source.width, source.height, name)
+
+    # ---- the results of a press --------------------------------------------------------
+    @guarded
+    def apply_result(self, index: int) -> None:
+        """Make result ``index`` of the last press a layer, exactly as a single result is placed."""
+        if self.choices is None:
+            return
+        doc, source, settings = self.choices.context
+        layer = self.choices.apply(index, functools.partial(self._make_layer, doc, source, settings))
+        self.last_layer = layer
+        self.results_view.update_states(self.choices)
+        self.refresh_history()
+        self.show_message(f"Added layer '{layer.name()}'.")
+
+    @guarded
+    def discard_result(self, index: int) -> None:
+        """Forget result ``index``: nothing of it reaches the document."""
+        if self.choices is None:
+            return
+        self.choices.discard(index)
+        self.results_view.update_states(self.choices)
+        self.refresh_history()
+        left = len(self.choices.pending())
+        self.show_message(f"Discarded result {index + 1}; {left} still waiting." if left else
+                          f"Discarded result {index + 1}.")
+
+    @guarded
+    def show_result(self, index: int) -> None:
+        """Show result ``index`` in the preview box."""
+        if self.choices is not None and self.choices.choices[index].image is not None:
+            self.show_preview(self.choices.choices[index].image)
+
+    def refresh_history(self) -> None:
+        """Show the active document's history (call when the active document may have changed)."""
+        doc = self._document_provider()
+        self.results_view.show_history(self.history.entries(doc) if doc is not None else [])
+
+    # ---- the style layer choice --------------------------------------------------------
+    def _refresh_style_layers(self) -> None:
+        """Offer the active document's layers (kept current each time the list opens)."""
+        combo = self.style_layer_combo
+        current = combo.currentData() or ""
+        names = layer_names(self._document_provider())
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem(NO_STYLE, "")
+        for name in names:
+            combo.addItem(name, name)
+        index = combo.findData(current) if current in names else 0
+        combo.setCurrentIndex(max(index, 0))
+        combo.blockSignals(False)
+        self.style_weight_spin.setEnabled(bool(combo.currentData()))
+
+    def select_style_layer(self, name: str) -> None:
+        """Choose the style layer by name ("" or "none": no style picture)."""
+        self._refresh_style_layers()
+        if name in ("", NO_STYLE):
+            self.style_layer_combo.setCurrentIndex(0)
+            return
+        index = self.style_layer_combo.findData(name)
+        if index < 0:
+            raise ValueError(f"there is no layer {name!r} to take the style from")
+        self.style_layer_combo.setCurrentIndex(index)
 
     # ---- display helpers -------------------------------------------------------------
     def _set_running(self, running: bool) -> None:
@@ -413,6 +560,21 @@ class SinePanel(qt.QWidget):
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
         self.preview_label.setVisible(True)
+
+
+class _RefreshingCombo(qt.QComboBox):
+    """A combo box that refills itself just before its list opens."""
+
+    def __init__(self, refresh: Callable[[], None], parent: Any = None) -> None:
+        super().__init__(parent)
+        self._refresh = refresh
+
+    def showPopup(self) -> None:  # noqa: N802 (Qt's name)
+        try:
+            self._refresh()
+        except Exception:
+            traceback.print_exc()
+        super().showPopup()
 
 
 def _spin(parent: Any, low: int, high: int, value: int, special: str = "") -> Any:

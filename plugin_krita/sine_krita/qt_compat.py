@@ -55,6 +55,8 @@ QTimer = QtCore.QTimer
 pyqtSignal = QtCore.pyqtSignal
 QImage = QtGui.QImage
 QPixmap = QtGui.QPixmap
+QIcon = QtGui.QIcon
+QSize = QtCore.QSize
 QKeySequence = QtGui.QKeySequence
 
 QAction = QtGui.QAction if QT6 else QtWidgets.QAction
@@ -62,13 +64,18 @@ QCheckBox = QtWidgets.QCheckBox
 QComboBox = QtWidgets.QComboBox
 QDoubleSpinBox = QtWidgets.QDoubleSpinBox
 QFormLayout = QtWidgets.QFormLayout
+QGridLayout = QtWidgets.QGridLayout
 QGroupBox = QtWidgets.QGroupBox
 QHBoxLayout = QtWidgets.QHBoxLayout
 QLabel = QtWidgets.QLabel
 QLineEdit = QtWidgets.QLineEdit
+QListWidget = QtWidgets.QListWidget
+QListWidgetItem = QtWidgets.QListWidgetItem
 QPlainTextEdit = QtWidgets.QPlainTextEdit
 QProgressBar = QtWidgets.QProgressBar
 QPushButton = QtWidgets.QPushButton
+QScrollArea = QtWidgets.QScrollArea
+QSlider = QtWidgets.QSlider
 QSpinBox = QtWidgets.QSpinBox
 QToolButton = QtWidgets.QToolButton
 QVBoxLayout = QtWidgets.QVBoxLayout
@@ -88,6 +95,10 @@ IGNORE_ASPECT = _enum(Qt, "AspectRatioMode", "IgnoreAspectRatio")
 SMOOTH = _enum(Qt, "TransformationMode", "SmoothTransformation")
 TEXT_SELECTABLE = _enum(Qt, "TextInteractionFlag", "TextSelectableByMouse")
 RICH_TEXT_OFF = _enum(Qt, "TextFormat", "PlainText")
+HORIZONTAL = _enum(Qt, "Orientation", "Horizontal")
+SCROLLBAR_OFF = _enum(Qt, "ScrollBarPolicy", "ScrollBarAlwaysOff")
+SCROLLBAR_AS_NEEDED = _enum(Qt, "ScrollBarPolicy", "ScrollBarAsNeeded")
+TOOL_BUTTON_TEXT_UNDER_ICON = _enum(Qt, "ToolButtonStyle", "ToolButtonTextUnderIcon")
 
 
 def qimage_from_rgba(data: bytes, width: int, height: int) -> QImage:

@@ -9,15 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sine_protocol.messages import MAX_COUNT, START_MODES  # the vendored copy (see vendor.py)
+
 STYLES = ("photo", "painting")
 METHODS = ("lora", "full")
 SOURCES = ("layer", "visible")
+STARTS = START_MODES  # where sampling starts below strength 1 (sampling.start)
 
 # Engine defaults (docs/design.md §7.3): shown in the advanced settings and sent explicitly.
 DEFAULT_STEPS = 100
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_V = 0.7
 DEFAULT_K = 400
+DEFAULT_STRENGTH = 1.0  # 1.0: from pure noise, as SINE samples
+DEFAULT_STYLE_WEIGHT = 0.3
 
 
 @dataclass
@@ -38,6 +43,11 @@ class EditSettings:
     output_width: int | None = None
     output_height: int | None = None
     source: str = "layer"
+    strength: float = DEFAULT_STRENGTH
+    start: str = "noise"
+    count: int = 1
+    style_layer: str = ""  # name of the layer whose picture gives the style ("": no style picture)
+    style_weight: float = DEFAULT_STYLE_WEIGHT
 
     def validate(self) -> None:
         """Raise ValueError with a message fit for the status line."""
@@ -59,6 +69,14 @@ class EditSettings:
             raise ValueError("fine-tune steps must be at least 1 (or automatic)")
         if (self.output_width is None) != (self.output_height is None):
             raise ValueError("give both output width and height, or neither")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError("strength must lie in (0, 1]")
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}")
+        if not 1 <= self.count <= MAX_COUNT:
+            raise ValueError(f"the number of results must lie in 1..{MAX_COUNT}")
+        if self.style_layer and not 0.0 <= self.style_weight <= 1.0:
+            raise ValueError("style weight must lie in 0..1")
 
     def output_size(self, canvas: tuple[int, int]) -> tuple[int, int]:
         """The size the daemon renders at: the canvas unless the user set one."""
@@ -69,20 +87,28 @@ class EditSettings:
     def submit_kwargs(self, canvas: tuple[int, int]) -> dict[str, Any]:
         """Keyword arguments for ``SineClient.submit_edit`` (image and mask are added by the caller)."""
         self.validate()
-        return {
+        sampling: dict[str, Any] = {
+            "steps": int(self.steps),
+            "w": float(self.guidance),
+            "v": float(self.v),
+            "k": int(self.k),
+            "strength": float(self.strength),
+            "start": self.start,
+        }
+        if self.style_layer:  # the style picture itself is added by the caller (it reads the layer)
+            sampling["style_weight"] = float(self.style_weight)
+        kwargs: dict[str, Any] = {
             "prompt": self.prompt.strip(),
             "subject": self.subject.strip(),
             "style": self.style,
             "seed": int(self.seed),
-            "sampling": {
-                "steps": int(self.steps),
-                "w": float(self.guidance),
-                "v": float(self.v),
-                "k": int(self.k),
-            },
+            "sampling": sampling,
             "finetune": {"method": self.method, "steps": self.finetune_steps, "patch": bool(self.patch)},
             "output_size": self.output_size(canvas),
         }
+        if self.count != 1:
+            kwargs["count"] = int(self.count)
+        return kwargs
 
     def layer_name(self, seed: int) -> str:
         """Name of the result layer, e.g. ``SINE: wearing a red hat (seed 7)``."""

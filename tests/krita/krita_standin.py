@@ -31,6 +31,17 @@ def fake_edit(image: RGBAImage, mask: Mask | None, output: tuple[int, int]) -> R
     return resize_nearest(RGBAImage(image.width, image.height, bytes(out)), *output)
 
 
+def fake_results(image: RGBAImage, mask: Mask | None, output: tuple[int, int], count: int = 1) -> list[RGBAImage]:
+    """``count`` distinct results: the first is :func:`fake_edit`, result i has its red shifted by 40*i."""
+    first = fake_edit(image, mask, output)
+    out = [first]
+    for i in range(1, count):
+        data = bytearray(first.data)
+        data[0::4] = bytes((r + 40 * i) % 256 for r in first.data[0::4])
+        out.append(RGBAImage(first.width, first.height, bytes(data)))
+    return out
+
+
 class StandinDaemon:
     """Serve on ``tcp://127.0.0.1:<free port>`` from a thread until :meth:`close`."""
 
@@ -99,7 +110,9 @@ class StandinDaemon:
         if self.fail_with:
             self._send(ident, m.make_error(self.fail_with, "stand-in failure", req.id, job=job))
             return
-        result = fake_edit(edit.image, edit.mask, edit.output)
+        count = getattr(edit, "count", 1)
+        results = fake_results(edit.image, edit.mask, edit.output, count)
+        result = results[0]
         phases = [("finetune", self.finetune_steps), ("sample", self.sample_steps)]
         for phase, total in phases:
             for step in range(1, total + 1):
@@ -112,7 +125,9 @@ class StandinDaemon:
                     blobs = [m.image_blob(make_preview(result), role="preview")]
                 self._send(ident, m.make_reply(m.PROGRESS, req.id, blobs, job=job, phase=phase, step=step,
                                                total=total, eta_s=0.0))
-        self._send(ident, m.make_reply(m.RESULT, req.id, [m.image_blob(result)], job=job, seed=edit.seed,
+        seeds = [(edit.seed + i) % 2**32 for i in range(count)]
+        self._send(ident, m.make_reply(m.RESULT, req.id, [m.image_blob(r) for r in results], job=job, seed=edit.seed,
+                                       results=[{"index": i, "seed": s} for i, s in enumerate(seeds)],
                                        cache_hit=False, timings={"load_s": 0.0, "finetune_s": 0.0,
                                                                  "sample_s": 0.0, "total_s": 0.01}))
 

@@ -38,14 +38,16 @@ def test_request_is_built_from_the_widgets(panel, standin, process_events):
     _connected(panel, process_events)
     panel.apply_settings({"prompt": "make it blue", "subject": "cat", "style": "painting", "seed": 9,
                           "steps": 12, "guidance": 6.0, "v": 0.5, "k": 250, "method": "full",
-                          "finetune_steps": 30})
+                          "finetune_steps": 30, "strength": 0.6, "start": "inversion"})
     panel.edit_button.click()
     assert wait_for(lambda: panel.state != "running", 10, process_events), panel.progress_text
     assert panel.state == "done", panel.last_error
     edit = [r for r in standin.requests if r.type == "edit"][-1]
     assert edit.header["prompt"] == "make it blue" and edit.header["subject"] == "cat"
     assert edit.header["style"] == "painting" and edit.header["seed"] == 9
-    assert edit.header["sampling"] == {"steps": 12, "w": 6.0, "v": 0.5, "k": 250}
+    assert edit.header["sampling"] == {"steps": 12, "w": 6.0, "v": 0.5, "k": 250, "strength": 0.6,
+                                       "start": "inversion"}
+    assert "count" not in edit.header and edit.edit.style_image is None  # one result, no style picture
     assert edit.header["finetune"] == {"method": "full", "steps": 30, "patch": True}
     assert edit.edit.output == (16, 12)
     assert edit.edit.image.data == rgba_pattern(16, 12, salt=0)  # the wire gets RGBA, not Krita's BGRA

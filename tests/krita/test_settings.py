@@ -7,10 +7,20 @@ def test_submit_kwargs_follow_the_protocol_names():
                      guidance=5.0, v=0.6, k=300, method="full", finetune_steps=50)
     kw = s.submit_kwargs((64, 48))
     assert kw["prompt"] == "make the circle green"
-    assert kw["sampling"] == {"steps": 20, "w": 5.0, "v": 0.6, "k": 300}
+    assert kw["sampling"] == {"steps": 20, "w": 5.0, "v": 0.6, "k": 300, "strength": 1.0, "start": "noise"}
+    assert "count" not in kw  # one result: the request stays what an older daemon understands
     assert kw["finetune"] == {"method": "full", "steps": 50, "patch": True}
     assert kw["output_size"] == (64, 48)
     assert kw["style"] == "painting" and kw["seed"] == 7 and kw["subject"] == "circle"
+
+
+def test_strength_count_and_style_weight_reach_the_request():
+    s = EditSettings(prompt="x", strength=0.45, start="inversion", count=3, style_layer="paper", style_weight=0.25)
+    kw = s.submit_kwargs((64, 48))
+    assert kw["sampling"]["strength"] == 0.45 and kw["sampling"]["start"] == "inversion"
+    assert kw["sampling"]["style_weight"] == 0.25
+    assert kw["count"] == 3
+    assert "style_weight" not in EditSettings(prompt="x", style_weight=0.25).submit_kwargs((8, 8))["sampling"]
 
 
 def test_custom_output_size_and_auto_finetune_steps():
@@ -22,7 +32,9 @@ def test_custom_output_size_and_auto_finetune_steps():
 @pytest.mark.parametrize(
     "field, value, words",
     [("prompt", "   ", "prompt"), ("style", "sketch", "style"), ("method", "dreambooth", "method"),
-     ("v", 1.5, "v must"), ("steps", 0, "steps"), ("output_width", 32, "both")],
+     ("v", 1.5, "v must"), ("steps", 0, "steps"), ("output_width", 32, "both"),
+     ("strength", 0.0, "strength"), ("strength", 1.2, "strength"), ("start", "latent", "start"),
+     ("count", 0, "results"), ("count", 9, "results")],
 )
 def test_invalid_settings_say_what_is_wrong(field, value, words):
     s = EditSettings(prompt="x")

@@ -6,6 +6,9 @@
 #   result.json         status, error message, elapsed seconds, the layers (name, size, offsets)
 #   edited.xcf          the image with all its layers
 #   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
+# A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
+# presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
+# the layers left ("layers_after_undo").
 # The host-side test checks everything; this script only records.
 import json
 import os
@@ -15,7 +18,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio, GLib  # noqa: E402
 
 RGBA = "R'G'B'A u8"
 RUN = Gimp.RunMode.NONINTERACTIVE
@@ -38,6 +41,22 @@ def dump_layer(layer, stem):
     single.delete()
 
 
+def press_undo():
+    """Edit > Undo in the GUI, as a painter's Ctrl+Z: GIMP exports its actions on the session bus."""
+    bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+    bus.call_sync("org.gimp.GIMP.UI", "/org/gimp/GIMP", "org.gtk.Actions", "Activate",
+                  GLib.Variant("(sava{sv})", ("edit-undo", [], {})), None, Gio.DBusCallFlags.NONE, 10000, None)
+
+
+def arg_value(image, key, value):
+    """JSON case arguments to PDB values: *-file keys are paths, style-layer names a layer of the image."""
+    if key.endswith("-file"):
+        return Gio.File.new_for_path(value)
+    if key == "style-layer":
+        return next(layer for layer in image.get_layers() if layer.get_name() == value)
+    return value
+
+
 def run_case(case):
     out = case["out"]
     image = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
@@ -50,6 +69,13 @@ def run_case(case):
     if case.get("select"):
         x, y, w, h = case["select"]
         image.select_rectangle(Gimp.ChannelOps.REPLACE, x, y, w, h)
+    for extra in case.get("extra_layers", []):  # [name, path]: another picture as a layer at the bottom
+        loaded = Gimp.file_load_layer(RUN, image, Gio.File.new_for_path(extra[1]))
+        loaded.set_name(extra[0])
+        image.insert_layer(loaded, None, len(image.get_layers()))
+    display = Gimp.Display.new(image) if case.get("display") else None
+    if display is not None:
+        image.clean_all()
     run_mode = RUN
     if case.get("interactive"):  # the plug-in's dialogs answer from the autotest file
         run_mode = Gimp.RunMode.INTERACTIVE
@@ -62,7 +88,7 @@ def run_case(case):
     cfg.set_property("image", image)
     cfg.set_core_object_array("drawables", [source])
     for key, value in case["args"].items():
-        cfg.set_property(key, value)
+        cfg.set_property(key, arg_value(image, key, value))
     t0 = time.monotonic()
     res = proc.run(cfg)
     elapsed = time.monotonic() - t0
@@ -80,13 +106,25 @@ def run_case(case):
     for i, layer in enumerate(image.get_layers()):
         _, ox, oy = layer.get_offsets()
         record["layers"].append(
-            {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy]}
+            {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
+             "visible": layer.get_visible()}
         )
         dump_layer(layer, os.path.join(out, f"layer-{i}"))
     save(image, os.path.join(out, "edited.xcf"))
+    if case.get("undo_after"):
+        Gimp.displays_flush()
+        before = len(image.get_layers())
+        press_undo()
+        deadline = time.monotonic() + 10
+        while len(image.get_layers()) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second undo step, had there been one, would not run by itself: one press only
+        record["layers_after_undo"] = [layer.get_name() for layer in image.get_layers()]
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(record, f, indent=1)
     print("SINE-CASE", case["name"], record["status"], record["elapsed_s"], record["message"])
+    if display is not None:
+        display.delete()
     image.delete()
 
 

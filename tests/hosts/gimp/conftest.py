@@ -97,12 +97,15 @@ class GimpRun:
 
 
 def run_gimp_cases(
-    home: RootHome, cases: list[dict], env: dict[str, str], timeout_s: float = 600, gui: bool = False
+    home: RootHome, cases: list[dict], env: dict[str, str], timeout_s: float = 600, gui: bool = False,
+    windows: bool = False,
 ) -> GimpRun:
     """One GIMP session running batch_sine_edit.py over ``cases`` (paths inside the root).
 
     ``gui``: the GUI binary under Xvfb, so that INTERACTIVE runs can open the plug-in's dialogs;
-    otherwise gimp-console-3.0 with no display at all.
+    otherwise gimp-console-3.0 with no display at all. ``windows``: the full GUI (no ``-i``) on a
+    session D-Bus, so cases can open image windows and press GIMP's own Edit > Undo (its actions
+    are exported on the bus as org.gtk.Actions).
     """
     cases_file = home.host / "work" / f"cases-{time.monotonic_ns()}.json"
     cases_file.write_text(json.dumps(cases))
@@ -115,8 +118,9 @@ def run_gimp_cases(
         f"HOME={home.path}", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", f"XDG_RUNTIME_DIR={home.path}/.xdg-runtime",
         *env_args,
         "timeout", "-k", "10", str(int(timeout_s)),
-        *(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", GIMP_GUI] if gui else [GIMP_CONSOLE]),
-        "-i", "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit",
+        *(["dbus-run-session", "--"] if windows else []),
+        *(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", GIMP_GUI] if gui or windows else [GIMP_CONSOLE]),
+        *([] if windows else ["-i"]), "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit",
     ]  # fmt: skip
     t0 = time.monotonic()
     with (HERE / "batch_sine_edit.py").open("rb") as batch:

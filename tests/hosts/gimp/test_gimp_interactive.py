@@ -9,11 +9,15 @@ button, the result layer.
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 W, H = 48, 32
 ARGS = {"prompt": "a yellow triangle", "subject": "shape", "seed": 5, "steps": 3, "finetune-steps": 2}
@@ -34,7 +38,8 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
         {"name": "dialog-ok", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-ok"),
          "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
         {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
-         "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True, "autotest": {"dialog": "cancel"},
+         "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True,
+         "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png")},
          "args": ARGS},
         {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "progress-cancel"), "interactive": True,
@@ -47,6 +52,10 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
     run = run_gimp(gimp_home, cases, env, gui=True)
     print(f"GIMP GUI session (3 interactive runs): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
+    shot = work / "dialog-cancel" / "dialog.png"
+    if shot.exists():  # what a painter sees: kept for people to look at
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, ARTIFACTS / "gimp-dialog.png")
     return {c["name"]: json.loads((work / c["name"] / "result.json").read_text()) for c in cases}
 
 
@@ -60,6 +69,8 @@ def test_dialog_ok_runs_the_edit_into_a_new_layer(interactive_session) -> None:
 def test_dialog_cancel_changes_nothing(interactive_session) -> None:
     record = interactive_session["dialog-cancel"]
     assert record["status"] == "cancel"
+    with Image.open(ARTIFACTS / "gimp-dialog.png") as shot:  # the dialog was drawn (with every argument)
+        assert shot.width > 200 and shot.height > 200
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
 
 

@@ -138,7 +138,7 @@ class Run:
 
 def run_panel_job(
     home, daemon, name: str, settings: dict[str, Any], selection: list[int] | None = None, image: str = "png",
-    endpoint: str | None = None, **job_extra: Any,
+    endpoint: str | None = None, screen: str = "1280x960x24", **job_extra: Any,
 ) -> Run:
     """Run Krita once with the automation job; returns its report (asserting it finished).
 
@@ -156,7 +156,8 @@ def run_panel_job(
     out, shot, job = work / "out", work / "krita-panel.png", work / "job.json"
     job.write_text(json.dumps({
         "input": home.inside(image_file), "out_dir": home.inside(out), "screenshot": home.inside(shot),
-        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240, **job_extra,
+        "settings": settings, "selection": selection, "connect_timeout_s": 60, "edit_timeout_s": 240,
+        "choices_screenshot": home.inside(work / "krita-choices.png"), **job_extra,
     }))  # fmt: skip
     home.chown()
     if endpoint is None:
@@ -164,10 +165,10 @@ def run_panel_job(
         # so the panel's edit and the reference edit must both be cache hits to compare exactly.
         daemon_edit(daemon, source, settings)
 
-    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": endpoint or daemon.endpoint}
+    env = {"KHOME": home.path, "KJOB": home.inside(job), "KENDPOINT": endpoint or daemon.endpoint, "KSCREEN": screen}
     snippet = (
         'RC_ENV=(SINE_KRITA_AUTOTEST="$KJOB" SINE_ENDPOINT="$KENDPOINT"); '
-        'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 1280x960x24" krita --nosplash'
+        'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 ${KSCREEN}" krita --nosplash'
     )
     t0 = time.monotonic()
     done = lib_sh(snippet, env, timeout=430)
@@ -183,6 +184,8 @@ def run_panel_job(
     (ARTIFACTS / f"krita-{name}.json").write_text(json.dumps(report, indent=1))
     if shot.exists():
         shutil.copyfile(shot, ARTIFACTS / f"krita-{name}.png")
+    if (work / "krita-choices.png").exists():
+        shutil.copyfile(work / "krita-choices.png", ARTIFACTS / f"krita-{name}-choices.png")
     assert report["ok"], f"{report.get('error')}\n{log[-3000:]}"
     print(f"{name}: krita run {seconds:.1f} s, edit clicked at {report['edit_clicked_s']} s, "
           f"done at {report['total_s']} s, longest event-loop gap {report.get('max_event_gap_ms')} ms")  # fmt: skip
@@ -297,3 +300,50 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     assert report["start_button_shown"] is True
     assert "8-bit RGBA" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
     assert [layer["name"] for layer in report["layers_after"]] == [layer["name"] for layer in report["layers_before"]]
+
+
+def daemon_edits(daemon, source: bytes, settings: dict[str, Any]) -> list[bytes]:
+    """The daemon's images for the panel's request with strength, start and count."""
+    client = daemon.client()
+    try:
+        sampling = {"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"],
+                    "strength": settings["strength"], "start": settings.get("start", "noise")}  # fmt: skip
+        rid = client.submit_edit(
+            RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
+            style=settings["style"], seed=settings["seed"], sampling=sampling,
+            finetune={"method": settings["method"], "steps": settings["finetune_steps"], "patch": True},
+            output_size=(WIDTH, HEIGHT), count=settings["count"],
+        )  # fmt: skip
+        return [image.data for image in client.wait_result(rid, timeout=180).images]
+    finally:
+        client.close()
+
+
+def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
+    """Three results at strength 0.5 on a 1280x768 screen: the painter applies the second, discards the others."""
+    settings = {**SETTINGS, "prompt": "make the circle purple", "seed": 20, "count": 3, "strength": 0.5}
+    run = run_panel_job(krita_home, sine_daemon, "three", settings, screen="1280x768x24", apply_index=1)
+    report = run.report
+    before = [layer["name"] for layer in report["layers_before"]]
+    assert report["result_cards"] == ["seed 20", "seed 21", "seed 22"]
+    assert report["layers_before_apply"] == before  # nothing in the document until the painter chooses
+    assert report["choice_states"] == ["discarded", "applied", "discarded"]
+    assert [r["seed"] for r in report["result_header"]["results"]] == [20, 21, 22]
+
+    after = report["layers_after"]
+    assert [layer["name"] for layer in after] == [before[0], "SINE: make the circle purple (seed 21)", *before[1:]]
+    new = after[1]
+    assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    # The applied layer is exactly the daemon's second image for the same request, strength 0.5 included:
+    # at strength 1.0 the same seed gives another picture, so the slider's value reached the daemon.
+    expected = daemon_edits(sine_daemon, run.source, settings)
+    assert len(expected) == 3 and run.raw(new) == expected[1]
+    assert run.raw(new) != daemon_edits(sine_daemon, run.source, {**settings, "strength": 1.0})[1]
+    assert run.raw(after[0]) == run.source
+    # Discarded results left nothing; the applied one is a single undo step.
+    assert [name for name in report["layers_after_undo"] if name != "Selection Mask"] == before
+    assert report["history"] == [
+        f"make the circle purple (seed {seed}, strength 0.50): {state}"
+        for seed, state in ((20, "discarded"), (21, "applied"), (22, "discarded"))
+    ]
+    assert report.get("choices_screenshot") is True

@@ -1,0 +1,140 @@
+"""Several results per press in the docker (fake Krita, real ZeroMQ stand-in daemon): thumbnails,
+Apply / Discard each, the per-document history, and the style layer and strength in the request."""
+
+from __future__ import annotations
+
+import pytest
+from krita import Krita
+from krita_helpers import make_document, rgba_pattern, to_bgra
+from krita_standin import fake_results, wait_for
+from sine_krita.panel import SinePanel
+
+from sine_protocol.frames import RGBAImage
+
+W, H = 16, 12
+
+
+@pytest.fixture
+def panel(qapp, standin, process_events):
+    doc, _ = make_document(W, H, layers=2)
+    Krita.instance().setActiveDocument(doc)
+    p = SinePanel(Krita.instance().activeDocument)
+    assert wait_for(lambda: p.connected, 10, process_events), p.connection_label.text()
+    yield p
+    p.shutdown()
+    p.deleteLater()
+
+
+def _edit(panel, process_events, **settings):
+    panel.apply_settings(settings)
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events), panel.progress_text
+    assert panel.state == "done", panel.last_error
+
+
+def _expected(count: int) -> list[bytes]:
+    return [r.data for r in fake_results(RGBAImage(W, H, rgba_pattern(W, H)), None, (W, H), count)]
+
+
+def test_three_results_wait_as_thumbnails_and_touch_nothing(panel, standin, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="recolour", seed=4, count=3)
+    assert [r for r in standin.requests if r.type == "edit"][-1].header["count"] == 3
+    assert doc.history == [] and len(doc.topLevelNodes()) == 2  # nothing placed before the painter chooses
+    cards = panel.results_view.cards
+    assert len(cards) == 3 and all(card.isVisibleTo(panel) for card in cards)
+    assert [card.thumb.text() for card in cards] == ["seed 4", "seed 5", "seed 6"]
+    assert all(not card.thumb.icon().isNull() for card in cards)
+    assert "3 results" in panel.message_label.text()
+    assert not panel.preview_label.isVisibleTo(panel)  # the thumbnails take its place...
+    cards[2].thumb.click()
+    assert panel.preview_label.isVisibleTo(panel)  # ...until one is clicked to be seen larger
+    assert panel.preview_label.pixmap().toImage().pixelColor(0, 0).red() == _expected(3)[2][0]
+
+
+def test_apply_one_of_three_makes_its_layer_and_discard_leaves_nothing(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="recolour", seed=4, count=3)
+    cards = panel.results_view.cards
+    cards[1].apply_button.click()
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["layer 0", "SINE: recolour (seed 5)", "layer 1"]
+    assert doc.topLevelNodes()[1].pixelData(0, 0, W, H) == to_bgra(_expected(3)[1])
+    assert doc.history == [("add", "SINE: recolour (seed 5)")]  # one undoable step, like a single result
+    assert not cards[1].apply_button.isEnabled() and cards[1].apply_button.text() == "Applied"
+
+    cards[0].discard_button.click()
+    cards[2].discard_button.click()
+    assert doc.history == [("add", "SINE: recolour (seed 5)")]  # discarding added nothing
+    assert [n.name() for n in doc.topLevelNodes()] == names
+    assert not cards[0].isVisibleTo(panel) and not cards[2].isVisibleTo(panel)
+    assert panel.choices.pending() == []
+    assert all(c.image is None for c in panel.choices.choices)  # no pixels kept of any of them
+    assert panel.last_error == ""
+
+
+def test_applying_twice_is_refused_and_says_so(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="twice", count=2)
+    panel.apply_result(0)
+    panel.apply_result(0)
+    assert "already applied" in panel.last_error
+    assert len(doc.topLevelNodes()) == 3
+
+
+def test_history_lists_the_sessions_results_per_document(panel, process_events):
+    first = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="first", seed=1, count=2, strength=0.5)
+    panel.apply_result(0)
+    panel.discard_result(1)
+    view = panel.results_view
+    labels = [view.history_list.item(i).text() for i in range(view.history_list.count())]
+    assert labels == ["first (seed 1, strength 0.50): applied", "first (seed 2, strength 0.50): discarded"]
+    assert view.history_toggle.text() == "History (2)"
+
+    other, _ = make_document(W, H, layers=1)
+    Krita.instance().setActiveDocument(other)
+    panel.refresh_history()
+    assert view.history_list.count() == 0 and not view.history_toggle.isVisibleTo(panel)
+    _edit(panel, process_events, prompt="second", seed=9, count=1, strength=1.0)
+    labels = [view.history_list.item(i).text() for i in range(view.history_list.count())]
+    assert labels == ["second (seed 9, strength 1.00): applied"]  # one result: applied at once, as before
+    Krita.instance().setActiveDocument(first)
+    panel.refresh_history()
+    assert view.history_list.count() == 2
+
+
+def test_a_new_press_discards_the_results_still_waiting(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="one", count=3)
+    old = panel.choices
+    _edit(panel, process_events, prompt="two", count=2)
+    assert [c.state for c in old.choices] == ["discarded"] * 3
+    assert len(panel.results_view.cards) == 2 and doc.history == []
+
+
+def test_style_layer_and_its_weight_are_sent(panel, standin, process_events):
+    doc = Krita.instance().activeDocument()
+    panel.style_layer_combo.showPopup()  # the list is filled from the document when it opens
+    panel.style_layer_combo.hidePopup()
+    offered = [panel.style_layer_combo.itemText(i) for i in range(panel.style_layer_combo.count())]
+    assert offered == ["none", "layer 1", "layer 0"]  # top of the stack first
+    assert not panel.style_weight_spin.isEnabled()
+    _edit(panel, process_events, prompt="in that style", style_layer="layer 1", style_weight=0.4)
+    sent = [r for r in standin.requests if r.type == "edit"][-1]
+    assert sent.edit.style_image is not None
+    assert sent.edit.style_image.data == rgba_pattern(W, H, salt=40)  # layer 1's pixels, as RGBA
+    assert sent.header["sampling"]["style_weight"] == 0.4
+    assert panel.style_weight_spin.isEnabled()
+    assert len(doc.topLevelNodes()) == 3
+
+
+def test_a_missing_style_layer_is_explained(panel, process_events):
+    with pytest.raises(ValueError, match="no layer"):
+        panel.select_style_layer("gone")
+    panel.apply_settings({"prompt": "x", "style_layer": "layer 0"})
+    doc = Krita.instance().activeDocument()
+    doc.rootNode()._children.pop(0)  # the painter deleted that layer meanwhile
+    doc.setActiveNode(doc.topLevelNodes()[0])
+    panel.edit_button.click()
+    assert "no layer 'layer 0'" in panel.last_error and panel.state == "idle"
