@@ -49,6 +49,29 @@ def run_once(arm: str, ft_steps: int, steps: int) -> float:
         return time.perf_counter() - t0
 
 
+def write(args: argparse.Namespace, runs: list[dict], quiet: bool = False) -> None:
+    """Summary (median seconds alone and beside, their ratio, per arm) printed and written with every run."""
+    summary = {}
+    for arm in args.arms:
+        alone = [r["seconds"] for r in runs if r["arm"] == arm and not r["beside_neighbour"]]
+        beside = [r["seconds"] for r in runs if r["arm"] == arm and r["beside_neighbour"]]
+        if not alone or not beside:
+            continue
+        summary[arm] = {"alone_median_s": statistics.median(alone), "beside_median_s": statistics.median(beside),
+                        "ratio": round(statistics.median(beside) / statistics.median(alone), 2), "n": len(alone)}
+        if not quiet:
+            print(f"{arm:<14} alone {summary[arm]['alone_median_s']:7.1f} s, beside {args.neighbours} neighbour(s) "
+                  f"{summary[arm]['beside_median_s']:7.1f} s, ratio {summary[arm]['ratio']:.2f}")
+    report = {
+        "machine": f"shared {os.cpu_count()}-core CPU, busy with other jobs (see load_1min_before): no idle baseline",
+        "workload": f"sine demo --method lora --finetune-steps {args.finetune_steps} --steps {args.steps}",
+        "neighbours": args.neighbours, "runs": runs, "summary": summary,
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--finetune-steps", type=int, default=60)
@@ -75,22 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                              "load_1min_before": round(load, 2)})
                 print(f"{arm:<14} {'beside' if beside else 'alone':<7} rep {rep}: {seconds:7.1f} s "
                       f"(load {load:.1f})", flush=True)
-    summary = {}
-    for arm in args.arms:
-        alone = [r["seconds"] for r in runs if r["arm"] == arm and not r["beside_neighbour"]]
-        beside = [r["seconds"] for r in runs if r["arm"] == arm and r["beside_neighbour"]]
-        summary[arm] = {"alone_median_s": statistics.median(alone), "beside_median_s": statistics.median(beside),
-                        "ratio": round(statistics.median(beside) / statistics.median(alone), 2)}
-        print(f"{arm:<14} alone {summary[arm]['alone_median_s']:7.1f} s, beside {args.neighbours} neighbour(s) "
-              f"{summary[arm]['beside_median_s']:7.1f} s, ratio {summary[arm]['ratio']:.2f}")
-    report = {
-        "machine": f"shared {os.cpu_count()}-core CPU, busy with other jobs (see load_1min_before): no idle baseline",
-        "workload": f"sine demo --method lora --finetune-steps {args.finetune_steps} --steps {args.steps}",
-        "neighbours": args.neighbours, "runs": runs, "summary": summary,
-    }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+                write(args, runs, quiet=True)  # partial results survive an interrupted run
+    write(args, runs)
     return 0
 
 

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# One GPU session's measurements, in one command (a lent GPU machine is short-lived and bare):
-#   1. speed of SD1.5-shaped random weights: fine-tune and sampling steps (bench/speed.py),
+# One GPU session's measurements, in one command (a lent GPU machine is short-lived and bare), in this order:
+#   1. a painter's figures (bench/edit_speed.py), SD1.5-shaped random weights: adaptation wall time, warm edits
+#      at 512² (100 and 50 steps), 1024², 2048², 4096² (default strategy), time to first preview, peak VRAM,
+#      and the overhead ratio (guided sampling ÷ the same UNet calls bare); the SD1.5 LoRA entry's size and
+#      read/verify/parse time (bench/lora_entry.py),
 #   2. large canvases: one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
-#   3. the shapes-world demo model trained with the `gpu` config in what time is left.
+#   3. fine-tune and sampling steps (bench/speed.py),
+#   4. the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s).
 # Results go to $OUT (default bench/results/gpu). Each part has its own time limit, so a slow part
 # cannot eat the next one's time. Python packages the machine lacks are taken from .whl/ if present.
 #
@@ -23,13 +27,21 @@ start=$SECONDS
 
 if [ "${SMOKE:-0}" = 1 ]; then
   model=tiny; dev=cpu; speed_sizes="64"; canvas_sizes="128 256"; train="--config cpu --threads 2"
+  edits="64x4 64x2 128x2"; ft="--ft-steps 2 --overhead-steps 4"; entry="--skip-merge --repeats 1"
 else
   nvidia-smi -L
   "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
   "$PY" -c "from sine.tiny_models import make_sd15_shaped; make_sd15_shaped('/tmp/sd15')" 2>&1 | tail -2
   model=/tmp/sd15; dev=cuda; speed_sizes="512 1024"; canvas_sizes="2048 4096"; train="--config gpu"
+  edits="512x100 512x50 1024x100 2048x100 4096x100"; ft=""; entry="--skip-merge"
 fi
 echo "== setup done at $((SECONDS - start)) s"
+
+timeout 300 "$PY" bench/edit_speed.py --model "$model" --device "$dev" --edit $edits $ft \
+  --out "$OUT/edit_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/edit_speed.log"
+timeout 120 "$PY" bench/lora_entry.py $entry --out "$OUT/lora_entry.json" 2>&1 | grep -E "entry_mb|_s\"" \
+  | tee "$OUT/lora_entry.log"
+echo "== edit speed and LoRA entry done at $((SECONDS - start)) s"
 
 timeout 150 "$PY" bench/canvas_speed.py --model "$model" --device "$dev" --sizes $canvas_sizes \
   --strategies single tiled tiled-per-tile --tile-sizes 0 1024 --out "$OUT/canvas_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/canvas_speed.log"
@@ -39,7 +51,11 @@ timeout 120 "$PY" bench/speed.py --model "$model" --device "$dev" --sizes $speed
   --out "$OUT/speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/speed.log"
 echo "== speed done at $((SECONDS - start)) s"
 
+
 left=$((LIMIT_S - (SECONDS - start) - 45))
+if [ "$left" -lt 60 ]; then
+  echo "== no time left to train the demo model ($left s)"; echo "== all done at $((SECONDS - start)) s"; exit 0
+fi
 minutes=$("$PY" -c "print(round(max(0.5, $left / 60), 2))")
 echo "== training the demo model for $minutes min"
 rm -rf /tmp/demo_model

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from .compiled import unet_call
 from .errors import BadInput, Cancelled
 from .finetune import FineTuned
 from .guidance import Guide, combine, single_model_guides
@@ -189,7 +190,7 @@ class _Scorer:
         if self.settings.finetuned_only and self.guides:
             return self._predict_finetuned_only(z, tiles, t_in)
         states = torch.cat([self.uncond.expand(n, -1, -1), self.edit.expand(n, -1, -1)])
-        eps_pre = base.unet(torch.cat([z, z]), t_in, states).sample
+        eps_pre = unet_call(base.unet)(torch.cat([z, z]), t_in, states)
         eps_uncond, eps_edit = eps_pre[:n], eps_pre[n:]
         active = [i for i, g in enumerate(self.guides) if g.guide.active(t)]
         eps_ft = [self._finetuned_eps(i, z, tiles, t_in[:n]) for i in active]
@@ -221,7 +222,7 @@ class _Scorer:
         pe = None if pes[0] is None else torch.stack(pes)
         unet = g.model.unet  # its own dtype (fp16 on CUDA, see finetuned_dtype)
         with g.model.hook.using(pe):
-            return unet(z.to(unet.dtype), t_in, self.ft_states[i].expand(n, -1, -1)).sample.float()
+            return unet_call(unet)(z.to(unet.dtype), t_in, self.ft_states[i].expand(n, -1, -1)).float()
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[tuple[int, int, int, int]],
                                 t_in: torch.Tensor) -> Scores:

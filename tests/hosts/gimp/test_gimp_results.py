@@ -66,13 +66,17 @@ def session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict:
     with_style = {**SAMPLING, "style_weight": STYLE_WEIGHT}
     daemon_results(sine_daemon, SAMPLING, 3)  # warm the weight cache (source and style fine-tunes)
     daemon_results(sine_daemon, with_style, 1, style)
-    out = {name: work / name for name in ("three", "style-file")}
+    out = {name: work / name for name in ("three", "style-file", "style-layer")}
     cases = [
         {"name": "three", "input": gimp_home.inside(work / "results-in.png"), "out": gimp_home.inside(out["three"]),
          "display": True, "undo_after": True, "args": {**ARGS, "count": 3}},
         {"name": "style-file", "input": gimp_home.inside(work / "results-in.png"),
          "out": gimp_home.inside(out["style-file"]),
          "args": {**ARGS, "style-file": gimp_home.inside(work / "results-style.png"), "style-weight": STYLE_WEIGHT}},
+        {"name": "style-layer", "input": gimp_home.inside(work / "results-in.png"),
+         "out": gimp_home.inside(out["style-layer"]),
+         "extra_layers": [["style", gimp_home.inside(work / "results-style.png")]],
+         "args": {**ARGS, "style-layer": "style", "style-weight": STYLE_WEIGHT}},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env, windows=True)
     print(f"GIMP GUI session (3 results + style file): {run.wall_s:.1f} s")
@@ -82,6 +86,8 @@ def session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict:
         "three_out": out["three"],
         "style": json.loads((out["style-file"] / "result.json").read_text()),
         "style_out": out["style-file"],
+        "style_layer": json.loads((out["style-layer"] / "result.json").read_text()),
+        "style_layer_out": out["style-layer"],
         "expected_three": daemon_results(sine_daemon, SAMPLING, 3),
         "at_full_strength": daemon_results(sine_daemon, {**SAMPLING, "strength": 1.0}, 3),
         "expected_style": daemon_results(sine_daemon, with_style, 1, style)[0],
@@ -120,3 +126,11 @@ def test_a_style_picture_file_reaches_the_daemon(session) -> None:
     got = layer_bytes(session["style_out"], 0)
     assert got == session["expected_style"]
     assert got != session["without_style"]
+
+
+def test_a_style_layer_reaches_the_daemon(session) -> None:
+    """The same picture as a layer of the image: the same request, so the same result as from the file."""
+    record = session["style_layer"]
+    assert record["status"] == "success", record["message"]
+    assert [layer["name"] for layer in record["layers"]] == ["SINE: a blue square (seed 11)", "Background", "style"]
+    assert layer_bytes(session["style_layer_out"], 0) == session["expected_style"]
