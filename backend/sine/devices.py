@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads inside the functions: `sine` imports this module before anything heavy
+    import torch
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+           "bf16": "bfloat16", "bfloat16": "bfloat16"}  # names -> torch attribute
 
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` (or $SINE_DEVICE) wins; otherwise the first CUDA GPU, else the CPU."""
+    import torch
+
     name = requested or os.environ.get("SINE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None) -> torch.dtype:
     """Inference dtype of the frozen models; training keeps its own weights in fp32."""
+    import torch
+
     requested = requested or os.environ.get("SINE_DTYPE")
     if isinstance(requested, torch.dtype):
         return requested
     if requested:
         try:
-            return _DTYPES[requested.lower()]
+            return getattr(torch, _DTYPES[requested.lower()])
         except KeyError:
             raise ValueError(f"unknown dtype {requested!r}; use one of {sorted(_DTYPES)}") from None
     if device.type == "cuda":
@@ -33,6 +39,8 @@ def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None)
 
 def describe_device(device: torch.device) -> str:
     """A human name for status lines: the GPU's model name, or 'CPU'."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return device.type.upper()
@@ -42,6 +50,8 @@ def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtyp
     """Dtype of a fine-tuned copy at sampling time: fp16 on CUDA (where the base runs in bf16, whose
     8-bit mantissa rounds 77-92 % of the paper recipe's weight changes back to the pre-trained
     values; fp16 has 10 bits), else the base's dtype. $SINE_FT_DTYPE overrides it."""
+    import torch
+
     requested = os.environ.get("SINE_FT_DTYPE")
     if requested:
         return pick_dtype(device, requested)
@@ -111,6 +121,8 @@ def pick_cpu_threads(requested: int | None = None) -> int:
 
 def apply_cpu_threads(requested: int | None = None) -> int:
     """Set torch's CPU threads for the next piece of work (call between jobs, not inside one)."""
+    import torch
+
     threads = pick_cpu_threads(requested)
     torch.set_num_threads(threads)
     return threads

@@ -6,6 +6,7 @@ copy carrying small adapters), and only the fine-tuned UNet gets the positional-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -28,7 +29,9 @@ from .images import flatten_rgb, to_tensor
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
+from .predictions import clean_latent, raw_outputs, training_target
 from .recipes import RECIPES, Recipe
+from .xl import crop_time_ids, size_conditioning
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
@@ -109,6 +112,8 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
+        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
+            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
         ids = self.base.tokenize([self.source_prompt])
         return self.text_encoder(ids)[0].to(self.unet.dtype)
 
@@ -297,6 +302,13 @@ def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
+def _crop_conditioning(base: BaseModel, box: tuple[int, int, int, int]) -> contextlib.AbstractContextManager:
+    """SDXL: its own crop conditioning (time_ids) told where the crop is, as the PE is; others: nothing."""
+    if not base.is_xl:
+        return contextlib.nullcontext()
+    return size_conditioning(*crop_time_ids(box, base.pe_grid, base.sample_size))
+
+
 def diffusion_loss(
     base: BaseModel,
     unet: UNet2DConditionModel,
@@ -309,16 +321,18 @@ def diffusion_loss(
     rec_weight: float,
     alphas_cumprod: torch.Tensor,
 ) -> torch.Tensor:
-    """ε-MSE plus, when `rec_weight` > 0, SINE's (t/T)²-weighted L1 on the predicted clean latent."""
+    """MSE to what the model predicts (ε, or v for v-prediction models) plus, when `rec_weight` > 0,
+    SINE's (t/T)²-weighted L1 on the predicted clean latent x̂₀ (read from ε or v accordingly)."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     autocast = base.device.type == "cuda"
-    with hook.using(pe), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
-        eps = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
-    eps = eps.float()
-    loss = F.mse_loss(eps, noise)
+    with hook.using(pe), raw_outputs(), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
+        out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
+    out = out.float()
+    prediction = base.prediction_type
+    loss = F.mse_loss(out, training_target(z0, noise, a, prediction))
     if rec_weight > 0:
-        x0_hat = (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+        x0_hat = clean_latent(out, z_t, a, prediction)
         weight = (t.float() / len(alphas_cumprod)) ** 2
         rec = (weight * (x0_hat - z0).abs().mean(dim=(1, 2, 3))).mean()
         loss = loss + rec_weight * rec
@@ -335,6 +349,9 @@ def finetune(
 ) -> FineTuned:
     """Adapt a copy of `base` to `image`, learning it as `source_prompt`. Raises Cancelled when asked."""
     s = (settings or FinetuneSettings()).resolved(base.recipes)
+    if base.is_xl and s.train_text_encoder:
+        raise BadInput("training SDXL's two text encoders is not supported: use train_text_encoder=False "
+                       "(the default for SDXL)")
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)
@@ -375,7 +392,8 @@ def finetune(
                     states = text_encoder(ids)[0]
             else:
                 states = frozen_states
-            loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
+            with _crop_conditioning(base, view.box):
+                loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -416,5 +434,6 @@ def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: in
             if model.pe_table is not None else None
         t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
         noise = torch.randn(z0.shape, generator=gen).to(base.device)
-        total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
+        with _crop_conditioning(base, view.box):
+            total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
     return total / n

@@ -67,8 +67,15 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
     procedure.add_int_argument(
         "finetune-steps", "_Fine-tune steps", "0 = the daemon's default for the method", 0, 20000, 0, RW
     )
-    procedure.add_int_argument("output-width", "Output _width", "0 = image width", 0, MAX_SIDE, 0, RW)
-    procedure.add_int_argument("output-height", "Output _height", "0 = image height", 0, MAX_SIDE, 0, RW)
+    procedure.add_int_argument(
+        "output-width", "Output _width (0 = layer's)",
+        "0 = the layer's width: the result is a new layer over it. Another size opens a new image", 0, MAX_SIDE, 0, RW,
+    )  # fmt: skip
+    procedure.add_int_argument(
+        "output-height", "Output _height (0 = layer's)",
+        "0 = the layer's height: the result is a new layer over it. Another size opens a new image", 0, MAX_SIDE, 0,
+        RW,
+    )  # fmt: skip
     procedure.add_double_argument(
         "strength", "St_rength", "How much may change: 1 samples from pure noise (SINE), lower keeps more of the "
         "source", 0.05, 1.0, DEFAULT_STRENGTH, RW,

@@ -60,8 +60,8 @@ class EditRequest:
     k: int = 400
     method: str = "lora"
     finetune_steps: int = 0  # 0: the daemon's default for the method
-    output_width: int = 0  # 0: canvas width
-    output_height: int = 0  # 0: canvas height
+    output_width: int = 0  # 0: the layer's width
+    output_height: int = 0  # 0: the layer's height
     strength: float = 1.0  # 1.0: from pure noise (SINE); lower keeps more of the source
     start: str = "noise"  # below strength 1: "noise" or "inversion"
     count: int = 1  # results (seeds seed, seed+1, ...)
@@ -79,9 +79,9 @@ class EditRequest:
         """The ``finetune`` field; ``steps`` None lets the daemon pick its default."""
         return {"method": self.method, "steps": self.finetune_steps or None}
 
-    def output_size(self, canvas_width: int, canvas_height: int) -> tuple[int, int]:
-        """Requested output size; a zero side falls back to the canvas's."""
-        return (self.output_width or canvas_width, self.output_height or canvas_height)
+    def output_size(self, layer_width: int, layer_height: int) -> tuple[int, int]:
+        """Requested output size; a zero side falls back to the layer's."""
+        return (self.output_width or layer_width, self.output_height or layer_height)
 
 
 @dataclass
@@ -176,7 +176,7 @@ def start_daemon_and_connect(
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if should_cancel():
-            raise EditCancelled()
+            raise EditCancelled("Stopped waiting for the SINE daemon to start (it may still be starting).")
         try:
             return connect(endpoint)
         except DaemonNotRunning:

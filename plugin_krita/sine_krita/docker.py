@@ -6,11 +6,13 @@ Extension's menu actions (and the automation hook) can find the one of the activ
 
 from __future__ import annotations
 
+import traceback
 import weakref
 from typing import Any
 
 from krita import DockWidget, Krita
 
+from . import qt_compat as qt
 from .panel import SinePanel
 
 DOCKER_ID = "sine_edit_docker"
@@ -36,8 +38,15 @@ class SineDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle(TITLE)
-        self.panel = SinePanel(active_document, parent=self)
-        self.setWidget(self.panel)
+        # The panel scrolls inside the docker, so the docker fits any screen (768 px high too) and
+        # shares its column with Krita's other dockers; nothing falls off the bottom.
+        self.scroll = qt.QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(qt.NO_FRAME)
+        self.scroll.setHorizontalScrollBarPolicy(qt.SCROLLBAR_AS_NEEDED)
+        self.panel = SinePanel(active_document, parent=self.scroll)
+        self.scroll.setWidget(self.panel)
+        self.setWidget(self.scroll)
         _panels.append(weakref.ref(self.panel))
         app = Krita.instance()
         notifier = app.notifier() if hasattr(app, "notifier") else None
@@ -45,7 +54,12 @@ class SineDocker(DockWidget):
             notifier.applicationClosing.connect(self.panel.shutdown)
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 (Krita's API name)
-        """Required by DockWidget; the panel reads the active document when Edit is pressed."""
+        """Another view got the focus: show that document's history (the panel reads the active
+        document itself when Edit is pressed)."""
+        try:
+            self.panel.refresh_history()
+        except Exception:  # never let a docker callback reach Krita's modal error dialog
+            traceback.print_exc()
 
 
 def panel_for(qwindow: Any = None) -> SinePanel | None:

@@ -40,6 +40,9 @@ from .paths import default_endpoint, read_token
 from .zmtp import ZMTPAuthError, ZMTPConnection, ZMTPError
 
 TRANSPORTS = ("auto", "pyzmq", "pure")
+# While a request is pending the daemon sends something at least every few seconds (progress, a
+# queue ping every 2 s, a heartbeat every 5 s); this much silence means it stopped answering.
+SILENT_DAEMON_S = 30.0
 
 
 def unreachable_message(endpoint: str) -> str:
@@ -187,6 +190,7 @@ class SineClient:
         transport: str = "auto",
         timeout: float = 10.0,
         limits: Limits | None = None,
+        silence_timeout: float = SILENT_DAEMON_S,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
@@ -197,6 +201,8 @@ class SineClient:
         if transport == "auto":
             transport = "pyzmq" if pyzmq_available() else "pure"
         self._kind = transport
+        self.silence_timeout = silence_timeout
+        self._last_heard = time.monotonic()
         self._transport_token = self._token_now()
         self._transport: _Transport = self._make_transport(self._transport_token)
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
@@ -232,6 +238,8 @@ class SineClient:
             self._transport_token = token
             self._transport = self._make_transport(token)
         frames = encode_message(make_request(rtype, rid, token, **fields), blobs)
+        if not self._active:  # the silence window starts with the first pending request
+            self._last_heard = time.monotonic()
         self._active.add(rid)
         try:
             self._transport.send(frames, self.timeout if timeout is None else timeout)
@@ -244,7 +252,9 @@ class SineClient:
         """Receive at most one message into the buffer; False if nothing arrived in time."""
         frames = self._transport.recv(timeout)
         if frames is None:
+            self._check_silence()
             return False
+        self._last_heard = time.monotonic()
         try:
             event = decode_reply(frames, self._limits)
         except ProtocolError:
@@ -257,6 +267,16 @@ class SineClient:
             self._active.discard(event.id)
         self._buffer.append(event)
         return True
+
+    def _check_silence(self) -> None:
+        """Raise DaemonUnavailable when requests are pending and the daemon sent nothing for too long."""
+        silent = time.monotonic() - self._last_heard
+        if self._active and silent > self.silence_timeout:
+            self._active.clear()
+            raise DaemonUnavailable(
+                f"the daemon at {self.endpoint} sent nothing for {silent:.0f} s while a request was pending"
+                " (it sends a heartbeat every few seconds while it works): it stopped answering or was stopped"
+            )
 
     def _take(self, match: Callable[[Event], bool]) -> Event | None:
         for index, event in enumerate(self._buffer):

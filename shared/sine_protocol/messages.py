@@ -207,11 +207,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+MAX_ECHO_CHARS = 40  # error messages quote what the client sent, but never more than this
+
+
+def shown(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error replies and the log never echo a flood back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {shown(key)}")
         result[key] = value
     return result
 
@@ -251,7 +260,8 @@ class _Checker:
             raise self.fail(f"{name} must be an object")
         unknown = sorted(set(value) - set(allowed))
         if unknown:
-            raise self.fail(f"unknown field(s) in {name}: {', '.join(unknown)}")
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            raise self.fail(f"unknown field(s) in {name}: {', '.join(shown(k) for k in unknown[:3])}{more}")
         return value
 
     def string(self, value: Any, name: str, max_chars: int | None = None, nonempty: bool = False) -> str:
@@ -261,6 +271,10 @@ class _Checker:
             raise self.fail(f"{name} must not be empty")
         if max_chars is not None and len(value) > max_chars:
             raise self.fail(f"{name} is longer than {max_chars} characters", TOO_LARGE)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone UTF-16 surrogate ("\\ud800") is valid JSON but not text
+            raise self.fail(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
         return value
 
     def integer(self, value: Any, name: str, lo: int, hi: int) -> int:
@@ -373,7 +387,7 @@ def parse_request(frames: list[bytes], token: str, limits: Limits | None = None)
         raise check.fail("type is missing")
     rtype = check.string(header["type"], "type")
     if rtype not in REQUEST_TYPES:
-        raise check.fail(f"unknown request type {rtype!r}")
+        raise check.fail(f"unknown request type {shown(rtype)}")
 
     descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
     if rtype == EDIT:
@@ -454,6 +468,9 @@ def _parse_edit(
                 raise check.fail("the image blob must be rgba8")
             image = RGBAImage(desc["width"], desc["height"], _decode_blob(check, desc, payload, limits.max_input_pixels))
     assert image is not None
+    if min(image.size) < OUTPUT_SIDE_RANGE[0]:  # refused now, before any fine-tune or cache write
+        raise check.fail(f"the image is {image.width}x{image.height}; each side must be at least"
+                         f" {OUTPUT_SIDE_RANGE[0]} pixels")
     for desc, payload in zip(descriptors, payloads, strict=True):
         if desc["role"] == "mask":
             if desc["format"] != "a8":
@@ -468,6 +485,9 @@ def _parse_edit(
                 raise check.fail("the style blob must be rgba8")
             style_image = RGBAImage(desc["width"], desc["height"],
                                     _decode_blob(check, desc, payload, limits.max_input_pixels))
+            if min(style_image.size) < OUTPUT_SIDE_RANGE[0]:  # it is fine-tuned too: refuse it up front
+                raise check.fail(f"the style picture is {style_image.width}x{style_image.height}; each side must"
+                                 f" be at least {OUTPUT_SIDE_RANGE[0]} pixels")
 
     output = image.size
     if header.get("output") is not None:

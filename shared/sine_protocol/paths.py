@@ -116,6 +116,24 @@ def read_token(path: Path | None = None) -> str | None:
     return token or None
 
 
+def write_token(token: str, path: Path | None = None) -> None:
+    """Write ``token`` (mode 0600) under a temporary name and rename it into place: the daemon
+    holding the endpoint lock puts its token back this way when the file was deleted."""
+    path = path or token_file()
+    ensure_private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def ensure_token(path: Path | None = None) -> str:
     """Return the token, creating it (mode 0600, atomically) if there is none yet.
 

@@ -63,7 +63,7 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = root / f"daemon-{self.port}.out"
 
-    def start(self, wait: bool = True, timeout: float = 120.0,
+    def start(self, wait: bool = True, timeout: float = 300.0,  # the CPU may be shared with much else
               nofile: tuple[int, int] | None = None) -> DaemonProcess:
         """Start it; ``nofile`` = (soft, hard) RLIMIT_NOFILE to start the daemon with."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,12 @@ class DaemonProcess:
                                      preexec_fn=limit if nofile else None)
         out.close()
         if wait:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:  # never leave a daemon behind when the test cannot use it
+                self.proc.kill()
+                self.proc.wait(30)
+                raise
         return self
 
     @property
@@ -124,7 +129,8 @@ class Client:
     """
 
     def __init__(self, endpoint: str, token: str, transport: str = "pyzmq", auth: bool = True,
-                 identity: bytes | None = None, password: str | None = None) -> None:
+                 identity: bytes | None = None, password: str | None = None,
+                 sockopts: dict[int, int] | None = None) -> None:
         self.token = token
         self.transport = transport
         self.pending: list[Event] = []
@@ -135,6 +141,8 @@ class Client:
             self.sock.setsockopt(zmq.LINGER, 0)
             if identity is not None:
                 self.sock.setsockopt(zmq.ROUTING_ID, identity)
+            for option, value in (sockopts or {}).items():  # before connect, so the connection gets them
+                self.sock.setsockopt(option, value)
             if plain:
                 self.sock.setsockopt(zmq.PLAIN_USERNAME, plain[0])
                 self.sock.setsockopt(zmq.PLAIN_PASSWORD, plain[1])

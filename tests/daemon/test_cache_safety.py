@@ -61,7 +61,12 @@ def test_opening_a_user_folder_is_refused_and_touches_nothing(tmp_path: Path, ca
 def test_daemon_refuses_a_user_folder_as_cache(tmp_path: Path, tiny_model: Path):
     files = _user_files(tmp_path / "mine")
     daemon = DaemonProcess(tmp_path / "d", tiny_model, cache_dir=tmp_path / "mine").start(wait=False)
-    assert daemon.proc is not None and daemon.proc.wait(60) == 1
+    assert daemon.proc is not None
+    try:
+        assert daemon.proc.wait(120) == 1
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
     assert "not a sine-edit cache" in daemon.output()
     _all_there(files)
 

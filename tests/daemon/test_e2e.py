@@ -165,16 +165,18 @@ def _load_bench():
 
 def test_load_8_clients_x_3_jobs(daemon: DaemonProcess, capsys):
     bench = _load_bench()
-    summary = bench.run_load(daemon.endpoint, daemon.token, clients=8, jobs=3, images=4, size=32,
-                             ft_steps=2, sample_steps=2, timeout=240)
+    # 6 in flight per client against a limit of 4: some submissions are answered busy and retried.
+    summary = bench.run_load(daemon.endpoint, daemon.token, clients=8, jobs=3, window=6, images=4, size=32,
+                             ft_steps=2, sample_steps=2, timeout=600)
     with capsys.disabled():
         print()
         bench.print_table(summary)
     records = summary["records"]
-    assert len(records) == 24 and len({r["rid"] for r in records}) == 24
+    assert len(records) == 24
     assert all(r["accepted"] == 1 for r in records), [r for r in records if r["accepted"] != 1]
     assert all(len(r["finals"]) == 1 for r in records), [r for r in records if len(r["finals"]) != 1]
-    assert summary["outcomes"] == {"result": 24}
+    assert summary["outcomes"] == {"result": 24} and summary["lost"] == summary["duplicated"] == 0
+    assert summary["submissions_sent"] == 24 + summary["busy_retries"]
     assert all(r["size_ok"] for r in records)
     assert summary["jobs_per_s"] > 0 and summary["latency_p95_s"] >= summary["latency_p50_s"] > 0
 

@@ -138,3 +138,27 @@ def test_a_missing_style_layer_is_explained(panel, process_events):
     doc.setActiveNode(doc.topLevelNodes()[0])
     panel.edit_button.click()
     assert "no layer 'layer 0'" in panel.last_error and panel.state == "idle"
+
+
+def test_switching_documents_shows_that_documents_history(qapp, standin, process_events):
+    from krita import Window
+    from sine_krita.docker import DOCKER_ID
+
+    app = Krita.instance()
+    first, _ = make_document(W, H)
+    app.setActiveDocument(first)
+    window = Window()  # kept: the docker lives inside its main window
+    dock = [f for f in app.dock_factories if f.id == DOCKER_ID][0].create(window)
+    try:
+        assert wait_for(lambda: dock.panel.connected, 10, process_events)
+        _edit(dock.panel, process_events, prompt="here", count=2)
+        view = dock.panel.results_view
+        assert view.history_list.count() == 2
+        app.setActiveDocument(make_document(W, H)[0])
+        dock.canvasChanged(None)  # what Krita calls when another view gets the focus
+        assert view.history_list.count() == 0
+        app.setActiveDocument(first)
+        dock.canvasChanged(None)
+        assert view.history_list.count() == 2
+    finally:
+        dock.panel.shutdown()

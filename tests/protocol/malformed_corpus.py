@@ -23,7 +23,7 @@ from sine_protocol.messages import PROTOCOL_VERSION, encode_message
 
 Builder = Callable[[str], list[bytes]]
 
-W, H = 4, 4
+W, H = 8, 8  # the smallest image the daemon accepts
 PIXELS = bytes(range(W * H * 4))
 MASK = bytes([255, 0] * (W * H // 2))
 
@@ -53,8 +53,15 @@ def edit_header(secret: str, **over: Any) -> dict[str, Any]:
 
 
 def edit(token: str, blobs: list[tuple[dict[str, Any], bytes]] | None = None, **over: Any) -> list[bytes]:
-    """A valid edit (8x8 output of a 4x4 image) with header fields overridden."""
+    """A valid edit (8x8 output of an 8x8 image) with header fields overridden."""
     return encode_message(edit_header(token, **over), [(image_desc(), PIXELS)] if blobs is None else blobs)
+
+
+def ascii_edit(token: str, **over: Any) -> list[bytes]:
+    """An edit whose header is written with \\u escapes, so it can carry lone surrogates."""
+    header = edit_header(token, **over)
+    header["blobs"] = [image_desc()]
+    return [json.dumps(header, ensure_ascii=True).encode(), PIXELS]
 
 
 def valid_edit(token: str) -> list[bytes]:
@@ -218,6 +225,16 @@ CASES: list[tuple[str, Builder, str]] = [
     ("cancel_unknown_field", lambda t: encode_message(simple(t, "cancel", job="j1", force=True)), "bad_request"),
     # size
     ("header_too_big", lambda t: encode_message(simple(t, pad="x" * (1024 * 1024 + 1))), "too_large"),
+    # found by the hostile-input probe (issue 17): refused before `accepted`, echoes bounded
+    ("prompt_lone_surrogate", raw('{"v": 1, "type": "edit", "id": "a", "token": "$TOKEN", "prompt": "a \\ud800 x",'
+                                  ' "blobs": []}'), "bad_request"),
+    ("subject_lone_surrogate", lambda t: ascii_edit(t, subject="circle \udfff"), "bad_request"),
+    ("prompt_lone_surrogate_with_image", lambda t: ascii_edit(t, prompt="green \ud83d"), "bad_request"),
+    ("image_under_8_px", lambda t: edit(t, blobs=[(image_desc(width=4, height=4), PIXELS[: 4 * 4 * 4])]),
+     "bad_request"),
+    ("image_one_row", lambda t: edit(t, blobs=[(image_desc(width=64, height=1), PIXELS[: 64 * 4])]), "bad_request"),
+    ("type_one_megabyte", lambda t: encode_message(simple(t, type="x" * (1024 * 1024 - 200))), "bad_request"),
+    ("many_long_unknown_keys", lambda t: edit(t, **{f"k{n}" + "y" * 5000: n for n in range(100)}), "bad_request"),
 ]
 
 # Sanity: names are unique, so test ids are too.

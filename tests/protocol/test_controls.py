@@ -13,7 +13,7 @@ from sine_protocol.frames import Mask, RGBAImage
 TOKEN = "c" * 64
 
 
-def _image(width: int = 4, height: int = 4, salt: int = 0) -> RGBAImage:
+def _image(width: int = 8, height: int = 8, salt: int = 0) -> RGBAImage:  # 8 px: the smallest side accepted
     return RGBAImage(width, height, bytes((i * 5 + salt) % 256 for i in range(width * height * 4)))
 
 
@@ -26,7 +26,7 @@ def _edit(blobs: list[tuple[dict[str, Any], bytes]] | None = None, **fields: Any
 
 
 def test_strength_start_count_and_style_round_trip() -> None:
-    style = _image(6, 5, salt=3)
+    style = _image(10, 9, salt=3)
     edit = _edit([m.image_blob(_image()), m.image_blob(style, "style")], seed=2**32 - 2, count=3,
                  style_subject="sunset", sampling={"strength": 0.6, "start": "inversion", "style_weight": 0.25,
                                                    "content_weight": 0.3})

@@ -62,8 +62,8 @@ def test_unauthorized_is_checked_before_fields() -> None:
 
 
 def test_edit_round_trip_with_mask_and_options() -> None:
-    image = _image(6, 4)
-    mask = Mask(6, 4, bytes([0, 255] * 12))
+    image = _image(8, 8)
+    mask = Mask(8, 8, bytes([0, 255] * 32))
     header = m.make_request(
         "edit", "e1", TOKEN, prompt="a red hat", subject="dog", style="painting", seed=2**32 - 1,
         sampling={"steps": 3, "w": 7, "v": 0.5, "k": 0}, finetune={"method": "full", "steps": None, "patch": True},
@@ -82,7 +82,7 @@ def test_edit_round_trip_with_mask_and_options() -> None:
 
 
 def test_edit_defaults_when_optional_fields_are_missing() -> None:
-    image = _image()
+    image = _image(8, 8)
     frames = m.encode_message(m.make_request("edit", "e2", TOKEN, prompt="x"), [m.image_blob(image)])
     edit = m.parse_request(frames, TOKEN).edit
     assert edit is not None

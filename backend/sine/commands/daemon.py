@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Run the sine daemon: it owns the GPU, queues edits from the plugins,"
                                           " and caches per-image fine-tuned weights.")
     p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT (default: SINE_ENDPOINT or tcp://127.0.0.1:47633)")
-    p.add_argument("--model", help="base model: diffusers folder or hub id (default: SINE_MODEL or the demo model)")
+    p.add_argument("--model", help="base model: diffusers folder, .safetensors/.ckpt file or hub id (default: SINE_MODEL or the demo model)")
     p.add_argument("--cache-dir", type=Path, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
     p.add_argument("--cache-budget", type=parse_size, default=parse_size(os.environ.get("SINE_CACHE_BUDGET", "2GB")),
                    help="disk budget of the weight cache, e.g. 2GB, 500MB (default 2GB)")
@@ -39,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--progress-interval", type=float, default=0.25,
                    help="seconds between progress events of one job (first and last step always sent)")
     p.add_argument("--preview-every", type=int, default=5, help="sampling steps between preview images")
+    p.add_argument("--send-hwm", type=int, default=1000,
+                   help="replies queued for a slow client before its progress events are dropped (default 1000)")
+    p.add_argument("--send-buffer", type=parse_size, help="kernel send buffer per connection (default: the OS's)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -90,12 +93,20 @@ def run(args: argparse.Namespace) -> int:
         progress_interval_s=args.progress_interval,
         preview_every=args.preview_every,
         threads=args.threads,
+        send_hwm=args.send_hwm,
+        send_buffer_bytes=args.send_buffer,
     )
     try:
-        token = paths.ensure_token()
-        daemon = Daemon(config, token, limits)
+        # No token here: the daemon reads or writes it only once it holds the endpoint lock.
+        daemon = Daemon(config, limits=limits, token_path=paths.token_file())
         logging.getLogger("sine.daemon").info("logging to %s", log_path)
-        return daemon.serve()
+        code = daemon.serve()
+        if daemon.abandoned:  # the worker is stuck in a step that cannot be interrupted: don't wait for it
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except (ConfigError, StartupError) as exc:
         print(f"sine daemon: {exc}", file=sys.stderr)
         return 1

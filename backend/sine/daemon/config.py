@@ -39,13 +39,24 @@ class DaemonConfig:
     progress_interval_s: float = 0.25
     preview_every: int = 5
     threads: int | None = None  # torch CPU threads (set by the worker, the only thread that imports torch)
+    send_hwm: int = 1000  # replies queued per client before progress is dropped (finals are held, never dropped)
+    send_buffer_bytes: int | None = None  # kernel send buffer per connection (None: the OS default)
 
     def check(self) -> None:
         """Refuse non-loopback TCP binds unless allowed, and endpoints ZeroMQ cannot bind."""
+        if any(ch in self.endpoint for ch in ";, \t\r\n") or not self.endpoint.isprintable():
+            # libzmq reads "tcp://A;B" as "from source A to B"; a list of endpoints is not one endpoint.
+            raise ConfigError(f"endpoint {self.endpoint[:80]!r} is not one endpoint: use tcp://HOST:PORT or ipc://PATH")
         parts = urlsplit(self.endpoint)
         if parts.scheme == "tcp":
             host = parts.hostname or ""
-            if not host or parts.port is None:
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+                port = None
+            if not host or port is None:
                 raise ConfigError(f"endpoint {self.endpoint!r} needs a host and a port, e.g. tcp://127.0.0.1:47633")
             if not self.allow_remote and not _is_loopback(host):
                 raise ConfigError(

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from sine.cache import WeightCache, cache_key
+from sine.cache import MANIFEST, WeightCache, cache_key
 from sine.compositing import composite_under_mask
 from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
@@ -72,6 +72,8 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     t0 = time.perf_counter()
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
+    if hasattr(report, "set_estimate"):
+        report.set_estimate(estimate_seconds(request, base, cache, loaded))
     tuned, cache_hit, memory_hit = _finetuned(request, request.image, request.subject, base, cache, report,
                                               should_stop, timings, loaded)
     guides: Any = tuned
@@ -79,7 +81,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
         style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
                                                report, should_stop, timings, loaded)
-        guides = sampler_mod.content_and_style_guides(
+        from sine.noise_prediction import content_and_style_guides
+
+        guides = content_and_style_guides(
             tuned, style_tuned, _sampling_settings(sampler_mod, request),
             content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
 
@@ -101,6 +105,33 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome([RGBAImage(r.width, r.height, r.tobytes()) for r in results], request.seeds, cache_hit,
                        {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit)
+
+
+def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
+                     loaded: LoadedFinetunes | None = None) -> float | None:
+    """The job's expected time (sine.estimate: remembered per-machine rates, calibrated on first use), or None."""
+    from sine import estimate
+
+    ft_mod, sampler_mod, prompts_mod = _engine()
+    try:
+        settings = ft_mod.FinetuneSettings(**request.finetune, style=request.style)
+        settings_dict = settings.to_dict(base.recipes)
+        steps = 0
+        pictures = [(request.image, request.subject)]
+        if request.style_image is not None:
+            pictures.append((request.style_image, request.style_subject))
+        for image, subject in pictures:
+            key = edit_cache_key(request, base, prompts_mod.source_prompt(subject, request.style), settings_dict,
+                                 image, subject)
+            if not (cache.entry_path(key) / MANIFEST).exists() and not (loaded is not None and key in loaded):
+                steps += int(settings_dict["steps"])
+        rates = estimate.rates_for(base, settings.resolved(base.recipes))
+        work = estimate.sampling_work(base, *request.output, _sampling_settings(sampler_mod, request), steps,
+                                      count=request.count)
+        return estimate.estimate(rates, work).total_s
+    except Exception as exc:  # an estimate must never cost the edit
+        log.warning("no time estimate: %s", exc)
+        return None
 
 
 def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
@@ -154,8 +185,9 @@ def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, 
             timings["finetune_s"] += time.perf_counter() - t_ft
             try:
                 cache.store(key, _saver(tuned), settings_dict)
-            except OSError as exc:  # a full disk costs the cache, not the edit
-                log.warning("could not cache the fine-tune %s: %s", key[:12], exc)
+            except Exception as exc:  # noqa: BLE001 - a full disk costs the cache, never the edit
+                # (safetensors raises its own SafetensorError, not OSError, when the disk is full)
+                log.warning("could not cache the fine-tune %s: %s: %s", key[:12], type(exc).__name__, exc)
         if loaded is not None:
             loaded.put(key, tuned)
     return tuned, cache_hit, memory_hit
@@ -174,11 +206,15 @@ def _saver(tuned: Any) -> Any:
 
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
-    """Exactly ``request.output`` pixels, RGBA; with a mask, the source shows through wherever it is 0."""
+    """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
+    with a mask, the source shows through wherever it is 0."""
+    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
+
     out_size = tuple(request.output)
     result = edited.convert("RGBA")
     if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
         result = result.resize(out_size, Image.Resampling.LANCZOS)
+    result = with_source_alpha(result, source)
     if request.mask is None:
         return result
     mask = Image.frombytes("L", request.mask.size, request.mask.data)

@@ -32,6 +32,7 @@ class Job:
     state: str = QUEUED
     phase: str = "queued"
     step: int = 0  # last step the worker finished in ``phase`` (updated every step, sent or not)
+    total: int = 0  # steps in ``phase`` (for the socket thread's heartbeat)
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     nbytes: int = 0  # pixel bytes this job holds while pending (bounded in total by the queue)
@@ -99,12 +100,13 @@ class JobQueue:
             self._remember_finished(job)
             self._cond.notify_all()
 
-    def cancel(self, job_id: str) -> Job | None:
+    def cancel(self, job_id: str, client: bytes | None = None) -> Job | None:
         """Cancel one job. A queued job is dropped now (returned with state cancelled); a running job
-        gets its cancel flag set and is returned still running (the worker finishes it). None if unknown/final."""
+        gets its cancel flag set and is returned still running (the worker finishes it). None if unknown,
+        final, or (with ``client``) another client's job."""
         with self._cond:
             job = self._jobs.get(job_id)
-            if job is None or job.state in FINAL_STATES:
+            if job is None or job.state in FINAL_STATES or (client is not None and job.client != client):
                 return None
             job.cancel_event.set()
             if job.state == QUEUED:
@@ -151,13 +153,26 @@ class JobQueue:
         with self._cond:
             return list(self._queue)
 
-    def snapshot(self) -> tuple[list[str], dict[str, dict]]:
-        """Queue order and every known job's state/phase, for `status`."""
+    def snapshot(self, client: bytes | None = None) -> tuple[list[str], dict[str, dict]]:
+        """Queue order and known jobs' state/phase for `status`: only ``client``'s own when given."""
         with self._cond:
             return (
-                [j.id for j in self._queue],
-                {j.id: {"state": j.state, "phase": j.phase} for j in self._jobs.values()},
+                [j.id for j in self._queue if client is None or j.client == client],
+                {j.id: {"state": j.state, "phase": j.phase} for j in self._jobs.values()
+                 if client is None or j.client == client},
             )
+
+    def others(self, client: bytes) -> dict[str, int]:
+        """Other clients' pending jobs as counts only (their ids and prompts are not ours to see)."""
+        with self._cond:
+            theirs = [j for j in self._jobs.values() if j.client != client]
+            return {"queued": sum(j.state == QUEUED for j in theirs), "running": sum(j.state == RUNNING for j in theirs)}
+
+    def pending_request(self, client: bytes, request_id: str) -> bool:
+        """Whether ``client`` already has a queued or running job for ``request_id``."""
+        with self._cond:
+            return any(j.client == client and j.request_id == request_id and j.state in (QUEUED, RUNNING)
+                       for j in self._jobs.values())
 
     def _remember_finished(self, job: Job) -> None:
         job.request = None  # the pixels are not needed any more; keep only the bookkeeping

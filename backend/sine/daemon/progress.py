@@ -40,14 +40,23 @@ class ProgressReporter:
         self._phase_start = 0.0
         self._last_sent = -1e9
         self._last_preview_step = 0
+        self._estimate_s: float | None = None
         self.sent = 0
+
+    def set_estimate(self, seconds: float | None) -> None:
+        """The whole job's expected time (sine.estimate): the next phase start carries it as `eta_s` and `estimate_s`."""
+        self._estimate_s = seconds
 
     def phase_start(self, phase: str, total: int = 0) -> None:
         """Announce a phase (always sent): step 0 of ``total``."""
         self.phase = phase
         self._phase_start = self.clock()
         self._last_preview_step = 0
-        self._send(phase, 0, total, 0.0, None)
+        estimate, self._estimate_s = self._estimate_s, None
+        if estimate is None:
+            self._send(phase, 0, total, 0.0, None)
+        else:
+            self._send(phase, 0, total, estimate, None, estimate_s=round(float(estimate), 1))
 
     def step(self, phase: str, step: int, total: int, preview: Callable[[], Image.Image] | None = None) -> None:
         """Report ``step`` of ``total`` (1-based); decides whether an event goes out."""
@@ -67,8 +76,9 @@ class ProgressReporter:
             self._last_preview_step = step
         self._send(phase, step, total, eta, blob)
 
-    def _send(self, phase: str, step: int, total: int, eta: float, blob: tuple[dict, bytes] | None) -> None:
+    def _send(self, phase: str, step: int, total: int, eta: float, blob: tuple[dict, bytes] | None,
+              **extra: Any) -> None:
         self._last_sent = self.clock()
         self.sent += 1
         self.emit(make_reply(PROGRESS, self.request_id, [blob] if blob else None, job=self.job_id, phase=phase,
-                             step=step, total=total, eta_s=round(float(eta), 2)))
+                             step=step, total=total, eta_s=round(float(eta), 2), **extra))

@@ -3,8 +3,10 @@ forwarding of the worker's events. It never touches torch; the worker never touc
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -20,7 +22,8 @@ from sine.cache import WeightCache
 from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
-from sine.daemon.worker import EVENTS_ADDRESS, Worker
+from sine.daemon.token_keeper import TokenKeeper
+from sine.daemon.worker import EVENTS_ADDRESS, Worker, internal_message
 from sine.daemon.zap import ZapHandler
 from sine_protocol import messages as m
 from sine_protocol.auth import ZAP_DOMAIN
@@ -30,7 +33,14 @@ from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 log = logging.getLogger("sine.daemon")
 
 QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
-SHUTDOWN_GRACE_S = 60.0
+# A running job whose client heard nothing for this long gets its current progress again (a heartbeat),
+# so clients can tell a slow step from a silent daemon (sine_protocol.client.SILENT_DAEMON_S).
+HEARTBEAT_S = 5.0
+SHUTDOWN_GRACE_S = 5.0  # after SIGTERM, the running job gets this long to stop at a step; then we exit anyway
+REJECTION_WINDOW_S, REJECTIONS_LOGGED = 10.0, 20
+HELD_PER_CLIENT = 256  # undroppable replies kept for one client that is not reading (each job has one final)
+# Replies that may be dropped when a client reads too slowly: a later one supersedes them.
+DROPPABLE = frozenset({m.PROGRESS})
 HANDSHAKE_TIMEOUT_MS = 5000  # a peer that has not finished the ZMTP + PLAIN handshake by then is closed
 
 
@@ -59,10 +69,13 @@ class StartupError(RuntimeError):
 class Daemon:
     """Owns the sockets, the queue, the cache and the worker. ``serve()`` runs until stopped."""
 
-    def __init__(self, config: DaemonConfig, token: str, limits: Limits | None = None) -> None:
+    def __init__(self, config: DaemonConfig, token: str | None = None, limits: Limits | None = None,
+                 token_path: Path | None = None) -> None:
+        """``token=None``: read or create the token file once the endpoint lock is ours, and keep it."""
         config.check()
         self.config = config
-        self.token = token
+        self.token = token or ""
+        self.keeper = None if token else TokenKeeper(token_path)
         self.limits = limits or Limits()
         self.queue = JobQueue(max_total=config.max_queued_total, max_per_client=config.max_queued_per_client,
                               max_total_bytes=config.max_queued_bytes)
@@ -73,6 +86,12 @@ class Daemon:
         self._last_queued_ping = 0.0
         self.exit_code = 0
         self._tag_key = secrets.token_bytes(16)
+        # Replies that met a full send queue and must not be lost (finals, accepted, answers), per client.
+        self._held: dict[bytes, collections.deque[list[bytes]]] = {}
+        self._last_sent: dict[bytes, float] = {}  # when each client was last sent something
+        self.dropped_progress = 0
+        self._rejections_since, self._rejections_logged, self._rejections_unlogged = 0.0, 0, 0
+        self.abandoned = False  # the worker was still busy at exit: the caller should exit the process hard
 
     def tag(self, identity: bytes) -> str:
         """A short name for a connection in the log: stable for this run, never the raw identity."""
@@ -123,13 +142,21 @@ class Daemon:
 
     def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
         """Run the loop until SIGTERM/SIGINT or ``request_stop()``; return the exit status (0 = clean)."""
-        ipc = self._acquire_locks()
+        ipc = self._acquire_locks()  # first: a daemon that loses this race must not touch the token
         try:
-            self.cache = WeightCache(self.config.cache_dir, self.config.cache_budget)
-        except OSError as exc:
+            if self.keeper is not None:
+                try:
+                    self.token = self.keeper.start()
+                except OSError as exc:
+                    raise StartupError(f"cannot use the token file {self.keeper.path}: {exc}") from None
+            try:
+                self.cache = WeightCache(self.config.cache_dir, self.config.cache_budget)
+            except OSError as exc:
+                raise StartupError(f"cannot use the cache folder {self.config.cache_dir}: {exc}") from None
+        except StartupError:
             for lock in reversed(self._locks):
                 lock.release()
-            raise StartupError(f"cannot use the cache folder {self.config.cache_dir}: {exc}") from None
+            raise
         limit = raise_open_files_limit()
         ctx = zmq.Context()
         zap = ZapHandler(ctx, lambda: self.token)  # bound before the ROUTER, so no handshake skips it
@@ -140,10 +167,13 @@ class Daemon:
             router.setsockopt(zmq.PLAIN_SERVER, 1)  # ZMTP 1.0/2.0 peers (raw bytes) are refused too
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
             router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
+            router.setsockopt(zmq.BACKLOG, 1024)  # a burst of junk connections must not fill the accept queue
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             router.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame_bytes())
             router.setsockopt(zmq.LINGER, 1000)
-            router.setsockopt(zmq.SNDHWM, 1000)
+            router.setsockopt(zmq.SNDHWM, self.config.send_hwm)
+            if self.config.send_buffer_bytes:
+                router.setsockopt(zmq.SNDBUF, self.config.send_buffer_bytes)
             router.setsockopt(zmq.RCVHWM, 1000)
             self._bind(router, self.config.endpoint)
             if ipc:
@@ -169,8 +199,9 @@ class Daemon:
             worker_alive = False
             if worker is not None:
                 worker.stopping.set()
-                worker.join(5)
+                worker.join(0.5 if self.abandoned else 5)
                 worker_alive = worker.is_alive()
+            self.abandoned = worker_alive
             router.close(linger=200)
             events.close(linger=0)
             zap.close()
@@ -202,6 +233,8 @@ class Daemon:
                 self.queue.running() is None or not worker.is_alive() or time.monotonic() > shutdown_deadline
             ):
                 self._drain_events(router, events)
+                self._abandon_running(router)
+                self._flush_held(router)
                 return
             try:
                 ready = dict(poller.poll(100))
@@ -220,7 +253,11 @@ class Daemon:
                     except zmq.Again:
                         break
                     self._handle(router, frames, worker)
+            self._flush_held(router)
             self._ping_queued(router, worker)
+            if self.keeper is not None:
+                self.keeper.check()
+                self.token = self.keeper.token
             if not worker.is_alive() and not self.stop_requested.is_set():
                 log.critical("the worker thread died; stopping so the daemon can be restarted")
                 self.exit_code = 1
@@ -234,21 +271,87 @@ class Daemon:
                 return
             self._send(router, identity, frames)
 
+    def _abandon_running(self, router: zmq.Socket) -> None:
+        """Shutting down and the running job did not stop in time: its client still gets its final event."""
+        job = self.queue.running()
+        if job is None:
+            return
+        log.warning("job %s: still in %s at exit; abandoned", job.id[:8], job.phase)
+        self.abandoned = True
+        self.queue.finish(job, CANCELLED)
+        self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id,
+                                                  stopped_at={"phase": job.phase, "step": job.step}))
+
+    @staticmethod
+    def _reply_type(frames: list[bytes]) -> str:
+        try:
+            return str(json.loads(frames[0]).get("type", ""))
+        except (ValueError, AttributeError, IndexError):
+            return ""
+
     def _send(self, router: zmq.Socket, identity: bytes, frames: list[bytes]) -> bool:
-        """Send to one client; a vanished client (EHOSTUNREACH) has its jobs cancelled."""
+        """Send to one client; a vanished client (EHOSTUNREACH) has its jobs cancelled.
+
+        At the send high-water mark (a client not reading), ``progress`` is dropped (a later one
+        supersedes it) and everything else is held and retried in order, so no final event is lost.
+        """
+        droppable = self._reply_type(frames) in DROPPABLE
+        held = self._held.get(identity)
+        if held:  # keep the order: nothing overtakes a held reply
+            if droppable:
+                self.dropped_progress += 1
+                return False
+            return self._hold(identity, frames)
         try:
             router.send_multipart([identity, *frames], zmq.NOBLOCK)
+            self._last_sent[identity] = time.monotonic()
             return True
         except zmq.ZMQError as exc:
-            if exc.errno == errno.EHOSTUNREACH:
-                cancelled = self.queue.cancel_client(identity)
-                if cancelled:
-                    log.info("%s went away: cancelled %d job(s)", self.tag(identity), len(cancelled))
-            elif exc.errno == errno.EAGAIN:
-                log.warning("%s is not reading; dropped a message", self.tag(identity))
-            else:
-                log.warning("send to %s failed: %s", self.tag(identity), exc)
+            if exc.errno == errno.EAGAIN:
+                if droppable:
+                    self.dropped_progress += 1
+                    if self.dropped_progress % 100 == 1:
+                        log.info("%s is reading slowly: %d progress event(s) dropped so far", self.tag(identity),
+                                 self.dropped_progress)
+                    return False
+                return self._hold(identity, frames)
+            self._lost(identity, exc)
             return False
+
+    def _hold(self, identity: bytes, frames: list[bytes]) -> bool:
+        held = self._held.setdefault(identity, collections.deque())
+        if len(held) >= HELD_PER_CLIENT:
+            log.warning("%s has not read %d replies; dropping its oldest", self.tag(identity), len(held))
+            held.popleft()
+        held.append(frames)
+        return False
+
+    def _flush_held(self, router: zmq.Socket) -> None:
+        """Retry held replies, oldest first, until a client's queue is full again."""
+        for identity in list(self._held):
+            held = self._held[identity]
+            while held:
+                try:
+                    router.send_multipart([identity, *held[0]], zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EAGAIN:
+                        held.clear()
+                        self._lost(identity, exc)
+                    break
+                held.popleft()
+                self._last_sent[identity] = time.monotonic()
+            if not held:
+                del self._held[identity]
+
+    def _lost(self, identity: bytes, exc: zmq.ZMQError) -> None:
+        if exc.errno == errno.EHOSTUNREACH:
+            self._held.pop(identity, None)
+            self._last_sent.pop(identity, None)
+            cancelled = self.queue.cancel_client(identity)
+            if cancelled:
+                log.info("%s went away: cancelled %d job(s)", self.tag(identity), len(cancelled))
+        else:
+            log.warning("send to %s failed: %s", self.tag(identity), exc)
 
     @staticmethod
     def _waiting_phase(worker: Worker) -> str:
@@ -260,6 +363,13 @@ class Daemon:
         if now - self._last_queued_ping < QUEUED_PING_S:
             return
         self._last_queued_ping = now
+        running = self.queue.running()
+        if running is not None and now - self._last_sent.get(running.client, 0.0) >= HEARTBEAT_S:
+            self._send(router, running.client, make_reply(m.PROGRESS, running.request_id, job=running.id,
+                                                          phase=running.phase, step=running.step,
+                                                          total=running.total, eta_s=0.0, heartbeat=True))
+        if len(self._last_sent) > 4096:  # forget long-gone clients
+            self._last_sent = {c: t for c, t in self._last_sent.items() if now - t < 600}
         for job in self.queue.queued():
             position = self.queue.position(job.id)
             self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id,
@@ -275,13 +385,28 @@ class Daemon:
             request = parse_request(body, self.token, self.limits)
             reply = self._dispatch(router, identity, request, worker)
         except ProtocolError as exc:
-            log.info("rejected a request from %s: %s", self.tag(identity), exc)
+            self._log_rejection(identity, exc)
             reply = make_error(exc.code, exc.message, exc.request_id, exc.job)
-        except Exception as exc:  # noqa: BLE001 - the loop must survive anything a client sends
-            log.exception("error while handling a request")
-            reply = make_error(INTERNAL, f"internal error: {type(exc).__name__}", None)
+        except Exception:  # noqa: BLE001 - the loop must survive anything a client sends
+            ref = secrets.token_hex(4)
+            log.exception("error while handling a request [ref %s]", ref)
+            reply = make_error(INTERNAL, internal_message(ref), None)
         if reply is not None:
             self._send(router, identity, reply)
+
+    def _log_rejection(self, identity: bytes, exc: ProtocolError) -> None:
+        """Log rejected requests, at most REJECTIONS_LOGGED per REJECTION_WINDOW_S (a flood must not
+        rotate the useful lines out of the log); the rest are counted in one line."""
+        now = time.monotonic()
+        if now - self._rejections_since > REJECTION_WINDOW_S:
+            if self._rejections_unlogged:
+                log.warning("%d more rejected request(s) not logged one by one", self._rejections_unlogged)
+            self._rejections_since, self._rejections_logged, self._rejections_unlogged = now, 0, 0
+        if self._rejections_logged < REJECTIONS_LOGGED:
+            self._rejections_logged += 1
+            log.info("rejected a request from %s: %s: %s", self.tag(identity), exc.code, exc.message[:200])
+        else:
+            self._rejections_unlogged += 1
 
     def _dispatch(self, router: zmq.Socket, identity: bytes, request: m.Request, worker: Worker) -> list[bytes] | None:
         rid = request.id
@@ -292,13 +417,14 @@ class Daemon:
                               device=worker.device_name, models=list(worker.models),
                               model_ready=worker.base is not None, model_error=worker.model_error,
                               cache=self.cache.stats())
-        if request.type == m.STATUS:
-            order, jobs = self.queue.snapshot()
-            return make_reply(m.STATUS, rid, queue=order, jobs=jobs, cache=self.cache.stats(), gpu=worker.gpu_info)
+        if request.type == m.STATUS:  # your own jobs in full; other clients' only as counts
+            order, jobs = self.queue.snapshot(identity)
+            return make_reply(m.STATUS, rid, queue=order, jobs=jobs, others=self.queue.others(identity),
+                              cache=self.cache.stats(), gpu=worker.gpu_info)
         if request.type == m.CANCEL:
             assert request.job is not None
-            job = self.queue.cancel(request.job)
-            if job is None:
+            job = self.queue.cancel(request.job, client=identity)
+            if job is None:  # unknown, over, or someone else's: the same answer, so ids cannot be probed
                 raise ProtocolError(BAD_REQUEST, f"no pending job {request.job!r}", rid, request.job)
             # Read after the flag is set: the worker stops at most one step past this point.
             at = {"phase": job.phase, "step": job.step}
@@ -310,6 +436,8 @@ class Daemon:
             assert request.edit is not None
             edit = request.edit
             nbytes = len(edit.image.data) + (len(edit.mask.data) if edit.mask else 0)
+            if self.queue.pending_request(identity, rid):
+                raise ProtocolError(BAD_REQUEST, "this request id is already in use by one of your pending edits", rid)
             job = Job(client=identity, request_id=rid, request=edit, nbytes=nbytes)
             try:
                 position = self.queue.submit(job)

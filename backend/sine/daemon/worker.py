@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -23,6 +24,11 @@ from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 log = logging.getLogger("sine.daemon.worker")
 EVENTS_ADDRESS = "inproc://sine-worker-events"
+
+
+def internal_message(ref: str) -> str:
+    """What a client is told about a daemon bug: a short message and the reference to find it in the log."""
+    return f"internal error in the daemon (reference {ref}); the details are in daemon.log"
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -98,7 +104,8 @@ class Worker(threading.Thread):
 
             self.device_name = describe_device(self.base.device)
             self.models = [self.base.model_id]
-            log.info("model %s loaded on %s in %.1f s", self.model, self.device_name, time.perf_counter() - t0)
+            log.info("model %s (%s) loaded on %s in %.1f s", self.model, self.base.kind.describe(), self.device_name,
+                     time.perf_counter() - t0)
             self._update_gpu_info()
         except Exception as exc:  # noqa: BLE001 - reported to every job as model_missing
             self.model_error = f"could not load the base model {self.model!r}: {exc}"
@@ -159,9 +166,11 @@ class Worker(threading.Thread):
         if isinstance(code, str) and code != INTERNAL and type(exc).__module__.startswith("sine"):
             log.warning("job %s: %s: %s", job.id[:8], code, exc)
             return FAILED, make_error(code, str(exc), job.request_id, job.id)
-        log.exception("job %s: internal error", job.id[:8])
+        ref = secrets.token_hex(4)
+        log.error("job %s: internal error [ref %s]", job.id[:8], ref, exc_info=exc)
         free_accelerator_memory()
-        return FAILED, make_error(INTERNAL, f"internal error: {type(exc).__name__}: {exc}", job.request_id, job.id)
+        # The exception text stays in the log (it may name paths and internals); the client gets a reference.
+        return FAILED, make_error(INTERNAL, internal_message(ref), job.request_id, job.id)
 
     def _update_gpu_info(self) -> None:
         try:
@@ -190,10 +199,13 @@ class _PhaseTracking:
         self._reporter = reporter
         self._job = job
 
+    def set_estimate(self, seconds: float | None) -> None:
+        self._reporter.set_estimate(seconds)
+
     def phase_start(self, phase: str, total: int = 0) -> None:
-        self._job.phase, self._job.step = phase, 0
+        self._job.phase, self._job.step, self._job.total = phase, 0, total
         self._reporter.phase_start(phase, total)
 
     def step(self, phase: str, step: int, total: int, preview: Any = None) -> None:
-        self._job.phase, self._job.step = phase, step
+        self._job.phase, self._job.step, self._job.total = phase, step, total
         self._reporter.step(phase, step, total, preview)

@@ -1,0 +1,73 @@
+"""The daemon's token: written only by the process holding the endpoint lock, and kept on disk.
+
+A second `sine daemon` (a plugin's auto-start) used to write a fresh token before finding the lock
+taken, locking every client out of the running daemon. Now the token is read or created only after
+the lock is ours; while running, a deleted token file is written back and a token the user put in
+its place (rotation) is adopted, so clients that read the file always hold the daemon's token.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import time
+from pathlib import Path
+
+from sine_protocol.auth import MAX_PLAIN_FIELD
+from sine_protocol.paths import ensure_token, read_token, token_file, write_token
+
+log = logging.getLogger("sine.daemon.token")
+CHECK_EVERY_S = 1.0
+_TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
+
+
+def usable(token: str) -> bool:
+    """A token PLAIN can carry and a person can paste: 16 to 255 URL-safe characters."""
+    return 16 <= len(token) <= MAX_PLAIN_FIELD and set(token) <= _TOKEN_CHARS
+
+
+class TokenKeeper:
+    """Owns the token file once the daemon holds its lock. ``token`` is what the daemon accepts."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or token_file()
+        self.token = ""
+        self._last_check = 0.0
+
+    def start(self) -> str:
+        """Read the token, or create it; OSError if the file cannot be used (e.g. it is a folder)."""
+        if self.path.is_dir():
+            raise IsADirectoryError(f"the token path {self.path} is a folder; remove it or set SINE_CONFIG_DIR")
+        token = ensure_token(self.path)
+        if not usable(token):
+            token = ensure_token_fresh(self.path)
+        self.token = token
+        return token
+
+    def check(self, now: float | None = None) -> None:
+        """At most once per CHECK_EVERY_S: put a deleted token back, adopt a rotated one."""
+        now = time.monotonic() if now is None else now
+        if now - self._last_check < CHECK_EVERY_S:
+            return
+        self._last_check = now
+        current = read_token(self.path)
+        if current == self.token:
+            return
+        if current is not None and usable(current):
+            log.warning("the token file changed: using the new token (connections made before keep working)")
+            self.token = current
+            return
+        try:
+            write_token(self.token, self.path)
+            log.warning("the token file was %s: wrote the daemon's token back", "unusable" if current else "missing")
+        except OSError as exc:
+            log.error("cannot write the token file %s: %s", self.path, exc)
+
+
+def ensure_token_fresh(path: Path) -> str:
+    """Replace an unusable token file with a new token."""
+    import secrets
+
+    token = secrets.token_hex(32)
+    write_token(token, path)
+    return token
