@@ -116,9 +116,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
+    from ..large_canvas import default_working_size
     from ..models import load_base_model
+    from ..noise_prediction import content_and_style_guides
     from ..prompts import source_prompt
-    from ..sampler import SamplingSettings, content_and_style_guides, default_working_size, sample_edits
+    from ..sampler import SamplingSettings, sample_edits
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
