@@ -115,10 +115,15 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
-        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
-            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
-        ids = self.base.tokenize([self.source_prompt])
-        return self.text_encoder(ids)[0].to(self.unet.dtype)
+        return self.encode_prompts([self.source_prompt])
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts through the fine-tuned text encoder, in the fine-tuned UNet's dtype (SDXL: both
+        frozen encoders, pooled embedding packed, see `xl`)."""
+        if self.base.is_xl:
+            return self.base.encode_prompts(prompts).to(self.unet.dtype)
+        return self.text_encoder(self.base.tokenize(prompts))[0].to(self.unet.dtype)
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:

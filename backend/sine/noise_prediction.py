@@ -89,12 +89,11 @@ class NoisePredictor:
             if settings.finetuned_prompt is None:
                 self.ft_states.append(g.model.encode_source())
             else:
-                ids = base.tokenize([settings.finetuned_prompt])
-                self.ft_states.append(g.model.text_encoder(ids)[0].to(g.model.unet.dtype))
+                self.ft_states.append(g.model.encode_prompts([settings.finetuned_prompt]))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
         if settings.finetuned_only and guides:
             model = guides[0].model
-            self.ft_uncond = model.text_encoder(base.tokenize([""]))[0].to(base.dtype)
+            self.ft_uncond = model.encode_prompts([""]).to(base.dtype)
 
     def predict(self, regions: list[torch.Tensor], tiles: list[Region], t: int, t_unet: int | None = None) -> Scores:
         """The scores at step t; the UNets get timestep `t_unet` (default t), the noise level of these regions."""
