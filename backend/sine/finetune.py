@@ -23,6 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
+from sine_protocol import defaults
+
 from .devices import finetuned_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
@@ -48,11 +50,11 @@ CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x
 class FinetuneSettings:
     """How to adapt to one image. `None` fields take the recipe's defaults (see `resolved`)."""
 
-    method: str = "lora"
+    method: str = defaults.METHOD
     steps: int | None = None
     patch: bool = True
     positional: bool | None = None  # default: on with patches, off without
-    style: str = "photo"  # photo → bilinear PE resize, painting → nearest
+    style: str = defaults.STYLE  # photo → bilinear PE resize, painting → nearest
     lr: float | None = None
     weight_decay: float = 0.01
     lora_rank: int = 8
@@ -62,7 +64,7 @@ class FinetuneSettings:
     train_text_encoder: bool | None = None
     train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
-    whole_view: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
+    whole_image_share: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
     seed: int = 0
 
@@ -78,7 +80,8 @@ class FinetuneSettings:
             steps=self.steps if self.steps is not None else (r.patch_steps if self.patch else r.steps),
             positional=positional,
             lr=self.lr if self.lr is not None else r.lr,
-            whole_view=(r.whole_view if self.patch else 0.0) if self.whole_view is None else self.whole_view,
+            whole_image_share=((r.whole_image_share if self.patch else 0.0) if self.whole_image_share is None
+                               else self.whole_image_share),
             train_text_encoder=r.train_text_encoder if self.train_text_encoder is None else self.train_text_encoder,
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
         )
@@ -112,10 +115,15 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
-        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
-            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
-        ids = self.base.tokenize([self.source_prompt])
-        return self.text_encoder(ids)[0].to(self.unet.dtype)
+        return self.encode_prompts([self.source_prompt])
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts through the fine-tuned text encoder, in the fine-tuned UNet's dtype (SDXL: both
+        frozen encoders, pooled embedding packed, see `xl`)."""
+        if self.base.is_xl:
+            return self.base.encode_prompts(prompts).to(self.unet.dtype)
+        return self.text_encoder(self.base.tokenize(prompts))[0].to(self.unet.dtype)
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
@@ -147,7 +155,10 @@ class FineTuned:
             raise BadInput(f"{folder} holds no fine-tuned weights ({exc.__class__.__name__})") from None
         if meta.get("format") != ARTIFACT_FORMAT:
             raise BadInput(f"{folder}: unknown artifact format {meta.get('format')!r}")
-        settings = FinetuneSettings(**meta["settings"])
+        saved = dict(meta["settings"])
+        if "whole_view" in saved:  # artifacts written before the rename
+            saved["whole_image_share"] = saved.pop("whole_view")
+        settings = FinetuneSettings(**saved)
         unet, text_encoder = _trainable_copies(base, settings)
         if settings.method == "lora":
             _load_lora(unet, folder / "unet_lora.safetensors", base, conv_in=settings.train_conv_in)
@@ -298,7 +309,7 @@ def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]
 def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
                   rng: random.Random) -> PatchSampler | WholeImageSampler:
     if s.patch:
-        return PatchSampler(image, base.sample_size, rng, base.pe_grid, s.whole_view)
+        return PatchSampler(image, base.sample_size, rng, base.pe_grid, s.whole_image_share)
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
