@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--torch-spec", help="pip requirement for torch (default torch==2.13.0)")
     what.add_argument("--torch-index-url", help="package index for torch (e.g. a PyTorch CUDA/CPU index)")
     model = what.add_mutually_exclusive_group()
-    model.add_argument("--model", metavar="ID", help="Hugging Face model id to download for the daemon")
+    model.add_argument("--model", metavar="ID_OR_FILE",
+                       help="Hugging Face model id to download, or a .safetensors/.ckpt checkpoint file to use")
     model.add_argument("--model-dir", type=Path, metavar="PATH", help="use this local diffusers folder")
     model.add_argument("--no-model", action="store_true", help="leave the model setting alone")
     what.add_argument("--force-plugins", action="store_true",

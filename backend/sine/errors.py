@@ -19,3 +19,10 @@ class ModelMissing(SineError):
 
 class Cancelled(SineError):
     code = "cancelled"
+
+
+class BadModel(ModelMissing):
+    """A model file or folder that is there but unusable (truncated, unsafe, inpainting, unknown kind).
+
+    Its wire code stays model_missing (the protocol's code for "no usable model"); the message names
+    the file and says what to do."""

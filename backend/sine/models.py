@@ -1,5 +1,6 @@
-"""Load a Stable Diffusion 1.x/2.x model: a local diffusers folder, a hub id from the local cache,
-or the bundled demo model. Everything goes through the components' own `from_pretrained`."""
+"""Load a Stable Diffusion model (1.x, 2.x ε or v): a local diffusers folder, a single-file checkpoint
+(.safetensors/.ckpt, see `checkpoints`), a hub id from the local cache, or the bundled demo model.
+Folders go through the components' own `from_pretrained`, files through diffusers' `from_single_file`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from . import xl
+from .checkpoints import config_folder, content_fingerprint, is_single_file, load_single_file, read_checkpoint
 from .devices import apply_cpu_threads, pick_device, pick_dtype
-from .errors import ModelMissing
+from .errors import BadModel, ModelMissing
+from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
+from .predictions import install_epsilon_outputs
 from .recipes import RECIPES, Recipe, model_recipes
 
 DEMO_MODEL_NAME = "demo"
@@ -37,7 +42,26 @@ class BaseModel:
     dtype: torch.dtype
     offset_noise: float = 0.0  # how the base model was trained (see `training_offset_noise`)
     recipes: dict[str, Recipe] = field(default_factory=lambda: dict(RECIPES))  # fine-tune defaults for this model
+    scheduler_overrides: list[str] = field(default_factory=list)  # what SINE changed in the model's scheduler config
+    text_encoder_2: CLIPTextModelWithProjection | None = None  # SDXL's second (OpenCLIP bigG) encoder
+    tokenizer_2: CLIPTokenizer | None = None
+    zeros_for_empty_prompt: bool = True  # SDXL base: the empty prompt's embedding is zeros (model_index.json)
     _empty_embedding: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet predicts: "epsilon" or "v_prediction" (the scheduler config's prediction_type)."""
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def is_xl(self) -> bool:
+        """SDXL: two text encoders, pooled embeddings and time_ids (see `xl`)."""
+        return self.text_encoder_2 is not None
+
+    @property
+    def kind(self) -> ModelKind:
+        return model_kind(dict(self.unet.config), self.scheduler_config, self.text_encoder.config.to_dict(),
+                          self.vae_scale_factor)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -70,7 +94,10 @@ class BaseModel:
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """Pre-trained text embeddings (B, L, D) in the inference dtype."""
+        """Pre-trained text embeddings (B, L, D) in the inference dtype (SDXL: packed, see `xl`)."""
+        if self.is_xl:
+            return xl.encode([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2], prompts,
+                             self.device, self.zeros_for_empty_prompt).to(self.dtype)
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
@@ -78,7 +105,8 @@ class BaseModel:
 
         With as many steps as training timesteps the offset would step past the last one: use 0.
         """
-        config = dict(self.scheduler_config)
+        config, _ = forced_scheduler_config(self.scheduler_config)
+        config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
         offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
         return DDIMScheduler.from_config(config)
@@ -86,14 +114,14 @@ class BaseModel:
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
-        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
         return z * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.dtype) / self.latent_scale).sample
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -107,7 +135,8 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "unet").is_dir():
-            raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)")
+            raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside) nor a "
+                               ".safetensors/.ckpt checkpoint")
         return path.resolve(), str(path.resolve()), None
     repo_id = str(model)
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
@@ -151,30 +180,128 @@ def load_base_model(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
 ) -> BaseModel:
-    """Load every component, frozen, in eval mode, on `device` (auto: CUDA bf16/fp16, else CPU fp32)."""
+    """Load every component, frozen, in eval mode, on `device` (auto: CUDA bf16/fp16, else CPU fp32).
+
+    `revision` of a local folder or file is its content fingerprint (cache keys tell checkpoints
+    apart by content); of a hub model, its snapshot commit."""
     quiet_libraries()
-    folder, model_id, rev = resolve_model_folder(model, revision)
-    for name in _COMPONENTS:
-        if not (folder / name).is_dir():
-            raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     dev = device if isinstance(device, torch.device) else pick_device(device)
     if dev.type == "cpu":
         apply_cpu_threads()  # no more threads than free cores (see devices.py)
     dt = pick_dtype(dev, dtype)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dt)
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dt)
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=dt)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
-        module.eval()
-        module.to(dev)
+    if is_single_file(model):
+        path = Path(str(model)).expanduser().resolve()
+        pipe, configs = load_single_file(path, dt)
+        folder, model_id, rev = path, str(path), content_fingerprint(path)
+        unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+        text_encoder_2, tokenizer_2 = getattr(pipe, "text_encoder_2", None), getattr(pipe, "tokenizer_2", None)
+        zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
+        raw_scheduler = dict(pipe.scheduler.config)
+        where = str(path)
+    else:
+        folder, model_id, rev = resolve_model_folder(model, revision)
+        if rev is None:
+            rev = content_fingerprint(folder)
+        unet, vae, text_encoder, tokenizer, raw_scheduler = _load_folder(folder, dt)
+        text_encoder_2, tokenizer_2, zeros = _load_xl_parts(folder, dt)
+        configs, where = folder, str(folder)
+    scheduler_config, overridden = forced_scheduler_config(raw_scheduler, where)
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        if module is not None:
+            module.requires_grad_(False)
+            module.eval()
+            module.to(dev)
+    if scheduler_config.get("prediction_type") == "v_prediction":
+        install_epsilon_outputs(unet, DDIMScheduler.from_config(scheduler_config).alphas_cumprod)
+    if text_encoder_2 is not None:
+        xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
+        if dt == torch.float16 and vae.config.get("force_upcast", True):
+            vae.float()  # SDXL's VAE overflows in fp16: encode/decode in fp32 (what its config asks)
     if dev.type == "cuda":
         unet.to(memory_format=torch.channels_last)
     return BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
-                     offset_noise=training_offset_noise(folder), recipes=model_recipes(folder))
+                     offset_noise=training_offset_noise(configs), recipes=kind_recipes(unet, model_recipes(configs)),
+                     scheduler_overrides=overridden, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+                     zeros_for_empty_prompt=zeros)
+
+
+_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
+                 "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+
+
+def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
+    """The components of a diffusers folder; a missing or broken file is named in the error."""
+    for name in _COMPONENTS:
+        if not (folder / name).is_dir():
+            raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
+    unet_config = _read_json(folder / "unet" / "config.json")
+    scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
+    check_usable(unet_config, scheduler_config, str(folder))
+    for name in ("unet", "vae", "text_encoder"):
+        if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
+            raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
+                               "the download is incomplete; download the model again")
+    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
+    vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
+    text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+# SDXL starting points, NOT measured (no GPU was available to choose them; see docs/design.md): LoRA at
+# the learning rate common for SDXL LoRAs, the paper's full recipe; SDXL's text encoders stay frozen.
+SDXL_RECIPES = {"lora": {"lr": 1e-4, "train_text_encoder": False}, "full": {"train_text_encoder": False}}
+
+
+def kind_recipes(unet: UNet2DConditionModel, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    """The defaults for this kind of model: SDXL's unless the folder's sine_recipes.json says otherwise."""
+    if not xl.is_xl_unet(unet):
+        return recipes
+    from dataclasses import replace
+
+    return {name: replace(r, **SDXL_RECIPES.get(name, {})) if r == RECIPES.get(name) else r
+            for name, r in recipes.items()}
+
+
+def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
+    """SDXL's second text encoder and tokenizer (None, None for SD1/SD2) and its empty-prompt rule."""
+    if not (folder / "text_encoder_2").is_dir():
+        return None, None, True
+    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    encoder = _from_pretrained(CLIPTextModelWithProjection, folder / "text_encoder_2", dt)
+    return encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
+                                                                                           True))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelMissing(f"{path} is missing: the download is incomplete") from None
+    except ValueError as exc:
+        raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
+
+
+def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
+    try:
+        return cls.from_pretrained(sub, torch_dtype=dt)
+    except Exception as exc:  # truncated or corrupt weights: say which file
+        files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
+        raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
+
+
+def describe_model(model: str | os.PathLike | None) -> ModelKind:
+    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`)."""
+    if is_single_file(model):
+        path = Path(str(model)).expanduser().resolve()
+        folder = config_folder(path, read_checkpoint(path))
+    else:
+        folder, _, _ = resolve_model_folder(model)
+    vae = _read_json(folder / "vae" / "config.json")
+    return model_kind(_read_json(folder / "unet" / "config.json"), dict(DDIMScheduler.load_config(folder / "scheduler")),
+                      _read_json(folder / "text_encoder" / "config.json"), 2 ** (len(vae["block_out_channels"]) - 1))
 
 
 def training_offset_noise(folder: Path) -> float:

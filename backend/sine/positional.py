@@ -68,10 +68,13 @@ def region_embedding(
     The whole table spans the picture (align_corners: first cell → table cell 0, last → 127). The
     region starts at latent `offset` (y, x) and has `size` (h, w) cells; cells past the picture's
     edge (padding to a multiple of 8 px) repeat the border. The whole picture at an exact size gives
-    the same result as resizing the whole table.
+    the same result as resizing the whole table (bilinear with align_corners, as training resizes
+    crops; nearest with training's floor rule).
     """
     full_h, full_w = full_size
     (y_off, x_off), (h, w) = offset, size
+    if mode == "nearest":
+        return _nearest_region(table, full_size, offset, size)
 
     def axis(start: int, n: int, full: float) -> torch.Tensor:
         idx = torch.arange(start, start + n, dtype=torch.float64)
@@ -81,6 +84,20 @@ def region_embedding(
     grid = torch.stack([gx, gy], dim=-1)[None].to(table.device)
     out = F.grid_sample(table[None].float(), grid, mode=mode, padding_mode="border", align_corners=True)
     return out[0]
+
+
+def _nearest_region(table: torch.Tensor, full_size: tuple[float, float], offset: tuple[int, int],
+                    size: tuple[int, int]) -> torch.Tensor:
+    """Nearest by training's rule (`F.interpolate(mode="nearest")`: cell i of n reads table cell
+    floor(i·G/n)), so a painting's whole picture meets the same table cells it was trained with."""
+    def axis(start: int, n: int, full: float, cells: int) -> torch.Tensor:
+        scale = torch.tensor(cells, dtype=torch.float32) / torch.tensor(full, dtype=torch.float32)  # as ATen does
+        idx = torch.arange(start, start + n, dtype=torch.float32)
+        return (idx * scale).floor().clamp(0, cells - 1).long().to(table.device)
+
+    rows = axis(offset[0], size[0], full_size[0], table.shape[-2])
+    cols = axis(offset[1], size[1], full_size[1], table.shape[-1])
+    return table[:, rows][:, :, cols].float()
 
 
 class PositionalHook:

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from sine_protocol import defaults
 
 QUALITIES = ("auto", "fast", "full")
+STEPS = defaults.STEPS  # the paper's DDIM steps
+STRATEGY = "auto"
+CPU_STEPS = 50  # fast: DDIM steps (the demo's number)
+CPU_STRATEGY = "upscale"  # fast: one latent at the working size, resized to the output
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,15 @@ def choose(quality: str, device_type: str, steps: int | None = None, strategy: s
     """The sampling steps, strategy and patch flag for `quality` ("auto": fast on a CPU, else full)."""
     fast = quality == "fast" or (quality == "auto" and device_type == "cpu")
     if fast:
-        strategy = strategy or defaults.CPU_STRATEGY
+        strategy = strategy or CPU_STRATEGY
         one_latent = strategy in ("upscale", "single")
-        return QualityChoice("fast", steps or defaults.CPU_STEPS, strategy, (not one_latent) if patch is None else patch)
-    return QualityChoice("full", steps or defaults.STEPS, strategy or defaults.STRATEGY, True if patch is None else patch)
+        return QualityChoice("fast", steps or CPU_STEPS, strategy, (not one_latent) if patch is None else patch)
+    return QualityChoice("full", steps or STEPS, strategy or STRATEGY, True if patch is None else patch)
 
 
-def describe_fast(choice: QualityChoice, finetune_steps: int, working_size: int) -> str:
+def describe_fast(choice: QualityChoice, finetune_steps: int, working_size: int, full_estimate: str) -> str:
     """The one line that says what the fast profile does and how to ask for the full quality."""
     how = "whole-picture fine-tune" if not choice.patch else "patch fine-tune"
-    return (f"CPU: fast settings ({how} {finetune_steps} steps, {choice.steps} sampling steps, "
-            f"rendered at {working_size} px and resized); --quality full for the full recipe")
+    where = f", drawn at up to {working_size} px and resized" if choice.strategy == "upscale" else ""
+    return (f"fast CPU settings ({how} {finetune_steps} steps, {choice.steps} sampling steps{where}); "
+            f"--quality full for the full recipe (about {full_estimate} here)")

@@ -129,6 +129,9 @@ def demo_model_path(layout: Layout, source_root: Path) -> Path | None:
     return local if local.is_dir() else None
 
 
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # as sine.checkpoints accepts them
+
+
 def install_model(changes: Changes, layout: Layout, source_root: Path, model_id: str | None,
                   model_dir: Path | None, force: bool) -> None:
     """Decide the daemon's model and record it as config.json {"model": <local folder>}."""
@@ -142,6 +145,13 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
             changes.say(f"  WARNING: {model_dir} has no model_index.json; is it a diffusers folder?")
         record["model"] = str(model_dir)
         changes.say(f"  local model folder {model_dir}")
+    elif model_id is not None and Path(model_id).suffix.lower() in SINGLE_FILE_SUFFIXES:
+        checkpoint = Path(model_id).expanduser().resolve()
+        if not checkpoint.is_file():
+            raise InstallError(f"--model {checkpoint} does not exist",
+                               "pass the .safetensors/.ckpt file you downloaded, or a hub id")
+        record["model"] = str(checkpoint)  # loaded offline with the configs shipped in sine/model_configs
+        changes.say(f"  single-file checkpoint {checkpoint}")
     elif model_id is not None:
         previous = changes.state("model_download") or {}
         if not force and previous.get("id") == model_id and Path(previous.get("path", "")).is_dir():

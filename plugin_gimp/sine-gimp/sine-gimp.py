@@ -59,7 +59,13 @@ def _connect(interactive: bool):
         ):
             raise
         Gimp.progress_set_text("SINE: starting the daemon")
-        return start_daemon_and_connect(idle=sine_gimp_ui.pump_events)
+        # A window with a moving bar and Cancel while it starts; the log path only if it fails.
+        window = sine_gimp_ui.ProgressWindow("SINE: starting the daemon")
+        window.set_text("Starting the SINE daemon (the first start loads the model)…")
+        try:
+            return start_daemon_and_connect(should_cancel=window.poll_cancel, idle=window.pulse)
+        finally:
+            window.close()
 
 
 def _edit(
@@ -73,11 +79,17 @@ def _edit(
     request = sine_gimp_args.request_from_config(config)
     if not request.prompt.strip():
         raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
-    pixels = px.read_canvas_rgba(image, source)
+    pixels = px.read_layer_rgba(source)
     out_size = request.output_size(pixels.width, pixels.height)
     same_size = out_size == pixels.size
-    # A selection only means something when the result lies on the same canvas.
-    mask = px.read_selection_mask(image) if same_size else None
+    # A selection only means something when the result lies over the layer; it is clipped to it.
+    mask = px.read_selection_mask(image, source) if same_size else None
+    if mask is not None and not mask.data.strip(b"\0"):
+        raise EditFailed(
+            "The selection does not cover any pixel of the layer: select part of the layer, "
+            "or Select > None to edit all of it.",
+            "bad_request",
+        )
     try:
         style_image = style_picture(config.get_property("style-layer"), config.get_property("style-file"))
     except Exception as exc:  # an unreadable file: say which, before anything is sent
@@ -123,7 +135,7 @@ def _edit(
         try:
             for result in results:
                 name = px.result_layer_name(request.prompt, result.seed)
-                layer = px.add_result_layer(image, source, result.image, name)
+                layer = px.add_result_layer(image, source, result.image, mask, name)
                 layer.set_visible(result.index == 0)
                 layers.append(layer)
         finally:
@@ -201,9 +213,10 @@ class SineEdit(Gimp.PlugIn):
         procedure.add_menu_path("<Image>/Filters/SINE/")
         procedure.set_documentation(
             "Edit a layer from a text prompt with SINE",
-            "Sends the selected layer (at canvas size) and the selection to the local SINE daemon, "
+            "Sends the selected layer and the part of the selection over it to the local SINE daemon, "
             "which fine-tunes on the picture and samples the edit; the result lands on a new layer "
-            "above the source. Needs the sine-edit daemon (`sine daemon`).",
+            "of the layer's size and place, directly above it, with the layer's transparency. "
+            "Needs the sine-edit daemon (`sine daemon`).",
             name,
         )
         procedure.set_attribution("sine-edit", "sine-edit", "2026")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient
+from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -52,20 +52,20 @@ class EditRequest:
 
     prompt: str
     subject: str = ""
-    style: str = "photo"
-    seed: int = 0
-    steps: int = 100
-    guidance: float = 7.5
-    v: float = 0.7
-    k: int = 400
-    method: str = "lora"
+    style: str = defaults.STYLE
+    seed: int = defaults.SEED
+    steps: int = defaults.STEPS
+    guidance: float = defaults.GUIDANCE
+    v: float = defaults.V
+    k: int = defaults.K
+    method: str = defaults.METHOD
     finetune_steps: int = 0  # 0: the daemon's default for the method
-    output_width: int = 0  # 0: canvas width
-    output_height: int = 0  # 0: canvas height
-    strength: float = 1.0  # 1.0: from pure noise (SINE); lower keeps more of the source
-    start: str = "noise"  # below strength 1: "noise" or "inversion"
+    output_width: int = 0  # 0: the layer's width
+    output_height: int = 0  # 0: the layer's height
+    strength: float = defaults.STRENGTH  # 1.0: from pure noise (SINE); lower keeps more of the source
+    start: str = defaults.START  # below strength 1: "noise" or "inversion"
     count: int = 1  # results (seeds seed, seed+1, ...)
-    style_weight: float = 0.3  # weight of the style picture's model, when one is sent
+    style_weight: float = defaults.STYLE_WEIGHT  # weight of the style picture's model, when one is sent
 
     def sampling(self, with_style: bool = False) -> dict:
         """The ``sampling`` field of the ``edit`` message."""
@@ -79,9 +79,9 @@ class EditRequest:
         """The ``finetune`` field; ``steps`` None lets the daemon pick its default."""
         return {"method": self.method, "steps": self.finetune_steps or None}
 
-    def output_size(self, canvas_width: int, canvas_height: int) -> tuple[int, int]:
-        """Requested output size; a zero side falls back to the canvas's."""
-        return (self.output_width or canvas_width, self.output_height or canvas_height)
+    def output_size(self, layer_width: int, layer_height: int) -> tuple[int, int]:
+        """Requested output size; a zero side falls back to the layer's."""
+        return (self.output_width or layer_width, self.output_height or layer_height)
 
 
 @dataclass
@@ -176,7 +176,7 @@ def start_daemon_and_connect(
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if should_cancel():
-            raise EditCancelled()
+            raise EditCancelled("Stopped waiting for the SINE daemon to start (it may still be starting).")
         try:
             return connect(endpoint)
         except DaemonNotRunning:

@@ -1,7 +1,10 @@
-"""Pixels in and out of GIMP through GEGL buffers, in canvas space.
+"""Pixels in and out of GIMP through GEGL buffers, in the layer's own space.
 
-The daemon works on the whole picture, so the source layer is sent at canvas size (transparent
-where the layer does not reach) and the result comes back as a canvas-size layer at (0, 0).
+What is sent is the layer itself (its size, its pixels, the selection over it) and what comes back
+lands on a new layer of the same size at the same offsets, so a layer smaller than the canvas
+stays that size and covers nothing it did not cover before. The model works at 8 bit; the result
+is written at the image's own precision, the source's own pixels outside the selection and its
+alpha everywhere (sine_protocol.layer_pixels).
 """
 
 from __future__ import annotations
@@ -13,35 +16,43 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp  # noqa: E402
 
 from sine_protocol import Mask, RGBAImage  # noqa: E402
+from sine_protocol.layer_pixels import composite_native  # noqa: E402
 
 # 8-bit non-linear (sRGB) RGBA, straight alpha: what the wire's rgba8 means.
 RGBA_FORMAT = "R'G'B'A u8"
 # Selection coverage is linear: 255 = fully selected.
 MASK_FORMAT = "Y u8"
 LAYER_NAME_PROMPT_CHARS = 40
+_TRC_MODEL = {"linear": "RGBA", "non-linear": "R'G'B'A", "perceptual": "R~G~B~A"}
+_CHANNEL_BYTES = {"u8": 1, "u16": 2, "u32": 4, "half": 2, "float": 4, "double": 8}
 
 
-def read_canvas_rgba(image: Gimp.Image, drawable: Gimp.Drawable) -> RGBAImage:
-    """The drawable's own pixels placed at its offsets on a transparent canvas-size buffer.
-
-    A drawable's buffer is in layer coordinates, so reading the canvas rectangle shifted by the
-    layer's offsets, with the NONE abyss, yields exactly that composition (zeros outside).
-    """
-    cw, ch = image.get_width(), image.get_height()
-    _, off_x, off_y = drawable.get_offsets()
-    rect = Gegl.Rectangle.new(-off_x, -off_y, cw, ch)
-    data = drawable.get_buffer().get(rect, 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE)
-    return RGBAImage(cw, ch, bytes(data))
+def native_format(image: Gimp.Image) -> tuple[str, int]:
+    """The babl RGBA format of the image's precision (e.g. ``R'G'B'A u16``) and its bytes per channel."""
+    kind, _, trc = image.get_precision().value_nick.partition("-")  # e.g. "u16-non-linear"
+    return f"{_TRC_MODEL[trc]} {kind}", _CHANNEL_BYTES[kind]
 
 
-def read_selection_mask(image: Gimp.Image) -> Mask | None:
-    """The selection as an a8 mask at canvas size, or None when nothing is selected."""
+def _whole(drawable: Gimp.Drawable) -> Gegl.Rectangle:
+    return Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+
+
+def read_layer_rgba(drawable: Gimp.Drawable) -> RGBAImage:
+    """The drawable's own pixels at its own size, as 8-bit RGBA (what the model sees)."""
+    data = drawable.get_buffer().get(_whole(drawable), 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE)
+    return RGBAImage(drawable.get_width(), drawable.get_height(), bytes(data))
+
+
+def read_selection_mask(image: Gimp.Image, drawable: Gimp.Drawable) -> Mask | None:
+    """The selection over the drawable's rectangle (clipped to the layer), or None when nothing is
+    selected. A selection that misses the layer gives an all-zero mask."""
     if Gimp.Selection.is_empty(image):
         return None
-    cw, ch = image.get_width(), image.get_height()
-    rect = Gegl.Rectangle.new(0, 0, cw, ch)
+    _, off_x, off_y = drawable.get_offsets()
+    w, h = drawable.get_width(), drawable.get_height()
+    rect = Gegl.Rectangle.new(off_x, off_y, w, h)
     data = image.get_selection().get_buffer().get(rect, 1.0, MASK_FORMAT, Gegl.AbyssPolicy.NONE)
-    return Mask(cw, ch, bytes(data))
+    return Mask(w, h, bytes(data))
 
 
 def result_layer_name(prompt: str, seed: int) -> str:
@@ -59,26 +70,40 @@ def _fill_layer(layer: Gimp.Layer, pixels: RGBAImage) -> None:
     layer.update(0, 0, pixels.width, pixels.height)
 
 
-def add_result_layer(image: Gimp.Image, source: Gimp.Layer, pixels: RGBAImage, name: str) -> Gimp.Layer:
-    """Insert the result as a new layer just above ``source`` at (0, 0), as one undo step.
+def add_result_layer(
+    image: Gimp.Image, source: Gimp.Layer, pixels: RGBAImage, mask: Mask | None, name: str
+) -> Gimp.Layer:
+    """Insert the result as a new layer just above ``source``, of its size at its offsets, as one
+    undo step; written at the image's precision with the source's pixels outside ``mask`` and the
+    source's alpha everywhere.
 
     The source layer is never written to, so the user's pixels survive whatever happens here.
     """
+    _, off_x, off_y = source.get_offsets()
+    fmt, channel = native_format(image)
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(
             image, name, pixels.width, pixels.height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
         )
         image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
-        layer.set_offsets(0, 0)
-        _fill_layer(layer, pixels)
+        layer.set_offsets(off_x, off_y)
+        rect = _whole(layer)
+        buffer = layer.get_buffer()
+        buffer.set(rect, RGBA_FORMAT, pixels.data)  # GEGL converts the 8-bit result to the layer's format
+        result = bytes(buffer.get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+        own = bytes(source.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+        buffer.set(rect, fmt, composite_native(own, result, mask.data if mask else None, 4 * channel,
+                                               3 * channel, channel))  # fmt: skip
+        buffer.flush()
+        layer.update(0, 0, pixels.width, pixels.height)
     finally:
         image.undo_group_end()
     return layer
 
 
 def new_image_with_result(pixels: RGBAImage, name: str) -> tuple[Gimp.Image, Gimp.Layer]:
-    """A new RGB image holding the result, for outputs whose size differs from the canvas."""
+    """A new RGB image holding the result, for outputs whose size differs from the layer's."""
     image = Gimp.Image.new(pixels.width, pixels.height, Gimp.ImageBaseType.RGB)
     image.undo_disable()
     layer = Gimp.Layer.new(

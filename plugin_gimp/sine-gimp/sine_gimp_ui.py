@@ -81,11 +81,14 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
 
 
 def ask_yes_no(title: str, text: str) -> bool:
-    """A modal question; True for Yes."""
+    """A modal question; True for Yes (the autotest plan's ``"start_daemon": "yes"|"no"`` answers it)."""
     dialog = Gtk.MessageDialog(
         message_type=Gtk.MessageType.QUESTION, buttons=Gtk.ButtonsType.YES_NO, text=title
     )
     dialog.format_secondary_text(text)
+    scripted = autotest_plan().get("start_daemon")
+    if scripted in ("yes", "no"):
+        _answer_later(dialog, Gtk.ResponseType.YES if scripted == "yes" else Gtk.ResponseType.NO)
     answer = dialog.run()
     dialog.destroy()
     pump_events()
@@ -96,6 +99,17 @@ def pump_events() -> None:
     """Let GTK draw and react to clicks while the plug-in polls the daemon."""
     while Gtk.events_pending():
         Gtk.main_iteration_do(False)
+
+
+_BAR_CSS = b"progressbar progress { background-color: #4a90d9; border-color: #4a90d9; min-height: 8px; }" \
+    b" progressbar trough { min-height: 8px; }"
+
+
+def _make_fill_visible(bar: Gtk.ProgressBar) -> None:
+    """A blue fill of 8 px that shows in GIMP's dark theme too (the theme's own is almost invisible)."""
+    css = Gtk.CssProvider()
+    css.load_from_data(_BAR_CSS)
+    bar.get_style_context().add_provider(css, Gtk.STYLE_PROVIDER_PRIORITY_APPLICATION)
 
 
 class ProgressWindow:
@@ -114,6 +128,7 @@ class ProgressWindow:
         self._dialog.connect("delete-event", self._on_delete)
         self._label = Gtk.Label(label="connecting…", xalign=0.0)
         self._bar = Gtk.ProgressBar()
+        _make_fill_visible(self._bar)
         self._preview = Gtk.Image()
         self._preview.set_size_request(PREVIEW_SIDE, PREVIEW_SIDE)
         box = self._dialog.get_content_area()
@@ -123,6 +138,17 @@ class ProgressWindow:
         box.pack_start(self._label, False, False, 0)
         box.pack_start(self._bar, False, False, 0)
         self._dialog.show_all()
+        pump_events()
+
+    def set_text(self, text: str) -> None:
+        self._label.set_text(text)
+        pump_events()
+
+    def pulse(self) -> None:
+        """Move the bar while nothing can be counted (the daemon starting); honours a scripted Cancel."""
+        self._bar.pulse()
+        if autotest_plan().get("cancel_start"):
+            self._cancel_button.clicked()
         pump_events()
 
     def _on_cancel(self, _dialog: Gtk.Dialog, _response: int) -> None:

@@ -1,10 +1,12 @@
 """Unattended end-to-end run for the real-Krita test (``SINE_KRITA_AUTOTEST=job.json``).
 
-The job file says which PNG to open and what to type into the panel. The run then goes through
-the panel's own code path (its widgets are filled and its Edit button clicked), waits for the
-result layer, and writes what the host-side test checks: a result JSON, the saved ``.kra``, raw
-RGBA dumps and PNGs of every layer, and a screenshot of the window with the docker. Each stage is
-a QTimer callback because Krita only sets the active node once the event loop has run.
+The job file says which image to open (optionally on a larger canvas, ``"canvas": [w, h, x, y]``,
+so the layer sits at an offset) and what to type into the panel. The run then goes through the
+panel's own code path (its widgets are filled and its Edit button clicked), waits for the result
+layer, and writes what the host-side test checks: a result JSON, the saved ``.kra``, raw dumps of
+every node in its own pixel format (``bgra8``, ``bgra16`` or one byte a pixel for masks, any
+canvas size) and PNGs, and a screenshot of the window with the docker. Each stage is a QTimer
+callback because Krita only sets the active node once the event loop has run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from krita import InfoObject, Krita, Selection
 
 from . import qt_compat as qt
 from .docker import DOCKER_ID, panel_for
-from .pixels import bgra_to_rgba
 
 TICK_MS = 100
 
@@ -75,6 +76,10 @@ class AutoTest(qt.QObject):
         if doc is None:
             raise RuntimeError(f"could not open {self.job['input']}")
         doc.setBatchmode(True)
+        canvas = self.job.get("canvas")
+        if canvas:  # [w, h, x, y]: a larger canvas with the opened layer at (x, y)
+            doc.resizeImage(-int(canvas[2]), -int(canvas[3]), int(canvas[0]), int(canvas[1]))
+            doc.waitForDone()
         window = app.activeWindow()
         qwindow = window.qwindow()
         screen = qt.QtGui.QGuiApplication.primaryScreen()
@@ -213,6 +218,7 @@ class AutoTest(qt.QObject):
         if shot:
             window = Krita.instance().activeWindow().qwindow()
             self.report["screenshot"] = bool(window.grab().save(shot, "PNG"))
+        self._measure_docker(self.job.get("docker_shot"))
         if self._panel.state == "done" and self.job.get("check_undo", True):
             # One Edit > Undo must take the whole result away (it was added in one step).
             Krita.instance().action("edit_undo").trigger()
@@ -225,23 +231,76 @@ class AutoTest(qt.QObject):
         self.report["layers_after_undo"] = [node.name() for node in self._doc.topLevelNodes()]
         self._finish(None)
 
+    def _measure_docker(self, shot: str | None) -> None:
+        """Where the docker sits on the screen and whether every part of the panel can be scrolled
+        into view; with ``shot``, side by side: the docker as shown, the docker scrolled to the
+        bottom, and the whole panel it scrolls through."""
+        panel = self._panel
+        viewport = panel.parentWidget()
+        scroll = viewport.parentWidget() if viewport is not None else None
+        dock = next(d for d in Krita.instance().activeWindow().dockers() if d.objectName() == DOCKER_ID)
+        screen = qt.QtGui.QGuiApplication.primaryScreen().geometry()
+        corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
+        bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None
+        parts = {}
+        for name in ("prompt_edit", "advanced", "edit_button", "progress", "message_label", "connection_label"):
+            widget = getattr(panel, name)
+            top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
+            parts[name] = {"top": top, "bottom": top + widget.height(), "visible": widget.isVisible()}
+        self.report["docker"] = {
+            "screen": [screen.width(), screen.height()],
+            "dock": [corner.x(), corner.y(), dock.width(), dock.height()],
+            "scroll_area": isinstance(scroll, qt.QScrollArea),
+            "viewport_height": viewport.height() if viewport is not None else None,
+            "scroll_max": bar.maximum() if bar is not None else 0,
+            "panel": [panel.width(), panel.height()],
+            "panel_min_width": panel.minimumSizeHint().width(),
+            "parts": parts,
+        }
+        if not shot or scroll is None:
+            return
+        top = dock.grab()
+        if bar is not None:
+            bar.setValue(bar.maximum())
+        bottom = dock.grab()
+        if bar is not None:
+            bar.setValue(0)
+        whole = panel.grab()
+        shots = [top, bottom, whole]
+        both = qt.QPixmap(sum(p.width() for p in shots) + 16, max(p.height() for p in shots))
+        both.fill(qt.QtGui.QColor(40, 40, 40))
+        painter = qt.QtGui.QPainter(both)
+        x = 0
+        for pixmap in shots:
+            painter.drawPixmap(x, 0, pixmap)
+            x += pixmap.width() + 8
+        painter.end()
+        self.report["docker_shot"] = bool(both.save(shot, "PNG"))
+
     # ---- output --------------------------------------------------------------------
     def _dump_layers(self, tag: str) -> None:
-        """Raw canvas-sized RGBA of every top-level layer, plus a PNG each for people to look at."""
+        """Raw canvas-sized bytes of every top-level node in its own format, plus a PNG each to look at.
+
+        Paint layers give B,G,R,A at their depth; the global selection mask one byte a pixel, so
+        nothing here assumes 4 bytes a pixel (a 1001x777 selection is 777,777 bytes).
+        """
         doc = self._doc
         width, height = doc.width(), doc.height()
         layers = []
         for index, node in enumerate(doc.topLevelNodes()):
             base = os.path.join(self.out_dir, f"{tag}-{index}")
-            with open(base + ".rgba", "wb") as f:
-                f.write(bgra_to_rgba(bytes(node.pixelData(0, 0, width, height))))
+            data = bytes(node.pixelData(0, 0, width, height))
+            with open(base + ".raw", "wb") as f:
+                f.write(data)
             bounds = node.bounds()
             entry = {
                 "index": index,
                 "name": node.name(),
                 "type": node.type(),
+                "depth": node.colorDepth(),
                 "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
-                "raw": base + ".rgba",
+                "raw": base + ".raw",
+                "format": _format(len(data), width * height),
             }
             try:
                 entry["png"] = bool(
@@ -258,8 +317,10 @@ class AutoTest(qt.QObject):
             layers.append(entry)
         self.report[f"layers_{tag}"] = layers
         doc.refreshProjection()
-        with open(os.path.join(self.out_dir, f"{tag}-visible.rgba"), "wb") as f:
-            f.write(bgra_to_rgba(bytes(doc.pixelData(0, 0, width, height))))
+        data = bytes(doc.pixelData(0, 0, width, height))
+        with open(os.path.join(self.out_dir, f"{tag}-visible.raw"), "wb") as f:
+            f.write(data)
+        self.report[f"visible_{tag}_format"] = _format(len(data), width * height)
 
     def _finish(self, error: str | None) -> None:
         self.report["ok"] = error is None
@@ -280,3 +341,8 @@ class AutoTest(qt.QObject):
             doc.setModified(False)  # no "save changes?" dialog
         qt.QTimer.singleShot(15000, lambda: os._exit(3))  # if a dialog still blocks the shutdown
         app.action("file_quit").trigger()
+
+
+def _format(size: int, pixels: int) -> str:
+    """What a raw dump holds, from its bytes per pixel."""
+    return {1: "a8", 4: "bgra8", 8: "bgra16", 16: "bgra32f"}.get(size // max(1, pixels), f"{size}B")

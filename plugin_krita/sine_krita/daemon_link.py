@@ -8,6 +8,7 @@ No Qt and no Krita API here, so this runs (and is tested) anywhere.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -53,9 +54,15 @@ def daemon_installed() -> bool:
         return False
 
 
+_OS_DETAIL = re.compile(r"\s*\(?\[Errno \d+\][^)]*\)?")
+_START_HINT = " — start it with"
+
+
 def describe_error(exc: BaseException) -> str:
-    """One line for the status label."""
+    """One line for the status label, in words: no raw ``[Errno 111]``, and no generic "start it"
+    hint (the panel adds the one that fits: its Start button or the command)."""
     text = str(exc) or type(exc).__name__
+    text = _OS_DETAIL.sub("", text).split(_START_HINT)[0].strip()
     return text if len(text) < 300 else text[:297] + "..."
 
 

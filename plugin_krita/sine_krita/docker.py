@@ -12,6 +12,7 @@ from typing import Any
 
 from krita import DockWidget, Krita
 
+from . import qt_compat as qt
 from .panel import SinePanel
 
 DOCKER_ID = "sine_edit_docker"
@@ -37,8 +38,15 @@ class SineDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle(TITLE)
-        self.panel = SinePanel(active_document, parent=self)
-        self.setWidget(self.panel)
+        # The panel scrolls inside the docker, so the docker fits any screen (768 px high too) and
+        # shares its column with Krita's other dockers; nothing falls off the bottom.
+        self.scroll = qt.QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(qt.NO_FRAME)
+        self.scroll.setHorizontalScrollBarPolicy(qt.SCROLLBAR_AS_NEEDED)
+        self.panel = SinePanel(active_document, parent=self.scroll)
+        self.scroll.setWidget(self.panel)
+        self.setWidget(self.scroll)
         _panels.append(weakref.ref(self.panel))
         app = Krita.instance()
         notifier = app.notifier() if hasattr(app, "notifier") else None

@@ -1,7 +1,10 @@
 """Reading the source pixels out of a Krita document and placing the result back in it.
 
-Only Krita API calls live here; they must run on Krita's main (GUI) thread. Krita's 8-bit RGBA
-buffers are B,G,R,A; conversion to the wire's RGBA happens at this boundary and nowhere else.
+Only Krita API calls live here; they must run on Krita's main (GUI) thread. What is sent is the
+active layer's own rectangle (its bounds), the selection clipped to it, and the result lands on a
+new paint layer over exactly that rectangle, with the source's alpha. Krita's RGBA buffers are
+B,G,R,A at the layer's depth; 16-bit layers are sent to the model at 8 bits and the result is
+written back at 16, with the source's own pixels outside the selection (sine_protocol.layer_pixels).
 """
 
 from __future__ import annotations
@@ -9,45 +12,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pixels import bgra_to_rgba, rgba_to_bgra
+from .pixels import native_to_rgba8, rgba8_to_native
 
-SUPPORTED_COLOR = ("RGBA", "U8")
+# Integer RGBA depths the plug-in can write back exactly; float ones are refused with advice.
+CHANNEL_BYTES = {"U8": 1, "U16": 2}
 
 
 class UnsupportedDocument(ValueError):
-    """The document or layer cannot be sent as 8-bit RGBA; the message tells the user what to do."""
+    """The document or layer cannot be edited as it is; the message tells the user what to do."""
 
 
 @dataclass
 class SourcePixels:
-    """The canvas-sized source, ready for ``submit_edit``, plus where the result goes."""
+    """The source rectangle, ready for ``submit_edit``, plus where and how the result goes."""
 
-    rgba: bytes
+    rgba: bytes  # 8-bit RGBA, what the model sees
     width: int
     height: int
-    mask: bytes | None
+    mask: bytes | None  # the selection over the rectangle (None: no selection)
     anchor: Any  # the node the result layer is placed directly above
     source_name: str
+    x: int = 0
+    y: int = 0
+    native: bytes = b""  # the source's own B,G,R,A bytes at its depth
+    channel_bytes: int = 1
 
 
-def check_color(doc: Any, node: Any | None = None) -> None:
-    """Refuse anything that is not 8-bit RGBA, with advice instead of garbage pixels."""
+def check_color(doc: Any, node: Any | None = None) -> int:
+    """Bytes per channel of the RGBA document (and layer); refuses anything else with advice."""
+    depths = []
     for what, obj in (("document", doc), ("layer", node)):
         if obj is None:
             continue
-        color = (obj.colorModel(), obj.colorDepth())
-        if color != SUPPORTED_COLOR:
+        model, depth = obj.colorModel(), obj.colorDepth()
+        if model != "RGBA" or depth not in CHANNEL_BYTES:
             raise UnsupportedDocument(
-                f"SINE edits 8-bit RGBA images; this {what} is {color[0]}/{color[1]}. "
-                "Use Image > Convert Image Color Space... (RGB/Alpha, 8-bit integer/channel) first."
+                f"SINE edits RGBA images of 8 or 16 bits per channel (integer); this {what} is {model}/{depth}. "
+                "Use Image > Convert Image Color Space... (RGB/Alpha, 8-bit or 16-bit integer/channel) first."
             )
+        depths.append(depth)
+    if len(set(depths)) > 1:
+        raise UnsupportedDocument(
+            f"The layer is {depths[1]} but the document is {depths[0]}: convert the layer to the document's "
+            "depth first (Layer > Convert > Convert Layer Color Space...)."
+        )
+    return CHANNEL_BYTES[depths[0]]
 
 
 def read_source(doc: Any, source: str = "layer") -> SourcePixels:
-    """Canvas-sized RGBA of the active layer (``layer``) or of the visible composite (``visible``)."""
+    """The active layer's own rectangle (``layer``) or the canvas-sized visible composite (``visible``)."""
     if doc is None:
         raise UnsupportedDocument("Open an image first.")
-    width, height = int(doc.width()), int(doc.height())
     node = doc.activeNode()
     if node is not None and node.type().endswith("mask"):
         # A mask is active (e.g. after painting a transparency mask): edit the layer it belongs to.
@@ -56,45 +71,69 @@ def read_source(doc: Any, source: str = "layer") -> SourcePixels:
     if node is None:
         raise UnsupportedDocument("Select a layer first.")
     if source == "visible":
-        check_color(doc)
+        channel = check_color(doc)
+        x, y, width, height = 0, 0, int(doc.width()), int(doc.height())
         doc.refreshProjection()
-        bgra = bytes(doc.pixelData(0, 0, width, height))
+        native = bytes(doc.pixelData(x, y, width, height))
         name = "visible image"
     else:
-        check_color(doc, node)
-        bgra = bytes(node.pixelData(0, 0, width, height))
+        channel = check_color(doc, node)
+        bounds = node.bounds()
+        x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
+        if width <= 0 or height <= 0:
+            raise UnsupportedDocument(f"The layer '{node.name()}' is empty: paint something on it first.")
+        native = bytes(node.pixelData(x, y, width, height))
         name = node.name()
-    if len(bgra) != width * height * 4:
-        raise UnsupportedDocument(f"Krita returned {len(bgra)} bytes for a {width}x{height} RGBA canvas.")
-    return SourcePixels(bgra_to_rgba(bgra), width, height, read_selection(doc, width, height), node, name)
+    if len(native) != width * height * 4 * channel:
+        raise UnsupportedDocument(f"Krita returned {len(native)} bytes for {width}x{height} RGBA pixels.")
+    mask = read_selection(doc, x, y, width, height)
+    return SourcePixels(native_to_rgba8(native, channel), width, height, mask, node, name, x, y, native, channel)
 
 
-def read_selection(doc: Any, width: int, height: int) -> bytes | None:
-    """The global selection as a canvas-sized 1-byte-per-pixel mask, or None when nothing is selected."""
+def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:
+    """The global selection over the rectangle, one byte a pixel, or None when nothing is selected.
+
+    A selection that misses the rectangle is refused: it would edit nothing.
+    """
     selection = doc.selection()
     if selection is None or selection.width() <= 0 or selection.height() <= 0:
         return None
-    mask = bytes(selection.pixelData(0, 0, width, height))
+    mask = bytes(selection.pixelData(x, y, width, height))
     if len(mask) != width * height:
         raise UnsupportedDocument(f"selection mask has {len(mask)} bytes, expected {width * height}")
-    if not any(mask):
-        return None
+    if not mask.strip(b"\0"):
+        raise UnsupportedDocument(
+            "The selection does not cover any pixel of the layer: select part of it, or Select > Deselect "
+            "to edit all of it."
+        )
     return mask
 
 
-def add_result_layer(doc: Any, anchor: Any, rgba: bytes, width: int, height: int, name: str) -> Any:
-    """Add a new paint layer holding ``rgba`` at (0, 0), directly above ``anchor``.
+def result_pixels(source: SourcePixels, rgba: bytes) -> bytes:
+    """The new layer's B,G,R,A bytes at the source's depth: the 8-bit result where the selection
+    is on (everywhere without one), the source's own pixels where it is off, its alpha everywhere."""
+    from sine_protocol.layer_pixels import composite_native  # the vendored copy (see vendor.py)
+
+    channel = source.channel_bytes
+    return composite_native(source.native, rgba8_to_native(rgba, channel), source.mask, 4 * channel,
+                            3 * channel, channel)  # fmt: skip
+
+
+def add_result_layer(doc: Any, anchor: Any, pixels: bytes, x: int, y: int, width: int, height: int,
+                     name: str) -> Any:  # fmt: skip
+    """Add a new paint layer holding ``pixels`` (B,G,R,A at the document's depth) over the rectangle
+    (x, y, width, height), directly above ``anchor``.
 
     The pixels go into the detached layer first and the layer is inserted last, so the user's
     document changes in one step (one undo entry: "add layer") and no source layer is touched.
     """
-    if len(rgba) != width * height * 4:
-        raise ValueError(f"result has {len(rgba)} bytes, expected {width}x{height}x4")
+    if len(pixels) % (width * height * 4) or not pixels:
+        raise ValueError(f"result has {len(pixels)} bytes, expected {width}x{height}x4 channels")
     root = doc.rootNode()
     if root is None:  # Krita's wrapper of a closed document answers None
         raise UnsupportedDocument("The document was closed before the result arrived; nothing was added.")
     layer = doc.createNode(name, "paintlayer")
-    layer.setPixelData(rgba_to_bgra(rgba), 0, 0, width, height)
+    layer.setPixelData(pixels, x, y, width, height)
     parent = anchor.parentNode() if anchor is not None else None
     if parent is None:  # the source layer was deleted meanwhile: put the result on top
         parent, anchor = root, None

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
-from .document_io import SourcePixels, add_result_layer, read_source
+from .document_io import SourcePixels, add_result_layer, read_source, result_pixels
 from .results_view import ResultsView
 from .settings import (
     DEFAULT_GUIDANCE,
@@ -104,7 +104,9 @@ class SinePanel(qt.QWidget):
     # ---- widgets ---------------------------------------------------------------------
     def _build_ui(self) -> None:
         root = qt.QVBoxLayout(self)
-        form = qt.QFormLayout()
+        root.setContentsMargins(4, 4, 4, 4)
+        root.setSpacing(4)
+        form = _form()
         self.prompt_edit = qt.QLineEdit(self)
         self.prompt_edit.setPlaceholderText("what to change, e.g. wearing a red hat")
         self.subject_edit = qt.QLineEdit(self)
@@ -154,7 +156,7 @@ class SinePanel(qt.QWidget):
         self.advanced_toggle.setCheckable(True)
         root.addWidget(self.advanced_toggle)
         self.advanced = qt.QWidget(self)
-        adv = qt.QFormLayout(self.advanced)
+        adv = _form(self.advanced)
         adv.setContentsMargins(0, 0, 0, 0)
         self.seed_spin = _spin(self, 0, 2**31 - 1, 0)
         self.steps_spin = _spin(self, 1, 1000, DEFAULT_STEPS)
@@ -168,8 +170,8 @@ class SinePanel(qt.QWidget):
         self.start_combo.addItems(list(STARTS))
         self.start_combo.setToolTip("below strength 1: start from the source noised at random (noise) or from its "
                                     "own noise found by DDIM inversion (inversion)")
-        self.width_spin = _spin(self, 0, 8192, 0, special="canvas")
-        self.height_spin = _spin(self, 0, 8192, 0, special="canvas")
+        self.width_spin = _spin(self, 0, 8192, 0, special="same")
+        self.height_spin = _spin(self, 0, 8192, 0, special="same")
         size_row = qt.QHBoxLayout()
         size_row.addWidget(self.width_spin)
         size_row.addWidget(qt.QLabel("x", self))
@@ -177,10 +179,10 @@ class SinePanel(qt.QWidget):
         adv.addRow("Seed", self.seed_spin)
         adv.addRow("Sampling steps", self.steps_spin)
         adv.addRow("Guidance w", self.guidance_spin)
-        adv.addRow("v (pre-trained weight)", self.v_spin)
+        adv.addRow("v (pre-trained)", self.v_spin)
         adv.addRow("K (guided above)", self.k_spin)
         adv.addRow("Start (strength < 1)", self.start_combo)
-        adv.addRow("Fine-tune method", self.method_combo)
+        adv.addRow("Fine-tune", self.method_combo)
         adv.addRow("Fine-tune steps", self.finetune_spin)
         adv.addRow("Output size", size_row)
         self.advanced.setVisible(False)
@@ -388,8 +390,10 @@ class SinePanel(qt.QWidget):
             if time.monotonic() < self._starting_until:
                 self.connection_label.setText("daemon: starting... (not answering yet)")
                 return
-            self.connection_label.setText(f"not connected: {event.message}")
-            self.start_button.setVisible(bool(header.get("installed")) and daemon_installed())
+            startable = bool(header.get("installed")) and daemon_installed()
+            hint = "press Start daemon" if startable else "start it with `sine daemon` in a terminal"
+            self.connection_label.setText(f"not connected: {event.message}; {hint}.")
+            self.start_button.setVisible(startable)
             self._reprobe.start(REPROBE_MS)
         elif self.state != "running" or event.ticket != self._ticket:
             return  # late events of an edit that already ended here
@@ -443,10 +447,11 @@ class SinePanel(qt.QWidget):
         image = result.image
         rgba = image.data
         if (image.width, image.height) != (source.width, source.height):
-            # Rendered at a custom output size: the layer still covers the canvas exactly.
+            # Rendered at a custom output size: the new layer still covers the source's rectangle exactly.
             rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
         name = settings.layer_name(result.seed)
-        return add_result_layer(doc, source.anchor, rgba, source.width, source.height, name)
+        return add_result_layer(doc, source.anchor, result_pixels(source, rgba), source.x, source.y,
+                                source.width, source.height, name)  # fmt: skip
 
     # ---- the results of a press --------------------------------------------------------
     @guarded
@@ -560,6 +565,14 @@ class SinePanel(qt.QWidget):
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
         self.preview_label.setVisible(True)
+
+
+def _form(parent: Any = None) -> Any:
+    """A form whose labels move above their fields when the docker is narrow."""
+    form = qt.QFormLayout(parent) if parent is not None else qt.QFormLayout()
+    form.setRowWrapPolicy(qt.WRAP_LONG_ROWS)
+    form.setFieldGrowthPolicy(qt.ALL_FIELDS_GROW)
+    return form
 
 
 class _RefreshingCombo(qt.QComboBox):

@@ -74,13 +74,14 @@ QListWidgetItem = QtWidgets.QListWidgetItem
 QPlainTextEdit = QtWidgets.QPlainTextEdit
 QProgressBar = QtWidgets.QProgressBar
 QPushButton = QtWidgets.QPushButton
-QScrollArea = QtWidgets.QScrollArea
 QSlider = QtWidgets.QSlider
 QSpinBox = QtWidgets.QSpinBox
 QToolButton = QtWidgets.QToolButton
 QVBoxLayout = QtWidgets.QVBoxLayout
 QWidget = QtWidgets.QWidget
 QApplication = QtWidgets.QApplication
+QScrollArea = QtWidgets.QScrollArea
+QFrame = QtWidgets.QFrame
 
 
 def _enum(owner: object, scoped: str, name: str) -> object:
@@ -99,6 +100,9 @@ HORIZONTAL = _enum(Qt, "Orientation", "Horizontal")
 SCROLLBAR_OFF = _enum(Qt, "ScrollBarPolicy", "ScrollBarAlwaysOff")
 SCROLLBAR_AS_NEEDED = _enum(Qt, "ScrollBarPolicy", "ScrollBarAsNeeded")
 TOOL_BUTTON_TEXT_UNDER_ICON = _enum(Qt, "ToolButtonStyle", "ToolButtonTextUnderIcon")
+NO_FRAME = _enum(QFrame, "Shape", "NoFrame")
+WRAP_LONG_ROWS = _enum(QFormLayout, "RowWrapPolicy", "WrapLongRows")
+ALL_FIELDS_GROW = _enum(QFormLayout, "FieldGrowthPolicy", "AllNonFixedFieldsGrow")
 
 
 def qimage_from_rgba(data: bytes, width: int, height: int) -> QImage:

@@ -23,9 +23,13 @@ def test_the_first_progress_event_carries_the_estimate(tiny_model: Path) -> None
                      if e.type == "progress"]
     finally:
         assert daemon.stop() == 0, daemon.output()
-    fresh, cached = first[0].header, again[0].header
+    def work(events: list) -> list:  # from the first phase of the work on (a `queued` event may come first)
+        start = next(i for i, e in enumerate(events) if e.header["phase"] in ("finetune", "sample"))
+        return events[start:]
+
+    fresh, cached = work(first)[0].header, work(again)[0].header
     assert fresh["phase"] == "finetune" and cached["phase"] == "sample"
     assert fresh["estimate_s"] > 0 and fresh["eta_s"] == pytest.approx(fresh["estimate_s"], abs=0.1)
     assert 0 < cached["estimate_s"] < fresh["estimate_s"]  # the cached fine-tune costs nothing
-    assert all("estimate_s" not in e.header for e in first[1:])  # said once per job
+    assert sum("estimate_s" in e.header for e in first) == 1  # said once per job
     assert (root / "state" / "calibration.json").is_file()  # measured once, remembered

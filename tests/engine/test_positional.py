@@ -82,6 +82,24 @@ def test_tile_regions_are_crops_of_the_whole():
     assert torch.allclose(tile, whole[:, 7:23, 20:36], atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(64, 64), (50, 50), (24, 40), (200, 130)])
+def test_whole_picture_nearest_region_equals_training_resize(size):
+    """Paintings: sampling's whole picture reads the same table cells as training's whole-table view
+    (the old grid_sample(nearest, align_corners) rounding differed on 75 % of cells at 64×64)."""
+    table = positional_table(32)
+    region = region_embedding(table, (float(size[0]), float(size[1])), (0, 0), size, "nearest")
+    assert torch.equal(region, crop_embedding(table, (0, 0, GRID, GRID), size, "nearest"))
+
+
+def test_nearest_tile_regions_are_crops_of_the_whole():
+    table = positional_table(32)
+    whole = region_embedding(table, (30.0, 50.0), (0, 0), (30, 50), "nearest")
+    tile = region_embedding(table, (30.0, 50.0), (7, 20), (16, 16), "nearest")
+    assert torch.equal(tile, whole[:, 7:23, 20:36])
+    edge = region_embedding(table, (30.0, 50.0), (24, 40), (8, 12), "nearest")  # past the edge: border repeats
+    assert torch.equal(edge[:, -1, -1], table[:, -1, -1])
+
+
 def test_hook_adds_only_while_set(base):
     unet = base.unet
     x = torch.randn(1, 4, 8, 8)

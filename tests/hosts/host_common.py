@@ -1,5 +1,10 @@
 """What the GIMP and the Krita tests share: paths, lib.sh calls, the real `sine daemon` on the host,
-and a fresh HOME inside the trixie root with the plug-ins installed by the real installer.
+and a fresh HOME inside a Debian root with the plug-ins installed by the real installer.
+
+The host matrix: every root in $SINE_HOST_ROOTS (default /opt/trixie: GIMP 3.0, Krita 5.2, and
+/opt/sid: GIMP 3.2, Krita 5.3; both built by tests/hosts/setup_root.sh) is a parameter of the
+``host_root`` fixture, so each real-host test runs once per pair; a missing root skips its tests.
+$ROOT alone (the old way) picks one root.
 
 Both conftests put this folder on sys.path (pytest runs with --import-mode=importlib, so test
 modules cannot import a conftest).
@@ -16,9 +21,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = Path(os.environ.get("ROOT", "/opt/trixie"))
+HOST_ROOTS = [Path(p) for p in (os.environ.get("ROOT") or os.environ.get("SINE_HOST_ROOTS")
+                                or "/opt/trixie:/opt/sid").split(":") if p]  # fmt: skip
 ROOT_USER = "tester"
 LIB_SH = REPO / "tests" / "hosts" / "lib.sh"
 
@@ -34,15 +46,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def lib_sh(snippet: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def lib_sh(root: Path, snippet: str, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:  # fmt: skip
     """Run ``snippet`` in bash with the project's lib.sh sourced (mount_root, in_root, fresh_home)."""
     return subprocess.run(
         ["bash", "-c", f". {LIB_SH}; {snippet}"],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "ROOT": str(ROOT), **(env or {})},
+        env={**os.environ, "ROOT": str(root), **(env or {})},
     )
+
+
+def root_versions(root: Path) -> dict[str, str]:
+    """Package versions in a root (dpkg's status file), e.g. {"gimp": "3.2.6-1", "krita": ...}."""
+    wanted, versions, package = {"gimp", "krita", "python3"}, {}, ""
+    status = root / "var" / "lib" / "dpkg" / "status"
+    for line in status.read_text(errors="replace").splitlines() if status.exists() else []:
+        if line.startswith("Package: "):
+            package = line.split(": ", 1)[1]
+        elif line.startswith("Version: ") and package in wanted:
+            versions[package] = line.split(": ", 1)[1]
+    return versions
+
+
+def use_root(root: Path, binary: str) -> Path:
+    """Mount ``root`` for the tests; skips (with the reason) when it cannot be used."""
+    if os.geteuid() != 0:
+        pytest.skip("real-host tests need root (chroot, mount)")
+    if not (root / "usr" / "bin" / binary).exists():
+        pytest.skip(f"no {binary} in {root}: build it with tests/hosts/setup_root.sh (SUITE=trixie|sid ROOT=...)")
+    done = lib_sh(root, "mount_root")
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.fixture(scope="session", params=HOST_ROOTS, ids=lambda p: p.name)
+def host_root(request: pytest.FixtureRequest) -> Path:
+    """One root of the host matrix (imported into both conftests; each mounts it on first use)."""
+    return request.param
 
 
 def daemon_available() -> bool:
@@ -143,31 +185,28 @@ def running_daemon(base: Path, model: Path, need_model: bool = True) -> Iterator
 
 @dataclass
 class RootHome:
-    """A fresh HOME inside the root; ``path`` as the host app sees it, ``host`` as we see it."""
+    """A fresh HOME inside a root; ``path`` as the host app sees it, ``host`` as we see it."""
 
     path: str
+    root: Path
 
     @classmethod
-    def fresh(cls) -> RootHome:
-        done = lib_sh("fresh_home")
+    def fresh(cls, root: Path) -> RootHome:
+        done = lib_sh(root, "fresh_home")
         if done.returncode != 0:
             raise RuntimeError(f"lib.sh fresh_home failed: {done.stderr}")
-        return cls(done.stdout.strip().splitlines()[-1])
-
-    @property
-    def root(self) -> Path:
-        return ROOT
+        return cls(done.stdout.strip().splitlines()[-1], root)
 
     @property
     def host(self) -> Path:
-        return ROOT / self.path.lstrip("/")
+        return self.root / self.path.lstrip("/")
 
     def inside(self, host_path: Path) -> str:
         """The path of a host file under the root, as the host app sees it."""
-        return "/" + str(Path(host_path).relative_to(ROOT))
+        return "/" + str(Path(host_path).relative_to(self.root))
 
     def chown(self) -> None:
-        subprocess.run(["chroot", str(ROOT), "chown", "-R", f"{ROOT_USER}:{ROOT_USER}", self.path], check=True)
+        subprocess.run(["chroot", str(self.root), "chown", "-R", f"{ROOT_USER}:{ROOT_USER}", self.path], check=True)
 
     def install_plugins(self) -> None:
         """The real installer, plug-ins only, into this HOME."""
@@ -177,3 +216,65 @@ class RootHome:
             capture_output=True, text=True, timeout=120,
         )
         assert done.returncode == 0, f"installer failed:\n{done.stdout}\n{done.stderr}"
+
+
+# ---- the layer the painter's-layer tests edit (GIMP and Krita alike) -------------------------------------
+CANVAS = (1001, 777)  # odd sizes on purpose: strides and channel counts must not line up by luck
+# x, y, w, h of the source layer on that canvas: small enough for the tiny model to edit in seconds on a CPU
+LAYER_BOX = (37, 59, 203, 141)
+SELECT_BOX = (100, 100, 500, 400)  # a marquee reaching past the layer's right and bottom edges
+HOLES = ((10, 10, 40, 30), (120, 70, 40, 40))  # transparent blocks (layer coordinates): outside / inside
+
+
+def layer_picture16() -> np.ndarray:
+    """The source layer, RGBA 16 bits: distinct values that 8 bits cannot hold (v % 257 != 0 mostly),
+    opaque but for two transparent holes (one outside, one inside the selection) and a band of
+    partial alpha across it."""
+    import numpy as np
+
+    x0, y0, w, h = LAYER_BOX
+    y, x = np.mgrid[0:h, 0:w].astype(np.int64)
+    rgba = np.empty((h, w, 4), np.uint16)
+    rgba[..., 0] = (x * 108 + y * 7 + 1) % 65536
+    rgba[..., 1] = (y * 159 + x * 3 + 2) % 65536
+    rgba[..., 2] = ((x + y) * 61 + 3) % 65536
+    rgba[..., 3] = 65535
+    rgba[100:104, :, 3] = 20000
+    for hx, hy, hw, hh in HOLES:
+        rgba[hy : hy + hh, hx : hx + hw, 3] = 0
+    return rgba
+
+
+def layer_picture8() -> np.ndarray:
+    """The 8-bit source: the 16-bit one's high bytes."""
+    return (layer_picture16() >> 8).astype("uint8")
+
+
+def selection_in_layer() -> np.ndarray:
+    """The marquee clipped to the layer, as a boolean array in layer coordinates."""
+    import numpy as np
+
+    x0, y0, w, h = LAYER_BOX
+    sx, sy, sw, sh = SELECT_BOX
+    inside = np.zeros((h, w), bool)
+    inside[max(0, sy - y0) : max(0, min(h, sy + sh - y0)), max(0, sx - x0) : max(0, min(w, sx + sw - x0))] = True
+    return inside
+
+
+def write_png(path: Path, rgba: np.ndarray) -> None:
+    """An RGBA PNG of 8 or 16 bits a channel (Pillow writes no 16-bit RGBA), from zlib by hand."""
+    import struct
+    import zlib
+
+    h, w, _ = rgba.shape
+    depth = 16 if rgba.dtype.itemsize == 2 else 8
+    rows = rgba.astype(">u2" if depth == 16 else "u1").reshape(h, -1).tobytes()
+    stride = len(rows) // h
+    raw = b"".join(b"\0" + rows[i * stride : (i + 1) * stride] for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, depth, 6, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6))
+                           + chunk(b"IEND", b""))  # fmt: skip

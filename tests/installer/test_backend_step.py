@@ -63,3 +63,17 @@ def test_real_venv_install_upgrade_and_uninstall(tmp_path: Path, run_installer, 
     run_installer(*args, "--uninstall")
     assert not prefix.exists()
     assert not (home / ".config/sine-edit").exists()
+
+
+def test_model_can_be_a_single_file_checkpoint(tmp_path: Path, run_installer) -> None:
+    """`--model painter.safetensors` records the file itself for the daemon (no download, no venv needed)."""
+    import json
+
+    checkpoint = tmp_path / "painter.safetensors"
+    checkpoint.write_bytes(b"x")
+    home = tmp_path / "home"
+    run_installer("--home", home, "--only", "model", "--model", str(checkpoint))
+    config = json.loads((home / ".config/sine-edit/config.json").read_text())
+    assert config["model"] == str(checkpoint.resolve())
+    proc = run_installer("--home", home, "--only", "model", "--model", str(tmp_path / "gone.ckpt"), check=False)
+    assert proc.returncode == 1 and "gone.ckpt does not exist" in proc.stderr

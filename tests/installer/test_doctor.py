@@ -3,6 +3,7 @@ ok/warn and exit 0 after the installer has run and a real daemon answers."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -108,3 +109,23 @@ def test_doctor_all_good_after_install_with_a_real_daemon(tmp_path: Path, fake_s
     assert lines["token"][0] == "ok" and lines["model"] == ("ok", str(model))
     assert lines["Krita plugin"][0] == "ok" and lines["GIMP 3.0 plug-in"][0] == "ok"
     assert lines["autostart"][0] == "ok"
+
+
+def test_doctor_reports_the_model_kind(tmp_path: Path) -> None:
+    """A configured single-file checkpoint and an SD2 v folder: the model line says SD1/SD2, ε/v and size."""
+    from sine.tiny_models import make_tiny_sd, make_tiny_sd2, write_single_file
+
+    home = tmp_path / "home"
+    config = home / ".config/sine-edit"
+    config.mkdir(parents=True)
+    single = write_single_file(make_tiny_sd(tmp_path / "sd1"), tmp_path / "painter.safetensors")
+    for model, expected in ((single, "SD1, ε-prediction, 32 px"),
+                            (make_tiny_sd2(tmp_path / "sd2v", v_prediction=True), "SD2, v-prediction, 48 px")):
+        (config / "config.json").write_text(json.dumps({"model": str(model)}))
+        _, lines = _doctor(_env(home, _free_port()))
+        assert lines["model"][0] == "ok" and expected in lines["model"][1], lines["model"]
+    inpaint = write_single_file(make_tiny_sd(tmp_path / "inp", in_channels=9), tmp_path / "inp.safetensors",
+                                sidecar=False)
+    (config / "config.json").write_text(json.dumps({"model": str(inpaint)}))
+    _, lines = _doctor(_env(home, _free_port()))
+    assert lines["model"][0] == "FAIL" and "inpainting" in lines["model"][1], lines["model"]

@@ -1,7 +1,7 @@
 import pytest
 from krita import Document, Selection
 from krita_helpers import make_document, rgba_pattern, to_bgra
-from sine_krita.document_io import UnsupportedDocument, add_result_layer, read_source
+from sine_krita.document_io import UnsupportedDocument, add_result_layer, read_source, result_pixels
 
 
 def test_active_layer_is_read_as_rgba_at_canvas_size(qapp):
@@ -12,15 +12,55 @@ def test_active_layer_is_read_as_rgba_at_canvas_size(qapp):
     assert src.anchor is nodes[0] and src.mask is None and src.source_name == "layer 0"
 
 
-def test_layer_with_offset_content_is_read_in_canvas_coordinates(qapp):
-    doc = Document(4, 4)
+def _small_layer_doc(depth: str = "U8") -> tuple[Document, object, bytes]:
+    """A 7x6 canvas with a 3x2 layer at (2, 1) whose middle top pixel is transparent."""
+    doc = Document(7, 6, "RGBA", depth)
     node = doc.createNode("small", "paintlayer")
-    node.setPixelData(bytes([1, 2, 3, 255]), 2, 1, 1, 1)  # one BGRA pixel at (2, 1)
+    cb = 2 if depth == "U16" else 1
+    pixels = bytearray()
+    for i in range(6):
+        for c in range(4):
+            value = 0 if (c == 3 and i == 1) else (255 if c == 3 else 40 * i + 9 * c + 1)
+            pixels += (value * 257 + 3 * (c < 3)).to_bytes(2, "little") if cb == 2 else bytes([value])
+    node.setPixelData(bytes(pixels), 2, 1, 3, 2)
     doc.rootNode().addChildNode(node, None)
     doc.setActiveNode(node)
-    rgba = read_source(doc).rgba
-    assert rgba[4 * (1 * 4 + 2) : 4 * (1 * 4 + 2) + 4] == bytes([3, 2, 1, 255])
-    assert rgba.count(0) == len(rgba) - 4
+    return doc, node, bytes(pixels)
+
+
+def test_a_layer_smaller_than_the_canvas_is_read_as_its_own_rectangle(qapp):
+    doc, node, pixels = _small_layer_doc()
+    src = read_source(doc)
+    assert (src.x, src.y, src.width, src.height) == (2, 1, 3, 2)
+    assert src.rgba == to_bgra(pixels) and src.native == pixels and src.channel_bytes == 1
+
+
+def test_the_selection_is_clipped_to_the_layer(qapp):
+    doc, _, _ = _small_layer_doc()
+    canvas = bytes(255 if x >= 3 else 0 for y in range(6) for x in range(7))  # reaches past the layer
+    doc.setSelection(Selection(7, 6, canvas))
+    assert read_source(doc).mask == bytes([0, 255, 255, 0, 255, 255])
+    doc.setSelection(Selection(7, 6, bytes(255 if x == 6 else 0 for y in range(6) for x in range(7))))
+    with pytest.raises(UnsupportedDocument, match="does not cover any pixel of the layer"):
+        read_source(doc)
+
+
+def test_16_bit_result_keeps_the_sources_16_bits_outside_the_selection_and_its_alpha(qapp):
+    doc, node, pixels = _small_layer_doc("U16")
+    doc.setSelection(Selection(7, 6, bytes(255 if x == 4 else 0 for y in range(6) for x in range(7))))
+    src = read_source(doc)
+    assert src.channel_bytes == 2 and src.mask == bytes([0, 0, 255, 0, 0, 255])
+    assert src.rgba[:4] == bytes([pixels[5], pixels[3], pixels[1], 255])  # high bytes, R and B swapped
+    out = result_pixels(src, bytes([7, 8, 9, 255]) * 6)
+    for i in range(6):
+        px, sp = out[8 * i : 8 * i + 8], pixels[8 * i : 8 * i + 8]
+        assert px[6:] == sp[6:]  # alpha: the source's, 16 bits
+        if i in (2, 5):  # selected: the 8-bit result, widened exactly (v * 257), B,G,R order
+            assert px[:6] == bytes([9, 9, 8, 8, 7, 7])
+        else:
+            assert px == sp
+    layer = add_result_layer(doc, node, out, 2, 1, 3, 2, "r")
+    assert layer.pixelData(2, 1, 3, 2) == out and layer.bounds().x() == 2
 
 
 def test_visible_composite_uses_the_document_projection(qapp):
@@ -37,7 +77,7 @@ def test_selection_becomes_a_canvas_sized_mask(qapp):
     assert read_source(doc).mask == mask
 
 
-@pytest.mark.parametrize("model, depth", [("RGBA", "U16"), ("CMYKA", "U8"), ("GRAYA", "U8")])
+@pytest.mark.parametrize("model, depth", [("RGBA", "F16"), ("CMYKA", "U8"), ("GRAYA", "U8")])
 def test_other_color_spaces_get_a_clear_message(qapp, model, depth):
     doc = Document(4, 4, model, depth)
     doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
@@ -71,7 +111,7 @@ def test_result_layer_goes_directly_above_the_anchor_in_one_step(qapp):
     doc, nodes = make_document(6, 4, layers=3)
     before = [bytes(n.pixelData(0, 0, 6, 4)) for n in nodes]
     result = rgba_pattern(6, 4, salt=99)
-    layer = add_result_layer(doc, nodes[0], result, 6, 4, "SINE: x (seed 1)")
+    layer = add_result_layer(doc, nodes[0], to_bgra(result), 0, 0, 6, 4, "SINE: x (seed 1)")
     assert [n.name() for n in doc.topLevelNodes()] == ["layer 0", "SINE: x (seed 1)", "layer 1", "layer 2"]
     assert layer.pixelData(0, 0, 6, 4) == to_bgra(result)
     assert doc.history == [("add", "SINE: x (seed 1)")]  # pixels were set before insertion
@@ -84,14 +124,14 @@ def test_result_layer_inside_a_group_stays_in_that_group(qapp):
     doc.rootNode().addChildNode(group, None)
     inner = doc.createNode("inner", "paintlayer")
     group.addChildNode(inner, None)
-    layer = add_result_layer(doc, inner, bytes(16), 2, 2, "r")
+    layer = add_result_layer(doc, inner, bytes(16), 0, 0, 2, 2, "r")
     assert layer.parentNode() is group and [n.name() for n in group.childNodes()] == ["inner", "r"]
 
 
 def test_wrong_result_size_is_refused(qapp):
     doc, nodes = make_document(2, 2)
     with pytest.raises(ValueError, match="expected 2x2x4"):
-        add_result_layer(doc, nodes[0], bytes(12), 2, 2, "r")
+        add_result_layer(doc, nodes[0], bytes(12), 0, 0, 2, 2, "r")
     assert len(doc.topLevelNodes()) == 2
 
 
@@ -99,7 +139,7 @@ def test_deleted_source_layer_puts_the_result_on_top(qapp):
     doc, nodes = make_document(2, 2, layers=2)
     doc.rootNode()._children.remove(nodes[0])  # the user deleted the source during the edit
     nodes[0]._parent = None
-    add_result_layer(doc, nodes[0], bytes(16), 2, 2, "r")
+    add_result_layer(doc, nodes[0], bytes(16), 0, 0, 2, 2, "r")
     assert [n.name() for n in doc.topLevelNodes()] == ["layer 1", "r"]
 
 
@@ -107,4 +147,4 @@ def test_closed_document_gets_a_message(qapp, monkeypatch):
     doc, nodes = make_document(2, 2)
     monkeypatch.setattr(doc, "rootNode", lambda: None)
     with pytest.raises(UnsupportedDocument, match="closed"):
-        add_result_layer(doc, nodes[0], bytes(16), 2, 2, "r")
+        add_result_layer(doc, nodes[0], bytes(16), 0, 0, 2, 2, "r")

@@ -93,7 +93,7 @@ def test_selection_is_sent_as_mask(panel, standin, process_events):
     assert panel.last_layer.pixelData(0, 0, 16, 12) == to_bgra(expected)
 
 
-def test_custom_output_size_still_fills_the_canvas(panel, standin, process_events):
+def test_custom_output_size_still_covers_the_layer(panel, standin, process_events):
     _connected(panel, process_events)
     panel.apply_settings({"prompt": "bigger", "output_width": 32, "output_height": 24})
     panel.edit_button.click()
@@ -138,7 +138,7 @@ def test_empty_prompt_and_unsupported_document_are_reported_not_raised(panel, pr
     doc.topLevelNodes()[0].color = ("CMYKA", "U8")
     panel.apply_settings({"prompt": "x"})
     panel.edit_button.click()
-    assert "8-bit RGBA" in panel.last_error and panel.edit_button.isEnabled()
+    assert "RGBA images of 8 or 16 bits" in panel.last_error and panel.edit_button.isEnabled()
 
 
 def test_no_daemon_shows_why_and_offers_start(qapp, monkeypatch, tmp_path, process_events):
@@ -206,3 +206,13 @@ def test_failure_placing_the_result_is_shown_and_the_next_edit_works(panel, monk
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert panel.state == "done", panel.last_error
     assert [n.name() for n in doc.topLevelNodes()] == ["layer 0", "SINE: second (seed 0)", "layer 1"]
+
+
+def test_an_unreachable_daemon_is_described_in_words_once():
+    from sine_krita.daemon_link import describe_error
+
+    from sine_protocol.errors import DaemonUnavailable
+
+    exc = DaemonUnavailable("daemon not reachable at tcp://127.0.0.1:9 — start it with `sine daemon` or from the "
+                            "plugin ([Errno 111] Connection refused)")  # fmt: skip
+    assert describe_error(exc) == "daemon not reachable at tcp://127.0.0.1:9"

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               description="Run the sine daemon: it owns the GPU, queues edits from the plugins,"
                                           " and caches per-image fine-tuned weights.")
     p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT (default: SINE_ENDPOINT or tcp://127.0.0.1:47633)")
-    p.add_argument("--model", help="base model: diffusers folder or hub id (default: SINE_MODEL or the demo model)")
+    p.add_argument("--model", help="base model: diffusers folder, .safetensors/.ckpt file or hub id (default: SINE_MODEL or the demo model)")
     p.add_argument("--cache-dir", type=Path, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
     p.add_argument("--cache-budget", type=parse_size, default=parse_size(os.environ.get("SINE_CACHE_BUDGET", "2GB")),
                    help="disk budget of the weight cache, e.g. 2GB, 500MB (default 2GB)")

@@ -104,17 +104,32 @@ def check_model() -> Check:
     model = config.get("model") or os.environ.get("SINE_MODEL")
     if not model:
         if (DEMO_MODEL / "model_index.json").is_file():
-            return Check(OK, "model", f"bundled demo model {DEMO_MODEL}")
+            return _model_kind(OK, f"bundled demo model {DEMO_MODEL}", None)
         return Check(FAIL, "model", f"no model configured and the bundled demo model is missing ({DEMO_MODEL});"
                      " rerun the installer with --model ID or --model-dir PATH")
-    folder = Path(model).expanduser()
-    if folder.is_dir():
-        if (folder / "model_index.json").is_file():
-            return Check(OK, "model", f"{folder}")
-        return Check(FAIL, "model", f"{folder} has no model_index.json (not a diffusers folder)")
-    if folder.is_absolute() or model.startswith((".", "~")):
+    local = Path(model).expanduser()
+    if local.is_dir():
+        if (local / "model_index.json").is_file():
+            return _model_kind(OK, f"{local}", local)
+        return Check(FAIL, "model", f"{local} has no model_index.json (not a diffusers folder)")
+    if local.is_file():
+        return _model_kind(OK, f"{local}", local)
+    if local.is_absolute() or model.startswith((".", "~")):
         return Check(FAIL, "model", f"{model} (from {path}) does not exist; rerun the installer")
     return Check(WARN, "model", f"hub id {model}: fetched on first use (needs the network)")
+
+
+def _model_kind(status: str, where: str, model: Path | None) -> Check:
+    """The model line with its kind read from its configs (SD1/SD2/SDXL, ε/v, size), or why it is unusable."""
+    try:
+        from sine.models import describe_model
+
+        kind = describe_model(model)
+    except ImportError as exc:
+        return Check(WARN, "model", f"{where} (kind unknown: {exc})")
+    except Exception as exc:  # a broken or unsupported model: say so here, not at the first edit
+        return Check(FAIL, "model", f"{where}: {exc}")
+    return Check(status, "model", f"{where} ({kind.describe()})")
 
 
 def check_daemon(timeout: float) -> Check:

@@ -7,9 +7,21 @@ import sys
 import time
 from pathlib import Path
 
+from sine_protocol import defaults
+
 from ..errors import BadInput, SineError
 from ..images import load_image
 from ..preflight import check_edit_inputs, float_in, int_in
+from ..quality import (
+    CPU_STEPS,
+    CPU_STRATEGY,
+    QUALITIES,
+    STEPS,
+    STRATEGY,
+    QualityChoice,
+    choose,
+    describe_fast,
+)
 from ..shapes_check import DEMO_MODEL_NOTE, looks_like_shapes_world
 
 STARTED = time.perf_counter()  # this module loads as `sine` starts: the estimate's total counts from here
@@ -21,31 +33,40 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("source", help="the image to edit (PNG, JPEG, ...)")
     p.add_argument("--prompt", required=True, help='what the result should show, e.g. "a dog wearing a red hat"')
     p.add_argument("--subject", default="", help='what the picture shows, e.g. "dog"')
-    p.add_argument("--style", choices=("photo", "painting"), default="photo")
-    p.add_argument("--model", default=None, help="diffusers folder or hub id (default: the bundled demo model)")
-    p.add_argument("--method", choices=("lora", "full"), default="lora", help="fine-tuning recipe")
+    p.add_argument("--style", choices=defaults.STYLES, default=defaults.STYLE)
+    p.add_argument("--model", default=None, help="diffusers folder, .safetensors/.ckpt file or hub id (SD1/SD2/SDXL; default: the bundled demo model)")
+    p.add_argument("--method", choices=defaults.FINETUNE_METHODS, default=defaults.METHOD, help="fine-tuning recipe")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None, help="default: the recipe's")
     p.add_argument("--lr", type=float_in(0.0, 1.0, low_open=True), default=None, help="fine-tuning learning rate (default: the recipe's)")
-    p.add_argument("--patch", action=argparse.BooleanOptionalAction, default=True,
-                   help="patch-based fine-tuning with positional embedding (any output size)")
-    p.add_argument("--steps", type=int_in(1, 1000), default=100, help="DDIM sampling steps")
-    p.add_argument("--guidance", type=float_in(0.0, 100.0), default=7.5, help="classifier-free guidance scale w")
-    p.add_argument("--v", type=float_in(0.0, 1.0), default=0.7, help="weight of the pre-trained model while t ≥ K")
-    p.add_argument("--k", type=int_in(0, 1000), default=400, help="timestep below which only the pre-trained model guides")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
+    p.add_argument("--patch", action=argparse.BooleanOptionalAction, default=None,
+                   help="patch-based fine-tuning with positional embedding (any output size; default: on, "
+                        "off in the fast CPU settings, which draw one latent)")
+    p.add_argument("--steps", type=int_in(*defaults.STEPS_RANGE), default=None,
+                   help=f"DDIM sampling steps (default: {STEPS}; {CPU_STEPS} in the fast CPU settings)")
+    p.add_argument("--guidance", type=float_in(*defaults.GUIDANCE_RANGE), default=defaults.GUIDANCE,
+                   help="classifier-free guidance scale w")
+    p.add_argument("--v", type=float_in(*defaults.V_RANGE), default=defaults.V,
+                   help="weight of the pre-trained model while t ≥ K")
+    p.add_argument("--k", type=int_in(*defaults.K_RANGE), default=defaults.K,
+                   help="timestep below which only the pre-trained model guides")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=defaults.SEED)
     p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
     p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
-    p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default="auto",
-                   help="how to render canvases larger than the working size")
+    p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
+                   help=f"how to render canvases larger than the working size (default: {STRATEGY}; "
+                        f"{CPU_STRATEGY} in the fast CPU settings)")
+    p.add_argument("--quality", choices=QUALITIES, default="auto",
+                   help="full: the full recipe; fast: settings sized for a CPU (a couple of minutes for a "
+                        "512-px picture with the demo model); auto (default): fast on a CPU, full on a GPU")
     p.add_argument("--refine-strength", type=float_in(0.0, 1.0, low_open=True), default=0.5,
                    help="refine: share of the steps re-run at full size (0..1]")
     p.add_argument("--strength", type=float_in(0.0, 1.0, low_open=True), default=None,
                    help="how much to change: the share of the steps run from the source noised to that level "
                         "(1 = from pure noise, SINE as published; default: the engine's)")
-    p.add_argument("--start", choices=("noise", "inversion"), default=None,
+    p.add_argument("--start", choices=defaults.START_MODES, default=None,
                    help="strength < 1 starts from random noise over the source, or from the source's own noise "
                         "(DDIM inversion with the fine-tuned model; one result)")
-    p.add_argument("--count", type=int_in(1, 8), default=1,
+    p.add_argument("--count", type=int_in(1, defaults.MAX_COUNT), default=1,
                    help="several results (seeds SEED, SEED+1, ...): OUT becomes OUT-1.png ... OUT-N.png")
     p.add_argument("--style-from", default=None, metavar="IMAGE",
                    help="a second picture whose look the edit takes (multi-model guidance; fine-tuned too)")
@@ -89,20 +110,37 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..compositing import composite_under_mask
     from ..devices import describe_device
-    from ..estimate import describe, estimate, observed_rates, rates_for, remember_rates, sampling_work
+    from ..estimate import (
+        describe,
+        estimate,
+        format_duration,
+        observed_rates,
+        rates_for,
+        remember_rates,
+        sampling_work,
+    )
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
+    from ..large_canvas import default_working_size
     from ..models import load_base_model
+    from ..noise_prediction import content_and_style_guides
     from ..prompts import source_prompt
-    from ..sampler import SamplingSettings, content_and_style_guides, sample_edits
+    from ..sampler import SamplingSettings, sample_edits
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
-    settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=args.patch, style=args.style,
-                                lr=args.lr, seed=args.seed).resolved(base.recipes)
     controls = {name: getattr(args, name) for name in ("strength", "start") if getattr(args, name) is not None}
-    sampling = SamplingSettings(steps=args.steps, guidance=args.guidance, v=args.v, k=args.k, seed=args.seed,
-                                strategy=args.strategy, refine_strength=args.refine_strength, **controls)
+
+    def settings_for(quality: str) -> tuple[QualityChoice, FinetuneSettings, SamplingSettings]:
+        choice = choose(quality, base.device.type, args.steps, args.strategy, args.patch)
+        finetune_settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=choice.patch,
+                                             style=args.style, lr=args.lr, seed=args.seed).resolved(base.recipes)
+        sampling_settings = SamplingSettings(steps=choice.steps, guidance=args.guidance, v=args.v, k=args.k,
+                                             seed=args.seed, strategy=choice.strategy,
+                                             refine_strength=args.refine_strength, **controls)
+        return choice, finetune_settings, sampling_settings
+
+    choice, settings, sampling = settings_for(args.quality)
     weights = Path(args.weights) if args.weights else None
     reuse = weights is not None and (weights / "finetune.json").exists()
     rates = rates_for(base, settings, log=lambda msg: print(msg, file=sys.stderr))
@@ -111,6 +149,12 @@ def _run(args: argparse.Namespace) -> int:
     expected = estimate(rates, work)
     so_far = time.perf_counter() - STARTED
     print(f"{describe(expected, work, so_far)} on {describe_device(base.device)}", file=sys.stderr)
+    if choice.quality == "fast":
+        _, full_settings, full_sampling = settings_for("full")
+        full_steps = (0 if reuse else int(full_settings.steps)) + (int(full_settings.steps) if style_image else 0)
+        full = estimate(rates, sampling_work(base, width, height, full_sampling, full_steps, count=args.count))
+        print(describe_fast(choice, int(settings.steps), default_working_size(base),
+                            format_duration(so_far + full.total_s)), file=sys.stderr)
     ft_marks: list[float] = []
     sample_marks: list[float] = []
     t_work = time.perf_counter()
@@ -134,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
     t_sample = time.perf_counter()
-    with tqdm(total=args.steps, desc="sampling", unit="step") as bar:
+    with tqdm(total=sampling.steps, desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
             bar.total = total  # `refine` adds a second pass; strength, inversion and several results change it

@@ -81,7 +81,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
         style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
                                                report, should_stop, timings, loaded)
-        guides = sampler_mod.content_and_style_guides(
+        from sine.noise_prediction import content_and_style_guides
+
+        guides = content_and_style_guides(
             tuned, style_tuned, _sampling_settings(sampler_mod, request),
             content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
 
@@ -204,11 +206,15 @@ def _saver(tuned: Any) -> Any:
 
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
-    """Exactly ``request.output`` pixels, RGBA; with a mask, the source shows through wherever it is 0."""
+    """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
+    with a mask, the source shows through wherever it is 0."""
+    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
+
     out_size = tuple(request.output)
     result = edited.convert("RGBA")
     if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
         result = result.resize(out_size, Image.Resampling.LANCZOS)
+    result = with_source_alpha(result, source)
     if request.mask is None:
         return result
     mask = Image.frombytes("L", request.mask.size, request.mask.data)

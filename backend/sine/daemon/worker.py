@@ -104,7 +104,8 @@ class Worker(threading.Thread):
 
             self.device_name = describe_device(self.base.device)
             self.models = [self.base.model_id]
-            log.info("model %s loaded on %s in %.1f s", self.model, self.device_name, time.perf_counter() - t0)
+            log.info("model %s (%s) loaded on %s in %.1f s", self.model, self.base.kind.describe(), self.device_name,
+                     time.perf_counter() - t0)
             self._update_gpu_info()
         except Exception as exc:  # noqa: BLE001 - reported to every job as model_missing
             self.model_error = f"could not load the base model {self.model!r}: {exc}"

@@ -6,6 +6,7 @@
 #   result.json         status, error message, elapsed seconds, the layers (name, size, offsets)
 #   edited.xcf          the image with all its layers
 #   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
+#   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo").
@@ -28,11 +29,15 @@ def save(image, path):
     Gimp.file_save(RUN, image, Gio.File.new_for_path(path), None)
 
 
-def dump_layer(layer, stem):
+def dump_layer(layer, stem, native=None):
     w, h = layer.get_width(), layer.get_height()
     raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
     with open(stem + ".rgba", "wb") as f:
         f.write(bytes(raw))
+    if native:
+        raw = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, native, Gegl.AbyssPolicy.NONE)
+        with open(stem + ".native", "wb") as f:
+            f.write(bytes(raw))
     single = Gimp.Image.new(w, h, Gimp.ImageBaseType.RGB)
     copy = Gimp.Layer.new_from_drawable(layer, single)
     single.insert_layer(copy, None, 0)
@@ -99,6 +104,8 @@ def run_case(case):
         "message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS and res.length() > 1 else None,
         "returned_layer": None,
         "canvas": [image.get_width(), image.get_height()],
+        "precision": image.get_precision().value_nick,
+        "gimp": Gimp.version(),
         "layers": [],
     }
     if status == Gimp.PDBStatusType.SUCCESS:
@@ -109,7 +116,7 @@ def run_case(case):
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
              "visible": layer.get_visible()}
         )
-        dump_layer(layer, os.path.join(out, f"layer-{i}"))
+        dump_layer(layer, os.path.join(out, f"layer-{i}"), case.get("dump_format"))
     save(image, os.path.join(out, "edited.xcf"))
     if case.get("undo_after"):
         Gimp.displays_flush()

@@ -80,3 +80,27 @@ def test_cancel_button_stops_the_daemon_job(interactive_session, sine_daemon) ->
     assert record["elapsed_s"] < 60
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
     sine_daemon.assert_idle(timeout_s=10)
+
+
+def test_starting_the_daemon_shows_progress_with_cancel(gimp_home, run_gimp, closed_endpoint) -> None:
+    """Nothing answers, the daemon is installed: "Start it now?" Yes opens a progress window whose
+    Cancel ends the wait at once (here the "daemon" is `sleep`, so it would never answer)."""
+    work = gimp_home.host / "work"
+    picture(3).save(work / "start.png")
+    config = work / "start-config"
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "daemon.json").write_text(json.dumps({"argv": ["sleep", "120"]}))
+    case = {"name": "start-cancel", "input": gimp_home.inside(work / "start.png"),
+            "out": gimp_home.inside(work / "start-cancel"), "interactive": True,
+            "autotest": {"dialog": "ok", "start_daemon": "yes", "cancel_start": True}, "args": ARGS}  # fmt: skip
+    env = {"SINE_ENDPOINT": closed_endpoint, "SINE_CONFIG_DIR": gimp_home.inside(config),
+           "SINE_STATE_DIR": gimp_home.inside(work / "start-state"),
+           "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
+    run = run_gimp(gimp_home, [case], env, gui=True, timeout_s=300)
+    assert run.returncode == 0, run.log[-4000:]
+    record = json.loads((work / "start-cancel" / "result.json").read_text())
+    assert record["status"] == "cancel", record
+    said = [line for line in run.log.splitlines() if line.startswith("sine-gimp: ")]  # GIMP drops a CANCEL's text
+    assert said == ["sine-gimp: Stopped waiting for the SINE daemon to start (it may still be starting)."], said
+    assert record["elapsed_s"] < 60, record  # the window's Cancel ended the wait, not the 120 s timeout
+    assert [layer["name"] for layer in record["layers"]] == ["Background"]

@@ -1,4 +1,4 @@
-"""The GIMP plug-in end to end: real GIMP 3.0 (trixie root) → installed plug-in → real `sine daemon`.
+"""The GIMP plug-in end to end: real GIMP 3 (each root of the host matrix) → installed plug-in → real `sine daemon`.
 
 One gimp-console session runs the procedure non-interactively on two cases (a layer at an offset
 on a larger canvas; a rectangle selection); a second, short session points the plug-in at a closed
@@ -48,15 +48,6 @@ def rgba_of(rgb: bytes) -> bytes:
     return bytes(out)
 
 
-def on_canvas(rgba: bytes, w: int, h: int, cw: int, ch: int, ox: int, oy: int) -> bytes:
-    """The layer's pixels at (ox, oy) on a transparent cw×ch canvas: what the plug-in must send."""
-    canvas = bytearray(cw * ch * 4)
-    for y in range(h):
-        start = ((oy + y) * cw + ox) * 4
-        canvas[start : start + w * 4] = rgba[y * w * 4 : (y + 1) * w * 4]
-    return bytes(canvas)
-
-
 def rect_mask(w: int, h: int, x0: int, y0: int, rw: int, rh: int) -> bytes:
     return bytes(255 if x0 <= x < x0 + rw and y0 <= y < y0 + rh else 0 for y in range(h) for x in range(w))
 
@@ -93,7 +84,7 @@ class Case:
 
     name: str
     out: Path
-    sent: bytes  # canvas-size RGBA the plug-in should send
+    sent: bytes  # the layer's own RGBA, what the plug-in should send
     expected: bytes  # the daemon's result for that request (asked from the host)
     canvas: tuple[int, int]
 
@@ -112,9 +103,8 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
     png = work / "in.png"
     Image.frombytes("RGB", (W, H), source_rgb()).save(png)
     rgba = rgba_of(source_rgb())
-    cw, ch, ox, oy = CANVAS
     inputs = {
-        "offset": (on_canvas(rgba, W, H, cw, ch, ox, oy), None, (cw, ch)),
+        "offset": (rgba, None, (W, H)),  # the layer itself, not the canvas around it
         "selection": (rgba, rect_mask(W, H, *SELECT), (W, H)),
     }
     for sent, mask, (w, h) in inputs.values():
@@ -142,12 +132,12 @@ def test_edit_succeeds_and_returns_the_new_layer(gimp_session: dict[str, Case], 
     assert record["layers"][0]["name"] == "SINE: a red circle (seed 7)"
 
 
-def test_result_layer_is_canvas_sized_at_origin_above_source(gimp_session: dict[str, Case]) -> None:
+def test_result_layer_has_the_sources_size_and_offsets_above_it(gimp_session: dict[str, Case]) -> None:
     record = gimp_session["offset"].record
     cw, ch, ox, oy = CANVAS
     assert record["canvas"] == [cw, ch]
     new, source = record["layers"]
-    assert new["size"] == [cw, ch] and new["offsets"] == [0, 0]
+    assert new["size"] == [W, H] and new["offsets"] == [ox, oy]
     assert source["size"] == [W, H] and source["offsets"] == [ox, oy]
 
 
@@ -182,7 +172,7 @@ def test_xcf_and_layer_pngs_are_written(gimp_session: dict[str, Case]) -> None:
     case = gimp_session["offset"]
     assert (case.out / "edited.xcf").read_bytes()[:9] == b"gimp xcf "
     with Image.open(case.out / "layer-0.png") as im:
-        assert im.size == case.canvas
+        assert im.size == (W, H)
 
 
 def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) -> None:

@@ -1,7 +1,8 @@
 """Fixtures for the real-Krita test: the real `sine daemon` on the host with a tiny model, and a
-fresh HOME inside the trixie root with the plugin installed by the real installer.
+fresh HOME inside a Debian root with the plugin installed by the real installer.
 
-Krita 5.2 runs in the chroot under Xvfb (see tests/hosts/lib.sh and docs/design.md §10);
+Krita (5.2 in trixie, 5.3 in sid: one run per root of the host matrix) runs in the chroot under Xvfb (see
+tests/hosts/lib.sh and docs/design.md §10);
 the chroot shares the host's network, so the plugin reaches the host daemon on loopback.
 """
 
@@ -17,19 +18,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host_common import ROOT, Daemon, RootHome, lib_sh, running_daemon  # noqa: E402
+from host_common import Daemon, RootHome, host_root, running_daemon, use_root  # noqa: E402, F401
 
 
-@pytest.fixture(scope="module")
-def trixie_root() -> Path:
+@pytest.fixture(scope="session")
+def krita_root(host_root: Path) -> Path:  # noqa: F811
     """The mounted root with Krita; skipped with the reason when it cannot be used."""
-    if os.geteuid() != 0:
-        pytest.skip("real-Krita tests need root (chroot, mount)")
-    if not (ROOT / "usr" / "bin" / "krita").exists():
-        pytest.skip(f"no Krita root at {ROOT}: build it with tests/hosts/setup_root.sh")
-    done = lib_sh("mount_root")
-    assert done.returncode == 0, done.stderr
-    return ROOT
+    return use_root(host_root, "krita")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +38,9 @@ def sine_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 
 @pytest.fixture(scope="module")
-def krita_home(trixie_root: Path, sine_daemon: Daemon) -> Iterator[RootHome]:
+def krita_home(krita_root: Path, sine_daemon: Daemon) -> Iterator[RootHome]:
     """Fresh HOME, plugin installed by `installer/install.py --only plugins`, daemon token in place."""
-    home = RootHome.fresh()
+    home = RootHome.fresh(krita_root)
     home.install_plugins()
     pykrita = home.host / ".local" / "share" / "krita" / "pykrita"
     assert (pykrita / "sine_krita.desktop").exists() and (pykrita / "sine_krita" / "__init__.py").exists()

@@ -1,4 +1,4 @@
-"""The SINE Edit docker in a real Krita 5.2 (Xvfb, trixie root) against the real daemon.
+"""The SINE Edit docker in a real Krita (5.2 in trixie, 5.3 in sid; Xvfb) against the real daemon.
 
 Krita opens a PNG; the plugin's automation hook (SINE_KRITA_AUTOTEST) shows the docker, fills the
 panel and clicks its Edit button, waits for the result layer, saves a .kra, dumps every layer and
@@ -17,14 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from host_common import REPO, free_port, lib_sh
+from host_common import (
+    CANVAS,
+    LAYER_BOX,
+    REPO,
+    SELECT_BOX,
+    free_port,
+    layer_picture8,
+    layer_picture16,
+    lib_sh,
+    selection_in_layer,
+    write_png,
+)
 
 from sine_protocol import Mask, RGBAImage
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 
 ARTIFACTS = REPO / "tests" / "artifacts"
+DOCS_IMAGES = REPO / "docs" / "images"
 WIDTH, HEIGHT = 96, 64
 SETTINGS = {
     "prompt": "make the circle green",
@@ -133,7 +146,22 @@ class Run:
     seconds: float
 
     def raw(self, layer: dict[str, Any]) -> bytes:
-        return (self.out / Path(layer["raw"]).name).read_bytes()
+        """A node's canvas-sized dump: RGBA for 8-bit layers, Krita's own bytes otherwise."""
+        data = (self.out / Path(layer["raw"]).name).read_bytes()
+        return bgra8_to_rgba(data) if layer["format"] == "bgra8" else data
+
+    def pixels(self, layer: dict[str, Any]) -> np.ndarray:
+        """A paint layer's dump as an (h, w, 4) R,G,B,A array of uint8 or uint16."""
+        data = (self.out / Path(layer["raw"]).name).read_bytes()
+        w, h = self.report["canvas"]
+        dtype = {"bgra8": np.uint8, "bgra16": np.dtype("<u2")}[layer["format"]]
+        return np.frombuffer(data, dtype).reshape(h, w, 4)[..., [2, 1, 0, 3]]
+
+
+def bgra8_to_rgba(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[0::4], out[2::4] = data[2::4], data[0::4]
+    return bytes(out)
 
 
 def run_panel_job(
@@ -143,11 +171,17 @@ def run_panel_job(
     """Run Krita once with the automation job; returns its report (asserting it finished).
 
     ``image``: "png" (the source PNG), "ora" (OpenRaster with an offset layer on top; ``source`` is
-    then the visible composite) or "gray" (an 8-bit grayscale PNG, which the panel must refuse).
+    then the visible composite), "gray" (an 8-bit grayscale PNG, which the panel must refuse) or
+    "layer8" / "layer16" (host_common's 203x141 layer with holes, to be put on a larger canvas with
+    ``canvas=[w, h, x, y]``; nothing is warmed, ``source`` is the PNG's bytes).
     """
     work = home.host / name
     work.mkdir()
-    if image == "ora":
+    if image in ("layer8", "layer16"):
+        image_file = work / "source.png"
+        write_png(image_file, layer_picture8() if image == "layer8" else layer_picture16())
+        source, endpoint = image_file.read_bytes(), endpoint or daemon.endpoint
+    elif image == "ora":
         image_file, source = work / "source.ora", make_layered_ora(work / "source.ora")
     elif image == "gray":
         image_file, source = work / "source.png", make_gray_png(work / "source.png")
@@ -171,9 +205,12 @@ def run_panel_job(
         'in_root "$KHOME" timeout -k 10 400 xvfb-run -a -s "-screen 0 ${KSCREEN}" krita --nosplash'
     )
     t0 = time.monotonic()
-    done = lib_sh(snippet, env, timeout=430)
-    if "could not connect to display" in done.stdout + done.stderr and not (out / "result.json").exists():
-        done = lib_sh(snippet, env, timeout=430)  # Xvfb lost a start-up race (seen once under load): retry once
+    done = lib_sh(home.root, snippet, env, timeout=430)
+    lost_display = ("could not connect to display", "no Qt platform plugin could be initialized")
+    if any(text in done.stdout + done.stderr for text in lost_display) and not (out / "result.json").exists():
+        # Xvfb lost a start-up race (seen under load, and when two roots' Xvfb pick the same display
+        # number: each chroot has its own /tmp for xvfb-run -a's lock files): retry once
+        done = lib_sh(home.root, snippet, env, timeout=430)
     seconds = time.monotonic() - t0
     log = done.stdout + done.stderr
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -192,7 +229,8 @@ def run_panel_job(
     return Run(report, out, source, shot, seconds)
 
 
-def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None,
+              ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:  # fmt: skip
     """(source layer before, source layer after, new layer), checking the new one sits right above."""
     # Krita lists the global selection as a top-level "selectionmask" node: not a layer.
     before = [layer for layer in run.report["layers_before"] if layer["type"] != "selectionmask"]
@@ -201,7 +239,7 @@ def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[
     index = next(layer["index"] for layer in before if layer["name"] == run.report["active_node"])
     new = after[[layer["index"] for layer in after].index(index) + 1]
     assert new["name"] == f"SINE: {settings['prompt']} (seed {settings['seed']})"
-    assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    assert new["type"] == "paintlayer" and new["bounds"] == (bounds or [0, 0, WIDTH, HEIGHT])
     # One undo step removes the result entirely: it was added as a single step.
     assert [name for name in run.report["layers_after_undo"] if name != "Selection Mask"] == [
         layer["name"] for layer in before
@@ -210,7 +248,10 @@ def new_layer(run: Run, settings: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 
 def test_docker_edit_in_real_krita(krita_home, sine_daemon):
-    run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS)
+    """The whole edit on a 1280x768 screen, Advanced open; the docker must fit and show everything."""
+    docker_shot = krita_home.host / "docker-768.png"
+    run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
+                        docker_shot=krita_home.inside(docker_shot))  # fmt: skip
     report = run.report
     assert report["connection"].startswith("daemon ") and " on cpu" in report["connection"].lower()
     # Krita's event loop kept running while the daemon worked (the 50 ms poll timer never starved).
@@ -242,6 +283,21 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     with Image.open(run.shot) as im:
         assert im.width >= 800 and im.height >= 600
     shutil.copyfile(run.shot, ARTIFACTS / "krita-panel.png")
+
+    # The docker fits the 768-px screen; everything in it can be scrolled into view; narrow is fine.
+    docker = report["docker"]
+    assert docker["screen"] == [1280, 768]
+    x, y, w, h = docker["dock"]
+    assert y >= 0 and y + h <= 768, docker
+    assert docker["scroll_area"] and docker["viewport_height"] + docker["scroll_max"] >= docker["panel"][1]
+    for name, part in docker["parts"].items():
+        assert part["visible"] and part["bottom"] <= docker["panel"][1], (name, docker)
+    assert docker["panel_min_width"] <= 260, docker  # usable at Krita's narrow docker width
+    assert report["docker_shot"] is True
+    with Image.open(docker_shot) as im:
+        assert im.height == max(h, docker["panel"][1]) and im.width >= 3 * 150
+    if krita_home.root.name == "trixie":  # the picture in the docs: regenerated by this test
+        shutil.copyfile(docker_shot, DOCS_IMAGES / "krita-docker-768.png")
 
 
 def test_selection_edit_in_real_krita(krita_home, sine_daemon):
@@ -275,7 +331,7 @@ def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
     assert square["bounds"] == list(SQUARE)  # the offset layer kept its place
 
     # The panel sent the visible composite (what Krita shows), not the active layer alone.
-    assert (run.out / "before-visible.rgba").read_bytes() == run.source
+    assert bgra8_to_rgba((run.out / "before-visible.raw").read_bytes()) == run.source
     _, src_after, new = new_layer(run, settings)
     assert run.raw(new) == daemon_edit(sine_daemon, run.source, settings).image.data
     # Neither source layer changed.
@@ -298,8 +354,44 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     report = run.report
     assert report["connection"].startswith("not connected: daemon not reachable")
     assert report["start_button_shown"] is True
-    assert "8-bit RGBA" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
+    assert "RGBA images of 8 or 16 bits" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
     assert [layer["name"] for layer in report["layers_after"]] == [layer["name"] for layer in report["layers_before"]]
+
+
+LAYER_SETTINGS = {**SETTINGS, "prompt": "make it red", "seed": 4, "steps": 2, "finetune_steps": 1}
+
+
+@pytest.mark.parametrize("name, bits, select", [("u8-whole", 8, False), ("u8-select", 8, True),
+                                                ("u16-select", 16, True)])  # fmt: skip
+def test_an_offset_layer_smaller_than_the_canvas(krita_home, sine_daemon, name, bits, select):
+    """203x141 at (37, 59) on 1001x777 (odd sizes, with and without a selection reaching past the
+    layer, 8 and 16 bits): a new layer of the source's bounds, its alpha, the source outside the
+    selection at the image's precision; one undo removes it."""
+    x0, y0, w, h = LAYER_BOX
+    run = run_panel_job(krita_home, sine_daemon, f"layer-{name}", LAYER_SETTINGS, image=f"layer{bits}",
+                        selection=list(SELECT_BOX) if select else None, canvas=[*CANVAS, x0, y0])  # fmt: skip
+    report = run.report
+    assert report["canvas"] == list(CANVAS)
+    before, after, new = new_layer(run, LAYER_SETTINGS, bounds=[x0, y0, w, h])
+    assert before["bounds"] == [x0, y0, w, h] and before["depth"] == ("U16" if bits == 16 else "U8")
+    assert new["depth"] == before["depth"]
+    if select:  # the selection mask node is dumped too (one byte a pixel: 777,777 bytes)
+        mask = (run.out / "selection.a8").read_bytes()
+        assert len(mask) == CANVAS[0] * CANVAS[1]
+
+    expected = layer_picture16() if bits == 16 else layer_picture8()
+    source_before, source_after, result = run.pixels(before), run.pixels(after), run.pixels(new)
+    for canvas_pixels in (source_before, source_after, result):  # nothing outside the layer's rectangle
+        outside_box = np.ones(canvas_pixels.shape[:2], bool)
+        outside_box[y0 : y0 + h, x0 : x0 + w] = False
+        assert not canvas_pixels[outside_box].any()
+    src, res = source_after[y0 : y0 + h, x0 : x0 + w], result[y0 : y0 + h, x0 : x0 + w]
+    assert np.array_equal(src, expected) and np.array_equal(source_before, source_after)
+    assert np.array_equal(res[..., 3], expected[..., 3]), f"{int((res[..., 3] != expected[..., 3]).sum())} alpha differ"
+    differ = (res != expected).any(axis=2)
+    inside = selection_in_layer() if select else np.ones((h, w), bool)
+    assert int(differ[~inside].sum()) == 0, f"{int(differ[~inside].sum())} pixels outside the selection changed"
+    assert differ[inside & (expected[..., 3] > 0)].mean() > 0.5, "the edit changed (almost) nothing"
 
 
 def daemon_edits(daemon, source: bytes, settings: dict[str, Any]) -> list[bytes]:

@@ -53,10 +53,11 @@ class Node:
         self._doc = doc
         self._name = name
         self._type = node_type
-        self._pixels = bytearray(doc.width() * doc.height() * 4)  # BGRA, canvas-sized
+        self.color = (doc.colorModel(), doc.colorDepth())
+        self._ps = 4 * {"U16": 2, "F16": 2, "F32": 4}.get(self.color[1], 1)  # bytes a pixel
+        self._pixels = bytearray(doc.width() * doc.height() * self._ps)  # BGRA, canvas-sized
         self._parent: Node | None = None
         self._children: list[Node] = []
-        self.color = (doc.colorModel(), doc.colorDepth())
 
     def name(self) -> str:
         return self._name
@@ -94,15 +95,16 @@ class Node:
 
     def bounds(self) -> QRect:
         w, h = self._doc.width(), self._doc.height()
-        filled = [i for i in range(w * h) if self._pixels[4 * i + 3]]
+        ps, a = self._ps, 3 * self._ps // 4
+        filled = [i for i in range(w * h) if any(self._pixels[ps * i + a : ps * (i + 1)])]
         if not filled:
             return QRect()
         xs, ys = [i % w for i in filled], [i // w for i in filled]
         return QRect(min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
 
     def pixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
-        cw, ch = self._doc.width(), self._doc.height()
-        out = bytearray(w * h * 4)
+        cw, ch, ps = self._doc.width(), self._doc.height(), self._ps
+        out = bytearray(w * h * ps)
         for row in range(h):
             sy = y + row
             if not 0 <= sy < ch:
@@ -110,21 +112,22 @@ class Node:
             for col in range(w):
                 sx = x + col
                 if 0 <= sx < cw:
-                    o, s = 4 * (row * w + col), 4 * (sy * cw + sx)
-                    out[o : o + 4] = self._pixels[s : s + 4]
+                    o, s = ps * (row * w + col), ps * (sy * cw + sx)
+                    out[o : o + ps] = self._pixels[s : s + ps]
         return bytes(out)
 
     def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
         data = bytes(data)
-        if len(data) != w * h * 4:
+        ps = self._ps
+        if len(data) != w * h * ps:
             raise ValueError("setPixelData: wrong buffer size")
         cw, ch = self._doc.width(), self._doc.height()
         for row in range(h):
             for col in range(w):
                 sx, sy = x + col, y + row
                 if 0 <= sx < cw and 0 <= sy < ch:
-                    s, o = 4 * (row * w + col), 4 * (sy * cw + sx)
-                    self._pixels[o : o + 4] = data[s : s + 4]
+                    s, o = ps * (row * w + col), ps * (sy * cw + sx)
+                    self._pixels[o : o + ps] = data[s : s + ps]
         if self.attached():
             self._doc.history.append(("pixels", self._name))
         return True

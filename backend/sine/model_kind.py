@@ -1,0 +1,82 @@
+"""What a Stable Diffusion model is (SD1 / SD2 / SDXL, ε or v, native size), whether SINE can
+edit with it, and the scheduler settings SINE forces on it.
+
+Read from the components' configs only, so `sine doctor` can tell without loading any weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .errors import BadModel
+
+log = logging.getLogger("sine.models")
+
+PREDICTIONS = {"epsilon": "ε-prediction", "v_prediction": "v-prediction"}
+
+# The paper's sampler (docs/design.md §7.3): DDIM, leading spacing, steps_offset 1, no alpha-to-one, and
+# nothing that bends the latents: no clipping to [-1, 1] (DDIM's default when a config omits the key)
+# and no dynamic thresholding, both meant for pixel-space models.
+SCHEDULER_SETTINGS: dict[str, object] = {
+    "clip_sample": False,
+    "thresholding": False,
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+}
+_DDIM_DEFAULTS = {"clip_sample": True, "thresholding": False, "timestep_spacing": "leading", "steps_offset": 0,
+                  "set_alpha_to_one": True}
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """family: SD1 | SD2 | SDXL; prediction: epsilon | v_prediction; size: native side in pixels."""
+
+    family: str
+    prediction: str
+    size: int
+
+    def describe(self) -> str:
+        return f"{self.family}, {PREDICTIONS.get(self.prediction, self.prediction)}, {self.size} px"
+
+
+def model_kind(unet_config: dict, scheduler_config: dict, text_config: dict | None, vae_scale: int) -> ModelKind:
+    """SDXL: the UNet takes text_time added conditioning; SD2: OpenCLIP's text encoder (gelu, where
+    SD1's CLIP ViT-L uses quick_gelu); else SD1."""
+    if unet_config.get("addition_embed_type") == "text_time":
+        family = "SDXL"
+    elif (text_config or {}).get("hidden_act") == "gelu":
+        family = "SD2"
+    else:
+        family = "SD1"
+    size = int(unet_config.get("sample_size", 64)) * vae_scale
+    return ModelKind(family, str(scheduler_config.get("prediction_type", "epsilon")), size)
+
+
+def check_usable(unet_config: dict, scheduler_config: dict, where: str) -> None:
+    """Refuse, with what to do instead, the models SINE cannot edit with."""
+    channels = int(unet_config.get("in_channels", 4))
+    if channels != 4:
+        what = "an inpainting model" if channels == 9 else f"a UNet with {channels} input channels"
+        raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model (4 latent channels): "
+                       "use the base (non-inpainting) version of this checkpoint")
+    prediction = scheduler_config.get("prediction_type", "epsilon")
+    if prediction not in PREDICTIONS:
+        raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon) and v-prediction "
+                       "(v_prediction) models only")
+
+
+def forced_scheduler_config(config: dict, where: str = "model") -> tuple[dict, list[str]]:
+    """(`config` with SCHEDULER_SETTINGS forced, what changed); every change is logged (a missing key
+    counts as DDIM's default, e.g. clip_sample=True)."""
+    out = dict(config)
+    changed = []
+    for key, value in SCHEDULER_SETTINGS.items():
+        old = config.get(key, _DDIM_DEFAULTS[key])
+        if old != value:
+            changed.append(f"{key}: {old!r}{'' if key in config else ' (unset)'} -> {value!r}")
+        out[key] = value
+    if changed:
+        log.info("%s: scheduler settings overridden for SINE: %s", where, "; ".join(changed))
+    return out, changed

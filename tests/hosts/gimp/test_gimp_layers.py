@@ -1,0 +1,128 @@
+"""A painter's layer in real GIMP (3.0 in trixie, 3.2 in sid) against the real daemon.
+
+A 203x141 layer with transparent holes and a band of partial alpha sits at (37, 59) on a 1001x777
+canvas, at 8 and at 16 bits a channel. Edited with and without a marquee that reaches past the
+layer, the result must be a layer of the source's size at its offsets, with its alpha, equal to the
+source (at the image's own precision) outside the selection; one Edit > Undo in GIMP's window removes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from host_common import (
+    CANVAS,
+    LAYER_BOX,
+    SELECT_BOX,
+    layer_picture8,
+    layer_picture16,
+    selection_in_layer,
+    write_png,
+)
+
+pytestmark = [pytest.mark.hosts, pytest.mark.slow]
+
+ARGS = {"prompt": "a red circle", "subject": "shape", "seed": 3, "steps": 2, "finetune-steps": 1}
+NAME = "SINE: a red circle (seed 3)"
+# name: (bits, selection)
+CASES = {"u8-whole": (8, False), "u8-select": (8, True), "u16-select": (16, True)}
+
+
+@pytest.fixture(scope="module")
+def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
+    """One GIMP GUI session (Xvfb) editing every case; each then presses Edit > Undo once."""
+    work = gimp_home.host / "work" / "layers"
+    work.mkdir(parents=True, exist_ok=True)
+    write_png(work / "layer8.png", layer_picture8())
+    write_png(work / "layer16.png", layer_picture16())
+    x0, y0, _, _ = LAYER_BOX
+    cases = []
+    for name, (bits, select) in CASES.items():
+        case = {"name": name, "input": gimp_home.inside(work / f"layer{bits}.png"),
+                "out": gimp_home.inside(work / name), "canvas": [*CANVAS, x0, y0], "args": ARGS,
+                "display": True, "undo_after": True,
+                "dump_format": "R'G'B'A u16" if bits == 16 else None}  # fmt: skip
+        if select:
+            case["select"] = list(SELECT_BOX)
+        cases.append(case)
+    cases.append({"name": "off-layer", "input": gimp_home.inside(work / "layer8.png"),
+                  "out": gimp_home.inside(work / "off-layer"), "canvas": [*CANVAS, x0, y0], "args": ARGS,
+                  "select": [700, 600, 200, 100]})  # fmt: skip  (right of and below the layer)
+    run = run_gimp(gimp_home, cases, daemon_env, windows=True)
+    print(f"GIMP GUI session ({len(cases)} cases, {gimp_home.root.name}): {run.wall_s:.1f} s")
+    assert run.returncode == 0, run.log[-4000:]
+    return {c["name"]: work / c["name"] for c in cases}
+
+
+def _record(out: Path) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def _pixels(out: Path, index: int, bits: int) -> np.ndarray:
+    _, _, w, h = LAYER_BOX
+    if bits == 16:
+        return np.frombuffer((out / f"layer-{index}.native").read_bytes(), "<u2").reshape(h, w, 4)
+    return np.frombuffer((out / f"layer-{index}.rgba").read_bytes(), np.uint8).reshape(h, w, 4)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_result_is_a_layer_of_the_sources_size_at_its_offsets(layer_session, name) -> None:
+    record = _record(layer_session[name])
+    assert record["status"] == "success", record["message"]
+    assert record["canvas"] == list(CANVAS)
+    x0, y0, w, h = LAYER_BOX
+    new, source = record["layers"]
+    assert new["name"] == NAME and record["returned_layer"] == NAME
+    assert new["size"] == [w, h] and new["offsets"] == [x0, y0], new
+    assert source["size"] == [w, h] and source["offsets"] == [x0, y0]
+    bits = CASES[name][0]
+    assert record["precision"] == ("u16-non-linear" if bits == 16 else "u8-non-linear")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_alpha_is_the_sources_and_the_source_is_untouched(layer_session, name) -> None:
+    bits, _ = CASES[name]
+    expected = layer_picture16() if bits == 16 else layer_picture8()
+    result, source = _pixels(layer_session[name], 0, bits), _pixels(layer_session[name], 1, bits)
+    assert np.array_equal(source, expected)
+    assert np.array_equal(result[..., 3], expected[..., 3]), (
+        f"{int((result[..., 3] != expected[..., 3]).sum())} alpha values differ"
+    )
+    assert int((result[..., 3] == 0).sum()) == int((expected[..., 3] == 0).sum()) == 2800
+
+
+@pytest.mark.parametrize("name", [n for n, (_, select) in CASES.items() if select])
+def test_outside_the_selection_the_result_is_the_source_at_its_own_precision(layer_session, name) -> None:
+    bits, _ = CASES[name]
+    expected = layer_picture16() if bits == 16 else layer_picture8()
+    result = _pixels(layer_session[name], 0, bits)
+    inside = selection_in_layer()
+    differ = (result != expected).any(axis=2)
+    assert int(differ[~inside].sum()) == 0, f"{int(differ[~inside].sum())} pixels outside the selection changed"
+    opaque_inside = inside & (expected[..., 3] > 0)
+    assert differ[opaque_inside].mean() > 0.5, "the edit changed (almost) nothing inside the selection"
+
+
+@pytest.mark.parametrize("name", ["u8-whole"])
+def test_without_selection_the_whole_layer_is_edited(layer_session, name) -> None:
+    bits, _ = CASES[name]
+    expected = layer_picture16() if bits == 16 else layer_picture8()
+    result = _pixels(layer_session[name], 0, bits)
+    opaque = expected[..., 3] > 0
+    assert (result != expected).any(axis=2)[opaque].mean() > 0.5
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_one_undo_removes_the_result(layer_session, name) -> None:
+    record = _record(layer_session[name])
+    assert record["layers_after_undo"] == [layer["name"] for layer in record["layers"][1:]], record
+
+
+def test_a_selection_that_misses_the_layer_is_refused(layer_session) -> None:
+    record = _record(layer_session["off-layer"])
+    assert record["status"] == "execution-error"
+    assert "does not cover any pixel of the layer" in record["message"]
+    assert len(record["layers"]) == 1
