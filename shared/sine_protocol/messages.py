@@ -15,6 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .defaults import (
+    FINETUNE_METHODS,
+    GUIDANCE_RANGE,
+    K_RANGE,
+    MAX_COUNT,
+    START_MODES,
+    STEPS_RANGE,
+    STYLE,
+    STYLES,
+    V_RANGE,
+)
 from .errors import (
     BAD_REPLY,
     BAD_REQUEST,
@@ -65,10 +76,6 @@ REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRE
 FINAL_TYPES: frozenset[str] = frozenset({RESULT, ERROR, CANCELLED})
 
 PHASES: tuple[str, ...] = ("queued", "loading", "finetune", "sample", "decode")
-STYLES: tuple[str, ...] = ("photo", "painting")
-FINETUNE_METHODS: tuple[str, ...] = ("lora", "full")
-START_MODES: tuple[str, ...] = ("noise", "inversion")  # where sampling starts (see sine.start)
-MAX_COUNT = 8  # results per edit request
 
 BLOB_ROLES: frozenset[str] = frozenset({"image", "mask", "preview", "style"})
 _BLOB_KEYS = frozenset({"role", "format", "width", "height", "compression"})
@@ -415,7 +422,7 @@ def _parse_edit(
         raise check.fail("edit needs a prompt")
     prompt = check.string(header["prompt"], "prompt", limits.max_prompt_chars, nonempty=True)
     subject = check.string(header.get("subject", ""), "subject", limits.max_prompt_chars)
-    style = check.choice(header.get("style", "photo"), "style", STYLES)
+    style = check.choice(header.get("style", STYLE), "style", STYLES)
     seed = check.integer(header.get("seed", 0), "seed", 0, 2**32 - 1)
 
     sampling: dict[str, Any] = {}
@@ -423,13 +430,13 @@ def _parse_edit(
         raw = check.obj(header["sampling"], "sampling",
                         {"steps", "w", "v", "k", "strength", "start", "style_weight", "content_weight"})
         if "steps" in raw:
-            sampling["steps"] = check.integer(raw["steps"], "sampling.steps", 1, 1000)
+            sampling["steps"] = check.integer(raw["steps"], "sampling.steps", *STEPS_RANGE)
         if "w" in raw:
-            sampling["w"] = check.number(raw["w"], "sampling.w", 0.0, 50.0)
+            sampling["w"] = check.number(raw["w"], "sampling.w", *GUIDANCE_RANGE)
         if "v" in raw:
-            sampling["v"] = check.number(raw["v"], "sampling.v", 0.0, 1.0)
+            sampling["v"] = check.number(raw["v"], "sampling.v", *V_RANGE)
         if "k" in raw:
-            sampling["k"] = check.integer(raw["k"], "sampling.k", 0, 1000)
+            sampling["k"] = check.integer(raw["k"], "sampling.k", *K_RANGE)
         if "strength" in raw:
             sampling["strength"] = check.number(raw["strength"], "sampling.strength", 0.0, 1.0)
             if sampling["strength"] <= 0.0:

@@ -100,7 +100,7 @@ def test_starting_the_daemon_shows_progress_with_cancel(gimp_home, run_gimp, clo
     assert run.returncode == 0, run.log[-4000:]
     record = json.loads((work / "start-cancel" / "result.json").read_text())
     assert record["status"] == "cancel", record
-    assert record["message"].startswith("Stopped waiting for the SINE daemon"), record["message"]
-    assert record["elapsed_s"] < 60, record  # not the 120 s wait
-    assert "see " not in record["message"]  # the log path is for failures only
+    said = [line for line in run.log.splitlines() if line.startswith("sine-gimp: ")]  # GIMP drops a CANCEL's text
+    assert said == ["sine-gimp: Stopped waiting for the SINE daemon to start (it may still be starting)."], said
+    assert record["elapsed_s"] < 60, record  # the window's Cancel ended the wait, not the 120 s timeout
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
