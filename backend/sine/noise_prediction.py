@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sine_protocol import defaults
+
 from .compiled import unet_call
 from .errors import BadInput
 from .finetune import FineTuned
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
     from .sampler import SamplingSettings
 
 Region = tuple[int, int, int, int]  # (y, x, h, w) in latent cells
-DEFAULT_STYLE_WEIGHT = 0.3  # β of the style model in multi-model guidance
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ def content_and_style_guides(content: FineTuned, style: FineTuned, settings: Sam
                              content_weight: float | None = None,
                              style_weight: float | None = None) -> list[FinetunedGuide]:
     """The paper's multi-model guidance: content from one fine-tuned model (β₁, default 1 − v), style from a
-    second (β₂, default `DEFAULT_STYLE_WEIGHT`), both for t ≥ K; the pre-trained edit score keeps 1 − β₁ − β₂."""
+    second (β₂, default `defaults.STYLE_WEIGHT`), both for t ≥ K; the pre-trained edit score keeps 1 − β₁ − β₂."""
     c = 1.0 - settings.v if content_weight is None else content_weight
-    st = DEFAULT_STYLE_WEIGHT if style_weight is None else style_weight
+    st = defaults.STYLE_WEIGHT if style_weight is None else style_weight
     if not (0.0 <= c and 0.0 <= st and c + st <= 1.0):
         raise BadInput(f"content weight {c} and style weight {st} must be ≥ 0 and add up to at most 1")
     return [FinetunedGuide(content, Guide(c, settings.k, 10_000)), FinetunedGuide(style, Guide(st, settings.k, 10_000))]
@@ -88,12 +89,11 @@ class NoisePredictor:
             if settings.finetuned_prompt is None:
                 self.ft_states.append(g.model.encode_source())
             else:
-                ids = base.tokenize([settings.finetuned_prompt])
-                self.ft_states.append(g.model.text_encoder(ids)[0].to(g.model.unet.dtype))
+                self.ft_states.append(g.model.encode_prompts([settings.finetuned_prompt]))
         self._pe_cache: dict[tuple, torch.Tensor] = {}
         if settings.finetuned_only and guides:
             model = guides[0].model
-            self.ft_uncond = model.text_encoder(base.tokenize([""]))[0].to(base.dtype)
+            self.ft_uncond = model.encode_prompts([""]).to(base.dtype)
 
     def predict(self, regions: list[torch.Tensor], tiles: list[Region], t: int, t_unet: int | None = None) -> Scores:
         """The scores at step t; the UNets get timestep `t_unet` (default t), the noise level of these regions."""

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from PIL import Image
 
+from sine_protocol import defaults
+
 from .errors import BadInput, Cancelled
 from .finetune import FineTuned
 from .images import check_size, to_pil
@@ -35,16 +37,14 @@ ProgressFn = Callable[[int, int, PreviewFn], None]
 StopFn = Callable[[], bool]
 NoiseFn = Callable[[torch.Tensor, int], torch.Tensor]  # (z_t, t) -> ε
 
-MAX_COUNT = 8  # results per press
-
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    steps: int = 100
-    guidance: float = 7.5  # w
-    v: float = 0.7  # weight of the pre-trained model's conditional score while t ≥ K
-    k: int = 400
-    seed: int = 0
+    steps: int = defaults.STEPS
+    guidance: float = defaults.GUIDANCE  # w
+    v: float = defaults.V  # weight of the pre-trained model's conditional score while t ≥ K
+    k: int = defaults.K
+    seed: int = defaults.SEED
     strategy: str = "auto"  # auto | single | tiled | upscale | refine (see `large_canvas.plan_strategy`)
     working_size: int | None = None  # px; None: 2× the model's size for SD-sized models, else its own size
     tile_size: int | None = None  # px; None: the model's own training size (where the pre-trained model is good)
@@ -54,8 +54,8 @@ class SamplingSettings:
     finetuned_prompt: str | None = None  # None: the source prompt ĉ (the paper); set for ablations
     finetuned_only: bool = False  # baseline: plain CFG on the (first) fine-tuned model alone, no pre-trained score
     whole_view: bool = True  # tiles: layout from SINE on the whole picture at the model's size, detail from the tiles
-    strength: float = 1.0  # share of the steps run, from the source noised to that level (1: pure noise; sine.start)
-    start: str = "noise"  # noise | inversion: random noise, or the source's own noise by DDIM inversion
+    strength: float = defaults.STRENGTH  # share of the steps run, from the source noised to that level (1: pure noise; sine.start)
+    start: str = defaults.START  # noise | inversion: random noise, or the source's own noise by DDIM inversion
     batch: int = 4  # results sampled together in one UNet batch (one-latent plans; tiles go one by one)
 
 
@@ -132,13 +132,14 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
 
 def _check(s: SamplingSettings, width: int, height: int, count: int, source: Image.Image | None) -> None:
     check_size(width, height)
-    if not 1 <= s.steps <= 1000:
-        raise BadInput(f"steps must be 1..1000, not {s.steps}")
+    low, high = defaults.STEPS_RANGE
+    if not low <= s.steps <= high:
+        raise BadInput(f"steps must be {low}..{high}, not {s.steps}")
     if not 0.0 < s.refine_strength <= 1.0:
         raise BadInput(f"refine strength must be in (0, 1], not {s.refine_strength}")
     check_start(s.strength, s.start)
-    if not 1 <= count <= MAX_COUNT:
-        raise BadInput(f"count must be 1..{MAX_COUNT}, not {count}")
+    if not 1 <= count <= defaults.MAX_COUNT:
+        raise BadInput(f"count must be 1..{defaults.MAX_COUNT}, not {count}")
     if s.start == "inversion" and count > 1:
         raise BadInput("the inversion start is deterministic (every seed gives the same picture): ask for one result")
     if needs_source(s.strength, s.start) and source is None:
