@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from sine.finetune import FinetuneSettings, finetune
-from sine.sampler import SamplingSettings, plan_strategy, sample_edit
+from sine.large_canvas import plan_strategy
+from sine.sampler import SamplingSettings, sample_edit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import (  # noqa: E402

@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = {
-    # torch's own default: one thread per usable core, OpenMP's default (spinning) wait policy
-    "torch_default": {"SINE_THREADS": str(len(os.sched_getaffinity(0))), "OMP_WAIT_POLICY": None},
+CORES = str(len(os.sched_getaffinity(0)))
+ARMS = {  # environment of each arm ("" = set but empty: OpenMP ignores it and `sine` does not override it)
+    # torch's thread default (one per usable core), OpenMP threads spinning while they wait
+    "active_all_cores": {"SINE_THREADS": CORES, "OMP_WAIT_POLICY": "ACTIVE"},
+    # torch's thread default, OpenMP's own wait default (libgomp: spin a while, then sleep)
+    "default_all_cores": {"SINE_THREADS": CORES, "OMP_WAIT_POLICY": ""},
     # what `sine` does now (devices.py): threads from the free cores, passive waiting
-    "graceful": {"SINE_THREADS": None, "OMP_WAIT_POLICY": None, "_graceful": "1"},
+    "graceful": {},
 }
 
 
@@ -36,11 +39,7 @@ def run_once(arm: str, ft_steps: int, steps: int) -> float:
                                                             "MKL_NUM_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "backend"), str(ROOT / "shared")])
     env["HF_HUB_OFFLINE"] = "1"
-    for key, value in ARMS[arm].items():
-        if value is not None and not key.startswith("_"):
-            env[key] = value
-    if arm == "torch_default":
-        env["OMP_WAIT_POLICY"] = "ACTIVE"  # what OpenMP does when nobody asks (sine.cli sets PASSIVE otherwise)
+    env.update(ARMS[arm])
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "sine.cli", "demo", "--out", out, "--method", "lora",
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--neighbours", type=int, default=1, help="CPU-bound processes beside the run")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=["default_all_cores", "graceful"], choices=list(ARMS))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     runs: list[dict] = []

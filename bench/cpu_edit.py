@@ -45,7 +45,7 @@ def run_once(picture: Path, out: Path, state: Path, extra: list[str]) -> dict:
     done_s, estimate_s, before_s, to_go_s, work_s = map(float, m.groups())
     return {
         "printed_estimate": printed,
-        "notes": [line for line in lines if line.startswith(("note:", "CPU:", "measuring"))],
+        "notes": [line for line in lines if line.startswith(("note:", "fast CPU settings", "measuring"))],
         "estimate_s": estimate_s,
         "wall_s": round(wall, 1),
         "ratio_wall_to_estimate": round(wall / estimate_s, 2),

@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,12 +33,11 @@ for sub in ("backend", "shared"):
 
 from sine.cache import WeightCache  # noqa: E402
 from sine.finetune import (  # noqa: E402
-    CONV_3X3_TARGETS,
     UNET_LORA_TARGETS,
     FinetuneSettings,
-    _lora_config,
     _save_tensors,
     _unet_lora_state,
+    add_unet_lora,
 )
 
 SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json, the fields that set the shapes
@@ -66,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     s = FinetuneSettings(patch=True).resolved()
-    rank = args.rank or s.lora_rank
-    conv_rank = args.conv_rank or s.lora_conv_rank or rank
+    s = replace(s, lora_rank=args.rank or s.lora_rank)
+    s = replace(s, lora_conv_rank=args.conv_rank or s.lora_conv_rank or s.lora_rank)
+    rank, conv_rank = s.lora_rank, s.lora_conv_rank
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET)
-    unet.add_adapter(_lora_config(rank, UNET_LORA_TARGETS, {n: conv_rank for n in CONV_3X3_TARGETS}))
+    add_unet_lora(unet, s)
     for name, param in unet.named_parameters():
         if "lora_" in name:
             param.data.normal_(0, 0.01)

@@ -119,7 +119,8 @@ def sampling_work(base: BaseModel, width: int, height: int, settings: SamplingSe
     from dataclasses import replace
 
     from .guidance import single_model_guides
-    from .sampler import plan_strategy, timesteps_for
+    from .large_canvas import plan_strategy
+    from .sampler import timesteps_for
     from .start import first_step, needs_source
 
     f = base.vae_scale_factor

@@ -23,6 +23,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
+from sine_protocol import defaults
+
 from .devices import finetuned_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
@@ -36,7 +38,7 @@ from .xl import crop_time_ids, size_conditioning
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
 
-ARTIFACT_FORMAT = 2  # 2: LoRA on the ResNet convolutions and time projections too
+ARTIFACT_FORMAT = 3  # 2: LoRA on the ResNet convolutions and time projections too; 3: their 3x3 ones at rank 4
 # Attention alone (format 1) could not make the demo model reproduce its source (see bench/quality.py):
 # the layout and colours live in the ResNet blocks.
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
@@ -48,19 +50,21 @@ CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x
 class FinetuneSettings:
     """How to adapt to one image. `None` fields take the recipe's defaults (see `resolved`)."""
 
-    method: str = "lora"
+    method: str = defaults.METHOD
     steps: int | None = None
     patch: bool = True
     positional: bool | None = None  # default: on with patches, off without
-    style: str = "photo"  # photo → bilinear PE resize, painting → nearest
+    style: str = defaults.STYLE  # photo → bilinear PE resize, painting → nearest
     lr: float | None = None
     weight_decay: float = 0.01
     lora_rank: int = 8
-    lora_conv_rank: int | None = None  # rank of the 3x3 ResNet convolutions' adapters (None: lora_rank)
+    # Rank of the 3x3 ResNet convolutions' adapters (None: lora_rank). 4 keeps an SD1.5 entry at 8.5 MB
+    # (12.4 MB at 8) with no loss on the quality benchmark's subset (docs/results/cpu/lora_conv_rank_quality.json).
+    lora_conv_rank: int | None = 4
     train_text_encoder: bool | None = None
     train_conv_in: bool | None = None  # LoRA: also train conv_in fully (default: when the PE is on)
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
-    whole_view: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
+    whole_image_share: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
     seed: int = 0
 
@@ -76,7 +80,8 @@ class FinetuneSettings:
             steps=self.steps if self.steps is not None else (r.patch_steps if self.patch else r.steps),
             positional=positional,
             lr=self.lr if self.lr is not None else r.lr,
-            whole_view=(r.whole_view if self.patch else 0.0) if self.whole_view is None else self.whole_view,
+            whole_image_share=((r.whole_image_share if self.patch else 0.0) if self.whole_image_share is None
+                               else self.whole_image_share),
             train_text_encoder=r.train_text_encoder if self.train_text_encoder is None else self.train_text_encoder,
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
         )
@@ -110,10 +115,15 @@ class FineTuned:
     @torch.no_grad()
     def encode_source(self) -> torch.Tensor:
         """ĉ: the source prompt through the fine-tuned text encoder."""
-        if self.base.is_xl:  # both encoders, pooled embedding packed (see `xl`); SDXL's stay frozen
-            return self.base.encode_prompts([self.source_prompt]).to(self.unet.dtype)
-        ids = self.base.tokenize([self.source_prompt])
-        return self.text_encoder(ids)[0].to(self.unet.dtype)
+        return self.encode_prompts([self.source_prompt])
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompts through the fine-tuned text encoder, in the fine-tuned UNet's dtype (SDXL: both
+        frozen encoders, pooled embedding packed, see `xl`)."""
+        if self.base.is_xl:
+            return self.base.encode_prompts(prompts).to(self.unet.dtype)
+        return self.text_encoder(self.base.tokenize(prompts))[0].to(self.unet.dtype)
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
@@ -145,7 +155,10 @@ class FineTuned:
             raise BadInput(f"{folder} holds no fine-tuned weights ({exc.__class__.__name__})") from None
         if meta.get("format") != ARTIFACT_FORMAT:
             raise BadInput(f"{folder}: unknown artifact format {meta.get('format')!r}")
-        settings = FinetuneSettings(**meta["settings"])
+        saved = dict(meta["settings"])
+        if "whole_view" in saved:  # artifacts written before the rename
+            saved["whole_image_share"] = saved.pop("whole_view")
+        settings = FinetuneSettings(**saved)
         unet, text_encoder = _trainable_copies(base, settings)
         if settings.method == "lora":
             _load_lora(unet, folder / "unet_lora.safetensors", base, conv_in=settings.train_conv_in)
@@ -223,8 +236,7 @@ def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DCondi
         if s.train_text_encoder:
             text_encoder.float().requires_grad_(True)
     else:
-        conv_rank = s.lora_rank if s.lora_conv_rank is None else s.lora_conv_rank
-        unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS, {name: conv_rank for name in CONV_3X3_TARGETS}))
+        add_unet_lora(unet, s)
         _lora_params_fp32(unet)
         if s.train_conv_in:  # the PE is added right after conv_in: let the first layer make room for it
             unet.conv_in.float().requires_grad_(True)
@@ -232,6 +244,12 @@ def _trainable_copies(base: BaseModel, s: FinetuneSettings) -> tuple[UNet2DCondi
             text_encoder = inject_adapter_in_model(_lora_config(s.lora_rank, TEXT_LORA_TARGETS), text_encoder)
             _lora_params_fp32(text_encoder)
     return unet, text_encoder
+
+
+def add_unet_lora(unet: UNet2DConditionModel, s: FinetuneSettings) -> None:
+    """The recipe's LoRA adapters on `unet` (targets, rank, the 3x3 convolutions' own rank)."""
+    conv_rank = s.lora_rank if s.lora_conv_rank is None else s.lora_conv_rank
+    unet.add_adapter(_lora_config(s.lora_rank, UNET_LORA_TARGETS, {name: conv_rank for name in CONV_3X3_TARGETS}))
 
 
 def _lora_params_fp32(module: torch.nn.Module) -> None:
@@ -291,7 +309,7 @@ def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]
 def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
                   rng: random.Random) -> PatchSampler | WholeImageSampler:
     if s.patch:
-        return PatchSampler(image, base.sample_size, rng, base.pe_grid, s.whole_view)
+        return PatchSampler(image, base.sample_size, rng, base.pe_grid, s.whole_image_share)
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger("sine.models")
 
 PREDICTIONS = {"epsilon": "ε-prediction", "v_prediction": "v-prediction"}
 
-# The spec's sampler (DESIGN.md §Sampling): DDIM, leading spacing, steps_offset 1, no alpha-to-one, and
+# The paper's sampler (docs/design.md §7.3): DDIM, leading spacing, steps_offset 1, no alpha-to-one, and
 # nothing that bends the latents: no clipping to [-1, 1] (DDIM's default when a config omits the key)
 # and no dynamic thresholding, both meant for pixel-space models.
 SCHEDULER_SETTINGS: dict[str, object] = {

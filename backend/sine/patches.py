@@ -35,9 +35,9 @@ class PatchSampler:
     """Random crops of a view of size 2×train_size (1024² for SD1, so one cell = one 8-px latent cell)."""
 
     def __init__(self, image: Image.Image, train_size: int, rng: random.Random, grid: int = GRID,
-                 whole_view: float = 0.0) -> None:
+                 whole_image_share: float = 0.0) -> None:
         self.train_size = train_size
-        self.whole_view = whole_view  # share of steps that see the whole picture (box = the whole grid)
+        self.whole_image_share = whole_image_share  # share of steps that see the whole picture (box = the whole grid)
         self.grid = grid
         self.view_size = 2 * train_size
         self.cell = self.view_size / grid
@@ -45,7 +45,7 @@ class PatchSampler:
         self.rng = rng
 
     def sample(self) -> TrainingView:
-        if self.whole_view and self.rng.random() < self.whole_view:
+        if self.whole_image_share and self.rng.random() < self.whole_image_share:
             y0, x0, y1, x1 = 0, 0, self.grid, self.grid
         else:
             y0, x0, y1, x1 = draw_box(self.rng, self.grid)

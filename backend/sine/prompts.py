@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-STYLES = ("photo", "painting")
+from sine_protocol.defaults import STYLE, STYLES
 
 
-def source_prompt(subject: str, style: str = "photo") -> str:
+def source_prompt(subject: str, style: str = STYLE) -> str:
     """`picture of a sks dog` for photos, `painting of a sks dog` for paintings (the paper's wording)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, not {style!r}")

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sine_protocol import defaults
+
 QUALITIES = ("auto", "fast", "full")
-STEPS = 100  # the paper's DDIM steps
+STEPS = defaults.STEPS  # the paper's DDIM steps
 STRATEGY = "auto"
 CPU_STEPS = 50  # fast: DDIM steps (the demo's number)
 CPU_STRATEGY = "upscale"  # fast: one latent at the working size, resized to the output

@@ -18,7 +18,7 @@ class Recipe:
     patch_steps: int  # with patches (+ positional embedding)
     lr: float
     train_text_encoder: bool
-    whole_view: float = 0.0  # patch runs: share of steps that see the whole picture
+    whole_image_share: float = 0.0  # patch runs: share of steps that see the whole picture
 
 
 RECIPES: dict[str, Recipe] = {

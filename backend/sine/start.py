@@ -21,10 +21,11 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 
+from sine_protocol.defaults import START_MODES
+
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb
 
-START_MODES = ("noise", "inversion")
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 

@@ -13,19 +13,17 @@ import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GObject  # noqa: E402
 
-from sine_protocol.messages import MAX_COUNT, START_MODES  # noqa: E402
+from sine_protocol import defaults  # noqa: E402  (the vendored package: sine-gimp.py puts it first on sys.path)
 
 if TYPE_CHECKING:
     from sine_gimp_job import EditRequest
 
 RW = GObject.ParamFlags.READWRITE
-DEFAULT_STRENGTH = 1.0  # 1.0: from pure noise, as SINE samples
-DEFAULT_STYLE_WEIGHT = 0.3
 MAX_SIDE = 16384
 STYLES = (("photo", "Photo"), ("painting", "Painting"))
 METHODS = (("lora", "LoRA (fast)"), ("full", "Full fine-tune (paper recipe)"))
 _START_LABELS = {"noise": "Source noised at random", "inversion": "Source's own noise (DDIM inversion)"}
-STARTS = tuple((mode, _START_LABELS[mode]) for mode in START_MODES)
+STARTS = tuple((mode, _START_LABELS[mode]) for mode in defaults.START_MODES)
 
 
 def _choice(entries: tuple[tuple[str, str], ...]) -> Gimp.Choice:
@@ -44,26 +42,22 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
         "subject", "_Subject", "What the picture shows, e.g. 'dog' (may stay empty)", "", RW
     )
     procedure.add_choice_argument(
-        "style", "St_yle", "Photo or painting (chooses the source prompt)", _choice(STYLES), "photo", RW
+        "style", "St_yle", "Photo or painting (chooses the source prompt)", _choice(STYLES), defaults.STYLE, RW
     )
-    procedure.add_int_argument("seed", "S_eed", "Random seed of the sampler", 0, 2**31 - 1, 0, RW)
-    procedure.add_int_argument("steps", "Sampling s_teps", "DDIM steps", 1, 1000, 100, RW)
+    procedure.add_int_argument("seed", "S_eed", "Random seed of the sampler", 0, 2**31 - 1, defaults.SEED, RW)
+    procedure.add_int_argument("steps", "Sampling s_teps", "DDIM steps", *defaults.STEPS_RANGE, defaults.STEPS, RW)
     procedure.add_double_argument(
-        "guidance", "_Guidance", "Classifier-free guidance scale w", 0.0, 50.0, 7.5, RW
+        "guidance", "_Guidance", "Classifier-free guidance scale w", *defaults.GUIDANCE_RANGE, defaults.GUIDANCE, RW
     )
     procedure.add_double_argument(
-        "v", "_v (pre-trained weight)", "Weight of the pre-trained model in the guided mix", 0.0, 1.0, 0.7, RW
+        "v", "_v (pre-trained weight)", "Weight of the pre-trained model in the guided mix", *defaults.V_RANGE,
+        defaults.V, RW
     )
     procedure.add_int_argument(
-        "k",
-        "_K (guidance until step)",
-        "Timestep below which only the pre-trained model guides",
-        0,
-        1000,
-        400,
-        RW,
+        "k", "_K (guidance until step)", "Timestep below which only the pre-trained model guides",
+        *defaults.K_RANGE, defaults.K, RW,
     )
-    procedure.add_choice_argument("method", "_Method", "Fine-tuning recipe", _choice(METHODS), "lora", RW)
+    procedure.add_choice_argument("method", "_Method", "Fine-tuning recipe", _choice(METHODS), defaults.METHOD, RW)
     procedure.add_int_argument(
         "finetune-steps", "_Fine-tune steps", "0 = the daemon's default for the method", 0, 20000, 0, RW
     )
@@ -78,14 +72,14 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
     )  # fmt: skip
     procedure.add_double_argument(
         "strength", "St_rength", "How much may change: 1 samples from pure noise (SINE), lower keeps more of the "
-        "source", 0.05, 1.0, DEFAULT_STRENGTH, RW,
+        "source", 0.05, 1.0, defaults.STRENGTH, RW,
     )  # fmt: skip
     procedure.add_choice_argument(
-        "start", "Sta_rt", "Where sampling starts when strength is below 1", _choice(STARTS), "noise", RW
+        "start", "Sta_rt", "Where sampling starts when strength is below 1", _choice(STARTS), defaults.START, RW
     )
     procedure.add_int_argument(
         "count", "_Results", "How many results (seeds seed, seed+1, ...): each becomes a layer, all in one undo step",
-        1, MAX_COUNT, 1, RW,
+        1, defaults.MAX_COUNT, 1, RW,
     )  # fmt: skip
     procedure.add_layer_argument(
         "style-layer", "Style from _layer", "A layer whose colours and style the edit takes (may stay empty)", True, RW
@@ -95,20 +89,20 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
         Gimp.FileChooserAction.OPEN, True, None, RW,
     )  # fmt: skip
     procedure.add_double_argument(
-        "style-weight", "Style _weight", "Weight of the style picture's model", 0.0, 1.0, DEFAULT_STYLE_WEIGHT, RW
+        "style-weight", "Style _weight", "Weight of the style picture's model", 0.0, 1.0, defaults.STYLE_WEIGHT, RW
     )
     procedure.add_layer_return_value("layer", "Layer", "The new layer holding the (first) result", True, RW)
 
 
 def request_from_config(config: Gimp.ProcedureConfig) -> EditRequest:
     """Read the arguments back into the host-independent request."""
-    from sine_gimp_job import EditRequest  # imports sine_protocol: only once the plug-in runs
+    from sine_gimp_job import EditRequest  # imports the client: only once the plug-in runs
 
     get = config.get_property
     return EditRequest(
         prompt=get("prompt") or "",
         subject=get("subject") or "",
-        style=get("style") or "photo",
+        style=get("style") or defaults.STYLE,
         seed=int(get("seed")),
         steps=int(get("steps")),
         guidance=float(get("guidance")),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient
+from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -52,20 +52,20 @@ class EditRequest:
 
     prompt: str
     subject: str = ""
-    style: str = "photo"
-    seed: int = 0
-    steps: int = 100
-    guidance: float = 7.5
-    v: float = 0.7
-    k: int = 400
-    method: str = "lora"
+    style: str = defaults.STYLE
+    seed: int = defaults.SEED
+    steps: int = defaults.STEPS
+    guidance: float = defaults.GUIDANCE
+    v: float = defaults.V
+    k: int = defaults.K
+    method: str = defaults.METHOD
     finetune_steps: int = 0  # 0: the daemon's default for the method
     output_width: int = 0  # 0: the layer's width
     output_height: int = 0  # 0: the layer's height
-    strength: float = 1.0  # 1.0: from pure noise (SINE); lower keeps more of the source
-    start: str = "noise"  # below strength 1: "noise" or "inversion"
+    strength: float = defaults.STRENGTH  # 1.0: from pure noise (SINE); lower keeps more of the source
+    start: str = defaults.START  # below strength 1: "noise" or "inversion"
     count: int = 1  # results (seeds seed, seed+1, ...)
-    style_weight: float = 0.3  # weight of the style picture's model, when one is sent
+    style_weight: float = defaults.STYLE_WEIGHT  # weight of the style picture's model, when one is sent
 
     def sampling(self, with_style: bool = False) -> dict:
         """The ``sampling`` field of the ``edit`` message."""

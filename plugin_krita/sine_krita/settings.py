@@ -9,20 +9,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sine_protocol.messages import MAX_COUNT, START_MODES  # the vendored copy (see vendor.py)
+# The engine's defaults (docs/design.md §7.3), defined once in the vendored protocol package (see
+# vendor.py): shown in the advanced settings and sent explicitly.
+from sine_protocol.defaults import FINETUNE_METHODS as METHODS
+from sine_protocol.defaults import GUIDANCE as DEFAULT_GUIDANCE
+from sine_protocol.defaults import MAX_COUNT, STYLES
+from sine_protocol.defaults import METHOD as DEFAULT_METHOD
+from sine_protocol.defaults import SEED as DEFAULT_SEED
+from sine_protocol.defaults import START_MODES as STARTS  # where sampling starts below strength 1
+from sine_protocol.defaults import STEPS as DEFAULT_STEPS
+from sine_protocol.defaults import STRENGTH as DEFAULT_STRENGTH  # 1.0: from pure noise, as SINE samples
+from sine_protocol.defaults import STYLE as DEFAULT_STYLE
+from sine_protocol.defaults import STYLE_WEIGHT as DEFAULT_STYLE_WEIGHT
+from sine_protocol.defaults import K as DEFAULT_K
+from sine_protocol.defaults import V as DEFAULT_V
 
-STYLES = ("photo", "painting")
-METHODS = ("lora", "full")
 SOURCES = ("layer", "visible")
-STARTS = START_MODES  # where sampling starts below strength 1 (sampling.start)
-
-# Engine defaults (docs/design.md §7.3): shown in the advanced settings and sent explicitly.
-DEFAULT_STEPS = 100
-DEFAULT_GUIDANCE = 7.5
-DEFAULT_V = 0.7
-DEFAULT_K = 400
-DEFAULT_STRENGTH = 1.0  # 1.0: from pure noise, as SINE samples
-DEFAULT_STYLE_WEIGHT = 0.3
 
 
 @dataclass
@@ -31,13 +33,13 @@ class EditSettings:
 
     prompt: str
     subject: str = ""
-    style: str = "photo"
-    seed: int = 0
+    style: str = DEFAULT_STYLE
+    seed: int = DEFAULT_SEED
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     v: float = DEFAULT_V
     k: int = DEFAULT_K
-    method: str = "lora"
+    method: str = DEFAULT_METHOD
     finetune_steps: int | None = None
     patch: bool = True
     output_width: int | None = None

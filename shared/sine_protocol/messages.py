@@ -15,6 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .defaults import (
+    FINETUNE_METHODS,
+    GUIDANCE_RANGE,
+    K_RANGE,
+    MAX_COUNT,
+    START_MODES,
+    STEPS_RANGE,
+    STYLE,
+    STYLES,
+    V_RANGE,
+)
 from .errors import (
     BAD_REPLY,
     BAD_REQUEST,
@@ -37,7 +48,7 @@ __all__ = [
     "BAD_REQUEST", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "TOO_LARGE", "MODEL_MISSING",
     "OUT_OF_MEMORY", "BUSY", "CANCELLED", "INTERNAL", "ERROR_CODES", "RETRIABLE_CODES",
     "HELLO", "PING", "STATUS", "EDIT", "CANCEL", "REQUEST_TYPES",
-    "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "REPLY_TYPES", "FINAL_TYPES",
+    "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "HEARTBEAT", "REPLY_TYPES", "FINAL_TYPES",
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
     "decode_reply", "image_blob", "mask_blob",
@@ -60,15 +71,15 @@ ACCEPTED = "accepted"
 PROGRESS = "progress"
 RESULT = "result"
 ERROR = "error"
-REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED})
+# ``heartbeat``: a running job's "still working" (phase and step) when nothing else went out for 5 s;
+# clients use it only to tell a long step from a silent daemon (SineClient does not pass it on).
+HEARTBEAT = "heartbeat"
+REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED,
+                                         HEARTBEAT})
 # After one of these, no more events come for that request id.
 FINAL_TYPES: frozenset[str] = frozenset({RESULT, ERROR, CANCELLED})
 
 PHASES: tuple[str, ...] = ("queued", "loading", "finetune", "sample", "decode")
-STYLES: tuple[str, ...] = ("photo", "painting")
-FINETUNE_METHODS: tuple[str, ...] = ("lora", "full")
-START_MODES: tuple[str, ...] = ("noise", "inversion")  # where sampling starts (see sine.start)
-MAX_COUNT = 8  # results per edit request
 
 BLOB_ROLES: frozenset[str] = frozenset({"image", "mask", "preview", "style"})
 _BLOB_KEYS = frozenset({"role", "format", "width", "height", "compression"})
@@ -415,7 +426,7 @@ def _parse_edit(
         raise check.fail("edit needs a prompt")
     prompt = check.string(header["prompt"], "prompt", limits.max_prompt_chars, nonempty=True)
     subject = check.string(header.get("subject", ""), "subject", limits.max_prompt_chars)
-    style = check.choice(header.get("style", "photo"), "style", STYLES)
+    style = check.choice(header.get("style", STYLE), "style", STYLES)
     seed = check.integer(header.get("seed", 0), "seed", 0, 2**32 - 1)
 
     sampling: dict[str, Any] = {}
@@ -423,13 +434,13 @@ def _parse_edit(
         raw = check.obj(header["sampling"], "sampling",
                         {"steps", "w", "v", "k", "strength", "start", "style_weight", "content_weight"})
         if "steps" in raw:
-            sampling["steps"] = check.integer(raw["steps"], "sampling.steps", 1, 1000)
+            sampling["steps"] = check.integer(raw["steps"], "sampling.steps", *STEPS_RANGE)
         if "w" in raw:
-            sampling["w"] = check.number(raw["w"], "sampling.w", 0.0, 50.0)
+            sampling["w"] = check.number(raw["w"], "sampling.w", *GUIDANCE_RANGE)
         if "v" in raw:
-            sampling["v"] = check.number(raw["v"], "sampling.v", 0.0, 1.0)
+            sampling["v"] = check.number(raw["v"], "sampling.v", *V_RANGE)
         if "k" in raw:
-            sampling["k"] = check.integer(raw["k"], "sampling.k", 0, 1000)
+            sampling["k"] = check.integer(raw["k"], "sampling.k", *K_RANGE)
         if "strength" in raw:
             sampling["strength"] = check.number(raw["strength"], "sampling.strength", 0.0, 1.0)
             if sampling["strength"] <= 0.0:

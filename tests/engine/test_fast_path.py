@@ -3,14 +3,18 @@ fine-tuned dtype keeps small weight changes that the base's bf16 would round awa
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 
 from sine.devices import finetuned_dtype
-from sine.finetune import FineTuned, FinetuneSettings, finetune
+from sine.finetune import FineTuned, FinetuneSettings, _unet_lora_state, add_unet_lora, finetune
 from sine.models import load_base_model
 from sine.positional import region_embedding
 from sine.sampler import SamplingSettings, sample_edit
@@ -105,3 +109,18 @@ def test_a_1e5_weight_change_survives_the_cuda_sampling_dtypes(tiny_folder, sour
         zero_out = zero.unet(x, t, states).sample
     assert torch.equal(a, b)
     assert not torch.equal(a, zero_out)
+
+
+def test_the_default_sd15_lora_entry_is_at_most_10_mb():
+    """SD1.5's UNet shapes (on the meta device: no weights, no download) with the default recipe's adapters."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from lora_entry import SD15_UNET
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**SD15_UNET)
+    s = FinetuneSettings().resolved()
+    add_unet_lora(unet, s)
+    state = _unet_lora_state(unet, s)
+    entry = sum(t.numel() * 2 for t in state.values())  # stored in fp16
+    assert sum(k.endswith("lora_A.weight") for k in state) == 208 and any(k.startswith("conv_in.") for k in state)
+    assert entry <= 10e6, entry / 1e6

@@ -12,16 +12,10 @@ from PIL import Image
 
 from sine.compositing import composite_under_mask, feathered_alpha
 from sine.finetune import FinetuneSettings, finetune
+from sine.large_canvas import WholeView, plan_strategy
+from sine.noise_prediction import NoisePredictor, as_guides
 from sine.positional import region_embedding
-from sine.sampler import (
-    SamplingSettings,
-    WholeView,
-    _as_guides,
-    _Scorer,
-    plan_strategy,
-    sample_edit,
-    timesteps_for,
-)
+from sine.sampler import SamplingSettings, sample_edit, timesteps_for
 
 BIG_SCRIPT = r"""
 import json, resource, sys, time
@@ -30,7 +24,8 @@ torch.set_num_threads(2)
 from PIL import Image
 from sine.finetune import FinetuneSettings, finetune
 from sine.models import load_base_model
-from sine.sampler import SamplingSettings, plan_strategy, sample_edit
+from sine.large_canvas import plan_strategy
+from sine.sampler import SamplingSettings, sample_edit
 base = load_base_model(sys.argv[1], device="cpu")
 ft = finetune(base, Image.new("RGB", (64, 64), "red"), "picture of a sks dog", FinetuneSettings(steps=1))
 settings = SamplingSettings(steps=2, tile_size=256)
@@ -87,7 +82,7 @@ def test_tiles_cover_the_latent_and_get_their_own_embedding(base, source_image):
     finally:
         hook.remove()
     # first the whole view (the whole picture's embedding at the model's size), then one call per tile
-    whole = WholeView(base, _as_guides(ft, SamplingSettings()), "a cat", SamplingSettings(), plan)
+    whole = WholeView(base, as_guides(ft, SamplingSettings()), "a cat", SamplingSettings(), plan)
     assert len(seen) == 1 + len(plan.tiles)
     side = base.sample_size // base.vae_scale_factor  # 40 × 24 latent cells, the long side down to the model's
     assert seen[0].shape[-2:] == whole.size == (round(24 * side / 40), side)
@@ -100,7 +95,7 @@ def test_whole_view_sees_the_picture_at_the_model_size_at_the_noise_level_downsa
     settings = SamplingSettings(steps=10, tile_size=base.sample_size, working_size=base.sample_size)
     side = base.sample_size // base.vae_scale_factor
     plan = plan_strategy(base, 4 * base.sample_size, 4 * base.sample_size, settings)
-    whole = WholeView(base, _as_guides(ft, settings), "a cat", settings, plan)
+    whole = WholeView(base, as_guides(ft, settings), "a cat", settings, plan)
     assert whole.size == (side, side) and whole.k2 == 16
     alphas, seen = whole.alphas, []
     hook = base.unet.register_forward_pre_hook(lambda m, args: seen.append(int(args[1][0])))
@@ -122,11 +117,11 @@ def test_whole_view_of_a_picture_at_the_model_size_is_its_own_score(base, source
     plan = plan_strategy(base, base.sample_size, base.sample_size, replace(settings, strategy="tiled"))
     assert len(plan.tiles) > 1
     side = base.sample_size // base.vae_scale_factor
-    guides = _as_guides(ft, settings)
+    guides = as_guides(ft, settings)
     whole = WholeView(base, guides, "a cat", settings, plan)
     assert whole.size == (side, side) and whole.k2 == 1
     z, t = torch.randn(1, 4, side, side), 501
-    direct = _Scorer(base, guides, "a cat", settings, (side, side)).predict([z], [(0, 0, side, side)], t)
+    direct = NoisePredictor(base, guides, "a cat", settings, (side, side)).predict([z], [(0, 0, side, side)], t)
     view = whole.scores(z, t)
     assert torch.allclose(view.guided(7.5), direct.guided(7.5), atol=1e-5)
     assert not torch.allclose(view.guided(7.5), whole.scores(z, 301).guided(7.5), atol=1e-3)

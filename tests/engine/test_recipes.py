@@ -36,7 +36,7 @@ def test_recipe_overrides_fill_the_settings(tmp_path, tiny_folder):
 
 def test_the_demo_model_carries_its_own_recipes_and_offset_noise():
     recipes = model_recipes(DEMO_MODEL_DIR)
-    assert recipes["full"].lr > RECIPES["full"].lr and recipes["full"].whole_view > 0
+    assert recipes["full"].lr > RECIPES["full"].lr and recipes["full"].whole_image_share > 0
     assert training_offset_noise(DEMO_MODEL_DIR) > 0
 
 
@@ -46,11 +46,11 @@ def test_pe_grid_is_twice_the_latent_size(base):
     assert ft.pe_table.shape[-2:] == (base.pe_grid, base.pe_grid)
 
 
-def test_whole_view_share_of_patch_steps():
+def test_whole_image_share_of_patch_steps():
     img = Image.new("RGB", (64, 64), (1, 2, 3))
-    always = PatchSampler(img, 32, random.Random(0), grid=16, whole_view=1.0)
+    always = PatchSampler(img, 32, random.Random(0), grid=16, whole_image_share=1.0)
     assert {always.sample().box for _ in range(20)} == {(0, 0, 16, 16)}
-    some = PatchSampler(img, 32, random.Random(0), grid=16, whole_view=0.5)
+    some = PatchSampler(img, 32, random.Random(0), grid=16, whole_image_share=0.5)
     boxes = [some.sample().box for _ in range(200)]
     whole = sum(b == (0, 0, 16, 16) for b in boxes)
     assert 60 < whole < 140

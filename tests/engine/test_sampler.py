@@ -2,7 +2,8 @@ import pytest
 
 from sine.errors import BadInput, Cancelled
 from sine.finetune import FinetuneSettings, finetune
-from sine.sampler import SamplingSettings, plan_strategy, sample_edit, tile_starts
+from sine.large_canvas import plan_strategy, tile_starts
+from sine.sampler import SamplingSettings, sample_edit
 
 
 @pytest.fixture(scope="module")

@@ -150,3 +150,21 @@ def test_large_canvas_exact_size_and_selection_outside_untouched(xl, source_imag
     outside = np.asarray(mask) == 0
     assert np.array_equal(result[outside], np.asarray(source)[outside])
     assert not np.array_equal(result[~outside], np.asarray(source)[~outside])
+
+
+def test_cached_artifact_samples_identically(xl, source_image, tmp_path):
+    """What the weight cache stores for an SDXL fine-tune loads back to the same edit."""
+    from sine.finetune import FineTuned
+
+    ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=3, lr=1e-2, patch=True))
+    ft.save(tmp_path / "w")
+    loaded = FineTuned.load(tmp_path / "w", xl)
+    s = SamplingSettings(steps=2, seed=4)
+    assert sample_edit(xl, ft, "a blue disc", 40, 32, s).tobytes() == sample_edit(xl, loaded, "a blue disc", 40, 32, s).tobytes()
+
+
+def test_ablations_read_prompts_through_both_encoders(xl, source_image):
+    """`sine demo`'s fine-tuned-only baseline with its own prompt works on SDXL too."""
+    ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
+    s = SamplingSettings(steps=1, seed=1, finetuned_only=True, finetuned_prompt="a blue disc")
+    assert sample_edit(xl, ft, "a blue disc", 32, 24, s).size == (32, 24)

@@ -18,14 +18,8 @@ import sine
 from sine.errors import BadInput
 from sine.finetune import FinetuneSettings, finetune
 from sine.images import to_tensor
-from sine.sampler import (
-    SamplingSettings,
-    content_and_style_guides,
-    sample_edit,
-    sample_edits,
-    sample_steps,
-    timesteps_for,
-)
+from sine.noise_prediction import content_and_style_guides
+from sine.sampler import SamplingSettings, sample_edit, sample_edits, sample_steps, timesteps_for
 from sine.start import first_step, inverted_start, noised_start, source_at
 
 BEFORE = "67cc64096033ed7522ce87b87e1c18a0e0434a4d"  # main before strength / count existed

@@ -16,6 +16,7 @@ from sine.shapes.metrics import (
     placement,
     psnr,
     ssim,
+    ssim_map,
 )
 from sine.shapes.world import SHAPES, Background, Scene, Shape
 
@@ -52,6 +53,34 @@ def test_psnr_and_ssim() -> None:
     noisy = np.clip(arr + np.random.default_rng(0).normal(0, 20, arr.shape), 0, 255)
     assert psnr(a, a) == 100.0 and abs(ssim(a, a) - 1.0) < 1e-9
     assert 15 < psnr(a, noisy) < 30 and ssim(a, noisy) < 0.9
+
+
+def _wang_ssim_interior(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Wang et al.'s SSIM written out: 11-tap Gaussian window (σ = 1.5), K1 0.01, K2 0.03, range 255,
+    where the window fits inside the picture."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5**2))
+    g /= g.sum()
+
+    def mean(img: np.ndarray) -> np.ndarray:
+        rows = np.stack([img[:, i:img.shape[1] - 10 + i] for i in range(11)], -1) @ g
+        return np.stack([rows[i:rows.shape[0] - 10 + i] for i in range(11)], -1) @ g
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = mean(x), mean(y)
+    vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+
+
+def test_ssim_is_the_standard_gaussian_window_ssim() -> None:
+    """Not a box window: the map matches Wang et al.'s definition pixel for pixel where the window fits."""
+    a, _ = held_out_scenes(1)[0].render()
+    arr = np.asarray(a).astype(np.float64)
+    noisy = np.clip(arr + np.random.default_rng(1).normal(0, 25, arr.shape), 0, 255)
+    luma = np.array([0.299, 0.587, 0.114])
+    want = _wang_ssim_interior(arr @ luma, noisy @ luma)
+    got = ssim_map(arr, noisy)[5:-5, 5:-5]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-6
 
 
 def test_count_objects_sees_textured_fills_as_one_and_duplicates_as_two() -> None:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from sine_protocol import defaults
+
 from ..errors import BadInput, SineError
 from ..images import load_image
 from ..preflight import check_edit_inputs, float_in, int_in
@@ -31,20 +33,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("source", help="the image to edit (PNG, JPEG, ...)")
     p.add_argument("--prompt", required=True, help='what the result should show, e.g. "a dog wearing a red hat"')
     p.add_argument("--subject", default="", help='what the picture shows, e.g. "dog"')
-    p.add_argument("--style", choices=("photo", "painting"), default="photo")
+    p.add_argument("--style", choices=defaults.STYLES, default=defaults.STYLE)
     p.add_argument("--model", default=None, help="diffusers folder, .safetensors/.ckpt file or hub id (SD1/SD2/SDXL; default: the bundled demo model)")
-    p.add_argument("--method", choices=("lora", "full"), default="lora", help="fine-tuning recipe")
+    p.add_argument("--method", choices=defaults.FINETUNE_METHODS, default=defaults.METHOD, help="fine-tuning recipe")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None, help="default: the recipe's")
     p.add_argument("--lr", type=float_in(0.0, 1.0, low_open=True), default=None, help="fine-tuning learning rate (default: the recipe's)")
     p.add_argument("--patch", action=argparse.BooleanOptionalAction, default=None,
                    help="patch-based fine-tuning with positional embedding (any output size; default: on, "
                         "off in the fast CPU settings, which draw one latent)")
-    p.add_argument("--steps", type=int_in(1, 1000), default=None,
+    p.add_argument("--steps", type=int_in(*defaults.STEPS_RANGE), default=None,
                    help=f"DDIM sampling steps (default: {STEPS}; {CPU_STEPS} in the fast CPU settings)")
-    p.add_argument("--guidance", type=float_in(0.0, 100.0), default=7.5, help="classifier-free guidance scale w")
-    p.add_argument("--v", type=float_in(0.0, 1.0), default=0.7, help="weight of the pre-trained model while t ≥ K")
-    p.add_argument("--k", type=int_in(0, 1000), default=400, help="timestep below which only the pre-trained model guides")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
+    p.add_argument("--guidance", type=float_in(*defaults.GUIDANCE_RANGE), default=defaults.GUIDANCE,
+                   help="classifier-free guidance scale w")
+    p.add_argument("--v", type=float_in(*defaults.V_RANGE), default=defaults.V,
+                   help="weight of the pre-trained model while t ≥ K")
+    p.add_argument("--k", type=int_in(*defaults.K_RANGE), default=defaults.K,
+                   help="timestep below which only the pre-trained model guides")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=defaults.SEED)
     p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
     p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
     p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
@@ -58,10 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float_in(0.0, 1.0, low_open=True), default=None,
                    help="how much to change: the share of the steps run from the source noised to that level "
                         "(1 = from pure noise, SINE as published; default: the engine's)")
-    p.add_argument("--start", choices=("noise", "inversion"), default=None,
+    p.add_argument("--start", choices=defaults.START_MODES, default=None,
                    help="strength < 1 starts from random noise over the source, or from the source's own noise "
                         "(DDIM inversion with the fine-tuned model; one result)")
-    p.add_argument("--count", type=int_in(1, 8), default=1,
+    p.add_argument("--count", type=int_in(1, defaults.MAX_COUNT), default=1,
                    help="several results (seeds SEED, SEED+1, ...): OUT becomes OUT-1.png ... OUT-N.png")
     p.add_argument("--style-from", default=None, metavar="IMAGE",
                    help="a second picture whose look the edit takes (multi-model guidance; fine-tuned too)")
@@ -116,9 +121,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
+    from ..large_canvas import default_working_size
     from ..models import load_base_model
+    from ..noise_prediction import content_and_style_guides
     from ..prompts import source_prompt
-    from ..sampler import SamplingSettings, content_and_style_guides, default_working_size, sample_edits
+    from ..sampler import SamplingSettings, sample_edits
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-
-from sine.cache import parse_size
-
-DEFAULT_MODEL_ENV = "SINE_MODEL"
 
 
 class ConfigError(ValueError):
@@ -82,7 +77,3 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def env_size(name: str) -> int | None:
-    """A size from the environment, or None when unset."""
-    value = os.environ.get(name)
-    return parse_size(value) if value else None

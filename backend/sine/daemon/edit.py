@@ -81,7 +81,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
         style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
                                                report, should_stop, timings, loaded)
-        guides = sampler_mod.content_and_style_guides(
+        from sine.noise_prediction import content_and_style_guides
+
+        guides = content_and_style_guides(
             tuned, style_tuned, _sampling_settings(sampler_mod, request),
             content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
 

@@ -1,0 +1,95 @@
+"""SDXL speed and memory: s/step of the LoRA fine-tune (patches + PE) and of SINE's guided sampling,
+and peak VRAM, for an SDXL-shaped model with random weights (built from the shipped SDXL configs).
+
+    python bench/sdxl_speed.py --out bench/results/gpu/sdxl.json            # on a GPU: 1024², fp16 files
+    python bench/sdxl_speed.py --tiny --device cpu --out /tmp/sdxl.json     # CPU rehearsal (tiny model)
+
+Prints and writes JSON. Nothing here has been measured on a GPU yet (none was lent when it was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def sdxl_shaped_folder(folder: Path) -> Path:
+    """The shipped SDXL configs with random fp16 weights, as a diffusers folder (~5 GB)."""
+    import shutil
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sine.checkpoints import CONFIGS_DIR, TOKENIZER_DIR
+
+    src = CONFIGS_DIR / "sdxl"
+    shutil.copytree(src, folder, dirs_exist_ok=True)
+    for sub in ("tokenizer", "tokenizer_2"):
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(TOKENIZER_DIR / name, folder / sub / name)
+    torch.manual_seed(0)
+    for sub, build in (("unet", lambda: UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(src / "unet"))),
+                       ("vae", lambda: AutoencoderKL.from_config(AutoencoderKL.load_config(src / "vae"))),
+                       ("text_encoder", lambda: CLIPTextModel(CLIPTextConfig.from_pretrained(src / "text_encoder"))),
+                       ("text_encoder_2", lambda: CLIPTextModelWithProjection(
+                           CLIPTextConfig.from_pretrained(src / "text_encoder_2")))):
+        build().half().save_pretrained(folder / sub)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny SDXL-shaped model (CPU rehearsal)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--ft-steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=None, help="output side in px (default: the model's own)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    from sine.finetune import FinetuneSettings, finetune
+    from sine.models import load_base_model
+    from sine.sampler import SamplingSettings, sample_edit
+    from sine.tiny_models import make_tiny_sdxl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_tiny_sdxl(Path(tmp) / "xl") if args.tiny else sdxl_shaped_folder(Path(tmp) / "xl")
+        base = load_base_model(folder, device=args.device)
+        cuda = base.device.type == "cuda"
+        size = args.size or base.sample_size
+        source = Image.new("RGB", (size, size), (200, 60, 60))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        ft = finetune(base, source, "picture of a sks dog", FinetuneSettings(method="lora", steps=args.ft_steps))
+        if cuda:
+            torch.cuda.synchronize()
+        ft_s = (time.perf_counter() - t0) / args.ft_steps
+        ft_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=args.steps, k=0))
+        if cuda:
+            torch.cuda.synchronize()
+        sample_s = (time.perf_counter() - t0) / args.steps
+        result = {"model": "tiny SDXL-shaped" if args.tiny else "SDXL-shaped, random fp16 weights",
+                  "device": str(base.device), "dtype": str(base.dtype), "size": size,
+                  "finetune_s_per_step": round(ft_s, 4), "finetune_peak_gib": ft_peak and round(ft_peak, 2),
+                  "sample_s_per_step": round(sample_s, 4),
+                  "sample_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                  "ft_steps": args.ft_steps, "steps": args.steps}
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""One definition of each default of an edit, for the engine, the CLI, the daemon and both plugins.
+
+The sampling numbers are the paper's (SINE: 100 DDIM steps, w = 7.5, v = 0.7, K = 400); the ranges
+are what the protocol accepts. Stdlib only: the plugins get this module with the vendored package.
+"""
+
+from __future__ import annotations
+
+STEPS = 100  # DDIM sampling steps
+GUIDANCE = 7.5  # classifier-free guidance scale w
+V = 0.7  # weight of the pre-trained model's conditional score while t ≥ K (the fine-tuned model gets 1 − v)
+K = 400  # the fine-tuned model guides for timesteps t ≥ K; below, plain CFG on the pre-trained model
+SEED = 0
+
+STEPS_RANGE = (1, 1000)
+GUIDANCE_RANGE = (0.0, 50.0)
+V_RANGE = (0.0, 1.0)
+K_RANGE = (0, 1000)
+
+STYLES: tuple[str, ...] = ("photo", "painting")  # the source prompt: "picture of a sks …" / "painting of a sks …"
+STYLE = "photo"
+FINETUNE_METHODS: tuple[str, ...] = ("lora", "full")  # ours (fast), the paper's
+METHOD = "lora"
+
+START_MODES: tuple[str, ...] = ("noise", "inversion")  # where sampling starts (see sine.start)
+START = "noise"
+STRENGTH = 1.0  # share of the steps run (1: from pure noise, the paper)
+STYLE_WEIGHT = 0.3  # β of a style model in multi-model guidance
+MAX_COUNT = 8  # results per edit request
