@@ -9,19 +9,10 @@ from __future__ import annotations
 import gi
 
 gi.require_version("Gimp", "3.0")
-gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+from gi.repository import Gimp, Gio  # noqa: E402
+from sine_gimp_pixels import read_layer_rgba  # noqa: E402
 
 from sine_protocol import RGBAImage  # noqa: E402
-
-RGBA_FORMAT = "R'G'B'A u8"
-
-
-def layer_rgba(drawable: Gimp.Drawable) -> RGBAImage:
-    """The drawable's own pixels at its own size."""
-    w, h = drawable.get_width(), drawable.get_height()
-    data = drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA_FORMAT, Gegl.AbyssPolicy.NONE)
-    return RGBAImage(w, h, bytes(data))
 
 
 def file_rgba(gfile: Gio.File) -> RGBAImage:
@@ -33,7 +24,7 @@ def file_rgba(gfile: Gio.File) -> RGBAImage:
         if image.get_base_type() != Gimp.ImageBaseType.RGB:
             image.convert_rgb()
         layer = image.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
-        return layer_rgba(layer)
+        return read_layer_rgba(layer)
     finally:
         image.delete()
 
@@ -41,7 +32,7 @@ def file_rgba(gfile: Gio.File) -> RGBAImage:
 def style_picture(layer: Gimp.Layer | None, gfile: Gio.File | None) -> RGBAImage | None:
     """The chosen style picture: the layer if one is set, else the file, else None."""
     if layer is not None:
-        return layer_rgba(layer)
+        return read_layer_rgba(layer)
     if gfile is not None and gfile.get_path():
         return file_rgba(gfile)
     return None

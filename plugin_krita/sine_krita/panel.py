@@ -437,6 +437,7 @@ class SinePanel(qt.QWidget):
             self.choices = choices
             self.results_view.show_choices(choices)
             self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
+            qt.QTimer.singleShot(0, self._scroll_to_results)  # once the layout has made room for them
             message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
         self.history.add(doc, choices, settings.prompt.strip(), settings.strength)
         self.refresh_history()
@@ -483,6 +484,14 @@ class SinePanel(qt.QWidget):
         """Show result ``index`` in the preview box."""
         if self.choices is not None and self.choices.choices[index].image is not None:
             self.show_preview(self.choices.choices[index].image)
+
+    def _scroll_to_results(self) -> None:
+        """In a docker that scrolls (a short screen), bring the new thumbnails into view."""
+        widget = self.parentWidget()
+        while widget is not None and not isinstance(widget, qt.QScrollArea):
+            widget = widget.parentWidget()
+        if widget is not None:
+            widget.ensureWidgetVisible(self.results_view)
 
     def refresh_history(self) -> None:
         """Show the active document's history (call when the active document may have changed)."""

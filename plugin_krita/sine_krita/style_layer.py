@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document_io import UnsupportedDocument
-from .pixels import bgra_to_rgba
+from .document_io import CHANNEL_BYTES, UnsupportedDocument
+from .pixels import native_to_rgba8
 
 # Node types whose pixels can be a picture (masks, filters and fills are not).
 PICTURE_TYPES = ("paintlayer", "grouplayer", "filelayer", "vectorlayer", "clonelayer")
@@ -51,19 +51,20 @@ def find_layer(doc: Any, name: str) -> Any:
 
 
 def read_style(doc: Any, name: str) -> tuple[int, int, bytes]:
-    """(width, height, RGBA) of the layer's own rectangle: the style picture as the painter sees it."""
+    """(width, height, 8-bit RGBA) of the layer's own rectangle: the style picture as the painter sees it."""
     node = find_layer(doc, name)
     model, depth = node.colorModel(), node.colorDepth()
-    if (model, depth) != ("RGBA", "U8"):
+    if model != "RGBA" or depth not in CHANNEL_BYTES:
         raise UnsupportedDocument(
-            f"The style layer '{name}' is {model}/{depth}; convert it to 8-bit RGBA "
+            f"The style layer '{name}' is {model}/{depth}; convert it to RGBA at 8 or 16 bits "
             "(Layer > Convert > Convert Layer Color Space...) or choose another layer."
         )
+    channel = CHANNEL_BYTES[depth]
     bounds = node.bounds()
     x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
     if width <= 0 or height <= 0:
         raise UnsupportedDocument(f"The style layer '{name}' is empty: choose a layer with a picture on it.")
-    bgra = bytes(node.pixelData(x, y, width, height))
-    if len(bgra) != width * height * 4:
-        raise UnsupportedDocument(f"Krita returned {len(bgra)} bytes for the {width}x{height} style layer.")
-    return width, height, bgra_to_rgba(bgra)
+    native = bytes(node.pixelData(x, y, width, height))
+    if len(native) != width * height * 4 * channel:
+        raise UnsupportedDocument(f"Krita returned {len(native)} bytes for the {width}x{height} style layer.")
+    return width, height, native_to_rgba8(native, channel)

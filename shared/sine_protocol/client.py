@@ -23,6 +23,7 @@ from .messages import (
     CANCEL,
     EDIT,
     ERROR,
+    HEARTBEAT,
     HELLO,
     PING,
     PONG,
@@ -259,8 +260,9 @@ class SineClient:
             event = decode_reply(frames, self._limits)
         except ProtocolError:
             return True  # a malformed reply cannot be routed; drop it
-        if event.id not in self._active:
-            return True  # late reply to a request that timed out, or a cancel's acknowledgement
+        if event.id not in self._active or event.type == HEARTBEAT:
+            return True  # late reply to a request that timed out, a cancel's acknowledgement, or a heartbeat
+            # (which has done its work: any byte from the daemon restarts the silence timer)
         if event.type == ACCEPTED and event.job:
             self._jobs[event.id] = event.job
         if event.is_final:

@@ -48,7 +48,7 @@ __all__ = [
     "BAD_REQUEST", "UNSUPPORTED_VERSION", "UNAUTHORIZED", "TOO_LARGE", "MODEL_MISSING",
     "OUT_OF_MEMORY", "BUSY", "CANCELLED", "INTERNAL", "ERROR_CODES", "RETRIABLE_CODES",
     "HELLO", "PING", "STATUS", "EDIT", "CANCEL", "REQUEST_TYPES",
-    "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "REPLY_TYPES", "FINAL_TYPES",
+    "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "HEARTBEAT", "REPLY_TYPES", "FINAL_TYPES",
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
     "decode_reply", "image_blob", "mask_blob",
@@ -71,7 +71,11 @@ ACCEPTED = "accepted"
 PROGRESS = "progress"
 RESULT = "result"
 ERROR = "error"
-REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED})
+# ``heartbeat``: a running job's "still working" (phase and step) when nothing else went out for 5 s;
+# clients use it only to tell a long step from a silent daemon (SineClient does not pass it on).
+HEARTBEAT = "heartbeat"
+REPLY_TYPES: frozenset[str] = frozenset({WELCOME, PONG, STATUS, ACCEPTED, PROGRESS, RESULT, ERROR, CANCELLED,
+                                         HEARTBEAT})
 # After one of these, no more events come for that request id.
 FINAL_TYPES: frozenset[str] = frozenset({RESULT, ERROR, CANCELLED})
 

@@ -120,3 +120,19 @@ def test_the_demo_model_name_matches_the_loader() -> None:
     from sine import models, preflight
 
     assert preflight.DEMO_MODEL_NAME == models.DEMO_MODEL_NAME
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["--source", "no_such_picture"], 2, "--source"),
+    (["--steps", "0"], 2, "--steps"),
+    (["--device", "gpu0"], 1, "unknown device"),
+    (["--model", "./models/nowhere"], 1, "no such model folder or file"),
+])
+def test_sine_demo_input_errors_answer_before_torch_loads(args: list[str], code: int, text: str,
+                                                          tmp_path: Path) -> None:
+    proc, imported = run_traced("demo", *args, "--out", str(tmp_path / "demo"))
+    out = messages(proc)
+    assert proc.returncode == code, out
+    assert text in out.strip().splitlines()[-1], out
+    assert not imported & set(HEAVY)
+    assert not (tmp_path / "demo").exists()

@@ -144,26 +144,27 @@ def test_silent_daemon_is_noticed_within_30_s(daemon: DaemonProcess):
         assert client.request("ping", timeout=30).type == "pong"
 
 
-def test_shared_client_gets_heartbeats_during_a_long_step(daemon: DaemonProcess):
+def test_heartbeats_keep_a_long_step_from_looking_silent(daemon: DaemonProcess):
     pause = Path(daemon.env["SINE_TEST_CACHE_WRITE_PAUSE_FILE"])
     pause.touch()
     try:
-        with SineClient(daemon.endpoint, daemon.token, transport="pure", timeout=10, silence_timeout=12) as client:
-            rid = client.submit_edit(make_image(32, 32, seed=61), "a green square", subject="square",
-                                     sampling={"steps": 2}, finetune={"method": "lora", "steps": 3})
-            deadline = time.monotonic() + 120
-            while not any((daemon.cache_dir / ".tmp").glob("*/finetune.json")):
-                assert time.monotonic() < deadline
-                client.poll_event(0.2)
+        with Client(daemon.endpoint, daemon.token) as raw, \
+                SineClient(daemon.endpoint, daemon.token, transport="pure", timeout=10, silence_timeout=12) as client:
+            rid = raw.submit_edit(make_image(32, 32, seed=61), ft_steps=3, sample_steps=2)
+            mine = client.submit_edit(make_image(32, 32, seed=62), "a green square", subject="square",
+                                      sampling={"steps": 2}, finetune={"method": "lora", "steps": 3})
             heartbeats = []
-            until = time.monotonic() + 90  # many silence timeouts: once paused, only heartbeats keep it alive
-            while time.monotonic() < until and len(heartbeats) < 3:
-                event = client.poll_event(0.5)
-                if event is not None and event.header.get("heartbeat"):
+            deadline = time.monotonic() + 240  # once paused in the cache write, only heartbeats keep it alive
+            while time.monotonic() < deadline and len(heartbeats) < 3:
+                event = raw.recv(1.0) if raw.sock.poll(0) else None
+                client.poll_event(0.5)  # must not raise: heartbeats restart its silence timer
+                if event is not None and event.type == "heartbeat" and event.id == rid:
                     heartbeats.append(event)
             assert len(heartbeats) >= 3
+            assert heartbeats[-1].header["phase"] == "finetune"
             pause.unlink()
-            assert client.wait_result(rid, timeout=120).type == "result"
+            assert raw.events_until_final(rid, timeout=240)[-1].type == "result"
+            assert client.wait_result(mine, timeout=240).type == "result"  # heartbeats never reach the caller
     finally:
         pause.unlink(missing_ok=True)
 
@@ -198,8 +199,10 @@ def test_disk_full_and_read_only_cache_cost_the_cache_never_the_edit(tiny_model:
                 assert "could not cache the fine-tune" in proc.output()
                 assert not list((disk / "cache").glob("*/*/manifest.json"))
                 assert not any((disk / "cache" / ".tmp").glob("*/*"))  # nothing half-written left behind
-                filler.unlink()  # space again: the next edit caches, the one after hits
+                filler.unlink()  # space again: a new picture's fine-tune is stored on disk, then hit
+                image = make_image(32, 32, seed=72)
                 assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is False
+                assert len(list((disk / "cache").glob("*/*/manifest.json"))) == 1
                 assert client.events_until_final(client.submit_edit(image))[-1].header["cache_hit"] is True
                 # A read-only cache: hits still served, new fine-tunes not stored, every edit still done.
                 assert subprocess.run(["mount", "-o", "remount,ro", str(disk)]).returncode == 0

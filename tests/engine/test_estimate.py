@@ -140,7 +140,8 @@ def test_rates_are_measured_once_then_read_from_the_state_dir(base, tmp_path, mo
     settings = FinetuneSettings(method="lora").resolved(base.recipes)
     said: list[str] = []
     first = rates_for(base, settings, log=said.append)
-    assert len(said) == 1 and all(v > 0 for k, v in dataclasses.asdict(first).items() if k != "decode_s")
+    assert len(said) == 1 and first.finetune_step_s > 0 and first.unet_eval_s > 0
+    assert min(dataclasses.astuple(first)) >= 0
     stored = json.loads((tmp_path / "calibration.json").read_text())
     assert list(stored) == [fingerprint(base, "lora")]
     assert rates_for(base, settings, log=said.append) == first and len(said) == 1  # remembered: no new run

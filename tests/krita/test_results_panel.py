@@ -162,3 +162,27 @@ def test_switching_documents_shows_that_documents_history(qapp, standin, process
         assert view.history_list.count() == 2
     finally:
         dock.panel.shutdown()
+
+
+def test_the_thumbnails_are_scrolled_into_view_in_a_short_docker(qapp, standin, process_events):
+    from sine_krita import qt_compat as qt
+
+    doc, _ = make_document(W, H)
+    Krita.instance().setActiveDocument(doc)
+    scroll = qt.QScrollArea()
+    scroll.setWidgetResizable(True)
+    panel = SinePanel(Krita.instance().activeDocument)
+    scroll.setWidget(panel)
+    scroll.resize(300, 200)  # far shorter than the panel
+    scroll.show()
+    try:
+        assert wait_for(lambda: panel.connected, 10, process_events)
+        assert scroll.verticalScrollBar().value() == 0
+        _edit(panel, process_events, prompt="scroll", count=3)
+        assert wait_for(lambda: scroll.verticalScrollBar().value() > 0, 5, process_events)
+        top = panel.results_view.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
+        shown = scroll.verticalScrollBar().value()
+        assert shown <= top < shown + scroll.viewport().height()  # the results' top is on screen
+    finally:
+        panel.shutdown()
+        scroll.deleteLater()

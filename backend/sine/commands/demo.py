@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from ..errors import SineError
+from ..preflight import check_device_name, check_model, int_in
+
+ASSETS_INDEX = Path(__file__).resolve().parents[1] / "demo_assets" / "assets.json"
+
+
+def bundled_sources() -> list[str]:
+    """The bundled pictures' names, read without the engine (so a wrong name answers before torch loads)."""
+    try:
+        return sorted(json.loads(ASSETS_INDEX.read_text()))
+    except (OSError, ValueError):
+        return []
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,24 +27,26 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        description="Fine-tune the bundled demo model on a bundled picture and edit it three ways; "
                                    "writes the results and comparison.png.")
     p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    p.add_argument("--source", default="checkered_circle",
-                   help="bundled source: checkered_circle, dotted_star, square_on_checkered")
+    p.add_argument("--source", default="checkered_circle", choices=bundled_sources() or None,
+                   help="bundled source (default: checkered_circle)")
     p.add_argument("--model", default=None, help="default: the bundled demo model")
     p.add_argument("--method", default="full", choices=("full", "lora"), help="fine-tune recipe (default: full)")
-    p.add_argument("--finetune-steps", type=int, default=None,
+    p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None,
                    help="default: 1500 for the full recipe (the demo's 2-minute budget), else the model's recipe")
-    p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int_in(1, 1000), default=50, help="DDIM sampling steps")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     p.add_argument("--device", default="cpu")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-    from ..models import load_base_model
-
     t0 = time.perf_counter()
     try:
+        check_device_name(args.device)  # before the engine: wrong inputs answer in about a second
+        check_model(args.model)
+        from ..demo import run_demo
+        from ..models import load_base_model
+
         base = load_base_model(args.model, device=args.device)
         summary = run_demo(base, Path(args.out), args.source, args.finetune_steps, args.steps, args.seed,
                            method=args.method, log=lambda msg: print(msg, file=sys.stderr))

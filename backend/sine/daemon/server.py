@@ -33,14 +33,14 @@ from sine_protocol.messages import Limits, make_error, make_reply, parse_request
 log = logging.getLogger("sine.daemon")
 
 QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
-# A running job whose client heard nothing for this long gets its current progress again (a heartbeat),
+# A running job whose client heard nothing for this long gets a `heartbeat` (its phase and step),
 # so clients can tell a slow step from a silent daemon (sine_protocol.client.SILENT_DAEMON_S).
 HEARTBEAT_S = 5.0
 SHUTDOWN_GRACE_S = 5.0  # after SIGTERM, the running job gets this long to stop at a step; then we exit anyway
 REJECTION_WINDOW_S, REJECTIONS_LOGGED = 10.0, 20
 HELD_PER_CLIENT = 256  # undroppable replies kept for one client that is not reading (each job has one final)
 # Replies that may be dropped when a client reads too slowly: a later one supersedes them.
-DROPPABLE = frozenset({m.PROGRESS})
+DROPPABLE = frozenset({m.PROGRESS, m.HEARTBEAT})
 HANDSHAKE_TIMEOUT_MS = 5000  # a peer that has not finished the ZMTP + PLAIN handshake by then is closed
 
 
@@ -365,9 +365,9 @@ class Daemon:
         self._last_queued_ping = now
         running = self.queue.running()
         if running is not None and now - self._last_sent.get(running.client, 0.0) >= HEARTBEAT_S:
-            self._send(router, running.client, make_reply(m.PROGRESS, running.request_id, job=running.id,
+            self._send(router, running.client, make_reply(m.HEARTBEAT, running.request_id, job=running.id,
                                                           phase=running.phase, step=running.step,
-                                                          total=running.total, eta_s=0.0, heartbeat=True))
+                                                          total=running.total))
         if len(self._last_sent) > 4096:  # forget long-gone clients
             self._last_sent = {c: t for c, t in self._last_sent.items() if now - t < 600}
         for job in self.queue.queued():
