@@ -39,8 +39,9 @@ from quality import FINETUNES, judge_edit  # noqa: E402
 
 from sine.finetune import FineTuned, finetune  # noqa: E402
 from sine.models import DEMO_MODEL_DIR, load_base_model  # noqa: E402
+from sine.noise_prediction import content_and_style_guides  # noqa: E402
 from sine.prompts import source_prompt  # noqa: E402
-from sine.sampler import SamplingSettings, content_and_style_guides, sample_edit  # noqa: E402
+from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
 from sine.shapes.metrics import color_labels  # noqa: E402
 from sine.shapes.sources import Source, benchmark_sources  # noqa: E402
 
