@@ -66,6 +66,9 @@ class FinetuneSettings:
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
     whole_image_share: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
+    # Checkpoint the UNet's blocks while training (None: the recipe's, on for SDXL). The same weights up
+    # to float rounding, so it is no part of `to_dict` (cache keys, manifests).
+    gradient_checkpointing: bool | None = None
     seed: int = 0
 
     def resolved(self, recipes: dict[str, Recipe] | None = None) -> FinetuneSettings:
@@ -84,11 +87,15 @@ class FinetuneSettings:
                                else self.whole_image_share),
             train_text_encoder=r.train_text_encoder if self.train_text_encoder is None else self.train_text_encoder,
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
+            gradient_checkpointing=(r.gradient_checkpointing if self.gradient_checkpointing is None
+                                    else self.gradient_checkpointing),
         )
 
     def to_dict(self, recipes: dict[str, Recipe] | None = None) -> dict:
         """All settings with defaults filled in: stable input for cache keys and manifests."""
-        return asdict(self.resolved(recipes))
+        out = asdict(self.resolved(recipes))
+        del out["gradient_checkpointing"]  # how memory is spent, not what is learned
+        return out
 
 
 class FineTuned:
@@ -368,6 +375,8 @@ def finetune(
     image = flatten_rgb(image)
     unet, text_encoder = _trainable_copies(base, s)
     unet.to(base.device).train()
+    if s.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     text_encoder.to(base.device).train(s.train_text_encoder)
     hook = PositionalHook(unet)
     table = positional_table(base.pe_channels, base.pe_grid).to(base.device) if s.positional else None
@@ -413,6 +422,8 @@ def finetune(
     finally:
         hook.remove()
         del optimizer
+        if s.gradient_checkpointing:
+            unet.disable_gradient_checkpointing()
     _round_like_storage(s, unet, text_encoder)
     return FineTuned(base, unet, text_encoder, s, source_prompt)
 

@@ -250,8 +250,10 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
 
 
 # SDXL starting points, NOT measured (no GPU was available to choose them; see docs/design.md): LoRA at
-# the learning rate common for SDXL LoRAs, the paper's full recipe; SDXL's text encoders stay frozen.
-SDXL_RECIPES = {"lora": {"lr": 1e-4, "train_text_encoder": False}, "full": {"train_text_encoder": False}}
+# the learning rate common for SDXL LoRAs, the paper's full recipe; SDXL's text encoders stay frozen;
+# the UNet is gradient-checkpointed while it trains (activation memory on a 24 GB GPU; not measured).
+SDXL_RECIPES = {"lora": {"lr": 1e-4, "train_text_encoder": False, "gradient_checkpointing": True},
+                "full": {"train_text_encoder": False, "gradient_checkpointing": True}}
 
 
 def kind_recipes(unet: UNet2DConditionModel, recipes: dict[str, Recipe]) -> dict[str, Recipe]:

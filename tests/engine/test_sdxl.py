@@ -168,3 +168,54 @@ def test_ablations_read_prompts_through_both_encoders(xl, source_image):
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
     s = SamplingSettings(steps=1, seed=1, finetuned_only=True, finetuned_prompt="a blue disc")
     assert sample_edit(xl, ft, "a blue disc", 32, 24, s).size == (32, 24)
+
+
+def _checkpointed_finetune(base, source_image, monkeypatch, **kw):
+    """(fine-tune, its losses, how many UNet blocks ran under torch.utils.checkpoint)."""
+    import torch.utils.checkpoint as ckpt
+
+    calls, real = [], ckpt.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "checkpoint", counting)
+    losses: list[float] = []
+    ft = finetune(base, source_image, PROMPT, FinetuneSettings(steps=3, seed=5, **kw),
+                  progress=lambda step, total, loss: losses.append(loss))
+    monkeypatch.setattr(ckpt, "checkpoint", real)
+    return ft, losses, len(calls)
+
+
+def test_sdxl_finetunes_with_gradient_checkpointing_by_default(xl, base, source_image, monkeypatch):
+    """SDXL's UNet is checkpointed while it trains (activation memory for a 24 GB GPU), with the same
+    gradients as without; SD1-kind models stay without (their runs unchanged)."""
+    on, losses_on, calls_on = _checkpointed_finetune(xl, source_image, monkeypatch)
+    off, losses_off, calls_off = _checkpointed_finetune(xl, source_image, monkeypatch, gradient_checkpointing=False)
+    assert on.settings.gradient_checkpointing and calls_on > 0 and calls_off == 0
+    assert losses_on[0] == pytest.approx(losses_off[0], rel=1e-6)  # Adam then amplifies rounding: compare grads below
+    assert losses_on == pytest.approx(losses_off, rel=1e-3)
+    assert not any(getattr(m, "gradient_checkpointing", False) for m in on.unet.modules())  # off for sampling
+    assert "gradient_checkpointing" not in on.settings.to_dict()  # same result: not part of cache keys
+    sd1, _, calls_sd1 = _checkpointed_finetune(base, source_image, monkeypatch)
+    assert sd1.settings.gradient_checkpointing is False and calls_sd1 == 0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(xl):
+    import copy
+
+    z, t = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([700, 300])
+    states = xl.encode_prompts([PROMPT, ""])
+    grads = []
+    for checkpointing in (False, True):
+        unet = copy.deepcopy(xl.unet).requires_grad_(True).train()
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+            assert unet.is_gradient_checkpointing
+        with size_conditioning((64.0, 64.0), (16.0, 0.0), (32.0, 32.0)):
+            unet(z, t, states).sample.square().mean().backward()
+        grads.append({n: p.grad for n, p in unet.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 100
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-4, atol=1e-7), name
