@@ -54,7 +54,8 @@ class Pass:
 
 
 def default_working_size(base: BaseModel) -> int:
-    return 2 * base.sample_size if base.sample_size >= 512 else base.sample_size
+    """The model kind's (`model_kind.KIND_DEFAULTS`)."""
+    return base.kind.working_size
 
 
 def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSettings) -> CanvasPlan:
@@ -72,7 +73,7 @@ def plan_strategy(base: BaseModel, width: int, height: int, settings: SamplingSe
         return CanvasPlan(lh, lw, h, w, tiles=[(0, 0, lh, lw)], upscale_to=(width, height))
     plan = CanvasPlan(math.ceil(height / f), math.ceil(width / f), height, width)
     if settings.strategy == "tiled" or (settings.strategy == "auto" and big):
-        tile = max(1, (settings.tile_size or base.sample_size) // f)
+        tile = max(1, (settings.tile_size or base.kind.tile_size) // f)
         tile = min(tile, max(plan.latent_h, plan.latent_w))
         stride = max(1, round(tile * (1 - settings.tile_overlap)))
         ys = tile_starts(plan.latent_h, min(tile, plan.latent_h), stride)

@@ -7,7 +7,7 @@ Read from the components' configs only, so `sine doctor` can tell without loadin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import BadModel
 
@@ -30,6 +30,29 @@ _DDIM_DEFAULTS = {"clip_sample": True, "thresholding": False, "timestep_spacing"
 
 
 @dataclass(frozen=True)
+class KindDefaults:
+    """What differs per family of model; sizes relative to its native size."""
+
+    working_scale: int  # one latent up to this × the native size (long side); above: tiles, upscale, refine
+    tile_scale: float  # tiles of this × the native size (where the pre-trained model draws well)
+    recipes: dict[str, dict[str, object]] = field(default_factory=dict)  # recipe fields per method (sine.recipes)
+
+
+# The one table of per-kind defaults. SD1 at 2× its size is the paper's 1024-px view. The SDXL row is
+# an unmeasured starting point (no GPU was available to choose it; docs/design.md §7.1): LoRA at the
+# learning rate common for SDXL LoRAs; its text encoders frozen; the UNet gradient-checkpointed while it
+# trains (activation memory on a 24 GB GPU, not measured).
+KIND_DEFAULTS: dict[str, KindDefaults] = {
+    "SD1": KindDefaults(working_scale=2, tile_scale=1.0),
+    "SD2": KindDefaults(working_scale=2, tile_scale=1.0),
+    "SDXL": KindDefaults(working_scale=2, tile_scale=1.0, recipes={
+        "lora": {"lr": 1e-4, "train_text_encoder": False, "gradient_checkpointing": True},
+        "full": {"train_text_encoder": False, "gradient_checkpointing": True}}),
+}
+SMALL_MODEL = 512  # below this native size (the demo model, tiny test models) work at the native size
+
+
+@dataclass(frozen=True)
 class ModelKind:
     """family: SD1 | SD2 | SDXL; prediction: epsilon | v_prediction; size: native side in pixels."""
 
@@ -39,6 +62,19 @@ class ModelKind:
 
     def describe(self) -> str:
         return f"{self.family}, {PREDICTIONS.get(self.prediction, self.prediction)}, {self.size} px"
+
+    @property
+    def defaults(self) -> KindDefaults:
+        return KIND_DEFAULTS[self.family]
+
+    @property
+    def working_size(self) -> int:
+        """Long side in pixels up to which an edit is one latent."""
+        return self.size * self.defaults.working_scale if self.size >= SMALL_MODEL else self.size
+
+    @property
+    def tile_size(self) -> int:
+        return max(1, round(self.size * self.defaults.tile_scale))
 
 
 def model_kind(unet_config: dict, scheduler_config: dict, text_config: dict | None, vae_scale: int) -> ModelKind:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -219,11 +219,12 @@ def load_base_model(
             vae.float()  # SDXL's VAE overflows in fp16: encode/decode in fp32 (what its config asks)
     if dev.type == "cuda":
         unet.to(memory_format=torch.channels_last)
-    return BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
+    base = BaseModel(model_id=model_id, revision=rev, folder=folder, vae=vae, unet=unet, text_encoder=text_encoder,
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
-                     offset_noise=training_offset_noise(configs), recipes=kind_recipes(unet, model_recipes(configs)),
-                     scheduler_overrides=overridden, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
-                     zeros_for_empty_prompt=zeros)
+                     offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
+                     text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
+    base.recipes = kind_recipes(base.kind, model_recipes(configs))
+    return base
 
 
 _WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
@@ -249,20 +250,11 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
-# SDXL starting points, NOT measured (no GPU was available to choose them; see docs/design.md): LoRA at
-# the learning rate common for SDXL LoRAs, the paper's full recipe; SDXL's text encoders stay frozen;
-# the UNet is gradient-checkpointed while it trains (activation memory on a 24 GB GPU; not measured).
-SDXL_RECIPES = {"lora": {"lr": 1e-4, "train_text_encoder": False, "gradient_checkpointing": True},
-                "full": {"train_text_encoder": False, "gradient_checkpointing": True}}
-
-
-def kind_recipes(unet: UNet2DConditionModel, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
-    """The defaults for this kind of model: SDXL's unless the folder's sine_recipes.json says otherwise."""
-    if not xl.is_xl_unet(unet):
-        return recipes
-    from dataclasses import replace
-
-    return {name: replace(r, **SDXL_RECIPES.get(name, {})) if r == RECIPES.get(name) else r
+def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
+    """The defaults for this kind of model (`KIND_DEFAULTS`), for each recipe the folder's
+    sine_recipes.json leaves as it is."""
+    overrides = kind.defaults.recipes
+    return {name: replace(r, **overrides.get(name, {})) if r == RECIPES.get(name) else r
             for name, r in recipes.items()}
 
 

@@ -46,8 +46,8 @@ class SamplingSettings:
     k: int = defaults.K
     seed: int = defaults.SEED
     strategy: str = "auto"  # auto | single | tiled | upscale | refine (see `large_canvas.plan_strategy`)
-    working_size: int | None = None  # px; None: 2× the model's size for SD-sized models, else its own size
-    tile_size: int | None = None  # px; None: the model's own training size (where the pre-trained model is good)
+    working_size: int | None = None  # px; None: the model kind's (model_kind.KIND_DEFAULTS)
+    tile_size: int | None = None  # px; None: the model kind's (its native size)
     tile_overlap: float = 0.25  # fraction of a tile shared with its neighbour
     tile_batch: int = 8  # tiles evaluated per UNet call
     refine_strength: float = 0.5  # `refine`: share of the steps re-run at full size (noise level of the restart)
