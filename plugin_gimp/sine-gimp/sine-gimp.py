@@ -76,6 +76,8 @@ def _edit(
     from sine_gimp_job import EditFailed, run_edit_results
     from sine_gimp_style import style_picture
 
+    from sine_protocol.messages import daemon_summary
+
     request = sine_gimp_args.request_from_config(config)
     if not request.prompt.strip():
         raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
@@ -99,10 +101,15 @@ def _edit(
     Gimp.progress_init("SINE: connecting to the daemon")
     try:
         client = _connect(interactive)
+        try:
+            summary = daemon_summary(client.hello())  # where it runs, and the model's kind
+        except Exception:  # noqa: BLE001 - the edit request below reports what is wrong, with advice
+            summary = ""
+        Gimp.progress_set_text(f"SINE: {summary or 'connected'}")
         if interactive:
             import sine_gimp_ui
 
-            window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}")
+            window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}", summary)
 
         def on_progress(progress) -> None:
             if window is not None:

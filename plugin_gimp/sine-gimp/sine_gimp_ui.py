@@ -119,7 +119,8 @@ class ProgressWindow:
     the daemon job cleanly.
     """
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, daemon: str = "") -> None:
+        """`daemon`: a line naming the daemon's device and model kind (`daemon_summary`)."""
         self.cancelled = False
         self._cancel_at_step = autotest_plan().get("cancel_at_step")
         self._dialog = Gtk.Dialog(title=title)
@@ -134,6 +135,8 @@ class ProgressWindow:
         box = self._dialog.get_content_area()
         box.set_spacing(6)
         box.set_border_width(12)
+        if daemon:
+            box.pack_start(Gtk.Label(label=daemon, xalign=0.0), False, False, 0)
         box.pack_start(self._preview, True, True, 0)
         box.pack_start(self._label, False, False, 0)
         box.pack_start(self._bar, False, False, 0)

@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from sine_protocol.messages import daemon_summary
+
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
 from .document_io import SourcePixels, add_result_layer, read_source, result_pixels
@@ -373,8 +375,7 @@ class SinePanel(qt.QWidget):
         if event.kind == "connected":
             self.connected = True
             self.device = str(header.get("device", "?"))
-            version = header.get("daemon_version", "?")
-            text = f"daemon {version} on {self.device}"
+            text = daemon_summary(header)
             self.start_button.setVisible(False)
             self._starting_until = 0.0
             interval = HEARTBEAT_MS

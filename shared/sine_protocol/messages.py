@@ -51,7 +51,7 @@ __all__ = [
     "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "HEARTBEAT", "REPLY_TYPES", "FINAL_TYPES",
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
-    "decode_reply", "image_blob", "mask_blob",
+    "decode_reply", "image_blob", "mask_blob", "daemon_summary",
 ]
 
 PROTOCOL_VERSION = 1
@@ -592,3 +592,12 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
     except ProtocolError as exc:
         raise ProtocolError(BAD_REPLY, exc.message, exc.request_id) from None
     return Event(rtype, header, blobs)
+
+
+def daemon_summary(welcome: dict[str, Any]) -> str:
+    """The plugins' status line from a ``welcome`` header: version, device and, once the model is
+    loaded, its kind ("daemon 0.1.0 on CPU; model SDXL, ε-prediction, 1024 px")."""
+    text = f"daemon {welcome.get('daemon_version', '?')} on {welcome.get('device', '?')}"
+    if welcome.get("model_kind"):
+        text += f"; model {welcome['model_kind']}"
+    return text

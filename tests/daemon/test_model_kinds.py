@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from daemon_helpers import Client, DaemonProcess, make_image
 
+from sine.models import describe_model
 from sine.tiny_models import make_tiny_sd2, make_tiny_sdxl, write_sdxl_single_file
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,9 @@ def test_daemon_edits_with_other_model_kinds(tmp_path: Path, kind: str):
     try:
         image = make_image(32, 32, seed=4)
         with Client(proc.endpoint, proc.token) as client:
+            welcome = client.request("hello").header  # the model's kind, as `sine doctor` reads it off the configs
+            assert welcome["model_ready"] and welcome["model_kind"] == describe_model(model).describe()
+            assert welcome["model_kind"].startswith("SDXL, ε-prediction" if kind == "sdxl-file" else "SD2, v-prediction")
             for expected_hit in (False, True):
                 rid = client.submit_edit(image, output=(37, 29))
                 result = client.events_until_final(rid)[-1]

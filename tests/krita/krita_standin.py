@@ -90,7 +90,8 @@ class StandinDaemon:
         self.requests.append(req)
         if req.type == m.HELLO:
             self._send(ident, m.make_reply(m.WELCOME, req.id, daemon_version="standin", protocol_version=1,
-                                           device="stand-in cpu", models=["standin"], cache={"entries": 0, "bytes": 0}))
+                                           device="stand-in cpu", models=["standin"],
+                                           model_kind="SDXL, ε-prediction, 1024 px", cache={"entries": 0, "bytes": 0}))
         elif req.type == m.PING:
             self._send(ident, m.make_reply(m.PONG, req.id))
         elif req.type == m.CANCEL:

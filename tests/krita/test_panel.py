@@ -28,9 +28,9 @@ def _connected(panel, process_events):
     assert wait_for(lambda: panel.connected, 10, process_events), panel.connection_label.text()
 
 
-def test_connection_line_names_the_device(panel, process_events):
+def test_connection_line_names_the_device_and_model_kind(panel, process_events):
     _connected(panel, process_events)
-    assert panel.connection_label.text() == "daemon standin on stand-in cpu"
+    assert panel.connection_label.text() == "daemon standin on stand-in cpu; model SDXL, ε-prediction, 1024 px"
     assert not panel.start_button.isVisible()
 
 

@@ -87,11 +87,15 @@ def reference(settings: dict) -> RGBAImage:
         client.close()
 
 
-def test_edit_with_the_real_daemon(panel, process_events):
+def test_edit_with_the_real_daemon(panel, real_daemon, process_events):
     settings = {"prompt": "a green circle", "seed": 4, "steps": 3, "finetune_steps": 2}
     reference(settings)  # warm the cache so both edits below sample from the same cached weights
-    # The status line names the device, and follows the daemon from "loading the model" to ready.
-    ready = lambda: panel.connected and panel.connection_label.text().lower().endswith("on cpu")  # noqa: E731
+    # The status line names the device and the model's kind, and follows the daemon from "loading the model" to ready.
+    from sine.models import describe_model
+
+    model = real_daemon[1].parent / "model"  # the fixture's tiny model, next to its config folder
+    line = f"on cpu; model {describe_model(model).describe()}".lower()
+    ready = lambda: panel.connected and panel.connection_label.text().lower().endswith(line)  # noqa: E731
     assert wait_for(ready, 30, process_events), panel.connection_label.text()
     panel.apply_settings(settings)
     panel.edit_button.click()

@@ -414,7 +414,7 @@ class Daemon:
             return make_reply(m.PONG, rid)
         if request.type == m.HELLO:
             return make_reply(m.WELCOME, rid, daemon_version=__version__, protocol_version=m.PROTOCOL_VERSION,
-                              device=worker.device_name, models=list(worker.models),
+                              device=worker.device_name, models=list(worker.models), model_kind=worker.model_kind,
                               model_ready=worker.base is not None, model_error=worker.model_error,
                               cache=self.cache.stats())
         if request.type == m.STATUS:  # your own jobs in full; other clients' only as counts

@@ -74,6 +74,7 @@ class Worker(threading.Thread):
         # Plain values the socket thread may read (it never touches torch itself).
         self.device_name: str = device or "unknown"
         self.models: list[str] = [model or "demo"]
+        self.model_kind: str | None = None  # e.g. "SDXL, ε-prediction, 1024 px", once loaded
         self.gpu_info: dict | None = None
         self._sock: zmq.Socket | None = None
 
@@ -104,7 +105,8 @@ class Worker(threading.Thread):
 
             self.device_name = describe_device(self.base.device)
             self.models = [self.base.model_id]
-            log.info("model %s (%s) loaded on %s in %.1f s", self.model, self.base.kind.describe(), self.device_name,
+            self.model_kind = self.base.kind.describe()
+            log.info("model %s (%s) loaded on %s in %.1f s", self.model, self.model_kind, self.device_name,
                      time.perf_counter() - t0)
             self._update_gpu_info()
         except Exception as exc:  # noqa: BLE001 - reported to every job as model_missing
