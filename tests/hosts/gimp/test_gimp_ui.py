@@ -49,6 +49,7 @@ def test_progress_window_shows_progress_and_cancel_reaches_the_loop(gimp_home) -
     assert done.returncode == 0 and lines, done.stdout + done.stderr
     shown = json.loads(lines[-1].removeprefix("UI-RESULT "))
     assert shown["label"] == "sampling 30/100"
+    assert "daemon 0.1.0 on CPU; model SDXL, ε-prediction, 1024 px" in shown["texts"]  # stays while it runs
     assert shown["fraction"] == 0.3
     assert shown["preview"] == [192, 96]  # 32x16 preview scaled to the 192 px box, aspect kept
     assert shown["cancelled_before"] is False
