@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,11 @@ from PIL import Image
 
 
 def run_sine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=300)
+    # one CPU thread: `sine` picks its threads from the cores free at start, and float sums over another
+    # thread count differ in the last bits, so "same seed, same picture" below needs the count fixed
+    env = {**os.environ, "SINE_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
 
 
 @pytest.fixture(scope="module")

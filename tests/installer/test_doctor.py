@@ -106,7 +106,8 @@ def test_doctor_all_good_after_install_with_a_real_daemon(tmp_path: Path, fake_s
     assert {name: status for name, (status, _) in lines.items() if status == "FAIL"} == {}
     assert rc == 0
     assert lines["daemon"] == ("ok", f"answers at tcp://127.0.0.1:{port}")
-    assert lines["token"][0] == "ok" and lines["model"] == ("ok", str(model))
+    assert lines["token"][0] == "ok" and lines["model"][0] == "ok"
+    assert lines["model"][1].startswith(f"{model} (SD1, "), lines["model"]  # the path, then the model's kind
     assert lines["Krita plugin"][0] == "ok" and lines["GIMP 3.0 plug-in"][0] == "ok"
     assert lines["autostart"][0] == "ok"
 
