@@ -116,11 +116,9 @@ def read_token(path: Path | None = None) -> str | None:
     return token or None
 
 
-def write_token(token: str, path: Path | None = None) -> None:
-    """Write ``token`` (mode 0600) under a temporary name and rename it into place: the daemon
-    holding the endpoint lock puts its token back this way when the file was deleted."""
-    path = path or token_file()
-    ensure_private_dir(path.parent)
+def _private_tmp_with(path: Path, token: str) -> Path:
+    """A new owner-only file beside ``path`` holding ``token``, written and synced: the caller links
+    or renames it into place, so a reader never sees a half-written token."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -128,6 +126,19 @@ def write_token(token: str, path: Path | None = None) -> None:
             handle.write(token + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no stray
+        raise
+    return tmp
+
+
+def write_token(token: str, path: Path | None = None) -> None:
+    """Write ``token`` (mode 0600) under a temporary name and rename it into place: the daemon
+    holding the endpoint lock puts its token back this way when the file was deleted."""
+    path = path or token_file()
+    ensure_private_dir(path.parent)
+    tmp = _private_tmp_with(path, token)
+    try:
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -146,13 +157,8 @@ def ensure_token(path: Path | None = None) -> str:
         return existing
     ensure_private_dir(path.parent)
     token = secrets.token_hex(TOKEN_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = _private_tmp_with(path, token)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(token + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -166,10 +172,5 @@ def ensure_token(path: Path | None = None) -> str:
     if winner:
         return winner
     # An empty or unreadable file was in the way: replace it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    os.replace(_private_tmp_with(path, token), path)
     return token
