@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import sine
 from sine.models import load_base_model
 from sine.tiny_models import make_tiny_sd
 
@@ -39,3 +47,30 @@ def source_image() -> Image.Image:
     disc = (yy - 30) ** 2 + (xx - 34) ** 2 < 14 ** 2
     img[disc] = (220, 30, 30)
     return Image.fromarray(img, "RGB")
+
+
+# The sampler as it was before the split and the controls (sampler.py: 423 lines): what strength 1 and
+# the split sampler must reproduce bit for bit.
+SAMPLER_BEFORE = "67cc64096033ed7522ce87b87e1c18a0e0434a4d"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def old_sampler() -> ModuleType:
+    """backend/sine/sampler.py at SAMPLER_BEFORE, from git, run against today's other modules."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    proc = subprocess.run(["git", "-C", str(REPO), "show", f"{SAMPLER_BEFORE}:backend/sine/sampler.py"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"the old sampler is not in this checkout's history ({SAMPLER_BEFORE[:7]})")
+    name = "sine._sampler_before"
+    spec = importlib.util.spec_from_loader(name, loader=None)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = sine.__name__
+    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
+    try:
+        exec(compile(proc.stdout, f"sampler.py@{SAMPLER_BEFORE[:7]}", "exec"), module.__dict__)
+    except ImportError as exc:  # the modules it imports have moved on since
+        pytest.skip(f"the old sampler no longer imports: {exc}")
+    return module

@@ -1,6 +1,6 @@
 """The sampler split (paper's loop in `sampler`, large canvases in `large_canvas`) changed no pixel.
 
-The implementation before the split is read from git at `BEFORE_SPLIT` and run side by side with
+The implementation before the split is read from git at `SAMPLER_BEFORE` (tests/engine/conftest.py) and run side by side with
 today's on every engine case: one latent, tiles under the whole view, SINE per tile, upscale,
 refine, the fine-tuned-only baseline, several guides, small and odd sizes. Final latents, images and
 the last preview must be bit-identical. Skipped where the repository's history is not at hand.
@@ -8,47 +8,19 @@ the last preview must be bit-identical. Skipped where the repository's history i
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-import sine
 from sine import sampler as new
 from sine.finetune import FinetuneSettings, finetune
 from sine.guidance import Guide
 
-BEFORE_SPLIT = "67cc64096033ed7522ce87b87e1c18a0e0434a4d"  # main just before the split (sampler.py: 423 lines)
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _sampler_at(ref: str) -> ModuleType:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    proc = subprocess.run(["git", "-C", str(REPO), "show", f"{ref}:backend/sine/sampler.py"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"the sampler before the split is not in this checkout's history ({ref[:7]})")
-    name = "sine._sampler_before_split"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = sine.__name__
-    sys.modules[name] = module  # dataclasses resolve their annotations through sys.modules
-    try:
-        exec(compile(proc.stdout, f"sampler.py@{ref[:7]}", "exec"), module.__dict__)
-    except ImportError as exc:  # the modules it imports have moved on since
-        pytest.skip(f"the sampler before the split no longer imports: {exc}")
-    return module
-
 
 @pytest.fixture(scope="module")
-def old() -> ModuleType:
-    return _sampler_at(BEFORE_SPLIT)
+def old(old_sampler: ModuleType) -> ModuleType:
+    return old_sampler
 
 
 @pytest.fixture(scope="module")

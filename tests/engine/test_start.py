@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-import sine
 from sine.errors import BadInput
 from sine.finetune import FinetuneSettings, finetune
 from sine.images import to_tensor
 from sine.noise_prediction import content_and_style_guides
 from sine.sampler import SamplingSettings, sample_edit, sample_edits, sample_steps, timesteps_for
 from sine.start import first_step, inverted_start, noised_start, source_at
-
-BEFORE = "67cc64096033ed7522ce87b87e1c18a0e0434a4d"  # main before strength / count existed
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -34,25 +24,6 @@ def tuned(base, source_image):
 @pytest.fixture(scope="module")
 def style_tuned(base, source_image):
     return finetune(base, source_image.transpose(0), "picture of a sks sunset", FinetuneSettings(steps=3, seed=1))
-
-
-def _old_sampler() -> ModuleType:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    proc = subprocess.run(["git", "-C", str(REPO), "show", f"{BEFORE}:backend/sine/sampler.py"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip("the sampler before strength is not in this checkout's history")
-    name = "sine._sampler_before_strength"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__package__ = sine.__name__
-    sys.modules[name] = module
-    try:
-        exec(compile(proc.stdout, f"sampler.py@{BEFORE[:7]}", "exec"), module.__dict__)
-    except ImportError as exc:
-        pytest.skip(f"the old sampler no longer imports: {exc}")
-    return module
 
 
 def test_first_step_runs_the_last_share_of_the_steps():
@@ -67,8 +38,8 @@ def test_first_step_runs_the_last_share_of_the_steps():
 
 @pytest.mark.parametrize("size,extra", [((32, 32), {}), ((48, 40), {"working_size": 32}),
                                         ((48, 40), {"working_size": 32, "strategy": "refine"})])
-def test_strength_one_from_noise_is_bit_identical_to_before(base, tuned, size, extra):
-    old = _old_sampler()
+def test_strength_one_from_noise_is_bit_identical_to_before(base, tuned, size, extra, old_sampler):
+    old = old_sampler
     new_img = sample_edit(base, tuned, "a cat", *size, SamplingSettings(steps=2, seed=5, **extra))
     old_img = old.sample_edit(base, tuned, "a cat", *size, old.SamplingSettings(steps=2, seed=5, **extra))
     assert new_img.tobytes() == old_img.tobytes()
