@@ -23,7 +23,8 @@ PREVIEW_SIDE = 192
 # Automated GUI tests name a JSON file here with scripted answers (see autotest_plan).
 AUTOTEST_ENV = "SINE_GIMP_AUTOTEST"
 AUTOTEST_DELAY_MS = 300
-MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight")
+MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight",
+        "content-weight")
 ADVANCED = ("start", "seed", "steps", "guidance", "v", "k", "method", "finetune-steps", "output-width",
             "output-height")
 
@@ -67,6 +68,7 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "SINE: Edit with text")
     # What a painter sets on every edit first, strength as a slider; the engine's knobs folded away.
     dialog.get_scale_entry("strength", 1.0)
+    _weights_give_way(config)
     dialog.fill_box("sine-advanced-box", list(ADVANCED))
     dialog.get_label("sine-advanced-title", "Advanced settings", False, False)
     dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
@@ -78,6 +80,18 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     ok = dialog.run()
     dialog.destroy()
     return bool(ok)
+
+
+def _weights_give_way(config: Gimp.ProcedureConfig) -> None:
+    """Raising the style or the content weight lowers the other, so the two stay at most 1 (the daemon's rule)."""
+
+    def give_way(changed: str, other: str) -> None:
+        value = config.get_property(changed)
+        if value + config.get_property(other) > 1.0 + 1e-9:
+            config.set_property(other, max(0.0, 1.0 - value))
+
+    config.connect("notify::style-weight", lambda *_: give_way("style-weight", "content-weight"))
+    config.connect("notify::content-weight", lambda *_: give_way("content-weight", "style-weight"))
 
 
 def ask_yes_no(title: str, text: str) -> bool:
