@@ -499,6 +499,7 @@ class SinePanel(qt.QWidget):
         from sine_protocol.results import EditResult
 
         layer = self._make_layer(doc, source, settings, EditResult(0, entry.seed, entry.image))
+        entry.applied_again += 1
         self.last_layer = layer
         self.refresh_history()
         self.show_message(f"Added layer '{layer.name()}' again{where}.")

@@ -95,7 +95,8 @@ class ResultsView(qt.QWidget):
         self.history_list = qt.QListWidget(self)
         self.history_list.setIconSize(qt.QSize(HISTORY_ICON, HISTORY_ICON))
         self.history_list.setMaximumHeight(HISTORY_ROWS * (HISTORY_ICON + 6) + 6)
-        self.history_list.setToolTip("double-click a result to add it as a layer again")
+        self.history_list.setWordWrap(True)  # the state ends the label: wrap it in a narrow docker, never cut it
+        self.history_list.setHorizontalScrollBarPolicy(qt.SCROLLBAR_OFF)
         self.history_list.itemDoubleClicked.connect(lambda item: self._on_reapply(self.history_list.row(item)))
         self.history_list.currentRowChanged.connect(self._history_row_changed)
         self.history_apply_button = qt.QPushButton("Apply again", self)
@@ -158,6 +159,7 @@ class ResultsView(qt.QWidget):
         for entry in entries:
             label = entry.label() if entry.can_reapply else f"{entry.label()} (no longer kept)"
             item = qt.QListWidgetItem(label)
+            item.setToolTip(f"{label}\ndouble-click (or Apply again) to add it as a layer again")
             if entry.thumbnail is not None:
                 item.setIcon(qt.QIcon(pixmap_of(entry.thumbnail, HISTORY_ICON)))
             self.history_list.addItem(item)

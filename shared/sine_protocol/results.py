@@ -132,6 +132,7 @@ class HistoryEntry:
     context: Any = field(default=None, repr=False)  # the press's context (how the host places it)
     press: int = 0  # which add() made it (its entries share one context)
     context_bytes: int = 0  # what the context holds, as the host counts it
+    applied_again: int = 0  # times the host placed it again from the history
 
     @property
     def can_reapply(self) -> bool:
@@ -143,7 +144,8 @@ class HistoryEntry:
 
     def label(self) -> str:
         strength = "" if self.strength is None else f", strength {self.strength:.2f}"
-        return f"{self.prompt} (seed {self.seed}{strength}): {self.state}"
+        again = ", applied again" if self.applied_again else ""
+        return f"{self.prompt} (seed {self.seed}{strength}): {self.state}{again}"
 
     def refresh(self) -> None:
         """Follow the state of the choice this entry was made from."""

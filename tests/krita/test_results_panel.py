@@ -216,6 +216,7 @@ def test_a_history_entry_is_applied_again_after_its_card_was_discarded_or_applie
     assert doc.topLevelNodes()[1].pixelData(0, 0, W, H) == to_bgra(_expected(3)[2])
     assert doc.history[-1] == ("add", "SINE: again (seed 6)") and len(doc.history) == 2  # one step
     assert "Added layer 'SINE: again (seed 6)'" in panel.message_label.text()
+    assert _history_labels(panel)[4] == "again (seed 6, strength 1.00): discarded, applied again"
     # The applied one can be applied a second time, by double-click.
     view.history_list.itemDoubleClicked.emit(view.history_list.item(3))
     assert doc.topLevelNodes()[1].name() == "SINE: again (seed 5)"
