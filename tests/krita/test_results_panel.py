@@ -195,7 +195,7 @@ def _history_labels(panel) -> list[str]:
 
 def test_a_history_entry_is_applied_again_after_its_card_was_discarded_or_applied(panel, process_events):
     doc = Krita.instance().activeDocument()
-    _edit(panel, process_events, prompt="again", seed=4, count=3)
+    _edit(panel, process_events, prompt="again", seed=4, count=3, strength=1.0)  # the label names it
     cards = panel.results_view.cards
     cards[1].apply_button.click()
     cards[0].discard_button.click()
