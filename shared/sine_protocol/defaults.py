@@ -26,4 +26,5 @@ START_MODES: tuple[str, ...] = ("noise", "inversion")  # where sampling starts (
 START = "noise"
 STRENGTH = 1.0  # share of the steps run (1: from pure noise, the paper)
 STYLE_WEIGHT = 0.3  # β of a style model in multi-model guidance
+CONTENT_WEIGHT = round(1.0 - V, 6)  # β of the source's own model beside a style model: the engine's 1 − v
 MAX_COUNT = 8  # results per edit request
