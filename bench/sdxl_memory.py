@@ -255,6 +255,22 @@ def full_recipe_arithmetic(unet_params: int) -> dict:
             "as_built_gib": full_finetune_bytes(unet_params, unet_params * 2) / GIB}
 
 
+def lora_totals(result: dict) -> dict:
+    """Per measured LoRA step: what the device holds at the fine-tune's peak, in GiB. The loop keeps the
+    frozen base UNet (bf16, beside its trained copy), both text encoders and the VAE loaded; each patch
+    step encodes its view with the VAE before the UNet step (sequential, so the larger of the two counts)."""
+    rows = {r["part"]: r for r in result["rows"] if r["part"] != "unet_lora_step"}
+    base_unet = next(r["unet_params"] for r in result["rows"] if r["part"] == "unet_lora_step") * 2 / GIB
+    others = rows["text_encoders"]["weights_gib"] + rows["vae_encode"]["weights_gib"]
+    out = {}
+    for r in result["rows"]:
+        if r["part"] == "unet_lora_step" and r["fake_tensors"]:
+            step = max(r["peak_gib"] + r["adamw_state_gib"], r["weights_gib"] + rows["vae_encode"]["activation_peak_gib"])
+            key = f"{r['pixels']}px {'checkpointed' if r['gradient_checkpointing'] else 'no checkpointing'}"
+            out[key] = round(base_unet + others + step, 2)
+    return out
+
+
 def run_one(spec: str) -> dict:
     """One measurement; `fake-` in front: under FakeTensorMode (the same ops, shapes and storages, no
     arithmetic), how the 1024² step is measured on this CPU (a real 256² step took 217 s)."""
@@ -303,6 +319,10 @@ def main() -> None:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result["lora_finetune_total_gib"] = lora_totals(result)
+    print(json.dumps(result["lora_finetune_total_gib"], indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

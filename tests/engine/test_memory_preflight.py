@@ -32,8 +32,7 @@ def _fake_device_memory(monkeypatch, nbytes: int) -> None:
 
 def _full_needs(base) -> int:
     params = sum(p.numel() for p in base.unet.parameters())
-    return memory.full_finetune_bytes(params, memory.module_bytes(base.unet, base.vae, base.text_encoder,
-                                                                  base.text_encoder_2))
+    return memory.full_finetune_bytes(params, memory.module_bytes(base.unet))
 
 
 def test_full_finetune_refused_before_any_step_when_the_gpu_is_too_small(xl, monkeypatch):
