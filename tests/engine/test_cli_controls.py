@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,17 @@ from PIL import Image
 
 
 def run_sine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=600)
+    # one CPU thread: another thread count changes the last bits, and some tests compare bytes
+    env = {**os.environ, "SINE_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def sampling_steps_run(stderr: str) -> int:
+    """The total of the finished `sampling` progress bar."""
+    done = re.findall(r"sampling: 100%\|[^|]*\| (\d+)/(\d+)", stderr)
+    assert done, stderr
+    return int(done[-1][1])
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +46,22 @@ def test_count_strength_and_style_write_one_file_per_result(tiny_folder, picture
     assert "fine-tuning (style)" in proc.stderr
 
 
+def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(tiny_folder, pictures, tmp_path):
+    common = ["--prompt", "a blue disc", "--model", str(tiny_folder), "--finetune-steps", "2", "--steps", "10",
+              "--device", "cpu", "--weights", str(tmp_path / "weights")]
+    default = run_sine("edit", str(pictures / "source.png"), *common, "--out", str(tmp_path / "default.png"))
+    assert default.returncode == 0, default.stderr
+    assert sampling_steps_run(default.stderr) == 6  # round(0.6 × 10)
+    explicit = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "0.6", "--start", "noise",
+                        "--out", str(tmp_path / "explicit.png"))
+    paper = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "1", "--out", str(tmp_path / "paper.png"))
+    assert explicit.returncode == paper.returncode == 0, explicit.stderr + paper.stderr
+    assert sampling_steps_run(paper.stderr) == 10
+    picture = Image.open(tmp_path / "default.png").tobytes()
+    assert picture == Image.open(tmp_path / "explicit.png").tobytes()  # the source noised to 0.6, same draw
+    assert picture != Image.open(tmp_path / "paper.png").tobytes()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--start", "inversion", "--count", "2"], "--count 1"),
     (["--style-weight", "0.3"], "--style-from"),
@@ -45,3 +73,4 @@ def test_bad_controls_fail_with_one_clear_line(pictures, tmp_path, args, message
     proc = run_sine("edit", str(pictures / "source.png"), "--prompt", "x", *args, "--out", str(tmp_path / "o.png"))
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
+

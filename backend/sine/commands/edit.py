@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="refine: share of the steps re-run at full size (0..1]")
     p.add_argument("--strength", type=float_in(0.0, 1.0, low_open=True), default=None,
                    help="how much to change: the share of the steps run from the source noised to that level "
-                        "(1 = from pure noise, SINE as published; default: the engine's)")
+                        f"(1 = from pure noise, SINE as published; default: {defaults.STRENGTH:g})")
     p.add_argument("--start", choices=defaults.START_MODES, default=None,
                    help="strength < 1 starts from random noise over the source, or from the source's own noise "
                         "(DDIM inversion with the fine-tuned model; one result)")
