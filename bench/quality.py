@@ -4,7 +4,7 @@ Fixed, seeded eval set: sources with content the base model never saw × edit pr
 Methods: the pre-trained model alone (plain CFG with the edit prompt), the fine-tuned model alone
 (plain CFG on it, the edit prompt through its own text encoder), SINE without positional embedding
 (fine-tuned on the whole image), SINE with PE (fine-tuned on patches), each with the `full` recipe
-and with the `lora` recipe.
+and with the `lora` recipe (`finetuned_lora`: the LoRA fine-tune with patches + PE alone).
 Metrics, from the scene's ground-truth masks:
   edit     - the edited object (or the background) shows the asked colour
   psnr/ssim - the regions the prompt must not touch, against the source
@@ -57,6 +57,7 @@ METHODS = {  # name → (fine-tune key, how to sample)
     "pretrained": (None, "pretrained"),
     "finetuned": ("full_pe", "finetuned_only"),
     "finetuned_nope": ("full_nope", "finetuned_only"),
+    "finetuned_lora": ("lora_pe", "finetuned_only"),  # the LoRA recipe's fine-tune (patches + PE) alone
     "sine_nope": ("full_nope", "sine"),
     "sine_pe": ("full_pe", "sine"),
     "sine_lora_nope": ("lora_nope", "sine"),

@@ -273,15 +273,12 @@ def _for_inference(base: BaseModel, unet: UNet2DConditionModel, text_encoder: CL
     """The trained copies ready to sample, in the fine-tuned dtype (`finetuned_dtype`: fp16 on CUDA,
     where the base runs in bf16, whose 8-bit mantissa would round small weight changes away).
 
-    LoRA: the adapters are merged into the weights in fp32 (peft's merge through diffusers'
-    `fuse_lora`), then the UNet is cast once, so a fine-tuned call costs a plain UNet call and the
-    small changes meet a single rounding, to the fine-tuned dtype. The text encoder, when not trained,
-    is the base's own and is left alone."""
+    LoRA: the adapters are merged into the weights in fp32 (`merge_lora_layerwise`), so a fine-tuned
+    call costs a plain UNet call and the small changes meet a single rounding, to the fine-tuned dtype.
+    The text encoder, when not trained, is the base's own and is left alone."""
     dtype = finetuned_dtype(base.device, base.dtype)
     if s.method == "lora" and merge:
-        unet.float()
-        unet.fuse_lora()
-        unet.unload_lora()
+        merge_lora_layerwise(unet, dtype)
         if s.train_text_encoder:
             text_encoder = _merge_peft_layers(text_encoder.float())
     trained = [unet, text_encoder] if s.train_text_encoder else [unet]
@@ -290,6 +287,24 @@ def _for_inference(base: BaseModel, unet: UNet2DConditionModel, text_encoder: CL
         module.eval()
         module.to(base.device, dtype)
     return unet, text_encoder
+
+
+@torch.no_grad()
+def merge_lora_layerwise(unet: UNet2DConditionModel, dtype: torch.dtype) -> None:
+    """Merge the UNet's LoRA adapters one layer at a time: each adapted layer goes to fp32, takes its
+    update (peft's `merge`) and is cast to `dtype` before the next, then the adapters are removed and
+    the rest cast. The same weights as casting the whole UNet to fp32, `fuse_lora` and one cast, with a
+    peak of one fp32 layer above the model instead of an fp32 copy of all of it (3.4 GB for SD1.5)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in unet.modules():
+        if isinstance(module, BaseTunerLayer):
+            layer = module.get_base_layer()
+            layer.float()
+            module.merge()
+            layer.to(dtype)
+    unet.unload_lora()
+    unet.to(dtype)
 
 
 def _merge_peft_layers(module: torch.nn.Module) -> torch.nn.Module:
@@ -311,6 +326,20 @@ def _trainable_parameters(*modules: torch.nn.Module) -> list[torch.nn.Parameter]
             if p.requires_grad:
                 seen[id(p)] = p
     return list(seen.values())
+
+
+# Where torch's fused AdamW kernel is used: on the CPU too, where one LoRA step of the demo model's
+# adapters took 4 ms fused against 30 ms multi-tensor (bench/adapt_speed.py, docs/benchmarks.md).
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")
+
+
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device,
+          fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel for all parameters) on FUSED_ADAMW_DEVICES unless `fused` says,
+    else torch's multi-tensor (`foreach`) path. The same update up to float rounding."""
+    fused = device.type in FUSED_ADAMW_DEVICES if fused is None else fused
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None,
+                             foreach=None if fused else True)
 
 
 def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
@@ -383,9 +412,7 @@ def finetune(
     mode = interp_mode(s.style)
     sampler = _make_sampler(image, base, s, rng)
     params = _trainable_parameters(unet, text_encoder)
-    fused = base.device.type == "cuda"
-    optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, fused=fused or None,
-                                  foreach=None if fused else True)
+    optimizer = adamw(params, s.lr, s.weight_decay, base.device)
     alphas = base.new_scheduler().alphas_cumprod.to(base.device, torch.float32)
     ids = base.tokenize([source_prompt])
     frozen_states = None if s.train_text_encoder else base.encode_prompts([source_prompt])

@@ -134,6 +134,7 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
         return DEMO_MODEL_DIR, DEMO_MODEL_NAME, None
     path = Path(model).expanduser()
     if path.exists():
+        check_pipeline_kind(path)
         if not (path / "unet").is_dir():
             raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside) nor a "
                                ".safetensors/.ckpt checkpoint")
@@ -155,6 +156,24 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
             raise ModelMissing(_fetch_advice(repo_id, f"download failed: {type(exc).__name__}")) from None
     folder_path = Path(folder)
     return folder_path, repo_id, folder_path.name  # snapshot folders are named after the commit
+
+
+def check_pipeline_kind(folder: Path) -> None:
+    """Refuse, by name, diffusers folders of pipelines SINE cannot edit with: those without a UNet
+    (SD3, Flux, PixArt…) and SDXL's refiner (no first text encoder, conditioned on an aesthetic score,
+    it only refines SDXL base pictures). A folder without model_index.json is left to the component checks."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        return
+    index = _read_json(index_path)
+    name = str(index.get("_class_name", "an unknown pipeline"))
+    if index.get("requires_aesthetics_score") or (
+            (folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()):
+        raise BadModel(f"{folder} is an SDXL refiner ({name}): it has no first text encoder and only refines "
+                       "pictures made by SDXL base; use the SDXL base model (or one of its fine-tunes) instead")
+    if not (folder / "unet").is_dir() and "unet" not in index:
+        raise BadModel(f"{folder} is a {name} model, which has no UNet; SINE edits with Stable Diffusion 1.x, 2.x "
+                       "or XL text-to-image models (a diffusers folder with unet/, or a single .safetensors file)")
 
 
 def _fetch_advice(repo_id: str, why: str) -> str:

@@ -89,8 +89,13 @@ def declare_arguments(procedure: Gimp.Procedure) -> None:
         Gimp.FileChooserAction.OPEN, True, None, RW,
     )  # fmt: skip
     procedure.add_double_argument(
-        "style-weight", "Style _weight", "Weight of the style picture's model", 0.0, 1.0, defaults.STYLE_WEIGHT, RW
-    )
+        "style-weight", "Style _weight", "Weight of the style picture's model (style + content weight at most 1)",
+        0.0, 1.0, defaults.STYLE_WEIGHT, RW,
+    )  # fmt: skip
+    procedure.add_double_argument(
+        "content-weight", "C_ontent weight", "Weight of the source's own model beside the style picture's: higher "
+        "keeps more of the layer (default 1 - v, the engine's)", 0.0, 1.0, defaults.CONTENT_WEIGHT, RW,
+    )  # fmt: skip
     procedure.add_layer_return_value("layer", "Layer", "The new layer holding the (first) result", True, RW)
 
 
@@ -116,4 +121,5 @@ def request_from_config(config: Gimp.ProcedureConfig) -> EditRequest:
         start=get("start") or "noise",
         count=int(get("count")),
         style_weight=float(get("style-weight")),
+        content_weight=float(get("content-weight")),
     )

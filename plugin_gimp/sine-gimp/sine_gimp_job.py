@@ -66,6 +66,7 @@ class EditRequest:
     start: str = defaults.START  # below strength 1: "noise" or "inversion"
     count: int = 1  # results (seeds seed, seed+1, ...)
     style_weight: float = defaults.STYLE_WEIGHT  # weight of the style picture's model, when one is sent
+    content_weight: float = defaults.CONTENT_WEIGHT  # the source's own model beside it (sent as set)
 
     def sampling(self, with_style: bool = False) -> dict:
         """The ``sampling`` field of the ``edit`` message."""
@@ -73,7 +74,14 @@ class EditRequest:
                     "strength": self.strength, "start": self.start}  # fmt: skip
         if with_style:
             sampling["style_weight"] = self.style_weight
+            sampling["content_weight"] = self.content_weight
         return sampling
+
+    def check_weights(self) -> None:
+        """The daemon takes style + content weight up to 1: say so in words before sending."""
+        if self.style_weight + self.content_weight > 1.0 + 1e-9:
+            raise EditFailed(f"The style weight {self.style_weight:.2f} and content weight {self.content_weight:.2f} "
+                             "add up to more than 1: lower one of them.", "bad_request")
 
     def finetune(self) -> dict:
         """The ``finetune`` field; ``steps`` None lets the daemon pick its default."""
@@ -242,7 +250,8 @@ def run_edit_results(
 
     ``should_cancel`` is polled between events (every ``poll_s``) so the caller's UI stays alive;
     when it turns true the daemon job is cancelled and EditCancelled raised. ``style_image`` is the
-    second picture of multi-model guidance (``request.style_weight`` is its weight).
+    second picture of multi-model guidance (``request.style_weight`` is its weight,
+    ``request.content_weight`` the source model's).
     """
     if not request.prompt.strip():
         raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
@@ -251,6 +260,7 @@ def run_edit_results(
     if request.count != 1:
         extra["count"] = request.count
     if style_image is not None:
+        request.check_weights()
         extra["style_image"] = style_image
     try:
         rid = client.submit_edit(

@@ -23,14 +23,17 @@ PREVIEW_SIDE = 192
 # Automated GUI tests name a JSON file here with scripted answers (see autotest_plan).
 AUTOTEST_ENV = "SINE_GIMP_AUTOTEST"
 AUTOTEST_DELAY_MS = 300
-MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight")
+MAIN = ("prompt", "subject", "style", "strength", "count", "style-layer", "style-file", "style-weight",
+        "content-weight")
 ADVANCED = ("start", "seed", "steps", "guidance", "v", "k", "method", "finetune-steps", "output-width",
             "output-height")
 
 
 def autotest_plan() -> dict:
     """Scripted answers for GUI tests, read at each use: ``{"dialog": "ok"|"cancel",
-    "cancel_at_step": N}`` (press Cancel once fine-tuning or sampling reaches step N).
+    "cancel_at_step": N}`` (press Cancel once fine-tuning or sampling reaches step N), ``"move"``
+    (argument values set in the dialog before its button is pressed), ``"weights"`` (a file to write
+    the style and content weights to once the dialog closes).
 
     Empty unless $SINE_GIMP_AUTOTEST names a readable JSON file, so users never meet it.
     """
@@ -45,11 +48,17 @@ def autotest_plan() -> dict:
     return plan if isinstance(plan, dict) else {}
 
 
-def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: str | None = None) -> None:
-    """Press a dialog button from the main loop once the dialog runs (as a user would); with
-    ``screenshot``, first save what the dialog shows there (PNG)."""
+def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: str | None = None,
+                  config: Gimp.ProcedureConfig | None = None) -> None:  # fmt: skip
+    """Press a dialog button from the main loop once the dialog runs (as a user would); first the plan's
+    ``"move"`` values are set on the dialog's config (as its widgets would), and with ``screenshot``
+    what the dialog shows is saved there (PNG)."""
 
     def press() -> bool:
+        plan = autotest_plan()
+        for name, value in (plan.get("move") or {}).items() if config is not None else ():
+            config.set_property(name, value)
+        pump_events()
         window = dialog.get_window()
         if screenshot and window is not None:
             shot = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
@@ -67,6 +76,7 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "SINE: Edit with text")
     # What a painter sets on every edit first, strength as a slider; the engine's knobs folded away.
     dialog.get_scale_entry("strength", 1.0)
+    _weights_give_way(config)
     dialog.fill_box("sine-advanced-box", list(ADVANCED))
     dialog.get_label("sine-advanced-title", "Advanced settings", False, False)
     dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
@@ -74,10 +84,25 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     scripted = autotest_plan().get("dialog")
     if scripted in ("ok", "cancel"):
         _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL,
-                      autotest_plan().get("screenshot"))
+                      autotest_plan().get("screenshot"), config)
     ok = dialog.run()
+    if autotest_plan().get("weights"):  # what the two weights became (GUI tests)
+        with open(autotest_plan()["weights"], "w", encoding="utf-8") as f:
+            json.dump({name: config.get_property(name) for name in ("style-weight", "content-weight")}, f)
     dialog.destroy()
     return bool(ok)
+
+
+def _weights_give_way(config: Gimp.ProcedureConfig) -> None:
+    """Raising the style or the content weight lowers the other, so the two stay at most 1 (the daemon's rule)."""
+
+    def give_way(changed: str, other: str) -> None:
+        value = config.get_property(changed)
+        if value + config.get_property(other) > 1.0 + 1e-9:
+            config.set_property(other, max(0.0, 1.0 - value))
+
+    config.connect("notify::style-weight", lambda *_: give_way("style-weight", "content-weight"))
+    config.connect("notify::content-weight", lambda *_: give_way("content-weight", "style-weight"))
 
 
 def ask_yes_no(title: str, text: str) -> bool:

@@ -197,6 +197,22 @@ class AutoTest(qt.QObject):
         self.report["applied_layer"] = panel.last_layer.name() if panel.last_layer is not None else None
         history = panel.results_view.history_list
         self.report["history"] = [history.item(i).text() for i in range(history.count())]
+        if self.job.get("history_apply_row") is not None:
+            self._later(self._apply_from_history, 500)
+            return
+        self._later(self._save, 500)
+
+    def _apply_from_history(self) -> None:
+        """The painter opens the history, picks an entry and presses Apply again."""
+        panel = self._panel
+        view = panel.results_view
+        view.history_toggle.setChecked(True)
+        view.history_list.setCurrentRow(int(self.job["history_apply_row"]))
+        self.report["history_apply_enabled"] = view.history_apply_button.isEnabled()
+        view.history_apply_button.click()
+        self.report["history_apply_message"] = panel.message_label.text()
+        self.report["panel_error"] = panel.last_error
+        self.report["reapplied_layer"] = panel.last_layer.name() if panel.last_layer is not None else None
         self._later(self._save, 500)
 
     def _save(self) -> None:
@@ -243,7 +259,8 @@ class AutoTest(qt.QObject):
         corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
         bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None
         parts = {}
-        for name in ("prompt_edit", "advanced", "edit_button", "progress", "message_label", "connection_label"):
+        for name in ("prompt_edit", "content_weight_spin", "advanced", "edit_button", "progress", "message_label",
+                     "connection_label"):  # fmt: skip
             widget = getattr(panel, name)
             top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
             parts[name] = {"top": top, "bottom": top + widget.height(), "visible": widget.isVisible()}

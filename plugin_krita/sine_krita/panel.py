@@ -22,6 +22,7 @@ from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
 from .document_io import SourcePixels, add_result_layer, read_source, result_pixels
 from .results_view import ResultsView
 from .settings import (
+    DEFAULT_CONTENT_WEIGHT,
     DEFAULT_GUIDANCE,
     DEFAULT_K,
     DEFAULT_STEPS,
@@ -143,14 +144,18 @@ class SinePanel(qt.QWidget):
         self.style_layer_combo.addItem(NO_STYLE, "")
         self.style_layer_combo.setToolTip("another layer whose colours and style the edit should take")
         self.style_weight_spin = _dspin(self, 0.0, 1.0, DEFAULT_STYLE_WEIGHT, 0.05)
-        self.style_weight_spin.setToolTip("weight of the style layer's model")
-        self.style_weight_spin.setEnabled(False)
-        self.style_layer_combo.currentIndexChanged.connect(
-            lambda _i: self.style_weight_spin.setEnabled(bool(self.style_layer_combo.currentData()))
-        )
+        self.style_weight_spin.setToolTip("weight of the style layer's model (style + content weight at most 1)")
+        self.content_weight_spin = _dspin(self, 0.0, 1.0, DEFAULT_CONTENT_WEIGHT, 0.05)
+        self.content_weight_spin.setToolTip("weight of the source's own model beside the style layer's: higher "
+                                            "keeps more of the picture (default 1 − v, the engine's)")
+        self.style_weight_spin.valueChanged.connect(lambda x: _give_way(self.content_weight_spin, x))
+        self.content_weight_spin.valueChanged.connect(lambda x: _give_way(self.style_weight_spin, x))
+        self.style_layer_combo.currentIndexChanged.connect(lambda _i: self._style_chosen())
         style_row.addWidget(self.style_layer_combo, 1)
         style_row.addWidget(self.style_weight_spin)
         form.addRow("Style from", style_row)
+        form.addRow("Content weight", self.content_weight_spin)
+        self._style_chosen()
         root.addLayout(form)
 
         self.advanced_toggle = qt.QToolButton(self)
@@ -215,7 +220,8 @@ class SinePanel(qt.QWidget):
         self.preview_label.setVisible(False)  # takes room only once there is something to show
         root.addWidget(self.preview_label, 0, qt.ALIGN_CENTER)
 
-        self.results_view = ResultsView(self.apply_result, self.discard_result, self.show_result, self)
+        self.results_view = ResultsView(self.apply_result, self.discard_result, self.show_result,
+                                        self.reapply_history, self)
         root.addWidget(self.results_view)
 
         self.message_label = qt.QLabel("", self)
@@ -260,6 +266,7 @@ class SinePanel(qt.QWidget):
             count=self.count_spin.value(),
             style_layer=self.style_layer_combo.currentData() or "",
             style_weight=self.style_weight_spin.value(),
+            content_weight=self.content_weight_spin.value(),
         )
 
     def apply_settings(self, values: dict[str, Any]) -> None:
@@ -283,6 +290,7 @@ class SinePanel(qt.QWidget):
             "count": self.count_spin.setValue,
             "style_layer": self.select_style_layer,
             "style_weight": self.style_weight_spin.setValue,
+            "content_weight": self.content_weight_spin.setValue,
         }
         for key, value in values.items():
             if key not in setters:
@@ -430,17 +438,19 @@ class SinePanel(qt.QWidget):
         total = timings.get("total_s")
         took = f" in {total:.1f} s" if isinstance(total, int | float) else ""
         cached = " (cached fine-tune)" if event.header.get("cache_hit") else ""
+        held = len(source.rgba) + len(source.native) + len(source.mask or b"")  # kept with the pixels, to apply again
+        self.history.add(doc, choices, settings.prompt.strip(), settings.strength, context_bytes=held)
         if len(choices) == 1:
+            where = _where(source)  # the source layer may have been deleted during the edit
             self.last_layer = choices.apply(0, functools.partial(self._make_layer, doc, source, settings))
             self.show_preview(event.results[0].image)
-            message = f"Added layer '{self.last_layer.name()}'{took}{cached}."
+            message = f"Added layer '{self.last_layer.name()}'{where}{took}{cached}."
         else:
             self.choices = choices
             self.results_view.show_choices(choices)
             self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
             qt.QTimer.singleShot(0, self._scroll_to_results)  # once the layout has made room for them
             message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
-        self.history.add(doc, choices, settings.prompt.strip(), settings.strength)
         self.refresh_history()
         self._finish("done", message)
 
@@ -462,11 +472,37 @@ class SinePanel(qt.QWidget):
         if self.choices is None:
             return
         doc, source, settings = self.choices.context
+        where = _where(source)
         layer = self.choices.apply(index, functools.partial(self._make_layer, doc, source, settings))
         self.last_layer = layer
         self.results_view.update_states(self.choices)
         self.refresh_history()
-        self.show_message(f"Added layer '{layer.name()}'.")
+        self.show_message(f"Added layer '{layer.name()}'{where}.")
+
+    @guarded
+    def reapply_history(self, row: int) -> None:
+        """Make history entry ``row`` (of the active document, newest first) a layer again, exactly as
+        its card's Apply did: above its source layer, or on top when that layer is gone."""
+        doc = self._document_provider()
+        entries = self.history.entries(doc) if doc is not None else []
+        if not 0 <= row < len(entries):
+            return
+        entry = entries[row]
+        if self.choices is not None and entry.choice in self.choices.choices and entry.state == "pending":
+            self.apply_result(self.choices.choices.index(entry.choice))  # still a card: its own Apply
+            return
+        if not entry.can_reapply:
+            raise ValueError("That result is no longer kept (the history keeps the pixels of the newest results "
+                             "only): run the edit again.")
+        _doc, source, settings = entry.context
+        where = _where(source)
+        from sine_protocol.results import EditResult
+
+        layer = self._make_layer(doc, source, settings, EditResult(0, entry.seed, entry.image))
+        entry.applied_again += 1
+        self.last_layer = layer
+        self.refresh_history()
+        self.show_message(f"Added layer '{layer.name()}' again{where}.")
 
     @guarded
     def discard_result(self, index: int) -> None:
@@ -513,7 +549,13 @@ class SinePanel(qt.QWidget):
         index = combo.findData(current) if current in names else 0
         combo.setCurrentIndex(max(index, 0))
         combo.blockSignals(False)
-        self.style_weight_spin.setEnabled(bool(combo.currentData()))
+        self._style_chosen()
+
+    def _style_chosen(self) -> None:
+        """The weights mean something only with a style layer."""
+        chosen = bool(self.style_layer_combo.currentData())
+        self.style_weight_spin.setEnabled(chosen)
+        self.content_weight_spin.setEnabled(chosen)
 
     def select_style_layer(self, name: str) -> None:
         """Choose the style layer by name ("" or "none": no style picture)."""
@@ -575,6 +617,20 @@ class SinePanel(qt.QWidget):
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
         self.preview_label.setVisible(True)
+
+
+def _where(source: SourcePixels) -> str:
+    """How a result is placed, for the status line: nothing to say while its source layer exists."""
+    anchor = source.anchor
+    if anchor is not None and anchor.parentNode() is not None:
+        return ""
+    return f" on top: the source layer '{source.source_name}' is gone"
+
+
+def _give_way(other: Any, value: float) -> None:
+    """Lower the other weight so style + content stay at most 1 (the daemon refuses more)."""
+    if value + other.value() > 1.0 + 1e-9:
+        other.setValue(max(0.0, 1.0 - value))
 
 
 def _form(parent: Any = None) -> Any:

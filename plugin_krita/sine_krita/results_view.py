@@ -1,5 +1,6 @@
 """The docker's results area: the last press's results as thumbnails with Apply / Discard each,
-and a short history of the session's results for the active document.
+and a short history of the session's results for the active document, each of which can be
+applied again (Apply again, or a double-click).
 
 Widgets only: what Apply and Discard do is the panel's (it owns the document); the state of each
 result lives in ``sine_protocol.results`` (ResultChoices, ResultHistory).
@@ -65,10 +66,13 @@ class ResultsView(qt.QWidget):
         on_apply: Callable[[int], None],
         on_discard: Callable[[int], None],
         on_show: Callable[[int], None],
+        on_reapply: Callable[[int], None],
         parent: Any = None,
     ) -> None:
         super().__init__(parent)
         self._on_apply, self._on_discard, self._on_show = on_apply, on_discard, on_show
+        self._on_reapply = on_reapply
+        self._reapplicable: list[bool] = []
         self.cards: list[ResultCard] = []
         root = qt.QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
@@ -91,9 +95,20 @@ class ResultsView(qt.QWidget):
         self.history_list = qt.QListWidget(self)
         self.history_list.setIconSize(qt.QSize(HISTORY_ICON, HISTORY_ICON))
         self.history_list.setMaximumHeight(HISTORY_ROWS * (HISTORY_ICON + 6) + 6)
+        self.history_list.setWordWrap(True)  # the state ends the label: wrap it in a narrow docker, never cut it
+        self.history_list.setHorizontalScrollBarPolicy(qt.SCROLLBAR_OFF)
+        self.history_list.itemDoubleClicked.connect(lambda item: self._on_reapply(self.history_list.row(item)))
+        self.history_list.currentRowChanged.connect(self._history_row_changed)
+        self.history_apply_button = qt.QPushButton("Apply again", self)
+        self.history_apply_button.setToolTip("add the chosen result as a new layer above its source layer")
+        self.history_apply_button.setEnabled(False)
+        self.history_apply_button.clicked.connect(lambda _=False: self._on_reapply(self.history_list.currentRow()))
         self.history_list.setVisible(False)
+        self.history_apply_button.setVisible(False)
         self.history_toggle.toggled.connect(self.history_list.setVisible)
+        self.history_toggle.toggled.connect(self.history_apply_button.setVisible)
         root.addWidget(self.history_list)
+        root.addWidget(self.history_apply_button)
         self.title.setVisible(False)
         self._strip.setVisible(False)
         self.history_toggle.setVisible(False)
@@ -138,13 +153,25 @@ class ResultsView(qt.QWidget):
 
     def show_history(self, entries: list[Any]) -> None:
         """The active document's history (newest first)."""
+        row = self.history_list.currentRow()
         self.history_list.clear()
+        self._reapplicable = [entry.can_reapply for entry in entries]
         for entry in entries:
-            item = qt.QListWidgetItem(entry.label())
+            label = entry.label() if entry.can_reapply else f"{entry.label()} (no longer kept)"
+            item = qt.QListWidgetItem(label)
+            item.setToolTip(f"{label}\ndouble-click (or Apply again) to add it as a layer again")
             if entry.thumbnail is not None:
                 item.setIcon(qt.QIcon(pixmap_of(entry.thumbnail, HISTORY_ICON)))
             self.history_list.addItem(item)
+        if 0 <= row < len(entries):
+            self.history_list.setCurrentRow(row)
+        self._history_row_changed(self.history_list.currentRow())
         self.history_toggle.setText(f"History ({len(entries)})")
         self.history_toggle.setVisible(bool(entries))
         if not entries:
+            self.history_toggle.setChecked(False)
             self.history_list.setVisible(False)
+            self.history_apply_button.setVisible(False)
+
+    def _history_row_changed(self, row: int) -> None:
+        self.history_apply_button.setEnabled(0 <= row < len(self._reapplicable) and self._reapplicable[row])

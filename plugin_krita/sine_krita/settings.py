@@ -11,6 +11,7 @@ from typing import Any
 
 # The engine's defaults (docs/design.md §7.3), defined once in the vendored protocol package (see
 # vendor.py): shown in the advanced settings and sent explicitly.
+from sine_protocol.defaults import CONTENT_WEIGHT as DEFAULT_CONTENT_WEIGHT
 from sine_protocol.defaults import FINETUNE_METHODS as METHODS
 from sine_protocol.defaults import GUIDANCE as DEFAULT_GUIDANCE
 from sine_protocol.defaults import MAX_COUNT, STYLES
@@ -50,6 +51,7 @@ class EditSettings:
     count: int = 1
     style_layer: str = ""  # name of the layer whose picture gives the style ("": no style picture)
     style_weight: float = DEFAULT_STYLE_WEIGHT
+    content_weight: float = DEFAULT_CONTENT_WEIGHT  # the source's own model beside the style layer's
 
     def validate(self) -> None:
         """Raise ValueError with a message fit for the status line."""
@@ -77,8 +79,13 @@ class EditSettings:
             raise ValueError(f"start must be one of {', '.join(STARTS)}")
         if not 1 <= self.count <= MAX_COUNT:
             raise ValueError(f"the number of results must lie in 1..{MAX_COUNT}")
-        if self.style_layer and not 0.0 <= self.style_weight <= 1.0:
+        if not 0.0 <= self.style_weight <= 1.0:
             raise ValueError("style weight must lie in 0..1")
+        if not 0.0 <= self.content_weight <= 1.0:
+            raise ValueError("content weight must lie in 0..1")
+        if self.style_layer and self.style_weight + self.content_weight > 1.0 + 1e-9:
+            raise ValueError(f"style weight {self.style_weight:.2f} and content weight {self.content_weight:.2f} "
+                             "add up to more than 1: lower one of them")
 
     def output_size(self, canvas: tuple[int, int]) -> tuple[int, int]:
         """The size the daemon renders at: the canvas unless the user set one."""
@@ -99,6 +106,7 @@ class EditSettings:
         }
         if self.style_layer:  # the style picture itself is added by the caller (it reads the layer)
             sampling["style_weight"] = float(self.style_weight)
+            sampling["content_weight"] = float(self.content_weight)  # sent as shown (default: 1 − v at the default v)
         kwargs: dict[str, Any] = {
             "prompt": self.prompt.strip(),
             "subject": self.subject.strip(),

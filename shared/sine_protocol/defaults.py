@@ -31,4 +31,5 @@ START = "noise"
 STRENGTH = 0.6
 PAPER_STRENGTH = 1.0  # SINE as published: every step, from pure noise
 STYLE_WEIGHT = 0.3  # β of a style model in multi-model guidance
+CONTENT_WEIGHT = round(1.0 - V, 6)  # β of the source's own model beside a style model: the engine's 1 − v
 MAX_COUNT = 8  # results per edit request

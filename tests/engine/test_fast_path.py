@@ -3,6 +3,7 @@ fine-tuned dtype keeps small weight changes that the base's bf16 would round awa
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 
 from sine.devices import finetuned_dtype
-from sine.finetune import FineTuned, FinetuneSettings, _unet_lora_state, add_unet_lora, finetune
+from sine.finetune import (
+    FineTuned,
+    FinetuneSettings,
+    _unet_lora_state,
+    add_unet_lora,
+    finetune,
+    merge_lora_layerwise,
+)
 from sine.models import load_base_model
 from sine.positional import region_embedding
 from sine.sampler import SamplingSettings, sample_edit
@@ -124,3 +132,29 @@ def test_the_default_sd15_lora_entry_is_at_most_10_mb():
     entry = sum(t.numel() * 2 for t in state.values())  # stored in fp16
     assert sum(k.endswith("lora_A.weight") for k in state) == 208 and any(k.startswith("conv_in.") for k in state)
     assert entry <= 10e6, entry / 1e6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_layerwise_lora_merge_gives_the_whole_model_merges_weights(tiny_folder, dtype):
+    """`merge_lora_layerwise` (one fp32 layer at a time) against the whole-UNet path it replaced
+    (all of it to fp32, diffusers' `fuse_lora`, one cast), from the bf16 base CUDA runs: bit-equal."""
+    base = load_base_model(tiny_folder, device="cpu", dtype="bf16")
+    unet = copy.deepcopy(base.unet)
+    add_unet_lora(unet, FinetuneSettings(method="lora").resolved(base.recipes))
+    gen = torch.Generator().manual_seed(0)
+    for name, param in unet.named_parameters():
+        if "lora_" in name:  # trained adapters: fp32 master weights, both factors non-zero
+            param.data = torch.randn(param.shape, generator=gen) * 0.05
+    reference = copy.deepcopy(unet)
+    reference.float()
+    reference.fuse_lora()
+    reference.unload_lora()
+    reference.to(dtype)
+    merge_lora_layerwise(unet, dtype)
+    assert not _has_adapters(unet)
+    ref_state, state, base_state = reference.state_dict(), unet.state_dict(), base.unet.state_dict()
+    assert ref_state.keys() == state.keys() == base_state.keys()
+    for key in state:
+        assert state[key].dtype == dtype and torch.equal(state[key], ref_state[key]), key
+    changed = [k for k in state if not torch.equal(state[k], base_state[k].to(dtype))]
+    assert len(changed) > 10  # the adapters moved the weights, so equality says something

@@ -229,3 +229,31 @@ def test_v_model_samples_as_diffusers_v_ddim(models):
         got = sample_edit(base, None, "a blue disc", 48, 48, s)
     diff = (torch.tensor(list(got.getdata())) - torch.tensor(list(expected.getdata()))).abs().max()
     assert diff <= 1, diff
+
+
+def test_other_pipelines_are_named_not_called_incomplete(tmp_path):
+    """A folder of another diffusers pipeline (no UNet: SD3, Flux, PixArt…) says what it is, instead of
+    telling the painter the download is incomplete."""
+    flux = tmp_path / "flux"
+    (flux / "transformer").mkdir(parents=True)
+    (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline", "transformer": ["x", "y"]}))
+    with pytest.raises(BadModel, match=r"FluxPipeline.*Stable Diffusion 1\.x, 2\.x or XL"):
+        load_base_model(flux, device="cpu")
+
+
+def test_sdxl_refiner_folder_is_refused_as_a_refiner(tmp_path):
+    """SDXL's refiner has no first text encoder and is conditioned on an aesthetic score: it only
+    refines SDXL base pictures, so SINE cannot fine-tune and guide with it."""
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "refiner")
+    for name in ("text_encoder", "tokenizer"):
+        for f in (folder / name).iterdir():
+            f.unlink()
+        (folder / name).rmdir()
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(_class_name="StableDiffusionXLImg2ImgPipeline", requires_aesthetics_score=True,
+                 text_encoder=[None, None], tokenizer=[None, None])
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(BadModel, match="SDXL refiner.*base"):
+        load_base_model(folder, device="cpu")

@@ -186,3 +186,83 @@ def test_the_thumbnails_are_scrolled_into_view_in_a_short_docker(qapp, standin, 
     finally:
         panel.shutdown()
         scroll.deleteLater()
+
+
+def _history_labels(panel) -> list[str]:
+    view = panel.results_view.history_list
+    return [view.item(i).text() for i in range(view.count())]
+
+
+def test_a_history_entry_is_applied_again_after_its_card_was_discarded_or_applied(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="again", seed=4, count=3, strength=1.0)  # the label names it
+    cards = panel.results_view.cards
+    cards[1].apply_button.click()
+    cards[0].discard_button.click()
+    cards[2].discard_button.click()
+    _edit(panel, process_events, prompt="later", seed=30, count=2)  # a new press replaces the cards
+    assert _history_labels(panel)[2:] == ["again (seed 4, strength 1.00): discarded",
+                                          "again (seed 5, strength 1.00): applied",
+                                          "again (seed 6, strength 1.00): discarded"]  # fmt: skip
+    view = panel.results_view
+    view.history_toggle.setChecked(True)
+    assert not view.history_apply_button.isEnabled()  # nothing chosen yet
+    view.history_list.setCurrentRow(4)  # seed 6, discarded
+    assert view.history_apply_button.isEnabled()
+    view.history_apply_button.click()
+    assert panel.last_error == ""
+    names = [n.name() for n in doc.topLevelNodes()]
+    assert names == ["layer 0", "SINE: again (seed 6)", "SINE: again (seed 5)", "layer 1"]  # above the source
+    assert doc.topLevelNodes()[1].pixelData(0, 0, W, H) == to_bgra(_expected(3)[2])
+    assert doc.history[-1] == ("add", "SINE: again (seed 6)") and len(doc.history) == 2  # one step
+    assert "Added layer 'SINE: again (seed 6)'" in panel.message_label.text()
+    assert _history_labels(panel)[4] == "again (seed 6, strength 1.00): discarded, applied again"
+    # The applied one can be applied a second time, by double-click.
+    view.history_list.itemDoubleClicked.emit(view.history_list.item(3))
+    assert doc.topLevelNodes()[1].name() == "SINE: again (seed 5)"
+    assert doc.topLevelNodes()[1].pixelData(0, 0, W, H) == to_bgra(_expected(3)[1])
+
+
+def test_a_history_entry_whose_source_layer_is_gone_lands_on_top_and_says_so(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="orphan", seed=2, count=2)
+    panel.results_view.cards[0].discard_button.click()
+    doc.topLevelNodes()[0].remove()  # the painter deleted the source layer
+    panel.reapply_history(1)  # seed 3, still waiting as a card: applied as its card would be
+    assert panel.choices.choices[1].state == "applied" and not panel.results_view.cards[1].apply_button.isEnabled()
+    panel.reapply_history(0)
+    assert [n.name() for n in doc.topLevelNodes()] == ["layer 1", "SINE: orphan (seed 3)", "SINE: orphan (seed 2)"]
+    assert "source layer 'layer 0' is gone" in panel.message_label.text()
+    assert panel.last_error == ""
+
+
+def test_a_history_entry_without_its_pixels_any_more_is_explained(panel, process_events):
+    doc = Krita.instance().activeDocument()
+    panel.history.max_bytes = 0  # only the newest press keeps its pixels
+    _edit(panel, process_events, prompt="old", seed=1, count=1)
+    _edit(panel, process_events, prompt="new", seed=2, count=1)
+    layers = len(doc.topLevelNodes())
+    panel.results_view.history_list.setCurrentRow(1)
+    assert not panel.results_view.history_apply_button.isEnabled()
+    panel.reapply_history(1)
+    assert "no longer kept" in panel.last_error and len(doc.topLevelNodes()) == layers
+
+
+def test_content_weight_goes_with_the_style_layer_and_the_two_stay_within_one(panel, standin, process_events):
+    from sine_protocol import defaults
+
+    spin = panel.content_weight_spin
+    assert not spin.isEnabled() and spin.value() == pytest.approx(1 - defaults.V)
+    _edit(panel, process_events, prompt="plain")
+    assert "content_weight" not in [r for r in standin.requests if r.type == "edit"][-1].header["sampling"]
+    panel.apply_settings({"style_layer": "layer 1"})
+    assert spin.isEnabled()
+    panel.style_weight_spin.setValue(0.8)  # the painter raises the style: the content gives way
+    assert spin.value() == pytest.approx(0.2)
+    spin.setValue(0.9)  # and the other way round
+    assert panel.style_weight_spin.value() == pytest.approx(0.1)
+    _edit(panel, process_events, prompt="in that style", content_weight=0.55, style_weight=0.35)
+    sampling = [r for r in standin.requests if r.type == "edit"][-1].header["sampling"]
+    assert sampling["content_weight"] == 0.55 and sampling["style_weight"] == 0.35
+    panel.apply_settings({"style_layer": "none"})
+    assert not spin.isEnabled()

@@ -24,6 +24,23 @@ def test_strength_count_and_style_weight_reach_the_request():
     assert "style_weight" not in EditSettings(prompt="x", style_weight=0.25).submit_kwargs((8, 8))["sampling"]
 
 
+def test_content_weight_is_sent_with_a_style_layer_and_defaults_to_the_engines():
+    from sine_protocol import defaults
+
+    assert EditSettings(prompt="x").content_weight == pytest.approx(1 - defaults.V)  # the engine's 1 - v
+    kw = EditSettings(prompt="x", style_layer="paper", style_weight=0.25, content_weight=0.6).submit_kwargs((8, 8))
+    assert kw["sampling"]["content_weight"] == 0.6 and kw["sampling"]["style_weight"] == 0.25
+    assert "content_weight" not in EditSettings(prompt="x", content_weight=0.6).submit_kwargs((8, 8))["sampling"]
+
+
+def test_style_and_content_weights_above_one_together_are_refused_in_words():
+    s = EditSettings(prompt="x", style_layer="paper", style_weight=0.7, content_weight=0.5)
+    with pytest.raises(ValueError, match="style weight 0.70 and content weight 0.50 add up to more than 1"):
+        s.validate()
+    s.style_layer = ""  # without a style picture neither is sent
+    s.validate()
+
+
 def test_custom_output_size_and_auto_finetune_steps():
     kw = EditSettings(prompt="x", output_width=128, output_height=96).submit_kwargs((64, 48))
     assert kw["output_size"] == (128, 96)
@@ -35,7 +52,7 @@ def test_custom_output_size_and_auto_finetune_steps():
     [("prompt", "   ", "prompt"), ("style", "sketch", "style"), ("method", "dreambooth", "method"),
      ("v", 1.5, "v must"), ("steps", 0, "steps"), ("output_width", 32, "both"),
      ("strength", 0.0, "strength"), ("strength", 1.2, "strength"), ("start", "latent", "start"),
-     ("count", 0, "results"), ("count", 9, "results")],
+     ("count", 0, "results"), ("count", 9, "results"), ("content_weight", 1.5, "content weight")],
 )
 def test_invalid_settings_say_what_is_wrong(field, value, words):
     s = EditSettings(prompt="x")

@@ -84,3 +84,50 @@ def test_history_is_per_document_newest_first_and_short():
     assert [e.label() for e in history.entries(b)] == ["other (seed 1): pending"]
     history.forget(a)
     assert history.entries(a) == []
+
+
+def test_history_keeps_the_pixels_of_applied_and_discarded_results_for_a_second_apply():
+    history = ResultHistory()
+    doc = object()
+    choices = ResultChoices(results_of(_event([_image(1), _image(2)], seed=4)), context="press")
+    history.add(doc, choices, "again")
+    choices.apply(0, lambda r: "layer")
+    choices.discard(1)
+    assert all(c.image is None for c in choices.choices)  # the press itself keeps nothing
+    entries = history.entries(doc)
+    assert [e.image.data for e in entries] == [_image(1).data, _image(2).data]
+    assert [e.context for e in entries] == ["press", "press"] and all(e.can_reapply for e in entries)
+
+
+def test_history_pixels_are_capped_in_bytes_across_documents_oldest_first():
+    one = len(_image(1).data)  # 32 bytes an image
+    history = ResultHistory(limit=10, max_bytes=3 * one + 100)
+    a, b = object(), object()
+    history.add(a, ResultChoices(results_of(_event([_image(1), _image(2)], seed=0)), context="a1"), "a1",
+                context_bytes=50)  # fmt: skip
+    history.add(b, ResultChoices(results_of(_event([_image(3)], seed=0)), context="b1"), "b1", context_bytes=50)
+    # 2 + 1 images and two contexts: 196 bytes, within 196 allowed
+    assert all(e.can_reapply for e in history.entries(a) + history.entries(b))
+    history.add(a, ResultChoices(results_of(_event([_image(4)], seed=9)), context="a2"), "a2", context_bytes=50)
+    kept = {e.prompt + str(e.seed): e.can_reapply for e in history.entries(a) + history.entries(b)}
+    assert kept == {"a29": True, "b10": True, "a10": False, "a11": False}  # the oldest press lost its pixels
+    old = history.entries(a)[1]
+    assert old.image is None and old.context is None and old.thumbnail is not None  # still listed
+    assert history.kept_bytes() <= 3 * one + 100
+
+
+def test_the_newest_press_keeps_its_pixels_even_over_the_budget():
+    history = ResultHistory(max_bytes=10)
+    doc = object()
+    history.add(doc, ResultChoices(results_of(_event([_image(1)], seed=0))), "big")
+    assert history.entries(doc)[0].can_reapply
+    history.add(doc, ResultChoices(results_of(_event([_image(2)], seed=1))), "bigger")
+    assert [e.can_reapply for e in history.entries(doc)] == [True, False]
+
+
+def test_history_keeps_a_bounded_number_of_documents():
+    history = ResultHistory(documents=2)
+    a, b, c = object(), object(), object()
+    for doc in (a, b, a, c):  # a was used after b: b is the one forgotten
+        history.add(doc, ResultChoices(results_of(_event([_image(1)], seed=0))), "x")
+    assert history.entries(b) == [] and len(history.entries(a)) == 2 and len(history.entries(c)) == 1

@@ -39,7 +39,9 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
          "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
         {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
          "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True,
-         "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png")},
+         "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png"),
+                      "move": {"style-weight": 0.9},  # the painter drags the style weight up...
+                      "weights": gimp_home.inside(work / "dialog-cancel" / "weights.json")},
          "args": ARGS},
         {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "progress-cancel"), "interactive": True,
@@ -72,6 +74,13 @@ def test_dialog_cancel_changes_nothing(interactive_session) -> None:
     with Image.open(ARTIFACTS / "gimp-dialog.png") as shot:  # the dialog was drawn (with every argument)
         assert shot.width > 200 and shot.height > 200
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
+
+
+def test_raising_the_style_weight_in_the_dialog_lowers_the_content_weight(gimp_home, interactive_session) -> None:
+    """...and the content weight gives way, so style + content never pass the daemon's limit of 1."""
+    weights = json.loads((gimp_home.host / "work" / "dialog-cancel" / "weights.json").read_text())
+    assert weights["style-weight"] == pytest.approx(0.9)
+    assert weights["content-weight"] == pytest.approx(0.1)
 
 
 def test_cancel_button_stops_the_daemon_job(interactive_session, sine_daemon) -> None:

@@ -2,7 +2,7 @@
 
 One GUI GIMP session (Xvfb, session D-Bus) runs the plug-in non-interactively: three results at
 strength 0.6 in an image window, after which GIMP's own Edit > Undo is pressed once; then an edit
-with a style picture file. What GIMP stored is compared byte for byte with what the daemon returns
+with a style picture file, and one with a style layer and a content weight. What GIMP stored is compared byte for byte with what the daemon returns
 to a host client for the same request (both are cache hits of the same fine-tunes), so the count,
 the strength and the style picture are shown to have reached the daemon as set.
 """
@@ -22,6 +22,7 @@ EDIT = {"prompt": "a blue square", "subject": "shape", "style": "photo", "seed":
 SAMPLING = {"steps": 3, "w": 7.5, "v": 0.7, "k": 400, "strength": 0.6, "start": "noise"}
 FINETUNE = {"method": "lora", "steps": 2}
 STYLE_WEIGHT = 0.4
+CONTENT_WEIGHT = 0.5  # the style-layer case's; the style-file case leaves the dialog's default (1 - v)
 ARGS = {**EDIT, "steps": 3, "guidance": 7.5, "v": 0.7, "k": 400, "method": "lora", "finetune-steps": 2,
         "strength": SAMPLING["strength"], "start": "noise"}  # fmt: skip
 
@@ -76,7 +77,7 @@ def session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict:
         {"name": "style-layer", "input": gimp_home.inside(work / "results-in.png"),
          "out": gimp_home.inside(out["style-layer"]),
          "extra_layers": [["style", gimp_home.inside(work / "results-style.png")]],
-         "args": {**ARGS, "style-layer": "style", "style-weight": STYLE_WEIGHT}},
+         "args": {**ARGS, "style-layer": "style", "style-weight": STYLE_WEIGHT, "content-weight": CONTENT_WEIGHT}},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env, windows=True)
     print(f"GIMP GUI session (3 results + style file): {run.wall_s:.1f} s")
@@ -91,6 +92,8 @@ def session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict:
         "expected_three": daemon_results(sine_daemon, SAMPLING, 3),
         "at_full_strength": daemon_results(sine_daemon, {**SAMPLING, "strength": 1.0}, 3),
         "expected_style": daemon_results(sine_daemon, with_style, 1, style)[0],
+        "expected_style_content": daemon_results(sine_daemon, {**with_style, "content_weight": CONTENT_WEIGHT}, 1,
+                                                 style)[0],  # fmt: skip
         "without_style": daemon_results(sine_daemon, SAMPLING, 1)[0],
     }
 
@@ -128,9 +131,13 @@ def test_a_style_picture_file_reaches_the_daemon(session) -> None:
     assert got != session["without_style"]
 
 
-def test_a_style_layer_reaches_the_daemon(session) -> None:
-    """The same picture as a layer of the image: the same request, so the same result as from the file."""
+def test_a_style_layer_and_the_content_weight_reach_the_daemon(session) -> None:
+    """The same picture as a layer of the image, content weight 0.5: the daemon's answer with that
+    weight, not the default's (the style-file case above, whose default content weight equals the
+    engine's own default: its request left content_weight out)."""
     record = session["style_layer"]
     assert record["status"] == "success", record["message"]
     assert [layer["name"] for layer in record["layers"]] == ["SINE: a blue square (seed 11)", "Background", "style"]
-    assert layer_bytes(session["style_layer_out"], 0) == session["expected_style"]
+    got = layer_bytes(session["style_layer_out"], 0)
+    assert got == session["expected_style_content"]
+    assert got != session["expected_style"]

@@ -170,3 +170,15 @@ def test_a_killed_plugin_costs_the_daemon_nothing(sine_daemon) -> None:
         proc.kill()
         proc.wait()
     sine_daemon.assert_idle(timeout_s=20)
+
+
+def test_content_weight_goes_with_the_style_picture_and_the_two_stay_within_one() -> None:
+    from sine_protocol import defaults
+
+    request = job.EditRequest(prompt="x", style_weight=0.25, content_weight=0.6)
+    assert job.EditRequest(prompt="x").content_weight == pytest.approx(1 - defaults.V)  # the engine's 1 - v
+    assert request.sampling(with_style=True)["content_weight"] == 0.6
+    assert "content_weight" not in request.sampling()
+    too_much = job.EditRequest(prompt="x", style_weight=0.7, content_weight=0.5)
+    with pytest.raises(job.EditFailed, match="style weight 0.70 and content weight 0.50 add up to more than 1"):
+        job.run_edit_results(None, too_much, picture(8, 8, 1), style_image=picture(8, 8, 2))  # refused before sending

@@ -414,9 +414,14 @@ def daemon_edits(daemon, source: bytes, settings: dict[str, Any]) -> list[bytes]
 
 
 def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
-    """Three results at strength 0.5 on a 1280x768 screen: the painter applies the second, discards the others."""
+    """Three results at strength 0.5 on a 1280x768 screen: the painter applies the second, discards the
+    others, then applies the third again from the History."""
     settings = {**SETTINGS, "prompt": "make the circle purple", "seed": 20, "count": 3, "strength": 0.5}
-    run = run_panel_job(krita_home, sine_daemon, "three", settings, screen="1280x768x24", apply_index=1)
+    docker_shot = krita_home.host / "docker-three.png"  # the whole panel, History open: for people to look at
+    run = run_panel_job(krita_home, sine_daemon, "three", settings, screen="1280x768x24", apply_index=1,
+                        history_apply_row=2, docker_shot=krita_home.inside(docker_shot))  # fmt: skip
+    assert run.report["docker_shot"] is True
+    shutil.copyfile(docker_shot, ARTIFACTS / f"krita-docker-three-{krita_home.root.name}.png")
     report = run.report
     before = [layer["name"] for layer in report["layers_before"]]
     assert report["result_cards"] == ["seed 20", "seed 21", "seed 22"]
@@ -425,17 +430,23 @@ def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
     assert [r["seed"] for r in report["result_header"]["results"]] == [20, 21, 22]
 
     after = report["layers_after"]
-    assert [layer["name"] for layer in after] == [before[0], "SINE: make the circle purple (seed 21)", *before[1:]]
-    new = after[1]
-    assert new["type"] == "paintlayer" and new["bounds"] == [0, 0, WIDTH, HEIGHT]
+    # The discarded third result, applied again from the History, sits directly above the source too.
+    assert report["history_apply_enabled"] is True and report["panel_error"] == ""
+    assert report["reapplied_layer"] == "SINE: make the circle purple (seed 22)"
+    assert [layer["name"] for layer in after] == [before[0], "SINE: make the circle purple (seed 22)",
+                                                  "SINE: make the circle purple (seed 21)", *before[1:]]  # fmt: skip
+    again, new = after[1], after[2]
+    assert all(layer["type"] == "paintlayer" and layer["bounds"] == [0, 0, WIDTH, HEIGHT] for layer in (again, new))
     # The applied layer is exactly the daemon's second image for the same request, strength 0.5 included:
     # at strength 1.0 the same seed gives another picture, so the slider's value reached the daemon.
     expected = daemon_edits(sine_daemon, run.source, settings)
     assert len(expected) == 3 and run.raw(new) == expected[1]
+    assert run.raw(again) == expected[2]  # the History kept the discarded result's own pixels
     assert run.raw(new) != daemon_edits(sine_daemon, run.source, {**settings, "strength": 1.0})[1]
     assert run.raw(after[0]) == run.source
-    # Discarded results left nothing; the applied one is a single undo step.
-    assert [name for name in report["layers_after_undo"] if name != "Selection Mask"] == before
+    # Discarded results left nothing until applied again; that is one undo step.
+    assert [name for name in report["layers_after_undo"] if name != "Selection Mask"] == [
+        before[0], "SINE: make the circle purple (seed 21)", *before[1:]]
     assert report["history"] == [
         f"make the circle purple (seed {seed}, strength 0.50): {state}"
         for seed, state in ((20, "discarded"), (21, "applied"), (22, "discarded"))
@@ -444,20 +455,22 @@ def test_docker_applies_one_of_three_results(krita_home, sine_daemon):
 
 
 def test_style_from_layer_reaches_the_daemon(krita_home, sine_daemon, tmp_path):
-    """"Style from layer" = the square layer of a two-layer document: its own pixels and the weight are sent."""
+    """"Style from layer" = the square layer of a two-layer document: its own pixels and both weights are sent."""
     settings = {**SETTINGS, "prompt": "paint it in that colour", "seed": 4, "source": "visible",
-                "style_layer": "square", "style_weight": 0.4}  # fmt: skip
+                "style_layer": "square", "style_weight": 0.4, "content_weight": 0.5}  # fmt: skip
     x0, y0, w, h = SQUARE
     style = RGBAImage(w, h, bytes((40, 200, 60, 255)) * (w * h))  # the square layer at its own bounds
     client_settings = {**settings, "count": 1, "strength": 1.0}
 
-    def with_style(style_image: RGBAImage | None) -> bytes:
+    def with_style(style_image: RGBAImage | None, content_weight: float | None = None) -> bytes:
         client = sine_daemon.client()
         try:
             sampling = {"steps": settings["steps"], "w": settings["guidance"], "v": settings["v"], "k": settings["k"],
                         "strength": 1.0, "start": "noise"}  # fmt: skip
             if style_image is not None:
                 sampling["style_weight"] = settings["style_weight"]
+            if content_weight is not None:
+                sampling["content_weight"] = content_weight
             rid = client.submit_edit(
                 RGBAImage(WIDTH, HEIGHT, source), settings["prompt"], subject=settings["subject"],
                 style=settings["style"], seed=settings["seed"], sampling=sampling,
@@ -473,5 +486,8 @@ def test_style_from_layer_reaches_the_daemon(krita_home, sine_daemon, tmp_path):
     run = run_panel_job(krita_home, sine_daemon, "style", client_settings, image="ora")
     assert run.source == source
     _, _, new = new_layer(run, settings)
-    assert run.raw(new) == with_style(style)  # exactly the daemon's answer with that style picture and weight
+    # Exactly the daemon's answer with that style picture and both weights; the content weight's 0.5
+    # reached it (the engine's default, 1 - v, gives another picture).
+    assert run.raw(new) == with_style(style, settings["content_weight"])
+    assert run.raw(new) != with_style(style)
     assert run.raw(new) != with_style(None)

@@ -85,6 +85,15 @@ class Node:
             node = node._parent
         return False
 
+    def remove(self) -> bool:
+        """Krita's Node.remove(): out of the document, but the Python wrapper lives on."""
+        if self._parent is None:
+            return False
+        self._parent._children.remove(self)
+        self._parent = None
+        self._doc.history.append(("remove", self.name()))
+        return True
+
     def addChildNode(self, child: Node, above: Node | None) -> bool:  # noqa: N802
         index = self._children.index(above) + 1 if above is not None else len(self._children)
         self._children.insert(index, child)
