@@ -25,6 +25,10 @@ def sampling_steps_run(stderr: str) -> int:
     return int(done[-1][1])
 
 
+def estimate_line(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("estimate:"))
+
+
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory, source_image):
     folder = tmp_path_factory.mktemp("cli-controls")
@@ -74,3 +78,32 @@ def test_bad_controls_fail_with_one_clear_line(pictures, tmp_path, args, message
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
+
+def test_style_weights_are_saved_then_reused_without_a_second_style_finetune(tiny_folder, pictures, tmp_path):
+    style_weights = tmp_path / "style-weights"
+    common = [str(pictures / "source.png"), "--prompt", "a blue disc", "--model", str(tiny_folder),
+              "--finetune-steps", "2", "--steps", "4", "--width", "32", "--height", "32", "--device", "cpu",
+              "--weights", str(tmp_path / "weights"), "--style-from", str(pictures / "style.png"),
+              "--style-weight", "0.3", "--style-weights", str(style_weights)]
+    first = run_sine("edit", *common, "--out", str(tmp_path / "first.png"))
+    assert first.returncode == 0, first.stderr
+    assert "fine-tuning (style)" in first.stderr
+    assert "fine-tune 4 steps" in estimate_line(first.stderr)  # the source's 2 and the style's 2
+    assert (style_weights / "finetune.json").exists()
+    second = run_sine("edit", *common, "--out", str(tmp_path / "second.png"))
+    assert second.returncode == 0, second.stderr
+    assert "fine-tuning" not in second.stderr  # no progress bar: nothing trained
+    assert "fine-tune" not in estimate_line(second.stderr)  # and none counted in the estimate
+    assert f"reusing fine-tuned style weights from {style_weights}" in second.stderr
+    assert Image.open(tmp_path / "second.png").tobytes() == Image.open(tmp_path / "first.png").tobytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--style-weights", "{tmp}/sw"], "--style-from"),
+    (["--style-from", "{src}", "--weights", "{tmp}/w", "--style-weights", "{tmp}/w"], "--weights"),
+])
+def test_style_weights_refusals(pictures, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, src=pictures / "style.png") for a in args]
+    proc = run_sine("edit", str(pictures / "source.png"), "--prompt", "x", *args, "--out", str(tmp_path / "o.png"))
+    assert proc.returncode != 0
+    assert message in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
