@@ -56,11 +56,12 @@ def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(t
     default = run_sine("edit", str(pictures / "source.png"), *common, "--out", str(tmp_path / "default.png"))
     assert default.returncode == 0, default.stderr
     assert sampling_steps_run(default.stderr) == 6  # round(0.6 × 10)
+    assert "sampling 6 steps" in estimate_line(default.stderr)  # the printed estimate counts only those
     explicit = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "0.6", "--start", "noise",
                         "--out", str(tmp_path / "explicit.png"))
     paper = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "1", "--out", str(tmp_path / "paper.png"))
     assert explicit.returncode == paper.returncode == 0, explicit.stderr + paper.stderr
-    assert sampling_steps_run(paper.stderr) == 10
+    assert sampling_steps_run(paper.stderr) == 10 and "sampling 10 steps" in estimate_line(paper.stderr)
     picture = Image.open(tmp_path / "default.png").tobytes()
     assert picture == Image.open(tmp_path / "explicit.png").tobytes()  # the source noised to 0.6, same draw
     assert picture != Image.open(tmp_path / "paper.png").tobytes()
