@@ -258,15 +258,16 @@ def full_recipe_arithmetic(unet_params: int) -> dict:
 def lora_totals(result: dict) -> dict:
     """Per measured LoRA step: what the device holds at the fine-tune's peak, in GiB. The loop keeps the
     frozen base UNet (bf16, beside its trained copy), both text encoders and the VAE loaded; each patch
-    step encodes its view with the VAE before the UNet step (sequential, so the larger of the two counts)."""
+    step encodes its view with the VAE before the UNet step (sequential, so the larger of the two counts).
+    Only steps at the VAE row's size: the fine-tune works at the model's native size."""
     rows = {r["part"]: r for r in result["rows"] if r["part"] != "unet_lora_step"}
     base_unet = next(r["unet_params"] for r in result["rows"] if r["part"] == "unet_lora_step") * 2 / GIB
     others = rows["text_encoders"]["weights_gib"] + rows["vae_encode"]["weights_gib"]
     out = {}
     for r in result["rows"]:
-        if r["part"] == "unet_lora_step" and r["fake_tensors"]:
+        if r["part"] == "unet_lora_step" and r["fake_tensors"] and r["pixels"] == rows["vae_encode"]["pixels"]:
             step = max(r["peak_gib"] + r["adamw_state_gib"], r["weights_gib"] + rows["vae_encode"]["activation_peak_gib"])
-            key = f"{r['pixels']}px {'checkpointed' if r['gradient_checkpointing'] else 'no checkpointing'}"
+            key = f"{r['pixels']}px, {'checkpointed' if r['gradient_checkpointing'] else 'no checkpointing'}"
             out[key] = round(base_unet + others + step, 2)
     return out
 
