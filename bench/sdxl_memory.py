@@ -274,7 +274,7 @@ def lora_totals(result: dict) -> dict:
 
 def run_one(spec: str) -> dict:
     """One measurement; `fake-` in front: under FakeTensorMode (the same ops, shapes and storages, no
-    arithmetic), how the 1024² step is measured on this CPU (a real 256² step took 217 s)."""
+    arithmetic), how the 1024² step is measured on this CPU (a real 256² step took 133–217 s)."""
     torch.set_num_threads(2)
     fake = FakeTensorMode(allow_non_fake_inputs=True) if spec.startswith("fake-") else None
     kind, _, arg = spec.removeprefix("fake-").partition(":")
