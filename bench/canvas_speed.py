@@ -40,7 +40,7 @@ from speed import (  # noqa: E402
 def run_one(base, model, size: int, strategy: str, steps: int, warmup: int, tile_size: int | None) -> dict:
     per_tile = strategy == "tiled-per-tile"  # SINE's three scores in every tile, no whole view (the old tiles)
     settings = SamplingSettings(steps=steps + warmup, k=0, strategy="tiled" if per_tile else strategy,
-                                tile_size=tile_size, whole_view=not per_tile)
+                                tile_size=tile_size, whole_view=not per_tile, strength=1.0)  # every step
     plan = plan_strategy(base, size, size, settings)
     row = {"size": size, "strategy": strategy, "tile_size": tile_size, "tiles": len(plan.tiles),
            "latent": [plan.latent_h, plan.latent_w]}

@@ -44,6 +44,7 @@ from sine.prompts import source_prompt  # noqa: E402
 from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
 from sine.shapes.metrics import color_labels  # noqa: E402
 from sine.shapes.sources import Source, benchmark_sources  # noqa: E402
+from sine_protocol.defaults import PAPER_STRENGTH  # noqa: E402
 
 
 @dataclass
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
                                                   style_weight=weight) if weight > 0 else tuned[content.name]
                 for seed in args.seeds:
                     out = sample_edit(base, guides, f"a {content.subject}", 64, 64, SamplingSettings(
-                        steps=args.steps, seed=seed))
+                        steps=args.steps, seed=seed, strength=PAPER_STRENGTH))  # the layout from pure noise
                     share, iou = judge_style(out, content, style)
                     style_rows.append(StyleRow(content.name, style.name, weight, seed, share, iou))
                 clock(f"style_{weight}", t0)

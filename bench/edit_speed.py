@@ -52,7 +52,7 @@ def overhead(base, ft, size: int, steps: int) -> dict:
         sync(dev)
         stamps.append(time.perf_counter())
 
-    settings = SamplingSettings(steps=steps, k=0, strategy="single")
+    settings = SamplingSettings(steps=steps, k=0, strategy="single", strength=1.0)  # every step, from noise
     sample_edit(base, ft, "a cat", size, size, settings)  # warm-up
     sample_edit(base, ft, "a cat", size, size, settings, progress=on_step)
     guided = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
@@ -93,8 +93,8 @@ def warm_edit(base, ft, size: int, steps: int) -> dict:
             sync(dev)
             first.append(time.perf_counter())
 
-    settings = SamplingSettings(steps=steps)
-    sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=2))  # warm (kernels, allocator)
+    settings = SamplingSettings(steps=steps, strength=1.0)  # every step, from noise
+    sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=2, strength=1.0))  # warm (kernels, allocator)
     reset_peak(dev)
     sync(dev)
     t0 = time.perf_counter()

@@ -39,6 +39,7 @@ from sine.prompts import source_prompt
 from sine.sampler import SamplingSettings, sample_edit
 from sine.shapes.metrics import color_index, color_labels, majority_color, placement, psnr
 from sine.shapes.sources import Edit, Source, benchmark_sources
+from sine_protocol.defaults import PAPER_STRENGTH
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     c = CONFIGS[name]
                     sampling = SamplingSettings(steps=args.steps, seed=seed, strategy=c.strategy,
                                                 working_size=base.sample_size, tile_size=c.tile_factor * base.sample_size,
-                                                finetuned_only=c.finetuned_only, whole_view=c.whole_view)
+                                                finetuned_only=c.finetuned_only, whole_view=c.whole_view,
+                                                strength=PAPER_STRENGTH)  # as measured: from pure noise
                     out = np.asarray(sample_edit(base, models[c.pe], edit.prompt, size, size, sampling))
                     outputs.append(Image.fromarray(out))
                     rows.append({"source": src.name, "scale": scale, "seed": seed, "config": name,

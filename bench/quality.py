@@ -43,6 +43,7 @@ from sine.prompts import source_prompt  # noqa: E402
 from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
 from sine.shapes.metrics import count_foreground, count_objects, erode, majority_color, psnr, ssim  # noqa: E402
 from sine.shapes.sources import Edit, Source, benchmark_sources  # noqa: E402
+from sine_protocol.defaults import PAPER_STRENGTH  # noqa: E402
 
 # How each method adapts (None: no fine-tuning) and samples. Step counts and learning rates are the
 # demo model's own recipes (backend/sine/demo_model/sine_recipes.json).
@@ -113,8 +114,10 @@ def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str, strategy: str =
         # The fine-tuned model alone (DreamBooth-style): plain CFG on it, the edit prompt through its
         # own text encoder, its own unconditional score.
         return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, seed=seed, finetuned_prompt=prompt,
-                                finetuned_only=True, strategy=strategy)
-    return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=cfg.v, k=cfg.k, seed=seed, strategy=strategy)
+                                finetuned_only=True, strategy=strategy, strength=PAPER_STRENGTH)
+    # the methods as published: from pure noise (bench/controls_quality.py measures other strengths)
+    return SamplingSettings(steps=cfg.steps, guidance=cfg.guidance, v=cfg.v, k=cfg.k, seed=seed, strategy=strategy,
+                            strength=PAPER_STRENGTH)
 
 
 def judge_edit(image, src: Source, edit: Edit) -> tuple[bool, float, float]:

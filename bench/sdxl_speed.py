@@ -76,7 +76,7 @@ def main() -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=args.steps, k=0))
+        sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=args.steps, k=0, strength=1.0))
         if cuda:
             torch.cuda.synchronize()
         sample_s = (time.perf_counter() - t0) / args.steps

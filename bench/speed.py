@@ -95,7 +95,7 @@ def bench_sampling(base: BaseModel, size: int, method: str, steps: int, warmup: 
     reset_peak(base.device)
     stamps, on_step = timed_steps(warmup)
     k = 0 if guided else 1001  # all steps with the fine-tuned model (3 UNet calls) or none (2 calls)
-    settings = SamplingSettings(steps=steps + warmup, k=k, strategy="single")
+    settings = SamplingSettings(steps=steps + warmup, k=k, strategy="single", strength=1.0)  # every step
     t0 = time.perf_counter()
     sample_edit(base, model, "a cat", size, size, settings, progress=on_step)
     total = time.perf_counter() - t0

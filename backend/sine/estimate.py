@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sine_protocol import paths
+from sine_protocol.defaults import PAPER_STRENGTH
 
 if TYPE_CHECKING:
     from .finetune import FinetuneSettings
@@ -223,8 +224,9 @@ def calibrate(base: BaseModel, finetune: FinetuneSettings) -> Rates:
     ft_setup, ft_step = _step_times(marks, start)
     marks = []
     start = time.perf_counter()
-    # k=0: the fine-tuned model guides every step, so each step is exactly 3 model-size evaluations
-    settings = SamplingSettings(steps=CALIBRATION_STEPS, k=0, strategy="single")
+    # k=0: the fine-tuned model guides every step, so each step is exactly 3 model-size evaluations; from
+    # pure noise, every step run (a step costs the same at any strength)
+    settings = SamplingSettings(steps=CALIBRATION_STEPS, k=0, strategy="single", strength=PAPER_STRENGTH)
     sample_edit(base, tuned, "a picture", size, size, settings, progress=lambda *_: marks.append(time.perf_counter()))
     end = time.perf_counter()
     sample_setup, step = _step_times(marks, start)

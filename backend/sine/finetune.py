@@ -28,6 +28,7 @@ from sine_protocol import defaults
 from .devices import finetuned_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
+from .memory import check_full_finetune_fits
 from .models import BaseModel
 from .patches import PatchSampler, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
@@ -399,6 +400,7 @@ def finetune(
     if base.is_xl and s.train_text_encoder:
         raise BadInput("training SDXL's two text encoders is not supported: use train_text_encoder=False "
                        "(the default for SDXL)")
+    check_full_finetune_fits(base, s)  # before the copies: refuse in a second, not after an OOM
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)

@@ -62,7 +62,7 @@ class EditRequest:
     finetune_steps: int = 0  # 0: the daemon's default for the method
     output_width: int = 0  # 0: the layer's width
     output_height: int = 0  # 0: the layer's height
-    strength: float = defaults.STRENGTH  # 1.0: from pure noise (SINE); lower keeps more of the source
+    strength: float = defaults.STRENGTH  # 1.0 is pure noise (SINE); lower keeps more of the source
     start: str = defaults.START  # below strength 1: "noise" or "inversion"
     count: int = 1  # results (seeds seed, seed+1, ...)
     style_weight: float = defaults.STYLE_WEIGHT  # weight of the style picture's model, when one is sent

@@ -19,7 +19,7 @@ from sine_protocol.defaults import METHOD as DEFAULT_METHOD
 from sine_protocol.defaults import SEED as DEFAULT_SEED
 from sine_protocol.defaults import START_MODES as STARTS  # where sampling starts below strength 1
 from sine_protocol.defaults import STEPS as DEFAULT_STEPS
-from sine_protocol.defaults import STRENGTH as DEFAULT_STRENGTH  # 1.0: from pure noise, as SINE samples
+from sine_protocol.defaults import STRENGTH as DEFAULT_STRENGTH  # 1.0 is pure noise, as SINE samples
 from sine_protocol.defaults import STYLE as DEFAULT_STYLE
 from sine_protocol.defaults import STYLE_WEIGHT as DEFAULT_STYLE_WEIGHT
 from sine_protocol.defaults import K as DEFAULT_K

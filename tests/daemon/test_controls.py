@@ -65,3 +65,15 @@ def test_engine_refusals_come_back_as_errors(daemon: DaemonProcess):
         assert "one result" in final.header["message"]
         ok = _edit(client, make_image(32, 32, seed=42), strength=0.25, start="inversion")[-1]
         assert ok.type == "result" and len(ok.images) == 1, ok.header
+
+
+def test_a_request_without_strength_runs_the_painters_default_from_the_noised_source(daemon: DaemonProcess):
+    image = make_image(32, 32, seed=43)
+    with Client(daemon.endpoint, daemon.token) as client:
+        default = _edit(client, image, steps=10)
+        sample = [e for e in default if e.type == "progress" and e.header["phase"] == "sample"]
+        assert sample[-1].header["step"] == sample[-1].header["total"] == 6  # round(0.6 × 10) steps
+        explicit = _edit(client, image, steps=10, strength=0.6, start="noise")[-1]
+        paper = _edit(client, image, steps=10, strength=1.0)[-1]
+        assert default[-1].images[0].data == explicit.images[0].data  # the source noised to 0.6, same draw
+        assert paper.images[0].data != default[-1].images[0].data

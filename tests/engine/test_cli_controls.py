@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,21 @@ from PIL import Image
 
 
 def run_sine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=600)
+    # one CPU thread: another thread count changes the last bits, and some tests compare bytes
+    env = {**os.environ, "SINE_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sine.cli", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def sampling_steps_run(stderr: str) -> int:
+    """The total of the finished `sampling` progress bar."""
+    done = re.findall(r"sampling: 100%\|[^|]*\| (\d+)/(\d+)", stderr)
+    assert done, stderr
+    return int(done[-1][1])
+
+
+def estimate_line(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("estimate:"))
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +50,23 @@ def test_count_strength_and_style_write_one_file_per_result(tiny_folder, picture
     assert "fine-tuning (style)" in proc.stderr
 
 
+def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(tiny_folder, pictures, tmp_path):
+    common = ["--prompt", "a blue disc", "--model", str(tiny_folder), "--finetune-steps", "2", "--steps", "10",
+              "--device", "cpu", "--weights", str(tmp_path / "weights")]
+    default = run_sine("edit", str(pictures / "source.png"), *common, "--out", str(tmp_path / "default.png"))
+    assert default.returncode == 0, default.stderr
+    assert sampling_steps_run(default.stderr) == 6  # round(0.6 × 10)
+    assert "sampling 6 steps" in estimate_line(default.stderr)  # the printed estimate counts only those
+    explicit = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "0.6", "--start", "noise",
+                        "--out", str(tmp_path / "explicit.png"))
+    paper = run_sine("edit", str(pictures / "source.png"), *common, "--strength", "1", "--out", str(tmp_path / "paper.png"))
+    assert explicit.returncode == paper.returncode == 0, explicit.stderr + paper.stderr
+    assert sampling_steps_run(paper.stderr) == 10 and "sampling 10 steps" in estimate_line(paper.stderr)
+    picture = Image.open(tmp_path / "default.png").tobytes()
+    assert picture == Image.open(tmp_path / "explicit.png").tobytes()  # the source noised to 0.6, same draw
+    assert picture != Image.open(tmp_path / "paper.png").tobytes()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--start", "inversion", "--count", "2"], "--count 1"),
     (["--style-weight", "0.3"], "--style-from"),
@@ -45,3 +78,33 @@ def test_bad_controls_fail_with_one_clear_line(pictures, tmp_path, args, message
     proc = run_sine("edit", str(pictures / "source.png"), "--prompt", "x", *args, "--out", str(tmp_path / "o.png"))
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_style_weights_are_saved_then_reused_without_a_second_style_finetune(tiny_folder, pictures, tmp_path):
+    style_weights = tmp_path / "style-weights"
+    common = [str(pictures / "source.png"), "--prompt", "a blue disc", "--model", str(tiny_folder),
+              "--finetune-steps", "2", "--steps", "4", "--width", "32", "--height", "32", "--device", "cpu",
+              "--weights", str(tmp_path / "weights"), "--style-from", str(pictures / "style.png"),
+              "--style-weight", "0.3", "--style-weights", str(style_weights)]
+    first = run_sine("edit", *common, "--out", str(tmp_path / "first.png"))
+    assert first.returncode == 0, first.stderr
+    assert "fine-tuning (style)" in first.stderr
+    assert "fine-tune 4 steps" in estimate_line(first.stderr)  # the source's 2 and the style's 2
+    assert (style_weights / "finetune.json").exists()
+    second = run_sine("edit", *common, "--out", str(tmp_path / "second.png"))
+    assert second.returncode == 0, second.stderr
+    assert "fine-tuning" not in second.stderr  # no progress bar: nothing trained
+    assert "fine-tune" not in estimate_line(second.stderr)  # and none counted in the estimate
+    assert f"reusing fine-tuned style weights from {style_weights}" in second.stderr
+    assert Image.open(tmp_path / "second.png").tobytes() == Image.open(tmp_path / "first.png").tobytes()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--style-weights", "{tmp}/sw"], "--style-from"),
+    (["--style-from", "{src}", "--weights", "{tmp}/w", "--style-weights", "{tmp}/w"], "--weights"),
+])
+def test_style_weights_refusals(pictures, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, src=pictures / "style.png") for a in args]
+    proc = run_sine("edit", str(pictures / "source.png"), "--prompt", "x", *args, "--out", str(tmp_path / "o.png"))
+    assert proc.returncode != 0
+    assert message in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr

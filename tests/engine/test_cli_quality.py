@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sine.quality import CPU_STEPS, CPU_STRATEGY, STEPS, choose
+from sine_protocol.defaults import STRENGTH
 
 
 def test_auto_is_fast_on_a_cpu_and_full_on_a_gpu() -> None:
@@ -40,11 +41,13 @@ def test_sine_edit_on_a_cpu_uses_the_fast_settings_and_says_how_to_get_the_full_
     source_image.resize((96, 72)).save(source)
     proc = run_edit(source, tiny_folder, tmp_path / "fast", tmp_path / "fast.png")
     assert proc.returncode == 0, proc.stderr
-    assert f"sampling {CPU_STEPS} steps" in proc.stderr and "fast CPU settings" in proc.stderr
+    # the fast settings' 50 steps, of which the default strength runs its share (the estimate counts those)
+    assert f"{CPU_STEPS} sampling steps" in proc.stderr and "fast CPU settings" in proc.stderr
+    assert f"sampling {round(CPU_STEPS * STRENGTH)} steps" in proc.stderr
     assert "--quality full for the full recipe" in proc.stderr
     assert json.loads((tmp_path / "fast" / "finetune.json").read_text())["settings"]["patch"] is False
 
     proc = run_edit(source, tiny_folder, tmp_path / "full", tmp_path / "full.png", "--quality", "full", "--steps", "3")
     assert proc.returncode == 0, proc.stderr
-    assert "fast CPU settings" not in proc.stderr and "sampling 3 steps" in proc.stderr
+    assert "fast CPU settings" not in proc.stderr and f"sampling {round(3 * STRENGTH)} steps" in proc.stderr
     assert json.loads((tmp_path / "full" / "finetune.json").read_text())["settings"]["patch"] is True

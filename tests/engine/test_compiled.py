@@ -35,7 +35,7 @@ def _broken_backend(gm, example_inputs):
 
 def test_a_failing_compiled_call_falls_back_to_the_same_pixels(base, source_image, monkeypatch):
     ft = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
-    settings = SamplingSettings(steps=3, seed=2)
+    settings = SamplingSettings(steps=3, seed=2, strength=1.0)
     eager = sample_edit(base, ft, "a cat", 64, 64, settings)
     monkeypatch.setenv(COMPILE_ENV, "force")
     for m in (base.unet, ft.unet):

@@ -1,4 +1,4 @@
-"""One definition of each edit default (steps 100, w 7.5, v 0.7, K 400): `sine_protocol.defaults`.
+"""One definition of each edit default (steps 100, w 7.5, v 0.7, K 400, strength 0.6): `sine_protocol.defaults`.
 
 Reads the shipped code (engine, CLI, daemon, protocol, both plugins, installer) with `ast` and
 finds every place one of the default numbers is given to a sampling setting: an assignment, a
@@ -15,8 +15,8 @@ import sine_protocol.defaults as defaults
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = ["backend/sine", "shared/sine_protocol", "plugin_krita", "plugin_gimp", "installer"]
-SETTINGS = {"steps", "guidance", "w", "v", "k"}
-VALUES = {100, 7.5, 0.7, 400}
+SETTINGS = {"steps", "guidance", "w", "v", "k", "strength"}
+VALUES = {100, 7.5, 0.7, 400, 0.6}
 
 
 def _setting(name: str) -> bool:

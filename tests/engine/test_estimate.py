@@ -68,15 +68,16 @@ def test_tiles_under_a_whole_view_cost_the_view_plus_one_call_per_tile() -> None
 
 def test_sampling_work_follows_the_samplers_plan(base) -> None:
     side = base.sample_size // base.vae_scale_factor
-    small = sampling_work(base, base.sample_size, base.sample_size, SamplingSettings(steps=10, k=0), 7)
+    small = sampling_work(base, base.sample_size, base.sample_size, SamplingSettings(steps=10, k=0, strength=1.0), 7)
     assert small.finetune_steps == 7 and small.sampling_steps == 10
     assert small.unet_evals == pytest.approx(10 * 3)  # every step guided, one model-size latent
     assert small.vae_images == pytest.approx(1.0)
-    big = sampling_work(base, 4 * base.sample_size, 3 * base.sample_size, SamplingSettings(steps=10, k=0), 7)
+    big = sampling_work(base, 4 * base.sample_size, 3 * base.sample_size,
+                        SamplingSettings(steps=10, k=0, strength=1.0), 7)
     up = sampling_work(base, 4 * base.sample_size, 3 * base.sample_size,
-                       SamplingSettings(steps=10, k=0, strategy="upscale"), 7)
+                       SamplingSettings(steps=10, k=0, strategy="upscale", strength=1.0), 7)
     refine = sampling_work(base, 4 * base.sample_size, 3 * base.sample_size,
-                           SamplingSettings(steps=10, k=0, strategy="refine", refine_strength=0.5), 7)
+                           SamplingSettings(steps=10, k=0, strategy="refine", refine_strength=0.5, strength=1.0), 7)
     assert up.unet_evals == pytest.approx(10 * 3 * 0.75)  # rendered at the model's size, 4:3
     assert big.unet_evals > 12 * 10  # at least one call per model-size tile of the 4x3 picture, every step
     assert up.unet_evals < refine.unet_evals < big.unet_evals + up.unet_evals
@@ -168,10 +169,12 @@ def test_a_finished_edit_replaces_the_rates_with_what_it_ran_at() -> None:
 
 def test_strength_inversion_and_several_results_scale_the_work(base) -> None:
     size = base.sample_size
-    full = sampling_work(base, size, size, SamplingSettings(steps=10, k=0), 0)
+    full = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=1.0), 0)
+    default = sampling_work(base, size, size, SamplingSettings(steps=10, k=0), 0)
     half = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=0.5), 0)
     inverted = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=0.5, start="inversion"), 0)
-    four = sampling_work(base, size, size, SamplingSettings(steps=10, k=0), 0, count=4)
+    four = sampling_work(base, size, size, SamplingSettings(steps=10, k=0, strength=1.0), 0, count=4)
+    assert default.unet_evals == pytest.approx(6 * 3) and default.sampling_steps == 6  # the default 0.6 of 10
     assert half.unet_evals == pytest.approx(5 * 3) and half.vae_images == pytest.approx(2.0)  # + the source encode
     assert inverted.unet_evals == pytest.approx(5 * 3 + 5) and inverted.sampling_steps == 10
     assert four.unet_evals == pytest.approx(4 * full.unet_evals) and four.vae_images == pytest.approx(4.0)

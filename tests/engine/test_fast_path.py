@@ -62,7 +62,7 @@ def test_merged_lora_gives_the_adapters_pixels_with_a_plain_unet(base, source_im
     assert (out - plain).abs().max() > 1e-2  # the adapters matter
     assert (eps(merged, None) - out).abs().max() > 1e-3  # the PE hook still acts on the merged copy
 
-    sampling = SamplingSettings(steps=4, seed=3)
+    sampling = SamplingSettings(steps=4, seed=3, strength=1.0)
     a = np.asarray(sample_edit(base, merged, "a cat", 64, 64, sampling), dtype=np.int16)
     b = np.asarray(sample_edit(base, unmerged, "a cat", 64, 64, sampling), dtype=np.int16)
     c = np.asarray(sample_edit(base, untrained, "a cat", 64, 64, sampling), dtype=np.int16)

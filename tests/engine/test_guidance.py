@@ -46,7 +46,7 @@ def test_k_switch_decides_when_the_finetuned_model_guides(base, source_image, k,
     h1 = ft.unet.register_forward_hook(lambda m, i, o: ft_calls.append(int(i[1].flatten()[0])))
     h2 = base.unet.register_forward_hook(lambda m, i, o: pre_calls.append(i[0].shape[0]))
     try:
-        img = sample_edit(base, ft, "a cat", 32, 32, SamplingSettings(steps=10, k=k))
+        img = sample_edit(base, ft, "a cat", 32, 32, SamplingSettings(steps=10, k=k, strength=1.0))
     finally:
         h1.remove()
         h2.remove()

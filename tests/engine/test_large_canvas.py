@@ -30,7 +30,8 @@ base = load_base_model(sys.argv[1], device="cpu")
 ft = finetune(base, Image.new("RGB", (64, 64), "red"), "picture of a sks dog", FinetuneSettings(steps=1))
 settings = SamplingSettings(steps=2, tile_size=256)
 t0 = time.perf_counter()
-img = sample_edit(base, ft, "a cat", 2048, 1536, settings)
+source = Image.linear_gradient("L").resize((2048, 1536)).convert("RGB")  # the default strength starts from it
+img = sample_edit(base, ft, "a cat", 2048, 1536, settings, source=source)
 img.save(sys.argv[2])
 print(json.dumps({"size": img.size, "tiles": len(plan_strategy(base, 2048, 1536, settings).tiles),
                   "seconds": time.perf_counter() - t0,
@@ -61,9 +62,9 @@ def test_2048x1536_is_exact_and_memory_bounded(tiny_folder, tmp_path):
 
 def test_odd_size_comes_back_exact(base, source_image):
     ft = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
-    settings = SamplingSettings(steps=1, tile_size=128)
+    settings = SamplingSettings(steps=1, tile_size=128)  # the default strength: from the source, resized
     assert len(plan_strategy(base, 1001, 777, settings).tiles) > 1
-    assert sample_edit(base, ft, "a cat", 1001, 777, settings).size == (1001, 777)
+    assert sample_edit(base, ft, "a cat", 1001, 777, settings, source=source_image).size == (1001, 777)
 
 
 def test_tiles_cover_the_latent_and_get_their_own_embedding(base, source_image):
@@ -78,7 +79,7 @@ def test_tiles_cover_the_latent_and_get_their_own_embedding(base, source_image):
     hook = ft.unet.conv_in.register_forward_hook(lambda m, i, o: seen.append(ft.hook.value.clone()))
     try:
         sample_edit(base, ft, "a cat", 160, 96, SamplingSettings(steps=1, k=0, tile_size=64, working_size=64,
-                                                                  tile_batch=1))
+                                                                  tile_batch=1, strength=1.0))
     finally:
         hook.remove()
     # first the whole view (the whole picture's embedding at the model's size), then one call per tile

@@ -223,7 +223,7 @@ def test_v_model_samples_as_diffusers_v_ddim(models):
         eps = base.unet(torch.cat([z, z]), tt, states).sample
         a = reference.alphas_cumprod[t]
         assert torch.allclose(eps, (1 - a).sqrt() * z + a.sqrt() * v, atol=1e-5)
-        s = SamplingSettings(steps=1, seed=3)
+        s = SamplingSettings(steps=1, seed=3, strength=1.0)
         guided_v = v[:1] + s.guidance * (v[1:] - v[:1])
         expected = to_pil(base.decode_latents(reference.step(guided_v, t, z, eta=0.0).prev_sample))
         got = sample_edit(base, None, "a blue disc", 48, 48, s)

@@ -70,7 +70,7 @@ def test_finetuned_only_never_calls_the_pretrained_unet(base, source_image):
              ft.unet.register_forward_hook(lambda *_: calls.__setitem__("ft", calls["ft"] + 1))]
     try:
         size = base.sample_size  # one latent, one UNet call per step
-        settings = SamplingSettings(steps=4, finetuned_only=True, finetuned_prompt="a cat")
+        settings = SamplingSettings(steps=4, finetuned_only=True, finetuned_prompt="a cat", strength=1.0)
         a = sample_edit(base, ft, "a cat", size, size, settings)
         b = sample_edit(base, ft, "a cat", size, size, settings)
     finally:
@@ -78,7 +78,7 @@ def test_finetuned_only_never_calls_the_pretrained_unet(base, source_image):
             h.remove()
     assert calls == {"pre": 0, "ft": 8}
     assert a.tobytes() == b.tobytes()
-    sine = sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=4))
+    sine = sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=4, strength=1.0))
     assert sine.tobytes() != a.tobytes()
 
 

@@ -73,7 +73,8 @@ def _run(module: ModuleType, base, models, width: int, height: int, settings: di
         if done == total:
             events.append(preview().tobytes())
 
-    s = module.SamplingSettings(guidance=7.5, v=0.7, k=settings.pop("k", 400), **settings)
+    paper = {} if module is not new else {"strength": 1.0}  # the old sampler knew only pure noise
+    s = module.SamplingSettings(guidance=7.5, v=0.7, k=settings.pop("k", 400), **paper, **settings)
     base.decode_latents = recording_decode
     try:
         image = module.sample_edit(base, finetuned, "a cat", width, height, s, progress=progress)

@@ -102,7 +102,7 @@ def test_sine_guidance_by_hand_for_one_step_with_added_conditioning(xl, source_i
 
 
 def _one_step_by_hand(xl, ft):
-    s = SamplingSettings(steps=1, seed=7, k=0)
+    s = SamplingSettings(steps=1, seed=7, k=0, strength=1.0)
     got = sample_edit(xl, ft, "a blue disc", 32, 32, s)
     scheduler = xl.new_scheduler(1)
     scheduler.set_timesteps(1)
@@ -128,7 +128,7 @@ def _one_step_by_hand(xl, ft):
 
 def test_edit_returns_the_exact_size_asked(xl, source_image):
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
-    out = sample_edit(xl, ft, "a blue disc", 75, 41, SamplingSettings(steps=2, seed=1))
+    out = sample_edit(xl, ft, "a blue disc", 75, 41, SamplingSettings(steps=2, seed=1), source=source_image)
     assert out.size == (75, 41)
 
 
@@ -141,7 +141,8 @@ def test_large_canvas_exact_size_and_selection_outside_untouched(xl, source_imag
     from sine.compositing import composite_under_mask
 
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
-    out = sample_edit(xl, ft, "a blue disc", 1001, 777, SamplingSettings(steps=1, seed=2, tile_batch=32))
+    out = sample_edit(xl, ft, "a blue disc", 1001, 777, SamplingSettings(steps=1, seed=2, tile_batch=32),
+                      source=source_image)  # the default strength: from the source
     assert out.size == (1001, 777)
     source = source_image.resize((1001, 777)).convert("RGBA")
     mask = Image.new("L", (1001, 777), 0)
@@ -159,14 +160,14 @@ def test_cached_artifact_samples_identically(xl, source_image, tmp_path):
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=3, lr=1e-2, patch=True))
     ft.save(tmp_path / "w")
     loaded = FineTuned.load(tmp_path / "w", xl)
-    s = SamplingSettings(steps=2, seed=4)
+    s = SamplingSettings(steps=2, seed=4, strength=1.0)
     assert sample_edit(xl, ft, "a blue disc", 40, 32, s).tobytes() == sample_edit(xl, loaded, "a blue disc", 40, 32, s).tobytes()
 
 
 def test_ablations_read_prompts_through_both_encoders(xl, source_image):
     """`sine demo`'s fine-tuned-only baseline with its own prompt works on SDXL too."""
     ft = finetune(xl, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
-    s = SamplingSettings(steps=1, seed=1, finetuned_only=True, finetuned_prompt="a blue disc")
+    s = SamplingSettings(steps=1, seed=1, finetuned_only=True, finetuned_prompt="a blue disc", strength=1.0)
     assert sample_edit(xl, ft, "a blue disc", 32, 24, s).size == (32, 24)
 
 

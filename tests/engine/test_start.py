@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -33,14 +34,14 @@ def test_first_step_runs_the_last_share_of_the_steps():
     assert first_step(10, 0.01) == 9  # at least one step
     assert sample_steps(SamplingSettings(steps=10, strength=0.5), 1) == 5
     assert sample_steps(SamplingSettings(steps=10, strength=0.5, start="inversion"), 1) == 10
-    assert sample_steps(SamplingSettings(steps=10, batch=2), 3) == 20
+    assert sample_steps(SamplingSettings(steps=10, batch=2, strength=1.0), 3) == 20
 
 
 @pytest.mark.parametrize("size,extra", [((32, 32), {}), ((48, 40), {"working_size": 32}),
                                         ((48, 40), {"working_size": 32, "strategy": "refine"})])
 def test_strength_one_from_noise_is_bit_identical_to_before(base, tuned, size, extra, old_sampler):
     old = old_sampler
-    new_img = sample_edit(base, tuned, "a cat", *size, SamplingSettings(steps=2, seed=5, **extra))
+    new_img = sample_edit(base, tuned, "a cat", *size, SamplingSettings(steps=2, seed=5, strength=1.0, **extra))
     old_img = old.sample_edit(base, tuned, "a cat", *size, old.SamplingSettings(steps=2, seed=5, **extra))
     assert new_img.tobytes() == old_img.tobytes()
 
@@ -154,16 +155,15 @@ def test_several_results_are_each_seeds_own_sampled_in_one_batch(base, tuned, so
 
 
 def test_several_results_in_tiles_go_one_by_one(base, tuned):
-    s = SamplingSettings(steps=1, seed=1, working_size=32)
+    s = SamplingSettings(steps=1, seed=1, working_size=32, strength=1.0)
     many = sample_edits(base, tuned, "a cat", 48, 32, s, count=2)
     assert [img.size for img in many] == [(48, 32)] * 2
-    assert many[1].tobytes() == sample_edit(base, tuned, "a cat", 48, 32, SamplingSettings(steps=1, seed=2,
-                                                                                        working_size=32)).tobytes()
+    assert many[1].tobytes() == sample_edit(base, tuned, "a cat", 48, 32, replace(s, seed=2)).tobytes()
 
 
 def test_two_finetuned_models_follow_the_papers_formula_for_one_step(base, tuned, style_tuned, monkeypatch):
     """ε̃ = ε(∅) + w·((1 − β₁ − β₂)·ε(c) + β₁·ε₁(ĉ₁) + β₂·ε₂(ĉ₂) − ε(∅)), each fine-tuned model with its PE."""
-    s = SamplingSettings(steps=1, guidance=5.0, k=0, seed=9)
+    s = SamplingSettings(steps=1, guidance=5.0, k=0, seed=9, strength=1.0)  # from pure noise
     guides = content_and_style_guides(tuned, style_tuned, s, content_weight=0.25, style_weight=0.35)
     decoded: list[torch.Tensor] = []
     decode = base.decode_latents

@@ -1,5 +1,5 @@
 import pytest
-from sine_krita.settings import EditSettings, progress_text
+from sine_krita.settings import DEFAULT_STRENGTH, EditSettings, progress_text
 
 
 def test_submit_kwargs_follow_the_protocol_names():
@@ -7,7 +7,8 @@ def test_submit_kwargs_follow_the_protocol_names():
                      guidance=5.0, v=0.6, k=300, method="full", finetune_steps=50)
     kw = s.submit_kwargs((64, 48))
     assert kw["prompt"] == "make the circle green"
-    assert kw["sampling"] == {"steps": 20, "w": 5.0, "v": 0.6, "k": 300, "strength": 1.0, "start": "noise"}
+    assert kw["sampling"] == {"steps": 20, "w": 5.0, "v": 0.6, "k": 300, "strength": DEFAULT_STRENGTH,
+                              "start": "noise"}
     assert "count" not in kw  # one result: the request stays what an older daemon understands
     assert kw["finetune"] == {"method": "full", "steps": 50, "patch": True}
     assert kw["output_size"] == (64, 48)

@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="refine: share of the steps re-run at full size (0..1]")
     p.add_argument("--strength", type=float_in(0.0, 1.0, low_open=True), default=None,
                    help="how much to change: the share of the steps run from the source noised to that level "
-                        "(1 = from pure noise, SINE as published; default: the engine's)")
+                        f"(1 = from pure noise, SINE as published; default: {defaults.STRENGTH:g})")
     p.add_argument("--start", choices=defaults.START_MODES, default=None,
                    help="strength < 1 starts from random noise over the source, or from the source's own noise "
                         "(DDIM inversion with the fine-tuned model; one result)")
@@ -77,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="β of the source's model with --style-from (default: 1 - v)")
     p.add_argument("--mask", default=None, help="selection mask image (white = edit); outside stays untouched")
     p.add_argument("--weights", default=None, help="folder for the fine-tuned weights: reused when present")
+    p.add_argument("--style-weights", default=None, metavar="DIR",
+                   help="folder for the style picture's fine-tuned weights (with --style-from): reused when present")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"), help="default: auto")
     p.add_argument("--out", required=True, help="output PNG")
@@ -103,6 +105,10 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput("--start inversion is deterministic (every seed gives the same picture): use --count 1")
     if (args.style_weight is not None or args.content_weight is not None) and not args.style_from:
         raise BadInput("--style-weight and --content-weight need --style-from IMAGE")
+    if args.style_weights and not args.style_from:
+        raise BadInput("--style-weights needs --style-from IMAGE")
+    if args.style_weights and args.weights and Path(args.style_weights).resolve() == Path(args.weights).resolve():
+        raise BadInput("--style-weights must be another folder than --weights (one fine-tune per folder)")
     style_image = load_image(args.style_from) if args.style_from else None
 
     from PIL import Image
@@ -142,39 +148,50 @@ def _run(args: argparse.Namespace) -> int:
 
     choice, settings, sampling = settings_for(args.quality)
     weights = Path(args.weights) if args.weights else None
-    reuse = weights is not None and (weights / "finetune.json").exists()
+    style_weights = Path(args.style_weights) if args.style_weights else None
+    reuse, style_reuse = saved_finetune(weights), saved_finetune(style_weights)
     rates = rates_for(base, settings, log=lambda msg: print(msg, file=sys.stderr))
-    ft_steps = (0 if reuse else int(settings.steps)) + (int(settings.steps) if style_image is not None else 0)
+
+    def finetune_steps(steps: int) -> int:
+        """Fine-tune steps still to run: the source's and the style picture's, unless saved."""
+        return (0 if reuse else steps) + (steps if style_image is not None and not style_reuse else 0)
+
+    ft_steps = finetune_steps(int(settings.steps))
     work = sampling_work(base, width, height, sampling, ft_steps, count=args.count)
     expected = estimate(rates, work)
     so_far = time.perf_counter() - STARTED
     print(f"{describe(expected, work, so_far)} on {describe_device(base.device)}", file=sys.stderr)
     if choice.quality == "fast":
         _, full_settings, full_sampling = settings_for("full")
-        full_steps = (0 if reuse else int(full_settings.steps)) + (int(full_settings.steps) if style_image else 0)
+        full_steps = finetune_steps(int(full_settings.steps))
         full = estimate(rates, sampling_work(base, width, height, full_sampling, full_steps, count=args.count))
         print(describe_fast(choice, int(settings.steps), default_working_size(base),
                             format_duration(so_far + full.total_s)), file=sys.stderr)
     ft_marks: list[float] = []
     sample_marks: list[float] = []
     t_work = time.perf_counter()
-    if reuse:
-        model = FineTuned.load(weights, base)
-        print(f"reusing fine-tuned weights from {weights}", file=sys.stderr)
-    else:
-        with tqdm(total=settings.steps, desc="fine-tuning", unit="step") as bar:
+
+    def fine_tuned(picture: Image.Image, prompt: str, folder: Path | None, what: str,
+                   marks: list[float] | None = None) -> FineTuned:
+        """The picture's fine-tune: loaded from `folder` when saved there, else trained (and saved there)."""
+        if saved_finetune(folder):
+            print(f"reusing fine-tuned {what}weights from {folder}", file=sys.stderr)
+            return FineTuned.load(folder, base)
+        with tqdm(total=settings.steps, desc=f"fine-tuning{' (style)' if what else ''}", unit="step") as bar:
             def on_train(step: int, total: int, loss: float) -> None:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.4f}")
-                ft_marks.append(time.perf_counter())
-            model = finetune(base, source, prompt_src, settings, progress=on_train)
-        if weights is not None:
-            model.save(weights)
+                if marks is not None:
+                    marks.append(time.perf_counter())
+            model = finetune(base, picture, prompt, settings, progress=on_train)
+        if folder is not None:
+            model.save(folder)
+        return model
+
+    model = fine_tuned(source, prompt_src, weights, "", ft_marks)
     guides = model
     if style_image is not None:
-        with tqdm(total=settings.steps, desc="fine-tuning (style)", unit="step") as bar:
-            style_model = finetune(base, style_image, source_prompt(args.style_subject, args.style), settings,
-                                   progress=lambda step, total, loss: bar.update(step - bar.n))
+        style_model = fine_tuned(style_image, source_prompt(args.style_subject, args.style), style_weights, "style ")
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
     t_sample = time.perf_counter()
@@ -205,6 +222,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"done in {now - STARTED:.1f} s (estimate {so_far + expected.total_s:.1f} s: {so_far:.1f} s before it "
           f"+ {expected.total_s:.1f} s to go, which took {now - t_work:.1f} s)", file=sys.stderr)
     return 0
+
+
+def saved_finetune(folder: Path | None) -> bool:
+    """A `--weights`/`--style-weights` folder that already holds a fine-tune (reused, not trained again)."""
+    return folder is not None and (folder / "finetune.json").exists()
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

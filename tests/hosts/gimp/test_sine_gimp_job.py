@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sine_protocol import RGBAImage
+from sine_protocol import RGBAImage, defaults
 
 # The plug-in's helpers live beside sine-gimp.py, which GIMP runs as a script (its folder on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugin_gimp" / "sine-gimp"))
@@ -51,7 +51,8 @@ def test_edit_reports_progress_and_returns_requested_size(sine_daemon, monkeypat
     assert result.size == (40, 24)
     texts = [p.text for p in seen]
     assert "fine-tuning 3/3" in texts, texts
-    assert "sampling 4/4" in texts, texts
+    run = round(4 * defaults.STRENGTH)  # the plug-in's default strength runs that share of the 4 steps
+    assert f"sampling {run}/{run}" in texts, texts
     assert all(0.0 <= p.fraction <= 1.0 for p in seen)
 
 
