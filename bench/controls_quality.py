@@ -8,7 +8,7 @@ pre-trained model alone (plain CFG, strength 1 and, for SDEdit without fine-tuni
   psnr/ssim  - the regions the prompt must not touch, against the source
 Multi-model mode (`--style-weights`): content from source A (its fine-tune, β₁ = content weight), style
 from source B (the next source in the list, β₂ = style weight), the prompt A's subject alone ("a star"),
-no colour words. Metric, from the scenes' ground truth:
+no colour words, at `--style-strength` (default: the painter's default, from A's noised picture). Metric, from the scenes' ground truth:
   style_share  - share of the result's pixels whose nearest named colour is in B's palette but not A's
                  (a palette = the named colours covering ≥ 3 % of a source)
   layout_iou   - IoU of A's object mask with the result's foreground (pixels whose colour differs from
@@ -44,7 +44,7 @@ from sine.prompts import source_prompt  # noqa: E402
 from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
 from sine.shapes.metrics import color_labels  # noqa: E402
 from sine.shapes.sources import Source, benchmark_sources  # noqa: E402
-from sine_protocol.defaults import PAPER_STRENGTH  # noqa: E402
+from sine_protocol.defaults import STRENGTH  # noqa: E402
 
 
 @dataclass
@@ -140,9 +140,9 @@ def run(args: argparse.Namespace, log=print) -> dict:
                 s = SamplingSettings(steps=args.steps)
                 guides = content_and_style_guides(tuned[content.name], tuned[style.name], s,
                                                   style_weight=weight) if weight > 0 else tuned[content.name]
-                for seed in args.seeds:
+                for seed in args.seeds:  # strength < 1 starts from A's own picture, noised; 1: from pure noise
                     out = sample_edit(base, guides, f"a {content.subject}", 64, 64, SamplingSettings(
-                        steps=args.steps, seed=seed, strength=PAPER_STRENGTH))  # the layout from pure noise
+                        steps=args.steps, seed=seed, strength=args.style_strength), source=content.scene.render()[0])
                     share, iou = judge_style(out, content, style)
                     style_rows.append(StyleRow(content.name, style.name, weight, seed, share, iou))
                 clock(f"style_{weight}", t0)
@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--starts", nargs="+", default=["noise", "inversion"], choices=("noise", "inversion"))
     p.add_argument("--pretrained-strengths", type=float, nargs="*", default=[1.0])
     p.add_argument("--style-weights", type=float, nargs="*", default=[])
+    p.add_argument("--style-strength", type=float, default=STRENGTH,
+                   help="strength of the multi-model samples (default: the painter's default; 1: from pure noise)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None)
