@@ -404,7 +404,11 @@ def finetune(
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
     image = flatten_rgb(image)
-    unet, text_encoder = _trainable_copies(base, s)
+    # The adapters' random init comes from the seed (the same settings give the same fine-tune in any
+    # process); the caller's generators are left as they were.
+    with torch.random.fork_rng(devices=[base.device] if base.device.type == "cuda" else []):
+        torch.manual_seed(s.seed)
+        unet, text_encoder = _trainable_copies(base, s)
     unet.to(base.device).train()
     if s.gradient_checkpointing:
         unet.enable_gradient_checkpointing()

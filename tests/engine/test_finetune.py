@@ -76,3 +76,29 @@ def test_lora_with_pe_also_trains_and_stores_conv_in(base, source_image, tmp_pat
     ft.save(tmp_path / "w")
     loaded = FineTuned.load(tmp_path / "w", base)
     assert torch.equal(loaded.unet.conv_in.weight, ft.unet.conv_in.weight)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_same_seed_gives_the_same_finetune_and_another_seed_another(base, source_image, method):
+    """A fine-tune is a function of its settings: the LoRA adapters' random initialisation comes from
+    the settings' seed, not from whatever torch's global generator holds (a painter's same seed must
+    give the same picture in a new daemon, and the cache key assumes it)."""
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed + 1000 * len(done))  # a different global state before every run
+        done.append(seed)
+        s = FinetuneSettings(method=method, steps=3, patch=True, seed=seed)
+        return {k: v.detach().clone() for k, v in finetune(base, source_image, "picture of a sks disc", s)
+                .unet.state_dict().items()}
+
+    done: list[int] = []
+    a, b, c = weights(0), weights(0), weights(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_finetune_leaves_the_callers_random_generator_alone(base, source_image):
+    torch.manual_seed(5)
+    finetune(base, source_image, "picture of a sks disc", FinetuneSettings(method="lora", steps=2, patch=True))
+    after = torch.rand(4)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(4))
