@@ -71,6 +71,11 @@ class BaseModel:
                           self.vae_scale_factor)
 
     @property
+    def unet_params(self) -> int:
+        """The UNet's parameter count: what decides whether a second CPU thread pays (devices.py)."""
+        return sum(p.numel() for p in self.unet.parameters())
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
@@ -212,8 +217,6 @@ def load_base_model(
     apart by content); of a hub model, its snapshot commit."""
     quiet_libraries()
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    if dev.type == "cpu":
-        apply_cpu_threads()  # no more threads than free cores (see devices.py)
     dt = pick_dtype(dev, dtype)
     if is_single_file(model):
         path = Path(str(model)).expanduser().resolve()
@@ -250,6 +253,8 @@ def load_base_model(
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
+    if dev.type == "cpu":
+        apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
     return base
 
 
