@@ -8,6 +8,7 @@ interleaved (alone, beside, alone, ...) so a change in the machine's other load 
 the 1-minute load average is recorded before every run. Prints a table and writes JSON.
 
     python bench/cpu_contention.py --repeats 3 --out docs/results/cpu/cpu_contention.json
+    python bench/cpu_contention.py --finetune-steps 0 --steps 0 --arms graceful   # the real `sine demo`
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ ARMS = {  # environment of each arm ("" = set but empty: OpenMP ignores it and `
 }
 
 
+def demo_command(ft_steps: int, steps: int) -> list[str]:
+    """`sine demo` as a newcomer types it when both step counts are 0, else shortened with the LoRA recipe."""
+    if ft_steps == 0 and steps == 0:
+        return ["demo"]
+    return ["demo", "--method", "lora", "--finetune-steps", str(ft_steps), "--steps", str(steps)]
+
+
 def run_once(arm: str, ft_steps: int, steps: int) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SINE_THREADS", "OMP_WAIT_POLICY",
                                                             "MKL_NUM_THREADS")}
@@ -42,8 +50,7 @@ def run_once(arm: str, ft_steps: int, steps: int) -> float:
     env.update(ARMS[arm])
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sine.cli", "demo", "--out", out, "--method", "lora",
-                        "--finetune-steps", str(ft_steps), "--steps", str(steps)], env=env, check=True,
+        subprocess.run([sys.executable, "-m", "sine.cli", *demo_command(ft_steps, steps), "--out", out], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         return time.perf_counter() - t0
 
@@ -62,8 +69,8 @@ def write(args: argparse.Namespace, runs: list[dict], quiet: bool = False) -> No
             print(f"{arm:<14} alone {summary[arm]['alone_median_s']:7.1f} s, beside {args.neighbours} neighbour(s) "
                   f"{summary[arm]['beside_median_s']:7.1f} s, ratio {summary[arm]['ratio']:.2f}")
     report = {
-        "machine": f"shared {os.cpu_count()}-core CPU, busy with other jobs (see load_1min_before): no idle baseline",
-        "workload": f"sine demo --method lora --finetune-steps {args.finetune_steps} --steps {args.steps}",
+        "machine": f"{os.cpu_count()}-core CPU ({args.machine}; load_1min_before each run)",
+        "workload": "sine " + " ".join(demo_command(args.finetune_steps, args.steps)),
         "neighbours": args.neighbours, "runs": runs, "summary": summary,
     }
     if args.out:
@@ -73,8 +80,9 @@ def write(args: argparse.Namespace, runs: list[dict], quiet: bool = False) -> No
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--finetune-steps", type=int, default=60)
+    p.add_argument("--finetune-steps", type=int, default=60, help="0 with --steps 0: the unshortened `sine demo`")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--machine", default="shared with other jobs", help="what else ran, for the JSON")
     p.add_argument("--neighbours", type=int, default=1, help="CPU-bound processes beside the run")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--arms", nargs="+", default=["default_all_cores", "graceful"], choices=list(ARMS))

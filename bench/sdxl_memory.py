@@ -137,12 +137,9 @@ def lora_step(latent: int, checkpointing: bool, fake: FakeTensorMode | None) -> 
 
 def _lora_step(unet: torch.nn.Module, s: FinetuneSettings, hook: PositionalHook, grid: int, latent: int,
                checkpointing: bool, n_unet: int, fake: bool) -> dict:
-    import torch.nn.functional as F
-
     from sine import xl
-    from sine.finetune import adamw
+    from sine.finetune import adamw, denoising_loss
     from sine.positional import crop_embedding, positional_table
-    from sine.predictions import clean_latent, raw_outputs, training_target
 
     _materialize(unet, fake)
     table = positional_table(int(unet.config.block_out_channels[0]), grid)
@@ -165,20 +162,13 @@ def _lora_step(unet: torch.nn.Module, s: FinetuneSettings, hook: PositionalHook,
             mem.track(x)
         weights = mem.live
         pe = crop_embedding(table, box, (latent, latent), "bilinear")[None]
-        a = alphas[t].view(-1, 1, 1, 1)
-        z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        with (xl.size_conditioning(*xl.crop_time_ids(box, grid, latent * 8)), hook.using(pe), raw_outputs(),
-              torch.autocast("cpu", dtype=torch.bfloat16)):
-            out = unet(z_t.to(unet.dtype), t, states.to(unet.dtype)).sample
-        out = out.float()
-        loss = F.mse_loss(out, training_target(z0, noise, a, "epsilon"))
-        x0_hat = clean_latent(out, z_t, a, "epsilon")
-        loss = loss + ((t.float() / 1000) ** 2 * (x0_hat - z0).abs().mean(dim=(1, 2, 3))).mean()
+        with xl.size_conditioning(*xl.crop_time_ids(box, grid, latent * 8)):  # the fine-tune's own loss, bf16 autocast as on CUDA
+            loss = denoising_loss(unet, hook, z0, states, t, noise, pe, 1.0, alphas, "epsilon", torch.bfloat16)
         forward_peak = mem.peak
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        del out, loss, x0_hat, z_t, pe
+        del loss, pe
     seconds = time.perf_counter() - t0
     opt_state = sum(v.untyped_storage().nbytes() for st in optimizer.state.values() for v in st.values()
                     if isinstance(v, torch.Tensor))

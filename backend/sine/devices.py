@@ -67,6 +67,12 @@ def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtyp
 # as long as a 1-thread run. So: no more threads than free cores, and threads that sleep, not spin,
 # when they wait.
 THREADS_ENV = "SINE_THREADS"
+# Below this many UNet parameters one thread is fastest: a small model's ops are too short to pay for
+# waking a passively waiting thread. Measured on an idle 2-core VM (docs/benchmarks.md, "CPU threads
+# and model size"): 100 demo fine-tune steps (1.5 M parameters) take 7.0 s on one thread, 18.4 s on two
+# passive ones and 107 s on two spinning ones beside a busy neighbour; an SD1.5 UNet forward at 512²
+# (860 M) takes 8.2 s on one thread and 5.0 s on two. Real checkpoints are all far above the line.
+PARALLEL_MIN_PARAMS = 100_000_000
 
 
 def prepare_cpu_runtime() -> None:
@@ -109,20 +115,22 @@ def busy_cores(interval_s: float = 0.2) -> float:
         return 0.0
 
 
-def pick_cpu_threads(requested: int | None = None) -> int:
-    """`requested`, $SINE_THREADS or $OMP_NUM_THREADS wins; otherwise the usable cores that are not
-    busy, at least 1."""
+def pick_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:
+    """`requested`, $SINE_THREADS or $OMP_NUM_THREADS wins; otherwise 1 for a model of fewer than
+    PARALLEL_MIN_PARAMS UNet parameters, else the usable cores that are not busy, at least 1."""
     fixed = requested or int(os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS") or 0)
     if fixed > 0:
         return fixed
+    if model_params is not None and model_params < PARALLEL_MIN_PARAMS:
+        return 1
     cores = usable_cores()
     return max(1, min(cores, int(cores - busy_cores() + 0.5)))
 
 
-def apply_cpu_threads(requested: int | None = None) -> int:
+def apply_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:
     """Set torch's CPU threads for the next piece of work (call between jobs, not inside one)."""
     import torch
 
-    threads = pick_cpu_threads(requested)
+    threads = pick_cpu_threads(requested, model_params)
     torch.set_num_threads(threads)
     return threads

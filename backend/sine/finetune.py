@@ -369,15 +369,34 @@ def diffusion_loss(
     rec_weight: float,
     alphas_cumprod: torch.Tensor,
 ) -> torch.Tensor:
+    """`denoising_loss` as `base` trains: its prediction type, autocast to its dtype on CUDA."""
+    autocast = base.dtype if base.device.type == "cuda" else None
+    return denoising_loss(unet, hook, z0, encoder_states, t, noise, pe, rec_weight, alphas_cumprod,
+                          base.prediction_type, autocast)
+
+
+def denoising_loss(
+    unet: UNet2DConditionModel,
+    hook: PositionalHook,
+    z0: torch.Tensor,
+    encoder_states: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    pe: torch.Tensor | None,
+    rec_weight: float,
+    alphas_cumprod: torch.Tensor,
+    prediction: str = "epsilon",
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """MSE to what the model predicts (ε, or v for v-prediction models) plus, when `rec_weight` > 0,
-    SINE's (t/T)²-weighted L1 on the predicted clean latent x̂₀ (read from ε or v accordingly)."""
+    SINE's (t/T)²-weighted L1 on the predicted clean latent x̂₀ (read from ε or v accordingly).
+    The UNet call runs under autocast to `autocast_dtype` when one is given."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
-    autocast = base.device.type == "cuda"
-    with hook.using(pe), raw_outputs(), torch.autocast(base.device.type, dtype=base.dtype, enabled=autocast):
+    with (hook.using(pe), raw_outputs(),
+          torch.autocast(z0.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)):
         out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
     out = out.float()
-    prediction = base.prediction_type
     loss = F.mse_loss(out, training_target(z0, noise, a, prediction))
     if rec_weight > 0:
         x0_hat = clean_latent(out, z_t, a, prediction)

@@ -14,7 +14,14 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from . import xl
-from .checkpoints import config_folder, content_fingerprint, is_single_file, load_single_file, read_checkpoint
+from .checkpoints import (
+    config_folder,
+    content_fingerprint,
+    is_single_file,
+    load_single_file,
+    read_checkpoint,
+    single_file_scheduler,
+)
 from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
@@ -62,6 +69,11 @@ class BaseModel:
     def kind(self) -> ModelKind:
         return model_kind(dict(self.unet.config), self.scheduler_config, self.text_encoder.config.to_dict(),
                           self.vae_scale_factor)
+
+    @property
+    def unet_params(self) -> int:
+        """The UNet's parameter count: what decides whether a second CPU thread pays (devices.py)."""
+        return sum(p.numel() for p in self.unet.parameters())
 
     @property
     def vae_scale_factor(self) -> int:
@@ -205,8 +217,6 @@ def load_base_model(
     apart by content); of a hub model, its snapshot commit."""
     quiet_libraries()
     dev = device if isinstance(device, torch.device) else pick_device(device)
-    if dev.type == "cpu":
-        apply_cpu_threads()  # no more threads than free cores (see devices.py)
     dt = pick_dtype(dev, dtype)
     if is_single_file(model):
         path = Path(str(model)).expanduser().resolve()
@@ -243,11 +253,16 @@ def load_base_model(
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
+    if dev.type == "cpu":
+        apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
     return base
 
 
-_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-                 "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+_WEIGHT_NAMES = tuple(f"{stem}{variant}{ext}" for variant in ("", ".fp16")
+                      for stem, ext in (("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin"),
+                                        ("model", ".safetensors"), ("pytorch_model", ".bin"),
+                                        ("diffusion_pytorch_model", ".safetensors.index.json"),
+                                        ("model", ".safetensors.index.json")))
 
 
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
@@ -267,6 +282,14 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def weights_variant(sub: Path) -> str | None:
+    """"fp16" for a component folder holding only `*.fp16.safetensors` (or `.fp16.bin`) weights, as
+    fp16 hub downloads are; None when the plain weights are there (they are preferred)."""
+    if any((sub / w).is_file() for w in _WEIGHT_NAMES if ".fp16." not in w):
+        return None
+    return "fp16" if any((sub / w).is_file() for w in _WEIGHT_NAMES) else None
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
@@ -298,7 +321,7 @@ def _read_json(path: Path) -> dict:
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     try:
-        return cls.from_pretrained(sub, torch_dtype=dt)
+        return cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub))
     except Exception as exc:  # truncated or corrupt weights: say which file
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
@@ -306,15 +329,21 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
 
 
 def describe_model(model: str | os.PathLike | None) -> ModelKind:
-    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`)."""
+    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`);
+    a model SINE cannot edit with is refused here as at load time (`check_usable`)."""
     if is_single_file(model):
         path = Path(str(model)).expanduser().resolve()
-        folder = config_folder(path, read_checkpoint(path))
+        state = read_checkpoint(path)
+        folder = config_folder(path, state)
+        scheduler, where = single_file_scheduler(path, state, folder), str(path)
     else:
         folder, _, _ = resolve_model_folder(model)
+        scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
+    unet = _read_json(folder / "unet" / "config.json")
+    check_usable(unet, scheduler, where)
     vae = _read_json(folder / "vae" / "config.json")
-    return model_kind(_read_json(folder / "unet" / "config.json"), dict(DDIMScheduler.load_config(folder / "scheduler")),
-                      _read_json(folder / "text_encoder" / "config.json"), 2 ** (len(vae["block_out_channels"]) - 1))
+    return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
+                      2 ** (len(vae["block_out_channels"]) - 1))
 
 
 def training_offset_noise(folder: Path) -> float:

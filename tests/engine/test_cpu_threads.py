@@ -34,3 +34,25 @@ def test_a_busy_neighbour_takes_a_core_away(monkeypatch):
             proc.kill()
             proc.wait()
         torch.set_num_threads(before)
+
+
+def test_a_small_model_runs_on_one_thread_even_on_an_idle_machine(monkeypatch):
+    """The demo model's ops are too short to pay for waking a second (passively waiting) thread: on
+    an idle 2-core machine two threads made its fine-tune 2.6x slower than one (docs/benchmarks.md)."""
+    import sine.devices as devices
+    from sine.models import load_base_model
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "busy_cores", lambda interval_s=0.2: 0.0)  # as if the machine were idle
+    monkeypatch.setattr(devices, "usable_cores", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        assert pick_cpu_threads() == 4  # no model named: every free core
+        assert pick_cpu_threads(model_params=860_000_000) == 4  # an SD-sized UNet: its ops are long
+        assert pick_cpu_threads(model_params=1_500_000) == 1
+        assert pick_cpu_threads(2, model_params=1_500_000) == 2  # an explicit count still wins
+        load_base_model(None, device="cpu")  # the bundled demo model
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

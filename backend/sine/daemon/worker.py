@@ -133,7 +133,7 @@ class Worker(threading.Thread):
                 if self.base.device.type == "cpu":
                     from sine.devices import apply_cpu_threads
 
-                    log.info("job %s: %d CPU threads", job.id[:8], apply_cpu_threads())
+                    log.info("job %s: %d CPU threads", job.id[:8], apply_cpu_threads(model_params=self.base.unet_params))
                 outcome = run_edit(job.request, self.base, self.cache, _PhaseTracking(reporter, job), job.should_stop,
                                    self.loaded)
                 if job.should_stop():
