@@ -84,6 +84,11 @@ class BaseModel:
         return float(self.vae.config.scaling_factor)
 
     @property
+    def latent_shift(self) -> float:
+        """The VAE's `shift_factor` (0 when unset): latents are (z − shift) · scale."""
+        return float(self.vae.config.get("shift_factor") or 0.0)
+
+    @property
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
@@ -128,12 +133,12 @@ class BaseModel:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
-        return z * self.latent_scale
+        return (z - self.latent_shift) * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale + self.latent_shift).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -272,7 +277,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     unet_config = _read_json(folder / "unet" / "config.json")
     scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
-    check_usable(unet_config, scheduler_config, str(folder))
+    check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
             raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
@@ -339,9 +344,8 @@ def describe_model(model: str | os.PathLike | None) -> ModelKind:
     else:
         folder, _, _ = resolve_model_folder(model)
         scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
-    unet = _read_json(folder / "unet" / "config.json")
-    check_usable(unet, scheduler, where)
-    vae = _read_json(folder / "vae" / "config.json")
+    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
+    check_usable(unet, scheduler, where, vae)
     return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
 
