@@ -31,6 +31,7 @@ from .recipes import RECIPES, Recipe, model_recipes
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+ZERO_SNR_FLOOR = 2.0**-24  # ᾱ at t=999 of zero-terminal-SNR models, as diffusers' Euler scheduler floors it
 
 
 @dataclass
@@ -126,7 +127,10 @@ class BaseModel:
         config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
         offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
-        return DDIMScheduler.from_config(config)
+        scheduler = DDIMScheduler.from_config(config)
+        if config.get("rescale_betas_zero_snr"):  # ᾱ = 0 at the last step: ε → x̂₀ would divide by 0
+            scheduler.alphas_cumprod[-1] = max(float(scheduler.alphas_cumprod[-1]), ZERO_SNR_FLOOR)
+        return scheduler
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -245,8 +249,6 @@ def load_base_model(
             module.requires_grad_(False)
             module.eval()
             module.to(dev)
-    if scheduler_config.get("prediction_type") == "v_prediction":
-        install_epsilon_outputs(unet, DDIMScheduler.from_config(scheduler_config).alphas_cumprod)
     if text_encoder_2 is not None:
         xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):
@@ -257,6 +259,8 @@ def load_base_model(
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
+    if base.prediction_type == "v_prediction":
+        install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)

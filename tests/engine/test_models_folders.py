@@ -45,3 +45,30 @@ def test_vae_with_other_latent_channels_is_refused(tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"VAE makes 16-channel latents.*UNet takes 4"):
             call(folder)
+
+
+def test_zero_terminal_snr_v_model_samples_finite_at_every_step_count(tmp_path):
+    """`rescale_betas_zero_snr` makes ᾱ at t=999 exactly 0: a DDIM step there from the ε the v model's
+    output is turned into divides by √ᾱ (NaN: a black picture at 1000 steps). With ᾱ floored at 2⁻²⁴
+    (what diffusers' Euler does for these models) the step's x̂₀ is the v formula's √ᾱ·z − √(1−ᾱ)·v."""
+    from sine.predictions import raw_outputs
+    from sine.tiny_models import make_tiny_sd2
+
+    folder = make_tiny_sd2(tmp_path / "zsnr", v_prediction=True)
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rescale_betas_zero_snr": True}))
+    base = load_base_model(folder, device="cpu")
+    scheduler = base.new_scheduler(1000)
+    scheduler.set_timesteps(1000)
+    t = int(scheduler.timesteps[0])
+    assert t == 999
+    z = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(0))
+    states = base.encode_prompts(["a disc"])
+    with torch.no_grad():
+        eps = base.unet(z, torch.tensor([t]), states).sample
+        with raw_outputs():
+            v = base.unet(z, torch.tensor([t]), states).sample
+    step = scheduler.step(eps, t, z)
+    a = scheduler.alphas_cumprod[t]
+    assert torch.isfinite(step.prev_sample).all()
+    assert torch.allclose(step.pred_original_sample, a.sqrt() * z - (1 - a).sqrt() * v, atol=1e-2)
