@@ -28,7 +28,7 @@ from .model_kind import check_usable
 
 log = logging.getLogger("sine.models")
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 CONFIGS_DIR = Path(__file__).resolve().parent / "model_configs"
 TOKENIZER_DIR = CONFIGS_DIR / "clip_tokenizer"  # CLIP's BPE (SD1, SD2 and both SDXL encoders share it)
 SIDECAR_SUFFIX = ".config"
@@ -84,7 +84,9 @@ def _is_zip(path: Path) -> bool:
 
 
 def config_folder(path: Path, state: dict[str, Any]) -> Path:
-    """The diffusers config folder describing the checkpoint: its sidecar, or our shipped one."""
+    """The diffusers config folder describing the checkpoint: its sidecar, or our shipped one. A file
+    that is not a whole SD model is refused here, naming what it is (`check_contents`)."""
+    check_contents(path, state)
     sidecar = sidecar_folder(path)
     if (sidecar / "model_index.json").is_file():
         return sidecar
@@ -100,18 +102,70 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
         raise BadModel(f"{path} is a {kind!r} checkpoint (as diffusers reads its keys), not a Stable Diffusion 1.x, "
                        "2.x or XL text-to-image model")
     name = _SHIPPED[kind]
-    if name == "sd2" and not _is_v_model(path):
+    if name == "sd2" and not _is_v_model(path, state):
         name = "sd2-base"
     return CONFIGS_DIR / name
 
 
-def _is_v_model(path: Path) -> bool:
-    """SD2 checkpoints do not say whether they predict v (2.x 768) or ε (2.x-base 512); the original
-    LDM yaml next to the file does (`parameterization: "v"`). Without one: v, as SD 2.1 (768)."""
+def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Scheduler settings a checkpoint states itself, over its config folder's: a `v_pred` key (and
+    `ztsnr`, zero terminal SNR), as v-prediction SDXL fine-tunes carry, or the safetensors header's
+    `modelspec.prediction_type` ("v" / "epsilon"), as Stability's and kohya's tools write."""
+    hints: dict[str, Any] = {}
+    prediction = _metadata(path).get("modelspec.prediction_type", "").strip().lower()
+    if prediction in ("v", "v_prediction", "v-prediction"):
+        hints["prediction_type"] = "v_prediction"
+    elif prediction in ("epsilon", "eps"):
+        hints["prediction_type"] = "epsilon"
+    if "v_pred" in state:
+        hints["prediction_type"] = "v_prediction"
+    if "ztsnr" in state:
+        hints["rescale_betas_zero_snr"] = True
+    return hints
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata ({} for other files or none)."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # read_checkpoint has already said what is wrong with the file
+        return {}
+
+
+def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
+    """SD2 checkpoints do not say whether they predict v (2.x 768) or ε (2.x-base 512, SD-Turbo) in
+    their keys. Asked in turn: the original LDM yaml next to the file (`parameterization: "v"`), the
+    file's own hints (`scheduler_hints`), a .ckpt's training step (875000: 2.0-base, as diffusers'
+    converter reads it). Without any: v, as SD 2.1 (768), said in the log."""
     yaml = path.with_suffix(".yaml")
-    if not yaml.is_file():
-        return True
-    return "parameterization" in (text := yaml.read_text(errors="replace")) and '"v"' in text.replace("'", '"')
+    if yaml.is_file():
+        return "parameterization" in (text := yaml.read_text(errors="replace")) and '"v"' in text.replace("'", '"')
+    stated = scheduler_hints(path, state).get("prediction_type")
+    if stated is not None:
+        return bool(stated == "v_prediction")
+    if _global_step(path) == 875000:
+        return False
+    log.warning("%s: an SD 2.x checkpoint that does not say what it predicts; taken as SD 2.x 768 v-prediction. "
+                "For a 512 ε model (2.x-base, SD-Turbo) put its .yaml (parameterization: eps) next to it as %s",
+                path, yaml.name)
+    return True
+
+
+def _global_step(path: Path) -> int | None:
+    """The training step a Lightning .ckpt records beside its state_dict (None when absent)."""
+    if path.suffix.lower() == ".safetensors":
+        return None
+    try:
+        outer = torch.load(str(path), map_location="meta", weights_only=True, mmap=_is_zip(path))
+    except Exception:
+        return None
+    step = outer.get("global_step") if isinstance(outer, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def load_tokenizer(folder: Path) -> Any:
@@ -126,17 +180,26 @@ def load_tokenizer(folder: Path) -> Any:
                          **settings)
 
 
+def single_file_scheduler(path: Path, state: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The scheduler config of a checkpoint: its config folder's, with what the file states itself."""
+    from diffusers import DDIMScheduler
+
+    return {**DDIMScheduler.load_config(folder / "scheduler"), **scheduler_hints(path, state)}
+
+
 def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     """(pipeline, config folder) for a checkpoint file, through `from_single_file`, offline."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     state = read_checkpoint(path)
     folder = config_folder(path, state)
+    scheduler_config = single_file_scheduler(path, state, folder)
+    old_clip = has_old_clip_keys(list(state))
+    no_vae = not any(isinstance(k, str) and k.startswith(_VAE_PREFIX) for k in state)
     del state
     index = json.loads((folder / "model_index.json").read_text())
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
-    check_usable(unet_config, scheduler_config, str(path))
+    check_usable(unet_config, scheduler_config, str(path), json.loads((folder / "vae" / "config.json").read_text()))
     xl = "text_encoder_2" in index
     cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     extra: dict[str, Any] = {"tokenizer": load_tokenizer(folder / "tokenizer"),
@@ -145,14 +208,73 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         extra["tokenizer_2"] = load_tokenizer(folder / "tokenizer_2")
     else:
         extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    try:
-        pipe = cls.from_single_file(str(path), config=str(folder), local_files_only=True, torch_dtype=dtype, **extra)
-    except (BadModel, ModelMissing):
-        raise
-    except Exception as exc:
-        raise BadModel(f"{path} could not be loaded as described by {folder} ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:300]})") from None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sine-checkpoint-") as tmp:
+        try:
+            if old_clip and not xl:
+                extra["text_encoder"] = _text_encoder_from_old_keys(path, folder, dtype)
+            if no_vae:
+                extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
+            pipe = cls.from_single_file(str(_lowercase_suffix(path, Path(tmp))), config=str(folder),
+                                        local_files_only=True, torch_dtype=dtype, **extra)
+        except (BadModel, ModelMissing):
+            raise
+        except Exception as exc:
+            raise BadModel(f"{path} could not be loaded as described by {folder} ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:300]})") from None
     return pipe, folder
+
+
+def _lowercase_suffix(path: Path, tmp: Path) -> Path:
+    """diffusers reads a file as safetensors only when its suffix is lowercase: give an upper-case
+    `.SAFETENSORS` a lowercase name through a link in `tmp` (never beside the painter's file)."""
+    if path.suffix == path.suffix.lower():
+        return path
+    link = tmp / (path.stem + path.suffix.lower())
+    link.symlink_to(path)
+    return link
+
+
+def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors whose keys start with `prefix`, with the prefix taken off."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    state = read_checkpoint(path)
+    return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype) -> Any:
+    """The CLIP text encoder of a checkpoint with the old key names (see `has_old_clip_keys`)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    model = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+    level = "text_model." if hasattr(model, "text_model") else ""  # transformers >= 5.6 dropped the level
+    state = {level + k: v for k, v in _read_tensors(path, _OLD_CLIP).items()}
+    missing, _ = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing:
+        raise BadModel(f"{path}: its text encoder (old {_OLD_CLIP}* names) lacks {len(missing)} weights, e.g. "
+                       f"{missing[0]}; the file is incomplete: download it again")
+    return model.to(dtype).eval()
+
+
+def _companion_vae(path: Path, folder: Path, dtype: torch.dtype, tmp: Path) -> Any:
+    """The VAE from `vae_companion` for a checkpoint shipped without one."""
+    from diffusers import AutoencoderKL
+
+    vae_path = vae_companion(path)
+    if vae_path is None:  # check_contents refuses these first
+        raise BadModel(f"{path} has no VAE baked in and no {path.stem}.vae.safetensors beside it")
+    try:
+        return AutoencoderKL.from_single_file(str(_lowercase_suffix(vae_path, tmp)), config=str(folder),
+                                              subfolder="vae", local_files_only=True, torch_dtype=dtype)
+    except Exception as exc:
+        raise BadModel(f"{vae_path} (the VAE for {path.name}) could not be loaded ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200]}); it must be a VAE for this kind of model") from None
 
 
 # --- telling checkpoints apart by content --------------------------------------------------------
@@ -205,3 +327,87 @@ def _file_sha256(file: Path) -> str:
         except OSError as exc:
             log.debug("could not remember the hash of %s: %s", file, exc)
     return value
+
+
+# --- what a single file holds, when it is not a whole Stable Diffusion model ----------------------
+
+_UNET_PREFIX = "model.diffusion_model."
+_TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
+_VAE_PREFIX = "first_stage_model."
+_OLD_CLIP = "cond_stage_model.transformer."  # before transformers' CLIPTextModel had its text_model level
+_USE_A_MODEL = ("pass the Stable Diffusion 1.x, 2.x or XL checkpoint itself (a .safetensors of 2 GB or more, "
+                "or a diffusers folder)")
+_FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("flux", "Flux"), ("chroma", "Chroma"),
+             ("controlnet", "ControlNet"), ("stable_cascade", "Stable Cascade"), ("playground", "Playground v2.5"),
+             ("xl_refiner", "SDXL refiner"), ("upscale", "Stable Diffusion x4 upscaler"),
+             ("animatediff", "AnimateDiff motion module"))
+
+
+def _is_lora(keys: list[str]) -> bool:
+    marks = ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.", "lora_unet_", "lora_te", "hada_w1", "lokr_w1",
+             "lora_linear_layer")
+    return any(m in k for k in keys for m in marks)
+
+
+def what_it_holds(keys: list[str], kind: str) -> str | None:
+    """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
+    diffusers' reading of its keys (`infer_diffusers_model_type`)."""
+    has_unet = any(k.startswith(_UNET_PREFIX) for k in keys)
+    if _is_lora(keys):
+        return "a LoRA (a small add-on trained for some base model, not a model by itself)"
+    if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",
+                                 "step", "sd_checkpoint", "sd_checkpoint_name"}:
+        return "a textual-inversion embedding (a learned word for some base model, not a model)" if keys else \
+            "an empty file (no tensors)"
+    if any(k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys):
+        return "a ControlNet (it steers a base model, it is not one)"
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
+        return "a Stable Diffusion 3 model (a transformer, no UNet)"
+    if any("double_blocks." in k for k in keys):
+        return "a Flux model (a transformer, no UNet)"
+    for prefix, name in _FAMILIES:
+        if kind.startswith(prefix):
+            return f"a {name} model"
+    if not has_unet:
+        vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", _VAE_PREFIX))]
+        if vae_keys and len(vae_keys) == len(keys):
+            return "a VAE alone (the image decoder that some checkpoints ship separately, not a whole model)"
+        if any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
+            return "a UNet alone in diffusers' layout (not a whole model with its text encoder and VAE)"
+        return f"not a Stable Diffusion checkpoint (no {_UNET_PREFIX}* UNet weights; its keys start with " \
+               f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
+    return None
+
+
+def check_contents(path: Path, state: dict[str, Any]) -> None:
+    """Refuse, naming what it is and what to use instead, a file that is not a whole SD model: a LoRA,
+    an embedding, a VAE, a ControlNet, SD3/Flux, or a checkpoint without its VAE or text encoder."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    keys = [k for k in state if isinstance(k, str)]
+    kind = infer_diffusers_model_type(state) if keys else "none"
+    what = what_it_holds(keys, kind)
+    if what is not None:
+        raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {_USE_A_MODEL}")
+    if not any(k.startswith(_TEXT_PREFIXES) for k in keys):
+        raise BadModel(f"{path} holds a UNet but no text encoder (no cond_stage_model.* / conditioner.* weights); "
+                       f"{_USE_A_MODEL} with its text encoder")
+    if not any(k.startswith(_VAE_PREFIX) for k in keys) and vae_companion(path) is None:
+        raise BadModel(f"{path} has no VAE baked in (no {_VAE_PREFIX}* weights). Put the VAE meant for it next to "
+                       f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
+
+
+def vae_companion(path: Path) -> Path | None:
+    """`model.vae.safetensors` (or .pt/.ckpt) beside `model.safetensors`: the VAE for a checkpoint
+    shipped without one (the convention painters' tools use)."""
+    for suffix in (".safetensors", ".pt", ".ckpt"):
+        candidate = path.with_name(f"{path.stem}.vae{suffix}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def has_old_clip_keys(keys: list[str]) -> bool:
+    """Checkpoints saved before transformers' CLIP gained its `text_model.` level name the text
+    encoder `cond_stage_model.transformer.embeddings…`, which diffusers does not read."""
+    return any(k.startswith(_OLD_CLIP + "embeddings.") for k in keys)

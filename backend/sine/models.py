@@ -14,7 +14,14 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from . import xl
-from .checkpoints import config_folder, content_fingerprint, is_single_file, load_single_file, read_checkpoint
+from .checkpoints import (
+    config_folder,
+    content_fingerprint,
+    is_single_file,
+    load_single_file,
+    read_checkpoint,
+    single_file_scheduler,
+)
 from .devices import apply_cpu_threads, pick_device, pick_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
@@ -24,6 +31,7 @@ from .recipes import RECIPES, Recipe, model_recipes
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+ZERO_SNR_FLOOR = 2.0**-24  # ᾱ at t=999 of zero-terminal-SNR models, as diffusers' Euler scheduler floors it
 
 
 @dataclass
@@ -77,6 +85,11 @@ class BaseModel:
         return float(self.vae.config.scaling_factor)
 
     @property
+    def latent_shift(self) -> float:
+        """The VAE's `shift_factor` (0 when unset): latents are (z − shift) · scale."""
+        return float(self.vae.config.get("shift_factor") or 0.0)
+
+    @property
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
@@ -114,19 +127,22 @@ class BaseModel:
         config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
         offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
-        return DDIMScheduler.from_config(config)
+        scheduler = DDIMScheduler.from_config(config)
+        if config.get("rescale_betas_zero_snr"):  # ᾱ = 0 at the last step: ε → x̂₀ would divide by 0
+            scheduler.alphas_cumprod[-1] = max(float(scheduler.alphas_cumprod[-1]), ZERO_SNR_FLOOR)
+        return scheduler
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
-        return z * self.latent_scale
+        return (z - self.latent_shift) * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale + self.latent_shift).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -233,8 +249,6 @@ def load_base_model(
             module.requires_grad_(False)
             module.eval()
             module.to(dev)
-    if scheduler_config.get("prediction_type") == "v_prediction":
-        install_epsilon_outputs(unet, DDIMScheduler.from_config(scheduler_config).alphas_cumprod)
     if text_encoder_2 is not None:
         xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):
@@ -245,14 +259,19 @@ def load_base_model(
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
+    if base.prediction_type == "v_prediction":
+        install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
     return base
 
 
-_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-                 "pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+_WEIGHT_NAMES = tuple(f"{stem}{variant}{ext}" for variant in ("", ".fp16")
+                      for stem, ext in (("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin"),
+                                        ("model", ".safetensors"), ("pytorch_model", ".bin"),
+                                        ("diffusion_pytorch_model", ".safetensors.index.json"),
+                                        ("model", ".safetensors.index.json")))
 
 
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
@@ -262,7 +281,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     unet_config = _read_json(folder / "unet" / "config.json")
     scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
-    check_usable(unet_config, scheduler_config, str(folder))
+    check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
             raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
@@ -272,6 +291,14 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def weights_variant(sub: Path) -> str | None:
+    """"fp16" for a component folder holding only `*.fp16.safetensors` (or `.fp16.bin`) weights, as
+    fp16 hub downloads are; None when the plain weights are there (they are preferred)."""
+    if any((sub / w).is_file() for w in _WEIGHT_NAMES if ".fp16." not in w):
+        return None
+    return "fp16" if any((sub / w).is_file() for w in _WEIGHT_NAMES) else None
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
@@ -303,7 +330,7 @@ def _read_json(path: Path) -> dict:
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     try:
-        return cls.from_pretrained(sub, torch_dtype=dt)
+        return cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub))
     except Exception as exc:  # truncated or corrupt weights: say which file
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
@@ -311,15 +338,20 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
 
 
 def describe_model(model: str | os.PathLike | None) -> ModelKind:
-    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`)."""
+    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`);
+    a model SINE cannot edit with is refused here as at load time (`check_usable`)."""
     if is_single_file(model):
         path = Path(str(model)).expanduser().resolve()
-        folder = config_folder(path, read_checkpoint(path))
+        state = read_checkpoint(path)
+        folder = config_folder(path, state)
+        scheduler, where = single_file_scheduler(path, state, folder), str(path)
     else:
         folder, _, _ = resolve_model_folder(model)
-    vae = _read_json(folder / "vae" / "config.json")
-    return model_kind(_read_json(folder / "unet" / "config.json"), dict(DDIMScheduler.load_config(folder / "scheduler")),
-                      _read_json(folder / "text_encoder" / "config.json"), 2 ** (len(vae["block_out_channels"]) - 1))
+        scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
+    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
+    check_usable(unet, scheduler, where, vae)
+    return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
+                      2 ** (len(vae["block_out_channels"]) - 1))
 
 
 def training_offset_noise(folder: Path) -> float:

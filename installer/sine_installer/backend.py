@@ -129,7 +129,7 @@ def demo_model_path(layout: Layout, source_root: Path) -> Path | None:
     return local if local.is_dir() else None
 
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")  # as sine.checkpoints accepts them
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # as sine.checkpoints accepts them
 
 
 def install_model(changes: Changes, layout: Layout, source_root: Path, model_id: str | None,

@@ -282,10 +282,8 @@ class _Checker:
             raise self.fail(f"{name} must not be empty")
         if max_chars is not None and len(value) > max_chars:
             raise self.fail(f"{name} is longer than {max_chars} characters", TOO_LARGE)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone UTF-16 surrogate ("\\ud800") is valid JSON but not text
-            raise self.fail(f"{name} is not valid Unicode text (it holds a lone surrogate)") from None
+        if not _is_text(value):  # a lone UTF-16 surrogate ("\\ud800") is valid JSON but not text
+            raise self.fail(f"{name} is not valid Unicode text (it holds a lone surrogate)")
         return value
 
     def integer(self, value: Any, name: str, lo: int, hi: int) -> int:
@@ -293,14 +291,14 @@ class _Checker:
         if type(value) is not int:
             raise self.fail(f"{name} must be an integer")
         if not lo <= value <= hi:
-            raise self.fail(f"{name} must be in {lo}..{hi}, got {value}")
+            raise self.fail(f"{name} must be in {lo}..{hi}, got {shown(value)}")
         return value
 
     def number(self, value: Any, name: str, lo: float, hi: float) -> float:
         if type(value) not in (int, float):
             raise self.fail(f"{name} must be a number")
         if not (math.isfinite(value) and lo <= value <= hi):
-            raise self.fail(f"{name} must be in {lo}..{hi}, got {value}")
+            raise self.fail(f"{name} must be in {lo}..{hi}, got {shown(value)}")
         return float(value)
 
     def boolean(self, value: Any, name: str) -> bool:
@@ -356,10 +354,19 @@ def _decode_blob(check: _Checker, desc: dict[str, Any], payload: bytes, max_pixe
 
 
 def _request_id(header: dict[str, Any]) -> str | None:
+    """The id to echo in an error reply: only one that can be sent back (a lone surrogate cannot be UTF-8)."""
     rid = header.get("id")
-    if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS:
+    if isinstance(rid, str) and 0 < len(rid) <= MAX_ID_CHARS and _is_text(rid):
         return rid
     return None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_request(frames: list[bytes], token: str, limits: Limits | None = None) -> Request:
@@ -382,7 +389,7 @@ def parse_request(frames: list[bytes], token: str, limits: Limits | None = None)
     if type(version) is not int:
         raise check.fail("v (protocol version) must be an integer")
     if version != PROTOCOL_VERSION:
-        raise check.fail(f"protocol version {version} is not supported (this daemon speaks {PROTOCOL_VERSION})",
+        raise check.fail(f"protocol version {shown(version)} is not supported (this daemon speaks {PROTOCOL_VERSION})",
                          UNSUPPORTED_VERSION)
     sent_token = header.get("token")
     if not isinstance(sent_token, str) or not hmac.compare_digest(

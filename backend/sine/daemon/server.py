@@ -381,18 +381,22 @@ class Daemon:
         if len(frames) < 2:
             return  # an identity with no message: nothing to answer
         identity, body = frames[0], frames[1:]
-        try:
-            request = parse_request(body, self.token, self.limits)
-            reply = self._dispatch(router, identity, request, worker)
-        except ProtocolError as exc:
-            self._log_rejection(identity, exc)
-            reply = make_error(exc.code, exc.message, exc.request_id, exc.job)
-        except Exception:  # noqa: BLE001 - the loop must survive anything a client sends
+        try:  # the loop must survive anything a client sends, the error reply's own encoding included
+            reply = self._answer(router, identity, body, worker)
+        except Exception:  # noqa: BLE001
             ref = secrets.token_hex(4)
             log.exception("error while handling a request [ref %s]", ref)
             reply = make_error(INTERNAL, internal_message(ref), None)
         if reply is not None:
             self._send(router, identity, reply)
+
+    def _answer(self, router: zmq.Socket, identity: bytes, body: list[bytes], worker: Worker) -> list[bytes] | None:
+        try:
+            request = parse_request(body, self.token, self.limits)
+            return self._dispatch(router, identity, request, worker)
+        except ProtocolError as exc:
+            self._log_rejection(identity, exc)
+            return make_error(exc.code, exc.message, exc.request_id, exc.job)
 
     def _log_rejection(self, identity: bytes, exc: ProtocolError) -> None:
         """Log rejected requests, at most REJECTIONS_LOGGED per REJECTION_WINDOW_S (a flood must not

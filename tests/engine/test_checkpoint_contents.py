@@ -1,0 +1,170 @@
+"""Files a painter brings as "the model" that are something else (a LoRA, an embedding, a VAE, a
+ControlNet, SD3/Flux), whole checkpoints saved in older or partial ways (old CLIP key names, no baked
+VAE, .bin, upper-case suffix, fp16-only diffusers folders), and what a checkpoint says about its own
+prediction type. Real safetensors/torch files and tiny models loaded through `from_single_file` /
+`from_pretrained`; `describe_model` is what `sine doctor` shows."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sine.checkpoints import CONFIGS_DIR, config_folder, read_checkpoint
+from sine.errors import BadModel
+from sine.models import describe_model, load_base_model
+from sine.tiny_models import make_tiny_sd, make_tiny_sdxl, write_sdxl_single_file, write_single_file
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].float(), sb[k].float().reshape(sa[k].shape)) for k in sa)
+
+
+def _rewrite(path, new, change, sidecar=True):
+    """`path`'s tensors through `change`, saved at `new` (with the same config sidecar)."""
+    state = change(load_file(str(path)))
+    if new.suffix.lower() == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(new))
+    else:
+        torch.save(state, str(new))
+    if sidecar:
+        shutil.copytree(path.with_suffix(".config"), new.with_suffix(".config"))
+    return new
+
+
+def _not_models(tiny_folder):
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_folder / "vae").state_dict()
+    return {
+        "kohya-lora.safetensors": ("a LoRA", {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32),
+                                              "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 4),
+                                              "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(4.0)}),
+        "pytorch_lora_weights.safetensors": ("a LoRA", {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 32),
+                                                        "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.zeros(32, 4)}),
+        "embedding.safetensors": ("a textual-inversion embedding", {"emb_params": torch.zeros(2, 768)}),
+        "embedding-xl.safetensors": ("a textual-inversion embedding", {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(2, 1280)}),
+        "vae-ft-mse.safetensors": ("a VAE alone", vae),
+        "control_canny.safetensors": ("a ControlNet", {"controlnet_cond_embedding.conv_in.weight": torch.zeros(16, 3, 3, 3),
+                                                       "conv_in.weight": torch.zeros(32, 4, 3, 3)}),
+        "sd3_medium.safetensors": ("a Stable Diffusion 3 model", {
+            "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight": torch.zeros(3, 3),
+            "model.diffusion_model.x_embedder.proj.weight": torch.zeros(4, 16, 2, 2)}),
+        "flux1-dev.safetensors": ("a Flux model", {"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(4),
+                                                   "img_in.weight": torch.zeros(4, 64)}),
+        "nothing.safetensors": ("an empty file", {}),
+    }
+
+
+def test_files_that_are_not_a_model_are_named_by_doctor_and_loader(tiny_folder, tmp_path):
+    """Each is refused by `sine doctor`'s describe_model and by the loader, naming what it is and
+    saying to pass a whole checkpoint (they used to be described as "SD1, 512 px" and fail later
+    with "Failed to load CLIPTextModel")."""
+    for name, (what, state) in _not_models(tiny_folder).items():
+        path = tmp_path / name
+        save_file(state, str(path))
+        for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+            with pytest.raises(BadModel, match=rf"{name} is {what}.*whole text-to-image model"):
+                call(path)
+    embedding = tmp_path / "embedding.pt"  # A1111's textual-inversion .pt (weights_only can read it)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.zeros(2, 768)}, "name": "x", "step": 9},
+               str(embedding))
+    with pytest.raises(BadModel, match="embedding.pt is a textual-inversion embedding"):
+        describe_model(embedding)
+
+
+def test_checkpoint_without_vae_is_refused_in_words_or_takes_its_vae_file(tiny_folder, tmp_path):
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    bare = _rewrite(full, tmp_path / "pruned.safetensors",
+                    lambda s: {k: v for k, v in s.items() if not k.startswith("first_stage_model.")})
+    for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match=r"pruned\.safetensors has no VAE baked in.*pruned\.vae\.safetensors"):
+            call(bare)
+    vae_state = {k.removeprefix("first_stage_model."): v for k, v in load_file(str(full)).items()
+                 if k.startswith("first_stage_model.")}
+    save_file(vae_state, str(tmp_path / "pruned.vae.safetensors"))  # the VAE beside it, as painters' tools expect
+    reference = load_base_model(tiny_folder, device="cpu")
+    loaded = load_base_model(bare, device="cpu")
+    assert _same(reference.vae, loaded.vae) and _same(reference.unet, loaded.unet)
+
+
+def test_old_clip_key_names_load_the_text_encoder(tiny_folder, tmp_path):
+    """Checkpoints saved before CLIP's `text_model.` level (`cond_stage_model.transformer.embeddings…`)."""
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    old = _rewrite(full, tmp_path / "old.safetensors", lambda s: {
+        k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."): v for k, v in s.items()})
+    assert any(k.startswith("cond_stage_model.transformer.embeddings.") for k in load_file(str(old)))
+    reference = load_base_model(tiny_folder, device="cpu")
+    loaded = load_base_model(old, device="cpu")
+    assert _same(reference.text_encoder, loaded.text_encoder)
+    assert torch.equal(reference.encode_prompts(["a red disc"]), loaded.encode_prompts(["a red disc"]))
+
+
+def test_bin_and_upper_case_suffixes_load(tiny_folder, tmp_path):
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    reference = load_base_model(tiny_folder, device="cpu")
+    for name in ("model.bin", "MODEL.SAFETENSORS"):
+        path = _rewrite(full, tmp_path / name, lambda s: s)
+        loaded = load_base_model(path, device="cpu")
+        assert _same(reference.unet, loaded.unet), name
+    assert not any(p.is_symlink() for p in tmp_path.iterdir())  # nothing written beside the painter's files
+
+
+def test_fp16_only_diffusers_folder_loads(tiny_folder, tmp_path):
+    """A folder with only `*.fp16.safetensors` weights (what `--variant fp16` downloads hold)."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "fp16-only")
+    for weights in list(folder.rglob("*.safetensors")):
+        save_file({k: v.half() for k, v in load_file(str(weights)).items()},
+                  str(weights.with_name(weights.stem + ".fp16.safetensors")))
+        weights.unlink()
+    reference = load_base_model(tiny_folder, device="cpu")
+    loaded = load_base_model(folder, device="cpu")
+    expected = {k: v.half().float() for k, v in reference.unet.state_dict().items()}
+    assert all(torch.equal(expected[k], v) for k, v in loaded.unet.state_dict().items())
+
+
+def test_v_pred_and_ztsnr_keys_make_an_sdxl_file_v_prediction(tmp_path):
+    """v-prediction SDXL fine-tunes carry `v_pred` (and `ztsnr`) keys; their configs say ε."""
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    path = write_sdxl_single_file(folder, tmp_path / "xl.safetensors")
+    vpred = _rewrite(path, tmp_path / "xl-vpred.safetensors",
+                     lambda s: {**s, "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])})
+    assert describe_model(path).prediction == "epsilon"
+    assert describe_model(vpred).prediction == "v_prediction"
+    base = load_base_model(vpred, device="cpu")
+    assert base.prediction_type == "v_prediction" and base.scheduler_config["rescale_betas_zero_snr"] is True
+    assert float(base.new_scheduler(10).alphas_cumprod[-1]) < 1e-6  # zero terminal SNR
+
+
+def _sd2_keys() -> dict[str, torch.Tensor]:
+    """The keys diffusers tells an SD 2.x checkpoint by (OpenCLIP's 1024-wide cross-attention)."""
+    return {"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3),
+            "cond_stage_model.model.ln_final.weight": torch.zeros(2), "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}
+
+
+def test_sd2_file_says_what_it_predicts(tmp_path):
+    """Without its .yaml an SD 2.x file is taken as 768 v, unless it says otherwise: the safetensors
+    header's modelspec.prediction_type, or a Lightning .ckpt's global_step 875000 (2.0-base)."""
+    plain = tmp_path / "sd21.safetensors"
+    save_file(_sd2_keys(), str(plain))
+    assert config_folder(plain, read_checkpoint(plain)) == CONFIGS_DIR / "sd2"
+    eps = tmp_path / "sd-turbo.safetensors"
+    save_file(_sd2_keys(), str(eps), metadata={"modelspec.prediction_type": "epsilon"})
+    assert config_folder(eps, read_checkpoint(eps)) == CONFIGS_DIR / "sd2-base"
+    v = tmp_path / "sd21-v.safetensors"
+    save_file(_sd2_keys(), str(v), metadata={"modelspec.prediction_type": "v"})
+    assert config_folder(v, read_checkpoint(v)) == CONFIGS_DIR / "sd2"
+    base_ckpt = tmp_path / "512-base-ema.ckpt"
+    torch.save({"state_dict": _sd2_keys(), "global_step": 875000, "epoch": 1}, str(base_ckpt))
+    assert config_folder(base_ckpt, read_checkpoint(base_ckpt)) == CONFIGS_DIR / "sd2-base"
+
+
+def test_doctor_refuses_models_the_loader_refuses(tmp_path):
+    """`sine doctor` (describe_model) said "SD1, ε-prediction, 32 px" for an inpainting folder."""
+    folder = make_tiny_sd(tmp_path / "inpaint", in_channels=9)
+    with pytest.raises(BadModel, match="inpainting model"):
+        describe_model(folder)
