@@ -199,7 +199,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     del state
     index = json.loads((folder / "model_index.json").read_text())
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    check_usable(unet_config, scheduler_config, str(path))
+    check_usable(unet_config, scheduler_config, str(path), json.loads((folder / "vae" / "config.json").read_text()))
     xl = "text_encoder_2" in index
     cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     extra: dict[str, Any] = {"tokenizer": load_tokenizer(folder / "tokenizer"),

@@ -90,9 +90,14 @@ def model_kind(unet_config: dict, scheduler_config: dict, text_config: dict | No
     return ModelKind(family, str(scheduler_config.get("prediction_type", "epsilon")), size)
 
 
-def check_usable(unet_config: dict, scheduler_config: dict, where: str) -> None:
+def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_config: dict | None = None) -> None:
     """Refuse, with what to do instead, the models SINE cannot edit with."""
     channels = int(unet_config.get("in_channels", 4))
+    latents = int((vae_config or {}).get("latent_channels", 4))
+    if vae_config is not None and latents != int(unet_config.get("out_channels", 4)):
+        raise BadModel(f"{where}: its VAE makes {latents}-channel latents but its UNet takes "
+                       f"{unet_config.get('out_channels', 4)} (a VAE from another kind of model, e.g. SD3 or Flux, "
+                       "in vae/); put back the VAE this model was released with")
     if channels != 4:
         what = "an inpainting model" if channels == 9 else f"a UNet with {channels} input channels"
         raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model (4 latent channels): "

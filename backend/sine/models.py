@@ -31,6 +31,7 @@ from .recipes import RECIPES, Recipe, model_recipes
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+ZERO_SNR_FLOOR = 2.0**-24  # ᾱ at t=999 of zero-terminal-SNR models, as diffusers' Euler scheduler floors it
 
 
 @dataclass
@@ -84,6 +85,11 @@ class BaseModel:
         return float(self.vae.config.scaling_factor)
 
     @property
+    def latent_shift(self) -> float:
+        """The VAE's `shift_factor` (0 when unset): latents are (z − shift) · scale."""
+        return float(self.vae.config.get("shift_factor") or 0.0)
+
+    @property
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
@@ -121,19 +127,22 @@ class BaseModel:
         config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
         offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
-        return DDIMScheduler.from_config(config)
+        scheduler = DDIMScheduler.from_config(config)
+        if config.get("rescale_betas_zero_snr"):  # ᾱ = 0 at the last step: ε → x̂₀ would divide by 0
+            scheduler.alphas_cumprod[-1] = max(float(scheduler.alphas_cumprod[-1]), ZERO_SNR_FLOOR)
+        return scheduler
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
-        return z * self.latent_scale
+        return (z - self.latent_shift) * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale).sample
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale + self.latent_shift).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
@@ -240,8 +249,6 @@ def load_base_model(
             module.requires_grad_(False)
             module.eval()
             module.to(dev)
-    if scheduler_config.get("prediction_type") == "v_prediction":
-        install_epsilon_outputs(unet, DDIMScheduler.from_config(scheduler_config).alphas_cumprod)
     if text_encoder_2 is not None:
         xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):
@@ -252,6 +259,8 @@ def load_base_model(
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
+    if base.prediction_type == "v_prediction":
+        install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
@@ -272,7 +281,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     unet_config = _read_json(folder / "unet" / "config.json")
     scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
-    check_usable(unet_config, scheduler_config, str(folder))
+    check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
             raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
@@ -339,9 +348,8 @@ def describe_model(model: str | os.PathLike | None) -> ModelKind:
     else:
         folder, _, _ = resolve_model_folder(model)
         scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
-    unet = _read_json(folder / "unet" / "config.json")
-    check_usable(unet, scheduler, where)
-    vae = _read_json(folder / "vae" / "config.json")
+    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
+    check_usable(unet, scheduler, where, vae)
     return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
 

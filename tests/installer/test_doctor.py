@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(ok|warn|FAIL)\s+([^:]+): (.*)$")
@@ -33,8 +34,8 @@ def _env(home: Path, port: int) -> dict[str, str]:
     return env
 
 
-def _doctor(env: dict[str, str]) -> tuple[int, dict[str, tuple[str, str]]]:
-    proc = subprocess.run([sys.executable, "-m", "sine.cli", "doctor", "--timeout", "1"], env=env,
+def _doctor(env: dict[str, str], *extra: str) -> tuple[int, dict[str, tuple[str, str]]]:
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "doctor", "--timeout", "1", *extra], env=env,
                           capture_output=True, text=True, timeout=180)
     lines: dict[str, tuple[str, str]] = {}
     for raw in proc.stdout.splitlines():
@@ -130,3 +131,21 @@ def test_doctor_reports_the_model_kind(tmp_path: Path) -> None:
     (config / "config.json").write_text(json.dumps({"model": str(inpaint)}))
     _, lines = _doctor(_env(home, _free_port()))
     assert lines["model"][0] == "FAIL" and "inpainting" in lines["model"][1], lines["model"]
+
+
+def test_doctor_model_option_checks_that_model(tmp_path: Path) -> None:
+    """`sine doctor --model X` checks X (a file or folder the painter is about to use) instead of the
+    configured model: a LoRA given as the model is a FAIL line that names it."""
+    from safetensors.torch import save_file
+
+    from sine.tiny_models import make_tiny_sd2
+
+    home = tmp_path / "home"
+    (home / ".config/sine-edit").mkdir(parents=True)
+    lora = tmp_path / "my style.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32)}, str(lora))
+    rc, lines = _doctor(_env(home, _free_port()), "--model", str(lora))
+    assert rc == 1 and lines["model"][0] == "FAIL" and "is a LoRA" in lines["model"][1], lines["model"]
+    folder = make_tiny_sd2(tmp_path / "sd2v", v_prediction=True)
+    _, lines = _doctor(_env(home, _free_port()), "--model", str(folder))
+    assert lines["model"][0] == "ok" and "SD2, v-prediction, 48 px" in lines["model"][1], lines["model"]

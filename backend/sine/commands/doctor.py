@@ -33,11 +33,13 @@ class Check:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("doctor", help="check the installation (Python, torch, model, daemon, plugins)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the daemon's pong")
+    p.add_argument("--model", default=None,
+                   help="check this model folder, checkpoint file or hub id instead of the configured one")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    checks = collect(timeout=args.timeout)
+    checks = collect(timeout=args.timeout, model=args.model)
     for check in checks:
         print(check.line(), flush=True)
     failed = [c for c in checks if c.status == FAIL]
@@ -45,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def collect(timeout: float = 2.0) -> list[Check]:
-    """Run every check; a crashing check becomes a FAIL line instead of a traceback."""
+def collect(timeout: float = 2.0, model: str | None = None) -> list[Check]:
+    """Run every check; a crashing check becomes a FAIL line instead of a traceback. `model`: the
+    model to check instead of the configured one."""
     checks: list[Check] = []
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
         ("Python", lambda: [check_python()]),
         ("torch", lambda: [check_torch()]),
-        ("model", lambda: [check_model()]),
+        ("model", lambda: [check_model(model)]),
         ("daemon", lambda: [check_daemon(timeout)]),
         ("token", lambda: [check_token()]),
         ("plugins", check_plugins),
@@ -96,13 +99,18 @@ def _config() -> tuple[Path, dict]:
     return path, json.loads(path.read_text("utf-8"))
 
 
-def check_model() -> Check:
-    try:
-        path, config = _config()
-    except ValueError as exc:
-        return Check(FAIL, "model", f"config.json is not valid JSON ({exc}); fix it or rerun the installer")
-    model = config.get("model") or os.environ.get("SINE_MODEL")
-    if not model:
+def check_model(model: str | None = None) -> Check:
+    """The model given (`sine doctor --model`), else the configured one (config.json, SINE_MODEL)."""
+    given = model is not None
+    origin = "--model"
+    if not given:
+        try:
+            path, config = _config()
+        except ValueError as exc:
+            return Check(FAIL, "model", f"config.json is not valid JSON ({exc}); fix it or rerun the installer")
+        origin = str(path)
+        model = config.get("model") or os.environ.get("SINE_MODEL")
+    if not model or model == "demo":
         if (DEMO_MODEL / "model_index.json").is_file():
             return _model_kind(OK, f"bundled demo model {DEMO_MODEL}", None)
         return Check(FAIL, "model", f"no model configured and the bundled demo model is missing ({DEMO_MODEL});"
@@ -114,12 +122,19 @@ def check_model() -> Check:
         return Check(FAIL, "model", f"{local} has no model_index.json (not a diffusers folder)")
     if local.is_file():
         return _model_kind(OK, f"{local}", local)
-    if local.is_absolute() or model.startswith((".", "~")):
-        return Check(FAIL, "model", f"{model} (from {path}) does not exist; rerun the installer")
-    return Check(WARN, "model", f"hub id {model}: fetched on first use (needs the network)")
+    from sine.preflight import CHECKPOINT_SUFFIXES, hub_id_cached
+
+    if local.is_absolute() or model.startswith((".", "~")) or local.suffix.lower() in CHECKPOINT_SUFFIXES \
+            or model.count("/") != 1:
+        return Check(FAIL, "model", f"{model} (from {origin}) does not exist"
+                     + ("" if given else "; rerun the installer"))
+    if hub_id_cached(model):
+        return _model_kind(OK, f"hub id {model} (in the local cache)", model)
+    return Check(WARN, "model", f"hub id {model}: not in the local cache; fetch it once while online with "
+                 f"`python installer/install.py --model {model}` (sine edit works offline)")
 
 
-def _model_kind(status: str, where: str, model: Path | None) -> Check:
+def _model_kind(status: str, where: str, model: Path | str | None) -> Check:
     """The model line with its kind read from its configs (SD1/SD2/SDXL, ε/v, size), or why it is unusable."""
     try:
         from sine.models import describe_model

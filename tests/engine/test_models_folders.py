@@ -1,0 +1,74 @@
+"""Diffusers folders with settings real models carry: a VAE with a `shift_factor` (latents are
+(z − shift) · scale, as diffusers' pipelines use it), and a VAE whose latents SINE's 4-channel UNets
+cannot take. Tiny models loaded with `from_pretrained`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sine.errors import BadModel
+from sine.models import describe_model, load_base_model
+from sine.tiny_models import make_tiny_sd
+
+
+def _edit_vae_config(folder, **changes):
+    path = folder / "vae" / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_vae_shift_factor_is_applied_both_ways(tmp_path):
+    folder = make_tiny_sd(tmp_path / "shifted")
+    _edit_vae_config(folder, shift_factor=0.25, scaling_factor=0.5)
+    base = load_base_model(folder, device="cpu")
+    pixels = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        raw = base.vae.encode(pixels).latent_dist.mean
+        expected_pixels = ((base.vae.decode(raw).sample + 1) / 2).clamp(0, 1)
+    z = base.encode_image(pixels)
+    assert torch.allclose(z, (raw - 0.25) * 0.5, atol=1e-6)
+    assert torch.allclose(base.decode_latents(z), expected_pixels, atol=1e-5)
+
+
+def test_vae_with_other_latent_channels_is_refused(tmp_path):
+    """A 16-channel VAE (SD3/Flux's) in a 4-channel model folder: named, before any weights load."""
+    from diffusers import AutoencoderKL
+
+    folder = make_tiny_sd(tmp_path / "mixed")
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        block_out_channels=(16, 32, 32), layers_per_block=1, latent_channels=16, norm_num_groups=16)
+    vae.save_pretrained(folder / "vae")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"VAE makes 16-channel latents.*UNet takes 4"):
+            call(folder)
+
+
+def test_zero_terminal_snr_v_model_samples_finite_at_every_step_count(tmp_path):
+    """`rescale_betas_zero_snr` makes ᾱ at t=999 exactly 0: a DDIM step there from the ε the v model's
+    output is turned into divides by √ᾱ (NaN: a black picture at 1000 steps). With ᾱ floored at 2⁻²⁴
+    (what diffusers' Euler does for these models) the step's x̂₀ is the v formula's √ᾱ·z − √(1−ᾱ)·v."""
+    from sine.predictions import raw_outputs
+    from sine.tiny_models import make_tiny_sd2
+
+    folder = make_tiny_sd2(tmp_path / "zsnr", v_prediction=True)
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "rescale_betas_zero_snr": True}))
+    base = load_base_model(folder, device="cpu")
+    scheduler = base.new_scheduler(1000)
+    scheduler.set_timesteps(1000)
+    t = int(scheduler.timesteps[0])
+    assert t == 999
+    z = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(0))
+    states = base.encode_prompts(["a disc"])
+    with torch.no_grad():
+        eps = base.unet(z, torch.tensor([t]), states).sample
+        with raw_outputs():
+            v = base.unet(z, torch.tensor([t]), states).sample
+    step = scheduler.step(eps, t, z)
+    a = scheduler.alphas_cumprod[t]
+    assert torch.isfinite(step.prev_sample).all()
+    assert torch.allclose(step.pred_original_sample, a.sqrt() * z - (1 - a).sqrt() * v, atol=1e-2)
