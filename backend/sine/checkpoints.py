@@ -52,6 +52,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's tensors (safetensors: only their shapes, on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
+    if (what := not_weights(path)) is not None:
+        raise BadModel(f"{path} is {what}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
 
@@ -64,6 +66,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
+        if not _is_zip(path) and _first_byte(path) != b"\x80":  # a pickle starts with its PROTO opcode
+            raise BadModel(f"{path} is not a PyTorch checkpoint (its bytes are neither a zip nor a pickle of "
+                           "tensors); download the model again") from None
         raise BadModel(f"{path} holds Python objects besides tensors, so loading it could run code; refusing to "
                        f"unpickle it ({str(exc).splitlines()[0][:160]}). Use the .safetensors version of this "
                        "model") from None
@@ -75,6 +80,30 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not state:
         raise BadModel(f"{path} holds no state dict of tensors")
     return state
+
+
+def not_weights(file: Path) -> str | None:
+    """What a weights file really is when its first bytes say it holds no weights: a Git LFS pointer
+    (a repository cloned without git-lfs) or a web page saved under the model's name (None otherwise)."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return ("a Git LFS pointer (a small text file standing for the weights), not the weights: the repository "
+                "was cloned without Git LFS; run `git lfs install && git lfs pull` in it, or download the model "
+                "with `huggingface-cli download`")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return ("a web page (HTML), not a model: the download link led to a sign-in or error page; download "
+                "the file itself (signed in, or with `huggingface-cli download`)")
+    return None
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(1)
 
 
 def _is_zip(path: Path) -> bool:

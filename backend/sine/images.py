@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sine_protocol.messages import OUTPUT_SIDE_RANGE, Limits
 
 from .errors import BadInput
 
@@ -20,17 +22,48 @@ if TYPE_CHECKING:
 MAX_SIDE = 16384
 
 
+MAX_INPUT_PIXELS = Limits().max_input_pixels  # the daemon's limit: the CLI takes the same pictures
+MIN_SIDE = OUTPUT_SIDE_RANGE[0]
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open any Pillow-readable image as RGBA, with one-line errors for the usual failures."""
+    """Open any Pillow-readable image as RGBA, with one-line errors for the usual failures.
+
+    The declared size is checked before any pixel is decoded (a small file may declare 50 000 × 50 000);
+    the EXIF orientation is applied, as image viewers and GIMP show the picture; 16-bit and float
+    pictures are scaled to 8 bits, not clipped (a 16-bit grey PNG came out white); an animation gives its
+    first frame.
+    """
     path = Path(path)
     if not path.exists():
         raise BadInput(f"no such file: {path}")
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if width * height > MAX_INPUT_PIXELS:
+                raise BadInput(f"{path} is {width}×{height} ({width * height / 1e6:.0f} Mpx); the limit is "
+                               f"{MAX_INPUT_PIXELS / 1e6:.0f} Mpx")
+            if min(width, height) < MIN_SIDE:
+                raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
             img.load()
-            return img.convert("RGBA")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            return _eight_bit(ImageOps.exif_transpose(img)).convert("RGBA")
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice its warning size
+        raise BadInput(f"{path} declares far more pixels than the limit of {MAX_INPUT_PIXELS / 1e6:.0f} Mpx") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grey pictures of more than 8 bits (I;16*, I, F) scaled to 8-bit L; Pillow's convert() clips them."""
+    if not image.mode.startswith(("I", "F")):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode == "F" and top <= 1.0:  # float pictures are usually 0..1
+        values = values * 255.0
+    elif image.mode.startswith("I;16") or top > 255.0:  # 16-bit range
+        values = values / 257.0
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
 
 
 def check_size(width: int, height: int) -> None:

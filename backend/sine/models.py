@@ -19,6 +19,7 @@ from .checkpoints import (
     content_fingerprint,
     is_single_file,
     load_single_file,
+    not_weights,
     read_checkpoint,
     single_file_scheduler,
 )
@@ -332,6 +333,9 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
     try:
         return cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub))
     except Exception as exc:  # truncated or corrupt weights: say which file
+        for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
+            if (what := not_weights(weights)) is not None:
+                raise BadModel(f"{weights} is {what}") from None
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None

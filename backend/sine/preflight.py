@@ -68,6 +68,9 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     height = source.height if args.height is None else args.height
     check_size(width, height)
     mask = load_image(args.mask).convert("L") if args.mask else None
+    if mask is not None and mask.size != source.size:  # as the daemon: a stretched mask edits the wrong place
+        raise BadInput(f"the mask is {mask.width}×{mask.height} but the source is {source.width}×{source.height};"
+                       " they must be the same size")
     if args.device is not None:
         check_device_name(args.device)
     check_model(args.model)

@@ -45,8 +45,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     no_unet.mkdir()
     empty_model = root / "empty-model"
     (empty_model / "unet").mkdir(parents=True)
+    dot = root / "dot.png"
+    Image.new("RGB", (1, 1)).save(dot)
+    small_mask = root / "small-mask.png"
+    Image.new("L", (10, 10), 255).save(small_mask)
     return {"src": src, "text": text, "no_unet": no_unet, "empty_model": empty_model, "root": root,
-            "hf_home": root / "hf-home"}
+            "hf_home": root / "hf-home", "dot": dot, "small_mask": small_mask}
 
 
 CASES = {
@@ -63,6 +67,8 @@ CASES = {
     "negative fine-tune steps": (["{src}", "--finetune-steps", "-3"], 2, "--finetune-steps"),
     "refine strength 0": (["{src}", "--refine-strength", "0"], 2, "--refine-strength"),
     "missing mask": (["{src}", "--mask", "{root}/nomask.png"], 1, "no such file"),
+    "mask of another size": (["{src}", "--mask", "{small_mask}"], 1, "must be the same size"),
+    "1x1 source drawn at 64x64": (["{dot}", "--width", "64", "--height", "64"], 1, "at least 8 px"),
     "mask not an image": (["{src}", "--mask", "{text}"], 1, "cannot read"),
     "model path missing": (["{src}", "--model", "./models/nowhere"], 1, "no such model folder or file"),
     "checkpoint file missing": (["{src}", "--model", "{root}/sd15.safetensors"], 1, "no such model folder or file"),

@@ -56,3 +56,26 @@ def test_huge_numbers_are_not_echoed_back_whole(daemon: DaemonProcess, field: st
         reply = client.wait_for(f"big-{field}", 10)
     assert reply.type == "error", reply.header
     assert len(reply.header["message"]) < 200, reply.header["message"][:300]
+
+
+def test_the_style_picture_counts_toward_the_queued_pixel_bytes(tiny_model: Path):
+    """Each queued job's pixels are bounded in total (--max-queued-bytes); a big style picture beside a
+    small source went uncounted, so queued jobs could hold gigabytes the limit was meant to refuse."""
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model,
+                         extra=[*FAST, "--max-queued-bytes", "300KB"]).start()
+    try:
+        with Client(proc.endpoint, proc.token) as client:
+            blobs = [image_blob(make_image(16, 16)), image_blob(make_image(256, 256, seed=3), "style")]
+            replies = []
+            for rid in ("first", "second"):
+                header = make_request("edit", rid, proc.token, prompt="a cat", subject="cat",
+                                      sampling={"steps": 1}, finetune={"steps": 20000})
+                client.send(encode_message(header, blobs))
+                replies.append(client.wait_for(rid, 10))
+            assert replies[0].type == "accepted", replies[0].header
+            assert replies[1].type == "error" and replies[1].header["code"] == "busy", replies[1].header
+            assert "bytes" in replies[1].header["message"]
+            client.send(encode_message(make_request("cancel", "stop", proc.token, job=replies[0].job)))
+            assert client.wait_for("stop", 10).type == "cancelled"
+    finally:
+        assert proc.stop() == 0, proc.output()

@@ -168,3 +168,25 @@ def test_doctor_refuses_models_the_loader_refuses(tmp_path):
     folder = make_tiny_sd(tmp_path / "inpaint", in_channels=9)
     with pytest.raises(BadModel, match="inpainting model"):
         describe_model(folder)
+
+
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"a" * 64 + b"\nsize 3438167536\n")
+
+
+def test_files_that_are_not_weights_at_all_say_what_they_are(tiny_folder, tmp_path):
+    """A Git LFS pointer (a clone without `git lfs`), a web page saved under the model's name, random
+    bytes: each named, never called a pickle that "could run code" or merely "incomplete"."""
+    cases = {"pointer.safetensors": (LFS_POINTER, r"Git LFS pointer.*git lfs pull"),
+             "pointer.ckpt": (LFS_POINTER, r"Git LFS pointer.*git lfs pull"),
+             "login.safetensors": (b"<!DOCTYPE html>\n<html><body>Sign in</body></html>", r"web page \(HTML\)"),
+             "noise.ckpt": (bytes(range(7, 256)) * 20, r"not a PyTorch checkpoint")}
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(BadModel, match=rf"{name} is .*{message}"):
+            load_base_model(path, device="cpu")
+    folder = shutil.copytree(tiny_folder, tmp_path / "cloned")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(LFS_POINTER)
+    with pytest.raises(BadModel, match=rf"{weights} is a Git LFS pointer.*git lfs pull"):
+        load_base_model(folder, device="cpu")

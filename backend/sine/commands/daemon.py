@@ -10,6 +10,23 @@ import sys
 from pathlib import Path
 
 from sine.cache import parse_size
+from sine.preflight import float_in, int_in
+
+MIN_MESSAGE_BYTES = 1024 * 1024  # below the header limit, even `hello` is cut off and every client hangs
+
+
+def size_at_least(low: int) -> type:
+    """An argparse `type` for a byte size (2GB, 500MiB, ...) of at least `low` bytes."""
+    def parse(text: str) -> int:
+        try:
+            value = parse_size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below the minimum of {low} bytes")
+        return value
+    parse.__name__ = "size"
+    return parse  # type: ignore[return-value]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,11 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--cache-budget", type=parse_size, default=parse_size(os.environ.get("SINE_CACHE_BUDGET", "2GB")),
                    help="disk budget of the weight cache, e.g. 2GB, 500MB (default 2GB)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available")
-    p.add_argument("--max-input-pixels", type=int, help="largest accepted source image, in pixels")
-    p.add_argument("--max-output-pixels", type=int, help="largest result, in pixels")
-    p.add_argument("--max-message-bytes", type=parse_size, help="largest accepted message (ZMQ_MAXMSGSIZE)")
-    p.add_argument("--max-queued-per-client", type=int, default=4)
-    p.add_argument("--max-queued", type=int, default=32, help="queued jobs in total before replying busy")
+    p.add_argument("--max-input-pixels", type=int_in(64), help="largest accepted source image, in pixels")
+    p.add_argument("--max-output-pixels", type=int_in(64), help="largest result, in pixels")
+    p.add_argument("--max-message-bytes", type=size_at_least(MIN_MESSAGE_BYTES), help="largest accepted message (ZMQ_MAXMSGSIZE)")
+    p.add_argument("--max-queued-per-client", type=int_in(1), default=4)
+    p.add_argument("--max-queued", type=int_in(1), default=32, help="queued jobs in total before replying busy")
     p.add_argument("--max-queued-bytes", type=parse_size, default=parse_size("2GiB"),
                    help="pixel bytes held by pending jobs before replying busy (default 2GiB)")
     p.add_argument("--allow-remote", action="store_true",
@@ -35,13 +52,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--foreground", action="store_true",
                    help="accepted for clarity: the daemon never forks itself (a launcher detaches it) and"
                         " always logs to stderr and to daemon.log in the state dir")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--progress-interval", type=float, default=0.25,
+    p.add_argument("--threads", type=int_in(1), help="CPU threads for torch")
+    p.add_argument("--progress-interval", type=float_in(0.0, 3600.0), default=0.25,
                    help="seconds between progress events of one job (first and last step always sent)")
-    p.add_argument("--preview-every", type=int, default=5, help="sampling steps between preview images")
-    p.add_argument("--send-hwm", type=int, default=1000,
+    p.add_argument("--preview-every", type=int_in(1), default=5, help="sampling steps between preview images")
+    p.add_argument("--send-hwm", type=int_in(1), default=1000,
                    help="replies queued for a slow client before its progress events are dropped (default 1000)")
-    p.add_argument("--send-buffer", type=parse_size, help="kernel send buffer per connection (default: the OS's)")
+    p.add_argument("--send-buffer", type=size_at_least(4096), help="kernel send buffer per connection (default: the OS's)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 

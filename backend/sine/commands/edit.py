@@ -11,6 +11,7 @@ from sine_protocol import defaults
 
 from ..errors import BadInput, SineError
 from ..images import load_image
+from ..output_files import check_weights_folder, plan_outputs, write_image
 from ..preflight import check_edit_inputs, float_in, int_in
 from ..quality import (
     CPU_STEPS,
@@ -81,7 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="folder for the style picture's fine-tuned weights (with --style-from): reused when present")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"), help="default: auto")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True,
+                   help="output picture (.png; also .webp, .tif, .jpg); never one of the inputs")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     return p
 
 
@@ -110,6 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.style_weights and args.weights and Path(args.style_weights).resolve() == Path(args.weights).resolve():
         raise BadInput("--style-weights must be another folder than --weights (one fine-tune per folder)")
     style_image = load_image(args.style_from) if args.style_from else None
+    inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
+    plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
+    check_weights_folder(args.weights, "--weights")
+    check_weights_folder(args.style_weights, "--style-weights")
 
     from PIL import Image
     from tqdm import tqdm
@@ -211,13 +218,13 @@ def _run(args: argparse.Namespace) -> int:
         source_at_size = source.resize((width, height), Image.Resampling.BICUBIC)
     else:
         source_at_size = source
-    for out, image in zip(output_paths(Path(args.out), len(images)), images, strict=True):
+    for out, image in zip(plan.paths, images, strict=True):
         result = with_source_alpha(image, source)
         if mask is not None:
             result = composite_under_mask(source_at_size, result, mask.resize((width, height)))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        result.save(out)
-        print(f"wrote {out} ({width}×{height})", file=sys.stderr)
+        written = write_image(result, out, plan)
+        note = f"; {out} appeared meanwhile and was kept" if written != out else ""
+        print(f"wrote {written} ({width}×{height}){note}", file=sys.stderr)
     now = time.perf_counter()
     print(f"done in {now - STARTED:.1f} s (estimate {so_far + expected.total_s:.1f} s: {so_far:.1f} s before it "
           f"+ {expected.total_s:.1f} s to go, which took {now - t_work:.1f} s)", file=sys.stderr)
@@ -227,10 +234,3 @@ def _run(args: argparse.Namespace) -> int:
 def saved_finetune(folder: Path | None) -> bool:
     """A `--weights`/`--style-weights` folder that already holds a fine-tune (reused, not trained again)."""
     return folder is not None and (folder / "finetune.json").exists()
-
-
-def output_paths(out: Path, count: int) -> list[Path]:
-    """OUT for one result; OUT-1.png … OUT-N.png (the suffix kept) for several."""
-    if count == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(1, count + 1)]

@@ -439,7 +439,7 @@ class Daemon:
         if request.type == m.EDIT:
             assert request.edit is not None
             edit = request.edit
-            nbytes = len(edit.image.data) + (len(edit.mask.data) if edit.mask else 0)
+            nbytes = sum(len(picture.data) for picture in (edit.image, edit.mask, edit.style_image) if picture)
             if self.queue.pending_request(identity, rid):
                 raise ProtocolError(BAD_REQUEST, "this request id is already in use by one of your pending edits", rid)
             job = Job(client=identity, request_id=rid, request=edit, nbytes=nbytes)

@@ -1,0 +1,150 @@
+"""Where `sine edit` writes, checked before any work: a user's file is never replaced by surprise.
+
+`--out` must name a picture format Pillow writes, must not be one of the inputs, and must not exist unless
+`--overwrite` is given; `--weights` must be a new or empty folder, or one that holds a saved fine-tune.
+Writes go through a temporary file (replaced atomically) or an exclusive create, so an interrupted write
+never leaves half a picture where a finished one was. Imports only Pillow: it runs before torch loads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import BadInput
+
+DEFAULT_SUFFIX = ".png"
+FINETUNE_FILE = "finetune.json"  # what FineTuned.save writes beside its tensors (sine.finetune)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """The checked output files of one `sine edit` and how to encode them."""
+
+    paths: list[Path]
+    format: str  # Pillow's format name, e.g. PNG
+    mode: str  # RGBA, or RGB for formats without transparency (JPEG)
+    overwrite: bool
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """OUT for one result; OUT-1.png … OUT-N.png (the suffix kept) for several. No suffix: .png."""
+    if not out.suffix:
+        out = out.with_name(out.name + DEFAULT_SUFFIX)
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(1, count + 1)]
+
+
+def _writable_mode(fmt: str) -> str | None:
+    """RGBA or RGB, whichever Pillow can write in `fmt` (a 1-pixel trial in memory); None if neither."""
+    for mode in ("RGBA", "RGB"):
+        try:
+            Image.new(mode, (1, 1)).save(io.BytesIO(), format=fmt)
+        except (OSError, ValueError, KeyError):
+            continue
+        return mode
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _writable_folder(path: Path, flag: str) -> None:
+    """The nearest existing folder above `path` is a folder we may write in (missing ones are created)."""
+    parent = path.parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> OutputPlan:
+    """Check `--out` before any work; raises BadInput naming the file and what is accepted."""
+    given = Path(out).expanduser()
+    if given.is_dir():
+        raise BadInput(f"--out {given} is a folder; give a file name, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")
+    paths = output_paths(given, count)
+    suffix = paths[0].suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    mode = _writable_mode(fmt) if fmt in Image.SAVE else None
+    if fmt is None or mode is None:
+        raise BadInput(f"--out {out}: cannot write {suffix} pictures; use .png (or .webp, .tif, .jpg)")
+    for path in paths:
+        if any(_same_file(path, source) for source in inputs):
+            raise BadInput(f"--out {path} is one of the input pictures; sine edit never replaces an input: "
+                           "choose another --out")
+        if path.is_dir():
+            raise BadInput(f"--out {path} is a folder; give a file name, e.g. {path / ('edit' + DEFAULT_SUFFIX)}")
+        if (path.exists() or path.is_symlink()) and not overwrite:
+            raise BadInput(f"--out {path} already exists; pass --overwrite to replace it, or choose another --out")
+        _writable_folder(path, "--out")
+    return OutputPlan(paths, fmt, mode, overwrite)
+
+
+def write_image(image: Image.Image, path: Path, plan: OutputPlan) -> Path:
+    """Encode `image` and write it to `path`: replaced atomically with --overwrite, else created exclusively
+    (a file that appeared there during the edit is kept, and the result goes beside it). Returns the path."""
+    data = io.BytesIO()
+    image.convert(plan.mode).save(data, format=plan.format)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if plan.overwrite:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+                tmp.write(data.getbuffer())
+            try:
+                os.replace(tmp.name, path)
+            except OSError:
+                os.unlink(tmp.name)
+                raise
+            return path
+        candidate = path
+        for n in range(2, 1000):
+            try:
+                with open(candidate, "xb") as handle:
+                    handle.write(data.getbuffer())
+                return candidate
+            except FileExistsError:
+                candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+        raise BadInput(f"cannot find a free name beside {path}")
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def check_weights_folder(folder: str | None, flag: str) -> None:
+    """`--weights`/`--style-weights`: a new or empty folder, or one holding a saved fine-tune (reused).
+
+    A folder of the user's other files is refused: saving there could replace a file of the same name.
+    """
+    if folder is None:
+        return
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path} is a file; name a folder (new or empty) for the fine-tuned weights")
+    if path.is_dir():
+        meta = path / FINETUNE_FILE
+        if meta.exists():
+            try:
+                saved = json.loads(meta.read_text())
+            except (OSError, ValueError, UnicodeDecodeError):
+                saved = None
+            if not (isinstance(saved, dict) and isinstance(saved.get("settings"), dict)):
+                raise BadInput(f"{flag} {path}: {FINETUNE_FILE} there is not a saved sine fine-tune")
+            return
+        if any(path.iterdir()):
+            raise BadInput(f"{flag} {path} holds other files and no saved fine-tune; name a new or empty folder "
+                           "(sine never writes into a folder of yours)")
+        return
+    _writable_folder(path, flag)

@@ -1,0 +1,44 @@
+"""`sine daemon` refuses settings that cannot work at start, naming the flag, instead of a traceback
+(`--send-hwm -1`) or a daemon that answers every request with an error or not at all (`--max-queued 0`,
+`--max-message-bytes 10`: even `hello` is cut off)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BAD = [
+    ("--send-hwm", "-1"),
+    ("--max-queued", "0"),
+    ("--max-queued-per-client", "0"),
+    ("--max-input-pixels", "-5"),
+    ("--max-output-pixels", "0"),
+    ("--max-message-bytes", "10"),
+    ("--preview-every", "0"),
+    ("--threads", "-2"),
+    ("--progress-interval", "-1"),
+]
+
+
+@pytest.mark.parametrize("flag,value", BAD)
+def test_a_setting_that_cannot_work_is_refused_at_start(flag: str, value: str, tmp_path: Path) -> None:
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "sine.cli", "daemon", "--endpoint", f"tcp://127.0.0.1:{port}", "--no-ipc", "--device",
+           "cpu", f"{flag}={value}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{flag} {value}: the daemon started and served instead of refusing the setting")
+    assert proc.returncode == 2, proc.stderr
+    assert flag in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert "Traceback" not in proc.stderr

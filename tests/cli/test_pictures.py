@@ -1,0 +1,86 @@
+"""Pictures a user brings to `sine edit` (and `--mask`, `--style-from`): read as they look, or refused clearly.
+
+Real files written with Pillow (and one PNG written by hand), read by `sine.images.load_image`.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sine.errors import BadInput
+from sine.images import load_image
+from sine_protocol.messages import Limits
+
+
+def _png(path: Path, width: int, height: int, rows: bytes, color_type: int = 0, depth: int = 8) -> Path:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 1))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def _grey_mean(path: Path) -> float:
+    return float(np.asarray(load_image(path))[..., :3].mean())
+
+
+GRADIENT = np.linspace(0.0, 1.0, 64 * 48).reshape(48, 64)  # mean 0.5
+
+
+def test_a_16_bit_grey_png_is_scaled_not_clipped_to_white(tmp_path: Path) -> None:
+    path = tmp_path / "grey16.png"
+    Image.fromarray((GRADIENT * 65535).round().astype(np.uint16)).save(path)
+    assert abs(_grey_mean(path) - 127.5) < 2  # clipped, it was 254.5
+
+
+def test_a_float_tiff_of_0_to_1_is_scaled_not_black(tmp_path: Path) -> None:
+    path = tmp_path / "float.tif"
+    Image.fromarray(GRADIENT.astype(np.float32)).save(path)
+    assert abs(_grey_mean(path) - 127.5) < 2  # clipped, it was 0
+
+
+def test_the_exif_orientation_is_applied_as_viewers_show_it(tmp_path: Path) -> None:
+    path = tmp_path / "phone.jpg"
+    picture = Image.new("RGB", (64, 32), (255, 0, 0))
+    exif = picture.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    picture.save(path, exif=exif.tobytes())
+    assert load_image(path).size == (32, 64)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A 200 kB PNG that declares 9000 × 8000 (72 Mpx, under Pillow's own guard) was decoded whole."""
+    path = _png(tmp_path / "bomb.png", 9000, 8000, b"\0" * (9001 * 8000))
+    t0 = time.process_time()
+    with pytest.raises(BadInput, match="Mpx"):
+        load_image(path)
+    assert time.process_time() - t0 < 0.5  # refused from the header, nothing decoded
+    assert 9000 * 8000 > Limits().max_input_pixels
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 8192), (7, 300)])
+def test_pictures_under_8_pixels_a_side_are_refused(tmp_path: Path, size: tuple[int, int]) -> None:
+    path = tmp_path / "thin.png"
+    Image.new("RGB", size).save(path)
+    with pytest.raises(BadInput, match="at least 8 px"):
+        load_image(path)
+
+
+def test_palette_transparency_cmyk_and_48_bit_read_as_they_look(tmp_path: Path) -> None:
+    """The conversions Pillow already does right stay right (a control for the scaling above)."""
+    palette = Image.new("RGB", (16, 16), (10, 200, 30)).convert("P")
+    palette.save(tmp_path / "p.png", transparency=palette.getpixel((0, 0)))
+    assert np.asarray(load_image(tmp_path / "p.png"))[..., 3].min() == 0
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    assert np.asarray(load_image(tmp_path / "cmyk.jpg"))[0, 0, :3].tolist()[0] > 240
+    rows = b"".join(b"\0" + np.full((16, 3), 40000, ">u2").tobytes() for _ in range(16))
+    assert abs(_grey_mean(_png(tmp_path / "rgb48.png", 16, 16, rows, color_type=2, depth=16)) - 40000 / 257) < 1

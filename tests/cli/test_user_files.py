@@ -1,0 +1,102 @@
+"""`sine edit` never replaces or deletes a user's file by surprise, and says so before any work.
+
+The refusals run the real command (as in test_instant_errors: no torch in the import trace means no
+work was started); the writes run a real edit with a tiny model built from a config.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_instant_errors import HEAVY, messages, run_traced
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> Path:
+    """A user's folder: a source picture, a picture they care about, a folder of their own files."""
+    Image.new("RGB", (48, 32), (35, 170, 50)).save(tmp_path / "source.png")
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(tmp_path / "holiday.png")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "unet_lora.safetensors").write_text("the user's own file with a name sine uses")
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "plain-file").write_text("not a folder")
+    (tmp_path / "bad-weights").mkdir()
+    (tmp_path / "bad-weights" / "finetune.json").write_text("{not json")
+    (tmp_path / "link-to-source.png").symlink_to(tmp_path / "source.png")
+    return tmp_path
+
+
+REFUSALS = {
+    # name: (arguments after the source, text in the message)
+    "out is the source": (["--out", "{home}/source.png"], "one of the input pictures"),
+    "out links to the source": (["--out", "{home}/link-to-source.png", "--overwrite"], "one of the input pictures"),
+    "out is the mask": (["--mask", "{home}/holiday.png", "--out", "{home}/holiday.png", "--overwrite"],
+                        "one of the input pictures"),
+    "out exists": (["--out", "{home}/holiday.png"], "--overwrite"),
+    "out is a folder": (["--out", "{home}/mine"], "is a folder"),
+    "out has an unknown extension": (["--out", "{home}/result.xyz"], "use .png"),
+    "out under a file": (["--out", "{home}/plain-file/result.png"], "is a file, not a folder"),
+    "weights is a file": (["--out", "{home}/r.png", "--weights", "{home}/plain-file"], "is a file"),
+    "weights is a folder of the user's": (["--out", "{home}/r.png", "--weights", "{home}/mine"], "other files"),
+    "weights holds a broken finetune.json": (["--out", "{home}/r.png", "--weights", "{home}/bad-weights"],
+                                             "not a saved sine fine-tune"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_a_users_file_is_refused_before_any_work(case: str, home: Path) -> None:
+    args, text = REFUSALS[case]
+    before = _snapshot(home)
+    proc, imported = run_traced("edit", f"{home}/source.png", "--prompt", "a red circle",
+                                *[a.format(home=home) for a in args])
+    out = messages(proc)
+    assert proc.returncode == 1, out
+    assert text in out.strip().splitlines()[-1], out
+    assert "Traceback" not in out
+    assert not imported & set(HEAVY), f"{case}: loaded {imported & set(HEAVY)} before answering"
+    assert _snapshot(home) == before
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from sine.tiny_models import make_tiny_sd
+
+    torch.set_num_threads(1)
+    return make_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "model")
+
+
+def _edit(*args: str, model: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "sine.cli", "edit", *args, "--prompt", "a red circle", "--model",
+                           str(model), "--finetune-steps", "1", "--steps", "1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_jpeg_out_and_overwrite_write_a_whole_picture(home: Path, tiny_model: Path) -> None:
+    """A .jpg result was a traceback after all the work (RGBA cannot be JPEG); --overwrite replaces in one
+    step; --out without an extension gets .png; saving weights into a new folder keeps nothing else there."""
+    Image.new("RGB", (10, 10)).save(home / "old.jpg")
+    proc = _edit(f"{home}/source.png", "--out", f"{home}/old.jpg", "--overwrite", "--weights", f"{home}/w",
+                 model=tiny_model)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(home / "old.jpg") as result:
+        assert (result.format, result.size) == ("JPEG", (48, 32))
+    assert (home / "w" / "finetune.json").exists()
+    assert not [p for p in home.iterdir() if p.name.startswith(".old.jpg")]  # no temporary file left
+    proc = _edit(f"{home}/source.png", "--out", f"{home}/plain", "--weights", f"{home}/w", model=tiny_model)
+    assert proc.returncode == 0, proc.stderr
+    assert "reusing fine-tuned" in proc.stderr
+    with Image.open(home / "plain.png") as result:
+        assert (result.format, result.size) == ("PNG", (48, 32))
