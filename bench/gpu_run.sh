@@ -3,7 +3,7 @@
 #   1. a painter's figures (bench/edit_speed.py), SD1.5-shaped random weights: adaptation wall time, warm edits
 #      at 512² (100 and 50 steps), 1024², 2048², 4096² (default strategy), time to first preview, peak VRAM,
 #      and the overhead ratio (guided sampling ÷ the same UNet calls bare); the SD1.5 LoRA entry's size and
-#      read/verify/parse time (bench/lora_entry.py),
+#      read/verify/parse time (bench/lora_entry.py) and the whole load of a stored fine-tune (bench/lora_load.py),
 #   2. large canvases: one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
 #   3. fine-tune and sampling steps (bench/speed.py),
 #   4. the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s).
@@ -41,6 +41,8 @@ timeout 300 "$PY" bench/edit_speed.py --model "$model" --device "$dev" --edit $e
   --out "$OUT/edit_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/edit_speed.log"
 timeout 120 "$PY" bench/lora_entry.py $entry --out "$OUT/lora_entry.json" 2>&1 | grep -E "entry_mb|_s\"" \
   | tee "$OUT/lora_entry.log"
+timeout 90 "$PY" bench/lora_load.py --model "$model" --device "$dev" --out "$OUT/lora_load.json" 2>&1 | tail -1 \
+  | tee "$OUT/lora_load.log"
 echo "== edit speed and LoRA entry done at $((SECONDS - start)) s"
 
 timeout 150 "$PY" bench/canvas_speed.py --model "$model" --device "$dev" --sizes $canvas_sizes \

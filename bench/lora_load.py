@@ -24,23 +24,25 @@ for sub in ("backend", "shared"):
 
 from sine.finetune import FineTuned, FinetuneSettings, _trainable_copies  # noqa: E402
 from sine.models import load_base_model  # noqa: E402
-from sine.tiny_models import make_sd15_shaped  # noqa: E402
+from sine.tiny_models import make_sd15_shaped, make_tiny_sd  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/sine-bench-lora-load"))
+    p.add_argument("--model", default="sd15", help="sd15 (built into --work), tiny (a rehearsal), or a folder")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if not (args.work / "sd15" / "model_index.json").exists():
-        make_sd15_shaped(args.work / "sd15")
-    base = load_base_model(args.work / "sd15", device=args.device)
+    folder = Path(args.model) if args.model not in ("sd15", "tiny") else args.work / args.model
+    if not (folder / "model_index.json").exists():
+        (make_sd15_shaped if args.model == "sd15" else make_tiny_sd)(folder)
+    base = load_base_model(folder, device=args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    entry = args.work / f"entry-{base.device.type}"
+    entry = args.work / f"entry-{folder.name}-{base.device.type}"
     if not (entry / "finetune.json").exists():
         s = FinetuneSettings(method="lora", patch=True).resolved(base.recipes)
         unet, text_encoder = _trainable_copies(base, s)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if i:
             times.append(time.perf_counter() - t0)
         del ft
-    report = {"machine": f"{platform.machine()} {base.device}, torch threads {torch.get_num_threads()}",
+    report = {"model": str(folder), "machine": f"{platform.machine()} {base.device}, torch threads {torch.get_num_threads()}",
               "torch": torch.__version__, "dtype": str(base.dtype), "load_s": [round(t, 3) for t in times],
               "best_s": round(min(times), 3)}
     print(json.dumps(report))

@@ -46,6 +46,13 @@ def describe_device(device: torch.device) -> str:
     return device.type.upper()
 
 
+def weight_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype of `module`'s first parameter: what diffusers' `model.dtype` answers for our models,
+    without its walk over every submodule looking for casting hooks (1.4 ms on an SD1.5 UNet, paid
+    several times a step where it is asked inside a loop)."""
+    return next(module.parameters()).dtype
+
+
 def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtype:
     """Dtype of a fine-tuned copy at sampling time: fp16 on CUDA (where the base runs in bf16, whose
     8-bit mantissa rounds 77-92 % of the paper recipe's weight changes back to the pre-trained

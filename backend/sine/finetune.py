@@ -25,7 +25,7 @@ from transformers import CLIPTextModel
 
 from sine_protocol import defaults
 
-from .devices import finetuned_dtype
+from .devices import finetuned_dtype, weight_dtype
 from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
 from .memory import check_full_finetune_fits
@@ -133,8 +133,8 @@ class FineTuned:
         """Prompts through the fine-tuned text encoder, in the fine-tuned UNet's dtype (SDXL: both
         frozen encoders, pooled embedding packed, see `xl`)."""
         if self.base.is_xl:
-            return self.base.encode_prompts(prompts).to(self.unet.dtype)
-        return self.text_encoder(self.base.tokenize(prompts))[0].to(self.unet.dtype)
+            return self.base.encode_prompts(prompts).to(weight_dtype(self.unet))
+        return self.text_encoder(self.base.tokenize(prompts))[0].to(weight_dtype(self.unet))
 
     # -- saving and loading -------------------------------------------------------------------
     def save(self, folder: str | Path) -> list[Path]:
@@ -455,7 +455,8 @@ def denoising_loss(
     z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
     with (hook.using(pe), raw_outputs(),
           torch.autocast(z0.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)):
-        out = unet(z_t.to(unet.dtype), t, encoder_states.to(unet.dtype)).sample
+        dtype = weight_dtype(unet)
+        out = unet(z_t.to(dtype), t, encoder_states.to(dtype)).sample
     out = out.float()
     loss = F.mse_loss(out, training_target(z0, noise, a, prediction))
     if rec_weight > 0:

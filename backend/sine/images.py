@@ -37,6 +37,8 @@ def load_image(path: str | Path) -> Image.Image:
     path = Path(path)
     if not path.exists():
         raise BadInput(f"no such file: {path}")
+    if not path.is_file():  # a folder, a device, or a named pipe (opening one waits for a writer forever)
+        raise BadInput(f"{path} is not a picture file ({'a folder' if path.is_dir() else 'not a regular file'})")
     try:
         with Image.open(path) as img:
             width, height = img.size

@@ -24,7 +24,7 @@ from .checkpoints import (
     read_checkpoint,
     single_file_scheduler,
 )
-from .devices import apply_cpu_threads, pick_device, pick_dtype
+from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
 from .predictions import install_epsilon_outputs
@@ -138,14 +138,14 @@ class BaseModel:
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
-        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        dist = self.vae.encode(pixels.to(self.device, weight_dtype(self.vae))).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
         return (z - self.latent_shift) * self.latent_scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(self.vae.dtype) / self.latent_scale + self.latent_shift).sample
+        images = self.vae.decode(latents.to(weight_dtype(self.vae)) / self.latent_scale + self.latent_shift).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 

@@ -18,6 +18,7 @@ import torch
 from sine_protocol import defaults
 
 from .compiled import unet_call
+from .devices import weight_dtype
 from .errors import BadInput
 from .finetune import FineTuned
 from .guidance import Guide, combine, single_model_guides
@@ -144,7 +145,7 @@ class NoisePredictor:
         pe = None if pes[0] is None else torch.stack(pes)
         unet = g.model.unet  # its own dtype (fp16 on CUDA, see finetuned_dtype)
         with g.model.hook.using(pe):
-            return unet_call(unet)(z.to(unet.dtype), t_in, self.ft_states[i].expand(n, -1, -1)).float()
+            return unet_call(unet)(z.to(weight_dtype(unet)), t_in, self.ft_states[i].expand(n, -1, -1)).float()
 
     def _predict_finetuned_only(self, z: torch.Tensor, tiles: list[Region], t_in: torch.Tensor) -> Scores:
         """The baseline: plain CFG on the first fine-tuned model, ε_ft(∅) and ε_ft(prompt), no pre-trained score."""
@@ -154,5 +155,6 @@ class NoisePredictor:
         states = torch.cat([self.ft_uncond.expand(n, -1, -1), self.ft_states[0].expand(n, -1, -1)])
         unet = g.model.unet
         with g.model.hook.using(pe):
-            eps = unet(torch.cat([z, z]).to(unet.dtype), t_in, states.to(unet.dtype)).sample.float()
+            dtype = weight_dtype(unet)
+            eps = unet(torch.cat([z, z]).to(dtype), t_in, states.to(dtype)).sample.float()
         return Scores(eps[:n], eps[n:], [], [])

@@ -148,3 +148,25 @@ def check_weights_folder(folder: str | None, flag: str) -> None:
                            "(sine never writes into a folder of yours)")
         return
     _writable_folder(path, flag)
+
+
+def check_demo_folder(folder: str) -> None:
+    """`sine demo --out`: a new or empty folder, or an earlier demo's (its summary.json lists its files).
+
+    The demo writes fixed names (source.png, comparison.png, ...): in a folder of pictures it would
+    replace the user's own source.png.
+    """
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"--out {path} is a file; the demo writes a folder of pictures: name a new folder")
+    if not path.is_dir():
+        _writable_folder(path, "--out")
+        return
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        summary = None
+    earlier_demo = isinstance(summary, dict) and isinstance(summary.get("files"), list) and "asset" in summary
+    if not earlier_demo and any(path.iterdir()):
+        raise BadInput(f"--out {path} holds other files; the demo writes source.png, comparison.png and more "
+                       "there: name a new or empty folder")

@@ -84,3 +84,28 @@ def test_palette_transparency_cmyk_and_48_bit_read_as_they_look(tmp_path: Path) 
     assert np.asarray(load_image(tmp_path / "cmyk.jpg"))[0, 0, :3].tolist()[0] > 240
     rows = b"".join(b"\0" + np.full((16, 3), 40000, ">u2").tobytes() for _ in range(16))
     assert abs(_grey_mean(_png(tmp_path / "rgb48.png", 16, 16, rows, color_type=2, depth=16)) - 40000 / 257) < 1
+
+
+def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Opening a named pipe waits for a writer forever: `sine edit pipe.png` hung."""
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "folder.png").mkdir()
+    for name in ("pipe.png", "folder.png"):
+        outcome: list[BaseException] = []
+
+        def read(name: str = name, outcome: list[BaseException] = outcome) -> None:
+            try:
+                load_image(tmp_path / name)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(5)
+        if reader.is_alive():  # let the stuck open() return, then fail
+            os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail(f"load_image waited on {name}")
+        assert isinstance(outcome[0], BadInput) and "not a picture file" in str(outcome[0]), outcome

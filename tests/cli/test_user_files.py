@@ -100,3 +100,17 @@ def test_jpeg_out_and_overwrite_write_a_whole_picture(home: Path, tiny_model: Pa
     assert "reusing fine-tuned" in proc.stderr
     with Image.open(home / "plain.png") as result:
         assert (result.format, result.size) == ("PNG", (48, 32))
+
+
+@pytest.mark.parametrize("target", ["home", "file"])
+def test_sine_demo_never_writes_into_a_folder_of_the_users(home: Path, target: str) -> None:
+    """The demo writes fixed names (source.png, comparison.png...): `--out ~/Pictures` replaced the user's."""
+    (home / "comparison.png").write_bytes((home / "holiday.png").read_bytes())
+    out = home if target == "home" else home / "plain-file"
+    before = _snapshot(home)
+    proc, imported = run_traced("demo", "--out", str(out))
+    text = messages(proc)
+    assert proc.returncode == 1, text
+    assert ("other files" if target == "home" else "is a file") in text.strip().splitlines()[-1], text
+    assert not imported & set(HEAVY)
+    assert _snapshot(home) == before

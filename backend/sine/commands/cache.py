@@ -29,10 +29,16 @@ def run(args: argparse.Namespace) -> int:
     from sine_protocol import paths
 
     root = args.cache_dir or paths.cache_dir()
+    if root.exists() and not root.is_dir():
+        print(f"sine cache: {root} is a file, not a cache folder (--cache-dir or SINE_CACHE_DIR)", file=sys.stderr)
+        return 2
     try:  # listing never creates, marks or sweeps anything
         cache = WeightCache(root, read_only=args.action == "list")
     except NotACacheFolder as exc:
         print(f"sine cache: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sine cache: cannot use {root}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {root}")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import SineError
+from ..output_files import check_demo_folder
 from ..preflight import check_device_name, check_model, int_in
 
 ASSETS_INDEX = Path(__file__).resolve().parents[1] / "demo_assets" / "assets.json"
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_device_name(args.device)  # before the engine: wrong inputs answer in about a second
         check_model(args.model)
+        check_demo_folder(args.out)
         from ..demo import run_demo
         from ..models import load_base_model
 
