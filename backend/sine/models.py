@@ -15,6 +15,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from . import xl
 from .checkpoints import (
+    SINGLE_FILE_SUFFIXES,
     config_folder,
     content_fingerprint,
     is_single_file,
@@ -27,6 +28,7 @@ from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
 from .predictions import install_epsilon_outputs
+from .preflight import not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
 
 DEMO_MODEL_NAME = "demo"
@@ -158,8 +160,9 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
-            raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside) nor a "
-                               ".safetensors/.ckpt checkpoint")
+            raise ModelMissing(not_a_model_folder(path) if path.is_dir() else
+                               f"{path} is neither a diffusers Stable Diffusion folder nor a checkpoint file "
+                               f"({', '.join(SINGLE_FILE_SUFFIXES)})")
         return path.resolve(), str(path.resolve()), None
     repo_id = str(model)
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):

@@ -93,7 +93,7 @@ def check_model(model: str | None) -> None:
         return
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "unet").is_dir():
-        raise ModelMissing(f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)")
+        raise ModelMissing(not_a_model_folder(path))
     if path.exists():
         return  # the loader checks the rest (components, single-file checkpoints)
     hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in CHECKPOINT_SUFFIXES
@@ -104,6 +104,20 @@ def check_model(model: str | None) -> None:
             f"model {model!r} is not a local folder and not in the Hugging Face cache (sine edit works offline). "
             f"Install it once while online: `python installer/install.py --model {model}` "
             f"(or `huggingface-cli download {model}`), or pass --model with a local folder")
+
+
+def not_a_model_folder(path: Path) -> str:
+    """Why `path`, a folder without unet/, is not a model folder, and what to pass instead: one of the
+    checkpoint files it holds, or the model folder it is a part of."""
+    message = f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)"
+    files = sorted(f.name for f in path.iterdir() if f.is_file() and f.suffix.lower() in CHECKPOINT_SUFFIXES)
+    parent = path.resolve().parent
+    if (parent / "unet").is_dir() and (path / "config.json").is_file():
+        return f"{message}: it is the {path.name}/ part of a model; pass the model folder {parent}"
+    if files and not (path / "config.json").is_file():
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        return f"{message}; it holds checkpoint files ({shown}): pass one of them, e.g. --model {path / files[0]}"
+    return message
 
 
 def hub_id_cached(repo_id: str) -> bool:

@@ -72,3 +72,32 @@ def test_zero_terminal_snr_v_model_samples_finite_at_every_step_count(tmp_path):
     a = scheduler.alphas_cumprod[t]
     assert torch.isfinite(step.prev_sample).all()
     assert torch.allclose(step.pred_original_sample, a.sqrt() * z - (1 - a).sqrt() * v, atol=1e-2)
+
+
+def test_folders_that_are_not_a_model_folder_say_what_to_pass(tiny_folder, tmp_path):
+    """A painter's folder of checkpoint files, or a model's unet/ part: the refusal says what to pass
+    instead (the file, or the parent folder), from `sine edit`'s instant check and from the loader."""
+    from sine.errors import ModelMissing
+    from sine.preflight import check_model
+    from sine.tiny_models import write_single_file
+
+    shelf = tmp_path / "Stable-diffusion"
+    write_single_file(tiny_folder, shelf / "dreamshaper_8.safetensors", sidecar=False)
+    part = tiny_folder / "unet"
+    for folder, advice in ((shelf, r"dreamshaper_8\.safetensors"), (part, rf"the unet/ part of a model.*{tiny_folder}")):
+        for call in (check_model, describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(ModelMissing, match=advice):
+                call(str(folder))
+
+
+def test_doctor_describes_a_folder_without_model_index_that_loads(tiny_folder, tmp_path):
+    """A diffusers folder without model_index.json loads for `sine edit`; doctor said FAIL for it."""
+    import shutil
+
+    from sine.commands.doctor import check_model as doctor_model
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "no-index")
+    (folder / "model_index.json").unlink()
+    assert load_base_model(folder, device="cpu").kind.family == "SD1"
+    check = doctor_model(str(folder))
+    assert check.status == "ok" and "SD1, ε-prediction, 32 px" in check.detail, check

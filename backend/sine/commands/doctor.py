@@ -116,11 +116,7 @@ def check_model(model: str | None = None) -> Check:
         return Check(FAIL, "model", f"no model configured and the bundled demo model is missing ({DEMO_MODEL});"
                      " rerun the installer with --model ID or --model-dir PATH")
     local = Path(model).expanduser()
-    if local.is_dir():
-        if (local / "model_index.json").is_file():
-            return _model_kind(OK, f"{local}", local)
-        return Check(FAIL, "model", f"{local} has no model_index.json (not a diffusers folder)")
-    if local.is_file():
+    if local.is_dir() or local.is_file():
         return _model_kind(OK, f"{local}", local)
     from sine.preflight import CHECKPOINT_SUFFIXES, hub_id_cached
 
