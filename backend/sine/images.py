@@ -19,11 +19,8 @@ from .errors import BadInput
 if TYPE_CHECKING:
     import torch
 
-MAX_SIDE = 16384
-
-
-MAX_INPUT_PIXELS = Limits().max_input_pixels  # the daemon's limit: the CLI takes the same pictures
-MIN_SIDE = OUTPUT_SIDE_RANGE[0]
+MIN_SIDE, MAX_SIDE = OUTPUT_SIDE_RANGE  # the daemon's limits: the CLI takes the same pictures and sizes
+MAX_INPUT_PIXELS = Limits().max_input_pixels
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -68,9 +65,16 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
 
 
+MAX_OUTPUT_PIXELS = Limits().max_output_pixels
+
+
 def check_size(width: int, height: int) -> None:
-    if not (8 <= width <= MAX_SIDE and 8 <= height <= MAX_SIDE):
-        raise BadInput(f"output size {width}×{height} is out of range (each side 8..{MAX_SIDE} px)")
+    """An output size the daemon would take too: each side 8..16384 px, at most 64 Mpx in all."""
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise BadInput(f"output size {width}×{height} is out of range (each side {MIN_SIDE}..{MAX_SIDE} px)")
+    if width * height > MAX_OUTPUT_PIXELS:
+        raise BadInput(f"output size {width}×{height} is {width * height / 1e6:.0f} Mpx; the limit is "
+                       f"{MAX_OUTPUT_PIXELS / 1e6:.0f} Mpx")
 
 
 def flatten_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -69,6 +69,8 @@ CASES = {
     "missing mask": (["{src}", "--mask", "{root}/nomask.png"], 1, "no such file"),
     "mask of another size": (["{src}", "--mask", "{small_mask}"], 1, "must be the same size"),
     "1x1 source drawn at 64x64": (["{dot}", "--width", "64", "--height", "64"], 1, "at least 8 px"),
+    "output over the daemon's pixel limit": (["{src}", "--width", "16384", "--height", "16384"], 1, "Mpx"),
+    "empty prompt": (["{src}", "--prompt", " "], 1, "--prompt"),
     "mask not an image": (["{src}", "--mask", "{text}"], 1, "cannot read"),
     "model path missing": (["{src}", "--model", "./models/nowhere"], 1, "no such model folder or file"),
     "checkpoint file missing": (["{src}", "--model", "{root}/sd15.safetensors"], 1, "no such model folder or file"),
@@ -84,7 +86,7 @@ def test_input_error_answers_before_torch_loads(case: str, files: dict[str, Path
     args, code, text = CASES[case]
     args = [a.format(**files) for a in args]
     env = {"HF_HOME": str(files["hf_home"]), "HF_HUB_OFFLINE": "1"}
-    proc, imported = run_traced("edit", *args, "--prompt", "a red circle", "--out", str(tmp_path / "o.png"), env=env)
+    proc, imported = run_traced("edit", "--prompt", "a red circle", *args, "--out", str(tmp_path / "o.png"), env=env)
     out = messages(proc)
     assert proc.returncode == code, out
     assert text in out.strip().splitlines()[-1], out

@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not args.prompt.strip():  # as the daemon: an empty prompt asks for nothing
+        raise BadInput("--prompt must not be empty: say what the result should show")
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
     if inputs.is_demo_model and not looks_like_shapes_world(source):
