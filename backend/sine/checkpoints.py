@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +140,12 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
 def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Scheduler settings a checkpoint states itself, over its config folder's: a `v_pred` key (and
     `ztsnr`, zero terminal SNR), as v-prediction SDXL fine-tunes carry, or the safetensors header's
-    `modelspec.prediction_type` ("v" / "epsilon"), as Stability's and kohya's tools write."""
+    `modelspec.prediction_type` ("v" / "epsilon"), as Stability's and kohya's tools write, or the
+    original LDM `.yaml` beside the file (`parameterization: "v"`)."""
     hints: dict[str, Any] = {}
     prediction = _metadata(path).get("modelspec.prediction_type", "").strip().lower()
+    if _yaml_says_v(path):
+        prediction = "v"
     if prediction in ("v", "v_prediction", "v-prediction"):
         hints["prediction_type"] = "v_prediction"
     elif prediction in ("epsilon", "eps"):
@@ -168,21 +172,27 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
     """SD2 checkpoints do not say whether they predict v (2.x 768) or ε (2.x-base 512, SD-Turbo) in
-    their keys. Asked in turn: the original LDM yaml next to the file (`parameterization: "v"`), the
-    file's own hints (`scheduler_hints`), a .ckpt's training step (875000: 2.0-base, as diffusers'
-    converter reads it). Without any: v, as SD 2.1 (768), said in the log."""
-    yaml = path.with_suffix(".yaml")
-    if yaml.is_file():
-        return "parameterization" in (text := yaml.read_text(errors="replace")) and '"v"' in text.replace("'", '"')
+    their keys. Asked in turn: what the file states (`scheduler_hints`: its .yaml, header, keys), a
+    .ckpt's training step (875000: 2.0-base, as diffusers' converter reads it). Without any: v, as
+    SD 2.1 (768), said in the log."""
+    if path.with_suffix(".yaml").is_file():  # the LDM config: v when it says so, else ε
+        return _yaml_says_v(path)
     stated = scheduler_hints(path, state).get("prediction_type")
     if stated is not None:
         return bool(stated == "v_prediction")
     if _global_step(path) == 875000:
         return False
     log.warning("%s: an SD 2.x checkpoint that does not say what it predicts; taken as SD 2.x 768 v-prediction. "
-                "For a 512 ε model (2.x-base, SD-Turbo) put its .yaml (parameterization: eps) next to it as %s",
-                path, yaml.name)
+                "For a 512 ε model (2.x-base, SD-Turbo) put its .yaml (without parameterization: v) next to it as %s",
+                path, path.with_suffix(".yaml").name)
     return True
+
+
+def _yaml_says_v(path: Path) -> bool:
+    """Whether the original LDM `.yaml` beside the checkpoint says `parameterization: "v"` (quoted or not)."""
+    yaml = path.with_suffix(".yaml")
+    text = yaml.read_text(errors="replace") if yaml.is_file() else ""
+    return re.search(r"^\s*parameterization:\s*[\"']?v[\"']?\s*(#.*)?$", text, re.MULTILINE) is not None
 
 
 def _global_step(path: Path) -> int | None:

@@ -190,3 +190,19 @@ def test_files_that_are_not_weights_at_all_say_what_they_are(tiny_folder, tmp_pa
     weights.write_bytes(LFS_POINTER)
     with pytest.raises(BadModel, match=rf"{weights} is a Git LFS pointer.*git lfs pull"):
         load_base_model(folder, device="cpu")
+
+
+def test_ldm_yaml_beside_any_file_says_v(tiny_folder, tmp_path):
+    """The original LDM yaml beside a checkpoint (`parameterization: v`, quoted or not) makes it a
+    v-prediction model whatever its family (SD 1.5 v fine-tunes ship one); without the key: ε."""
+    full = write_single_file(tiny_folder, tmp_path / "sd15-v.safetensors")
+    assert describe_model(full).prediction == "epsilon"
+    for text in ('model:\n  params:\n    parameterization: "v"\n', "model:\n  params:\n    parameterization: v\n"):
+        full.with_suffix(".yaml").write_text(text)
+        assert describe_model(full).prediction == "v_prediction", text
+    full.with_suffix(".yaml").write_text("model:\n  params:\n    linear_start: 0.00085\n")
+    assert describe_model(full).prediction == "epsilon"
+    sd2 = tmp_path / "sd2-unquoted.safetensors"
+    save_file(_sd2_keys(), str(sd2))
+    sd2.with_suffix(".yaml").write_text("model:\n  params:\n    parameterization: v\n")
+    assert config_folder(sd2, read_checkpoint(sd2)) == CONFIGS_DIR / "sd2"
