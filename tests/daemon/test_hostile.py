@@ -79,3 +79,37 @@ def test_the_style_picture_counts_toward_the_queued_pixel_bytes(tiny_model: Path
             assert client.wait_for("stop", 10).type == "cancelled"
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_client_that_floods_without_reading_still_gets_its_result(tiny_model: Path):
+    """Replies a client does not read are held (256 at most); when full, the oldest went, even a job's
+    `result`: a client that kept sending pings while not reading lost its edit."""
+    import time
+
+    import zmq
+
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model,
+                         extra=[*FAST, "--send-hwm", "1", "--send-buffer", "4096"]).start()
+    try:
+        with Client(proc.endpoint, proc.token, sockopts={zmq.RCVHWM: 1, zmq.RCVBUF: 4096}) as flooder:
+            rid = flooder.submit_edit(make_image(16, 16, seed=9), ft_steps=20, sample_steps=2)
+            ping = encode_message(make_request("ping", "p", proc.token))
+            for _ in range(400):
+                flooder.send(ping)
+            deadline = time.monotonic() + 120
+            while "done" not in proc.output().split("accepted", 1)[-1] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "done" in proc.output().split("accepted", 1)[-1], proc.output()
+            for _ in range(400):
+                flooder.send(ping)
+            time.sleep(1.0)
+            seen = []
+            while True:
+                try:
+                    seen.append(flooder.recv(3.0))
+                except TimeoutError:
+                    break
+        assert "dropping" in proc.output()  # the flood did overflow what is held for it...
+        assert [e.type for e in seen if e.id == rid and e.is_final] == ["result"]  # ...but not the result
+    finally:
+        assert proc.stop() == 0, proc.output()

@@ -321,10 +321,21 @@ class Daemon:
     def _hold(self, identity: bytes, frames: list[bytes]) -> bool:
         held = self._held.setdefault(identity, collections.deque())
         if len(held) >= HELD_PER_CLIENT:
-            log.warning("%s has not read %d replies; dropping its oldest", self.tag(identity), len(held))
-            held.popleft()
+            # Drop the oldest answer to a ping/status/bad request, never a job's final event (a client
+            # has few jobs, so those alone never fill the deque).
+            index = next((i for i, reply in enumerate(held) if not self._is_job_final(reply)), 0)
+            log.warning("%s has not read %d replies; dropping its oldest answer", self.tag(identity), len(held))
+            del held[index]
         held.append(frames)
         return False
+
+    @staticmethod
+    def _is_job_final(frames: list[bytes]) -> bool:
+        try:
+            header = json.loads(frames[0])
+        except (ValueError, IndexError):
+            return False
+        return isinstance(header, dict) and header.get("type") in m.FINAL_TYPES and "job" in header
 
     def _flush_held(self, router: zmq.Socket) -> None:
         """Retry held replies, oldest first, until a client's queue is full again."""
