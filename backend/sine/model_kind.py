@@ -102,6 +102,11 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
         what = "an inpainting model" if channels == 9 else f"a UNet with {channels} input channels"
         raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model (4 latent channels): "
                        "use the base (non-inpainting) version of this checkpoint")
+    scheduler_class = str(scheduler_config.get("_class_name", ""))
+    if scheduler_class.startswith("EDM") or "sigma_data" in scheduler_config:
+        raise BadModel(f"{where} is an EDM-trained model ({scheduler_class or 'sigma_data in its scheduler'}, e.g. "
+                       "Playground v2.5); SINE samples with DDIM on the DDPM noise schedule SD 1.x/2.x/XL were "
+                       "trained with: use SDXL base or one of its fine-tunes")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
         raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon) and v-prediction "

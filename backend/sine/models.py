@@ -87,10 +87,17 @@ class BaseModel:
     def latent_scale(self) -> float:
         return float(self.vae.config.scaling_factor)
 
-    @property
-    def latent_shift(self) -> float:
-        """The VAE's `shift_factor` (0 when unset): latents are (z − shift) · scale."""
-        return float(self.vae.config.get("shift_factor") or 0.0)
+    def _latent_norm(self, like: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """(shift, scale) with latents = (z − shift) · scale: the VAE's `shift_factor` and
+        `scaling_factor`, or per channel its `latents_mean` and `scaling_factor / latents_std` (as
+        diffusers' SDXL pipelines read them)."""
+        config = self.vae.config
+        mean, std = config.get("latents_mean"), config.get("latents_std")
+        if mean is not None and std is not None:
+            view = (1, -1, 1, 1)
+            shift = torch.tensor(mean, dtype=like.dtype, device=like.device).view(view)
+            return shift, self.latent_scale / torch.tensor(std, dtype=like.dtype, device=like.device).view(view)
+        return float(config.get("shift_factor") or 0.0), self.latent_scale
 
     @property
     def sample_size(self) -> int:
@@ -140,12 +147,15 @@ class BaseModel:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
         dist = self.vae.encode(pixels.to(self.device, weight_dtype(self.vae))).latent_dist
         z = dist.sample(generator) if generator is not None else dist.mean
-        return (z - self.latent_shift) * self.latent_scale
+        shift, scale = self._latent_norm(z)
+        return (z - shift) * scale
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        images = self.vae.decode(latents.to(weight_dtype(self.vae)) / self.latent_scale + self.latent_shift).sample
+        latents = latents.to(weight_dtype(self.vae))
+        shift, scale = self._latent_norm(latents)
+        images = self.vae.decode(latents / scale + shift).sample
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 

@@ -101,3 +101,33 @@ def test_doctor_describes_a_folder_without_model_index_that_loads(tiny_folder, t
     assert load_base_model(folder, device="cpu").kind.family == "SD1"
     check = doctor_model(str(folder))
     assert check.status == "ok" and "SD1, ε-prediction, 32 px" in check.detail, check
+
+
+def test_vae_latents_mean_and_std_are_applied(tmp_path):
+    """Per-channel `latents_mean`/`latents_std` in the VAE config (as diffusers' SDXL pipelines read
+    them): latents are (z − mean) · scale / std."""
+    folder = make_tiny_sd(tmp_path / "normalised")
+    mean, std = [0.1, -0.2, 0.3, 0.0], [0.5, 2.0, 1.0, 0.25]
+    _edit_vae_config(folder, latents_mean=mean, latents_std=std, scaling_factor=0.5)
+    base = load_base_model(folder, device="cpu")
+    pixels = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        raw = base.vae.encode(pixels).latent_dist.mean
+        expected_pixels = ((base.vae.decode(raw).sample + 1) / 2).clamp(0, 1)
+    m, s = torch.tensor(mean).view(1, 4, 1, 1), torch.tensor(std).view(1, 4, 1, 1)
+    z = base.encode_image(pixels)
+    assert torch.allclose(z, (raw - m) * 0.5 / s, atol=1e-6)
+    assert torch.allclose(base.decode_latents(z), expected_pixels, atol=1e-5)
+
+
+def test_edm_models_are_refused_by_name(tmp_path):
+    """Playground v2.5-style folders (an EDM scheduler): SINE's DDIM on the DDPM schedule cannot sample them."""
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "edm")
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_class_name": "EDMDPMSolverMultistepScheduler",
+                                "sigma_data": 0.5}))
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match="EDM.*DDPM"):
+            call(folder)
