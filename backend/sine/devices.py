@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from .errors import BadInput
+
 if TYPE_CHECKING:  # torch loads inside the functions: `sine` imports this module before anything heavy
     import torch
 
@@ -17,7 +19,17 @@ def pick_device(requested: str | None = None) -> torch.device:
     import torch
 
     name = requested or os.environ.get("SINE_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadInput(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise BadInput(f"device {name!r} is not available here ({count} CUDA GPU(s) usable); use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise BadInput(f"device {name!r} is not available here (no Apple GPU); use cpu")
+    return device
 
 
 def pick_dtype(device: torch.device, requested: str | torch.dtype | None = None) -> torch.dtype:

@@ -114,3 +114,15 @@ def test_sine_demo_never_writes_into_a_folder_of_the_users(home: Path, target: s
     assert ("other files" if target == "home" else "is a file") in text.strip().splitlines()[-1], text
     assert not imported & set(HEAVY)
     assert _snapshot(home) == before
+
+
+def test_a_device_this_machine_lacks_is_one_line_not_a_traceback(home: Path, tmp_path: Path) -> None:
+    """`--device cuda` without a usable GPU was torch's AssertionError; cuda:99 exists on no machine."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "edit", str(home / "source.png"), "--prompt", "x",
+                           "--device", "cuda:99", "--out", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cuda:99" in last and "not available" in last, proc.stderr
