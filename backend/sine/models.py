@@ -15,7 +15,6 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from . import xl
 from .checkpoints import (
-    SINGLE_FILE_SUFFIXES,
     config_folder,
     content_fingerprint,
     is_single_file,
@@ -28,7 +27,7 @@ from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
 from .predictions import install_epsilon_outputs
-from .preflight import not_a_model_folder
+from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
 
 DEMO_MODEL_NAME = "demo"
@@ -170,9 +169,7 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
-            raise ModelMissing(not_a_model_folder(path) if path.is_dir() else
-                               f"{path} is neither a diffusers Stable Diffusion folder nor a checkpoint file "
-                               f"({', '.join(SINGLE_FILE_SUFFIXES)})")
+            raise ModelMissing(not_a_model_folder(path) if path.is_dir() else str(not_a_model_file(path)))
         return path.resolve(), str(path.resolve()), None
     repo_id = str(model)
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
@@ -298,6 +295,11 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
+            exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
+            if exported:
+                raise ModelMissing(f"{folder} is an {' / '.join(exported)} export ({folder / name} holds no PyTorch "
+                                   "weights), which sine-edit cannot fine-tune; use the PyTorch (safetensors) "
+                                   "version of this model")
             raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
                                "the download is incomplete; download the model again")
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)

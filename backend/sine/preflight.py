@@ -94,6 +94,8 @@ def check_model(model: str | None) -> None:
     path = Path(model).expanduser()
     if path.is_dir() and not (path / "unet").is_dir():
         raise ModelMissing(not_a_model_folder(path))
+    if path.is_file() and (why := not_a_model_file(path)) is not None:
+        raise ModelMissing(why)
     if path.exists():
         return  # the loader checks the rest (components, single-file checkpoints)
     hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in CHECKPOINT_SUFFIXES
@@ -104,6 +106,33 @@ def check_model(model: str | None) -> None:
             f"model {model!r} is not a local folder and not in the Hugging Face cache (sine edit works offline). "
             f"Install it once while online: `python installer/install.py --model {model}` "
             f"(or `huggingface-cli download {model}`), or pass --model with a local folder")
+
+
+_SAFETENSORS_INSTEAD = "use the model's .safetensors (or its diffusers folder) instead"
+FOREIGN_FORMATS = {  # suffix -> what such a file is; sine-edit fine-tunes with PyTorch weights only
+    ".yaml": "an LDM config (.yaml), not the weights: pass the checkpoint beside it (the .yaml is read from there)",
+    ".yml": "an LDM config (.yml), not the weights: pass the checkpoint beside it",
+    ".gguf": f"a GGUF file (quantized weights for other runtimes), which sine-edit cannot load; {_SAFETENSORS_INSTEAD}",
+    ".onnx": f"an ONNX export, which sine-edit cannot load (it fine-tunes with PyTorch); {_SAFETENSORS_INSTEAD}",
+    ".msgpack": f"a Flax export, which sine-edit cannot load (it fine-tunes with PyTorch); {_SAFETENSORS_INSTEAD}",
+    ".xml": f"an OpenVINO export, which sine-edit cannot load (it fine-tunes with PyTorch); {_SAFETENSORS_INSTEAD}",
+}
+EXPORTS = {".onnx": "ONNX", ".msgpack": "Flax", ".xml": "OpenVINO"}  # a component folder holding only these
+
+
+def not_a_model_file(path: Path) -> str | None:
+    """Why an existing file given as the model is not one (None: a checkpoint suffix, the loader decides)."""
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return None
+    folder = path.resolve().parent
+    for candidate in (folder, folder.parent):
+        if (candidate / "unet").is_dir():
+            return f"{path} is a file inside a diffusers model: pass the folder {candidate}"
+    what = FOREIGN_FORMATS.get(path.suffix.lower())
+    if what is not None:
+        return f"{path} is {what}"
+    return (f"{path} is neither a diffusers Stable Diffusion folder nor a checkpoint file "
+            f"({', '.join(CHECKPOINT_SUFFIXES)})")
 
 
 def not_a_model_folder(path: Path) -> str:

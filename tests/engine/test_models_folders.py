@@ -131,3 +131,34 @@ def test_edm_models_are_refused_by_name(tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match="EDM.*DDPM"):
             call(folder)
+
+
+def test_other_formats_are_named_with_what_to_use(tiny_folder, tmp_path):
+    """A file inside a model folder, an LDM .yaml, a GGUF/ONNX file, and folders exported for other
+    runtimes (ONNX, Flax) are refused naming the format and what to pass instead (they were "neither a
+    folder nor a checkpoint" or "the download is incomplete")."""
+    import shutil
+
+    from sine.errors import ModelMissing
+    from sine.preflight import check_model
+
+    yaml = tmp_path / "v2-inference-v.yaml"
+    yaml.write_text("model:\n  params:\n    parameterization: v\n")
+    gguf = tmp_path / "flux1-dev-Q4_0.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(bytes(64))
+    cases = [(tiny_folder / "model_index.json", rf"pass the folder {tiny_folder}"),
+             (yaml, r"\.yaml.*config.*not the weights.*checkpoint beside it"),
+             (gguf, r"\.gguf.*quantized.*\.safetensors"), (onnx_file, r"\.onnx.*ONNX.*\.safetensors")]
+    for path, advice in cases:
+        for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+            with pytest.raises(ModelMissing, match=advice):
+                call(str(path))
+    for runtime, weights in (("ONNX", "model.onnx"), ("Flax", "diffusion_flax_model.msgpack")):
+        folder = shutil.copytree(tiny_folder, tmp_path / runtime)
+        for old in (folder / "unet").glob("*.safetensors"):
+            old.unlink()
+        (folder / "unet" / weights).write_bytes(bytes(64))
+        with pytest.raises(ModelMissing, match=rf"{runtime} export.*PyTorch"):
+            load_base_model(folder, device="cpu")
