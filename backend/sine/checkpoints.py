@@ -188,6 +188,21 @@ def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
     return True
 
 
+def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
+    """What was assumed about an SD 2.x file that does not say what it predicts (None: it says, or has
+    a sidecar, or is not SD 2.x) — the same questions `_is_v_model` asks, without its log line."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    if (sidecar_folder(path) / "model_index.json").is_file() or infer_diffusers_model_type(state) != "v2":
+        return None
+    if path.with_suffix(".yaml").is_file() or "prediction_type" in scheduler_hints(path, state):
+        return None
+    if _global_step(path) is not None:
+        return None
+    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
+            f"its .yaml beside it as {path.with_suffix('.yaml').name}")
+
+
 def _yaml_says_v(path: Path) -> bool:
     """Whether the original LDM `.yaml` beside the checkpoint says `parameterization: "v"` (quoted or not)."""
     yaml = path.with_suffix(".yaml")

@@ -20,12 +20,13 @@ from .checkpoints import (
     is_single_file,
     load_single_file,
     not_weights,
+    prediction_guessed,
     read_checkpoint,
     single_file_scheduler,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
-from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
+from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
@@ -272,6 +273,9 @@ def load_base_model(
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
+    distilled = distilled_note(Path(model_id).name, dict(unet.config), raw_scheduler)
+    if distilled:
+        log.warning("%s %s", model_id, distilled)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
@@ -371,6 +375,24 @@ def describe_model(model: str | os.PathLike | None) -> ModelKind:
     check_usable(unet, scheduler, where, vae)
     return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
+
+
+def model_notes(model: str | os.PathLike | None) -> list[str]:
+    """Warnings about a model that loads (configs only, for `sine doctor`): guessed prediction type,
+    distilled for few-step sampling."""
+    if is_single_file(model):
+        path = Path(str(model)).expanduser().resolve()
+        state = read_checkpoint(path)
+        folder = config_folder(path, state)
+        guessed = prediction_guessed(path, state)
+        notes = [guessed] if guessed else []
+        scheduler, name = single_file_scheduler(path, state, folder), path.name
+    else:
+        folder, model_id, _ = resolve_model_folder(model)
+        notes, name = [], Path(model_id).name
+        scheduler = dict(DDIMScheduler.load_config(folder / "scheduler"))
+    distilled = distilled_note(name, _read_json(folder / "unet" / "config.json"), scheduler)
+    return notes + ([distilled] if distilled else [])
 
 
 def training_offset_noise(folder: Path) -> float:

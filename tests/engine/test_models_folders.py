@@ -162,3 +162,35 @@ def test_other_formats_are_named_with_what_to_use(tiny_folder, tmp_path):
         (folder / "unet" / weights).write_bytes(bytes(64))
         with pytest.raises(ModelMissing, match=rf"{runtime} export.*PyTorch"):
             load_base_model(folder, device="cpu")
+
+
+def test_doctor_warns_about_distilled_and_guessed_models(tiny_folder, tmp_path, caplog):
+    """Models that load but were guessed or are made for something else are a `warn` line saying
+    why: an LCM-distilled folder (LCMScheduler, a guidance-embedding UNet), a file named like a
+    Turbo/Lightning checkpoint, an SD 2.x file that does not say what it predicts."""
+    import logging
+    import re
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from sine.commands.doctor import check_model as doctor_model
+    from sine.tiny_models import write_single_file
+
+    lcm = shutil.copytree(tiny_folder, tmp_path / "lcm-dreamshaper")
+    path = lcm / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_class_name": "LCMScheduler"}))
+    turbo = write_single_file(tiny_folder, tmp_path / "dreamshaperXL_turbo.safetensors")
+    sd2 = tmp_path / "sd21.safetensors"
+    save_file({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3),
+               "cond_stage_model.model.ln_final.weight": torch.zeros(2),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(sd2))
+    for model, note in ((lcm, "distilled"), (turbo, "distilled"), (sd2, r"assumed.*\.yaml")):
+        check = doctor_model(str(model))
+        assert check.status == "warn", check
+        assert re.search(note, check.detail), check
+    assert doctor_model(str(tiny_folder)).status == "ok"
+    with caplog.at_level(logging.WARNING, logger="sine.models"):
+        load_base_model(lcm, device="cpu")
+    assert "distilled" in caplog.text
