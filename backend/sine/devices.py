@@ -137,13 +137,25 @@ def busy_cores(interval_s: float = 0.2) -> float:
 def pick_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:
     """`requested`, $SINE_THREADS or $OMP_NUM_THREADS wins; otherwise 1 for a model of fewer than
     PARALLEL_MIN_PARAMS UNet parameters, else the usable cores that are not busy, at least 1."""
-    fixed = requested or int(os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS") or 0)
+    fixed = requested or _threads_from_env()
     if fixed > 0:
         return fixed
     if model_params is not None and model_params < PARALLEL_MIN_PARAMS:
         return 1
     cores = usable_cores()
     return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def _threads_from_env() -> int:
+    """$SINE_THREADS (a wrong value is named), else $OMP_NUM_THREADS's outer level ("4,2" is valid OpenMP;
+    a value OpenMP would ignore is ignored here too); 0 when neither is set."""
+    own = os.environ.get(THREADS_ENV, "").strip()
+    if own:
+        if not own.isdigit():
+            raise BadInput(f"{THREADS_ENV}={own[:20]!r} is not a number of CPU threads")
+        return int(own)
+    outer = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(outer) if outer.isdigit() else 0
 
 
 def apply_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:

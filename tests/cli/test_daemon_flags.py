@@ -42,3 +42,17 @@ def test_a_setting_that_cannot_work_is_refused_at_start(flag: str, value: str, t
     assert proc.returncode == 2, proc.stderr
     assert flag in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_cache_budget_in_the_environment_breaks_no_command(tmp_path: Path) -> None:
+    """SINE_CACHE_BUDGET was parsed while the parsers were built: a typo was a traceback from every `sine`
+    command; now `sine daemon` alone refuses it, in one line naming the variable."""
+    env = {**os.environ, "SINE_CACHE_BUDGET": "lots", "SINE_CACHE_DIR": str(tmp_path / "cache"),
+           "SINE_STATE_DIR": str(tmp_path / "state"), "SINE_CONFIG_DIR": str(tmp_path / "config")}
+    listing = subprocess.run([sys.executable, "-m", "sine.cli", "cache", "list"], capture_output=True, text=True,
+                             timeout=60, env=env)
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr
+    daemon = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert "SINE_CACHE_BUDGET" in daemon.stderr.strip().splitlines()[-1], daemon.stderr

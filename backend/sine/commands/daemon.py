@@ -36,8 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT (default: SINE_ENDPOINT or tcp://127.0.0.1:47633)")
     p.add_argument("--model", help="base model: diffusers folder, .safetensors/.ckpt file or hub id (default: SINE_MODEL or the demo model)")
     p.add_argument("--cache-dir", type=Path, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
-    p.add_argument("--cache-budget", type=parse_size, default=parse_size(os.environ.get("SINE_CACHE_BUDGET", "2GB")),
-                   help="disk budget of the weight cache, e.g. 2GB, 500MB (default 2GB)")
+    p.add_argument("--cache-budget", type=size_at_least(0), default=None,
+                   help="disk budget of the weight cache, e.g. 2GB, 500MB (default: SINE_CACHE_BUDGET or 2GB)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available")
     p.add_argument("--max-input-pixels", type=int_in(64), help="largest accepted source image, in pixels")
     p.add_argument("--max-output-pixels", type=int_in(64), help="largest result, in pixels")
@@ -86,6 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from sine_protocol import paths
     from sine_protocol.messages import Limits
 
+    if args.cache_budget is None:  # read here, not while the parsers are built: a typo breaks only this command
+        budget = os.environ.get("SINE_CACHE_BUDGET")
+        try:
+            args.cache_budget = parse_size(budget) if budget else DaemonConfig.cache_budget
+        except ValueError as exc:
+            print(f"sine daemon: SINE_CACHE_BUDGET: {exc}", file=sys.stderr)
+            return 2
     state = paths.state_dir()
     log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
     defaults = Limits()
