@@ -159,6 +159,12 @@ class BaseModel:
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
+def checkpoint_path(model: str | os.PathLike) -> Path:
+    """The absolute path of a checkpoint file, symlinks NOT followed: a file in the Hugging Face cache
+    is a link to a blob named by its hash, and its .yaml, sidecar and VAE sit beside the link."""
+    return Path(os.path.abspath(Path(str(model)).expanduser()))
+
+
 def resolve_model_folder(model: str | os.PathLike | None, revision: str | None = None) -> tuple[Path, str, str | None]:
     """(folder, model id, revision) for a local folder, "demo", or a hub id found in the local HF cache."""
     if model is None or str(model) == DEMO_MODEL_NAME:
@@ -240,7 +246,7 @@ def load_base_model(
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dt = pick_dtype(dev, dtype)
     if is_single_file(model):
-        path = Path(str(model)).expanduser().resolve()
+        path = checkpoint_path(model)
         pipe, configs = load_single_file(path, dt)
         folder, model_id, rev = path, str(path), content_fingerprint(path)
         unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -364,7 +370,7 @@ def describe_model(model: str | os.PathLike | None) -> ModelKind:
     """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`);
     a model SINE cannot edit with is refused here as at load time (`check_usable`)."""
     if is_single_file(model):
-        path = Path(str(model)).expanduser().resolve()
+        path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
         scheduler, where = single_file_scheduler(path, state, folder), str(path)
@@ -381,7 +387,7 @@ def model_notes(model: str | os.PathLike | None) -> list[str]:
     """Warnings about a model that loads (configs only, for `sine doctor`): guessed prediction type,
     distilled for few-step sampling."""
     if is_single_file(model):
-        path = Path(str(model)).expanduser().resolve()
+        path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
         guessed = prediction_guessed(path, state)
