@@ -356,7 +356,7 @@ def _read_json(path: Path) -> dict:
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     try:
-        return cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub))
+        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True)
     except Exception as exc:  # truncated or corrupt weights: say which file
         for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
@@ -364,6 +364,11 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
+    if missing:  # transformers fills them with random values and only warns
+        raise BadModel(f"{sub} lacks {len(missing)} weight tensor(s) its config asks for ({', '.join(missing[:3])}): "
+                       "it belongs to another kind of model or is incomplete; download the model again")
+    return model
 
 
 def describe_model(model: str | os.PathLike | None) -> ModelKind:

@@ -194,3 +194,23 @@ def test_doctor_warns_about_distilled_and_guessed_models(tiny_folder, tmp_path, 
     with caplog.at_level(logging.WARNING, logger="sine.models"):
         load_base_model(lcm, device="cpu")
     assert "distilled" in caplog.text
+
+
+def test_text_encoder_weights_missing_tensors_are_refused(tmp_path):
+    """An SDXL text_encoder_2 saved without its projection (a plain CLIPTextModel) loaded with a random
+    `text_projection`, different at every load (transformers only warns); now refused naming it."""
+    import shutil
+
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    full = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2")
+    plain = CLIPTextModel(full.config)
+    plain.load_state_dict({k.removeprefix("text_model."): v for k, v in full.state_dict().items()
+                           if not k.startswith("text_projection")}, strict=False)
+    shutil.rmtree(folder / "text_encoder_2")
+    plain.save_pretrained(folder / "text_encoder_2")
+    with pytest.raises(BadModel, match=r"text_encoder_2.*lacks.*text_projection"):
+        load_base_model(folder, device="cpu")
