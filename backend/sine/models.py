@@ -315,7 +315,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
@@ -341,7 +341,7 @@ def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
         return None, None, True
     index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     encoder = _from_pretrained(CLIPTextModelWithProjection, folder / "text_encoder_2", dt)
-    return encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
+    return encoder, _load_tokenizer(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
                                                                                            True))
 
 
@@ -352,6 +352,21 @@ def _read_json(path: Path) -> dict:
         raise ModelMissing(f"{path} is missing: the download is incomplete") from None
     except ValueError as exc:
         raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
+
+
+def _load_tokenizer(sub: Path) -> CLIPTokenizer:
+    """CLIP's tokenizer from a component folder; without its vocabulary transformers builds a
+    two-token tokenizer that turns every prompt into <unk> (silently): refused, naming the folder."""
+    has_vocab = ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(sub) if has_vocab else None
+    except Exception as exc:
+        raise BadModel(f"{sub} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                       "download the model again") from None
+    if tokenizer is None or len(tokenizer) < 100:
+        raise BadModel(f"{sub} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would "
+                       "read as unknown words; download the model again")
+    return tokenizer
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type

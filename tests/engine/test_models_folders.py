@@ -231,3 +231,13 @@ def test_missing_or_broken_scheduler_config_is_named(tiny_folder, tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(ModelMissing, match=rf"{config} is missing"):
             call(folder)
+
+
+def test_broken_tokenizer_folder_is_named(tiny_folder, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "no-vocab")
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (folder / "tokenizer" / name).unlink(missing_ok=True)
+    with pytest.raises(BadModel, match=rf"{folder / 'tokenizer'}.*download the model again"):
+        load_base_model(folder, device="cpu")
