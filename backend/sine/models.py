@@ -301,7 +301,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
         if not (folder / name).is_dir():
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     unet_config = _read_json(folder / "unet" / "config.json")
-    scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
@@ -381,7 +381,7 @@ def describe_model(model: str | os.PathLike | None) -> ModelKind:
         scheduler, where = single_file_scheduler(path, state, folder), str(path)
     else:
         folder, _, _ = resolve_model_folder(model)
-        scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
+        scheduler, where = _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder)
     unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
@@ -401,7 +401,7 @@ def model_notes(model: str | os.PathLike | None) -> list[str]:
     else:
         folder, model_id, _ = resolve_model_folder(model)
         notes, name = [], Path(model_id).name
-        scheduler = dict(DDIMScheduler.load_config(folder / "scheduler"))
+        scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
     distilled = distilled_note(name, _read_json(folder / "unet" / "config.json"), scheduler)
     return notes + ([distilled] if distilled else [])
 

@@ -214,3 +214,20 @@ def test_text_encoder_weights_missing_tensors_are_refused(tmp_path):
     plain.save_pretrained(folder / "text_encoder_2")
     with pytest.raises(BadModel, match=r"text_encoder_2.*lacks.*text_projection"):
         load_base_model(folder, device="cpu")
+
+
+def test_missing_or_broken_scheduler_config_is_named(tiny_folder, tmp_path):
+    import shutil
+
+    from sine.errors import ModelMissing
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "partial")
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text("{not json")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=rf"{config} is not valid JSON"):
+            call(folder)
+    config.unlink()
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=rf"{config} is missing"):
+            call(folder)
