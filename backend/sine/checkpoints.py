@@ -188,6 +188,21 @@ def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
     return True
 
 
+def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
+    """What was assumed about an SD 2.x file that does not say what it predicts (None: it says, or has
+    a sidecar, or is not SD 2.x) — the same questions `_is_v_model` asks, without its log line."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+
+    if (sidecar_folder(path) / "model_index.json").is_file() or infer_diffusers_model_type(state) != "v2":
+        return None
+    if path.with_suffix(".yaml").is_file() or "prediction_type" in scheduler_hints(path, state):
+        return None
+    if _global_step(path) is not None:
+        return None
+    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
+            f"its .yaml beside it as {path.with_suffix('.yaml').name}")
+
+
 def _yaml_says_v(path: Path) -> bool:
     """Whether the original LDM `.yaml` beside the checkpoint says `parameterization: "v"` (quoted or not)."""
     yaml = path.with_suffix(".yaml")
@@ -253,7 +268,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         try:
             if old_clip and not xl:
                 extra["text_encoder"] = _text_encoder_from_old_keys(path, folder, dtype)
-            if no_vae:
+            if no_vae or vae_companion(path) is not None:  # beside it: overrides a baked VAE
                 extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
             pipe = cls.from_single_file(str(_lowercase_suffix(path, Path(tmp))), config=str(folder),
                                         local_files_only=True, torch_dtype=dtype, **extra)
@@ -325,9 +340,13 @@ def content_fingerprint(path: Path) -> str:
     """sha256 over the model's weight and config files (a folder) or the file itself, so two
     checkpoints at the same path, or one model at two paths, are told apart / recognised by content.
     Hashes are remembered per (path, size, mtime) so a multi-GB file is read once."""
-    path = path.resolve()
     if path.is_file():
-        return "sha256:" + _file_sha256(path)
+        companion = vae_companion(path)  # the VAE beside a checkpoint is part of the model
+        digest = _file_sha256(path.resolve())
+        if companion is not None:
+            digest = hashlib.sha256(f"{digest}+vae:{_file_sha256(companion.resolve())}".encode()).hexdigest()
+        return "sha256:" + digest
+    path = path.resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json"))
     digest = hashlib.sha256()
     for file in files:
@@ -438,7 +457,7 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
 
 def vae_companion(path: Path) -> Path | None:
     """`model.vae.safetensors` (or .pt/.ckpt) beside `model.safetensors`: the VAE for a checkpoint
-    shipped without one (the convention painters' tools use)."""
+    shipped without one, or replacing its baked one (the convention painters' tools use)."""
     for suffix in (".safetensors", ".pt", ".ckpt"):
         candidate = path.with_name(f"{path.stem}.vae{suffix}")
         if candidate.is_file():

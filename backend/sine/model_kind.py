@@ -113,6 +113,23 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                        "(v_prediction) models only")
 
 
+_DISTILLED_NAMES = ("turbo", "lightning", "lcm", "hyper-sd", "hypersd", "dmd2")
+
+
+def distilled_note(name: str, unet_config: dict, scheduler_config: dict) -> str | None:
+    """Why the model looks distilled for few-step sampling (LCM, Turbo, Lightning, Hyper), or None.
+    Such models load, but SINE fine-tunes them and samples with guidance over many DDIM steps, which
+    they were not made for."""
+    if scheduler_config.get("_class_name") == "LCMScheduler" or unet_config.get("time_cond_proj_dim"):
+        why = "an LCM scheduler" if scheduler_config.get("_class_name") == "LCMScheduler" else "a guidance-embedding UNet"
+    elif any(word in name.lower() for word in _DISTILLED_NAMES):
+        why = f"its name {name!r}"
+    else:
+        return None
+    return (f"looks distilled for few-step sampling ({why}): made for 1-8 steps without guidance, while SINE samples "
+            "with guidance over many steps; expect poor edits, prefer the model it was distilled from")
+
+
 def forced_scheduler_config(config: dict, where: str = "model") -> tuple[dict, list[str]]:
     """(`config` with SCHEDULER_SETTINGS forced, what changed); every change is logged (a missing key
     counts as DDIM's default, e.g. clip_sample=True)."""

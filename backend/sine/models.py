@@ -20,12 +20,13 @@ from .checkpoints import (
     is_single_file,
     load_single_file,
     not_weights,
+    prediction_guessed,
     read_checkpoint,
     single_file_scheduler,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
-from .model_kind import ModelKind, check_usable, forced_scheduler_config, model_kind
+from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
@@ -158,6 +159,12 @@ class BaseModel:
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
+def checkpoint_path(model: str | os.PathLike) -> Path:
+    """The absolute path of a checkpoint file, symlinks NOT followed: a file in the Hugging Face cache
+    is a link to a blob named by its hash, and its .yaml, sidecar and VAE sit beside the link."""
+    return Path(os.path.abspath(Path(str(model)).expanduser()))
+
+
 def resolve_model_folder(model: str | os.PathLike | None, revision: str | None = None) -> tuple[Path, str, str | None]:
     """(folder, model id, revision) for a local folder, "demo", or a hub id found in the local HF cache."""
     if model is None or str(model) == DEMO_MODEL_NAME:
@@ -239,7 +246,7 @@ def load_base_model(
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dt = pick_dtype(dev, dtype)
     if is_single_file(model):
-        path = Path(str(model)).expanduser().resolve()
+        path = checkpoint_path(model)
         pipe, configs = load_single_file(path, dt)
         folder, model_id, rev = path, str(path), content_fingerprint(path)
         unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -272,6 +279,9 @@ def load_base_model(
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
+    distilled = distilled_note(Path(model_id).name, dict(unet.config), raw_scheduler)
+    if distilled:
+        log.warning("%s %s", model_id, distilled)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
@@ -291,7 +301,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
         if not (folder / name).is_dir():
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
     unet_config = _read_json(folder / "unet" / "config.json")
-    scheduler_config = dict(DDIMScheduler.load_config(folder / "scheduler"))
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
@@ -305,7 +315,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
@@ -331,7 +341,7 @@ def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
         return None, None, True
     index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     encoder = _from_pretrained(CLIPTextModelWithProjection, folder / "text_encoder_2", dt)
-    return encoder, CLIPTokenizer.from_pretrained(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
+    return encoder, _load_tokenizer(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
                                                                                            True))
 
 
@@ -344,9 +354,24 @@ def _read_json(path: Path) -> dict:
         raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
 
 
+def _load_tokenizer(sub: Path) -> CLIPTokenizer:
+    """CLIP's tokenizer from a component folder; without its vocabulary transformers builds a
+    two-token tokenizer that turns every prompt into <unk> (silently): refused, naming the folder."""
+    has_vocab = ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(sub) if has_vocab else None
+    except Exception as exc:
+        raise BadModel(f"{sub} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                       "download the model again") from None
+    if tokenizer is None or len(tokenizer) < 100:
+        raise BadModel(f"{sub} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would "
+                       "read as unknown words; download the model again")
+    return tokenizer
+
+
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     try:
-        return cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub))
+        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True)
     except Exception as exc:  # truncated or corrupt weights: say which file
         for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
@@ -354,23 +379,46 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))
+    if missing:  # transformers fills them with random values and only warns
+        raise BadModel(f"{sub} lacks {len(missing)} weight tensor(s) its config asks for ({', '.join(missing[:3])}): "
+                       "it belongs to another kind of model or is incomplete; download the model again")
+    return model
 
 
 def describe_model(model: str | os.PathLike | None) -> ModelKind:
     """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`);
     a model SINE cannot edit with is refused here as at load time (`check_usable`)."""
     if is_single_file(model):
-        path = Path(str(model)).expanduser().resolve()
+        path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
         scheduler, where = single_file_scheduler(path, state, folder), str(path)
     else:
         folder, _, _ = resolve_model_folder(model)
-        scheduler, where = dict(DDIMScheduler.load_config(folder / "scheduler")), str(folder)
+        scheduler, where = _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder)
     unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
+
+
+def model_notes(model: str | os.PathLike | None) -> list[str]:
+    """Warnings about a model that loads (configs only, for `sine doctor`): guessed prediction type,
+    distilled for few-step sampling."""
+    if is_single_file(model):
+        path = checkpoint_path(model)
+        state = read_checkpoint(path)
+        folder = config_folder(path, state)
+        guessed = prediction_guessed(path, state)
+        notes = [guessed] if guessed else []
+        scheduler, name = single_file_scheduler(path, state, folder), path.name
+    else:
+        folder, model_id, _ = resolve_model_folder(model)
+        notes, name = [], Path(model_id).name
+        scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    distilled = distilled_note(name, _read_json(folder / "unet" / "config.json"), scheduler)
+    return notes + ([distilled] if distilled else [])
 
 
 def training_offset_noise(folder: Path) -> float:

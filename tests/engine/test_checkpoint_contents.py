@@ -206,3 +206,34 @@ def test_ldm_yaml_beside_any_file_says_v(tiny_folder, tmp_path):
     save_file(_sd2_keys(), str(sd2))
     sd2.with_suffix(".yaml").write_text("model:\n  params:\n    parameterization: v\n")
     assert config_folder(sd2, read_checkpoint(sd2)) == CONFIGS_DIR / "sd2"
+
+
+def test_a_symlinked_file_is_read_by_its_own_name(tiny_folder, tmp_path):
+    """A checkpoint in the Hugging Face cache is a symlink named `….safetensors` to a blob named by its
+    hash (no suffix); its .yaml / sidecar / VAE sit beside the link. Read by the link's name, not the blob's."""
+    blob_dir = tmp_path / "blobs"
+    blob = write_single_file(tiny_folder, blob_dir / "full.safetensors", sidecar=False).rename(blob_dir / ("e" * 64))
+    snapshot = tmp_path / "snapshots" / ("c" * 40)
+    write_single_file(tiny_folder, tmp_path / "configs" / "x.safetensors")  # only for its sidecar folder
+    snapshot.mkdir(parents=True)
+    link = snapshot / "model.safetensors"
+    link.symlink_to(blob)
+    shutil.copytree(tmp_path / "configs" / "x.config", snapshot / "model.config")
+    assert describe_model(link).family == "SD1"
+    loaded = load_base_model(link, device="cpu")
+    assert _same(load_base_model(tiny_folder, device="cpu").unet, loaded.unet)
+
+
+def test_vae_beside_the_checkpoint_overrides_its_baked_vae(tmp_path):
+    """`NAME.vae.safetensors` beside a checkpoint that has a VAE replaces it (what painters put it
+    there for: many checkpoints' baked VAEs are broken), and is part of the model's revision."""
+    a = write_single_file(make_tiny_sd(tmp_path / "a", seed=1), tmp_path / "model.safetensors")
+    other = make_tiny_sd(tmp_path / "b", seed=2)
+    revision = load_base_model(a, device="cpu").revision
+    vae_state = {k.removeprefix("first_stage_model."): v
+                 for k, v in load_file(str(write_single_file(other, tmp_path / "b.safetensors", sidecar=False))).items()
+                 if k.startswith("first_stage_model.")}
+    save_file(vae_state, str(tmp_path / "model.vae.safetensors"))
+    loaded = load_base_model(a, device="cpu")
+    assert _same(load_base_model(other, device="cpu").vae, loaded.vae)
+    assert loaded.revision != revision

@@ -162,3 +162,82 @@ def test_other_formats_are_named_with_what_to_use(tiny_folder, tmp_path):
         (folder / "unet" / weights).write_bytes(bytes(64))
         with pytest.raises(ModelMissing, match=rf"{runtime} export.*PyTorch"):
             load_base_model(folder, device="cpu")
+
+
+def test_doctor_warns_about_distilled_and_guessed_models(tiny_folder, tmp_path, caplog):
+    """Models that load but were guessed or are made for something else are a `warn` line saying
+    why: an LCM-distilled folder (LCMScheduler, a guidance-embedding UNet), a file named like a
+    Turbo/Lightning checkpoint, an SD 2.x file that does not say what it predicts."""
+    import logging
+    import re
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from sine.commands.doctor import check_model as doctor_model
+    from sine.tiny_models import write_single_file
+
+    lcm = shutil.copytree(tiny_folder, tmp_path / "lcm-dreamshaper")
+    path = lcm / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_class_name": "LCMScheduler"}))
+    turbo = write_single_file(tiny_folder, tmp_path / "dreamshaperXL_turbo.safetensors")
+    sd2 = tmp_path / "sd21.safetensors"
+    save_file({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3),
+               "cond_stage_model.model.ln_final.weight": torch.zeros(2),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(sd2))
+    for model, note in ((lcm, "distilled"), (turbo, "distilled"), (sd2, r"assumed.*\.yaml")):
+        check = doctor_model(str(model))
+        assert check.status == "warn", check
+        assert re.search(note, check.detail), check
+    assert doctor_model(str(tiny_folder)).status == "ok"
+    with caplog.at_level(logging.WARNING, logger="sine.models"):
+        load_base_model(lcm, device="cpu")
+    assert "distilled" in caplog.text
+
+
+def test_text_encoder_weights_missing_tensors_are_refused(tmp_path):
+    """An SDXL text_encoder_2 saved without its projection (a plain CLIPTextModel) loaded with a random
+    `text_projection`, different at every load (transformers only warns); now refused naming it."""
+    import shutil
+
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    full = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2")
+    plain = CLIPTextModel(full.config)
+    plain.load_state_dict({k.removeprefix("text_model."): v for k, v in full.state_dict().items()
+                           if not k.startswith("text_projection")}, strict=False)
+    shutil.rmtree(folder / "text_encoder_2")
+    plain.save_pretrained(folder / "text_encoder_2")
+    with pytest.raises(BadModel, match=r"text_encoder_2.*lacks.*text_projection"):
+        load_base_model(folder, device="cpu")
+
+
+def test_missing_or_broken_scheduler_config_is_named(tiny_folder, tmp_path):
+    import shutil
+
+    from sine.errors import ModelMissing
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "partial")
+    config = folder / "scheduler" / "scheduler_config.json"
+    config.write_text("{not json")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=rf"{config} is not valid JSON"):
+            call(folder)
+    config.unlink()
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=rf"{config} is missing"):
+            call(folder)
+
+
+def test_broken_tokenizer_folder_is_named(tiny_folder, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "no-vocab")
+    for name in ("vocab.json", "merges.txt", "tokenizer.json"):
+        (folder / "tokenizer" / name).unlink(missing_ok=True)
+    with pytest.raises(BadModel, match=rf"{folder / 'tokenizer'}.*download the model again"):
+        load_base_model(folder, device="cpu")

@@ -133,13 +133,16 @@ def check_model(model: str | None = None) -> Check:
 def _model_kind(status: str, where: str, model: Path | str | None) -> Check:
     """The model line with its kind read from its configs (SD1/SD2/SDXL, ε/v, size), or why it is unusable."""
     try:
-        from sine.models import describe_model
+        from sine.models import describe_model, model_notes
 
         kind = describe_model(model)
+        notes = model_notes(model)
     except ImportError as exc:
         return Check(WARN, "model", f"{where} (kind unknown: {exc})")
     except Exception as exc:  # a broken or unsupported model: say so here, not at the first edit
         return Check(FAIL, "model", f"{where}: {exc}")
+    if notes:
+        return Check(WARN if status == OK else status, "model", f"{where} ({kind.describe()}); " + "; ".join(notes))
     return Check(status, "model", f"{where} ({kind.describe()})")
 
 
