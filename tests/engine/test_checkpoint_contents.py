@@ -237,3 +237,16 @@ def test_vae_beside_the_checkpoint_overrides_its_baked_vae(tmp_path):
     loaded = load_base_model(a, device="cpu")
     assert _same(load_base_model(other, device="cpu").vae, loaded.vae)
     assert loaded.revision != revision
+
+
+def test_vae_beside_the_checkpoint_in_diffusers_layout(tiny_folder, tmp_path):
+    """The VAE beside a checkpoint may be in diffusers' layout (`diffusion_pytorch_model.safetensors` of a
+    VAE repo, renamed): loaded as well."""
+    from diffusers import AutoencoderKL
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    bare = _rewrite(full, tmp_path / "pruned.safetensors",
+                    lambda s: {k: v for k, v in s.items() if not k.startswith("first_stage_model.")})
+    vae = AutoencoderKL.from_pretrained(tiny_folder / "vae")
+    save_file(vae.state_dict(), str(tmp_path / "pruned.vae.safetensors"))
+    assert _same(vae, load_base_model(bare, device="cpu").vae)
