@@ -21,6 +21,8 @@ from .errors import BadInput
 
 DEFAULT_SUFFIX = ".png"
 FINETUNE_FILE = "finetune.json"  # what FineTuned.save writes beside its tensors (sine.finetune)
+FINETUNE_TENSORS = ("unet_lora.safetensors", "text_encoder_lora.safetensors", "unet.safetensors",
+                    "text_encoder.safetensors")
 
 
 @dataclass(frozen=True)
@@ -170,3 +172,17 @@ def check_demo_folder(folder: str) -> None:
     if not earlier_demo and any(path.iterdir()):
         raise BadInput(f"--out {path} holds other files; the demo writes source.png, comparison.png and more "
                        "there: name a new or empty folder")
+
+
+def discard_partial_finetune(folder: Path) -> None:
+    """After a failed save into a folder checked new or empty: remove what the save wrote (only its own
+    file names), so no half-saved fine-tune is reused next time, and the folder if nothing else is left."""
+    for name in (FINETUNE_FILE, *FINETUNE_TENSORS):
+        try:
+            (folder / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (the user's file appeared meanwhile) or already gone
+        pass

@@ -94,6 +94,9 @@ def test_jpeg_out_and_overwrite_write_a_whole_picture(home: Path, tiny_model: Pa
     with Image.open(home / "old.jpg") as result:
         assert (result.format, result.size) == ("JPEG", (48, 32))
     assert (home / "w" / "finetune.json").exists()
+    from sine.output_files import FINETUNE_FILE, FINETUNE_TENSORS  # what a failed save removes again
+
+    assert {path.name for path in (home / "w").iterdir()} <= {FINETUNE_FILE, *FINETUNE_TENSORS}
     assert not [p for p in home.iterdir() if p.name.startswith(".old.jpg")]  # no temporary file left
     proc = _edit(f"{home}/source.png", "--out", f"{home}/plain", "--weights", f"{home}/w", model=tiny_model)
     assert proc.returncode == 0, proc.stderr
@@ -126,3 +129,28 @@ def test_a_device_this_machine_lacks_is_one_line_not_a_traceback(home: Path, tmp
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "cuda:99" in last and "not available" in last, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_costs_the_saved_weights_never_the_edit(home: Path, tiny_model: Path) -> None:
+    """`--weights` on a full disk was a traceback after the fine-tune, and the edit was lost with it."""
+    disk = home / "small-disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as handle:  # fill the disk up to the last few KB
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError:
+                pass
+        proc = _edit(f"{home}/source.png", "--out", f"{home}/edited.png", "--weights", f"{disk}/w", model=tiny_model)
+        assert proc.returncode == 0, proc.stderr
+        assert "could not save the fine-tuned weights" in proc.stderr
+        with Image.open(home / "edited.png") as result:
+            assert result.size == (48, 32)
+        assert not (disk / "w").exists() or not any((disk / "w").iterdir())  # no half-saved fine-tune to reuse
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)

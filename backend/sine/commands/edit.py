@@ -11,7 +11,7 @@ from sine_protocol import defaults
 
 from ..errors import BadInput, SineError
 from ..images import load_image
-from ..output_files import check_weights_folder, plan_outputs, write_image
+from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
 from ..preflight import check_edit_inputs, float_in, int_in
 from ..quality import (
     CPU_STEPS,
@@ -194,7 +194,13 @@ def _run(args: argparse.Namespace) -> int:
                     marks.append(time.perf_counter())
             model = finetune(base, picture, prompt, settings, progress=on_train)
         if folder is not None:
-            model.save(folder)
+            try:
+                model.save(folder)
+            except Exception as exc:  # noqa: BLE001 - a full disk costs the saved weights, never the edit
+                # (safetensors raises its own SafetensorError, not OSError)
+                discard_partial_finetune(folder)
+                print(f"sine edit: warning: could not save the fine-tuned weights to {folder} "
+                      f"({type(exc).__name__}: {str(exc)[:120]}); the edit goes on", file=sys.stderr)
         return model
 
     model = fine_tuned(source, prompt_src, weights, "", ft_marks)
