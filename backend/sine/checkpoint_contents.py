@@ -86,3 +86,14 @@ def safetensors_keys(path: Path) -> list[str] | None:
     except (OSError, ValueError, struct.error):
         return None
     return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+
+
+def part_of_model(path: Path) -> str | None:
+    """A file inside a diffusers model folder (a component's weights or config, model_index.json): what
+    to pass instead (None otherwise). A checkpoint at a snapshot's root, beside unet/, is a model."""
+    folder = path.absolute().parent
+    if (folder / "config.json").is_file() and (folder.parent / "unet").is_dir():
+        return f"{path} is the {folder.name}/ part of a diffusers model: pass the folder {folder.parent}"
+    if path.name == "model_index.json" and (folder / "unet").is_dir():
+        return f"{path} is a file inside a diffusers model: pass the folder {folder}"
+    return None

@@ -30,6 +30,7 @@ from .checkpoint_contents import (
     USE_A_MODEL,
     VAE_PREFIX,
     not_weights,
+    part_of_model,
     what_it_holds,
 )
 from .errors import BadModel, ModelMissing
@@ -381,6 +382,8 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     an embedding, a VAE, a ControlNet, SD3/Flux, or a checkpoint without its VAE or text encoder."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
+    if (inside := part_of_model(path)) is not None:
+        raise ModelMissing(inside)
     keys = [k for k in state if isinstance(k, str)]
     kind = infer_diffusers_model_type(state) if keys else "none"
     what = what_it_holds(keys, kind)

@@ -124,12 +124,12 @@ EXPORTS = {".onnx": "ONNX", ".msgpack": "Flax", ".xml": "OpenVINO"}  # a compone
 
 def not_a_model_file(path: Path) -> str | None:
     """Why an existing file given as the model is not one (None: a checkpoint suffix, the loader decides)."""
+    from .checkpoint_contents import part_of_model
+
+    if (inside := part_of_model(path)) is not None:
+        return inside
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return None
-    folder = path.resolve().parent
-    for candidate in (folder, folder.parent):
-        if (candidate / "unet").is_dir():
-            return f"{path} is a file inside a diffusers model: pass the folder {candidate}"
     what = FOREIGN_FORMATS.get(path.suffix.lower())
     if what is not None:
         return f"{path} is {what}"
