@@ -252,3 +252,10 @@ def test_a_component_weights_file_names_its_model_folder(tiny_folder):
     for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(ModelMissing, match=rf"unet/ part of a diffusers model.*pass the folder {tiny_folder}$"):
             call(str(weights))
+
+
+@pytest.mark.parametrize("channels,name", [(8, "InstructPix2Pix"), (5, "depth-to-image")])
+def test_image_conditioned_unets_are_named(tmp_path, channels, name):
+    folder = make_tiny_sd(tmp_path / f"in{channels}", in_channels=channels)
+    with pytest.raises(BadModel, match=rf"is an? {name} model.*plain text-to-image"):
+        describe_model(folder)
