@@ -30,7 +30,7 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
     """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
     diffusers' reading of its keys (`infer_diffusers_model_type`)."""
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
-    if _is_lora(keys):
+    if _is_lora(keys) and not has_unet:
         return "a LoRA (a small add-on trained for some base model, not a model by itself)"
     if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",
                                  "step", "sd_checkpoint", "sd_checkpoint_name"}:

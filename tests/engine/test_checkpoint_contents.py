@@ -250,3 +250,12 @@ def test_vae_beside_the_checkpoint_in_diffusers_layout(tiny_folder, tmp_path):
     vae = AutoencoderKL.from_pretrained(tiny_folder / "vae")
     save_file(vae.state_dict(), str(tmp_path / "pruned.vae.safetensors"))
     assert _same(vae, load_base_model(bare, device="cpu").vae)
+
+
+def test_a_whole_checkpoint_with_stray_lora_keys_still_loads(tiny_folder, tmp_path):
+    """A merged checkpoint that kept a few LoRA tensors beside its UNet is a model, not a LoRA."""
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    merged = _rewrite(full, tmp_path / "merged.safetensors",
+                      lambda s: {**s, "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(4, 32)})
+    assert describe_model(merged).family == "SD1"
+    assert _same(load_base_model(tiny_folder, device="cpu").unet, load_base_model(merged, device="cpu").unet)
