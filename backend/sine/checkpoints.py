@@ -24,6 +24,15 @@ from typing import Any
 
 import torch
 
+from .checkpoint_contents import (
+    OLD_CLIP,
+    TEXT_PREFIXES,
+    USE_A_MODEL,
+    VAE_PREFIX,
+    not_weights,
+    part_of_model,
+    what_it_holds,
+)
 from .errors import BadModel, ModelMissing
 from .model_kind import check_usable
 
@@ -81,25 +90,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or not state:
         raise BadModel(f"{path} holds no state dict of tensors")
     return state
-
-
-def not_weights(file: Path) -> str | None:
-    """What a weights file really is when its first bytes say it holds no weights: a Git LFS pointer
-    (a repository cloned without git-lfs) or a web page saved under the model's name (None otherwise)."""
-    try:
-        with open(file, "rb") as handle:
-            head = handle.read(256)
-    except OSError:
-        return None
-    if head.startswith(b"version https://git-lfs"):
-        return ("a Git LFS pointer (a small text file standing for the weights), not the weights: the repository "
-                "was cloned without Git LFS; run `git lfs install && git lfs pull` in it, or download the model "
-                "with `huggingface-cli download`")
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        return ("a web page (HTML), not a model: the download link led to a sign-in or error page; download "
-                "the file itself (signed in, or with `huggingface-cli download`)")
-    return None
 
 
 def _first_byte(path: Path) -> bytes:
@@ -249,7 +239,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     folder = config_folder(path, state)
     scheduler_config = single_file_scheduler(path, state, folder)
     old_clip = has_old_clip_keys(list(state))
-    no_vae = not any(isinstance(k, str) and k.startswith(_VAE_PREFIX) for k in state)
+    no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     del state
     index = json.loads((folder / "model_index.json").read_text())
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
@@ -307,11 +297,11 @@ def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype) ->
 
     model = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
     level = "text_model." if hasattr(model, "text_model") else ""  # transformers >= 5.6 dropped the level
-    state = {level + k: v for k, v in _read_tensors(path, _OLD_CLIP).items()}
+    state = {level + k: v for k, v in _read_tensors(path, OLD_CLIP).items()}
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
-        raise BadModel(f"{path}: its text encoder (old {_OLD_CLIP}* names) lacks {len(missing)} weights, e.g. "
+        raise BadModel(f"{path}: its text encoder (old {OLD_CLIP}* names) lacks {len(missing)} weights, e.g. "
                        f"{missing[0]}; the file is incomplete: download it again")
     return model.to(dtype).eval()
 
@@ -387,71 +377,23 @@ def _file_sha256(file: Path) -> str:
     return value
 
 
-# --- what a single file holds, when it is not a whole Stable Diffusion model ----------------------
-
-_UNET_PREFIX = "model.diffusion_model."
-_TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
-_VAE_PREFIX = "first_stage_model."
-_OLD_CLIP = "cond_stage_model.transformer."  # before transformers' CLIPTextModel had its text_model level
-_USE_A_MODEL = ("pass the Stable Diffusion 1.x, 2.x or XL checkpoint itself (a .safetensors of 2 GB or more, "
-                "or a diffusers folder)")
-_FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("flux", "Flux"), ("chroma", "Chroma"),
-             ("controlnet", "ControlNet"), ("stable_cascade", "Stable Cascade"), ("playground", "Playground v2.5"),
-             ("xl_refiner", "SDXL refiner"), ("upscale", "Stable Diffusion x4 upscaler"),
-             ("animatediff", "AnimateDiff motion module"))
-
-
-def _is_lora(keys: list[str]) -> bool:
-    marks = ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.", "lora_unet_", "lora_te", "hada_w1", "lokr_w1",
-             "lora_linear_layer")
-    return any(m in k for k in keys for m in marks)
-
-
-def what_it_holds(keys: list[str], kind: str) -> str | None:
-    """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
-    diffusers' reading of its keys (`infer_diffusers_model_type`)."""
-    has_unet = any(k.startswith(_UNET_PREFIX) for k in keys)
-    if _is_lora(keys):
-        return "a LoRA (a small add-on trained for some base model, not a model by itself)"
-    if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",
-                                 "step", "sd_checkpoint", "sd_checkpoint_name"}:
-        return "a textual-inversion embedding (a learned word for some base model, not a model)" if keys else \
-            "an empty file (no tensors)"
-    if any(k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys):
-        return "a ControlNet (it steers a base model, it is not one)"
-    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
-        return "a Stable Diffusion 3 model (a transformer, no UNet)"
-    if any("double_blocks." in k for k in keys):
-        return "a Flux model (a transformer, no UNet)"
-    for prefix, name in _FAMILIES:
-        if kind.startswith(prefix):
-            return f"a {name} model"
-    if not has_unet:
-        vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", _VAE_PREFIX))]
-        if vae_keys and len(vae_keys) == len(keys):
-            return "a VAE alone (the image decoder that some checkpoints ship separately, not a whole model)"
-        if any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
-            return "a UNet alone in diffusers' layout (not a whole model with its text encoder and VAE)"
-        return f"not a Stable Diffusion checkpoint (no {_UNET_PREFIX}* UNet weights; its keys start with " \
-               f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
-    return None
-
-
 def check_contents(path: Path, state: dict[str, Any]) -> None:
     """Refuse, naming what it is and what to use instead, a file that is not a whole SD model: a LoRA,
     an embedding, a VAE, a ControlNet, SD3/Flux, or a checkpoint without its VAE or text encoder."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
+    if (inside := part_of_model(path)) is not None:
+        raise ModelMissing(inside)
     keys = [k for k in state if isinstance(k, str)]
     kind = infer_diffusers_model_type(state) if keys else "none"
     what = what_it_holds(keys, kind)
     if what is not None:
-        raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {_USE_A_MODEL}")
-    if not any(k.startswith(_TEXT_PREFIXES) for k in keys):
+        raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
+    if not any(k.startswith(TEXT_PREFIXES) for k in keys):
         raise BadModel(f"{path} holds a UNet but no text encoder (no cond_stage_model.* / conditioner.* weights); "
-                       f"{_USE_A_MODEL} with its text encoder")
-    if not any(k.startswith(_VAE_PREFIX) for k in keys) and vae_companion(path) is None:
-        raise BadModel(f"{path} has no VAE baked in (no {_VAE_PREFIX}* weights). Put the VAE meant for it next to "
+                       f"{USE_A_MODEL} with its text encoder")
+    if not any(k.startswith(VAE_PREFIX) for k in keys) and vae_companion(path) is None:
+        raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). Put the VAE meant for it next to "
                        f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
 
 
@@ -468,4 +410,4 @@ def vae_companion(path: Path) -> Path | None:
 def has_old_clip_keys(keys: list[str]) -> bool:
     """Checkpoints saved before transformers' CLIP gained its `text_model.` level name the text
     encoder `cond_stage_model.transformer.embeddings…`, which diffusers does not read."""
-    return any(k.startswith(_OLD_CLIP + "embeddings.") for k in keys)
+    return any(k.startswith(OLD_CLIP + "embeddings.") for k in keys)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import BadInput, ModelMissing
+from .errors import BadInput, BadModel, ModelMissing
 from .images import check_size, load_image
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -96,6 +96,8 @@ def check_model(model: str | None) -> None:
         raise ModelMissing(not_a_model_folder(path))
     if path.is_file() and (why := not_a_model_file(path)) is not None:
         raise ModelMissing(why)
+    if path.is_file():
+        check_model_file(path)
     if path.exists():
         return  # the loader checks the rest (components, single-file checkpoints)
     hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in CHECKPOINT_SUFFIXES
@@ -122,17 +124,29 @@ EXPORTS = {".onnx": "ONNX", ".msgpack": "Flax", ".xml": "OpenVINO"}  # a compone
 
 def not_a_model_file(path: Path) -> str | None:
     """Why an existing file given as the model is not one (None: a checkpoint suffix, the loader decides)."""
+    from .checkpoint_contents import part_of_model
+
+    if (inside := part_of_model(path)) is not None:
+        return inside
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return None
-    folder = path.resolve().parent
-    for candidate in (folder, folder.parent):
-        if (candidate / "unet").is_dir():
-            return f"{path} is a file inside a diffusers model: pass the folder {candidate}"
     what = FOREIGN_FORMATS.get(path.suffix.lower())
     if what is not None:
         return f"{path} is {what}"
     return (f"{path} is neither a diffusers Stable Diffusion folder nor a checkpoint file "
             f"({', '.join(CHECKPOINT_SUFFIXES)})")
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse, from its first bytes or safetensors header alone, a file that holds no weights or is
+    not a whole model (a LoRA, an embedding, a VAE...); the loader asks the same of what passes."""
+    from .checkpoint_contents import USE_A_MODEL, not_weights, safetensors_keys, what_it_holds
+
+    if (what := not_weights(path)) is not None:
+        raise BadModel(f"{path} is {what}")
+    keys = safetensors_keys(path) if path.suffix.lower() == ".safetensors" else None
+    if keys is not None and (what := what_it_holds(keys, "")) is not None:
+        raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
 
 
 def not_a_model_folder(path: Path) -> str:

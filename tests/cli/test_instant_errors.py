@@ -144,3 +144,28 @@ def test_sine_demo_input_errors_answer_before_torch_loads(args: list[str], code:
     assert text in out.strip().splitlines()[-1], out
     assert not imported & set(HEAVY)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_file_that_is_not_a_model_is_refused_before_torch(files):
+    """A LoRA, an embedding or a Git LFS pointer given as the model: refused naming it, from the
+    safetensors header / first bytes alone, before torch loads."""
+    import json
+    import struct
+
+    def safetensors(name: str, keys: list[str]) -> Path:
+        header = json.dumps({k: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]}
+                             for i, k in enumerate(keys)}).encode()
+        path = files["root"] / name
+        path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4 * len(keys)))
+        return path
+
+    lora = safetensors("detail tweaker.safetensors", ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"])
+    embedding = safetensors("bad-hands.safetensors", ["emb_params"])
+    pointer = files["root"] / "v1-5.safetensors"
+    pointer.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 4\n")
+    for model, what in ((lora, "is a LoRA"), (embedding, "is a textual-inversion embedding"),
+                        (pointer, "is a Git LFS pointer")):
+        proc, imported = run_traced("edit", str(files["src"]), "--prompt", "x", "--model", str(model), "--device", "cpu",
+                                    "--out", str(files["root"] / "never.png"))
+        assert proc.returncode == 1 and what in messages(proc), messages(proc)
+        assert not imported & set(HEAVY), imported & set(HEAVY)

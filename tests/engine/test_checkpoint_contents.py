@@ -237,3 +237,25 @@ def test_vae_beside_the_checkpoint_overrides_its_baked_vae(tmp_path):
     loaded = load_base_model(a, device="cpu")
     assert _same(load_base_model(other, device="cpu").vae, loaded.vae)
     assert loaded.revision != revision
+
+
+def test_vae_beside_the_checkpoint_in_diffusers_layout(tiny_folder, tmp_path):
+    """The VAE beside a checkpoint may be in diffusers' layout (`diffusion_pytorch_model.safetensors` of a
+    VAE repo, renamed): loaded as well."""
+    from diffusers import AutoencoderKL
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    bare = _rewrite(full, tmp_path / "pruned.safetensors",
+                    lambda s: {k: v for k, v in s.items() if not k.startswith("first_stage_model.")})
+    vae = AutoencoderKL.from_pretrained(tiny_folder / "vae")
+    save_file(vae.state_dict(), str(tmp_path / "pruned.vae.safetensors"))
+    assert _same(vae, load_base_model(bare, device="cpu").vae)
+
+
+def test_a_whole_checkpoint_with_stray_lora_keys_still_loads(tiny_folder, tmp_path):
+    """A merged checkpoint that kept a few LoRA tensors beside its UNet is a model, not a LoRA."""
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    merged = _rewrite(full, tmp_path / "merged.safetensors",
+                      lambda s: {**s, "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(4, 32)})
+    assert describe_model(merged).family == "SD1"
+    assert _same(load_base_model(tiny_folder, device="cpu").unet, load_base_model(merged, device="cpu").unet)

@@ -241,3 +241,21 @@ def test_broken_tokenizer_folder_is_named(tiny_folder, tmp_path):
         (folder / "tokenizer" / name).unlink(missing_ok=True)
     with pytest.raises(BadModel, match=rf"{folder / 'tokenizer'}.*download the model again"):
         load_base_model(folder, device="cpu")
+
+
+def test_a_component_weights_file_names_its_model_folder(tiny_folder):
+    """unet/diffusion_pytorch_model.safetensors given as the model: pass the folder it belongs to."""
+    from sine.errors import ModelMissing
+    from sine.preflight import check_model
+
+    weights = tiny_folder / "unet" / "diffusion_pytorch_model.safetensors"
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(ModelMissing, match=rf"unet/ part of a diffusers model.*pass the folder {tiny_folder}$"):
+            call(str(weights))
+
+
+@pytest.mark.parametrize("channels,name", [(8, "InstructPix2Pix"), (5, "depth-to-image")])
+def test_image_conditioned_unets_are_named(tmp_path, channels, name):
+    folder = make_tiny_sd(tmp_path / f"in{channels}", in_channels=channels)
+    with pytest.raises(BadModel, match=rf"is an? {name} model.*plain text-to-image"):
+        describe_model(folder)

@@ -1,0 +1,99 @@
+"""What a model file holds, told from its safetensors header or its first bytes, without torch (so
+`sine edit` refuses a LoRA or a Git LFS pointer in a second, before any model loads; `checkpoints`
+asks the same questions of every file it loads)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+UNET_PREFIX = "model.diffusion_model."
+TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
+VAE_PREFIX = "first_stage_model."
+OLD_CLIP = "cond_stage_model.transformer."  # before transformers' CLIPTextModel had its text_model level
+USE_A_MODEL = ("pass the Stable Diffusion 1.x, 2.x or XL checkpoint itself (a .safetensors of 2 GB or more, "
+                "or a diffusers folder)")
+_FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("flux", "Flux"), ("chroma", "Chroma"),
+             ("controlnet", "ControlNet"), ("stable_cascade", "Stable Cascade"), ("playground", "Playground v2.5"),
+             ("xl_refiner", "SDXL refiner"), ("upscale", "Stable Diffusion x4 upscaler"),
+             ("animatediff", "AnimateDiff motion module"))
+
+
+def _is_lora(keys: list[str]) -> bool:
+    marks = ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.", "lora_unet_", "lora_te", "hada_w1", "lokr_w1",
+             "lora_linear_layer")
+    return any(m in k for k in keys for m in marks)
+
+
+def what_it_holds(keys: list[str], kind: str) -> str | None:
+    """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
+    diffusers' reading of its keys (`infer_diffusers_model_type`)."""
+    has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
+    if _is_lora(keys) and not has_unet:
+        return "a LoRA (a small add-on trained for some base model, not a model by itself)"
+    if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",
+                                 "step", "sd_checkpoint", "sd_checkpoint_name"}:
+        return "a textual-inversion embedding (a learned word for some base model, not a model)" if keys else \
+            "an empty file (no tensors)"
+    if any(k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys):
+        return "a ControlNet (it steers a base model, it is not one)"
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
+        return "a Stable Diffusion 3 model (a transformer, no UNet)"
+    if any("double_blocks." in k for k in keys):
+        return "a Flux model (a transformer, no UNet)"
+    for prefix, name in _FAMILIES:
+        if kind.startswith(prefix):
+            return f"a {name} model"
+    if not has_unet:
+        vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
+        if vae_keys and len(vae_keys) == len(keys):
+            return "a VAE alone (the image decoder that some checkpoints ship separately, not a whole model)"
+        if any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
+            return "a UNet alone in diffusers' layout (not a whole model with its text encoder and VAE)"
+        return f"not a Stable Diffusion checkpoint (no {UNET_PREFIX}* UNet weights; its keys start with " \
+               f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
+    return None
+
+
+def not_weights(file: Path) -> str | None:
+    """What a weights file really is when its first bytes say it holds no weights: a Git LFS pointer
+    (a repository cloned without git-lfs) or a web page saved under the model's name (None otherwise)."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return ("a Git LFS pointer (a small text file standing for the weights), not the weights: the repository "
+                "was cloned without Git LFS; run `git lfs install && git lfs pull` in it, or download the model "
+                "with `huggingface-cli download`")
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return ("a web page (HTML), not a model: the download link led to a sign-in or error page; download "
+                "the file itself (signed in, or with `huggingface-cli download`)")
+    return None
+
+
+def safetensors_keys(path: Path) -> list[str] | None:
+    """The tensor names in a .safetensors file's header (None when the header cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            size = struct.unpack("<Q", handle.read(8))[0]
+            if size > 100_000_000:
+                return None
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError, struct.error):
+        return None
+    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+
+
+def part_of_model(path: Path) -> str | None:
+    """A file inside a diffusers model folder (a component's weights or config, model_index.json): what
+    to pass instead (None otherwise). A checkpoint at a snapshot's root, beside unet/, is a model."""
+    folder = path.absolute().parent
+    if (folder / "config.json").is_file() and (folder.parent / "unet").is_dir():
+        return f"{path} is the {folder.name}/ part of a diffusers model: pass the folder {folder.parent}"
+    if path.name == "model_index.json" and (folder / "unet").is_dir():
+        return f"{path} is a file inside a diffusers model: pass the folder {folder}"
+    return None
