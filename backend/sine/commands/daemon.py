@@ -12,7 +12,7 @@ from pathlib import Path
 from sine.cache import parse_size
 from sine.preflight import float_in, int_in
 
-MIN_MESSAGE_BYTES = 1024 * 1024  # below the header limit, even `hello` is cut off and every client hangs
+MIN_MESSAGE_BYTES = 64 * 1024  # far below, even `hello` is cut off (ZMQ_MAXMSGSIZE) and every client hangs
 
 
 def size_at_least(low: int) -> type:
