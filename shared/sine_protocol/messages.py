@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -369,12 +369,15 @@ def _is_text(value: str) -> bool:
     return True
 
 
-def parse_request(frames: list[bytes], token: str, limits: Limits | None = None) -> Request:
+def parse_request(frames: list[bytes], token: str, limits: Limits | None = None,
+                  admit: Callable[[str, int], None] | None = None) -> Request:
     """Validate one multipart request (without the ROUTER identity frame).
 
     Checks run cheapest first: size, JSON, version, token, type, fields, then blob decoding. The
     token is checked before any field so that an unauthorised peer learns nothing but
-    ``unauthorized``. Raises :class:`ProtocolError` with the wire error code.
+    ``unauthorized``. ``admit(id, pixel_bytes)`` runs on a valid ``edit`` before its pixels are
+    unpacked (the daemon raises ``busy`` there: a full queue must not unpack 256 MB to refuse it).
+    Raises :class:`ProtocolError` with the wire error code.
     """
     limits = limits or Limits()
     if not frames:
@@ -409,7 +412,7 @@ def parse_request(frames: list[bytes], token: str, limits: Limits | None = None)
 
     descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
     if rtype == EDIT:
-        edit = _parse_edit(check, header, descriptors, frames[1:], limits)
+        edit = _parse_edit(check, header, descriptors, frames[1:], limits, admit)
         return Request(rtype, rid, header, edit=edit)
     if descriptors:
         raise check.fail(f"{rtype} takes no blobs")
@@ -426,7 +429,8 @@ def parse_request(frames: list[bytes], token: str, limits: Limits | None = None)
 
 
 def _parse_edit(
-    check: _Checker, header: dict[str, Any], descriptors: list[dict[str, Any]], payloads: list[bytes], limits: Limits
+    check: _Checker, header: dict[str, Any], descriptors: list[dict[str, Any]], payloads: list[bytes], limits: Limits,
+    admit: Callable[[str, int], None] | None = None,
 ) -> EditRequest:
     check.obj(header, "edit", _EDIT_KEYS)
     if "prompt" not in header:
@@ -479,6 +483,8 @@ def _parse_edit(
         raise check.fail("edit takes one image blob, at most one mask blob and at most one style blob")
     if "style" not in roles and "style_weight" in sampling:
         raise check.fail("sampling.style_weight needs a style blob")
+    if admit is not None:
+        admit(check.request_id or "", sum(d["width"] * d["height"] * BYTES_PER_PIXEL[d["format"]] for d in descriptors))
     image = mask = style_image = None
     for desc, payload in zip(descriptors, payloads, strict=True):
         if desc["role"] == "image":

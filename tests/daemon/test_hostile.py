@@ -113,3 +113,30 @@ def test_a_client_that_floods_without_reading_still_gets_its_result(tiny_model: 
         assert [e.type for e in seen if e.id == rid and e.is_final] == ["result"]  # ...but not the result
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_busy_daemon_refuses_big_edits_before_unpacking_them(tiny_model: Path):
+    """An 8192² picture of one colour is 1 MB of zlib and 256 MB unpacked; a full queue unpacked every one
+    before answering `busy`, on the socket thread: 20 of them held every other client's ping for ~13 s."""
+    import time
+    import zlib
+
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model,
+                         extra=[*FAST, "--max-queued", "1"]).start()
+    try:
+        with Client(proc.endpoint, proc.token) as owner, Client(proc.endpoint, proc.token) as flooder:
+            for seed in (1, 2):  # one running, one queued: the queue is full
+                long_job = owner.submit_edit(make_image(16, 16, seed=seed), ft_steps=20000, sample_steps=1)
+                assert owner.wait_for(long_job, 10).type == "accepted"
+            side = 8192
+            blob = ({"role": "image", "format": "rgba8", "width": side, "height": side, "compression": "zlib"},
+                    zlib.compress(bytes(side * side * 4), 1))
+            t0 = time.monotonic()
+            for n in range(20):
+                flooder.send(encode_message(make_request("edit", f"big-{n}", proc.token, prompt="x"), [blob]))
+            codes = {flooder.wait_for(f"big-{n}", 60).header.get("code") for n in range(20)}
+            elapsed = time.monotonic() - t0
+            assert codes == {"busy"}
+            assert elapsed < 4.0, f"20 refusals took {elapsed:.1f} s"
+    finally:
+        assert proc.stop() == 0, proc.output()

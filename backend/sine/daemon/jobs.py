@@ -60,22 +60,28 @@ class JobQueue:
     def submit(self, job: Job) -> int:
         """Queue ``job``; return its 0-based position (0 = next to run). Raises QueueFull / QueueClosed."""
         with self._cond:
-            if self._closed:
-                raise QueueClosed("the daemon is shutting down")
-            if len(self._queue) >= self.max_total:
-                raise QueueFull(f"the queue is full ({self.max_total} jobs); try again later")
-            mine = sum(1 for j in self._jobs.values() if j.client == job.client and j.state in (QUEUED, RUNNING))
-            if mine >= self.max_per_client:
-                raise QueueFull(f"you already have {mine} jobs queued or running (limit {self.max_per_client})")
-            if self.max_total_bytes is not None:
-                held = sum(j.nbytes for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
-                if held and held + job.nbytes > self.max_total_bytes:
-                    raise QueueFull(f"the queue holds {held} bytes of pixels already (limit {self.max_total_bytes});"
-                                    " try again when a job is done")
+            self.check_room(job.client, job.nbytes)
             self._queue.append(job)
             self._jobs[job.id] = job
             self._cond.notify_all()
             return len(self._queue) - 1 + (1 if self.running() else 0)
+
+    def check_room(self, client: bytes, nbytes: int) -> None:
+        """Raise QueueFull / QueueClosed unless a job of `client` holding `nbytes` of pixels would be taken
+        (the socket thread asks before unpacking a request's pixels, and again on submit)."""
+        with self._cond:
+            if self._closed:
+                raise QueueClosed("the daemon is shutting down")
+            if len(self._queue) >= self.max_total:
+                raise QueueFull(f"the queue is full ({self.max_total} jobs); try again later")
+            mine = sum(1 for j in self._jobs.values() if j.client == client and j.state in (QUEUED, RUNNING))
+            if mine >= self.max_per_client:
+                raise QueueFull(f"you already have {mine} jobs queued or running (limit {self.max_per_client})")
+            if self.max_total_bytes is not None:
+                held = sum(j.nbytes for j in self._jobs.values() if j.state in (QUEUED, RUNNING))
+                if held and held + nbytes > self.max_total_bytes:
+                    raise QueueFull(f"the queue holds {held} bytes of pixels already (limit {self.max_total_bytes});"
+                                    " try again when a job is done")
 
     def next(self, timeout: float | None = None) -> Job | None:
         """Block until a job is ready (mark it running) or the timeout passes / the queue closes."""

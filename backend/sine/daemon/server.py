@@ -403,11 +403,21 @@ class Daemon:
 
     def _answer(self, router: zmq.Socket, identity: bytes, body: list[bytes], worker: Worker) -> list[bytes] | None:
         try:
-            request = parse_request(body, self.token, self.limits)
+            request = parse_request(body, self.token, self.limits,
+                                    admit=lambda rid, nbytes: self._admit(identity, rid, nbytes))
             return self._dispatch(router, identity, request, worker)
         except ProtocolError as exc:
             self._log_rejection(identity, exc)
             return make_error(exc.code, exc.message, exc.request_id, exc.job)
+
+    def _admit(self, identity: bytes, rid: str, nbytes: int) -> None:
+        """Before an edit's pixels are unpacked: refuse a duplicate id or a full queue (asked again on submit)."""
+        if self.queue.pending_request(identity, rid):
+            raise ProtocolError(BAD_REQUEST, "this request id is already in use by one of your pending edits", rid)
+        try:
+            self.queue.check_room(identity, nbytes)
+        except (QueueFull, QueueClosed) as exc:
+            raise ProtocolError(BUSY, str(exc), rid) from None
 
     def _log_rejection(self, identity: bytes, exc: ProtocolError) -> None:
         """Log rejected requests, at most REJECTIONS_LOGGED per REJECTION_WINDOW_S (a flood must not
