@@ -32,6 +32,8 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if _is_lora(keys) and not has_unet:
         return "a LoRA (a small add-on trained for some base model, not a model by itself)"
+    if keys and len(keys) <= 4 and all(k.startswith("<") and k.endswith(">") for k in keys):
+        return "a textual-inversion embedding (a learned word for some base model, not a model)"  # diffusers'
     if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",
                                  "step", "sd_checkpoint", "sd_checkpoint_name"}:
         return "a textual-inversion embedding (a learned word for some base model, not a model)" if keys else \

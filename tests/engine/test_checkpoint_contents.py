@@ -74,6 +74,10 @@ def test_files_that_are_not_a_model_are_named_by_doctor_and_loader(tiny_folder, 
                str(embedding))
     with pytest.raises(BadModel, match="embedding.pt is a textual-inversion embedding"):
         describe_model(embedding)
+    learned = tmp_path / "learned_embeds.bin"  # diffusers' textual inversion: {"<token>": tensor}
+    torch.save({"<cat-toy>": torch.zeros(768)}, str(learned))
+    with pytest.raises(BadModel, match="learned_embeds.bin is a textual-inversion embedding"):
+        describe_model(learned)
 
 
 def test_checkpoint_without_vae_is_refused_in_words_or_takes_its_vae_file(tiny_folder, tmp_path):
