@@ -90,6 +90,8 @@ def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> O
                            "choose another --out")
         if path.is_dir():
             raise BadInput(f"--out {path} is a folder; give a file name, e.g. {path / ('edit' + DEFAULT_SUFFIX)}")
+        if path.exists() and not path.is_file():  # a pipe or device: replacing it is never what was meant
+            raise BadInput(f"--out {path} is not a regular file; choose another --out")
         if (path.exists() or path.is_symlink()) and not overwrite:
             raise BadInput(f"--out {path} already exists; pass --overwrite to replace it, or choose another --out")
         _writable_folder(path, "--out")

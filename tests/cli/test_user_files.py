@@ -17,7 +17,8 @@ from test_instant_errors import HEAVY, messages, run_traced
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else p.stat().st_mode
+            for p in sorted(root.rglob("*")) if not p.is_dir()}
 
 
 @pytest.fixture()
@@ -32,6 +33,7 @@ def home(tmp_path: Path) -> Path:
     (tmp_path / "bad-weights").mkdir()
     (tmp_path / "bad-weights" / "finetune.json").write_text("{not json")
     (tmp_path / "link-to-source.png").symlink_to(tmp_path / "source.png")
+    os.mkfifo(tmp_path / "pipe.png")
     return tmp_path
 
 
@@ -43,6 +45,7 @@ REFUSALS = {
                         "one of the input pictures"),
     "out exists": (["--out", "{home}/holiday.png"], "--overwrite"),
     "out is a folder": (["--out", "{home}/mine"], "is a folder"),
+    "out is a named pipe": (["--out", "{home}/pipe.png", "--overwrite"], "not a regular file"),
     "out has an unknown extension": (["--out", "{home}/result.xyz"], "use .png"),
     "out under a file": (["--out", "{home}/plain-file/result.png"], "is a file, not a folder"),
     "weights is a file": (["--out", "{home}/r.png", "--weights", "{home}/plain-file"], "is a file"),
