@@ -417,22 +417,9 @@ def _crop_conditioning(base: BaseModel, box: tuple[int, int, int, int]) -> conte
     return size_conditioning(*crop_time_ids(box, base.pe_grid, base.sample_size))
 
 
-def diffusion_loss(
-    base: BaseModel,
-    unet: UNet2DConditionModel,
-    hook: PositionalHook,
-    z0: torch.Tensor,
-    encoder_states: torch.Tensor,
-    t: torch.Tensor,
-    noise: torch.Tensor,
-    pe: torch.Tensor | None,
-    rec_weight: float,
-    alphas_cumprod: torch.Tensor,
-) -> torch.Tensor:
-    """`denoising_loss` as `base` trains: its prediction type, autocast to its dtype on CUDA."""
-    autocast = base.dtype if base.device.type == "cuda" else None
-    return denoising_loss(unet, hook, z0, encoder_states, t, noise, pe, rec_weight, alphas_cumprod,
-                          base.prediction_type, autocast)
+def training_autocast(base: BaseModel) -> torch.dtype | None:
+    """The dtype a fine-tune's UNet call autocasts to: the base's on CUDA, none on the CPU."""
+    return base.dtype if base.device.type == "cuda" else None
 
 
 def denoising_loss(
@@ -526,7 +513,8 @@ def finetune(
             else:
                 states = frozen_states
             with _crop_conditioning(base, view.box):
-                loss = diffusion_loss(base, unet, hook, z0, states, t, noise, pe, rec_weight, alphas)
+                loss = denoising_loss(unet, hook, z0, states, t, noise, pe, rec_weight, alphas,
+                                      base.prediction_type, training_autocast(base))
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -570,5 +558,6 @@ def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: in
         t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
         noise = torch.randn(z0.shape, generator=gen).to(base.device)
         with _crop_conditioning(base, view.box):
-            total += float(diffusion_loss(base, model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas))
+            total += float(denoising_loss(model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas,
+                                          base.prediction_type, training_autocast(base)))
     return total / n

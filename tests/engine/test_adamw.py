@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sine.finetune import FinetuneSettings, _trainable_copies, _trainable_parameters, adamw, diffusion_loss
+from sine.finetune import FinetuneSettings, _trainable_copies, _trainable_parameters, adamw, denoising_loss
 from sine.positional import PositionalHook
 
 STEPS = 8
@@ -28,7 +28,7 @@ def _train(base, fused: bool) -> dict[str, torch.Tensor]:
         z0 = torch.randn(1, 4, size, size, generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, len(alphas), (1,), generator=gen)
-        diffusion_loss(base, unet, hook, z0, states, t, noise, None, 0.0, alphas).backward()
+        denoising_loss(unet, hook, z0, states, t, noise, None, 0.0, alphas, base.prediction_type).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     hook.remove()
