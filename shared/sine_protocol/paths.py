@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 import sys
 from pathlib import Path
 
@@ -106,12 +107,29 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+TOKEN_MAX_BYTES = 4096  # a token is 43 characters; anything this long is not one
+
+
 def read_token(path: Path | None = None) -> str | None:
     """The token, or None when the daemon has not written one yet (or it is empty/unreadable)."""
     path = path or token_file()
+    try:  # non-blocking: a named pipe in its place must not freeze a plug-in's UI thread
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, TOKEN_MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > TOKEN_MAX_BYTES:  # not a token file: never read a big file whole
+        return None
+    try:
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
         return None
     return token or None
 

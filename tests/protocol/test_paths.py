@@ -101,3 +101,19 @@ def test_concurrent_daemons_agree_on_one_token(tmp_path: Path) -> None:
              for _ in range(6)]
     tokens = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert len(tokens) == 1 and tokens == {(tmp_path / "cfg" / "token").read_text().strip()}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX thing")
+def test_a_token_path_that_is_not_a_regular_file_reads_as_no_token_at_once(tmp_path):
+    """A named pipe (or a device) where the token file belongs would block open() for ever, freezing the
+    plug-in's UI thread and the daemon's start; it reads as "no token yet" instead."""
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo)
+    code = ("import sys; from pathlib import Path; from sine_protocol.paths import read_token; "
+            f"print(repr(read_token(Path({str(fifo)!r}))))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "shared")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, env=env)
+    assert done.stdout.strip() == "None", done.stderr
+    big = tmp_path / "big"
+    big.write_text("x" * 10_000_000)  # not a token: never read whole into memory
+    assert paths.read_token(big) is None
