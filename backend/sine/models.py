@@ -387,38 +387,30 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
 
 
 def describe_model(model: str | os.PathLike | None) -> ModelKind:
-    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded (`sine doctor`);
-    a model SINE cannot edit with is refused here as at load time (`check_usable`)."""
+    """The model's kind (SD1/SD2/SDXL, ε/v, size) from its configs alone, no weights loaded; a model
+    SINE cannot edit with is refused here as at load time (`check_usable`)."""
+    return model_report(model)[0]
+
+
+def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]:
+    """(kind, warnings) of a model from its configs alone, read once (`sine doctor`): the warnings are
+    about a model that loads but was guessed (prediction type) or distilled for few-step sampling."""
     if is_single_file(model):
         path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
-        scheduler, where = single_file_scheduler(path, state, folder), str(path)
-    else:
-        folder, _, _ = resolve_model_folder(model)
-        scheduler, where = _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder)
-    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
-    check_usable(unet, scheduler, where, vae)
-    return model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
-                      2 ** (len(vae["block_out_channels"]) - 1))
-
-
-def model_notes(model: str | os.PathLike | None) -> list[str]:
-    """Warnings about a model that loads (configs only, for `sine doctor`): guessed prediction type,
-    distilled for few-step sampling."""
-    if is_single_file(model):
-        path = checkpoint_path(model)
-        state = read_checkpoint(path)
-        folder = config_folder(path, state)
+        scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state)
-        notes = [guessed] if guessed else []
-        scheduler, name = single_file_scheduler(path, state, folder), path.name
     else:
         folder, model_id, _ = resolve_model_folder(model)
-        notes, name = [], Path(model_id).name
-        scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
-    distilled = distilled_note(name, _read_json(folder / "unet" / "config.json"), scheduler)
-    return notes + ([distilled] if distilled else [])
+        scheduler, where, name = _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder), \
+            Path(model_id).name
+        guessed = None
+    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
+    check_usable(unet, scheduler, where, vae)
+    kind = model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
+                      2 ** (len(vae["block_out_channels"]) - 1))
+    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]
 
 
 def training_offset_noise(folder: Path) -> float:

@@ -133,10 +133,9 @@ def check_model(model: str | None = None) -> Check:
 def _model_kind(status: str, where: str, model: Path | str | None) -> Check:
     """The model line with its kind read from its configs (SD1/SD2/SDXL, ε/v, size), or why it is unusable."""
     try:
-        from sine.models import describe_model, model_notes
+        from sine.models import model_report
 
-        kind = describe_model(model)
-        notes = model_notes(model)
+        kind, notes = model_report(model)
     except ImportError as exc:
         return Check(WARN, "model", f"{where} (kind unknown: {exc})")
     except Exception as exc:  # a broken or unsupported model: say so here, not at the first edit
