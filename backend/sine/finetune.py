@@ -272,20 +272,43 @@ def _text_encoder_copy(base: BaseModel, s: FinetuneSettings) -> CLIPTextModel:
     return text_encoder
 
 
+def _lora_parts(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """A stored LoRA state's conv_in tensors (by parameter name) and each adapted layer's factors
+    ({"A": ..., "B": ...} by layer name), from peft's keys ("...conv1.lora_A.weight")."""
+    conv_in: dict[str, torch.Tensor] = {}
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if key.startswith("conv_in."):
+            conv_in[key.removeprefix("conv_in.")] = value
+        else:
+            layer, part = key.rsplit(".lora_", 1)
+            factors.setdefault(layer, {})[part.split(".")[0]] = value
+    return conv_in, factors
+
+
 def _check_lora_matches(unet: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     """Every stored adapter names a layer of `unet` and fits its weight (else another base model's entry)."""
-    for key, value in state.items():
-        name = key.removeprefix("conv_in.") if key.startswith("conv_in.") else key.rsplit(".lora_", 1)[0]
-        owner = unet.conv_in if key.startswith("conv_in.") else unet
+    def refuse(detail: str) -> BadInput:
+        return BadInput(f"{path} does not match this base model ({detail})")
+
+    conv_in, factors = _lora_parts(state)
+    for name, value in conv_in.items():
         try:
-            target = owner.get_parameter(name) if key.startswith("conv_in.") else owner.get_submodule(name).weight
+            target = unet.conv_in.get_parameter(name)
         except AttributeError:
-            raise BadInput(f"{path} does not match this base model (unexpected {key})") from None
-        fits = (value.shape == target.shape if key.startswith("conv_in.") else
-                (value.shape[1] == target.shape[1] if ".lora_A." in key else value.shape[0] == target.shape[0]))
-        if not fits:
-            raise BadInput(f"{path} does not match this base model ({key}: {tuple(value.shape)} against "
-                           f"{tuple(target.shape)})")
+            raise refuse(f"unexpected conv_in.{name}") from None
+        if value.shape != target.shape:
+            raise refuse(f"conv_in.{name}: {tuple(value.shape)} against {tuple(target.shape)}")
+    for name, ab in factors.items():
+        try:
+            weight = unet.get_submodule(name).weight
+        except AttributeError:
+            raise refuse(f"unexpected {name}") from None
+        if set(ab) != {"A", "B"}:
+            raise refuse(f"{name} lacks half of its adapter")
+        if ab["A"].shape[1] != weight.shape[1] or ab["B"].shape[0] != weight.shape[0]:
+            raise refuse(f"{name}: adapters {tuple(ab['A'].shape)} / {tuple(ab['B'].shape)} against "
+                         f"{tuple(weight.shape)}")
 
 
 def add_unet_lora(unet: UNet2DConditionModel, s: FinetuneSettings) -> None:
@@ -351,14 +374,10 @@ def merge_lora_state(unet: UNet2DConditionModel, state: dict[str, torch.Tensor],
     with the same arithmetic as a fresh fine-tune, so both give bit-identical edits. (peft's own path
     built 208 adapter modules, 0.5 s, and merged the 3×3 convolutions through conv2d, 4.5 s of a 9 s
     SD1.5 load on one CPU thread.)"""
-    factors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if key.startswith("conv_in."):
-            param = unet.conv_in.get_parameter(key.removeprefix("conv_in."))
-            param.data = value.to(param.device, torch.float32).to(dtype)
-            continue
-        layer, part = key.rsplit(".lora_", 1)  # "...conv1.lora_A.weight"
-        factors.setdefault(layer, {})[part.split(".")[0]] = value
+    conv_in, factors = _lora_parts(state)
+    for name, value in conv_in.items():
+        param = unet.conv_in.get_parameter(name)
+        param.data = value.to(param.device, torch.float32).to(dtype)
     for name, ab in factors.items():
         layer = unet.get_submodule(name)
         weight = layer.weight
