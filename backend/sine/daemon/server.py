@@ -461,8 +461,8 @@ class Daemon:
             assert request.edit is not None
             edit = request.edit
             nbytes = sum(len(picture.data) for picture in (edit.image, edit.mask, edit.style_image) if picture)
-            if self.queue.pending_request(identity, rid):
-                raise ProtocolError(BAD_REQUEST, "this request id is already in use by one of your pending edits", rid)
+            # `_admit` refused a duplicate id before the pixels were unpacked, in this same thread; the
+            # queue's room is checked again by submit (the pixels' real size).
             job = Job(client=identity, request_id=rid, request=edit, nbytes=nbytes)
             try:
                 position = self.queue.submit(job)
