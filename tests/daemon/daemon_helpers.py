@@ -21,6 +21,8 @@ from sine_protocol.paths import read_token
 from sine_protocol.zmtp import ZMTPConnection
 
 REPO = Path(__file__).resolve().parents[2]
+# daemon flags for tests that count events: progress after every step, previews practically never
+FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
 def free_port() -> int:

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemon_helpers import Client, DaemonProcess, make_image
+from daemon_helpers import FAST, Client, DaemonProcess, make_image
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 SMALL_PIXELS = 512 * 512  # frame cap ~1 MB, so an oversized frame is cheap to send
 
 

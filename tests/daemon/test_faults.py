@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import Client, DaemonProcess, make_image
+from daemon_helpers import FAST, Client, DaemonProcess, make_image
 
 from sine.cache import WeightCache
 
 pytestmark = pytest.mark.slow
 
 # Every step is reported (no rate limit) so the tests can see exactly where a job stopped.
-FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import zmq
-from daemon_helpers import Client, DaemonProcess, make_image
+from daemon_helpers import FAST, Client, DaemonProcess, make_image
 
 from sine_protocol import SineClient
 from sine_protocol.paths import read_token
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
 @pytest.fixture(scope="module")

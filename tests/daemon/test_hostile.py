@@ -7,13 +7,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from daemon_helpers import Client, DaemonProcess, make_image
+from daemon_helpers import FAST, Client, DaemonProcess, make_image
 
 from sine_protocol.messages import encode_message, image_blob, make_request
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
 @pytest.fixture(scope="module")

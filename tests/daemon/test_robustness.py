@@ -13,14 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import REPO, Client, DaemonProcess, make_image
+from daemon_helpers import FAST, REPO, Client, DaemonProcess, make_image
 
 from sine.cache import WeightCache
 from sine_protocol import SineClient
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
 @pytest.fixture(scope="module")
