@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 MIN_SIDE, MAX_SIDE = OUTPUT_SIDE_RANGE  # the daemon's limits: the CLI takes the same pictures and sizes
-MAX_INPUT_PIXELS = Limits().max_input_pixels
+MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS = Limits().max_input_pixels, Limits().max_output_pixels
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -63,9 +63,6 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     elif image.mode.startswith("I;16") or top > 255.0:  # 16-bit range
         values = values / 257.0
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
-
-
-MAX_OUTPUT_PIXELS = Limits().max_output_pixels
 
 
 def check_size(width: int, height: int) -> None:
