@@ -22,6 +22,7 @@ from sine_protocol.zmtp import ZMTPConnection
 
 REPO = Path(__file__).resolve().parents[2]
 # daemon flags for tests that count events: progress after every step, previews practically never
+SEND_TIMEOUT_MS = 10_000
 FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
@@ -141,6 +142,8 @@ class Client:
             self.ctx = zmq.Context.instance()
             self.sock = self.ctx.socket(zmq.DEALER)
             self.sock.setsockopt(zmq.LINGER, 0)
+            # A send with no pipe (e.g. while a refused handshake is retried) blocks for ever without it.
+            self.sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
             if identity is not None:
                 self.sock.setsockopt(zmq.ROUTING_ID, identity)
             for option, value in (sockopts or {}).items():  # before connect, so the connection gets them
@@ -154,7 +157,10 @@ class Client:
 
     def send(self, frames: list[bytes]) -> None:
         if self.transport == "pyzmq":
-            self.sock.send_multipart(frames)
+            try:
+                self.sock.send_multipart(frames)
+            except zmq.Again:
+                raise TimeoutError(f"could not send within {SEND_TIMEOUT_MS / 1000:g} s (no connection)") from None
         else:
             self.conn.send_multipart(frames, timeout=10.0)
 
