@@ -3,7 +3,8 @@
 #   1. a painter's figures (bench/edit_speed.py), SD1.5-shaped random weights: adaptation wall time, warm edits
 #      at 512² (100 and 50 steps), 1024², 2048², 4096² (default strategy), time to first preview, peak VRAM,
 #      and the overhead ratio (guided sampling ÷ the same UNet calls bare); the SD1.5 LoRA entry's size and
-#      read/verify/parse time (bench/lora_entry.py) and the whole load of a stored fine-tune (bench/lora_load.py),
+#      read/verify/parse time (bench/lora_entry.py), the whole load of a stored fine-tune (bench/lora_load.py),
+#      and the LoRA step's cost per view at 1, 2 and 4 views per step (bench/view_batch_speed.py),
 #   2. large canvases: one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
 #   3. fine-tune and sampling steps (bench/speed.py),
 #   4. the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s).
@@ -27,13 +28,13 @@ start=$SECONDS
 
 if [ "${SMOKE:-0}" = 1 ]; then
   model=tiny; dev=cpu; speed_sizes="64"; canvas_sizes="128 256"; train="--config cpu --threads 2"
-  edits="64x4 64x2 128x2"; ft="--ft-steps 2 --overhead-steps 4"; entry="--skip-merge --repeats 1"
+  edits="64x4 64x2 128x2"; ft="--ft-steps 2 --overhead-steps 4"; entry="--skip-merge --repeats 1"; vb_steps=2
 else
   nvidia-smi -L
   "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
   "$PY" -c "from sine.tiny_models import make_sd15_shaped; make_sd15_shaped('/tmp/sd15')" 2>&1 | tail -2
   model=/tmp/sd15; dev=cuda; speed_sizes="512 1024"; canvas_sizes="2048 4096"; train="--config gpu"
-  edits="512x100 512x50 1024x100 2048x100 4096x100"; ft=""; entry="--skip-merge"
+  edits="512x100 512x50 1024x100 2048x100 4096x100"; ft=""; entry="--skip-merge"; vb_steps=10
 fi
 echo "== setup done at $((SECONDS - start)) s"
 
@@ -43,7 +44,9 @@ timeout 120 "$PY" bench/lora_entry.py $entry --out "$OUT/lora_entry.json" 2>&1 |
   | tee "$OUT/lora_entry.log"
 timeout 90 "$PY" bench/lora_load.py --model "$model" --device "$dev" --out "$OUT/lora_load.json" 2>&1 | tail -1 \
   | tee "$OUT/lora_load.log"
-echo "== edit speed and LoRA entry done at $((SECONDS - start)) s"
+timeout 90 "$PY" bench/view_batch_speed.py --model "$model" --device "$dev" --methods lora --batches 1 2 4 \
+  --steps $vb_steps --warmup 2 --repeats 1 --out "$OUT/view_batch.json" 2>&1 | grep '"batch"' | tee "$OUT/view_batch.log"
+echo "== edit speed, LoRA entry and views per step done at $((SECONDS - start)) s"
 
 timeout 150 "$PY" bench/canvas_speed.py --model "$model" --device "$dev" --sizes $canvas_sizes \
   --strategies single tiled tiled-per-tile --tile-sizes 0 1024 --out "$OUT/canvas_speed.json" 2>&1 | grep -v "shards\|float32" | tee "$OUT/canvas_speed.log"

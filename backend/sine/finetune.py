@@ -30,11 +30,11 @@ from .errors import BadInput, Cancelled
 from .images import flatten_rgb, to_tensor
 from .memory import check_full_finetune_fits
 from .models import BaseModel
-from .patches import PatchSampler, WholeImageSampler
+from .patches import PatchSampler, TrainingView, WholeImageSampler
 from .positional import PositionalHook, crop_embedding, interp_mode, positional_table
 from .predictions import clean_latent, raw_outputs, training_target
 from .recipes import RECIPES, Recipe
-from .xl import crop_time_ids, size_conditioning
+from .xl import crop_time_ids, size_conditioning_rows
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
@@ -44,6 +44,7 @@ ARTIFACT_FORMAT = 3  # 2: LoRA on the ResNet convolutions and time projections t
 # the layout and colours live in the ResNet blocks.
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+MAX_BATCH = 64  # training views per step
 CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x3: 63 % of an SD1.5 entry at rank 8
 
 
@@ -67,6 +68,9 @@ class FinetuneSettings:
     offset_noise: float | None = None  # per-channel constant added to the noise; None: as the base model was trained
     whole_image_share: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
+    # Training views per step, each with its own crop, timestep and noise, for one optimizer step (None:
+    # the recipe's). A step of a small model is call-bound on a CPU: 4 views cost 1.8x one view's step.
+    batch: int | None = None
     # Checkpoint the UNet's blocks while training (None: the recipe's, on for SDXL). The same weights up
     # to float rounding, so it is no part of `to_dict` (cache keys, manifests).
     gradient_checkpointing: bool | None = None
@@ -90,12 +94,15 @@ class FinetuneSettings:
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
             gradient_checkpointing=(r.gradient_checkpointing if self.gradient_checkpointing is None
                                     else self.gradient_checkpointing),
+            batch=r.batch if self.batch is None else self.batch,
         )
 
     def to_dict(self, recipes: dict[str, Recipe] | None = None) -> dict:
         """All settings with defaults filled in: stable input for cache keys and manifests."""
         out = asdict(self.resolved(recipes))
         del out["gradient_checkpointing"]  # how memory is spent, not what is learned
+        if out["batch"] == 1:  # every entry made before batches existed was trained one view per step
+            del out["batch"]
         return out
 
 
@@ -429,11 +436,33 @@ def _make_sampler(image: Image.Image, base: BaseModel, s: FinetuneSettings,
     return WholeImageSampler(image, base.sample_size, base.pe_grid)
 
 
-def _crop_conditioning(base: BaseModel, box: tuple[int, int, int, int]) -> contextlib.AbstractContextManager:
-    """SDXL: its own crop conditioning (time_ids) told where the crop is, as the PE is; others: nothing."""
+def _crop_conditioning(base: BaseModel, boxes: list[tuple[int, int, int, int]]) -> contextlib.AbstractContextManager:
+    """SDXL: its own crop conditioning (time_ids) told where each view's crop is, as the PE is; others: nothing."""
     if not base.is_xl:
         return contextlib.nullcontext()
-    return size_conditioning(*crop_time_ids(box, base.pe_grid, base.sample_size))
+    return size_conditioning_rows([crop_time_ids(box, base.pe_grid, base.sample_size) for box in boxes])
+
+
+class _ViewLatents:
+    """The training views' latents: encoded together, one encoder call per step; the whole picture's
+    (the same pixels every time it comes) encoded once."""
+
+    def __init__(self, base: BaseModel, grid: int) -> None:
+        self.base = base
+        self.whole_box = (0, 0, grid, grid)
+        self.whole: torch.Tensor | None = None
+
+    def __call__(self, views: list[TrainingView]) -> torch.Tensor:
+        rows: list[torch.Tensor | None] = [self.whole if v.box == self.whole_box else None for v in views]
+        todo = [i for i, row in enumerate(rows) if row is None]
+        if todo:
+            pixels = torch.cat([to_tensor(views[i].image) for i in todo])
+            encoded = self.base.encode_image(pixels).float()  # posterior mean: a small VAE's samples are noisy
+            for i, z in zip(todo, encoded, strict=True):
+                rows[i] = z[None]
+                if views[i].box == self.whole_box:
+                    self.whole = rows[i]
+        return torch.cat(rows)  # type: ignore[arg-type]
 
 
 def training_autocast(base: BaseModel) -> torch.dtype | None:
@@ -486,6 +515,8 @@ def finetune(
     if base.is_xl and s.train_text_encoder:
         raise BadInput("training SDXL's two text encoders is not supported: use train_text_encoder=False "
                        "(the default for SDXL)")
+    if not 1 <= s.batch <= MAX_BATCH:
+        raise BadInput(f"fine-tune batch must be 1 to {MAX_BATCH} views per step, not {s.batch}")
     check_full_finetune_fits(base, s)  # before the copies: refuse in a second, not after an OOM
     rng = random.Random(s.seed)
     gen = torch.Generator("cpu").manual_seed(s.seed)
@@ -508,20 +539,18 @@ def finetune(
     alphas = base.new_scheduler().alphas_cumprod.to(base.device, torch.float32)
     ids = base.tokenize([source_prompt])
     frozen_states = None if s.train_text_encoder else base.encode_prompts([source_prompt])
-    cached_latent: torch.Tensor | None = None
+    latents = _ViewLatents(base, base.pe_grid)
     rec_weight = s.rec_weight if s.patch else 0.0
     offset = base.offset_noise if s.offset_noise is None else s.offset_noise
     try:
         for step in range(s.steps):
             if should_stop is not None and should_stop():
                 raise Cancelled("fine-tuning cancelled")
-            view = sampler.sample()
-            if cached_latent is None or s.patch:
-                z0 = base.encode_image(to_tensor(view.image)).float()  # posterior mean: a small VAE's samples are noisy
-                cached_latent = z0
-            z0 = cached_latent
-            pe = crop_embedding(table, view.box, tuple(z0.shape[-2:]), mode)[None] if table is not None else None
-            t = torch.randint(0, len(alphas), (1,), generator=gen).to(base.device)
+            views = [sampler.sample() for _ in range(s.batch)]
+            z0 = latents(views)
+            pe = (torch.stack([crop_embedding(table, v.box, tuple(z0.shape[-2:]), mode) for v in views])
+                  if table is not None else None)
+            t = torch.randint(0, len(alphas), (s.batch,), generator=gen).to(base.device)
             noise = torch.randn(z0.shape, generator=gen)
             if offset:
                 noise = noise + offset * torch.randn((*z0.shape[:2], 1, 1), generator=gen)
@@ -531,7 +560,8 @@ def finetune(
                     states = text_encoder(ids)[0]
             else:
                 states = frozen_states
-            with _crop_conditioning(base, view.box):
+            states = states.expand(s.batch, -1, -1)
+            with _crop_conditioning(base, [v.box for v in views]):
                 loss = denoising_loss(unet, hook, z0, states, t, noise, pe, rec_weight, alphas,
                                       base.prediction_type, training_autocast(base))
             loss.backward()
@@ -576,7 +606,7 @@ def evaluation_loss(base: BaseModel, model: FineTuned, image: Image.Image, n: in
             if model.pe_table is not None else None
         t = torch.tensor([int((i + 0.5) * len(alphas) / n)], device=base.device)
         noise = torch.randn(z0.shape, generator=gen).to(base.device)
-        with _crop_conditioning(base, view.box):
+        with _crop_conditioning(base, [view.box]):
             total += float(denoising_loss(model.unet, model.hook, z0, states, t, noise, pe, 0.0, alphas,
                                           base.prediction_type, training_autocast(base)))
     return total / n

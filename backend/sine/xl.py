@@ -17,8 +17,9 @@ from contextvars import ContextVar
 
 import torch
 
-# (original_h, original_w, crop_top, crop_left, target_h, target_w), as SDXL was trained with
-_TIME_IDS: ContextVar[tuple[float, ...] | None] = ContextVar("sine_sdxl_time_ids", default=None)
+# Rows of (original_h, original_w, crop_top, crop_left, target_h, target_w), as SDXL was trained with:
+# one row for the whole batch, or one per batch row
+_TIME_IDS: ContextVar[list[tuple[float, ...]] | None] = ContextVar("sine_sdxl_time_ids", default=None)
 
 
 def is_xl_unet(unet: torch.nn.Module) -> bool:
@@ -28,8 +29,16 @@ def is_xl_unet(unet: torch.nn.Module) -> bool:
 @contextmanager
 def size_conditioning(original: tuple[float, float], crop_top_left: tuple[float, float],
                       target: tuple[float, float]) -> Iterator[None]:
-    """Within the block, SDXL UNet calls get these time_ids (pixels)."""
-    token = _TIME_IDS.set((*original, *crop_top_left, *target))
+    """Within the block, SDXL UNet calls get these time_ids (pixels) for every batch row."""
+    with size_conditioning_rows([(original, crop_top_left, target)]):
+        yield
+
+
+@contextmanager
+def size_conditioning_rows(rows: list[tuple[tuple[float, float], ...]]) -> Iterator[None]:
+    """Within the block, SDXL UNet calls get one (original, crop_top_left, target) per batch row (a
+    fine-tune step's views, each its own crop)."""
+    token = _TIME_IDS.set([(*original, *crop, *target) for original, crop, target in rows])
     try:
         yield
     finally:
@@ -69,8 +78,8 @@ def install_hook(unet: torch.nn.Module, native: int) -> None:
             args[2] = hidden
         else:
             kwargs["encoder_hidden_states"] = hidden
-        ids = _TIME_IDS.get() or (native, native, 0, 0, native, native)
-        time_ids = torch.tensor([ids], dtype=hidden.dtype, device=hidden.device).expand(hidden.shape[0], -1)
+        rows = _TIME_IDS.get() or [(native, native, 0, 0, native, native)]
+        time_ids = torch.tensor(rows, dtype=hidden.dtype, device=hidden.device).expand(hidden.shape[0], -1)
         kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
         return tuple(args), kwargs
 
