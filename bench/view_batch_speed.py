@@ -59,6 +59,8 @@ def step_times(base, picture, prompt: str, settings: FinetuneSettings, steps: in
 def batch_arm(base, picture, prompt: str, settings: FinetuneSettings, batch: int, steps: int, warmup: int,
               repeats: int) -> dict:
     best = float("inf")
+    if base.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(repeats):
         times = step_times(base, picture, prompt, replace(settings, batch=batch), warmup + steps)[warmup:]
         best = min(best, sum(times) / len(times))
