@@ -88,16 +88,19 @@ def comparison_sheet(source: Image.Image, rows: list[tuple[DemoEdit, dict[str, I
     return sheet
 
 
-# The demo's own fine-tune length, where it differs from the model's recipe: it must finish in under
-# two minutes on 2 CPU cores, and the demo model's full recipe (4500 patch steps, ~3.5 min there) does
-# not. At 1500 steps the picture is less faithful (quality bench: SINE 14.6 dB instead of 15.7 dB).
-DEMO_FINETUNE_STEPS = {"full": 1500}
+# The demo's own fine-tune, where it differs from the model's recipe: it must finish in under two
+# minutes on 2 CPU cores, and the demo model's full recipe (4500 patch steps) does not. 375 steps of 4
+# views each take half the time of 1500 single-view steps (a small model's step is call-bound on a
+# CPU) and SINE scores as well or better on the quality bench (docs/benchmarks.md, "Views per step").
+DEMO_FINETUNE_STEPS = {"full": 375}
+DEMO_FINETUNE_BATCH = {"full": 4}
 
 
 def demo_finetune_settings(method: str, steps: int | None, style: str, seed: int) -> FinetuneSettings:
     """Patches + PE (the demo renders at 2x width); the demo's own step count unless one is given."""
     steps = DEMO_FINETUNE_STEPS.get(method) if steps is None else steps
-    return FinetuneSettings(method=method, steps=steps, patch=True, style=style, seed=seed)
+    return FinetuneSettings(method=method, steps=steps, patch=True, style=style, seed=seed,
+                            batch=DEMO_FINETUNE_BATCH.get(method))
 
 
 def run_demo(
@@ -116,8 +119,10 @@ def run_demo(
     source.save(out / "source.png")
     t0 = time.perf_counter()
     settings = demo_finetune_settings(method, finetune_steps, info["style"], seed)
-    steps = settings.resolved(base.recipes).steps
-    log(f"fine-tuning on {asset} ({steps} {method} steps, patches + positional embedding)...")
+    resolved = settings.resolved(base.recipes)
+    steps, views = resolved.steps, resolved.batch
+    per_step = f" of {views} views" if views > 1 else ""
+    log(f"fine-tuning on {asset} ({steps} {method} steps{per_step}, patches + positional embedding)...")
     model = finetune(base, source, source_prompt(info["subject"], info["style"]), settings)
     t_ft = time.perf_counter() - t0
     log(f"  done in {t_ft:.1f} s")
@@ -140,6 +145,7 @@ def run_demo(
         "asset": asset,
         "finetune_method": method,
         "finetune_steps": steps,
+        "finetune_views_per_step": views,
         "sampling_steps": sampling_steps,
         "strength": PAPER_STRENGTH,
         "finetune_s": round(t_ft, 2),

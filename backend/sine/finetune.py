@@ -69,7 +69,8 @@ class FinetuneSettings:
     whole_image_share: float | None = None  # patch runs: share of steps on the whole picture instead of a crop
     rec_weight: float = 1.0  # weight of the x̂0 reconstruction loss (patch runs only)
     # Training views per step, each with its own crop, timestep and noise, for one optimizer step (None:
-    # the recipe's). A step of a small model is call-bound on a CPU: 4 views cost 1.8x one view's step.
+    # the recipe's `patch_batch` with patches, else 1). A small model's step is call-bound on a CPU: 4
+    # views cost about 1.8x one view's step.
     batch: int | None = None
     # Checkpoint the UNet's blocks while training (None: the recipe's, on for SDXL). The same weights up
     # to float rounding, so it is no part of `to_dict` (cache keys, manifests).
@@ -94,7 +95,7 @@ class FinetuneSettings:
             train_conv_in=(self.method == "lora" and positional) if self.train_conv_in is None else self.train_conv_in,
             gradient_checkpointing=(r.gradient_checkpointing if self.gradient_checkpointing is None
                                     else self.gradient_checkpointing),
-            batch=r.batch if self.batch is None else self.batch,
+            batch=(r.patch_batch if self.patch else 1) if self.batch is None else self.batch,
         )
 
     def to_dict(self, recipes: dict[str, Recipe] | None = None) -> dict:

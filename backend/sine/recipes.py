@@ -20,7 +20,7 @@ class Recipe:
     train_text_encoder: bool
     whole_image_share: float = 0.0  # patch runs: share of steps that see the whole picture
     gradient_checkpointing: bool = False  # recompute the UNet's activations in backward: less memory, ~30 % slower
-    batch: int = 1  # training views per step (one optimizer step for all)
+    patch_batch: int = 1  # patch runs: training views per step (one optimizer step for all); whole-image runs: 1
 
 
 RECIPES: dict[str, Recipe] = {

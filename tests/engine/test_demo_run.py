@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sine.demo import DEMO_FINETUNE_STEPS, demo_finetune_settings
+from sine.demo import DEMO_FINETUNE_BATCH, DEMO_FINETUNE_STEPS, demo_finetune_settings
 from sine.models import DEMO_MODEL_DIR
 from sine.recipes import model_recipes
 
@@ -16,6 +16,10 @@ def test_demo_cuts_the_full_recipe_to_its_budget_and_keeps_explicit_steps() -> N
     recipes = model_recipes(DEMO_MODEL_DIR)
     full = demo_finetune_settings("full", None, "photo", 0)
     assert full.steps == DEMO_FINETUNE_STEPS["full"] < recipes["full"].patch_steps
+    # 4 views per step: half the fine-tune's time of 1500 single-view steps, SINE's scores equal or better
+    # (docs/benchmarks.md, "Views per step")
+    assert full.batch == DEMO_FINETUNE_BATCH["full"] == 4
+    assert full.steps * full.batch <= 1500
     assert full.patch and full.resolved(recipes).positional
     assert demo_finetune_settings("full", 7, "photo", 0).steps == 7
     assert demo_finetune_settings("lora", None, "photo", 0).resolved(recipes).steps == recipes["lora"].patch_steps
@@ -28,6 +32,7 @@ def test_sine_demo_writes_its_edits_and_the_comparison(tmp_path: Path) -> None:
     assert main(["demo", "--out", str(out), "--finetune-steps", "10", "--steps", "4"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finetune_steps"] == 10 and summary["finetune_method"] == "full"
+    assert summary["finetune_views_per_step"] == 4
     assert len(summary["edits"]) == 3 and [2 * 64, 64] in [e["size"] for e in summary["edits"]]
     for name in summary["files"]:
         assert Image.open(out / name).size[0] >= 64

@@ -69,9 +69,10 @@ def test_batch_one_is_the_single_view_step_and_keeps_old_cache_keys(base, source
 
 
 def test_the_recipe_gives_the_batch(base):
-    recipes = {**base.recipes, "lora": Recipe(10, 20, 1e-3, False, batch=4)}
+    recipes = {**base.recipes, "lora": Recipe(10, 20, 1e-3, False, patch_batch=4)}
     assert FinetuneSettings(method="lora").resolved(recipes).batch == 4
     assert FinetuneSettings(method="lora", batch=2).resolved(recipes).batch == 2
+    assert FinetuneSettings(method="lora", patch=False).resolved(recipes).batch == 1  # one picture: one view
 
 
 @pytest.mark.parametrize("batch", [0, -1, 1000])

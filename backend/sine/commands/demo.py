@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="default: the bundled demo model")
     p.add_argument("--method", default="full", choices=("full", "lora"), help="fine-tune recipe (default: full)")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None,
-                   help="default: 1500 for the full recipe (the demo's 2-minute budget), else the model's recipe")
+                   help="default: 375 steps of 4 views for the full recipe (the demo's 2-minute budget), "
+                        "else the model's recipe")
     p.add_argument("--steps", type=int_in(1, 1000), default=50, help="DDIM sampling steps")
     p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     p.add_argument("--device", default="cpu")
