@@ -150,6 +150,9 @@ def judge_reconstruction(image, src: Source) -> int:
 
 def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] = print) -> dict:
     sources = benchmark_sources()
+    unknown = sorted(set(cfg.source_names) - {s.name for s in sources})
+    if unknown:  # a typo would silently measure fewer sources
+        raise SystemExit(f"unknown source name(s) {unknown}; the sources are {[s.name for s in sources]}")
     sources = [s for s in sources if s.name in cfg.source_names] if cfg.source_names else sources[: cfg.sources]
     edits: list[EditResult] = []
     wides: list[WideResult] = []
