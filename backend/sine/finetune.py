@@ -38,13 +38,13 @@ from .xl import crop_time_ids, size_conditioning_rows
 
 ProgressFn = Callable[[int, int, float], None]
 StopFn = Callable[[], bool]
+MAX_BATCH = 64  # training views per step (FinetuneSettings.batch)
 
 ARTIFACT_FORMAT = 3  # 2: LoRA on the ResNet convolutions and time projections too; 3: their 3x3 ones at rank 4
 # Attention alone (format 1) could not make the demo model reproduce its source (see bench/quality.py):
 # the layout and colours live in the ResNet blocks.
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
-MAX_BATCH = 64  # training views per step
 CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x3: 63 % of an SD1.5 entry at rank 8
 
 
