@@ -89,9 +89,10 @@ def comparison_sheet(source: Image.Image, rows: list[tuple[DemoEdit, dict[str, I
 
 
 # The demo's own fine-tune, where it differs from the model's recipe: it must finish in under two
-# minutes on 2 CPU cores, and the demo model's full recipe (4500 patch steps) does not. 375 steps of 4
-# views each take half the time of 1500 single-view steps (a small model's step is call-bound on a
-# CPU) and SINE scores as well or better on the quality bench (docs/benchmarks.md, "Views per step").
+# minutes on 2 CPU cores, and the demo model's full recipe (750 patch steps of 4 views, ~2 min there)
+# does not. 375 steps of 4 views take half the time of 1500 single-view steps (a small model's step
+# is call-bound on a CPU) and SINE scores as well or better on the quality bench (docs/benchmarks.md,
+# "Views per step").
 DEMO_FINETUNE_STEPS = {"full": 375}
 DEMO_FINETUNE_BATCH = {"full": 4}
 
