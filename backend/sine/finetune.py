@@ -448,9 +448,9 @@ class _ViewLatents:
     """The training views' latents: encoded together, one encoder call per step; the whole picture's
     (the same pixels every time it comes) encoded once."""
 
-    def __init__(self, base: BaseModel, grid: int) -> None:
+    def __init__(self, base: BaseModel) -> None:
         self.base = base
-        self.whole_box = (0, 0, grid, grid)
+        self.whole_box = (0, 0, base.pe_grid, base.pe_grid)  # the box every sampler gives the whole picture
         self.whole: torch.Tensor | None = None
 
     def __call__(self, views: list[TrainingView]) -> torch.Tensor:
@@ -540,7 +540,7 @@ def finetune(
     alphas = base.new_scheduler().alphas_cumprod.to(base.device, torch.float32)
     ids = base.tokenize([source_prompt])
     frozen_states = None if s.train_text_encoder else base.encode_prompts([source_prompt])
-    latents = _ViewLatents(base, base.pe_grid)
+    latents = _ViewLatents(base)
     rec_weight = s.rec_weight if s.patch else 0.0
     offset = base.offset_noise if s.offset_noise is None else s.offset_noise
     try:

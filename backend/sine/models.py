@@ -403,9 +403,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         guessed = prediction_guessed(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
-        scheduler, where, name = _read_json(folder / "scheduler" / "scheduler_config.json"), str(folder), \
-            Path(model_id).name
-        guessed = None
+        scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+        where, name, guessed = str(folder), Path(model_id).name, None
     unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     kind = model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),

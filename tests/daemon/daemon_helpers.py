@@ -21,8 +21,8 @@ from sine_protocol.paths import read_token
 from sine_protocol.zmtp import ZMTPConnection
 
 REPO = Path(__file__).resolve().parents[2]
+SEND_TIMEOUT_MS = 10_000  # a client's send gives up after this (see Client)
 # daemon flags for tests that count events: progress after every step, previews practically never
-SEND_TIMEOUT_MS = 10_000
 FAST = ["--progress-interval", "0", "--preview-every", "1000"]
 
 
