@@ -31,6 +31,7 @@ for sub in ("backend", "shared", "bench"):
 
 from speed import add_model_arguments, build_model, flat_source, peak_memory_mb, reset_peak, write_report  # noqa: E402
 
+from sine.compiled import compile_wanted  # noqa: E402
 from sine.finetune import FinetuneSettings, finetune  # noqa: E402
 from sine.positional import region_embedding  # noqa: E402
 from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
@@ -94,7 +95,12 @@ def warm_edit(base, ft, size: int, steps: int) -> dict:
             first.append(time.perf_counter())
 
     settings = SamplingSettings(steps=steps, strength=1.0)  # every step, from noise
-    sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=2, strength=1.0))  # warm (kernels, allocator)
+    sync(dev)
+    t0 = time.perf_counter()
+    # warm (kernels, allocator; with $SINE_COMPILE=1 the compile and graph capture): its cost is reported
+    sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=2, strength=1.0))
+    sync(dev)
+    first_call = time.perf_counter() - t0
     reset_peak(dev)
     sync(dev)
     t0 = time.perf_counter()
@@ -102,7 +108,7 @@ def warm_edit(base, ft, size: int, steps: int) -> dict:
     sync(dev)
     wall = time.perf_counter() - t0
     return {"size": size, "steps": steps, "wall_s": wall, "first_preview_s": first[0] - t0,
-            "peak_mb": peak_memory_mb(dev)}
+            "peak_mb": peak_memory_mb(dev), "warmup_2_steps_s": first_call}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,15 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         ratio = overhead(base, ft, args.overhead_size or base.sample_size, args.overhead_steps)
         print(f"overhead at {ratio['size']}²: guided {ratio['guided_s_per_step'] * 1e3:.1f} ms/step, bare "
               f"{ratio['bare_s_per_step'] * 1e3:.1f} ms/step, ratio {ratio['ratio']:.3f}", flush=True)
-        edits = []
+        edits: list[dict] = []
+        fields = {"finetuned_dtype": str(ft.unet.dtype).replace("torch.", ""), "compile": compile_wanted(base.device),
+                  "adaptation": adaptation, "overhead": ratio, "edits": edits}
+        write_report(base, args.model, fields, args.out)  # rewritten after each edit: a time limit keeps the rows done
         for spec in args.edit:
             size, steps = (int(x) for x in spec.lower().split("x"))
             row = warm_edit(base, ft, size, steps)
             edits.append(row)
             print(f"edit {size}² x {steps} steps: {row['wall_s']:.2f} s, first preview {row['first_preview_s']:.3f} s, "
-                  f"peak {row['peak_mb']:.0f} MB", flush=True)
-        write_report(base, args.model, {"finetuned_dtype": str(ft.unet.dtype).replace("torch.", ""),
-                                        "adaptation": adaptation, "overhead": ratio, "edits": edits}, args.out)
+                  f"peak {row['peak_mb']:.0f} MB, 2-step warm-up {row['warmup_2_steps_s']:.1f} s", flush=True)
+            write_report(base, args.model, fields, args.out)
     return 0
 
 

@@ -4,7 +4,7 @@ and peak VRAM, for an SDXL-shaped model with random weights (built from the ship
     python bench/sdxl_speed.py --out bench/results/gpu/sdxl.json            # on a GPU: 1024², fp16 files
     python bench/sdxl_speed.py --tiny --device cpu --out /tmp/sdxl.json     # CPU rehearsal (tiny model)
 
-Prints and writes JSON. Nothing here has been measured on a GPU yet (none was lent when it was written).
+Prints and writes JSON. The per-step times are differences between a 2-step run and an N-step one.
 """
 
 from __future__ import annotations
@@ -65,25 +65,47 @@ def main() -> None:
         cuda = base.device.type == "cuda"
         size = args.size or base.sample_size
         source = Image.new("RGB", (size, size), (200, 60, 60))
+
+        def timed(run) -> float:
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            run()
+            if cuda:
+                torch.cuda.synchronize()
+            return time.perf_counter() - t0
+
+        def adapt(steps: int):
+            return finetune(base, source, "picture of a sks dog", FinetuneSettings(method="lora", steps=steps))
+
+        def edit(steps: int) -> None:
+            sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=steps, k=0, strength=1.0))
+
+        # s/step from two runs (2 steps, then N): the difference leaves out the set-up and the first call's kernels
+        recipe = FinetuneSettings(method="lora").resolved(base.recipes)
+        short = timed(lambda: adapt(2))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        ft = finetune(base, source, "picture of a sks dog", FinetuneSettings(method="lora", steps=args.ft_steps))
-        if cuda:
-            torch.cuda.synchronize()
-        ft_s = (time.perf_counter() - t0) / args.ft_steps
+        ft_box: list = []
+        long = timed(lambda: ft_box.append(adapt(args.ft_steps)))
+        ft = ft_box[0]
+        ft_s = (long - short) / max(1, args.ft_steps - 2)
         ft_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        sample_short = timed(lambda: edit(2))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=args.steps, k=0, strength=1.0))
-        if cuda:
-            torch.cuda.synchronize()
-        sample_s = (time.perf_counter() - t0) / args.steps
+        sample_long = timed(lambda: edit(args.steps))
+        sample_s = (sample_long - sample_short) / max(1, args.steps - 2)
         result = {"model": "tiny SDXL-shaped" if args.tiny else "SDXL-shaped, random fp16 weights",
-                  "device": str(base.device), "dtype": str(base.dtype), "size": size,
+                  "device": torch.cuda.get_device_name() if cuda else str(base.device), "dtype": str(base.dtype),
+                  "torch": torch.__version__, "size": size,
                   "finetune_s_per_step": round(ft_s, 4), "finetune_peak_gib": ft_peak and round(ft_peak, 2),
+                  "finetune_wall_s": {"2": round(short, 2), str(args.ft_steps): round(long, 2)},
+                  "recipe": {"steps": recipe.steps, "lr": recipe.lr, "batch": recipe.batch,
+                             "gradient_checkpointing": recipe.gradient_checkpointing},
+                  "recipe_adaptation_estimate_s": round(short + (recipe.steps - 2) * ft_s, 1),
                   "sample_s_per_step": round(sample_s, 4),
+                  "sample_wall_s": {"2": round(sample_short, 2), str(args.steps): round(sample_long, 2)},
                   "sample_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                   "ft_steps": args.ft_steps, "steps": args.steps}
     print(json.dumps(result, indent=2))
