@@ -93,15 +93,14 @@ def comparison_sheet(source: Image.Image, rows: list[tuple[DemoEdit, dict[str, I
 # does not. 375 steps of 4 views take half the time of 1500 single-view steps (a small model's step
 # is call-bound on a CPU) and SINE scores as well or better on the quality bench (docs/benchmarks.md,
 # "Views per step").
-DEMO_FINETUNE_STEPS = {"full": 375}
-DEMO_FINETUNE_BATCH = {"full": 4}
+DEMO_FINETUNE: dict[str, tuple[int, int]] = {"full": (375, 4)}  # method → (steps, views per step)
 
 
 def demo_finetune_settings(method: str, steps: int | None, style: str, seed: int) -> FinetuneSettings:
     """Patches + PE (the demo renders at 2x width); the demo's own step count unless one is given."""
-    steps = DEMO_FINETUNE_STEPS.get(method) if steps is None else steps
-    return FinetuneSettings(method=method, steps=steps, patch=True, style=style, seed=seed,
-                            batch=DEMO_FINETUNE_BATCH.get(method))
+    own_steps, views = DEMO_FINETUNE.get(method, (None, None))
+    return FinetuneSettings(method=method, steps=own_steps if steps is None else steps, patch=True, style=style,
+                            seed=seed, batch=views)
 
 
 def run_demo(

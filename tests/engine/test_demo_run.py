@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from sine.demo import DEMO_FINETUNE_BATCH, DEMO_FINETUNE_STEPS, demo_finetune_settings
+from sine.demo import DEMO_FINETUNE, demo_finetune_settings
 from sine.models import DEMO_MODEL_DIR
 from sine.recipes import model_recipes
 
@@ -15,10 +15,10 @@ from sine.recipes import model_recipes
 def test_demo_cuts_the_full_recipe_to_its_budget_and_keeps_explicit_steps() -> None:
     recipes = model_recipes(DEMO_MODEL_DIR)
     full = demo_finetune_settings("full", None, "photo", 0)
-    assert full.steps == DEMO_FINETUNE_STEPS["full"] < recipes["full"].patch_steps
+    assert (full.steps, full.batch) == DEMO_FINETUNE["full"] and full.steps < recipes["full"].patch_steps
     # 4 views per step: half the fine-tune's time of 1500 single-view steps, SINE's scores equal or better
     # (docs/benchmarks.md, "Views per step")
-    assert full.batch == DEMO_FINETUNE_BATCH["full"] == 4
+    assert full.batch == 4
     assert full.steps * full.batch <= 1500
     assert full.patch and full.resolved(recipes).positional
     assert demo_finetune_settings("full", 7, "photo", 0).steps == 7
