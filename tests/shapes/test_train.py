@@ -73,6 +73,19 @@ def test_resume_continues_a_finished_run(tmp_path: Path) -> None:
     assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
 
 
+def test_resume_budget_counts_the_encoding(tmp_path: Path) -> None:
+    """`--minutes` is the whole resume's wall clock, as for a fresh run: a lent GPU session wraps the run in
+    a timeout set from it, and re-encoding the scenes (35 s for 100,000 on an H200) used to come on top, so
+    the timeout killed the run before it saved. A budget the encoding alone spends leaves one step."""
+    from sine.shapes.train import resume_unet
+
+    torch.set_num_threads(1)
+    folder = train(tmp_path / "m", TINY, log=lambda _: None)
+    cfg = dataclasses.replace(TINY, unet_steps=10**6, latent_scenes=600)  # encoding them takes ~3.5 s here
+    assert resume_unet(folder, cfg, log=lambda _: None, minutes=0.02) == 3 + 1  # 1.2 s: ~8 steps before
+    assert json.loads((folder / "training_info.json").read_text())["unet_steps"] == 4
+
+
 def test_cli_resume_takes_the_unet_stage_settings(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
     """`sine train-demo --stage resume` with the options the committed model's CPU round used."""
     import shutil

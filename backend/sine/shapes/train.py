@@ -172,6 +172,7 @@ class Clock:
     """A stage's deadline; None means no time limit."""
 
     def __init__(self, minutes: float | None) -> None:
+        minutes = None if minutes is None else max(0.0, minutes)  # spent before the stage began: one step
         self.end = None if minutes is None else time.monotonic() + 60 * minutes
         self.length = 60 * (minutes or 0) or 1.0
 
@@ -396,7 +397,9 @@ def train_unet(out: Path, cfg: TrainConfig, vae: AutoencoderKL, data: LatentSet,
 def resume_unet(folder: str | Path, cfg: TrainConfig, log: Callable[[str], None] = print,
                 minutes: float | None = None, raw_out: str | Path | None = None) -> int:
     """Continue stage 2 on a finished model folder (fresh optimizer, EMA seeded with the saved weights).
-    Used when the first run's time budget was too short; the VAE is left untouched."""
+    Used when the first run's time budget was too short; the VAE is left untouched. `minutes` is the
+    whole call's wall clock, re-encoding the scenes included (as `train`'s is)."""
+    started = time.monotonic()
     folder = Path(folder)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -414,7 +417,8 @@ def resume_unet(folder: str | Path, cfg: TrainConfig, log: Callable[[str], None]
     text_encoder.train()
     data = encode_dataset(vae, cfg.latent_scenes, first_seed=0)
     log(f"resume round {round_}: encoded {len(data)} scenes")
-    return train_unet(folder, cfg, vae, data, folder / "tokenizer", unet, text_encoder, minutes, info, log,
+    remaining = None if minutes is None else minutes - (time.monotonic() - started) / 60
+    return train_unet(folder, cfg, vae, data, folder / "tokenizer", unet, text_encoder, remaining, info, log,
                       round_=round_, raw_out=Path(raw_out) if raw_out else None)
 
 
