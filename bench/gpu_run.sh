@@ -12,7 +12,8 @@
 #            of a stored fine-tune (bench/lora_load.py), the LoRA step's cost at 1, 2 and 4 views per step,
 #   canvas   one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
 #   speed    fine-tune and sampling steps (bench/speed.py),
-#   train    the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s).
+#   train    the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s),
+#            or, with DEMO_FROM, an earlier session's model trained on; then its held-out evaluation.
 # Results go to $OUT (default bench/results/gpu); with TAR set, $OUT is also packed into that one file after
 # each part (a device call brings back at most 8 files). Each part has its own time limit, cut to what is
 # left of LIMIT_S, so a slow part cannot eat the next one's time. Python packages the machine lacks are
@@ -20,6 +21,7 @@
 #
 #   OUT=/tmp/gpu LIMIT_S=560 bash bench/gpu_run.sh
 #   PARTS="edit sdxl compile entry" TAR=/x/results.tgz LIMIT_S=560 bash bench/gpu_run.sh
+#   PARTS=train DEMO_FROM=.gpu/demo_model.tgz TAR=/x/r.tgz bash bench/gpu_run.sh      # carry .gpu: sessions add up
 #   SMOKE=1 PARTS="edit sdxl compile entry canvas speed train" bash bench/gpu_run.sh   # CPU rehearsal, tiny sizes
 set -u
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ save() { [ -n "${TAR:-}" ] && tar -C "$OUT" -czf "$TAR" . ; echo "== saved at $(
 if [ "${SMOKE:-0}" = 1 ]; then
   model=tiny; dev=cpu; speed_sizes="64"; canvas_sizes="128 256"; train="--config cpu --threads 2"
   edits="64x4 64x2 128x2"; ft="--ft-steps 2 --overhead-steps 4"; entry="--skip-merge --repeats 1"; vb_steps=2
-  sdxl="--tiny --device cpu --ft-steps 3 --steps 3"; compile_ft="--ft-steps 2 --overhead-steps 4"; compile_edits="64x4"
+  sdxl="--tiny --device cpu --ft-steps 3 --steps 3"; compile_ft="--ft-steps 2 --overhead-steps 4"; compile_edits="64x4"; eval_n=4
 else
   nvidia-smi -L
   "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
@@ -57,7 +59,7 @@ else
   fi
   model=/tmp/sd15; dev=cuda; speed_sizes="512 1024"; canvas_sizes="2048 4096"; train="--config gpu"
   edits="512x100 512x50 1024x100 2048x100 4096x50"; ft=""; entry="--skip-merge"; vb_steps=10
-  sdxl="--device cuda"; compile_ft="--ft-steps 4"; compile_edits="512x100 512x50"
+  sdxl="--device cuda"; compile_ft="--ft-steps 4"; compile_edits="512x100 512x50"; eval_n=128
 fi
 echo "== setup done at $((SECONDS - start)) s"
 filter() { grep --line-buffered -v "shards\|float32"; }
@@ -105,17 +107,32 @@ if part speed; then
 fi
 
 part train || { echo "== all done at $((SECONDS - start)) s"; exit 0; }
-left=$((LIMIT_S - (SECONDS - start) - 45))
+# DEMO_FROM: a demo-model folder or .tgz from an earlier session (carried along): stage 2 resumes on it, so
+# the UNet's training adds up over sessions; without it the model is trained from scratch. Either way the
+# held-out evaluation (python -m sine.shapes.evaluate, 90 s kept for it) lands beside the model.
+left=$((LIMIT_S - (SECONDS - start) - 45 - 90))
 if [ "$left" -lt 60 ]; then
   echo "== no time left to train the demo model ($left s)"; echo "== all done at $((SECONDS - start)) s"; exit 0
 fi
 minutes=$("$PY" -c "print(round(max(0.5, $left / 60), 2))")
-echo "== training the demo model for $minutes min"
 rm -rf /tmp/demo_model
-timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --minutes "$minutes" \
-  > "$OUT/train.log" 2>&1
+if [ -n "${DEMO_FROM:-}" ]; then
+  echo "== resuming the demo model from $DEMO_FROM for $minutes min"
+  if [ -f "$DEMO_FROM" ]; then tar -C /tmp -xzf "$DEMO_FROM"; else cp -r "$DEMO_FROM" /tmp/demo_model; fi
+  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --stage resume \
+    --minutes "$minutes" --unet-steps 100000000 > "$OUT/train.log" 2>&1
+else
+  echo "== training the demo model for $minutes min"
+  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --minutes "$minutes" \
+    > "$OUT/train.log" 2>&1
+fi
 echo "train rc $?"
-grep -E "done|budget|encoded|saved|step [0-9]*000 " "$OUT/train.log" | tail -20
-tar -C /tmp -czf "$OUT/demo_model.tgz" demo_model && ls -la "$OUT"
+grep -E "done|budget|encoded|saved|resume|step [0-9]*000 " "$OUT/train.log" | tail -20
+if [ -f /tmp/demo_model/training_info.json ]; then
+  timeout 90 "$PY" -m sine.shapes.evaluate /tmp/demo_model --n $eval_n > /tmp/demo_model/evaluation.json \
+    2> "$OUT/evaluate.log"
+  echo "evaluate rc $?"; grep -A12 '"samples"' /tmp/demo_model/evaluation.json
+  tar -C /tmp -czf "$OUT/demo_model.tgz" demo_model && ls -la "$OUT"
+fi
 save
 echo "== all done at $((SECONDS - start)) s"
