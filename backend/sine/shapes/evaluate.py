@@ -93,6 +93,12 @@ def held_out_scenes(n: int, first_seed: int = HELD_OUT_SEED) -> list[Scene]:
     return out
 
 
+def judged_shape(image: Image.Image, scene: Scene) -> str | None:
+    """The shape the judge reads in the scene's object colour (None: no such object drawn)."""
+    blobs = object_pixels(image, scene.objects[0].color)
+    return classify_shape(blobs[0]) if blobs else None
+
+
 def judge(image: Image.Image, scene: Scene) -> dict[str, bool]:
     """Per-attribute correctness of one generated single-object image."""
     shape = scene.objects[0]
@@ -118,6 +124,16 @@ def judge(image: Image.Image, scene: Scene) -> dict[str, bool]:
     }
 
 
+def shape_confusion(images: list[Image.Image], scenes: list[Scene]) -> dict[str, dict[str, int]]:
+    """Asked shape → {shape the judge reads ("none": nothing in the object's colour): count}."""
+    table: dict[str, dict[str, int]] = {kind: {} for kind in SHAPES}
+    for image, scene in zip(images, scenes, strict=True):
+        row = table[scene.objects[0].kind]
+        read = judged_shape(image, scene) or "none"
+        row[read] = row.get(read, 0) + 1
+    return table
+
+
 def rates(results: list[dict[str, bool]]) -> dict[str, float]:
     """Per attribute, the share of judged images that got it right."""
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
@@ -128,23 +144,36 @@ def judge_latents(model: ShapesModel, latents: torch.Tensor, scenes: list[Scene]
     return rates([judge(im, s) for im, s in zip(model.decode(latents), scenes, strict=True)])
 
 
+def held_out_samples(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float = 6.0,
+                     batch: int = 16) -> tuple[list[Image.Image], list[Scene]]:
+    """The base model's pictures of n held-out captions, and their scenes."""
+    scenes = held_out_scenes(n)
+    images: list[Image.Image] = []
+    for start in range(0, n, batch):
+        chunk = scenes[start : start + batch]
+        images += model.sample([s.caption() for s in chunk], seed=start, steps=steps, guidance=guidance)
+    return images, scenes
+
+
 def evaluate(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float = 6.0, batch: int = 16,
              save_grid: str | Path | None = None) -> dict[str, float]:
     """Rates (0..1) of correct colour / shape / position / background / single object over n captions."""
-    scenes = held_out_scenes(n)
-    results, images = [], []
-    for start in range(0, n, batch):
-        chunk = scenes[start : start + batch]
-        imgs = model.sample([s.caption() for s in chunk], seed=start, steps=steps, guidance=guidance)
-        images += imgs
-        results += [judge(im, s) for im, s in zip(imgs, chunk, strict=True)]
+    images, scenes = held_out_samples(model, n, steps, guidance, batch)
     if save_grid:
-        cols = 8
-        grid = Image.new("RGB", (64 * cols, 64 * ((n + cols - 1) // cols)))
-        for i, im in enumerate(images):
-            grid.paste(im, ((i % cols) * 64, (i // cols) * 64))
-        grid.save(save_grid)
-    return rates(results)
+        save_sheet(images, save_grid)
+    return rates([judge(im, s) for im, s in zip(images, scenes, strict=True)])
+
+
+def save_sheet(images: list[Image.Image], path: str | Path, cols: int = 8) -> None:
+    grid = Image.new("RGB", (64 * cols, 64 * ((len(images) + cols - 1) // cols)))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * 64, (i // cols) * 64))
+    grid.save(path)
+
+
+def vae_round_trip(model: ShapesModel, scenes: list[Scene]) -> list[Image.Image]:
+    """The world's own pictures of the scenes, encoded and decoded."""
+    return model.decode(model.encode([s.render()[0] for s in scenes]))
 
 
 @torch.no_grad()
@@ -152,7 +181,7 @@ def vae_ceiling(model: ShapesModel, n: int = 48) -> dict[str, float]:
     """The same rates on the world's own pictures of the same captions after a VAE round trip: the
     most a sample can score (the VAE rounds corners, so the shape judge tops out well below 1)."""
     scenes = held_out_scenes(n)
-    return judge_latents(model, model.encode([s.render()[0] for s in scenes]), scenes)
+    return rates([judge(im, s) for im, s in zip(vae_round_trip(model, scenes), scenes, strict=True)])
 
 
 @torch.no_grad()
@@ -193,8 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = ShapesModel.load(args.model)
-    rates = evaluate(model, args.n, args.steps, args.guidance, save_grid=args.grid)
-    report = {"samples": rates, "vae_ceiling": vae_ceiling(model, args.n)}
+    images, scenes = held_out_samples(model, args.n, args.steps, args.guidance)
+    if args.grid:
+        save_sheet(images, args.grid)
+    trip = vae_round_trip(model, scenes)
+    report = {"samples": rates([judge(im, s) for im, s in zip(images, scenes, strict=True)]),
+              "vae_ceiling": rates([judge(im, s) for im, s in zip(trip, scenes, strict=True)]),
+              # where the shape goes wrong: in the base model's drawing, or already in the VAE's round trip
+              "shape_confusion": {"samples": shape_confusion(images, scenes),
+                                  "vae_round_trip": shape_confusion(trip, scenes)}}
     if args.probe:
         report["text_probe"] = text_probe(model, args.n)
     print(json.dumps(report, indent=2))
