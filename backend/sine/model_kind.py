@@ -98,12 +98,13 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
         raise BadModel(f"{where}: its VAE makes {latents}-channel latents but its UNet takes "
                        f"{unet_config.get('out_channels', 4)} (a VAE from another kind of model, e.g. SD3 or Flux, "
                        "in vae/); put back the VAE this model was released with")
-    if channels != 4:
+    plain = latents if vae_config is not None else 4  # a text-to-image UNet takes its VAE's latents alone
+    if channels != plain:
         what = {9: "an inpainting model", 8: "an InstructPix2Pix model (the picture's latents beside the noise)",
                 5: "a depth-to-image model (a depth map beside the noise)"}.get(
                     channels, f"a UNet with {channels} input channels")
-        raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model (4 latent channels): "
-                       "use the base (plain text-to-image) version of this checkpoint")
+        raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model ({plain} latent "
+                       "channels): use the base (plain text-to-image) version of this checkpoint")
     scheduler_class = str(scheduler_config.get("_class_name", ""))
     if scheduler_class.startswith("EDM") or "sigma_data" in scheduler_config:
         raise BadModel(f"{where} is an EDM-trained model ({scheduler_class or 'sigma_data in its scheduler'}, e.g. "

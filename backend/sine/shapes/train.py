@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_groups: int = 16
+    vae_latent_channels: int = 4  # SD's 4; the UNet's in/out channels follow
     vae_steps: int = 2000
     vae_batch: int = 32
     vae_lr: float = 1e-3
@@ -115,7 +116,7 @@ CONFIGS = {
 def make_vae(cfg: TrainConfig) -> AutoencoderKL:
     n = len(cfg.vae_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
+        in_channels=3, out_channels=3, latent_channels=cfg.vae_latent_channels, sample_size=64,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=cfg.vae_groups,
         mid_block_add_attention=False,
@@ -126,7 +127,8 @@ def make_unet(cfg: TrainConfig) -> UNet2DConditionModel:
     if cfg.unet_channels[0] % 4:
         raise ValueError("block_out_channels[0] must be divisible by 4 (SINE's positional embedding)")
     return UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=cfg.unet_channels,
+        sample_size=16, in_channels=cfg.vae_latent_channels, out_channels=cfg.vae_latent_channels,
+        block_out_channels=cfg.unet_channels,
         layers_per_block=cfg.unet_layers,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
