@@ -17,7 +17,12 @@
 # Results go to $OUT (default bench/results/gpu); with TAR set, $OUT is also packed into that one file after
 # each part (a device call brings back at most 8 files). Each part has its own time limit, cut to what is
 # left of LIMIT_S, so a slow part cannot eat the next one's time. Python packages the machine lacks are
-# taken from .whl/ if present.
+# taken from .whl/ if present (git-ignored; carried with the device call). The H200 image has torch,
+# peft, accelerate and huggingface_hub 1.33 (enough for diffusers and transformers; hub 2.x would need
+# httpx2, which it lacks) but no diffusers; the wheels prepared on 2026-11-30, with this repo's versions:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 -d .whl diffusers==0.42.1 transformers==5.24.0 peft==0.21.2 tokenizers==0.23.3
+# (rehearsed here with huggingface_hub 1.33.0 in front of the venv's 2.4.0: SMOKE=1, every part ran).
 #
 #   OUT=/tmp/gpu LIMIT_S=560 bash bench/gpu_run.sh
 #   PARTS="edit sdxl compile entry" TAR=/x/results.tgz LIMIT_S=560 bash bench/gpu_run.sh
