@@ -10,6 +10,7 @@
 #            first call's cost (compile + capture),
 #   entry    the SD1.5 LoRA entry's size and read/verify/parse time (bench/lora_entry.py), the whole load
 #            of a stored fine-tune (bench/lora_load.py), the LoRA step's cost at 1, 2 and 4 views per step,
+#   vae      demo model v3: fresh VAEs with 4- and 8-channel latents, 2.5 min each, judged on stars (bench/vae_shape_probe.py),
 #   canvas   one big latent vs whole-view tiles vs SINE per tile at 2048² and 4096² (bench/canvas_speed.py),
 #   speed    fine-tune and sampling steps (bench/speed.py),
 #   train    the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s),
@@ -56,6 +57,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   model=tiny; dev=cpu; speed_sizes="64"; canvas_sizes="128 256"; train="--config cpu --threads 2"
   edits="64x4 64x2 128x2"; ft="--ft-steps 2 --overhead-steps 4"; entry="--skip-merge --repeats 1"; vb_steps=2
   sdxl="--tiny --device cpu --ft-steps 3 --steps 3"; compile_ft="--ft-steps 2 --overhead-steps 4"; compile_edits="64x4"; eval_n=4
+  vae_minutes=0.1; vae_every=2; vae_limit=60
 else
   nvidia-smi -L
   "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
@@ -65,6 +67,7 @@ else
   model=/tmp/sd15; dev=cuda; speed_sizes="512 1024"; canvas_sizes="2048 4096"; train="--config gpu"
   edits="512x100 512x50 1024x100 2048x100 4096x50"; ft=""; entry="--skip-merge"; vb_steps=10
   sdxl="--device cuda"; compile_ft="--ft-steps 4"; compile_edits="512x100 512x50"; eval_n=128
+  vae_minutes=2.5; vae_every=500; vae_limit=200
 fi
 echo "== setup done at $((SECONDS - start)) s"
 filter() { grep --line-buffered -v "shards\|float32"; }
@@ -95,6 +98,16 @@ if part entry; then
   within 90 "$PY" bench/view_batch_speed.py --model "$model" --device "$dev" --methods lora --batches 1 2 4 \
     --steps $vb_steps --warmup 2 --repeats 1 --out "$OUT/view_batch.json" 2>&1 | grep '"batch"' \
     | tee "$OUT/view_batch.log"
+  save
+fi
+
+if part vae; then
+  # demo model v3: does a VAE with an 8-channel latent keep the stars a 4-channel one loses? Both from scratch
+  for channels in 4 8; do
+    within $vae_limit "$PY" bench/vae_shape_probe.py --start fresh --latent-channels $channels --device "$dev" \
+      --minutes $vae_minutes --batch 64 --every $vae_every --threads 8 --out "$OUT/vae_fresh_latent$channels.json" \
+      2>&1 | grep -v "Loading" | tail -3 | tee "$OUT/vae_fresh_latent$channels.log"
+  done
   save
 fi
 
