@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU session's measurements, in one command (a lent GPU machine is short-lived and bare). The parts,
-# in this order, each only when PARTS names it (default: all but sdxl):
+# in this order, each only when PARTS names it (default: all but sdxl and vae):
 #   edit     a painter's figures (bench/edit_speed.py), SD1.5-shaped random weights: adaptation wall time,
 #            warm edits at 512² (100 and 50 steps), 1024², 2048², 4096² (default strategy), time to first
 #            preview, peak VRAM, and the overhead ratio (guided sampling ÷ the same UNet calls bare),
@@ -27,7 +27,7 @@
 #
 #   OUT=/tmp/gpu LIMIT_S=560 bash bench/gpu_run.sh
 #   PARTS="edit sdxl compile entry" TAR=/x/results.tgz LIMIT_S=560 bash bench/gpu_run.sh
-#   PARTS=train DEMO_FROM=.gpu/demo_model.tgz TAR=/x/r.tgz bash bench/gpu_run.sh      # carry .gpu: sessions add up
+#   PARTS=train DEMO_FROM=.gpu/demo_model.tgz TAR=/x/r.tgz bash bench/gpu_run.sh  # .gpu git-ignored, carried
 #   SMOKE=1 PARTS="edit sdxl compile entry canvas speed train" bash bench/gpu_run.sh   # CPU rehearsal, tiny sizes
 set -u
 cd "$(dirname "$0")/.."
