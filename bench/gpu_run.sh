@@ -15,6 +15,7 @@
 #   speed    fine-tune and sampling steps (bench/speed.py),
 #   train    the shapes-world demo model trained with the `gpu` config in what time is left (skipped under 60 s),
 #            or, with DEMO_FROM, an earlier session's model trained on; then its held-out evaluation.
+#            TRAIN_ARGS adds `sine train-demo` options (e.g. "--vae-latent-channels 8").
 # Results go to $OUT (default bench/results/gpu); with TAR set, $OUT is also packed into that one file after
 # each part (a device call brings back at most 8 files). Each part has its own time limit, cut to what is
 # left of LIMIT_S, so a slow part cannot eat the next one's time. Python packages the machine lacks are
@@ -137,11 +138,11 @@ rm -rf /tmp/demo_model
 if [ -n "${DEMO_FROM:-}" ]; then
   echo "== resuming the demo model from $DEMO_FROM for $minutes min"
   if [ -f "$DEMO_FROM" ]; then tar -C /tmp -xzf "$DEMO_FROM"; else cp -r "$DEMO_FROM" /tmp/demo_model; fi
-  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --stage resume \
+  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train ${TRAIN_ARGS:-} --stage resume \
     --minutes "$minutes" --unet-steps 100000000 > "$OUT/train.log" 2>&1
 else
   echo "== training the demo model for $minutes min"
-  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train --minutes "$minutes" \
+  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train ${TRAIN_ARGS:-} --minutes "$minutes" \
     > "$OUT/train.log" 2>&1
 fi
 echo "train rc $?"

@@ -145,7 +145,12 @@ def test_a_wider_latent_trains_and_edits(tmp_path: Path) -> None:
     from sine.sampler import SamplingSettings, sample_edit
 
     torch.set_num_threads(1)
-    folder = train(tmp_path / "m8", dataclasses.replace(TINY, vae_latent_channels=8), log=lambda _: None)
+    from sine.cli import main
+
+    folder = tmp_path / "m8"
+    assert main(["train-demo", "--out", str(folder), "--config", "cpu", "--threads", "1", "--vae-steps", "2",
+                 "--unet-steps", "3", "--unet-batch", "4", "--latent-scenes", "16", "--decoder-steps", "2",
+                 "--vae-latent-channels", "8"]) == 0
     vae = json.loads((folder / "vae" / "config.json").read_text())
     unet = json.loads((folder / "unet" / "config.json").read_text())
     assert vae["latent_channels"] == unet["in_channels"] == unet["out_channels"] == 8

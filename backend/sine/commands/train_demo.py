@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--unet-lr", type=float, default=None, help="peak learning rate of the UNet stage")
     p.add_argument("--latent-scenes", type=int, default=None, help="training scenes encoded for the UNet stage")
     p.add_argument("--decoder-steps", type=int, default=None)
+    p.add_argument("--vae-latent-channels", type=int, default=None, help="channels of the latent (SD's 4)")
     p.add_argument("--stage", choices=("all", "decoder", "resume"), default="all",
                    help="all: train from scratch; decoder: only refine the VAE decoder of the model in --out; "
                         "resume: continue training the UNet and text encoder of the model in --out")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "unet_batch": args.unet_batch,
                  "unet_lr": args.unet_lr, "latent_scenes": args.latent_scenes, "offset_noise": args.offset_noise,
                  "ema_decay": args.ema_decay, "decoder_steps": args.decoder_steps,
-                 "object_weight": args.object_weight}
+                 "object_weight": args.object_weight, "vae_latent_channels": args.vae_latent_channels}
     cfg = dataclasses.replace(CONFIGS[name], seed=args.seed, minutes=args.minutes, threads=args.threads,
                               **{k: v for k, v in overrides.items() if v is not None})
 
