@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 for sub in ("backend", "shared"):
@@ -31,11 +30,10 @@ for sub in ("backend", "shared"):
         sys.path.insert(0, str(ROOT / sub))
 
 from diffusers import AutoencoderKL  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from sine.models import DEMO_MODEL_DIR  # noqa: E402
-from sine.shapes.evaluate import held_out_scenes, judge  # noqa: E402
-from sine.shapes.train import CONFIGS, make_vae, to_tensor, vae_scene  # noqa: E402
+from sine.shapes.evaluate import held_out_scenes, judge, to_images  # noqa: E402
+from sine.shapes.train import CONFIGS, make_vae, to_tensor, vae_loss, vae_scene  # noqa: E402
 
 FIRST_SEED = 5_000_000  # training scenes the shipped VAE never saw
 
@@ -45,10 +43,9 @@ def round_trip_rates(vae: AutoencoderKL, x: torch.Tensor, scenes: list) -> dict[
     with torch.no_grad():
         rec = vae.decode(vae.encode(x).latent_dist.mean).sample
     vae.train()
-    arr = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     by = defaultdict(list)
-    for a, scene in zip(arr, scenes, strict=True):
-        by[scene.objects[0].kind].append(judge(Image.fromarray(a, "RGB"), scene)["shape"])
+    for image, scene in zip(to_images(rec), scenes, strict=True):
+        by[scene.objects[0].kind].append(judge(image, scene)["shape"])
     out = {k: round(float(np.mean(v)), 3) for k, v in sorted(by.items())}
     out["all"] = round(float(np.mean([r for v in by.values() for r in v])), 3)
     return out
@@ -85,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         seeds = range(FIRST_SEED + (step - 1) * args.batch, FIRST_SEED + step * args.batch)
         x = to_tensor([vae_scene(s).render()[0] for s in seeds]).to(args.device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()  # stage 1's loss
+        loss, _ = vae_loss(vae, x)
         if args.start == "fresh":
             for g in opt.param_groups:
                 g["lr"] = lr * min(1.0, step / 50)  # stage 1's warm-up

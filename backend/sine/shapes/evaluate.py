@@ -23,6 +23,12 @@ from .train import HELD_OUT_SEED, to_tensor
 from .world import BACKGROUND_COLORS, GRID, OBJECT_COLORS, SHAPES, Background, Scene, Shape
 
 
+def to_images(x: torch.Tensor) -> list[Image.Image]:
+    """NCHW in [-1, 1] -> PIL RGB images (the inverse of `train.to_tensor`)."""
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
 @dataclass
 class ShapesModel:
     """The five SD components of a demo-model folder, loaded the way diffusers loads SD."""
@@ -57,9 +63,7 @@ class ShapesModel:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        x = self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        return [Image.fromarray(a, "RGB") for a in arr]
+        return to_images(self.vae.decode(latents / self.vae.config.scaling_factor).sample)
 
     @torch.no_grad()
     def sample(self, prompts: list[str], seed: int = 0, steps: int = 40, guidance: float = 6.0,
@@ -139,9 +143,9 @@ def rates(results: list[dict[str, bool]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
-def judge_latents(model: ShapesModel, latents: torch.Tensor, scenes: list[Scene]) -> dict[str, float]:
-    """Decode, judge each image against its scene, and give the rates."""
-    return rates([judge(im, s) for im, s in zip(model.decode(latents), scenes, strict=True)])
+def judged_rates(images: list[Image.Image], scenes: list[Scene]) -> dict[str, float]:
+    """Judge each image against its scene, and give the rates."""
+    return rates([judge(im, s) for im, s in zip(images, scenes, strict=True)])
 
 
 def held_out_samples(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float = 6.0,
@@ -161,7 +165,7 @@ def evaluate(model: ShapesModel, n: int = 48, steps: int = 40, guidance: float =
     images, scenes = held_out_samples(model, n, steps, guidance, batch)
     if save_grid:
         save_sheet(images, save_grid)
-    return rates([judge(im, s) for im, s in zip(images, scenes, strict=True)])
+    return judged_rates(images, scenes)
 
 
 def save_sheet(images: list[Image.Image], path: str | Path, cols: int = 8) -> None:
@@ -181,7 +185,7 @@ def vae_ceiling(model: ShapesModel, n: int = 48) -> dict[str, float]:
     """The same rates on the world's own pictures of the same captions after a VAE round trip: the
     most a sample can score (the shipped VAE fills in every star's points: its shape rate is about 0.7)."""
     scenes = held_out_scenes(n)
-    return rates([judge(im, s) for im, s in zip(vae_round_trip(model, scenes), scenes, strict=True)])
+    return judged_rates(vae_round_trip(model, scenes), scenes)
 
 
 @torch.no_grad()
@@ -204,7 +208,7 @@ def text_probe(model: ShapesModel, n: int = 128, timesteps: tuple[int, ...] = (2
         for name, ctx in prompts.items():
             eps = model.unet(zt, ts, ctx).sample
             x0 = (zt - (1 - alphas[t]).sqrt() * eps) / alphas[t].sqrt()
-            judged = judge_latents(model, x0, scenes)
+            judged = judged_rates(model.decode(x0), scenes)
             out[t][name] = {k: judged[k] for k in ("color", "shape", "position")}
     return out
 
@@ -226,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.grid:
         save_sheet(images, args.grid)
     trip = vae_round_trip(model, scenes)
-    report = {"samples": rates([judge(im, s) for im, s in zip(images, scenes, strict=True)]),
-              "vae_ceiling": rates([judge(im, s) for im, s in zip(trip, scenes, strict=True)]),
+    report = {"samples": judged_rates(images, scenes), "vae_ceiling": judged_rates(trip, scenes),
               # where the shape goes wrong: in the base model's drawing, or already in the VAE's round trip
               "shape_confusion": {"samples": shape_confusion(images, scenes),
                                   "vae_round_trip": shape_confusion(trip, scenes)}}

@@ -188,6 +188,15 @@ class Clock:
         return 1.0 - max(0.0, self.end - time.monotonic()) / self.length
 
 
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1's loss on a batch (L1 + MSE of the reconstruction from a sampled latent, a whisper of KL),
+    and its L1 part for the log."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample()).sample
+    l1 = (rec - x).abs().mean()
+    return l1 + F.mse_loss(rec, x) + 1e-6 * post.kl().mean(), l1
+
+
 def train_vae(cfg: TrainConfig, log: Callable[[str], None], minutes: float | None) -> tuple[AutoencoderKL, int]:
     torch.manual_seed(cfg.seed)
     vae = make_vae(cfg).to(cfg.device)
@@ -197,10 +206,7 @@ def train_vae(cfg: TrainConfig, log: Callable[[str], None], minutes: float | Non
     for step in range(1, cfg.vae_steps + 1):
         seeds = range((step - 1) * cfg.vae_batch, step * cfg.vae_batch)
         x = to_tensor([vae_scene(s).render()[0] for s in seeds]).to(cfg.device)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        l1 = (rec - x).abs().mean()
-        loss = l1 + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        loss, l1 = vae_loss(vae, x)
         for g in opt.param_groups:
             g["lr"] = cfg.vae_lr * min(1.0, step / 50)
         opt.zero_grad(set_to_none=True)
