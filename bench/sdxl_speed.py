@@ -66,14 +66,15 @@ def main() -> None:
         size = args.size or base.sample_size
         source = Image.new("RGB", (size, size), (200, 60, 60))
 
-        def timed(run) -> float:
+        def timed(run):
+            """(seconds, what `run` returned), the device's queue drained on both sides."""
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            run()
+            out = run()
             if cuda:
                 torch.cuda.synchronize()
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, out
 
         def adapt(steps: int):
             return finetune(base, source, "picture of a sks dog", FinetuneSettings(method="lora", steps=steps))
@@ -81,20 +82,21 @@ def main() -> None:
         def edit(steps: int) -> None:
             sample_edit(base, ft, "a dog in a red hat", size, size, SamplingSettings(steps=steps, k=0, strength=1.0))
 
-        # s/step from two runs (2 steps, then N): the difference leaves out the set-up and the first call's kernels
+        # s/step from two runs (2 steps, then N) after an untimed 1-step one: the process's one-time costs
+        # (kernels, libraries' start) land in the first, each run's own set-up cancels in the difference
         recipe = FinetuneSettings(method="lora").resolved(base.recipes)
-        short = timed(lambda: adapt(2))
+        timed(lambda: adapt(1))
+        short, _ = timed(lambda: adapt(2))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        ft_box: list = []
-        long = timed(lambda: ft_box.append(adapt(args.ft_steps)))
-        ft = ft_box[0]
+        long, ft = timed(lambda: adapt(args.ft_steps))
         ft_s = (long - short) / max(1, args.ft_steps - 2)
         ft_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-        sample_short = timed(lambda: edit(2))
+        timed(lambda: edit(1))
+        sample_short, _ = timed(lambda: edit(2))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        sample_long = timed(lambda: edit(args.steps))
+        sample_long, _ = timed(lambda: edit(args.steps))
         sample_s = (sample_long - sample_short) / max(1, args.steps - 2)
         result = {"model": "tiny SDXL-shaped" if args.tiny else "SDXL-shaped, random fp16 weights",
                   "device": torch.cuda.get_device_name() if cuda else str(base.device), "dtype": str(base.dtype),
