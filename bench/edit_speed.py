@@ -54,7 +54,12 @@ def overhead(base, ft, size: int, steps: int) -> dict:
         stamps.append(time.perf_counter())
 
     settings = SamplingSettings(steps=steps, k=0, strategy="single", strength=1.0)  # every step, from noise
-    sample_edit(base, ft, "a cat", size, size, settings)  # warm-up
+    sync(dev)
+    t0 = time.perf_counter()
+    # warm-up: the process's first sampling, so with $SINE_COMPILE=1 this is where the compile is paid
+    sample_edit(base, ft, "a cat", size, size, settings)
+    sync(dev)
+    first_sampling = time.perf_counter() - t0
     sample_edit(base, ft, "a cat", size, size, settings, progress=on_step)
     guided = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
@@ -81,7 +86,7 @@ def overhead(base, ft, size: int, steps: int) -> dict:
         sync(dev)
     bare = (time.perf_counter() - t0) / (len(stamps) - 1)
     return {"size": size, "steps_timed": len(stamps) - 1, "guided_s_per_step": guided, "bare_s_per_step": bare,
-            "ratio": guided / bare}
+            "ratio": guided / bare, "first_sampling_s": first_sampling}
 
 
 def warm_edit(base, ft, size: int, steps: int) -> dict:
@@ -97,7 +102,7 @@ def warm_edit(base, ft, size: int, steps: int) -> dict:
     settings = SamplingSettings(steps=steps, strength=1.0)  # every step, from noise
     sync(dev)
     t0 = time.perf_counter()
-    # warm (kernels, allocator; with $SINE_COMPILE=1 the compile and graph capture): its cost is reported
+    # warm (kernels, allocator; with $SINE_COMPILE=1 a new size's compile and graph capture): its cost is reported
     sample_edit(base, ft, "a cat", size, size, SamplingSettings(steps=2, strength=1.0))
     sync(dev)
     first_call = time.perf_counter() - t0
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(peak {adaptation['peak_mb']:.0f} MB)", flush=True)
         ratio = overhead(base, ft, args.overhead_size or base.sample_size, args.overhead_steps)
         print(f"overhead at {ratio['size']}²: guided {ratio['guided_s_per_step'] * 1e3:.1f} ms/step, bare "
-              f"{ratio['bare_s_per_step'] * 1e3:.1f} ms/step, ratio {ratio['ratio']:.3f}", flush=True)
+              f"{ratio['bare_s_per_step'] * 1e3:.1f} ms/step, ratio {ratio['ratio']:.3f}; the process's first "
+              f"sampling ({args.overhead_steps} steps) took {ratio['first_sampling_s']:.1f} s", flush=True)
         edits: list[dict] = []
         fields = {"finetuned_dtype": str(ft.unet.dtype).replace("torch.", ""), "compile": compile_wanted(base.device),
                   "adaptation": adaptation, "overhead": ratio, "edits": edits}

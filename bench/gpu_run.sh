@@ -7,7 +7,7 @@
 #   sdxl     SDXL (bench/sdxl_speed.py): s/step of the LoRA fine-tune and of guided sampling at 1024², peak
 #            VRAM, for an SDXL-shaped random model (its ~5 GB of weights are built on the machine first),
 #   compile  the same warm 512² edits with the UNet calls compiled and graphed ($SINE_COMPILE=1), and the
-#            first call's cost (compile + capture),
+#            first call's cost (compile + capture: the overhead line's "first sampling"),
 #   entry    the SD1.5 LoRA entry's size and read/verify/parse time (bench/lora_entry.py), the whole load
 #            of a stored fine-tune (bench/lora_load.py), the LoRA step's cost at 1, 2 and 4 views per step,
 #   vae      demo model v3: fresh VAEs with 4- and 8-channel latents, 2.5 min each, judged on stars (bench/vae_shape_probe.py),
