@@ -85,7 +85,7 @@ if part sdxl; then
 fi
 
 if part compile; then
-  # first edits after a compile: the 2-step warm-up's time is the compile and capture a painter would wait for
+  # the overhead line's "first sampling" is the compile and capture a painter would wait for, once per size
   SINE_COMPILE=1 within 200 "$PY" bench/edit_speed.py --model "$model" --device "$dev" --edit $compile_edits \
     $compile_ft --out "$OUT/edit_speed_compiled.json" 2>&1 | filter | tee "$OUT/edit_speed_compiled.log"
   save
@@ -135,16 +135,16 @@ if [ "$left" -lt 60 ]; then
 fi
 minutes=$("$PY" -c "print(round(max(0.5, $left / 60), 2))")
 rm -rf /tmp/demo_model
-if [ -n "${DEMO_FROM:-}" ]; then
+stage=""
+if [ -n "${DEMO_FROM:-}" ]; then  # a .tgz this script made (its top folder is demo_model/) or a model folder
   echo "== resuming the demo model from $DEMO_FROM for $minutes min"
   if [ -f "$DEMO_FROM" ]; then tar -C /tmp -xzf "$DEMO_FROM"; else cp -r "$DEMO_FROM" /tmp/demo_model; fi
-  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train ${TRAIN_ARGS:-} --stage resume \
-    --minutes "$minutes" --unet-steps 100000000 > "$OUT/train.log" 2>&1
+  stage="--stage resume --unet-steps 100000000"  # the clock, not a step count, ends a resumed round
 else
   echo "== training the demo model for $minutes min"
-  timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train ${TRAIN_ARGS:-} --minutes "$minutes" \
-    > "$OUT/train.log" 2>&1
 fi
+timeout $((left + 40)) "$PY" -m sine.cli train-demo --out /tmp/demo_model $train ${TRAIN_ARGS:-} $stage \
+  --minutes "$minutes" > "$OUT/train.log" 2>&1
 echo "train rc $?"
 grep -E "done|budget|encoded|saved|resume|step [0-9]*000 " "$OUT/train.log" | tail -20
 if [ -f /tmp/demo_model/training_info.json ]; then
