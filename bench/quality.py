@@ -8,6 +8,9 @@ and with the `lora` recipe (`finetuned_lora`: the LoRA fine-tune with patches + 
 Metrics, from the scene's ground-truth masks:
   edit     - the edited object (or the background) shows the asked colour
   psnr/ssim - the regions the prompt must not touch, against the source
+  shape    - the shape-change edit ("a yellow square" for a yellow star; its own columns, left out of
+             edit/psnr/ssim): the judge reads the asked shape where the object is; its psnr/ssim
+             over what lies outside the old and the asked object
   dup      - at 2x width, more than one object of the edited colour (a duplication failure), in one
              latent (the paper's setting) and in tiles (what `auto` does above the working size).
              For the fine-tuned model alone (`finetuned`: patches + PE, `finetuned_nope`: whole image)
@@ -41,6 +44,7 @@ from sine.finetune import FineTuned, FinetuneSettings, finetune  # noqa: E402
 from sine.models import DEMO_MODEL_DIR, BaseModel, load_base_model  # noqa: E402
 from sine.prompts import source_prompt  # noqa: E402
 from sine.sampler import SamplingSettings, sample_edit  # noqa: E402
+from sine.shapes.evaluate import judged_shape_at  # noqa: E402
 from sine.shapes.metrics import count_foreground, count_objects, erode, majority_color, psnr, ssim  # noqa: E402
 from sine.shapes.sources import Edit, Source, benchmark_sources  # noqa: E402
 from sine_protocol.defaults import PAPER_STRENGTH  # noqa: E402
@@ -71,6 +75,7 @@ class BenchConfig:
     sources: int = 8
     source_names: tuple[str, ...] = ()  # a subset by name (then `sources` is ignored)
     edits: int = 3
+    reshape: bool = True  # also the shape-change edit (Source.reshape)
     seeds: tuple[int, ...] = (0, 1)
     wide_seeds: tuple[int, ...] = (0, 1)
     steps: int = 50
@@ -123,6 +128,11 @@ def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str, strategy: str =
 def judge_edit(image, src: Source, edit: Edit) -> tuple[bool, float, float]:
     """(edit success, PSNR, SSIM) of one 64x64 result against its source."""
     source_img, masks = src.scene.render()
+    if edit.shape:
+        target = masks.objects[edit.index] | src.reshaped().render()[1].objects[edit.index]
+        keep_in = erode(~target)
+        success = judged_shape_at(image, src.scene, edit.index, target) == edit.shape
+        return success, psnr(image, source_img, keep_in), ssim(image, source_img, keep_in)
     if edit.index is None:
         target, keep = masks.background, masks.union()
     else:
@@ -174,7 +184,7 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
             key, how = METHODS[method]
             model = tuned.get(key) if key else None
             t0 = time.perf_counter()
-            for edit in src.edits[: cfg.edits]:
+            for edit in (*src.edits[: cfg.edits], *([src.reshape] if cfg.reshape else [])):
                 for seed in cfg.seeds:
                     out = sample_edit(base, model, edit.prompt, 64, 64, sampling(cfg, how, seed, edit.prompt))
                     ok, p, s = judge_edit(out, src, edit)
@@ -202,7 +212,8 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
 def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys([e.method for e in edits] + [w.method for w in wides]):
-        rows = [e for e in edits if e.method == method]
+        rows = [e for e in edits if e.method == method and e.target != "shape"]
+        reshapes = [e for e in edits if e.method == method and e.target == "shape"]
         wide = [w for w in wides if w.method == method]
         entry: dict[str, float] = {}
         if rows:
@@ -211,6 +222,13 @@ def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dic
                 psnr=float(np.mean([e.psnr for e in rows])),
                 ssim=float(np.mean([e.ssim for e in rows])),
                 n=len(rows),
+            )
+        if reshapes:
+            entry.update(
+                shape_success=float(np.mean([e.success for e in reshapes])),
+                shape_psnr=float(np.mean([e.psnr for e in reshapes])),
+                shape_ssim=float(np.mean([e.ssim for e in reshapes])),
+                n_shape=len(reshapes),
             )
         for strategy in dict.fromkeys(w.strategy for w in wide):
             sel = [w for w in wide if w.strategy == strategy]
@@ -223,7 +241,7 @@ def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dic
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    cols = ("edit_success", "psnr", "ssim", "dup_single", "missing_single", "dup_tiled", "missing_tiled")
+    cols = ("edit_success", "psnr", "ssim", "shape_success", "dup_single", "missing_single", "dup_tiled", "missing_tiled")
     lines = [f"{'method':<16}" + "".join(f"{c:>16}" for c in cols)]
     for method, entry in summary.items():
         cells = "".join(f"{entry[c]:>16.3f}" if c in entry else f"{'-':>16}" for c in cols)
@@ -259,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how the 2x renders are sampled (default: both)")
     p.add_argument("--finetune", action="append", default=[], metavar="KEY.FIELD=VALUE",
                    help=f"override one fine-tune setting, e.g. full_pe.steps=4500 (keys: {', '.join(FINETUNES)})")
+    p.add_argument("--edits", type=int, default=None, help="recolour edits per source (default 3; 0: none)")
+    p.add_argument("--no-reshape", action="store_true", help="leave out the shape-change edit")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -277,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.methods = tuple(args.methods)
     if args.wide_methods is not None:
         cfg.wide_methods = tuple(args.wide_methods)
+    if args.edits is not None:
+        cfg.edits = args.edits
+    if args.no_reshape:
+        cfg.reshape = False
     if args.wide_strategies:
         cfg.wide_strategies = tuple(args.wide_strategies)
     for item in args.finetune:

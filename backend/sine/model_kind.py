@@ -105,15 +105,41 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                     channels, f"a UNet with {channels} input channels")
         raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model ({plain} latent "
                        "channels): use the base (plain text-to-image) version of this checkpoint")
+    if (extra := _extra_conditioning(unet_config)) is not None:
+        raise BadModel(f"{where} has a UNet with {extra}, which SINE cannot give it (a UNet of another pipeline, "
+                       "e.g. DeepFloyd IF, Kandinsky, unCLIP or the x4 upscaler); SINE edits with a plain Stable "
+                       "Diffusion 1.x, 2.x or XL text-to-image model")
     scheduler_class = str(scheduler_config.get("_class_name", ""))
     if scheduler_class.startswith("EDM") or "sigma_data" in scheduler_config:
         raise BadModel(f"{where} is an EDM-trained model ({scheduler_class or 'sigma_data in its scheduler'}, e.g. "
                        "Playground v2.5); SINE samples with DDIM on the DDPM noise schedule SD 1.x/2.x/XL were "
                        "trained with: use SDXL base or one of its fine-tunes")
+    schedule = scheduler_config.get("beta_schedule", "linear")
+    if schedule not in DDIM_SCHEDULES and not scheduler_config.get("trained_betas"):
+        raise BadModel(f"{where} was trained with a {schedule!r} noise schedule, which SINE's DDIM sampler cannot "
+                       f"make (it knows {', '.join(DDIM_SCHEDULES)}, or the betas listed as trained_betas); use a "
+                       "Stable Diffusion 1.x, 2.x or XL model")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
         raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon) and v-prediction "
                        "(v_prediction) models only")
+
+
+DDIM_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what diffusers' DDIMScheduler implements
+
+
+def _extra_conditioning(unet_config: dict) -> str | None:
+    """The conditioning besides the prompt's text states and the timestep that a UNet's config asks
+    for, in words (None: none, or SDXL's text_time, which `xl` gives)."""
+    added = unet_config.get("addition_embed_type")
+    if added not in (None, "text_time"):
+        return f"added {str(added).replace('_', ' and ')} conditioning (addition_embed_type {added!r})"
+    if unet_config.get("class_embed_type") is not None or unet_config.get("num_class_embeds") is not None:
+        return "class conditioning (class_embed_type / num_class_embeds)"
+    if unet_config.get("encoder_hid_dim_type") is not None or unet_config.get("encoder_hid_dim") is not None:
+        how = unet_config.get("encoder_hid_dim_type") or "text_proj"  # diffusers' default for an encoder_hid_dim
+        return f"an encoder_hid_dim_type {how!r} that projects its text states"
+    return None
 
 
 _DISTILLED_NAMES = ("turbo", "lightning", "lcm", "hyper-sd", "hypersd", "dmd2")

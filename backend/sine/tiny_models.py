@@ -93,12 +93,14 @@ def make_sd_folder(
     scheduler: dict | None = None,
     in_channels: int = 4,
     latent_scale: float = 0.18215,
+    unet_options: dict | None = None,
 ) -> Path:
     """Write an SD-layout folder with random weights and return its path.
 
     `attention_levels` says which UNet levels have (cross-)attention; default SD1's: all but the last.
     SD2-shaped: `text_act="gelu"` (OpenCLIP), `linear_projection=True`. `scheduler`: the scheduler
-    config written (default SD1_SCHEDULER); `in_channels=9` makes an inpainting-shaped UNet.
+    config written (default SD1_SCHEDULER); `in_channels=9` makes an inpainting-shaped UNet;
+    `unet_options`: more UNet config (e.g. class or added conditioning other pipelines give it).
     """
     folder = Path(folder)
     torch.manual_seed(seed)
@@ -118,6 +120,7 @@ def make_sd_folder(
         attention_head_dim=heads,
         norm_num_groups=norm_groups,
         use_linear_projection=linear_projection,
+        **(unet_options or {}),
     )
     vae = AutoencoderKL(
         in_channels=3,

@@ -259,3 +259,33 @@ def test_image_conditioned_unets_are_named(tmp_path, channels, name):
     folder = make_tiny_sd(tmp_path / f"in{channels}", in_channels=channels)
     with pytest.raises(BadModel, match=rf"is an? {name} model.*plain text-to-image"):
         describe_model(folder)
+
+
+@pytest.mark.parametrize("options,name", [
+    ({"addition_embed_type": "text", "encoder_hid_dim": 32}, "added text conditioning"),
+    ({"addition_embed_type": "image", "encoder_hid_dim": 32}, "added image conditioning"),
+    ({"class_embed_type": "timestep"}, "class conditioning"),
+    ({"num_class_embeds": 10}, "class conditioning"),
+    ({"encoder_hid_dim": 64, "encoder_hid_dim_type": "text_proj"}, "projects its text states"),
+])
+def test_unets_conditioned_on_more_than_the_prompt_are_refused(tmp_path, options, name):
+    """UNets of other pipelines (DeepFloyd IF, Kandinsky, the x4 upscaler, unCLIP) loaded with their
+    weights, `sine doctor` called them SD1, and the edit failed inside the UNet's forward."""
+    folder = make_tiny_sd(tmp_path / "other", unet_options=options)
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=rf"{name}.*plain Stable Diffusion"):
+            call(folder)
+
+
+def test_noise_schedule_ddim_cannot_make_is_refused(tmp_path):
+    """A `beta_schedule` DDIM does not implement (sigmoid) loaded, and every edit then failed with
+    diffusers' NotImplementedError; one with its `trained_betas` listed is DDIM's own."""
+    folder = make_tiny_sd(tmp_path / "sigmoid")
+    path = folder / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "beta_schedule": "sigmoid"}))
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match="'sigmoid' noise schedule"):
+            call(folder)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
+    path.write_text(json.dumps({**json.loads(path.read_text()), "trained_betas": betas.tolist()}))
+    assert load_base_model(folder, device="cpu").new_scheduler(4).alphas_cumprod.shape == (1000,)

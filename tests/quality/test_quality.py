@@ -36,8 +36,8 @@ def results(quality_bench: ModuleType) -> dict:
     from sine.devices import THREADS_ENV
     from sine.models import load_base_model
 
-    cfg = q.BenchConfig(source_names=SUBSET, edits=3, seeds=(0,), steps=50, methods=METHODS, wide_methods=(),
-                        finetune_overrides=FINETUNE)
+    cfg = q.BenchConfig(source_names=SUBSET, edits=3, reshape=False, seeds=(0,), steps=50, methods=METHODS,
+                        wide_methods=(), finetune_overrides=FINETUNE)
     # One thread, whatever the load: the model picks its threads from the free cores, and another count
     # changes the fine-tune's last bits, then (chaotically) its result: at 2 threads this subset's SINE
     # row kept 13.9 dB instead of 15.3 (the same run-to-run noise as a second fine-tune seed).

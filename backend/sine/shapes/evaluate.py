@@ -18,7 +18,15 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .metrics import classify_shape, color_index, color_labels, majority_color, object_pixels
+from .metrics import (
+    classify_shape,
+    color_index,
+    color_labels,
+    components,
+    fill_holes,
+    majority_color,
+    object_pixels,
+)
 from .train import HELD_OUT_SEED, to_tensor
 from .world import BACKGROUND_COLORS, GRID, OBJECT_COLORS, SHAPES, Background, Scene, Shape
 
@@ -101,6 +109,22 @@ def judged_shape(image: Image.Image, scene: Scene) -> str | None:
     """The shape the judge reads in the scene's object colour (None: no such object drawn)."""
     blobs = object_pixels(image, scene.objects[0].color)
     return classify_shape(blobs[0]) if blobs else None
+
+
+def judged_shape_at(image: Image.Image, scene: Scene, index: int, region: np.ndarray) -> str | None:
+    """The shape the judge reads where object `index` of `scene` is or is asked to be (`region`): the
+    blob covering `region` most, gaps filled, of what stands out from a plain background (so a
+    textured object counts whole), or of the object's own colour on any other background."""
+    bg = scene.background
+    labels = color_labels(image)
+    if bg.kind == "plain":
+        mask = labels != color_index(bg.colors[0])
+    else:
+        mask = labels == color_index(scene.objects[index].color)
+    blobs = [b for b in components(mask, min_pixels=6) if (b & region).any()]
+    if not blobs:
+        return None
+    return classify_shape(fill_holes(max(blobs, key=lambda b: int((b & region).sum()))))
 
 
 def judge(image: Image.Image, scene: Scene) -> dict[str, bool]:

@@ -130,6 +130,14 @@ def placement(mask: np.ndarray, where: np.ndarray, min_pixels: int, margin: int)
     return Placement(stray=stray, coverage=coverage)
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with every enclosed gap filled (a dotted or checkered object judged by its outline)."""
+    border = np.zeros_like(mask, dtype=bool)
+    border[[0, -1], :] = border[:, [0, -1]] = True
+    outside = [c for c in components(~mask) if (c & border).any()]
+    return ~np.logical_or.reduce(outside) if outside else np.ones_like(mask, dtype=bool)
+
+
 def fill_ratio(mask: np.ndarray) -> float:
     """Area over bounding-box area: ~1 square, ~0.78 circle, ~0.5 triangle, ~0.35 star."""
     ys, xs = np.nonzero(mask)

@@ -8,21 +8,29 @@ does not have) must come from the pre-trained model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .world import Background, Scene, Shape
+
+# The shape each source's object is asked to become. Never a circle (the blob a weak base model
+# draws whatever it is asked) and never a star (the demo VAE's round trip loses its points).
+RESHAPE_TO = {"circle": "square", "square": "triangle", "triangle": "square", "star": "square"}
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One requested edit: recolour object `index`, or (index None) give the background `color`."""
+    """One requested edit: recolour object `index`, or (index None) give the background `color`, or
+    (`shape` set) redraw object `index` as that shape in its own colour."""
 
     prompt: str
     color: str
     index: int | None
+    shape: str | None = None
 
     @property
     def target(self) -> str:
+        if self.shape:
+            return "shape"
         return "background" if self.index is None else "object"
 
 
@@ -37,16 +45,31 @@ class Source:
     def caption(self) -> str:
         return self.scene.caption(with_size=False, with_position=False)
 
+    @property
+    def reshape(self) -> Edit:
+        """The shape-change edit: the first object redrawn as `RESHAPE_TO` its kind, nothing else."""
+        obj = self.scene.objects[0]
+        return _describe(self.scene, 0, obj.color, RESHAPE_TO[obj.kind])
+
+    def reshaped(self) -> Scene:
+        """The scene as the shape-change edit asks for it (the judge's ground truth)."""
+        edit = self.reshape
+        objs = list(self.scene.objects)
+        objs[edit.index] = replace(objs[edit.index], kind=edit.shape)
+        return replace(self.scene, objects=tuple(objs))
+
 
 def _recolor(scene: Scene, index: int, color: str) -> Edit:
-    obj = scene.objects[index]
-    others = [o for i, o in enumerate(scene.objects) if i != index]
-    if others:  # keep the prompt's description of the other object, so only one thing changes
-        words = [f"a {color} {obj.kind}" if i == index else f"a {o.color} {o.kind}" for i, o in enumerate(scene.objects)]
-        text = " and ".join(words)
-    else:
-        text = f"a {color} {obj.kind}"
-    return Edit(f"{text} {_bg_phrase(scene.background)}", color, index)
+    return _describe(scene, index, color, None)
+
+
+def _describe(scene: Scene, index: int, color: str, shape: str | None) -> Edit:
+    """Object `index` as `color` (and as `shape` when given); the prompt keeps the description of any
+    other object, so only one thing changes."""
+    kind = shape or scene.objects[index].kind
+    text = " and ".join(f"a {color} {kind}" if i == index else f"a {o.color} {o.kind}"
+                        for i, o in enumerate(scene.objects))
+    return Edit(f"{text} {_bg_phrase(scene.background)}", color, index, shape)
 
 
 def _bg_phrase(bg: Background) -> str:
