@@ -162,6 +162,8 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
     drawables, config = _split_run_args(rest)
     if not drawables:
         drawables = list(image.get_selected_drawables())
+    # A layer mask is active when the painter last clicked its thumbnail: edit the layer it belongs to.
+    drawables = [Gimp.Layer.from_mask(d) if isinstance(d, Gimp.LayerMask) else d for d in drawables]
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
         return _fail(
             procedure, Gimp.PDBStatusType.CALLING_ERROR, "Select exactly one layer to edit with SINE."

@@ -22,6 +22,7 @@ from krita import InfoObject, Krita, Selection
 
 from . import qt_compat as qt
 from .docker import DOCKER_ID, panel_for
+from .settings import EditSettings, remembered_values, restored_values
 
 TICK_MS = 100
 
@@ -134,6 +135,11 @@ class AutoTest(qt.QObject):
         self.report["connection"] = panel.connection_label.text()
         self.report["start_button_shown"] = not panel.start_button.isHidden()
         self._panel.advanced_toggle.setChecked(bool(self.job.get("show_advanced", True)))
+        # What the docker restored from kritarc (the last session's form); then, unless the job keeps it,
+        # the defaults, so each run sends exactly its own settings whatever an earlier run left.
+        self.report["form_at_start"] = remembered_values(self._panel.current_settings())
+        if not self.job.get("keep_form"):
+            self._panel.apply_settings(restored_values(remembered_values(EditSettings(prompt=""))))
         self._panel.apply_settings(self.job["settings"])
         self._panel.edit_button.click()  # the user's path: the button's clicked signal
         self.report["edit_clicked_s"] = round(time.monotonic() - self._t0, 2)

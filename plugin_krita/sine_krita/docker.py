@@ -18,7 +18,26 @@ from .panel import SinePanel
 DOCKER_ID = "sine_edit_docker"
 TITLE = "SINE Edit"
 
+SETTINGS_GROUP = "sine_edit"  # the docker's form in kritarc, kept between Krita sessions
+
 _panels: list[weakref.ref[SinePanel]] = []
+
+
+class KritaSettingsStore:
+    """The panel's form in Krita's own settings (kritarc), one entry a field."""
+
+    def load(self) -> dict[str, str]:
+        from .settings import REMEMBERED
+
+        app = Krita.instance()
+        missing = "<unset>"  # readSetting's default: a field never written
+        values = {name: app.readSetting(SETTINGS_GROUP, name, missing) for name in REMEMBERED}
+        return {name: value for name, value in values.items() if value != missing}
+
+    def save(self, values: dict[str, str]) -> None:
+        app = Krita.instance()
+        for name, value in values.items():
+            app.writeSetting(SETTINGS_GROUP, name, value)
 
 
 def live_panels() -> list[SinePanel]:
@@ -44,7 +63,7 @@ class SineDocker(DockWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(qt.NO_FRAME)
         self.scroll.setHorizontalScrollBarPolicy(qt.SCROLLBAR_AS_NEEDED)
-        self.panel = SinePanel(active_document, parent=self.scroll)
+        self.panel = SinePanel(active_document, parent=self.scroll, store=KritaSettingsStore())
         self.scroll.setWidget(self.panel)
         self.setWidget(self.scroll)
         _panels.append(weakref.ref(self.panel))

@@ -35,6 +35,8 @@ from .settings import (
     STYLES,
     EditSettings,
     progress_text,
+    remembered_values,
+    restored_values,
 )
 from .style_layer import layer_names, read_style
 
@@ -73,7 +75,9 @@ class SinePanel(qt.QWidget):
         link: DaemonLink | None = None,
         start_daemon: Callable[[], Any] | None = None,
         parent: Any = None,
+        store: Any = None,
     ) -> None:
+        """``store`` keeps the form between sessions: ``load() -> dict[str, str]`` and ``save(dict)``."""
         super().__init__(parent)
         self._document_provider = document_provider
         self.link = link if link is not None else DaemonLink()
@@ -96,6 +100,8 @@ class SinePanel(qt.QWidget):
         self.choices: Any = None  # ResultChoices of the last press (sine_protocol.results)
         self.history = ResultHistory()
         self._build_ui()
+        self._store = store
+        self.restore_form()
         self._timer = qt.QTimer(self)
         self._timer.timeout.connect(self._on_tick)
         self._reprobe = qt.QTimer(self)
@@ -297,6 +303,24 @@ class SinePanel(qt.QWidget):
                 raise KeyError(f"unknown setting {key!r}")
             setters[key](value)
 
+    def restore_form(self) -> None:
+        """Fill the form from the store (the last session's values); a field it cannot use keeps its default."""
+        if self._store is None:
+            return
+        try:
+            self.apply_settings(restored_values(self._store.load()))
+        except Exception:  # a damaged store must never cost the painter the docker
+            traceback.print_exc()
+
+    def remember_form(self) -> None:
+        """Keep the form in the store, for the next session."""
+        if self._store is None:
+            return
+        try:
+            self._store.save(remembered_values(self.current_settings()))
+        except Exception:
+            traceback.print_exc()
+
     # ---- actions ---------------------------------------------------------------------
     @guarded
     def start_edit(self, *_: Any) -> None:
@@ -304,6 +328,7 @@ class SinePanel(qt.QWidget):
         if self.state == "running":
             self.show_message("An edit is already running.")
             return
+        self.remember_form()
         settings = self.current_settings()
         settings.validate()
         doc = self._document_provider()
@@ -358,7 +383,8 @@ class SinePanel(qt.QWidget):
         self.link.probe()
 
     def shutdown(self) -> None:
-        """Stop timers and the socket thread (docker destroyed, Krita quitting)."""
+        """Keep the form, stop timers and the socket thread (docker destroyed, Krita quitting)."""
+        self.remember_form()
         self._timer.stop()
         self._reprobe.stop()
         self.link.stop()

@@ -6,7 +6,8 @@ exactly the same ``submit_edit`` call, and keeps Qt out of the validation rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 # The engine's defaults (docs/design.md §7.3), defined once in the vendored protocol package (see
@@ -126,6 +127,45 @@ class EditSettings:
         if len(prompt) > 60:
             prompt = prompt[:57] + "..."
         return f"SINE: {prompt} (seed {seed})"
+
+
+# The form fields kept between Krita sessions: all but the style layer, which names a layer of one document.
+REMEMBERED = tuple(f.name for f in fields(EditSettings) if f.name not in ("style_layer", "patch"))
+
+
+def remembered_values(settings: EditSettings) -> dict[str, str]:
+    """The form as text, one entry a field, as Krita's ``writeSetting`` keeps it (``None`` as "")."""
+    return {name: "" if getattr(settings, name) is None else str(getattr(settings, name)) for name in REMEMBERED}
+
+
+def restored_values(saved: dict[str, str]) -> dict[str, Any]:
+    """Typed form values from :func:`remembered_values`' text; a value that does not parse or that the
+    form would refuse is left out (its widget keeps the default), so a damaged kritarc costs one field."""
+    types = {f.name: type(getattr(EditSettings(prompt=""), f.name)) for f in fields(EditSettings)}
+    optional = {"finetune_steps", "output_width", "output_height"}  # "" / 0: automatic
+    restored: dict[str, Any] = {}
+    for name in REMEMBERED:
+        if name not in saved:
+            continue
+        text = str(saved[name])
+        try:
+            if name in optional:
+                value: Any = int(text) if text.strip() else None
+                if value is not None and value < (1 if name == "finetune_steps" else 0):
+                    continue
+                restored[name] = value or None
+                continue
+            value = types[name](text)
+            if isinstance(value, float) and not math.isfinite(value):
+                continue
+            if name == "seed" and not 0 <= value < 2**31:
+                continue
+            if name not in ("prompt", "subject"):
+                EditSettings(prompt="x", **{name: value}).validate()
+        except ValueError:
+            continue
+        restored[name] = value
+    return restored
 
 
 _PHASE_WORDS = {

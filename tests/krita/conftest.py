@@ -24,6 +24,16 @@ def qapp():
     return QApplication.instance() or QApplication(["sine-krita-tests"])
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_form():
+    """Each test starts with an empty kritarc: the fake Krita is one instance for the whole session."""
+    from krita import Krita
+
+    Krita.instance().settings.clear()
+    yield
+    Krita.instance().settings.clear()
+
+
 @pytest.fixture
 def process_events(qapp):
     def tick() -> None:

@@ -74,3 +74,27 @@ def test_layer_name_carries_prompt_and_seed():
 )
 def test_progress_text(args, text):
     assert progress_text(*args) == text
+
+
+def test_the_form_is_remembered_as_text_and_restored_with_its_types():
+    from sine_krita.settings import remembered_values, restored_values
+
+    s = EditSettings(prompt="a red hat", subject="dog", style="painting", source="visible", strength=0.45, count=3,
+                     seed=11, steps=12, guidance=6.5, v=0.6, k=300, method="full", finetune_steps=40,
+                     start="inversion", output_width=640, output_height=480, style_weight=0.2, content_weight=0.3,
+                     style_layer="paper")  # fmt: skip
+    saved = remembered_values(s)
+    assert all(isinstance(value, str) for value in saved.values())  # what Krita's writeSetting stores
+    assert "style_layer" not in saved  # a layer of one document means nothing in the next
+    restored = restored_values(saved)
+    assert EditSettings(**{**restored, "style_layer": "paper"}) == s
+    assert restored_values(remembered_values(EditSettings(prompt="")))["finetune_steps"] is None  # "auto"
+
+
+def test_unreadable_or_invalid_remembered_values_are_left_out():
+    from sine_krita.settings import restored_values
+
+    restored = restored_values({"prompt": "keep me", "steps": "many", "strength": "2.5", "style": "cubist",
+                                "count": "0", "seed": "-3", "v": "nan", "unknown": "x", "k": "250"})  # fmt: skip
+    assert restored == {"prompt": "keep me", "k": 250}
+    assert restored_values({}) == {}

@@ -7,6 +7,7 @@
 #   edited.xcf          the image with all its layers
 #   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
+# A case with "drawable": "mask" gives the source a white layer mask and runs on that mask.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo").
@@ -78,6 +79,11 @@ def run_case(case):
         loaded = Gimp.file_load_layer(RUN, image, Gio.File.new_for_path(extra[1]))
         loaded.set_name(extra[0])
         image.insert_layer(loaded, None, len(image.get_layers()))
+    drawable = source
+    if case.get("drawable") == "mask":  # the painter clicked the layer's mask thumbnail: the mask is active
+        source.add_alpha()
+        drawable = source.create_mask(Gimp.AddMaskType.WHITE)
+        source.add_mask(drawable)
     display = Gimp.Display.new(image) if case.get("display") else None
     if display is not None:
         image.clean_all()
@@ -91,7 +97,7 @@ def run_case(case):
     cfg = proc.create_config()
     cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", [source])
+    cfg.set_core_object_array("drawables", [drawable])
     for key, value in case["args"].items():
         cfg.set_property(key, arg_value(image, key, value))
     t0 = time.monotonic()

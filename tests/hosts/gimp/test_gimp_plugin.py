@@ -1,7 +1,7 @@
 """The GIMP plug-in end to end: real GIMP 3 (each root of the host matrix) → installed plug-in → real `sine daemon`.
 
-One gimp-console session runs the procedure non-interactively on two cases (a layer at an offset
-on a larger canvas; a rectangle selection); a second, short session points the plug-in at a closed
+One gimp-console session runs the procedure non-interactively on three cases (a layer at an offset
+on a larger canvas; a rectangle selection; the layer's mask active instead of the layer); a second, short session points the plug-in at a closed
 port. The pixels GIMP stored are compared byte for byte with what the daemon returns to a client
 on the host for the same request: the daemon caches the fine-tuned weights, so the host's request
 is a cache hit producing the same result (the host asks once before GIMP, which warms the cache,
@@ -106,6 +106,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
     inputs = {
         "offset": (rgba, None, (W, H)),  # the layer itself, not the canvas around it
         "selection": (rgba, rect_mask(W, H, *SELECT), (W, H)),
+        "mask": (rgba, None, (W, H)),  # the layer's mask active, not the layer: the layer is edited
     }
     for sent, mask, (w, h) in inputs.values():
         daemon_result(sine_daemon, w, h, sent, mask)  # warm the weight cache
@@ -114,9 +115,11 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "canvas": list(CANVAS), "args": GIMP_ARGS},
         {"name": "selection", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "selection"),
          "select": list(SELECT), "args": GIMP_ARGS},
+        {"name": "mask", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "mask"),
+         "drawable": "mask", "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
-    print(f"GIMP session (2 edits): {run.wall_s:.1f} s")
+    print(f"GIMP session (3 edits): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     return {
         name: Case(name, work / name, sent, daemon_result(sine_daemon, w, h, sent, mask), (w, h))
@@ -124,7 +127,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
     }
 
 
-@pytest.mark.parametrize("name", ["offset", "selection"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
 def test_edit_succeeds_and_returns_the_new_layer(gimp_session: dict[str, Case], name: str) -> None:
     record = gimp_session[name].record
     assert record["status"] == "success", record["message"]
@@ -141,7 +144,7 @@ def test_result_layer_has_the_sources_size_and_offsets_above_it(gimp_session: di
     assert source["size"] == [W, H] and source["offsets"] == [ox, oy]
 
 
-@pytest.mark.parametrize("name", ["offset", "selection"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
 def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], name: str) -> None:
     case = gimp_session[name]
     got = case.layer_bytes(0)
@@ -151,7 +154,7 @@ def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], n
     )
 
 
-@pytest.mark.parametrize("name", ["offset", "selection"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
 def test_source_layer_is_untouched(gimp_session: dict[str, Case], name: str) -> None:
     assert gimp_session[name].layer_bytes(1) == rgba_of(source_rgb())
 

@@ -34,6 +34,7 @@ from host_common import (
 )
 
 from sine_protocol import Mask, RGBAImage
+from sine_protocol.defaults import STEPS as DEFAULT_STEPS
 from sine_protocol.defaults import STRENGTH
 
 pytestmark = [pytest.mark.hosts, pytest.mark.slow]
@@ -249,12 +250,42 @@ def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = Non
     return before[index], after[index], new
 
 
+def kritarc_group(home, group: str, values: dict[str, str] | None = None) -> dict[str, str]:
+    """The entries of one [group] of the HOME's kritarc; with ``values``, first replace the group by them."""
+    rc = home.host / ".config" / "kritarc"
+    lines, entries, inside = rc.read_text().splitlines(), {}, False
+    kept = []
+    for line in lines:
+        if line.startswith("["):
+            inside = line.strip() == f"[{group}]"
+        if inside and "=" in line:
+            key, value = line.split("=", 1)
+            entries[key] = value
+        if not inside:
+            kept.append(line)
+    if values is not None:
+        rc.write_text("\n".join([*kept, "", f"[{group}]", *(f"{k}={v}" for k, v in values.items())]) + "\n")
+        home.chown()
+        return values
+    return entries
+
+
 def test_docker_edit_in_real_krita(krita_home, sine_daemon):
-    """The whole edit on a 1280x768 screen, Advanced open; the docker must fit and show everything."""
+    """The whole edit on a 1280x768 screen, Advanced open; the docker must fit and show everything.
+    The form the last Krita session left in kritarc comes back, and this session's is kept there."""
+    remembered = {"prompt": "a remembered prompt", "strength": "0.35", "count": "2", "source": "visible",
+                  "style": "painting", "finetune_steps": "", "steps": "oops"}  # fmt: skip
+    kritarc_group(krita_home, "sine_edit", remembered)
     docker_shot = krita_home.host / "docker-768.png"
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
                         docker_shot=krita_home.inside(docker_shot))  # fmt: skip
     report = run.report
+    at_start = report["form_at_start"]
+    assert {k: at_start[k] for k in remembered if k != "steps"} == {k: v for k, v in remembered.items() if k != "steps"}
+    assert at_start["steps"] == str(DEFAULT_STEPS)  # the damaged entry fell back to the default
+    kept = kritarc_group(krita_home, "sine_edit")
+    assert kept["prompt"] == SETTINGS["prompt"] and kept["count"] == "1" and kept["source"] == "layer"
+    assert kept["seed"] == str(SETTINGS["seed"]) and kept["method"] == SETTINGS["method"]
     assert report["connection"].startswith("daemon ") and " on cpu" in report["connection"].lower()
     # Krita's event loop kept running while the daemon worked (the 50 ms poll timer never starved).
     assert report["max_event_gap_ms"] < 1000, report["max_event_gap_ms"]

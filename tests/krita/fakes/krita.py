@@ -245,6 +245,7 @@ class Krita(QObject):
         self.extensions: list[Any] = []
         self._notifier = Notifier()
         self._active: Document | None = None
+        self.settings: dict[tuple[str, str], str] = {}  # kritarc: (group, name) -> value, kept as text
 
     @classmethod
     def instance(cls) -> Krita:
@@ -269,6 +270,12 @@ class Krita(QObject):
 
     def setActiveDocument(self, doc: Document | None) -> None:  # noqa: N802
         self._active = doc
+
+    def readSetting(self, group: str, name: str, default: str) -> str:  # noqa: N802
+        return self.settings.get((group, name), default)
+
+    def writeSetting(self, group: str, name: str, value: str) -> None:  # noqa: N802
+        self.settings[(group, name)] = str(value)
 
 
 class Extension(QObject):
