@@ -26,11 +26,16 @@ import torch
 
 from .checkpoint_contents import (
     OLD_CLIP,
+    QUANTIZED_INSTEAD,
     TEXT_PREFIXES,
+    UNET_PREFIX,
     USE_A_MODEL,
     VAE_PREFIX,
+    integer_weights,
     not_weights,
     part_of_model,
+    quantized,
+    safetensors_dtypes,
     what_it_holds,
 )
 from .errors import BadModel, ModelMissing
@@ -389,6 +394,12 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     what = what_it_holds(keys, kind)
     if what is not None:
         raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
+    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    ints = integer_weights(dtypes) if dtypes is not None else [
+        k for k in keys if k.startswith(UNET_PREFIX) and isinstance(state[k], torch.Tensor)
+        and not state[k].is_floating_point()]
+    if (what := quantized(ints, keys)) is not None:
+        raise BadModel(f"{path} is {what}; {QUANTIZED_INSTEAD}")
     if not any(k.startswith(TEXT_PREFIXES) for k in keys):
         raise BadModel(f"{path} holds a UNet but no text encoder (no cond_stage_model.* / conditioner.* weights); "
                        f"{USE_A_MODEL} with its text encoder")
