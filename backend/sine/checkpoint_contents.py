@@ -16,7 +16,7 @@ USE_A_MODEL = ("pass the Stable Diffusion 1.x, 2.x or XL checkpoint itself (a .s
                 "or a diffusers folder)")
 _FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("flux", "Flux"), ("chroma", "Chroma"),
              ("controlnet", "ControlNet"), ("stable_cascade", "Stable Cascade"), ("playground", "Playground v2.5"),
-             ("xl_refiner", "SDXL refiner"), ("upscale", "Stable Diffusion x4 upscaler"),
+             ("xl_refiner", "SDXL refiner (use SDXL base)"), ("upscale", "Stable Diffusion x4 upscaler"),
              ("animatediff", "AnimateDiff motion module"))
 
 
@@ -29,6 +29,8 @@ def _is_lora(keys: list[str]) -> bool:
 def what_it_holds(keys: list[str], kind: str) -> str | None:
     """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
     diffusers' reading of its keys (`infer_diffusers_model_type`)."""
+    prefix = wrapper_prefix(keys)
+    keys = [k.removeprefix(prefix) for k in keys]
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if _is_lora(keys) and not has_unet:
         return "a LoRA (a small add-on trained for some base model, not a model by itself)"
@@ -44,6 +46,9 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
         return "a Stable Diffusion 3 model (a transformer, no UNet)"
     if any("double_blocks." in k for k in keys):
         return "a Flux model (a transformer, no UNet)"
+    if any(k.startswith("conditioner.embedders.0.model.") for k in keys):  # OpenCLIP-G alone, first
+        return ("an SDXL refiner (one OpenCLIP text encoder, conditioned on an aesthetic score: it only refines "
+                "pictures made by SDXL base; use SDXL base or one of its fine-tunes)")
     for prefix, name in _FAMILIES:
         if kind.startswith(prefix):
             return f"a {name} model"
@@ -56,6 +61,21 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
         return f"not a Stable Diffusion checkpoint (no {UNET_PREFIX}* UNet weights; its keys start with " \
                f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
     return None
+
+
+WRAPPERS = ("module", "state_dict", "model", "_orig_mod")  # what training wrappers put before a model's keys
+
+
+def wrapper_prefix(keys: list[str]) -> str:
+    """The prefix a training wrapper put before every key of a whole checkpoint (DDP's `module.`, a
+    flattened Lightning `state_dict.`, `model.`, torch.compile's `_orig_mod.`); "" when there is none."""
+    if any(k.startswith(UNET_PREFIX) for k in keys):
+        return ""
+    for key in keys:
+        at = key.find("." + UNET_PREFIX) + 1
+        if at > 0 and all(part in WRAPPERS for part in key[:at - 1].split(".")):
+            return key[:at]
+    return ""
 
 
 def not_weights(file: Path) -> str | None:
@@ -77,8 +97,8 @@ def not_weights(file: Path) -> str | None:
     return None
 
 
-def safetensors_keys(path: Path) -> list[str] | None:
-    """The tensor names in a .safetensors file's header (None when the header cannot be read)."""
+def safetensors_dtypes(path: Path) -> dict[str, str] | None:
+    """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             size = struct.unpack("<Q", handle.read(8))[0]
@@ -87,7 +107,41 @@ def safetensors_keys(path: Path) -> list[str] | None:
             header = json.loads(handle.read(size))
     except (OSError, ValueError, struct.error):
         return None
-    return [k for k in header if k != "__metadata__"] if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        return None
+    return {k: str(v.get("dtype", "")) if isinstance(v, dict) else "" for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_keys(path: Path) -> list[str] | None:
+    """The tensor names in a .safetensors file's header (None when the header cannot be read)."""
+    dtypes = safetensors_dtypes(path)
+    return None if dtypes is None else list(dtypes)
+
+
+_SCALE_MARKS = (".scale_weight", ".weight_scale", ".input_scale")  # per-layer scales of fp8/int8 formats
+_BNB_MARKS = (".SCB", ".absmax", ".quant_map", ".quant_state", ".weight_format")  # bitsandbytes
+
+
+def quantized(integer_weights: list[str], keys: list[str]) -> str | None:
+    """Why a checkpoint's UNet weights cannot be used as they are stored, in words (None: they can;
+    plain fp8 is a lossy copy that loads). `integer_weights`: its UNet tensors stored as integers."""
+    if "scaled_fp8" in keys or any(k.endswith(_SCALE_MARKS) for k in keys):
+        return ("a quantized checkpoint (scaled fp8, as ComfyUI saves it: each layer's weights must be multiplied "
+                "by its own scale, which diffusers does not do)")
+    if any(k.endswith(_BNB_MARKS) for k in keys):
+        return "a quantized checkpoint (bitsandbytes int8/nf4 weights with their quantization state)"
+    if integer_weights:
+        return (f"a quantized checkpoint (integers: {len(integer_weights)} UNet weight tensors stored as int8 or "
+                f"other integers, e.g. {integer_weights[0]}, without the scales to turn them back into weights)")
+    return None
+
+
+QUANTIZED_INSTEAD = "use the fp16 (or fp32, bf16, plain fp8) version of this checkpoint"
+
+
+def integer_weights(dtypes: dict[str, str]) -> list[str]:
+    """The UNet tensors of a safetensors header stored as integers (I8, U8, I16...)."""
+    return [k for k, d in dtypes.items() if k.startswith(UNET_PREFIX) and d[:1] in ("I", "U")]
 
 
 def part_of_model(path: Path) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from sine_protocol.messages import OUTPUT_SIDE_RANGE, Limits
 
@@ -32,10 +32,13 @@ def load_image(path: str | Path) -> Image.Image:
     first frame.
     """
     path = Path(path)
-    if not path.exists():
-        raise BadInput(f"no such file: {path}")
-    if not path.is_file():  # a folder, a device, or a named pipe (opening one waits for a writer forever)
-        raise BadInput(f"{path} is not a picture file ({'a folder' if path.is_dir() else 'not a regular file'})")
+    try:
+        if not path.exists():
+            raise BadInput(f"no such file: {path}")
+        if not path.is_file():  # a folder, a device, or a named pipe (opening one waits for a writer forever)
+            raise BadInput(f"{path} is not a picture file ({'a folder' if path.is_dir() else 'not a regular file'})")
+    except OSError as exc:  # a name over the system's length limit, a path through a file, ...
+        raise BadInput(f"cannot open {shown_path(path)}: {exc.strerror or exc.__class__.__name__}") from None
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -50,13 +53,24 @@ def load_image(path: str | Path) -> Image.Image:
         raise BadInput(f"{path} declares far more pixels than the limit of {MAX_INPUT_PIXELS / 1e6:.0f} Mpx") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
+    except ValueError as exc:  # Pillow's answer to some damaged files, and to oversized metadata chunks
+        if "MAX_TEXT_CHUNK" in str(exc):
+            raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
+                           f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
+        raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
+
+
+def shown_path(path: Path, limit: int = 120) -> str:
+    """A path for a one-line error: a very long one is cut in the middle."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """Grey pictures of more than 8 bits (I;16*, I, F) scaled to 8-bit L; Pillow's convert() clips them."""
     if not image.mode.startswith(("I", "F")):
         return image
-    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)  # NaN pixels read as black
     top = float(values.max()) if values.size else 0.0
     if image.mode == "F" and top <= 1.0:  # float pictures are usually 0..1
         values = values * 255.0

@@ -213,6 +213,23 @@ def check_pipeline_kind(folder: Path) -> None:
     if not (folder / "unet").is_dir() and "unet" not in index:
         raise BadModel(f"{folder} is a {name} model, which has no UNet; SINE edits with Stable Diffusion 1.x, 2.x "
                        "or XL text-to-image models (a diffusers folder with unet/, or a single .safetensors file)")
+    if (lacks := _not_sd_parts(index)) is not None:
+        raise BadModel(f"{folder} is a {name} model ({lacks}), not Stable Diffusion; SINE edits with Stable Diffusion "
+                       "1.x, 2.x or XL text-to-image models (a diffusers folder, or a single .safetensors file)")
+
+
+def _not_sd_parts(index: dict) -> str | None:
+    """What a model_index.json with a UNet lists where Stable Diffusion has its VAE and CLIP text
+    encoder (Kandinsky's MoVQ, DeepFloyd IF's pixel-space UNet and T5), in words; None: SD's parts."""
+    parts = {k: v for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] is not None}
+    if "unet" not in parts:
+        return None
+    if "vae" not in parts:
+        return "no VAE: " + ("it decodes with a MoVQ" if "movq" in parts else "its UNet draws pixels")
+    encoder = str(parts.get("text_encoder", [None, "no"])[1])
+    if not encoder.startswith("CLIPText"):
+        return f"text encoder: {encoder}, not CLIP"
+    return None
 
 
 def _fetch_advice(repo_id: str, why: str) -> str:

@@ -109,3 +109,58 @@ def test_a_fifo_or_a_folder_is_refused_not_waited_on(tmp_path: Path) -> None:
             os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
             pytest.fail(f"load_image waited on {name}")
         assert isinstance(outcome[0], BadInput) and "not a picture file" in str(outcome[0]), outcome
+
+
+@pytest.mark.parametrize("chunk", ["zTXt", "iTXt", "iCCP"])
+def test_a_png_with_a_huge_metadata_chunk_is_one_line_not_a_traceback(tmp_path: Path, chunk: str) -> None:
+    """Pillow refuses a text or colour-profile chunk that unpacks past 1 MB with a ValueError, which
+    escaped `sine edit` as a traceback."""
+    from PIL import PngImagePlugin
+
+    path = tmp_path / f"{chunk}.png"
+    picture = Image.new("RGB", (16, 16), (200, 10, 10))
+    if chunk == "iCCP":
+        picture.save(path, icc_profile=bytes(4 * 1024 * 1024))
+    else:
+        info = PngImagePlugin.PngInfo()
+        (info.add_text if chunk == "zTXt" else info.add_itxt)("comment", "a" * 4 * 1024 * 1024, zip=True)
+        picture.save(path, pnginfo=info)
+    with pytest.raises(BadInput, match=f"{path.name}.*metadata"):
+        load_image(path)
+
+
+def test_a_path_the_system_cannot_look_up_is_one_line(tmp_path: Path) -> None:
+    """A file name over the system's 255-byte limit made the existence check itself raise OSError."""
+    with pytest.raises(BadInput, match="cannot open"):
+        load_image(tmp_path / ("a" * 300 + ".png"))
+
+
+def test_a_float_picture_with_nan_reads_without_a_numpy_warning(tmp_path: Path) -> None:
+    import warnings
+
+    path = tmp_path / "nan.tiff"
+    values = np.full((16, 16), 0.5, np.float32)
+    values[:8] = np.nan
+    Image.fromarray(values).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grey = np.asarray(load_image(path))[..., 0]
+    assert grey[:8].max() == 0 and abs(int(grey[8:].mean()) - 128) <= 1
+
+
+@pytest.mark.parametrize("damage", ["short IHDR", "truncated qoi"])
+def test_a_damaged_file_pillow_answers_with_valueerror_is_one_line(tmp_path: Path, damage: str) -> None:
+    """Found by flipping bytes of small pictures: Pillow raises ValueError (not OSError) for some."""
+    import io
+
+    if damage == "short IHDR":
+        data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 5) + b"IHDR" + bytes(5) + struct.pack(">I", zlib.crc32(b"IHDR" + bytes(5)))
+        path = tmp_path / "short.png"
+    else:
+        buffer = io.BytesIO()
+        Image.new("RGB", (24, 24), (1, 2, 3)).save(buffer, "qoi")
+        data = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+        path = tmp_path / "half.qoi"
+    path.write_bytes(data)
+    with pytest.raises(BadInput, match=f"cannot read .*{path.name}"):
+        load_image(path)

@@ -139,3 +139,30 @@ def test_a_busy_daemon_refuses_big_edits_before_unpacking_them(tiny_model: Path)
             assert elapsed < 4.0, f"20 refusals took {elapsed:.1f} s"
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_client_that_leaves_with_unread_replies_does_not_kill_the_daemon(tiny_model: Path):
+    """A client flooding pings without reading, then closing: retrying its held replies met EHOSTUNREACH,
+    `_lost` forgot the client and the retry loop deleted it again (KeyError): the daemon exited. Each
+    dropped reply also logged its own warning (hundreds of lines that rotate the useful ones out)."""
+    import time
+
+    import zmq
+
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model,
+                         extra=[*FAST, "--send-hwm", "1", "--send-buffer", "4096"]).start()
+    try:
+        with Client(proc.endpoint, proc.token, sockopts={zmq.RCVHWM: 1, zmq.RCVBUF: 4096}) as flooder:
+            ping = encode_message(make_request("ping", "p" * 100, proc.token))
+            for _ in range(600):
+                flooder.send(ping)
+            deadline = time.monotonic() + 30
+            while "has not read" not in proc.output() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "has not read" in proc.output(), proc.output()[-2000:]
+        time.sleep(1.0)  # the daemon retries the held replies of the closed connection
+        assert proc.proc is not None and proc.proc.poll() is None, proc.output()[-3000:]
+        _still_answers(proc)
+        assert proc.output().count("has not read") <= 3, proc.output()[-2000:]
+    finally:
+        assert proc.stop() == 0, proc.output()[-3000:]

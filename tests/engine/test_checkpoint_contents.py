@@ -263,3 +263,76 @@ def test_a_whole_checkpoint_with_stray_lora_keys_still_loads(tiny_folder, tmp_pa
                       lambda s: {**s, "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": torch.zeros(4, 32)})
     assert describe_model(merged).family == "SD1"
     assert _same(load_base_model(tiny_folder, device="cpu").unet, load_base_model(merged, device="cpu").unet)
+
+
+def _scaled_fp8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI's "scaled fp8" layout: each UNet matrix divided by its own scale_weight, stored in fp8."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if key.startswith("model.diffusion_model.") and key.endswith(".weight") and value.ndim >= 2:
+            scale = value.abs().max() / 448
+            out[key], out[key.removesuffix("weight") + "scale_weight"] = (value / scale).to(torch.float8_e4m3fn), scale
+        else:
+            out[key] = value
+    return out
+
+
+def test_quantized_checkpoints_are_refused_and_plain_fp8_loads(tiny_folder, tmp_path):
+    """An int8 file loaded as integers cast to float (a UNet answering 0 everywhere) and a scaled-fp8 one
+    without its scales (NaN): both silently. A plain fp8 file is a lossy but usable copy: it loads."""
+    from sine.preflight import check_model
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    int8 = _rewrite(full, tmp_path / "model-int8.safetensors",
+                    lambda s: {k: v.to(torch.int8) if k.startswith("model.diffusion_model.") else v for k, v in s.items()})
+    int8_ckpt = _rewrite(int8, tmp_path / "int8.ckpt", lambda s: s)
+    scaled = _rewrite(full, tmp_path / "model_fp8_scaled.safetensors", _scaled_fp8)
+    for path, what in ((int8, "integers"), (int8_ckpt, "integers"), (scaled, "scaled fp8")):
+        for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+            if call is check_model and path.suffix == ".ckpt":
+                continue  # the instant check reads safetensors headers only
+            with pytest.raises(BadModel, match=rf"{path.name} is a quantized checkpoint \({what}.*fp16"):
+                call(str(path))
+    fp8 = _rewrite(full, tmp_path / "model_fp8_e4m3fn.safetensors",
+                   lambda s: {k: v.to(torch.float8_e4m3fn) if v.ndim >= 2 else v for k, v in s.items()})
+    reference, loaded = load_base_model(tiny_folder, device="cpu").unet, load_base_model(fp8, device="cpu").unet
+    for key, value in reference.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value.to(torch.float8_e4m3fn).float() if value.ndim >= 2 else value)
+
+
+def test_sdxl_refiner_file_is_refused_as_a_refiner(tmp_path):
+    """A refiner file (one OpenCLIP text encoder at conditioner.embedders.0.model.*) too small for diffusers'
+    key test was read as SD1 by `sine doctor` and failed to load with a shape error."""
+    from sine.preflight import check_model
+
+    whole = write_sdxl_single_file(make_tiny_sdxl(tmp_path / "xl"), tmp_path / "xl.safetensors")
+    refiner = _rewrite(whole, tmp_path / "sd_xl_refiner.safetensors", lambda s: {
+        k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in s.items()
+        if not k.startswith("conditioner.embedders.0.")}, sidecar=False)
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="is an SDXL refiner.*SDXL base"):
+            call(str(refiner))
+
+
+def test_checkpoints_saved_from_a_wrapper_load(tiny_folder, tmp_path):
+    """Whole checkpoints whose tensors sit under a training wrapper's name (DDP's `module.`, a
+    Lightning `state_dict.` flattened into the keys, `{"model": ...}`) were refused as "not a Stable
+    Diffusion checkpoint"; they are one, and load as the plain file does."""
+    from sine.preflight import check_model
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    reference = load_base_model(tiny_folder, device="cpu")
+    files = [_rewrite(full, tmp_path / f"{name}.safetensors", lambda s, p=prefix: {p + k: v for k, v in s.items()})
+             for name, prefix in (("ddp", "module."), ("flat", "state_dict."), ("twice", "model."))]
+    nested = tmp_path / "nested.ckpt"
+    torch.save({"model": load_file(str(full)), "optimizer": {}}, str(nested))
+    shutil.copytree(full.with_suffix(".config"), nested.with_suffix(".config"))
+    files.append(nested)
+    for path in files:
+        check_model(str(path))
+        assert describe_model(path).family == "SD1", path.name
+        loaded = load_base_model(path, device="cpu")
+        assert _same(reference.unet, loaded.unet) and _same(reference.vae, loaded.vae), path.name
+        assert torch.equal(reference.encode_prompts(["a red disc"]), loaded.encode_prompts(["a red disc"])), path.name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        ["full.safetensors", "ddp.safetensors", "flat.safetensors", "twice.safetensors", "nested.ckpt"])

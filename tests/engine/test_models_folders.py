@@ -289,3 +289,27 @@ def test_noise_schedule_ddim_cannot_make_is_refused(tmp_path):
     betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
     path.write_text(json.dumps({**json.loads(path.read_text()), "trained_betas": betas.tolist()}))
     assert load_base_model(folder, device="cpu").new_scheduler(4).alphas_cumprod.shape == (1000,)
+
+
+@pytest.mark.parametrize("pipeline,drop,changes", [
+    ("KandinskyV22Pipeline", ("vae", "text_encoder", "tokenizer"), {"movq": ["diffusers", "VQModel"]}),
+    ("IFPipeline", ("vae",), {"text_encoder": ["transformers", "T5EncoderModel"]}),
+    ("Kandinsky3Pipeline", (), {"text_encoder": ["transformers", "T5EncoderModel"], "vae": None,
+                                "movq": ["diffusers", "VQModel"]}),
+])
+def test_folders_of_other_unet_pipelines_are_named_not_called_incomplete(tmp_path, pipeline, drop, changes):
+    """Kandinsky and DeepFloyd IF folders have a unet/ but no SD VAE or a T5 text encoder: `sine doctor`
+    and the loader said "vae/config.json is missing: the download is incomplete"."""
+    import shutil
+
+    folder = make_tiny_sd(tmp_path / pipeline)
+    for name in drop:
+        shutil.rmtree(folder / name)
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(_class_name=pipeline, **changes)
+    for name in drop:
+        index.pop(name)
+    (folder / "model_index.json").write_text(json.dumps({k: v for k, v in index.items() if v is not None}))
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=rf"is a {pipeline} model \(.*\).*Stable Diffusion 1\.x, 2\.x or XL"):
+            call(folder)

@@ -89,6 +89,7 @@ class Daemon:
         # Replies that met a full send queue and must not be lost (finals, accepted, answers), per client.
         self._held: dict[bytes, collections.deque[list[bytes]]] = {}
         self._last_sent: dict[bytes, float] = {}  # when each client was last sent something
+        self._overflowing: set[bytes] = set()  # clients whose held replies overflowed (logged once)
         self.dropped_progress = 0
         self._rejections_since, self._rejections_logged, self._rejections_unlogged = 0.0, 0, 0
         self.abandoned = False  # the worker was still busy at exit: the caller should exit the process hard
@@ -324,7 +325,10 @@ class Daemon:
             # Drop the oldest answer to a ping/status/bad request, never a job's final event (a client
             # has few jobs, so those alone never fill the deque).
             index = next((i for i, reply in enumerate(held) if not self._is_job_final(reply)), 0)
-            log.warning("%s has not read %d replies; dropping its oldest answer", self.tag(identity), len(held))
+            if identity not in self._overflowing:  # one line per episode, not one per dropped answer
+                self._overflowing.add(identity)
+                log.warning("%s has not read %d replies; dropping its oldest answers until it reads",
+                            self.tag(identity), len(held))
             del held[index]
         held.append(frames)
         return False
@@ -347,16 +351,18 @@ class Daemon:
                 except zmq.ZMQError as exc:
                     if exc.errno != errno.EAGAIN:
                         held.clear()
-                        self._lost(identity, exc)
+                        self._lost(identity, exc)  # may forget the client (and its held deque) already
                     break
                 held.popleft()
                 self._last_sent[identity] = time.monotonic()
             if not held:
-                del self._held[identity]
+                self._held.pop(identity, None)
+                self._overflowing.discard(identity)
 
     def _lost(self, identity: bytes, exc: zmq.ZMQError) -> None:
         if exc.errno == errno.EHOSTUNREACH:
             self._held.pop(identity, None)
+            self._overflowing.discard(identity)
             self._last_sent.pop(identity, None)
             cancelled = self.queue.cancel_client(identity)
             if cancelled:
