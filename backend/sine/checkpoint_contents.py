@@ -29,6 +29,8 @@ def _is_lora(keys: list[str]) -> bool:
 def what_it_holds(keys: list[str], kind: str) -> str | None:
     """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
     diffusers' reading of its keys (`infer_diffusers_model_type`)."""
+    prefix = wrapper_prefix(keys)
+    keys = [k.removeprefix(prefix) for k in keys]
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if _is_lora(keys) and not has_unet:
         return "a LoRA (a small add-on trained for some base model, not a model by itself)"
@@ -59,6 +61,21 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
         return f"not a Stable Diffusion checkpoint (no {UNET_PREFIX}* UNet weights; its keys start with " \
                f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
     return None
+
+
+WRAPPERS = ("module", "state_dict", "model", "_orig_mod")  # what training wrappers put before a model's keys
+
+
+def wrapper_prefix(keys: list[str]) -> str:
+    """The prefix a training wrapper put before every key of a whole checkpoint (DDP's `module.`, a
+    flattened Lightning `state_dict.`, `model.`, torch.compile's `_orig_mod.`); "" when there is none."""
+    if any(k.startswith(UNET_PREFIX) for k in keys):
+        return ""
+    for key in keys:
+        at = key.find("." + UNET_PREFIX) + 1
+        if at > 0 and all(part in WRAPPERS for part in key[:at - 1].split(".")):
+            return key[:at]
+    return ""
 
 
 def not_weights(file: Path) -> str | None:

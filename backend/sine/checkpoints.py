@@ -31,12 +31,14 @@ from .checkpoint_contents import (
     UNET_PREFIX,
     USE_A_MODEL,
     VAE_PREFIX,
+    WRAPPERS,
     integer_weights,
     not_weights,
     part_of_model,
     quantized,
     safetensors_dtypes,
     what_it_holds,
+    wrapper_prefix,
 )
 from .errors import BadModel, ModelMissing
 from .model_kind import check_usable
@@ -64,7 +66,41 @@ def sidecar_folder(path: Path) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint's tensors (safetensors: only their shapes, on the meta device), or a clear error."""
+    """The checkpoint's tensors (safetensors: only their shapes, on the meta device), or a clear error;
+    the keys as a plain checkpoint names them (see `_unwrap`)."""
+    return _unwrap(_read_raw(path))[0]
+
+
+def _unwrap(state: Any) -> tuple[Any, bool]:
+    """(the model's state dict, whether diffusers could not read it as saved): a whole checkpoint
+    saved from a training wrapper, nested under `model`/`module` (diffusers unwraps `state_dict`
+    itself) or with the wrapper's prefix on every key (`wrapper_prefix`)."""
+    wrapped = False
+    while isinstance(state, dict) and not any(isinstance(k, str) and k.startswith(UNET_PREFIX) for k in state):
+        name = next((w for w in ("state_dict", *WRAPPERS) if isinstance(state.get(w), dict)), None)
+        if name is None:
+            break
+        wrapped, state = wrapped or name != "state_dict", state[name]
+    if isinstance(state, dict) and (prefix := wrapper_prefix([k for k in state if isinstance(k, str)])):
+        state = {k.removeprefix(prefix) if isinstance(k, str) else k: v for k, v in state.items()}
+        wrapped = True
+    return state, wrapped
+
+
+def _plain_copy(path: Path, state: dict[str, Any], tmp: Path) -> Path:
+    """For a checkpoint saved from a wrapper (`_unwrap`; `state` its unwrapped tensors), a copy in
+    `tmp` with plain keys, which diffusers' `from_single_file` reads (never beside the painter's file)."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = _unwrap(load_file(str(path)))[0]
+    copy = tmp / f"{path.stem}.plain.ckpt"
+    torch.save({k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, str(copy))
+    return copy
+
+
+def _read_raw(path: Path) -> Any:
+    """The checkpoint as saved (safetensors: shapes on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
     if (what := not_weights(path)) is not None:
@@ -90,8 +126,6 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise BadModel(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}); the download may be "
                        "incomplete: download it again") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
     if not isinstance(state, dict) or not state:
         raise BadModel(f"{path} holds no state dict of tensors")
     return state
@@ -240,12 +274,13 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     """(pipeline, config folder) for a checkpoint file, through `from_single_file`, offline."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    state = read_checkpoint(path)
+    state, wrapped = _unwrap(_read_raw(path))
     folder = config_folder(path, state)
     scheduler_config = single_file_scheduler(path, state, folder)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
-    del state
+    if not wrapped:
+        del state
     index = json.loads((folder / "model_index.json").read_text())
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     check_usable(unet_config, scheduler_config, str(path), json.loads((folder / "vae" / "config.json").read_text()))
@@ -261,11 +296,12 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
 
     with tempfile.TemporaryDirectory(prefix="sine-checkpoint-") as tmp:
         try:
+            source = _plain_copy(path, state, Path(tmp)) if wrapped else path
             if old_clip and not xl:
-                extra["text_encoder"] = _text_encoder_from_old_keys(path, folder, dtype)
+                extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype)
             if no_vae or vae_companion(path) is not None:  # beside it: overrides a baked VAE
                 extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
-            pipe = cls.from_single_file(str(_lowercase_suffix(path, Path(tmp))), config=str(folder),
+            pipe = cls.from_single_file(str(_lowercase_suffix(source, Path(tmp))), config=str(folder),
                                         local_files_only=True, torch_dtype=dtype, **extra)
         except (BadModel, ModelMissing):
             raise

@@ -148,6 +148,7 @@ def check_model_file(path: Path) -> None:
         quantized,
         safetensors_dtypes,
         what_it_holds,
+        wrapper_prefix,
     )
 
     if (what := not_weights(path)) is not None:
@@ -155,6 +156,8 @@ def check_model_file(path: Path) -> None:
     dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:
         return
+    prefix = wrapper_prefix(list(dtypes))
+    dtypes = {k.removeprefix(prefix): v for k, v in dtypes.items()}
     if (what := what_it_holds(list(dtypes), "")) is not None:
         raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
     if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:

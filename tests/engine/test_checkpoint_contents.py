@@ -312,3 +312,27 @@ def test_sdxl_refiner_file_is_refused_as_a_refiner(tmp_path):
     for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(BadModel, match="is an SDXL refiner.*SDXL base"):
             call(str(refiner))
+
+
+def test_checkpoints_saved_from_a_wrapper_load(tiny_folder, tmp_path):
+    """Whole checkpoints whose tensors sit under a training wrapper's name (DDP's `module.`, a
+    Lightning `state_dict.` flattened into the keys, `{"model": ...}`) were refused as "not a Stable
+    Diffusion checkpoint"; they are one, and load as the plain file does."""
+    from sine.preflight import check_model
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    reference = load_base_model(tiny_folder, device="cpu")
+    files = [_rewrite(full, tmp_path / f"{name}.safetensors", lambda s, p=prefix: {p + k: v for k, v in s.items()})
+             for name, prefix in (("ddp", "module."), ("flat", "state_dict."), ("twice", "model."))]
+    nested = tmp_path / "nested.ckpt"
+    torch.save({"model": load_file(str(full)), "optimizer": {}}, str(nested))
+    shutil.copytree(full.with_suffix(".config"), nested.with_suffix(".config"))
+    files.append(nested)
+    for path in files:
+        check_model(str(path))
+        assert describe_model(path).family == "SD1", path.name
+        loaded = load_base_model(path, device="cpu")
+        assert _same(reference.unet, loaded.unet) and _same(reference.vae, loaded.vae), path.name
+        assert torch.equal(reference.encode_prompts(["a red disc"]), loaded.encode_prompts(["a red disc"])), path.name
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        ["full.safetensors", "ddp.safetensors", "flat.safetensors", "twice.safetensors", "nested.ckpt"])
