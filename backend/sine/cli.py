@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
+
+# Errors about the shape of a path the user typed (not about the machine): one line, never a traceback.
+PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 
 # Each name is a module `sine.commands.<name>` with `add_parser(subparsers)` and `run(args) -> int`.
 COMMANDS = ("edit", "demo", "daemon", "cache", "doctor", "train_demo")
@@ -34,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except OSError as exc:
+        if exc.errno not in PATH_ERRNOS or exc.filename is None:
+            raise
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else f"{name[:60]}…{name[-60:]}"
+        print(f"sine {args.command.replace('_', '-')}: error: cannot use {shown}: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -97,6 +97,9 @@ class AutoTest(qt.QObject):
             if not self._timed_out("the active layer"):
                 self._later(self._wait_active)
             return
+        if self.job.get("source_probes") and "source_probes" not in self.report:
+            self._add_probe_layers()
+            return
         self.report["stage"] = "docker"
         self.report["active_node"] = self._doc.activeNode().name()
         self.report["canvas"] = [self._doc.width(), self._doc.height()]
@@ -120,6 +123,50 @@ class AutoTest(qt.QObject):
             raise RuntimeError("the SINE Edit docker was not created")
         self._deadline = time.monotonic() + float(self.job.get("connect_timeout_s", 60))
         self._later(self._wait_connected)
+
+    def _add_probe_layers(self) -> None:
+        """Layers Krita draws from something else, each over ``source_probes``' box [x, y, w, h] in one
+        colour: a vector layer (a rectangle shape), a fill layer (colour, over a selection of the box)
+        and a clone of the vector layer. Read as the panel reads a source once Krita has drawn them."""
+        doc, (x, y, w, h) = self._doc, self.job["source_probes"]
+        root = doc.rootNode()
+        vector = doc.createVectorLayer("probe vector")
+        root.addChildNode(vector, None)
+        vector.addShapesFromSvg(
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{doc.width()}pt" height="{doc.height()}pt" '
+            f'viewBox="0 0 {doc.width()} {doc.height()}"><rect x="{x}" y="{y}" width="{w}" height="{h}" '
+            'fill="#20a040"/></svg>'
+        )
+        color = InfoObject()
+        color.setProperty("color", qt.QtGui.QColor(0x20, 0xA0, 0x40))
+        box = Selection()
+        box.select(x, y, w, h, 255)
+        fill = doc.createFillLayer("probe fill", "color", color, box)
+        root.addChildNode(fill, None)
+        clone = doc.createCloneLayer("probe clone", vector)
+        root.addChildNode(clone, None)
+        doc.waitForDone()
+        self._later(lambda: self._read_probe_layers([vector, fill, clone]), 1000)
+
+    def _read_probe_layers(self, nodes: list[Any]) -> None:
+        from .document_io import read_source
+
+        self._doc.refreshProjection()
+        self._doc.waitForDone()
+        probes = {}
+        for node in nodes:
+            try:
+                source = read_source(self._doc, "layer", node)
+                cx, cy = source.width // 2, source.height // 2
+                probes[node.type()] = {"box": [source.x, source.y, source.width, source.height],
+                                       "center": list(source.rgba[4 * (cy * source.width + cx):][:4])}  # fmt: skip
+            except Exception as exc:
+                probes[node.type()] = {"error": str(exc)}
+        for node in reversed(nodes):
+            node.remove()
+        self._doc.waitForDone()
+        self.report["source_probes"] = probes
+        self._later(self._wait_active)
 
     def _wait_connected(self) -> None:
         panel = self._panel

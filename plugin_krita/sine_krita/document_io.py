@@ -18,6 +18,11 @@ from .pixels import native_to_rgba8, rgba8_to_native
 CHANNEL_BYTES = {"U8": 1, "U16": 2}
 
 
+# Layers Krita draws from something else (shapes, another layer, a generator, a file): their own
+# pixelData is empty or one channel, so what the painter sees of them is read from their projection.
+DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer")
+
+
 class UnsupportedDocument(ValueError):
     """The document or layer cannot be edited as it is; the message tells the user what to do."""
 
@@ -59,11 +64,12 @@ def check_color(doc: Any, node: Any | None = None) -> int:
     return CHANNEL_BYTES[depths[0]]
 
 
-def read_source(doc: Any, source: str = "layer") -> SourcePixels:
-    """The active layer's own rectangle (``layer``) or the canvas-sized visible composite (``visible``)."""
+def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixels:
+    """The active layer's (or ``node``'s) own rectangle (``layer``) or the canvas-sized visible composite
+    (``visible``)."""
     if doc is None:
         raise UnsupportedDocument("Open an image first.")
-    node = doc.activeNode()
+    node = node if node is not None else doc.activeNode()
     if node is not None and node.type().endswith("mask"):
         # A mask is active (e.g. after painting a transparency mask): edit the layer it belongs to.
         parent = node.parentNode()
@@ -82,7 +88,10 @@ def read_source(doc: Any, source: str = "layer") -> SourcePixels:
         x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
         if width <= 0 or height <= 0:
             raise UnsupportedDocument(f"The layer '{node.name()}' is empty: paint something on it first.")
-        native = bytes(node.pixelData(x, y, width, height))
+        if node.type() in DRAWN_LAYERS:
+            native = bytes(node.projectionPixelData(x, y, width, height))
+        else:
+            native = bytes(node.pixelData(x, y, width, height))
         name = node.name()
     if len(native) != width * height * 4 * channel:
         raise UnsupportedDocument(f"Krita returned {len(native)} bytes for {width}x{height} RGBA pixels.")

@@ -78,6 +78,10 @@ CASES = {
     "hub id not cached": (["{src}", "--model", "someone/not-downloaded-model"], 1,
                           "install.py --model someone/not-downloaded-model"),
     "unknown device": (["{src}", "--device", "gpu0"], 1, "unknown device"),
+    # a name over the system's 255-byte limit made the existence checks raise OSError (a traceback)
+    "model name too long": (["{src}", "--model", "{root}/" + "m" * 300], 1, "File name too long"),
+    "weights name too long": (["{src}", "--weights", "{root}/" + "w" * 300], 1, "File name too long"),
+    "style name too long": (["{src}", "--style-from", "{root}/" + "s" * 300 + ".png"], 1, "File name too long"),
 }
 
 
@@ -93,6 +97,14 @@ def test_input_error_answers_before_torch_loads(case: str, files: dict[str, Path
     assert "Traceback" not in out
     assert not imported & set(HEAVY), f"{case}: loaded {imported & set(HEAVY)} before answering"
     assert not (tmp_path / "o.png").exists()
+
+
+def test_an_out_name_too_long_for_the_system_is_one_line(files: dict[str, Path]) -> None:
+    proc, imported = run_traced("edit", str(files["src"]), "--prompt", "x", "--out", str(files["root"] / ("o" * 300)))
+    out = messages(proc)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert "File name too long" in out.strip().splitlines()[-1] and len(out.strip().splitlines()[-1]) < 300, out
+    assert not imported & set(HEAVY)
 
 
 def test_the_trace_does_see_torch_when_the_checks_pass(files: dict[str, Path], tmp_path: Path) -> None:

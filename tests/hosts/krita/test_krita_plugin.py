@@ -359,8 +359,18 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
 
 def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
     settings = {**SETTINGS, "prompt": "make the square red", "seed": 5}
-    run = run_panel_job(krita_home, sine_daemon, "visible", {**settings, "source": "visible"}, image="ora")
+    probe_box = [10, 8, 30, 20]  # where the vector, fill and clone layers draw their green
+    run = run_panel_job(krita_home, sine_daemon, "visible", {**settings, "source": "visible"}, image="ora",
+                        source_probes=probe_box)  # fmt: skip
     report = run.report
+    # A vector, fill or clone layer as the source: the panel reads what Krita draws of it, at its bounds
+    # (their own pixelData is empty or one channel: "Krita returned 0 bytes for 30x20 RGBA pixels").
+    for kind in ("vectorlayer", "filllayer", "clonelayer"):
+        probe = report["source_probes"][kind]
+        assert probe.get("center") == [0x20, 0xA0, 0x40, 255], (kind, probe)
+        x, y, w, h = probe["box"]  # the layer's bounds: a shape's take a pixel of antialiasing around it
+        assert abs(x - probe_box[0]) <= 1 and abs(y - probe_box[1]) <= 1, (kind, probe)
+        assert abs(w - probe_box[2]) <= 2 and abs(h - probe_box[3]) <= 2, (kind, probe)
     names = [layer["name"] for layer in report["layers_before"]]
     assert names == ["picture", "square"], names
     square = report["layers_before"][1]
