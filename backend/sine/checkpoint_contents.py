@@ -1,6 +1,7 @@
 """What a model file holds, told from its safetensors header or its first bytes, without torch (so
 `sine edit` refuses a LoRA or a Git LFS pointer in a second, before any model loads; `checkpoints`
-asks the same questions of every file it loads)."""
+asks the same questions of every file it loads). Standard library only: the installer, which runs
+before the backend's venv exists, loads this file from the checkout to check `--model FILE`."""
 
 from __future__ import annotations
 
@@ -152,4 +153,22 @@ def part_of_model(path: Path) -> str | None:
         return f"{path} is the {folder.name}/ part of a diffusers model: pass the folder {folder.parent}"
     if path.name == "model_index.json" and (folder / "unet").is_dir():
         return f"{path} is a file inside a diffusers model: pass the folder {folder}"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a checkpoint file given as the model is not one, told from its first bytes or safetensors
+    header alone (a Git LFS pointer, a LoRA, an embedding, a VAE, quantized weights...), with what to
+    use instead; None: it may be one (the loader asks the rest)."""
+    if (what := not_weights(path)) is not None:
+        return f"{path} is {what}"
+    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    if dtypes is None:
+        return None
+    prefix = wrapper_prefix(list(dtypes))
+    dtypes = {k.removeprefix(prefix): v for k, v in dtypes.items()}
+    if (what := what_it_holds(list(dtypes), "")) is not None:
+        return f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
+    if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:
+        return f"{path} is {what}; {QUANTIZED_INSTEAD}"
     return None
