@@ -95,6 +95,7 @@ class SinePanel(qt.QWidget):
         self._job_settings: EditSettings | None = None
         self._starting_until = 0.0
         self._ticket = -1  # the link's ticket of the edit this panel waits for
+        self._doc_closed = False  # the running edit's document was closed (its job is being cancelled)
         from sine_protocol.results import ResultHistory
 
         self.choices: Any = None  # ResultChoices of the last press (sine_protocol.results)
@@ -348,6 +349,7 @@ class SinePanel(qt.QWidget):
             self.results_view.show_choices(None)
             self.refresh_history()
         self._job_doc, self._job_source, self._job_settings = doc, source, settings
+        self._doc_closed = False
         self.last_layer = None
         self.last_error = ""
         self.progress_log = []
@@ -392,6 +394,11 @@ class SinePanel(qt.QWidget):
     # ---- events from the daemon thread -----------------------------------------------
     @guarded
     def _on_tick(self) -> None:
+        if self.state == "running" and not self._doc_closed and _closed(self._job_doc):
+            # The painter closed the picture: the daemon need not finish an edit nobody can receive.
+            self._doc_closed = True
+            self.link.cancel()
+            self.show_message("The document was closed: cancelling the edit...")
         for event in self.link.drain():
             try:
                 self.handle_event(event)
@@ -441,10 +448,10 @@ class SinePanel(qt.QWidget):
             )
             if event.image is not None:
                 self.show_preview(event.image)
+        elif event.kind == "cancelled" or (event.kind == "result" and self._doc_closed):
+            self._finish("cancelled", CLOSED_MESSAGE if self._doc_closed else "Cancelled; the document is unchanged.")
         elif event.kind == "result":
             self._place_result(event)
-        elif event.kind == "cancelled":
-            self._finish("cancelled", "Cancelled; the document is unchanged.")
         elif event.kind == "error":
             code = header.get("code", "error")
             self._finish("error", f"{code}: {event.message}" if event.message else str(code))
@@ -643,6 +650,14 @@ class SinePanel(qt.QWidget):
         pixmap = qt.QPixmap.fromImage(qimage).scaled(PREVIEW_SIDE, PREVIEW_SIDE, qt.KEEP_ASPECT, qt.SMOOTH)
         self.preview_label.setPixmap(pixmap)
         self.preview_label.setVisible(True)
+
+
+CLOSED_MESSAGE = "The document was closed: the edit was cancelled; nothing was added."
+
+
+def _closed(doc: Any) -> bool:
+    """Whether ``doc`` was closed (Krita's wrapper of a closed document has no root node)."""
+    return doc is not None and doc.rootNode() is None
 
 
 def _where(source: SourcePixels) -> str:

@@ -118,6 +118,29 @@ def test_cancel_leaves_the_document_unchanged(panel, standin, process_events):
     assert any(r.type == "cancel" for r in standin.requests)
 
 
+def test_closing_the_document_cancels_its_edit(panel, standin, process_events):
+    """The painter closes the picture mid-edit: the daemon stops working for it, the panel says so calmly
+    (not "could not use the daemon's answer") and the next edit in another document works."""
+    standin.step_s = 0.2
+    _connected(panel, process_events)
+    doc = Krita.instance().activeDocument()
+    panel.apply_settings({"prompt": "slow"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 10, process_events)
+    doc.close()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "cancelled", panel.message_label.text()
+    assert panel.message_label.text() == "The document was closed: the edit was cancelled; nothing was added."
+    assert panel.last_error == "" and any(r.type == "cancel" for r in standin.requests)
+    other, _ = make_document(16, 12)
+    Krita.instance().setActiveDocument(other)
+    standin.step_s = 0.0
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    assert len(other.topLevelNodes()) == 3
+
+
 def test_daemon_error_is_shown(panel, standin, process_events):
     standin.fail_with = "out_of_memory"
     _connected(panel, process_events)

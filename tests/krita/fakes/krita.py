@@ -152,6 +152,7 @@ class Document(QObject):
         self._active: Node | None = None
         self._selection: Selection | None = None
         self.projection_refreshes = 0
+        self.closed = False
 
     def width(self) -> int:
         return self._w
@@ -165,8 +166,12 @@ class Document(QObject):
     def colorDepth(self) -> str:  # noqa: N802
         return self._color[1]
 
-    def rootNode(self) -> Node:  # noqa: N802
-        return self._root
+    def rootNode(self) -> Node | None:  # noqa: N802
+        return None if self.closed else self._root  # as Krita's wrapper of a closed document
+
+    def close(self) -> bool:
+        self.closed = True
+        return True
 
     def topLevelNodes(self) -> list[Node]:  # noqa: N802
         return self._root.childNodes()
