@@ -43,6 +43,10 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             "an empty file (no tensors)"
     if any(k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys):
         return "a ControlNet (it steers a base model, it is not one)"
+    if any(k.startswith(("image_proj.", "ip_adapter.")) for k in keys) and not has_unet:
+        return "an IP-Adapter (it adds a picture prompt to a base model, it is not one)"
+    if any(k.startswith("adapter.") for k in keys) and not has_unet:
+        return "a T2I-Adapter (it steers a base model, it is not one)"
     if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
         return "a Stable Diffusion 3 model (a transformer, no UNet)"
     if any("double_blocks." in k for k in keys):
