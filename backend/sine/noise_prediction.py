@@ -53,10 +53,10 @@ def content_and_style_guides(content: FineTuned, style: FineTuned, settings: Sam
                              style_weight: float | None = None) -> list[FinetunedGuide]:
     """The paper's multi-model guidance: content from one fine-tuned model (β₁, default 1 − v), style from a
     second (β₂, default `defaults.STYLE_WEIGHT`), both for t ≥ K; the pre-trained edit score keeps 1 − β₁ − β₂."""
-    c = 1.0 - settings.v if content_weight is None else content_weight
-    st = defaults.STYLE_WEIGHT if style_weight is None else style_weight
-    if not (0.0 <= c and 0.0 <= st and c + st <= 1.0):
-        raise BadInput(f"content weight {c} and style weight {st} must be ≥ 0 and add up to at most 1")
+    try:
+        c, st = defaults.multi_model_weights(settings.v, content_weight, style_weight)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     return [FinetunedGuide(content, Guide(c, settings.k, 10_000)), FinetunedGuide(style, Guide(st, settings.k, 10_000))]
 
 

@@ -311,7 +311,8 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.
 
 def write_single_file(folder: str | Path, path: str | Path, sidecar: bool = True) -> Path:
     """The SD-style model in `folder` as one LDM-layout checkpoint at `path` (.safetensors, or .ckpt
-    through torch.save of the plain state dict), plus, with `sidecar`, its `<path>.config/` folder
+    through torch.save of the plain state dict; an SD2-shaped one with its text encoder in OpenCLIP's
+    layout, `cond_stage_model.model.*` with fused in_proj, as SD 2.x files carry it), plus, with `sidecar`, its `<path>.config/` folder
     (the diffusers folder without weights) that tells `from_single_file` its tiny shapes."""
     import shutil
 
@@ -325,8 +326,14 @@ def write_single_file(folder: str | Path, path: str | Path, sidecar: bool = True
     text = CLIPTextModel.from_pretrained(folder / "text_encoder")
     state = unet_to_ldm(unet.state_dict(), dict(unet.config))
     state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
-    state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else f"text_model.{k}"): v
-                  for k, v in text.state_dict().items()})  # transformers ≥ 5.6 dropped the text_model level
+    if text.config.hidden_act == "gelu":  # SD 2.x: OpenCLIP's layout, with its (unused) projection
+        text_state = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text.state_dict().items()}
+        text_state["text_projection.weight"] = torch.eye(text.config.hidden_size)
+        state.update(_open_clip_state(text_state, "cond_stage_model.model."))
+        state["cond_stage_model.model.logit_scale"] = torch.tensor(4.6052)
+    else:
+        state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else f"text_model.{k}"): v
+                      for k, v in text.state_dict().items()})  # transformers ≥ 5.6 dropped the text_model level
     state = {k: v.contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":

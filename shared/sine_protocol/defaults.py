@@ -33,3 +33,15 @@ PAPER_STRENGTH = 1.0  # SINE as published: every step, from pure noise
 STYLE_WEIGHT = 0.3  # β of a style model in multi-model guidance
 CONTENT_WEIGHT = round(1.0 - V, 6)  # β of the source's own model beside a style model: the engine's 1 − v
 MAX_COUNT = 8  # results per edit request
+
+
+def multi_model_weights(v: float, content_weight: float | None = None,
+                        style_weight: float | None = None) -> tuple[float, float]:
+    """β₁ (the source's model, default 1 − v) and β₂ (the style model, default STYLE_WEIGHT) of multi-model
+    guidance; the pre-trained edit score keeps the rest. ValueError unless both are ≥ 0 and add up to ≤ 1."""
+    content = 1.0 - v if content_weight is None else content_weight
+    style = STYLE_WEIGHT if style_weight is None else style_weight
+    if not (0.0 <= content and 0.0 <= style and content + style <= 1.0):
+        raise ValueError(f"content weight {content:.3g} (default 1 - v) and style weight {style:.3g} (default "
+                         f"{STYLE_WEIGHT}) must be at least 0 and add up to at most 1")
+    return content, style

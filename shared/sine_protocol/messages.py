@@ -25,6 +25,8 @@ from .defaults import (
     STYLE,
     STYLES,
     V_RANGE,
+    V,
+    multi_model_weights,
 )
 from .errors import (
     BAD_REPLY,
@@ -483,6 +485,13 @@ def _parse_edit(
         raise check.fail("edit takes one image blob, at most one mask blob and at most one style blob")
     if "style" not in roles and "style_weight" in sampling:
         raise check.fail("sampling.style_weight needs a style blob")
+    if "style" in roles:  # the engine's defaults filled in, so a job is never refused only when its turn comes
+        try:
+            multi_model_weights(sampling.get("v", V), sampling.get("content_weight"), sampling.get("style_weight"))
+        except ValueError as exc:
+            raise check.fail(f"sampling: {exc}") from None
+    if count > 1 and sampling.get("start") == "inversion":
+        raise check.fail("sampling.start inversion gives the same picture for every seed: count must be 1")
     if admit is not None:
         admit(check.request_id or "", sum(d["width"] * d["height"] * BYTES_PER_PIXEL[d["format"]] for d in descriptors))
     image = mask = style_image = None

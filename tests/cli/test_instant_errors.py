@@ -78,6 +78,10 @@ CASES = {
     "hub id not cached": (["{src}", "--model", "someone/not-downloaded-model"], 1,
                           "install.py --model someone/not-downloaded-model"),
     "unknown device": (["{src}", "--device", "gpu0"], 1, "unknown device"),
+    # were checked only after both fine-tunes (minutes): the style model's default weight is 0.3
+    "content weight + default style weight over 1": (["{src}", "--style-from", "{src}", "--content-weight", "0.8"],
+                                                      1, "add up to at most 1"),
+    "low v + default style weight over 1": (["{src}", "--style-from", "{src}", "--v", "0.1"], 1, "add up to at most 1"),
     # a name over the system's 255-byte limit made the existence checks raise OSError (a traceback)
     "model name too long": (["{src}", "--model", "{root}/" + "m" * 300], 1, "File name too long"),
     "weights name too long": (["{src}", "--weights", "{root}/" + "w" * 300], 1, "File name too long"),

@@ -103,6 +103,24 @@ def test_single_file_sd1_loads_like_its_folder(tiny_folder, tmp_path):
     assert torch.equal(folder_model.encode_prompts([PROMPT]), file_model.encode_prompts([PROMPT]))
 
 
+@pytest.mark.parametrize("name", ["sd2", "sd2v"])
+def test_sd2_open_clip_single_file_loads_like_its_folder(models, tmp_path, name):
+    """SD 2.x files carry the text encoder in OpenCLIP's layout (`cond_stage_model.model.*`, q/k/v fused
+    in in_proj): its weights, the kind and the prediction type come out as from the folder."""
+    from safetensors import safe_open
+
+    path = write_single_file(models[name], tmp_path / f"{name}.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight" in f.keys()
+    folder_model, file_model = load_base_model(models[name], device="cpu"), load_base_model(path, device="cpu")
+    assert file_model.kind == folder_model.kind == describe_model(path) and file_model.kind.family == "SD2"
+    assert file_model.prediction_type == folder_model.prediction_type
+    for a, b in ((folder_model.unet, file_model.unet), (folder_model.text_encoder, file_model.text_encoder)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(folder_model.encode_prompts([PROMPT]), file_model.encode_prompts([PROMPT]))
+
+
 def test_plain_ckpt_loads_and_a_pickle_with_code_is_refused(tiny_folder, tmp_path):
     path = write_single_file(tiny_folder, tmp_path / "tiny.ckpt")
     assert load_base_model(path, device="cpu").kind.family == "SD1"

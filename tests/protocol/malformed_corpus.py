@@ -235,6 +235,15 @@ CASES: list[tuple[str, Builder, str]] = [
     ("image_one_row", lambda t: edit(t, blobs=[(image_desc(width=64, height=1), PIXELS[: 64 * 4])]), "bad_request"),
     ("type_one_megabyte", lambda t: encode_message(simple(t, type="x" * (1024 * 1024 - 200))), "bad_request"),
     ("many_long_unknown_keys", lambda t: edit(t, **{f"k{n}" + "y" * 5000: n for n in range(100)}), "bad_request"),
+    # second hostile-input round: these were `accepted`, then failed when their turn came (after a queue wait)
+    ("inversion_with_count_2",
+     lambda t: edit(t, count=2, sampling={"steps": 2, "start": "inversion", "strength": 0.5}), "bad_request"),
+    ("content_weight_over_1_with_the_default_style_weight",
+     lambda t: edit(t, sampling={"steps": 2, "content_weight": 0.8},
+                    blobs=[(image_desc(), PIXELS), (image_desc(role="style"), PIXELS)]), "bad_request"),
+    ("low_v_gives_a_content_weight_over_1_with_style",
+     lambda t: edit(t, sampling={"steps": 2, "v": 0.1},
+                    blobs=[(image_desc(), PIXELS), (image_desc(role="style"), PIXELS)]), "bad_request"),
 ]
 
 # Sanity: names are unique, so test ids are too.

@@ -110,6 +110,11 @@ def _run(args: argparse.Namespace) -> int:
         raise BadInput("--start inversion is deterministic (every seed gives the same picture): use --count 1")
     if (args.style_weight is not None or args.content_weight is not None) and not args.style_from:
         raise BadInput("--style-weight and --content-weight need --style-from IMAGE")
+    if args.style_from:  # checked here, not after both fine-tunes
+        try:
+            defaults.multi_model_weights(args.v, args.content_weight, args.style_weight)
+        except ValueError as exc:
+            raise BadInput(f"--content-weight/--style-weight/--v: {exc}") from None
     if args.style_weights and not args.style_from:
         raise BadInput("--style-weights needs --style-from IMAGE")
     if args.style_weights and args.weights and Path(args.style_weights).resolve() == Path(args.weights).resolve():
