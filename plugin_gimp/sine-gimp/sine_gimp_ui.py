@@ -100,7 +100,7 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
                       autotest_plan().get("screenshot"), config, expander)
     ok = dialog.run()
     if autotest_plan().get("weights"):  # what the two weights became, and what the dialog took (GUI tests)
-        shown = {name: config.get_property(name) for name in ("style-weight", "content-weight")}
+        shown = {name: config.get_property(name) for name in ("style-weight", "content-weight", "prompt", "seed")}
         window, screen = dialog.get_window(), dialog.get_screen()
         shown.update(advanced_expanded=expander.get_expanded(), screen=[screen.get_width(), screen.get_height()],
                      window=[window.get_width(), window.get_height()] if window is not None else None)

@@ -38,6 +38,9 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
     cases = [
         {"name": "dialog-ok", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-ok"),
          "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
+        {"name": "dialog-again", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-again"),
+         "interactive": True, "autotest": {"dialog": "cancel", "weights": gimp_home.inside(work / "dialog-again" / "shown.json")},
+         "args": {}},  # Filters > SINE again, nothing passed: the dialog shows what the last edit used
         {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
          "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True,
          "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png"),
@@ -68,6 +71,11 @@ def test_dialog_ok_runs_the_edit_into_a_new_layer(interactive_session) -> None:
     assert record["status"] == "success", record["message"]
     assert [layer["name"] for layer in record["layers"]] == ["SINE: a yellow triangle (seed 5)", "Background"]
     assert record["layers"][0]["size"] == [W, H] and record["layers"][0]["offsets"] == [0, 0]
+
+
+def test_the_dialog_opens_with_the_last_edits_values(gimp_home, interactive_session) -> None:
+    shown = json.loads((gimp_home.host / "work" / "dialog-again" / "shown.json").read_text())
+    assert shown["prompt"] == ARGS["prompt"] and shown["seed"] == ARGS["seed"], shown
 
 
 def test_dialog_cancel_changes_nothing(interactive_session) -> None:
