@@ -1,6 +1,7 @@
 """What a model file holds, told from its safetensors header or its first bytes, without torch (so
 `sine edit` refuses a LoRA or a Git LFS pointer in a second, before any model loads; `checkpoints`
-asks the same questions of every file it loads)."""
+asks the same questions of every file it loads). Standard library only: the installer, which runs
+before the backend's venv exists, loads this file from the checkout to check `--model FILE`."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             "an empty file (no tensors)"
     if any(k.startswith(("control_model.", "controlnet_")) or "input_hint_block" in k for k in keys):
         return "a ControlNet (it steers a base model, it is not one)"
+    if any(k.startswith(("image_proj.", "ip_adapter.")) for k in keys) and not has_unet:
+        return "an IP-Adapter (it adds a picture prompt to a base model, it is not one)"
+    if any(k.startswith("adapter.") for k in keys) and not has_unet:
+        return "a T2I-Adapter (it steers a base model, it is not one)"
     if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
         return "a Stable Diffusion 3 model (a transformer, no UNet)"
     if any("double_blocks." in k for k in keys):
@@ -152,4 +157,22 @@ def part_of_model(path: Path) -> str | None:
         return f"{path} is the {folder.name}/ part of a diffusers model: pass the folder {folder.parent}"
     if path.name == "model_index.json" and (folder / "unet").is_dir():
         return f"{path} is a file inside a diffusers model: pass the folder {folder}"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a checkpoint file given as the model is not one, told from its first bytes or safetensors
+    header alone (a Git LFS pointer, a LoRA, an embedding, a VAE, quantized weights...), with what to
+    use instead; None: it may be one (the loader asks the rest)."""
+    if (what := not_weights(path)) is not None:
+        return f"{path} is {what}"
+    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    if dtypes is None:
+        return None
+    prefix = wrapper_prefix(list(dtypes))
+    dtypes = {k.removeprefix(prefix): v for k, v in dtypes.items()}
+    if (what := what_it_holds(list(dtypes), "")) is not None:
+        return f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
+    if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:
+        return f"{path} is {what}; {QUANTIZED_INSTEAD}"
     return None

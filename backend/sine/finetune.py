@@ -174,6 +174,11 @@ class FineTuned:
             raise BadInput(f"{folder} holds no fine-tuned weights ({exc.__class__.__name__})") from None
         if meta.get("format") != ARTIFACT_FORMAT:
             raise BadInput(f"{folder}: unknown artifact format {meta.get('format')!r}")
+        trained_from = meta.get("base_revision")
+        if trained_from and base.revision and trained_from != base.revision:  # never mix two models' weights
+            raise BadInput(f"{folder} holds a fine-tune of another model ({meta.get('base_model')}, {trained_from[:19]}), "
+                           f"not of {base.model_id} ({base.revision[:19]}): fine-tuned weights only fit the model they "
+                           "were trained from; use that model, or a new folder to fine-tune this one")
         saved = dict(meta["settings"])
         if "whole_view" in saved:  # artifacts written before the rename
             saved["whole_image_share"] = saved.pop("whole_view")

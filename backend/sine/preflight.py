@@ -140,28 +140,10 @@ def not_a_model_file(path: Path) -> str | None:
 def check_model_file(path: Path) -> None:
     """Refuse, from its first bytes or safetensors header alone, a file that holds no weights or is
     not a whole model (a LoRA, an embedding, a VAE...); the loader asks the same of what passes."""
-    from .checkpoint_contents import (
-        QUANTIZED_INSTEAD,
-        USE_A_MODEL,
-        integer_weights,
-        not_weights,
-        quantized,
-        safetensors_dtypes,
-        what_it_holds,
-        wrapper_prefix,
-    )
+    from .checkpoint_contents import file_problem
 
-    if (what := not_weights(path)) is not None:
-        raise BadModel(f"{path} is {what}")
-    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
-    if dtypes is None:
-        return
-    prefix = wrapper_prefix(list(dtypes))
-    dtypes = {k.removeprefix(prefix): v for k, v in dtypes.items()}
-    if (what := what_it_holds(list(dtypes), "")) is not None:
-        raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
-    if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:
-        raise BadModel(f"{path} is {what}; {QUANTIZED_INSTEAD}")
+    if (why := file_problem(path)) is not None:
+        raise BadModel(why)
 
 
 def not_a_model_folder(path: Path) -> str:

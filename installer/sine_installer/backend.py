@@ -132,6 +132,21 @@ def demo_model_path(layout: Layout, source_root: Path) -> Path | None:
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # as sine.checkpoints accepts them
 
 
+def checkpoint_problem(source_root: Path, checkpoint: Path) -> str | None:
+    """What `sine edit`'s instant check says of a checkpoint file that is not a model (a LoRA, a Git
+    LFS pointer...), read with the backend's own standard-library module from the checkout (the venv
+    may not exist yet); None when it may be a model or the checkout lacks the module."""
+    import importlib.util
+
+    module_file = source_root / "backend" / "sine" / "checkpoint_contents.py"
+    spec = importlib.util.spec_from_file_location("sine_checkpoint_contents", module_file)
+    if not module_file.is_file() or spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.file_problem(checkpoint)
+
+
 def install_model(changes: Changes, layout: Layout, source_root: Path, model_id: str | None,
                   model_dir: Path | None, force: bool) -> None:
     """Decide the daemon's model and record it as config.json {"model": <local folder>}."""
@@ -150,6 +165,8 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
         if not checkpoint.is_file():
             raise InstallError(f"--model {checkpoint} does not exist",
                                "pass the .safetensors/.ckpt file you downloaded, or a hub id")
+        if (why := checkpoint_problem(source_root, checkpoint)) is not None:
+            raise InstallError(why, "pass a whole Stable Diffusion checkpoint (README: Models you can use)")
         record["model"] = str(checkpoint)  # loaded offline with the configs shipped in sine/model_configs
         changes.say(f"  single-file checkpoint {checkpoint}")
     elif model_id is not None:

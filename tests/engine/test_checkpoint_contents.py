@@ -55,6 +55,10 @@ def _not_models(tiny_folder):
             "model.diffusion_model.x_embedder.proj.weight": torch.zeros(4, 16, 2, 2)}),
         "flux1-dev.safetensors": ("a Flux model", {"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(4),
                                                    "img_in.weight": torch.zeros(4, 64)}),
+        "ip-adapter_sd15.safetensors": ("an IP-Adapter", {"image_proj.proj.weight": torch.zeros(4, 4),
+                                                           "ip_adapter.1.to_k_ip.weight": torch.zeros(4, 4)}),
+        "t2iadapter_canny.safetensors": ("a T2I-Adapter", {"adapter.body.0.resnets.0.block1.weight": torch.zeros(4, 4),
+                                                           "adapter.conv_in.weight": torch.zeros(4, 4)}),
         "nothing.safetensors": ("an empty file", {}),
     }
 

@@ -34,3 +34,19 @@ def test_hub_id_offline_says_how_to_fetch(monkeypatch, tmp_path):
 def test_nonsense_model_name_is_refused():
     with pytest.raises(ModelMissing):
         resolve_model_folder("not a model")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_saved_finetune_of_another_model_is_refused(base, source_image, tmp_path, method):
+    """`sine edit --weights DIR --model B` with DIR fine-tuned from model A of the same architecture
+    mixed A's fine-tune with B's weights silently (LoRA deltas onto B; a full UNet beside B's text
+    encoder): refused, naming both models. The model it was trained from still loads it."""
+    from sine.errors import BadInput
+    from sine.finetune import FineTuned, FinetuneSettings, finetune
+    from sine.tiny_models import make_tiny_sd
+
+    finetune(base, source_image, "a picture", FinetuneSettings(method=method, steps=1)).save(tmp_path / "w")
+    other = load_base_model(make_tiny_sd(tmp_path / "other", seed=7), device="cpu")
+    with pytest.raises(BadInput, match=rf"fine-tune of another model \({base.model_id}.*not of {other.model_id}"):
+        FineTuned.load(tmp_path / "w", other)
+    assert FineTuned.load(tmp_path / "w", base).source_prompt == "a picture"

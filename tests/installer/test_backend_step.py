@@ -77,3 +77,24 @@ def test_model_can_be_a_single_file_checkpoint(tmp_path: Path, run_installer) ->
     assert config["model"] == str(checkpoint.resolve())
     proc = run_installer("--home", home, "--only", "model", "--model", str(tmp_path / "gone.ckpt"), check=False)
     assert proc.returncode == 1 and "gone.ckpt does not exist" in proc.stderr
+
+
+def test_model_file_that_is_not_a_model_is_refused_at_install(tmp_path: Path, run_installer) -> None:
+    """`--model my-lora.safetensors` (or a Git LFS pointer) was recorded as the daemon's model and
+    refused only at the painter's first edit; the installer says what it is, as `sine edit` does,
+    before it writes anything (dry run or not)."""
+    import json
+    import struct
+
+    lora = tmp_path / "my-lora.safetensors"
+    header = json.dumps({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight":
+                         {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    lora.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    pointer = tmp_path / "model.ckpt"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 4\n")
+    home = tmp_path / "home"
+    for path, what in ((lora, "is a LoRA"), (pointer, "is a Git LFS pointer")):
+        for dry in ((), ("--dry-run",)):
+            proc = run_installer("--home", home, "--only", "model", "--model", str(path), *dry, check=False)
+            assert proc.returncode == 1 and f"{path} {what}" in proc.stderr, proc.stderr
+    assert not (home / ".config/sine-edit/config.json").exists()
