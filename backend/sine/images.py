@@ -79,6 +79,14 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
 
 
+def mask_levels(image: Image.Image) -> Image.Image:
+    """A mask picture as 8-bit levels (white = edit) laid over black: a transparent pixel is not selected,
+    whatever colour it keeps (a selection saved as white on transparency selected everything)."""
+    rgba = image.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("L")
+
+
 def check_size(width: int, height: int) -> None:
     """An output size the daemon would take too: each side 8..16384 px, at most 64 Mpx in all."""
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):

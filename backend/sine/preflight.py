@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import BadInput, BadModel, ModelMissing
-from .images import check_size, load_image
+from .images import check_size, load_image, mask_levels
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -67,7 +67,7 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     width = source.width if args.width is None else args.width
     height = source.height if args.height is None else args.height
     check_size(width, height)
-    mask = load_image(args.mask).convert("L") if args.mask else None
+    mask = mask_levels(load_image(args.mask)) if args.mask else None
     if mask is not None and mask.size != source.size:  # as the daemon: a stretched mask edits the wrong place
         raise BadInput(f"the mask is {mask.width}×{mask.height} but the source is {source.width}×{source.height};"
                        " they must be the same size")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from sine_gimp_job import Progress
 
 PREVIEW_SIDE = 192
+DIALOG_CHROME_PX = 170  # the settings dialog's two button rows, margins and a window manager's title bar
 # Automated GUI tests name a JSON file here with scripted answers (see autotest_plan).
 AUTOTEST_ENV = "SINE_GIMP_AUTOTEST"
 AUTOTEST_DELAY_MS = 300
@@ -33,7 +34,8 @@ def autotest_plan() -> dict:
     """Scripted answers for GUI tests, read at each use: ``{"dialog": "ok"|"cancel",
     "cancel_at_step": N}`` (press Cancel once fine-tuning or sampling reaches step N), ``"move"``
     (argument values set in the dialog before its button is pressed), ``"weights"`` (a file to write
-    the style and content weights to once the dialog closes).
+    the style and content weights to once the dialog closes, with the dialog's and the screen's size),
+    ``"expand_advanced"`` (open the Advanced settings before the screenshot).
 
     Empty unless $SINE_GIMP_AUTOTEST names a readable JSON file, so users never meet it.
     """
@@ -49,7 +51,7 @@ def autotest_plan() -> dict:
 
 
 def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: str | None = None,
-                  config: Gimp.ProcedureConfig | None = None) -> None:  # fmt: skip
+                  config: Gimp.ProcedureConfig | None = None, expander: Gtk.Expander | None = None) -> None:  # fmt: skip
     """Press a dialog button from the main loop once the dialog runs (as a user would); first the plan's
     ``"move"`` values are set on the dialog's config (as its widgets would), and with ``screenshot``
     what the dialog shows is saved there (PNG)."""
@@ -58,6 +60,11 @@ def _answer_later(dialog: Gtk.Dialog, response: Gtk.ResponseType, screenshot: st
         plan = autotest_plan()
         for name, value in (plan.get("move") or {}).items() if config is not None else ():
             config.set_property(name, value)
+        if expander is not None and plan.get("expand_advanced"):
+            expander.set_expanded(True)
+            for _ in range(20):  # let GTK lay out the opened part and resize the window
+                pump_events()
+                GLib.usleep(20_000)
         pump_events()
         window = dialog.get_window()
         if screenshot and window is not None:
@@ -79,18 +86,55 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     _weights_give_way(config)
     dialog.fill_box("sine-advanced-box", list(ADVANCED))
     dialog.get_label("sine-advanced-title", "Advanced settings", False, False)
-    dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
-    dialog.fill(list(MAIN) + ["sine-advanced"])
+    expander = dialog.fill_expander("sine-advanced", "sine-advanced-title", False, "sine-advanced-box")
+    # The form scrolls inside the dialog once it is taller than the screen allows (Advanced open on a
+    # 600-px laptop screen is 830 px): OK and Cancel below it always stay on the screen.
+    dialog.fill_box("sine-form", list(MAIN) + ["sine-advanced"])
+    scrolled = dialog.fill_scrolled_window("sine-form-scroll", "sine-form")
+    scrolled.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+    _fit_to_screen(scrolled, expander)
+    dialog.fill(["sine-form-scroll"])
     scripted = autotest_plan().get("dialog")
     if scripted in ("ok", "cancel"):
         _answer_later(dialog, Gtk.ResponseType.OK if scripted == "ok" else Gtk.ResponseType.CANCEL,
-                      autotest_plan().get("screenshot"), config)
+                      autotest_plan().get("screenshot"), config, expander)
     ok = dialog.run()
-    if autotest_plan().get("weights"):  # what the two weights became (GUI tests)
+    if autotest_plan().get("weights"):  # what the two weights became, and what the dialog took (GUI tests)
+        shown = {name: config.get_property(name) for name in ("style-weight", "content-weight", "prompt", "seed")}
+        window, screen = dialog.get_window(), dialog.get_screen()
+        shown.update(advanced_expanded=expander.get_expanded(), screen=[screen.get_width(), screen.get_height()],
+                     window=[window.get_width(), window.get_height()] if window is not None else None)
         with open(autotest_plan()["weights"], "w", encoding="utf-8") as f:
-            json.dump({name: config.get_property(name) for name in ("style-weight", "content-weight")}, f)
+            json.dump(shown, f)
     dialog.destroy()
     return bool(ok)
+
+
+def _fit_to_screen(scrolled: Gtk.ScrolledWindow, expander: Gtk.Expander) -> None:
+    """Show as much of the form as it needs, at most what the screen allows (the rest scrolls), again
+    whenever the Advanced part opens or closes, the window shrinking back to fit. (GTK's
+    max-content-height alone did not hold in GIMP's dialog: it still took 821 px on a 600-px screen.)"""
+    limit = _form_height_limit()
+
+    def fit(*_: object) -> bool:
+        child = scrolled.get_child()
+        natural = child.get_preferred_height()[1] if child is not None else limit
+        scrolled.set_min_content_height(min(natural, limit))
+        window = scrolled.get_toplevel()
+        if isinstance(window, Gtk.Window) and window.get_realized():  # a window grows by itself, never shrinks
+            window.resize(window.get_allocated_width(), 1)
+        return False
+
+    fit()
+    expander.connect("notify::expanded", lambda *_: GLib.idle_add(fit))
+
+
+def _form_height_limit() -> int:
+    """Pixels of form the screen's work area leaves beside the dialog's buttons and title bar."""
+    display = Gdk.Display.get_default()
+    monitor = display.get_primary_monitor() or display.get_monitor(0) if display is not None else None
+    height = monitor.get_workarea().height if monitor is not None else 768
+    return max(200, height - DIALOG_CHROME_PX)
 
 
 def _weights_give_way(config: Gimp.ProcedureConfig) -> None:

@@ -90,6 +90,9 @@ _EDIT_KEYS = _BASE_KEYS | {"prompt", "subject", "style", "seed", "sampling", "fi
                            "style_subject"}
 _CANCEL_KEYS = _BASE_KEYS | {"job"}
 MAX_ID_CHARS = 128
+# A request is a header and at most three blobs (image, mask, style). The daemon keeps no more than this of a
+# message and only counts the rest: libzmq holds a whole message, but a list of its millions of parts is ours.
+MAX_REQUEST_FRAMES = 4
 MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
 OUTPUT_SIDE_RANGE = (8, 16384)
 
@@ -372,13 +375,14 @@ def _is_text(value: str) -> bool:
 
 
 def parse_request(frames: list[bytes], token: str, limits: Limits | None = None,
-                  admit: Callable[[str, int], None] | None = None) -> Request:
+                  admit: Callable[[str, int], None] | None = None, frame_count: int | None = None) -> Request:
     """Validate one multipart request (without the ROUTER identity frame).
 
     Checks run cheapest first: size, JSON, version, token, type, fields, then blob decoding. The
     token is checked before any field so that an unauthorised peer learns nothing but
     ``unauthorized``. ``admit(id, pixel_bytes)`` runs on a valid ``edit`` before its pixels are
     unpacked (the daemon raises ``busy`` there: a full queue must not unpack 256 MB to refuse it).
+    ``frame_count``: how many frames the message had, when ``frames`` holds only its first ones.
     Raises :class:`ProtocolError` with the wire error code.
     """
     limits = limits or Limits()
@@ -401,6 +405,10 @@ def parse_request(frames: list[bytes], token: str, limits: Limits | None = None,
         sent_token.encode("utf-8", "surrogatepass"), token.encode("utf-8")
     ):
         raise check.fail("missing or wrong token", UNAUTHORIZED)
+    count = len(frames) if frame_count is None else frame_count
+    if count > MAX_REQUEST_FRAMES:
+        raise check.fail(f"the message has {count} frames; a request has at most {MAX_REQUEST_FRAMES}"
+                         " (a header and up to 3 blobs)")
     if "id" not in header:
         raise check.fail("id is missing")
     rid = check.string(header["id"], "id", nonempty=True)

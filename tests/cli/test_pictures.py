@@ -164,3 +164,26 @@ def test_a_damaged_file_pillow_answers_with_valueerror_is_one_line(tmp_path: Pat
     path.write_bytes(data)
     with pytest.raises(BadInput, match=f"cannot read .*{path.name}"):
         load_image(path)
+
+
+def test_a_mask_saved_as_white_on_transparency_selects_only_its_opaque_part(tmp_path: Path) -> None:
+    """`--mask` read its colour and ignored its alpha: a selection saved as white on transparent pixels (which
+    keep their white colour) selected the whole picture."""
+    from sine.cli import build_parser
+    from sine.preflight import check_edit_inputs
+
+    levels = np.zeros((16, 16, 2), np.uint8)
+    levels[..., 0] = 255  # white everywhere...
+    levels[:, 8:, 1] = 255  # ...opaque on the right half only
+    Image.fromarray(levels, "LA").save(tmp_path / "mask.png")
+    Image.new("RGB", (16, 16), (255, 255, 255)).save(tmp_path / "plain.png")
+    Image.new("RGB", (16, 16), (30, 140, 60)).save(tmp_path / "source.png")
+
+    def mask_of(name: str) -> np.ndarray:
+        args = build_parser().parse_args(["edit", str(tmp_path / "source.png"), "--prompt", "x", "--mask",
+                                          str(tmp_path / name), "--out", str(tmp_path / "out.png")])
+        return np.asarray(check_edit_inputs(args).mask)
+
+    mask = mask_of("mask.png")
+    assert mask[:, :8].max() == 0 and mask[:, 8:].min() == 255
+    assert mask_of("plain.png").min() == 255  # an opaque mask reads as before

@@ -165,3 +165,12 @@ def test_malformed_reply_raises_bad_reply(frames: list[bytes]) -> None:
     with pytest.raises(ProtocolError) as info:
         m.decode_reply(frames)
     assert info.value.code == "bad_reply"
+
+
+def test_a_message_of_more_frames_than_a_request_names_the_limit() -> None:
+    """The daemon passes only a request's first frames and the count of the rest (`frame_count`)."""
+    header = m.encode_message(m.make_request("ping", "many", "tok"))
+    for frames, count in (([header[0], b"", b"", b"", b""], None), ([header[0], b""], 3_000_000)):
+        with pytest.raises(ProtocolError) as caught:
+            m.parse_request(frames, "tok", frame_count=count)
+        assert caught.value.request_id == "many" and "at most 4" in caught.value.message

@@ -103,14 +103,14 @@ class GimpRun:
 
 def run_gimp_cases(
     home: RootHome, cases: list[dict], env: dict[str, str], timeout_s: float = 600, gui: bool = False,
-    windows: bool = False,
+    windows: bool = False, screen: str = "1280x1024x24",
 ) -> GimpRun:
     """One GIMP session running batch_sine_edit.py over ``cases`` (paths inside the root).
 
     ``gui``: the GUI binary under Xvfb, so that INTERACTIVE runs can open the plug-in's dialogs;
     otherwise gimp-console with no display at all. ``windows``: the full GUI (no ``-i``) on a
     session D-Bus, so cases can open image windows and press GIMP's own Edit > Undo (its actions
-    are exported on the bus as org.gtk.Actions).
+    are exported on the bus as org.gtk.Actions). ``screen``: Xvfb's screen for either.
     """
     cases_file = home.host / "work" / f"cases-{time.monotonic_ns()}.json"
     cases_file.write_text(json.dumps(cases))
@@ -124,7 +124,7 @@ def run_gimp_cases(
         *env_args,
         "timeout", "-k", "10", str(int(timeout_s)),
         *(["dbus-run-session", "--"] if windows else []),
-        *(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", GIMP_GUI] if gui or windows else [GIMP_CONSOLE]),
+        *(["xvfb-run", "-a", "-s", f"-screen 0 {screen}", GIMP_GUI] if gui or windows else [GIMP_CONSOLE]),
         *([] if windows else ["-i"]), "--batch-interpreter", "python-fu-eval", "-b", "-", "--quit",
     ]  # fmt: skip
     t0 = time.monotonic()

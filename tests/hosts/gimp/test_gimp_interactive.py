@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 W, H = 48, 32
+SCREEN = (1024, 600)  # a small laptop's screen: the dialogs must fit it
 ARGS = {"prompt": "a yellow triangle", "subject": "shape", "seed": 5, "steps": 3, "finetune-steps": 2}
 
 
@@ -37,10 +38,14 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
     cases = [
         {"name": "dialog-ok", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-ok"),
          "interactive": True, "autotest": {"dialog": "ok"}, "args": ARGS},
+        {"name": "dialog-again", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-again"),
+         "interactive": True, "autotest": {"dialog": "cancel", "weights": gimp_home.inside(work / "dialog-again" / "shown.json")},
+         "args": {}},  # Filters > SINE again, nothing passed: the dialog shows what the last edit used
         {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
          "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True,
          "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png"),
                       "move": {"style-weight": 0.9},  # the painter drags the style weight up...
+                      "expand_advanced": True,  # ...and opens the Advanced settings, on a 1024x600 screen
                       "weights": gimp_home.inside(work / "dialog-cancel" / "weights.json")},
          "args": ARGS},
         {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
@@ -51,7 +56,7 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
         **daemon_env,
         "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json"),
     }
-    run = run_gimp(gimp_home, cases, env, gui=True)
+    run = run_gimp(gimp_home, cases, env, gui=True, screen=f"{SCREEN[0]}x{SCREEN[1]}x24")
     print(f"GIMP GUI session (3 interactive runs): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     shot = work / "dialog-cancel" / "dialog.png"
@@ -68,12 +73,27 @@ def test_dialog_ok_runs_the_edit_into_a_new_layer(interactive_session) -> None:
     assert record["layers"][0]["size"] == [W, H] and record["layers"][0]["offsets"] == [0, 0]
 
 
+def test_the_dialog_opens_with_the_last_edits_values(gimp_home, interactive_session) -> None:
+    shown = json.loads((gimp_home.host / "work" / "dialog-again" / "shown.json").read_text())
+    assert shown["prompt"] == ARGS["prompt"] and shown["seed"] == ARGS["seed"], shown
+
+
 def test_dialog_cancel_changes_nothing(interactive_session) -> None:
     record = interactive_session["dialog-cancel"]
     assert record["status"] == "cancel"
     with Image.open(ARTIFACTS / "gimp-dialog.png") as shot:  # the dialog was drawn (with every argument)
         assert shot.width > 200 and shot.height > 200
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
+
+
+def test_the_dialog_with_advanced_open_fits_a_small_screen(gimp_home, interactive_session) -> None:
+    """Advanced settings open on 1024x600: the dialog (OK and Cancel at its bottom) stays on the screen;
+    the advanced fields scroll inside it."""
+    shown = json.loads((gimp_home.host / "work" / "dialog-cancel" / "weights.json").read_text())
+    assert shown["advanced_expanded"] is True and shown["screen"] == list(SCREEN)
+    assert shown["window"][1] <= SCREEN[1] - 40, shown  # room left for a title bar / panel
+    with Image.open(ARTIFACTS / "gimp-dialog.png") as shot:
+        assert shot.height == shown["window"][1]
 
 
 def test_raising_the_style_weight_in_the_dialog_lowers_the_content_weight(gimp_home, interactive_session) -> None:
