@@ -97,6 +97,8 @@ class AutoTest(qt.QObject):
             if not self._timed_out("the active layer"):
                 self._later(self._wait_active)
             return
+        if self.job.get("profile_probes") and "profile_probes" not in self.report:
+            self._probe_profiles()
         if self.job.get("source_probes") and "source_probes" not in self.report:
             self._add_probe_layers()
             return
@@ -123,6 +125,22 @@ class AutoTest(qt.QObject):
             raise RuntimeError("the SINE Edit docker was not created")
         self._deadline = time.monotonic() + float(self.job.get("connect_timeout_s", 60))
         self._later(self._wait_connected)
+
+    def _probe_profiles(self) -> None:
+        """What the panel says of a 16-bit RGBA document in each of ``profile_probes`` (profile names)."""
+        from .document_io import UnsupportedDocument, check_color
+
+        app, probes = Krita.instance(), {}
+        for profile in self.job["profile_probes"]:
+            doc = app.createDocument(8, 8, "profile probe", "RGBA", "U16", profile, 72.0)
+            try:
+                check_color(doc)
+                probes[profile] = {"profile": doc.colorProfile(), "refused": ""}
+            except UnsupportedDocument as exc:
+                probes[profile] = {"profile": doc.colorProfile(), "refused": str(exc)}
+            finally:
+                doc.close()
+        self.report["profile_probes"] = probes
 
     def _add_probe_layers(self) -> None:
         """Layers Krita draws from something else, each over ``source_probes``' box [x, y, w, h] in one

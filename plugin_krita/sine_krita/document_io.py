@@ -23,6 +23,16 @@ CHANNEL_BYTES = {"U8": 1, "U16": 2}
 DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer")
 
 
+SRGB_PROFILE = "sRGB-elle-V2-srgbtrc.icc"  # Krita's own sRGB profile: what to convert to
+
+
+def linear_light(profile: str) -> bool:
+    """Whether a Krita profile name (its description) marks a linear tone curve: Krita's own linear
+    profiles end in "-g10.icc" (sRGB, Rec2020, ACEScg ... "elle" profiles) or say "linear"."""
+    name = profile.lower()
+    return name.endswith("-g10.icc") or "linear" in name
+
+
 class UnsupportedDocument(ValueError):
     """The document or layer cannot be edited as it is; the message tells the user what to do."""
 
@@ -54,6 +64,13 @@ def check_color(doc: Any, node: Any | None = None) -> int:
             raise UnsupportedDocument(
                 f"SINE edits RGBA images of 8 or 16 bits per channel (integer); this {what} is {model}/{depth}. "
                 "Use Image > Convert Image Color Space... (RGB/Alpha, 8-bit or 16-bit integer/channel) first."
+            )
+        profile = obj.colorProfile()
+        if linear_light(profile):
+            raise UnsupportedDocument(
+                f"This {what}'s colour profile, {profile}, is linear light; the model works on sRGB pictures and "
+                "would read its values wrongly (the edit comes back washed out). Use Image > Convert Image Color "
+                f"Space... to {SRGB_PROFILE} first (and back afterwards if you like)."
             )
         depths.append(depth)
     if len(set(depths)) > 1:

@@ -340,3 +340,19 @@ def test_checkpoints_saved_from_a_wrapper_load(tiny_folder, tmp_path):
         assert torch.equal(reference.encode_prompts(["a red disc"]), loaded.encode_prompts(["a red disc"])), path.name
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         ["full.safetensors", "ddp.safetensors", "flat.safetensors", "twice.safetensors", "nested.ckpt"])
+
+
+def test_unclip_file_is_refused_by_name(tmp_path):
+    """Stable unCLIP files (SD 2.1 conditioned on a picture's CLIP image embedding: a `label_emb` in
+    the UNet, `noise_augmentor.*` / `embedder.*` beside it) loaded as plain SD 2.x, the image
+    conditioning silently dropped."""
+    from sine.preflight import check_model
+
+    folder = make_tiny_sd(tmp_path / "sd")
+    full = write_single_file(folder, tmp_path / "full.safetensors")
+    unclip = _rewrite(full, tmp_path / "sd21-unclip-h.safetensors", lambda s: {
+        **s, "model.diffusion_model.label_emb.0.0.weight": torch.zeros(8, 4),
+        "noise_augmentor.betas": torch.zeros(10), "embedder.model.visual.proj": torch.zeros(4, 4)})
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="is a Stable unCLIP model.*whole text-to-image model"):
+            call(str(unclip))

@@ -86,6 +86,29 @@ def test_other_color_spaces_get_a_clear_message(qapp, model, depth):
         read_source(doc)
 
 
+@pytest.mark.parametrize("profile", ["sRGB-elle-V2-g10.icc", "Rec2020-elle-V4-g10.icc", "ACEScg-elle-V4-g10.icc",
+                                     "scRGB (linear)"])  # fmt: skip
+@pytest.mark.parametrize("depth", ["U8", "U16"])
+def test_a_linear_light_profile_gets_a_clear_message(qapp, profile, depth):
+    """The model sees sRGB pictures: linear values sent as they are came back washed out (seen in Krita)."""
+    doc = Document(4, 4, "RGBA", depth, profile)
+    doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
+    doc.setActiveNode(node)
+    with pytest.raises(UnsupportedDocument, match="linear") as refused:
+        read_source(doc)
+    assert profile in str(refused.value) and "sRGB-elle-V2-srgbtrc.icc" in str(refused.value)
+
+
+@pytest.mark.parametrize("profile", ["sRGB-elle-V2-srgbtrc.icc", "sRGB built-in", "Rec2020-elle-V4-srgbtrc.icc",
+                                     "ClayRGB-elle-V2-g22.icc"])  # fmt: skip
+def test_srgb_like_profiles_are_edited(qapp, profile):
+    doc = Document(4, 4, "RGBA", "U8", profile)
+    doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
+    node.setPixelData(bytes(range(64)), 0, 0, 4, 4)
+    doc.setActiveNode(node)
+    assert read_source(doc).width == 4
+
+
 def test_an_active_mask_means_its_layer(qapp):
     doc, nodes = make_document(4, 4)
     mask = doc.createNode("transparency", "transparencymask")

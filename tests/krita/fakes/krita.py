@@ -54,6 +54,7 @@ class Node:
         self._name = name
         self._type = node_type
         self.color = (doc.colorModel(), doc.colorDepth())
+        self.profile = doc.colorProfile()
         self._ps = 4 * {"U16": 2, "F16": 2, "F32": 4}.get(self.color[1], 1)  # bytes a pixel
         self._pixels = bytearray(doc.width() * doc.height() * self._ps)  # BGRA, canvas-sized
         self._parent: Node | None = None
@@ -70,6 +71,9 @@ class Node:
 
     def colorDepth(self) -> str:  # noqa: N802
         return self.color[1]
+
+    def colorProfile(self) -> str:  # noqa: N802
+        return self.profile
 
     def parentNode(self) -> Node | None:  # noqa: N802
         return self._parent
@@ -143,8 +147,10 @@ class Node:
 
 
 class Document(QObject):
-    def __init__(self, width: int, height: int, color_model: str = "RGBA", color_depth: str = "U8") -> None:
+    def __init__(self, width: int, height: int, color_model: str = "RGBA", color_depth: str = "U8",
+                 profile: str = "sRGB-elle-V2-srgbtrc.icc") -> None:  # fmt: skip
         super().__init__()
+        self._profile = profile  # Krita names a profile by its description, e.g. "sRGB-elle-V2-g10.icc"
         self._w, self._h = width, height
         self._color = (color_model, color_depth)
         self.history: list[tuple[str, str]] = []
@@ -165,6 +171,9 @@ class Document(QObject):
 
     def colorDepth(self) -> str:  # noqa: N802
         return self._color[1]
+
+    def colorProfile(self) -> str:  # noqa: N802
+        return self._profile
 
     def rootNode(self) -> Node | None:  # noqa: N802
         return None if self.closed else self._root  # as Krita's wrapper of a closed document
