@@ -23,7 +23,7 @@ _FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("
 
 def _is_lora(keys: list[str]) -> bool:
     marks = ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.", "lora_unet_", "lora_te", "hada_w1", "lokr_w1",
-             "lora_linear_layer")
+             "lora_linear_layer", "lycoris_", ".oft_R", ".oft_blocks")
     return any(m in k for k in keys for m in marks)
 
 

@@ -45,6 +45,8 @@ def _not_models(tiny_folder):
                                               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(4.0)}),
         "pytorch_lora_weights.safetensors": ("a LoRA", {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 32),
                                                         "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.zeros(32, 4)}),
+        "boft.safetensors": ("a LoRA", {"lycoris_unet_down_blocks_0_attentions_0_proj_in.oft_R": torch.zeros(4, 4, 4),
+                                        "lycoris_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(1.0)}),
         "embedding.safetensors": ("a textual-inversion embedding", {"emb_params": torch.zeros(2, 768)}),
         "embedding-xl.safetensors": ("a textual-inversion embedding", {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(2, 1280)}),
         "vae-ft-mse.safetensors": ("a VAE alone", vae),
