@@ -128,10 +128,12 @@ def sampling(cfg: BenchConfig, how: str, seed: int, prompt: str, strategy: str =
 def judge_edit(image, src: Source, edit: Edit) -> tuple[bool, float, float]:
     """(edit success, PSNR, SSIM) of one 64x64 result against its source."""
     source_img, masks = src.scene.render()
-    if edit.shape:
-        target = masks.objects[edit.index] | src.reshaped().render()[1].objects[edit.index]
+    if edit.shape:  # the asked shape, drawn whole (at least half its area) where the object is
+        asked = src.reshaped().render()[1].objects[edit.index]
+        target = masks.objects[edit.index] | asked
         keep_in = erode(~target)
-        success = judged_shape_at(image, src.scene, edit.index, target) == edit.shape
+        drawn = judged_shape_at(image, src.scene, edit.index, target, min_pixels=int(asked.sum()) // 2)
+        success = drawn == edit.shape
         return success, psnr(image, source_img, keep_in), ssim(image, source_img, keep_in)
     if edit.index is None:
         target, keep = masks.background, masks.union()

@@ -23,7 +23,7 @@ _FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("
 
 def _is_lora(keys: list[str]) -> bool:
     marks = ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.", "lora_unet_", "lora_te", "hada_w1", "lokr_w1",
-             "lora_linear_layer")
+             "lora_linear_layer", "lycoris_", ".oft_R", ".oft_blocks")
     return any(m in k for k in keys for m in marks)
 
 
@@ -57,6 +57,10 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
     for prefix, name in _FAMILIES:
         if kind.startswith(prefix):
             return f"a {name} model"
+    if any(k.startswith(("noise_augmentor.", "embedder.model.visual.")) for k in keys) or (
+            any(k.startswith(UNET_PREFIX + "label_emb.") for k in keys) and not any(k.startswith("conditioner.") for k in keys)):
+        return ("a Stable unCLIP model (conditioned on a picture's CLIP image embedding, which SINE does not give it; "
+                "use the Stable Diffusion 2.1 it was made from)")
     if not has_unet:
         vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
         if vae_keys and len(vae_keys) == len(keys):

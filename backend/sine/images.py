@@ -70,13 +70,16 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     """Grey pictures of more than 8 bits (I;16*, I, F) scaled to 8-bit L; Pillow's convert() clips them."""
     if not image.mode.startswith(("I", "F")):
         return image
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)  # NaN pixels read as black
+    # float32 and in place: a 64 Mpx 16-bit picture (the limit) peaked at 1.8 GB in float64 copies
+    values = np.array(image, dtype=np.float32)
+    np.nan_to_num(values, copy=False, nan=0.0)  # NaN pixels read as black
     top = float(values.max()) if values.size else 0.0
     if image.mode == "F" and top <= 1.0:  # float pictures are usually 0..1
-        values = values * 255.0
+        values *= 255.0
     elif image.mode.startswith("I;16") or top > 255.0:  # 16-bit range
-        values = values / 257.0
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8), "L")
+        values /= 257.0
+    np.clip(np.round(values, out=values), 0, 255, out=values)
+    return Image.fromarray(values.astype(np.uint8), "L")
 
 
 def mask_levels(image: Image.Image) -> Image.Image:

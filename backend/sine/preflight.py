@@ -77,6 +77,17 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME))
 
 
+def check_text(value: str | None, flag: str) -> None:
+    """Text from the command line that the tokenizer can take: bytes that are not UTF-8 (a terminal in
+    another encoding) arrive as lone surrogates and failed only after the model had loaded, as a traceback."""
+    if value is None:
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{flag} is not valid UTF-8 text (is the terminal set to another encoding?)") from None
+
+
 def check_device_name(name: str) -> None:
     """cpu, cuda, cuda:N, mps: what torch.device accepts for our purposes."""
     kind, _, index = name.partition(":")

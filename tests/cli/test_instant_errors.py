@@ -82,6 +82,9 @@ CASES = {
     "content weight + default style weight over 1": (["{src}", "--style-from", "{src}", "--content-weight", "0.8"],
                                                       1, "add up to at most 1"),
     "low v + default style weight over 1": (["{src}", "--style-from", "{src}", "--v", "0.1"], 1, "add up to at most 1"),
+    # bytes that are not UTF-8 (a Latin-1 terminal) reached the tokenizer: a traceback after the model loaded
+    "prompt not UTF-8": (["{src}", "--prompt", "a caf\udce9 table"], 1, "--prompt is not valid UTF-8"),
+    "subject not UTF-8": (["{src}", "--subject", "caf\udce9"], 1, "--subject is not valid UTF-8"),
     # a name over the system's 255-byte limit made the existence checks raise OSError (a traceback)
     "model name too long": (["{src}", "--model", "{root}/" + "m" * 300], 1, "File name too long"),
     "weights name too long": (["{src}", "--weights", "{root}/" + "w" * 300], 1, "File name too long"),

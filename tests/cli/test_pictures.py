@@ -187,3 +187,21 @@ def test_a_mask_saved_as_white_on_transparency_selects_only_its_opaque_part(tmp_
     mask = mask_of("mask.png")
     assert mask[:, :8].max() == 0 and mask[:, 8:].min() == 255
     assert mask_of("plain.png").min() == 255  # an opaque mask reads as before
+
+
+def test_a_16_bit_picture_is_scaled_without_float64_copies(tmp_path: Path) -> None:
+    """A 64 Mpx 16-bit grey picture (the limit) peaked at 1.8 GB (five float64 copies); now float32, in place."""
+    import tracemalloc
+
+    side = 2048
+    path = tmp_path / "grey16.png"
+    Image.fromarray((np.arange(side * side, dtype=np.uint32) % 65536).astype(np.uint16).reshape(side, side)).save(
+        path, compress_level=1)
+    tracemalloc.start()
+    try:
+        picture = load_image(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert picture.size == (side, side)
+    assert peak < 12 * side * side, f"{peak / 2**20:.0f} MB traced for a {side}² picture"

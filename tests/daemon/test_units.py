@@ -117,6 +117,15 @@ def test_config_refuses_remote_binds():
     assert _config("tcp://127.0.0.1:47633").ipc_endpoint() == "ipc:///run/x/daemon.sock"
 
 
+def test_a_remote_endpoint_is_told_to_be_unencrypted_at_start():
+    """CURVE is not implemented: with --allow-remote the token and pictures cross the network in clear."""
+    for endpoint in ("tcp://0.0.0.0:47633", "tcp://*:47633", "tcp://192.168.1.5:47633"):
+        warning = _config(endpoint, allow_remote=True).remote_warning()
+        assert warning is not None and "unencrypted" in warning and "tunnel" in warning
+    for endpoint in ("tcp://127.0.0.1:47633", "tcp://localhost:1", "tcp://[::1]:47633", "ipc:///tmp/x.sock"):
+        assert _config(endpoint).remote_warning() is None
+
+
 def test_out_of_memory_is_recognised():
     from sine.daemon.worker import is_out_of_memory
 

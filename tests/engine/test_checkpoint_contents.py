@@ -45,6 +45,8 @@ def _not_models(tiny_folder):
                                               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(4.0)}),
         "pytorch_lora_weights.safetensors": ("a LoRA", {"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 32),
                                                         "unet.down_blocks.0.attentions.0.proj_in.lora_B.weight": torch.zeros(32, 4)}),
+        "boft.safetensors": ("a LoRA", {"lycoris_unet_down_blocks_0_attentions_0_proj_in.oft_R": torch.zeros(4, 4, 4),
+                                        "lycoris_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(1.0)}),
         "embedding.safetensors": ("a textual-inversion embedding", {"emb_params": torch.zeros(2, 768)}),
         "embedding-xl.safetensors": ("a textual-inversion embedding", {"clip_l": torch.zeros(2, 768), "clip_g": torch.zeros(2, 1280)}),
         "vae-ft-mse.safetensors": ("a VAE alone", vae),
@@ -340,3 +342,19 @@ def test_checkpoints_saved_from_a_wrapper_load(tiny_folder, tmp_path):
         assert torch.equal(reference.encode_prompts(["a red disc"]), loaded.encode_prompts(["a red disc"])), path.name
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         ["full.safetensors", "ddp.safetensors", "flat.safetensors", "twice.safetensors", "nested.ckpt"])
+
+
+def test_unclip_file_is_refused_by_name(tmp_path):
+    """Stable unCLIP files (SD 2.1 conditioned on a picture's CLIP image embedding: a `label_emb` in
+    the UNet, `noise_augmentor.*` / `embedder.*` beside it) loaded as plain SD 2.x, the image
+    conditioning silently dropped."""
+    from sine.preflight import check_model
+
+    folder = make_tiny_sd(tmp_path / "sd")
+    full = write_single_file(folder, tmp_path / "full.safetensors")
+    unclip = _rewrite(full, tmp_path / "sd21-unclip-h.safetensors", lambda s: {
+        **s, "model.diffusion_model.label_emb.0.0.weight": torch.zeros(8, 4),
+        "noise_augmentor.betas": torch.zeros(10), "embedder.model.visual.proj": torch.zeros(4, 4)})
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="is a Stable unCLIP model.*whole text-to-image model"):
+            call(str(unclip))

@@ -47,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-queued-bytes", type=parse_size, default=parse_size("2GiB"),
                    help="pixel bytes held by pending jobs before replying busy (default 2GiB)")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU)")
+                   help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU;"
+                        " the token and pictures travel unencrypted: use an SSH tunnel or a VPN)")
     p.add_argument("--no-ipc", action="store_true", help="do not also listen on ipc:// in the runtime dir")
     p.add_argument("--foreground", action="store_true",
                    help="accepted for clarity: the daemon never forks itself (a launcher detaches it) and"

@@ -12,7 +12,7 @@ from sine_protocol import defaults
 from ..errors import BadInput, SineError
 from ..images import load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
-from ..preflight import check_edit_inputs, float_in, int_in
+from ..preflight import check_edit_inputs, check_text, float_in, int_in
 from ..quality import (
     CPU_STEPS,
     CPU_STRATEGY,
@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():  # as the daemon: an empty prompt asks for nothing
         raise BadInput("--prompt must not be empty: say what the result should show")
+    for flag in ("prompt", "subject", "style_subject"):
+        check_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
     if inputs.is_demo_model and not looks_like_shapes_world(source):

@@ -56,10 +56,20 @@ class DaemonConfig:
             if not self.allow_remote and not _is_loopback(host):
                 raise ConfigError(
                     f"refusing to listen on {host}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed"
-                    " without --allow-remote, since anyone who can reach the port could use the GPU"
+                    " without --allow-remote, since anyone who can reach the port could use the GPU (and the token"
+                    " and pictures travel unencrypted)"
                 )
         elif parts.scheme != "ipc":
             raise ConfigError(f"endpoint {self.endpoint!r}: use tcp://HOST:PORT or ipc://PATH")
+
+    def remote_warning(self) -> str | None:
+        """What to say at start when other machines can reach the endpoint: ZMTP PLAIN sends the token and
+        the pictures unencrypted (CURVE is not implemented), so a remote client needs a tunnel."""
+        parts = urlsplit(self.endpoint)
+        if parts.scheme != "tcp" or _is_loopback(parts.hostname or ""):
+            return None
+        return (f"{self.endpoint} is reachable from other machines: the token and the pictures travel unencrypted"
+                " (ZMTP PLAIN; CURVE encryption is not implemented). Reach it through an SSH tunnel or a VPN")
 
     def ipc_endpoint(self) -> str | None:
         """The extra ipc:// endpoint (POSIX only): ``<runtime_dir>/daemon.sock`` as sine_protocol.paths names it."""

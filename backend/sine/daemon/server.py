@@ -221,6 +221,8 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self.request_stop)
                 signal.signal(signal.SIGINT, self.request_stop)
+            if (warning := self.config.remote_warning()) is not None:
+                log.warning(warning)
             log.info("sine daemon %s (pid %d) listening on %s (token required; open files limit %s)", __version__,
                      os.getpid(), ", ".join(self.bound), limit[0] if limit else "n/a")
             if ready is not None:

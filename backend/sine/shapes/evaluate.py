@@ -111,17 +111,19 @@ def judged_shape(image: Image.Image, scene: Scene) -> str | None:
     return classify_shape(blobs[0]) if blobs else None
 
 
-def judged_shape_at(image: Image.Image, scene: Scene, index: int, region: np.ndarray) -> str | None:
+def judged_shape_at(image: Image.Image, scene: Scene, index: int, region: np.ndarray,
+                    min_pixels: int = 6) -> str | None:
     """The shape the judge reads where object `index` of `scene` is or is asked to be (`region`): the
     blob covering `region` most, gaps filled, of what stands out from a plain background (so a
-    textured object counts whole), or of the object's own colour on any other background."""
+    textured object counts whole), or of the object's own colour on any other background. None when
+    no blob of `min_pixels` is there: a fragment's fill ratio reads as any shape."""
     bg = scene.background
     labels = color_labels(image)
     if bg.kind == "plain":
         mask = labels != color_index(bg.colors[0])
     else:
         mask = labels == color_index(scene.objects[index].color)
-    blobs = [b for b in components(mask, min_pixels=6) if (b & region).any()]
+    blobs = [b for b in components(mask, min_pixels=min_pixels) if (b & region).any()]
     if not blobs:
         return None
     return classify_shape(fill_holes(max(blobs, key=lambda b: int((b & region).sum()))))
