@@ -194,6 +194,9 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
         except Exception as exc:  # no network, unknown repo, auth...
             raise ModelMissing(_fetch_advice(repo_id, f"download failed: {type(exc).__name__}")) from None
     folder_path = Path(folder)
+    check_pipeline_kind(folder_path)
+    if not (folder_path / "unet").is_dir():  # e.g. a repository of one checkpoint file: name it
+        raise ModelMissing(f"hub id {repo_id!r}: {not_a_model_folder(folder_path)}")
     return folder_path, repo_id, folder_path.name  # snapshot folders are named after the commit
 
 
