@@ -114,6 +114,10 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
         raise BadModel(f"{where} is an EDM-trained model ({scheduler_class or 'sigma_data in its scheduler'}, e.g. "
                        "Playground v2.5); SINE samples with DDIM on the DDPM noise schedule SD 1.x/2.x/XL were "
                        "trained with: use SDXL base or one of its fine-tunes")
+    if "FlowMatch" in scheduler_class or "use_dynamic_shifting" in scheduler_config:
+        raise BadModel(f"{where} is a flow-matching model ({scheduler_class or 'a shifted flow schedule'}): SINE samples "
+                       "with DDIM on the DDPM noise schedule SD 1.x/2.x/XL were trained with; use the model it was "
+                       "made from")
     schedule = scheduler_config.get("beta_schedule", "linear")
     if schedule not in DDIM_SCHEDULES and not scheduler_config.get("trained_betas"):
         raise BadModel(f"{where} was trained with a {schedule!r} noise schedule, which SINE's DDIM sampler cannot "

@@ -313,3 +313,14 @@ def test_folders_of_other_unet_pipelines_are_named_not_called_incomplete(tmp_pat
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=rf"is a {pipeline} model \(.*\).*Stable Diffusion 1\.x, 2\.x or XL"):
             call(folder)
+
+
+def test_flow_matching_unets_are_refused_by_name(tmp_path):
+    """A UNet trained for rectified flow (a FlowMatch scheduler: no DDPM betas in its config) loaded with
+    DDIM's default linear betas, silently the wrong noise schedule."""
+    folder = make_tiny_sd(tmp_path / "flow")
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}))
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match="flow-matching.*FlowMatchEulerDiscreteScheduler"):
+            call(folder)
