@@ -73,7 +73,7 @@ def _edit(
 ) -> Gimp.Layer:
     """Read pixels, run the job with progress, write the result; returns the new layer."""
     import sine_gimp_pixels as px
-    from sine_gimp_job import EditFailed, run_edit_results
+    from sine_gimp_job import EditCancelled, EditFailed, run_edit_results
     from sine_gimp_style import style_picture
 
     from sine_protocol.messages import daemon_summary
@@ -111,11 +111,19 @@ def _edit(
 
             window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}", summary)
 
+        close_at = sine_gimp_ui.autotest_plan().get("close_image_at_step") if interactive else None
+
         def on_progress(progress) -> None:
+            if isinstance(close_at, int) and progress.step >= close_at and image.is_valid():
+                image.delete()  # GUI tests: the painter closes the image while the edit runs
             if window is not None:
                 window.update(progress)
             Gimp.progress_set_text(f"SINE: {progress.text}")
             Gimp.progress_update(progress.fraction)
+
+        def should_cancel() -> bool:
+            # The painter may close the image (or delete the layer) while the daemon works: stop its job.
+            return (window is not None and window.poll_cancel()) or _gone(image, source) is not None
 
         try:
             results = run_edit_results(
@@ -124,9 +132,14 @@ def _edit(
                 pixels,
                 mask,
                 on_progress=on_progress,
-                should_cancel=window.poll_cancel if window is not None else (lambda: False),
+                should_cancel=should_cancel,
                 style_image=style_image,
             )
+        except EditCancelled as exc:
+            gone = _gone(image, source)
+            if gone is None:
+                raise
+            raise EditCancelled(gone) from exc
         finally:
             client.close()
     finally:
@@ -134,6 +147,9 @@ def _edit(
             window.close()
         Gimp.progress_end()
 
+    gone = _gone(image, source)
+    if gone is not None:  # closed between the daemon's last message and now
+        raise EditCancelled(gone)
     # Several results: one layer each, the first on top and the only one shown (the others are a click
     # on their eye away), all added in one undo step.
     layers = []
@@ -156,6 +172,15 @@ def _edit(
                 Gimp.Display.new(new_image)
     Gimp.displays_flush()
     return layers[0]
+
+
+def _gone(image: Gimp.Image, source: Gimp.Layer) -> str | None:
+    """Why the result has nowhere to go (the image closed, the layer deleted), or None."""
+    if not image.is_valid():
+        return "The image was closed during the edit; its SINE job was cancelled."
+    if not source.is_valid():
+        return "The layer was deleted during the edit; its SINE job was cancelled."
+    return None
 
 
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *rest) -> Gimp.ValueArray:

@@ -109,13 +109,19 @@ def run_case(case):
         "elapsed_s": round(elapsed, 3),
         "message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS and res.length() > 1 else None,
         "returned_layer": None,
-        "canvas": [image.get_width(), image.get_height()],
-        "precision": image.get_precision().value_nick,
+        "canvas": [image.get_width(), image.get_height()] if image.is_valid() else None,
+        "precision": image.get_precision().value_nick if image.is_valid() else None,
         "gimp": Gimp.version(),
         "layers": [],
     }
     if status == Gimp.PDBStatusType.SUCCESS:
         record["returned_layer"] = res.index(1).get_name()
+    if not image.is_valid():  # the image was closed during the edit (case "close_image_at_step")
+        record["image_closed"] = True
+        with open(os.path.join(out, "result.json"), "w") as f:
+            json.dump(record, f, indent=1)
+        print("SINE-CASE", case["name"], record["status"], record["elapsed_s"], record["message"])
+        return
     for i, layer in enumerate(image.get_layers()):
         _, ox, oy = layer.get_offsets()
         record["layers"].append(

@@ -51,14 +51,18 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
         {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "progress-cancel"), "interactive": True,
          "autotest": {"dialog": "ok", "cancel_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000}},
+        {"name": "close-image", "input": gimp_home.inside(work / "cancel.png"),
+         "out": gimp_home.inside(work / "close-image"), "interactive": True,
+         "autotest": {"dialog": "ok", "close_image_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000, "seed": 6}},
     ]  # fmt: skip
     env = {
         **daemon_env,
         "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json"),
     }
     run = run_gimp(gimp_home, cases, env, gui=True, screen=f"{SCREEN[0]}x{SCREEN[1]}x24")
-    print(f"GIMP GUI session (3 interactive runs): {run.wall_s:.1f} s")
+    print(f"GIMP GUI session ({len(cases)} interactive runs): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
+    (work / "close-image" / "gimp.log").write_text(run.log)
     shot = work / "dialog-cancel" / "dialog.png"
     if shot.exists():  # what a painter sees: kept for people to look at
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,17 @@ def test_cancel_button_stops_the_daemon_job(interactive_session, sine_daemon) ->
     assert record["status"] == "cancel", record
     assert record["elapsed_s"] < 60
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
+    sine_daemon.assert_idle(timeout_s=10)
+
+
+def test_closing_the_image_during_the_edit_cancels_the_daemon_job(gimp_home, interactive_session, sine_daemon) -> None:
+    """The painter closes the image while the progress window runs: the daemon's job is cancelled at
+    once (not run to its end for nothing) and the plug-in says why, instead of an "Internal error"."""
+    record = interactive_session["close-image"]
+    assert record.get("image_closed") is True and record["status"] == "cancel", record
+    assert record["elapsed_s"] < 30, record  # 20000 fine-tune steps would take many minutes
+    log = (gimp_home.host / "work" / "close-image" / "gimp.log").read_text()
+    assert "sine-gimp: The image was closed during the edit; its SINE job was cancelled." in log, log[-3000:]
     sine_daemon.assert_idle(timeout_s=10)
 
 
