@@ -202,8 +202,8 @@ def _metadata(path: Path) -> dict[str, str]:
 def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
     """SD2 checkpoints do not say whether they predict v (2.x 768) or ε (2.x-base 512, SD-Turbo) in
     their keys. Asked in turn: what the file states (`scheduler_hints`: its .yaml, header, keys), a
-    .ckpt's training step (875000: 2.0-base, as diffusers' converter reads it). Without any: v, as
-    SD 2.1 (768), said in the log."""
+    .ckpt's training step (875000: 2.0-base, as diffusers' converter reads it), its name (`_name_says_base`).
+    Without any: v, as SD 2.1 (768). A guess is said in the log."""
     if path.with_suffix(".yaml").is_file():  # the LDM config: v when it says so, else ε
         return _yaml_says_v(path)
     stated = scheduler_hints(path, state).get("prediction_type")
@@ -211,10 +211,28 @@ def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
         return bool(stated == "v_prediction")
     if _global_step(path) == 875000:
         return False
-    log.warning("%s: an SD 2.x checkpoint that does not say what it predicts; taken as SD 2.x 768 v-prediction. "
-                "For a 512 ε model (2.x-base, SD-Turbo) put its .yaml (without parameterization: v) next to it as %s",
-                path, path.with_suffix(".yaml").name)
-    return True
+    log.warning("%s: %s", path, _sd2_guess(path))
+    return not _name_says_base(path)
+
+
+_BASE_NAME = re.compile(r"512|turbo|(^|[^a-z])base([^a-z]|$)")
+
+
+def _name_says_base(path: Path) -> bool:
+    """Whether the file's name says 512 ε (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`),
+    the last hint an SD 2.x file without metadata gives; "768" in it says v."""
+    name = path.name.lower()
+    return "768" not in name and _BASE_NAME.search(name) is not None
+
+
+def _sd2_guess(path: Path) -> str:
+    """What is assumed of an SD 2.x file that does not say what it predicts, and how to correct it."""
+    yaml = path.with_suffix(".yaml").name
+    if _name_says_base(path):
+        return (f"assumed SD 2.x 512 ε-prediction from its name (the file does not say); for a 768 v model put its "
+                f".yaml (with parameterization: v) beside it as {yaml}")
+    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
+            f"its .yaml beside it as {yaml}")
 
 
 def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
@@ -228,8 +246,7 @@ def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
         return None
     if _global_step(path) is not None:
         return None
-    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
-            f"its .yaml beside it as {path.with_suffix('.yaml').name}")
+    return _sd2_guess(path)
 
 
 def _yaml_says_v(path: Path) -> bool:

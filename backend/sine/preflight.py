@@ -68,6 +68,9 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     height = source.height if args.height is None else args.height
     check_size(width, height)
     mask = mask_levels(load_image(args.mask)) if args.mask else None
+    if mask is not None and mask.getextrema() == (0, 0):  # minutes of fine-tuning for the unchanged picture
+        raise BadInput(f"--mask {args.mask} selects nothing (it is black everywhere; white = edit): leave --mask"
+                       " out to edit the whole picture")
     if mask is not None and mask.size != source.size:  # as the daemon: a stretched mask edits the wrong place
         raise BadInput(f"the mask is {mask.width}×{mask.height} but the source is {source.width}×{source.height};"
                        " they must be the same size")

@@ -499,7 +499,8 @@ def _parse_edit(
         except ValueError as exc:
             raise check.fail(f"sampling: {exc}") from None
     if count > 1 and sampling.get("start") == "inversion":
-        raise check.fail("sampling.start inversion gives the same picture for every seed: count must be 1")
+        raise check.fail("sampling.start inversion is deterministic (every seed gives the same picture):"
+                         " ask for one result (count 1)")
     if admit is not None:
         admit(check.request_id or "", sum(d["width"] * d["height"] * BYTES_PER_PIXEL[d["format"]] for d in descriptors))
     image = mask = style_image = None
@@ -521,6 +522,8 @@ def _parse_edit(
                     f"mask is {desc['width']}x{desc['height']} but the image is {image.width}x{image.height}"
                 )
             mask = Mask(desc["width"], desc["height"], _decode_blob(check, desc, payload, limits.max_input_pixels))
+            if mask.data.count(0) == len(mask.data):  # as both plugins refuse a selection that misses the layer
+                raise check.fail("the mask selects nothing (every pixel is 0); send no mask to edit the whole picture")
         if desc["role"] == "style":
             if desc["format"] != "rgba8":
                 raise check.fail("the style blob must be rgba8")

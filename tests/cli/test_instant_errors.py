@@ -49,6 +49,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.new("RGB", (1, 1)).save(dot)
     small_mask = root / "small-mask.png"
     Image.new("L", (10, 10), 255).save(small_mask)
+    Image.new("L", (48, 32), 0).save(root / "black-mask.png")
     return {"src": src, "text": text, "no_unet": no_unet, "empty_model": empty_model, "root": root,
             "hf_home": root / "hf-home", "dot": dot, "small_mask": small_mask}
 
@@ -85,6 +86,7 @@ CASES = {
     # bytes that are not UTF-8 (a Latin-1 terminal) reached the tokenizer: a traceback after the model loaded
     "prompt not UTF-8": (["{src}", "--prompt", "a caf\udce9 table"], 1, "--prompt is not valid UTF-8"),
     "subject not UTF-8": (["{src}", "--subject", "caf\udce9"], 1, "--subject is not valid UTF-8"),
+    "mask selects nothing": (["{src}", "--mask", "{root}/black-mask.png"], 1, "selects nothing"),
     # a name over the system's 255-byte limit made the existence checks raise OSError (a traceback)
     "model name too long": (["{src}", "--model", "{root}/" + "m" * 300], 1, "File name too long"),
     "weights name too long": (["{src}", "--weights", "{root}/" + "w" * 300], 1, "File name too long"),

@@ -296,6 +296,9 @@ def test_noise_schedule_ddim_cannot_make_is_refused(tmp_path):
     ("IFPipeline", ("vae",), {"text_encoder": ["transformers", "T5EncoderModel"]}),
     ("Kandinsky3Pipeline", (), {"text_encoder": ["transformers", "T5EncoderModel"], "vae": None,
                                 "movq": ["diffusers", "VQModel"]}),
+    ("TextToVideoSDPipeline", (), {"unet": ["diffusers", "UNet3DConditionModel"]}),
+    ("StableVideoDiffusionPipeline", ("text_encoder", "tokenizer"),
+     {"unet": ["diffusers", "UNetSpatioTemporalConditionModel"]}),
 ])
 def test_folders_of_other_unet_pipelines_are_named_not_called_incomplete(tmp_path, pipeline, drop, changes):
     """Kandinsky and DeepFloyd IF folders have a unet/ but no SD VAE or a T5 text encoder: `sine doctor`

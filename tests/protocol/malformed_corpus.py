@@ -241,6 +241,8 @@ CASES: list[tuple[str, Builder, str]] = [
     ("content_weight_over_1_with_the_default_style_weight",
      lambda t: edit(t, sampling={"steps": 2, "content_weight": 0.8},
                     blobs=[(image_desc(), PIXELS), (image_desc(role="style"), PIXELS)]), "bad_request"),
+    ("mask_selects_nothing",  # an all-zero mask: minutes of fine-tuning for the unchanged picture
+     lambda t: edit(t, blobs=[(image_desc(), PIXELS), (mask_desc(), bytes(W * H))]), "bad_request"),
     ("low_v_gives_a_content_weight_over_1_with_style",
      lambda t: edit(t, sampling={"steps": 2, "v": 0.1},
                     blobs=[(image_desc(), PIXELS), (image_desc(role="style"), PIXELS)]), "bad_request"),

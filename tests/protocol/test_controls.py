@@ -28,9 +28,9 @@ def _edit(blobs: list[tuple[dict[str, Any], bytes]] | None = None, **fields: Any
 def test_strength_start_count_and_style_round_trip() -> None:
     style = _image(10, 9, salt=3)
     edit = _edit([m.image_blob(_image()), m.image_blob(style, "style")], seed=2**32 - 2, count=3,
-                 style_subject="sunset", sampling={"strength": 0.6, "start": "inversion", "style_weight": 0.25,
+                 style_subject="sunset", sampling={"strength": 0.6, "start": "noise", "style_weight": 0.25,
                                                    "content_weight": 0.3})
-    assert edit.sampling == {"strength": 0.6, "start": "inversion", "style_weight": 0.25, "content_weight": 0.3}
+    assert edit.sampling == {"strength": 0.6, "start": "noise", "style_weight": 0.25, "content_weight": 0.3}
     assert (edit.count, edit.style_image, edit.style_subject) == (3, style, "sunset")
     assert edit.seeds == [2**32 - 2, 2**32 - 1, 0]  # seed, seed+1, ... wrapping like the seed's own range
     assert edit.image == _image()
