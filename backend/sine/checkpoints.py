@@ -155,6 +155,11 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
     if conv is not None and conv.shape[1] != 4:
         check_usable({"in_channels": int(conv.shape[1])}, {}, str(path))
     kind = infer_diffusers_model_type(state)
+    if kind == "v1":  # diffusers' fallback (its key test wants published sizes): the text encoders' layouts
+        if any(isinstance(k, str) and k.startswith("conditioner.embedders.1.model.") for k in state):
+            kind = "xl_base"
+        elif any(isinstance(k, str) and k.startswith("cond_stage_model.model.") for k in state):
+            kind = "v2"
     if "inpaint" in kind:
         check_usable({"in_channels": 9}, {}, str(path))
     if kind not in _SHIPPED:
