@@ -166,6 +166,36 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
     return CONFIGS_DIR / name
 
 
+_WIDTHS = (  # what, the keys that hold its width (first found), which dimension, its config, the config's width
+    ("a UNet", ("model.diffusion_model.input_blocks.0.0.weight",), 0, "unet", ("block_out_channels", 0)),
+    ("a text encoder", (OLD_CLIP + "text_model.embeddings.token_embedding.weight", OLD_CLIP + "embeddings.token_embedding.weight",
+                        "cond_stage_model.model.token_embedding.weight",
+                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"),
+     1, "text_encoder", ("hidden_size", None)),
+    ("a VAE", (VAE_PREFIX + "encoder.conv_in.weight",), 0, "vae", ("block_out_channels", 0)),
+)
+_FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sd2-base": "Stable Diffusion 2.x",
+                 "sdxl": "Stable Diffusion XL"}
+
+
+def check_shapes(path: Path, state: dict[str, Any], folder: Path) -> None:
+    """A file read with the shipped configs (no `<name>.config/` beside it) must have their sizes;
+    one of another size is refused in words, before diffusers fails on the first mismatched tensor."""
+    if folder.parent != CONFIGS_DIR:
+        return
+    for what, keys, dim, sub, (field, index) in _WIDTHS:
+        key = next((k for k in keys if k in state), None)
+        if key is None or len(state[key].shape) <= dim:
+            continue
+        config = json.loads((folder / sub / "config.json").read_text())
+        expected = int(config[field] if index is None else config[field][index])
+        if (got := int(state[key].shape[dim])) != expected:
+            raise BadModel(f"{path} has {what} of width {got} where {_FAMILY_NAMES[folder.name]} has {expected}: a "
+                           "model of another size than the published one its keys resemble. Pass it as a diffusers "
+                           f"folder, or put its configs (a diffusers folder without weights) beside it as "
+                           f"{sidecar_folder(path).name}/")
+
+
 def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Scheduler settings a checkpoint states itself, over its config folder's: a `v_pred` key (and
     `ztsnr`, zero terminal SNR), as v-prediction SDXL fine-tunes carry, or the safetensors header's
@@ -202,8 +232,8 @@ def _metadata(path: Path) -> dict[str, str]:
 def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
     """SD2 checkpoints do not say whether they predict v (2.x 768) or ε (2.x-base 512, SD-Turbo) in
     their keys. Asked in turn: what the file states (`scheduler_hints`: its .yaml, header, keys), a
-    .ckpt's training step (875000: 2.0-base, as diffusers' converter reads it). Without any: v, as
-    SD 2.1 (768), said in the log."""
+    .ckpt's training step (875000: 2.0-base, as diffusers' converter reads it), its name (`_name_says_base`).
+    Without any: v, as SD 2.1 (768). A guess is said in the log."""
     if path.with_suffix(".yaml").is_file():  # the LDM config: v when it says so, else ε
         return _yaml_says_v(path)
     stated = scheduler_hints(path, state).get("prediction_type")
@@ -211,10 +241,28 @@ def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
         return bool(stated == "v_prediction")
     if _global_step(path) == 875000:
         return False
-    log.warning("%s: an SD 2.x checkpoint that does not say what it predicts; taken as SD 2.x 768 v-prediction. "
-                "For a 512 ε model (2.x-base, SD-Turbo) put its .yaml (without parameterization: v) next to it as %s",
-                path, path.with_suffix(".yaml").name)
-    return True
+    log.warning("%s: %s", path, _sd2_guess(path))
+    return not _name_says_base(path)
+
+
+_BASE_NAME = re.compile(r"512|turbo|(^|[^a-z])base([^a-z]|$)")
+
+
+def _name_says_base(path: Path) -> bool:
+    """Whether the file's name says 512 ε (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`),
+    the last hint an SD 2.x file without metadata gives; "768" in it says v."""
+    name = path.name.lower()
+    return "768" not in name and _BASE_NAME.search(name) is not None
+
+
+def _sd2_guess(path: Path) -> str:
+    """What is assumed of an SD 2.x file that does not say what it predicts, and how to correct it."""
+    yaml = path.with_suffix(".yaml").name
+    if _name_says_base(path):
+        return (f"assumed SD 2.x 512 ε-prediction from its name (the file does not say); for a 768 v model put its "
+                f".yaml (with parameterization: v) beside it as {yaml}")
+    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
+            f"its .yaml beside it as {yaml}")
 
 
 def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
@@ -228,8 +276,7 @@ def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
         return None
     if _global_step(path) is not None:
         return None
-    return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
-            f"its .yaml beside it as {path.with_suffix('.yaml').name}")
+    return _sd2_guess(path)
 
 
 def _yaml_says_v(path: Path) -> bool:
@@ -276,6 +323,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
 
     state, wrapped = _unwrap(_read_raw(path))
     folder = config_folder(path, state)
+    check_shapes(path, state, folder)
     scheduler_config = single_file_scheduler(path, state, folder)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)

@@ -15,6 +15,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from . import xl
 from .checkpoints import (
+    check_shapes,
     config_folder,
     content_fingerprint,
     is_single_file,
@@ -194,6 +195,9 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
         except Exception as exc:  # no network, unknown repo, auth...
             raise ModelMissing(_fetch_advice(repo_id, f"download failed: {type(exc).__name__}")) from None
     folder_path = Path(folder)
+    check_pipeline_kind(folder_path)
+    if not (folder_path / "unet").is_dir():  # e.g. a repository of one checkpoint file: name it
+        raise ModelMissing(f"hub id {repo_id!r}: {not_a_model_folder(folder_path)}")
     return folder_path, repo_id, folder_path.name  # snapshot folders are named after the commit
 
 
@@ -219,15 +223,19 @@ def check_pipeline_kind(folder: Path) -> None:
 
 
 def _not_sd_parts(index: dict) -> str | None:
-    """What a model_index.json with a UNet lists where Stable Diffusion has its VAE and CLIP text
-    encoder (Kandinsky's MoVQ, DeepFloyd IF's pixel-space UNet and T5), in words; None: SD's parts."""
+    """What a model_index.json with a UNet lists where Stable Diffusion has its 2-D conditional UNet, VAE
+    and CLIP text encoder (video UNets, Kandinsky's MoVQ, DeepFloyd IF's pixel-space UNet and T5, Kolors'
+    ChatGLM), in words; None: SD's parts."""
     parts = {k: v for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] is not None}
     if "unet" not in parts:
         return None
+    if (unet := str(parts["unet"][1])) != "UNet2DConditionModel":
+        return f"its UNet is a {unet}"
     if "vae" not in parts:
         return "no VAE: " + ("it decodes with a MoVQ" if "movq" in parts else "its UNet draws pixels")
-    encoder = str(parts.get("text_encoder", [None, "no"])[1])
-    if not encoder.startswith("CLIPText"):
+    if "text_encoder" not in parts:
+        return "no text encoder"
+    if not (encoder := str(parts["text_encoder"][1])).startswith("CLIPText"):
         return f"text encoder: {encoder}, not CLIP"
     return None
 
@@ -416,6 +424,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
+        check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state)
     else:

@@ -145,8 +145,10 @@ class AutoTest(qt.QObject):
     def _add_probe_layers(self) -> None:
         """Layers Krita draws from something else, each over ``source_probes``' box [x, y, w, h] in one
         colour: a vector layer (a rectangle shape), a fill layer (colour, over a selection of the box)
-        and a clone of the vector layer. Read as the panel reads a source once Krita has drawn them."""
+        and a clone of the vector layer; and a paint layer of that green whose transparency mask hides its
+        left half. Read as the panel reads a source once Krita has drawn them."""
         doc, (x, y, w, h) = self._doc, self.job["source_probes"]
+        self._active_before_probes = doc.activeNode()
         root = doc.rootNode()
         vector = doc.createVectorLayer("probe vector")
         root.addChildNode(vector, None)
@@ -163,8 +165,14 @@ class AutoTest(qt.QObject):
         root.addChildNode(fill, None)
         clone = doc.createCloneLayer("probe clone", vector)
         root.addChildNode(clone, None)
+        masked = doc.createNode("probe masked", "paintlayer")  # the same green, its left half masked out
+        root.addChildNode(masked, None)
+        masked.setPixelData(bytes((0x40, 0xA0, 0x20, 255)) * (w * h), x, y, w, h)
+        mask = doc.createTransparencyMask("probe mask")
+        masked.addChildNode(mask, None)
+        mask.setPixelData(bytes(0 if col < w // 2 else 255 for _row in range(h) for col in range(w)), x, y, w, h)
         doc.waitForDone()
-        self._later(lambda: self._read_probe_layers([vector, fill, clone]), 1000)
+        self._later(lambda: self._read_probe_layers([vector, fill, clone, masked]), 1000)
 
     def _read_probe_layers(self, nodes: list[Any]) -> None:
         from .document_io import read_source
@@ -177,11 +185,13 @@ class AutoTest(qt.QObject):
                 source = read_source(self._doc, "layer", node)
                 cx, cy = source.width // 2, source.height // 2
                 probes[node.type()] = {"box": [source.x, source.y, source.width, source.height],
-                                       "center": list(source.rgba[4 * (cy * source.width + cx):][:4])}  # fmt: skip
+                                       "center": list(source.rgba[4 * (cy * source.width + cx):][:4]),
+                                       "left": list(source.rgba[4 * (cy * source.width + cx // 2):][:4])}  # fmt: skip
             except Exception as exc:
                 probes[node.type()] = {"error": str(exc)}
         for node in reversed(nodes):
             node.remove()
+        self._doc.setActiveNode(self._active_before_probes)  # a new mask took the focus
         self._doc.waitForDone()
         self.report["source_probes"] = probes
         self._later(self._wait_active)

@@ -105,7 +105,8 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
         x, y, width, height = bounds.x(), bounds.y(), bounds.width(), bounds.height()
         if width <= 0 or height <= 0:
             raise UnsupportedDocument(f"The layer '{node.name()}' is empty: paint something on it first.")
-        if node.type() in DRAWN_LAYERS:
+        if node.type() in DRAWN_LAYERS or any(child.type().endswith("mask") for child in node.childNodes()):
+            # A layer's masks (transparency, filter) change what the painter sees of it: read that.
             native = bytes(node.projectionPixelData(x, y, width, height))
         else:
             native = bytes(node.pixelData(x, y, width, height))

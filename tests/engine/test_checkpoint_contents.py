@@ -358,3 +358,27 @@ def test_unclip_file_is_refused_by_name(tmp_path):
     for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(BadModel, match="is a Stable unCLIP model.*whole text-to-image model"):
             call(str(unclip))
+
+
+def test_sd2_file_name_tells_512_base_from_768_v(tmp_path):
+    """Stability's own SD 2.x files carry no metadata: v2-1_512-ema-pruned.safetensors (2.1-base, ε)
+    and SD-Turbo were taken as 768 v-prediction. Their names say it; the guess is still reported."""
+    from sine.checkpoints import prediction_guessed
+
+    for name, configs in (("v2-1_512-ema-pruned.safetensors", "sd2-base"), ("sd_turbo.safetensors", "sd2-base"),
+                          ("v2-1_768-ema-pruned.safetensors", "sd2"), ("my-sd2-mix.safetensors", "sd2")):
+        path = tmp_path / name
+        save_file(_sd2_keys(), str(path))
+        assert config_folder(path, read_checkpoint(path)) == CONFIGS_DIR / configs, name
+        guess = prediction_guessed(path, read_checkpoint(path))
+        assert guess is not None and ("512 ε" if configs == "sd2-base" else "768 v") in guess, (name, guess)
+
+
+def test_file_of_another_size_without_configs_is_refused_in_words(tiny_folder, tmp_path):
+    """A single file of a non-published size with no `<name>.config/` beside it: `sine doctor` called it
+    "SD1, 512 px" and the loader failed with diffusers' advice to pass `ignore_mismatched_sizes`."""
+    path = write_single_file(tiny_folder, tmp_path / "small.safetensors", sidecar=False)
+    for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match=r"small\.safetensors has a UNet of width 32 where Stable Diffusion 1\.x "
+                                           r"has 320.*small\.config/"):
+            call(path)

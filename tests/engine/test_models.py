@@ -50,3 +50,25 @@ def test_saved_finetune_of_another_model_is_refused(base, source_image, tmp_path
     with pytest.raises(BadInput, match=rf"fine-tune of another model \({base.model_id}.*not of {other.model_id}"):
         FineTuned.load(tmp_path / "w", other)
     assert FineTuned.load(tmp_path / "w", base).source_prompt == "a picture"
+
+
+def test_hub_repository_of_one_checkpoint_file_names_the_file(monkeypatch, tmp_path, tiny_folder):
+    """A hub id already on disk whose repository holds one `.safetensors` at its root (how many
+    fine-tunes are uploaded) was "lacks the unet/ component" / "the download is incomplete"; it says
+    which file to pass, and that file loads."""
+    import huggingface_hub
+
+    from sine.models import describe_model
+    from sine.tiny_models import write_single_file
+
+    repo = tmp_path / "hub" / "models--painter--mix"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    checkpoint = write_single_file(tiny_folder, repo / "snapshots" / "abc123" / "mix_v3.safetensors")
+    (checkpoint.parent / "README.md").write_text("# mix\n")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for call in (resolve_model_folder, describe_model, lambda m: load_base_model(m, device="cpu")):
+        with pytest.raises(ModelMissing, match=rf"painter/mix.*no unet/.*--model {checkpoint}$"):
+            call("painter/mix")
+    assert load_base_model(checkpoint, device="cpu").kind.family == "SD1"

@@ -129,6 +129,10 @@ class Node:
                     out[o : o + ps] = self._pixels[s : s + ps]
         return bytes(out)
 
+    def projectionPixelData(self, x: int, y: int, w: int, h: int) -> bytes:  # noqa: N802
+        """The layer as drawn: masks change nothing here (the real Krita's masks are tested in tests/hosts)."""
+        return self.pixelData(x, y, w, h)
+
     def setPixelData(self, data: bytes, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
         data = bytes(data)
         ps = self._ps
