@@ -155,6 +155,11 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
     if conv is not None and conv.shape[1] != 4:
         check_usable({"in_channels": int(conv.shape[1])}, {}, str(path))
     kind = infer_diffusers_model_type(state)
+    if kind == "v1":  # diffusers' fallback (its key test wants published sizes): the text encoders' layouts
+        if any(isinstance(k, str) and k.startswith("conditioner.embedders.1.model.") for k in state):
+            kind = "xl_base"
+        elif any(isinstance(k, str) and k.startswith("cond_stage_model.model.") for k in state):
+            kind = "v2"
     if "inpaint" in kind:
         check_usable({"in_channels": 9}, {}, str(path))
     if kind not in _SHIPPED:
@@ -164,6 +169,36 @@ def config_folder(path: Path, state: dict[str, Any]) -> Path:
     if name == "sd2" and not _is_v_model(path, state):
         name = "sd2-base"
     return CONFIGS_DIR / name
+
+
+_WIDTHS = (  # what, the keys that hold its width (first found), which dimension, its config, the config's width
+    ("a UNet", ("model.diffusion_model.input_blocks.0.0.weight",), 0, "unet", ("block_out_channels", 0)),
+    ("a text encoder", (OLD_CLIP + "text_model.embeddings.token_embedding.weight", OLD_CLIP + "embeddings.token_embedding.weight",
+                        "cond_stage_model.model.token_embedding.weight",
+                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"),
+     1, "text_encoder", ("hidden_size", None)),
+    ("a VAE", (VAE_PREFIX + "encoder.conv_in.weight",), 0, "vae", ("block_out_channels", 0)),
+)
+_FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sd2-base": "Stable Diffusion 2.x",
+                 "sdxl": "Stable Diffusion XL"}
+
+
+def check_shapes(path: Path, state: dict[str, Any], folder: Path) -> None:
+    """A file read with the shipped configs (no `<name>.config/` beside it) must have their sizes;
+    one of another size is refused in words, before diffusers fails on the first mismatched tensor."""
+    if folder.parent != CONFIGS_DIR:
+        return
+    for what, keys, dim, sub, (field, index) in _WIDTHS:
+        key = next((k for k in keys if k in state), None)
+        if key is None or len(state[key].shape) <= dim:
+            continue
+        config = json.loads((folder / sub / "config.json").read_text())
+        expected = int(config[field] if index is None else config[field][index])
+        if (got := int(state[key].shape[dim])) != expected:
+            raise BadModel(f"{path} has {what} of width {got} where {_FAMILY_NAMES[folder.name]} has {expected}: a "
+                           "model of another size than the published one its keys resemble. Pass it as a diffusers "
+                           f"folder, or put its configs (a diffusers folder without weights) beside it as "
+                           f"{sidecar_folder(path).name}/")
 
 
 def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -293,6 +328,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
 
     state, wrapped = _unwrap(_read_raw(path))
     folder = config_folder(path, state)
+    check_shapes(path, state, folder)
     scheduler_config = single_file_scheduler(path, state, folder)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)

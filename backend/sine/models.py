@@ -15,6 +15,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from . import xl
 from .checkpoints import (
+    check_shapes,
     config_folder,
     content_fingerprint,
     is_single_file,
@@ -423,6 +424,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         path = checkpoint_path(model)
         state = read_checkpoint(path)
         folder = config_folder(path, state)
+        check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state)
     else:

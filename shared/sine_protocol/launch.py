@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaemonNotInstalled
-from .paths import daemon_command_file, ensure_private_dir, state_dir
+from .paths import daemon_command_file, ensure_private_dir, read_small_file, state_dir
 
 INSTALL_ADVICE = (
     "the sine-edit backend is not installed for this user (no {path}). Install it with "
     "`python3 installer/install.py` from the sine-edit folder, then try again"
 )
 LOG_NAME = "daemon-launch.log"
+COMMAND_MAX_BYTES = 1 << 20  # an argv list; a bigger "daemon.json" is not the installer's
 _EXIT_GRACE_S = 3.0
 
 
@@ -31,7 +32,7 @@ def read_daemon_command(path: Path | None = None) -> list[str]:
     """The daemon's argv from the command file; :class:`DaemonNotInstalled` if missing or unusable."""
     path = path or daemon_command_file()
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        spec = json.loads(read_small_file(path, COMMAND_MAX_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise DaemonNotInstalled(INSTALL_ADVICE.format(path=path)) from None
     except (OSError, ValueError) as exc:

@@ -110,22 +110,29 @@ def ensure_private_dir(path: Path) -> Path:
 TOKEN_MAX_BYTES = 4096  # a token is 43 characters; anything this long is not one
 
 
+def read_small_file(path: Path, max_bytes: int) -> bytes:
+    """A regular file's bytes without blocking: OSError for a named pipe or device in its place (opening one
+    waits for a writer or never ends; a plug-in reads these on its UI thread) and for more than ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        data = b""
+        while len(data) <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise OSError(f"{path} is over {max_bytes} bytes")
+    return data
+
+
 def read_token(path: Path | None = None) -> str | None:
     """The token, or None when the daemon has not written one yet (or it is empty/unreadable)."""
     path = path or token_file()
-    try:  # non-blocking: a named pipe in its place must not freeze a plug-in's UI thread
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:  # a named pipe in its place must not freeze a plug-in's UI thread; a big file is not a token file
+        data = read_small_file(path, TOKEN_MAX_BYTES)
     except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, TOKEN_MAX_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) > TOKEN_MAX_BYTES:  # not a token file: never read a big file whole
         return None
     try:
         token = data.decode("utf-8").strip()

@@ -183,7 +183,7 @@ def test_doctor_warns_about_distilled_and_guessed_models(tiny_folder, tmp_path, 
     turbo = write_single_file(tiny_folder, tmp_path / "dreamshaperXL_turbo.safetensors")
     sd2 = tmp_path / "sd21.safetensors"
     save_file({"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),
-               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),  # SD 2.x's widths
                "cond_stage_model.model.ln_final.weight": torch.zeros(2),
                "first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(sd2))
     for model, note in ((lcm, "distilled"), (turbo, "distilled"), (sd2, r"assumed.*\.yaml")):

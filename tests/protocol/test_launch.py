@@ -51,6 +51,32 @@ def test_missing_or_broken_command_file(dirs: dict[str, Path]) -> None:
         start_daemon()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_command_file_that_is_a_pipe_or_endless_is_refused_not_read_forever(dirs: dict[str, Path]) -> None:
+    """A plug-in reads daemon.json on its UI thread: a named pipe there froze it (waiting for a writer), a link
+    to /dev/zero filled its memory. Read in a child process (1 GiB of address space, 20 s) so a regression fails."""
+    import resource
+    import subprocess
+
+    command = dirs["config"] / "daemon.json"
+    shared = str(Path(__file__).resolve().parents[2] / "shared")
+    script = ("from sine_protocol.launch import read_daemon_command, DaemonNotInstalled\n"
+              "try:\n    read_daemon_command()\nexcept DaemonNotInstalled as exc:\n    print(exc)\n")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    for make in (lambda: os.mkfifo(command), lambda: command.symlink_to("/dev/zero")):
+        make()
+        try:
+            child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20,
+                                   env={**os.environ, "PYTHONPATH": shared}, preexec_fn=limit)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"reading {command} as a {'pipe' if command.is_fifo() else 'link to /dev/zero'} blocked")
+        assert child.returncode == 0 and "installer" in child.stdout, child.stdout + child.stderr
+        command.unlink()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX session check")
 def test_start_detached_and_wait(dirs: dict[str, Path]) -> None:
     endpoint = _free_endpoint()
