@@ -393,6 +393,8 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
         for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
                 raise BadModel(f"{weights} is {what}") from None
+            if weights.suffix == ".bin":
+                read_checkpoint(weights)  # a pickle that needs more than tensors: refused as such
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
