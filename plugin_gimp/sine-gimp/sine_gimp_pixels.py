@@ -22,6 +22,7 @@ from sine_protocol.layer_pixels import composite_native  # noqa: E402
 RGBA_FORMAT = "R'G'B'A u8"
 # Selection coverage is linear: 255 = fully selected.
 MASK_FORMAT = "Y u8"
+MASK_COPY_FORMAT = "Y float"  # a layer mask copied at any image precision without loss
 LAYER_NAME_PROMPT_CHARS = 40
 _TRC_MODEL = {"linear": "RGBA", "non-linear": "R'G'B'A", "perceptual": "R~G~B~A"}
 _CHANNEL_BYTES = {"u8": 1, "u16": 2, "u32": 4, "half": 2, "float": 4, "double": 8}
@@ -96,10 +97,26 @@ def add_result_layer(
         buffer.set(rect, fmt, composite_native(own, result, mask.data if mask else None, 4 * channel,
                                                3 * channel, channel))  # fmt: skip
         buffer.flush()
+        _copy_layer_mask(source, layer)
         layer.update(0, 0, pixels.width, pixels.height)
     finally:
         image.undo_group_end()
     return layer
+
+
+def _copy_layer_mask(source: Gimp.Layer, layer: Gimp.Layer) -> None:
+    """Give ``layer`` a copy of the source's layer mask (and whether it applies), so the result shows
+    what the source showed: without it, what the mask hid would come back in the layer above."""
+    mask = source.get_mask()
+    if mask is None:
+        return
+    copy = layer.create_mask(Gimp.AddMaskType.WHITE)
+    layer.add_mask(copy)
+    rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())
+    buffer = copy.get_buffer()
+    buffer.set(rect, MASK_COPY_FORMAT, mask.get_buffer().get(rect, 1.0, MASK_COPY_FORMAT, Gegl.AbyssPolicy.NONE))
+    buffer.flush()
+    layer.set_apply_mask(source.get_apply_mask())
 
 
 def new_image_with_result(pixels: RGBAImage, name: str) -> tuple[Gimp.Image, Gimp.Layer]:

@@ -377,8 +377,37 @@ def test_sd2_file_name_tells_512_base_from_768_v(tmp_path):
 def test_file_of_another_size_without_configs_is_refused_in_words(tiny_folder, tmp_path):
     """A single file of a non-published size with no `<name>.config/` beside it: `sine doctor` called it
     "SD1, 512 px" and the loader failed with diffusers' advice to pass `ignore_mismatched_sizes`."""
+    from sine.tiny_models import make_tiny_sd2
+
     path = write_single_file(tiny_folder, tmp_path / "small.safetensors", sidecar=False)
     for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(BadModel, match=r"small\.safetensors has a UNet of width 32 where Stable Diffusion 1\.x "
                                            r"has 320.*small\.config/"):
+            call(path)
+    xl = write_sdxl_single_file(make_tiny_sdxl(tmp_path / "xl"), tmp_path / "xl.safetensors")
+    sd2 = write_single_file(make_tiny_sd2(tmp_path / "sd2", v_prediction=True), tmp_path / "sd2.safetensors",
+                            sidecar=False)
+    for file, family in ((xl, "XL"), (sd2, "2.x")):  # too small for diffusers' key test: told by their layouts
+        bare = shutil.copy(file, tmp_path / f"bare-{file.name}")
+        with pytest.raises(BadModel, match=rf"has a UNet of width 32 where Stable Diffusion {family} has 320"):
+            describe_model(bare)
+
+
+@pytest.mark.parametrize("part,damage", [("unet/config.json", "delete"), ("unet/config.json", "{bad"),
+                                         ("scheduler/scheduler_config.json", "delete"),
+                                         ("tokenizer/tokenizer_config.json", "no tokenizer/")])
+def test_broken_config_folder_beside_a_file_names_the_file(tiny_folder, tmp_path, part, damage):
+    """A `NAME.config/` folder missing a config or holding broken JSON failed with a bare
+    FileNotFoundError / JSONDecodeError / OSError (doctor and loader; doctor reads no tokenizer)."""
+    from sine.errors import ModelMissing
+
+    path = write_single_file(tiny_folder, tmp_path / "m.safetensors")
+    config = tmp_path / "m.config" / part
+    if damage == "no tokenizer/":
+        shutil.rmtree(config.parent)
+    else:
+        config.unlink() if damage == "delete" else config.write_text(damage)
+    calls = [describe_model] if damage != "no tokenizer/" else []
+    for call in (*calls, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises((ModelMissing, BadModel), match=rf"m\.config/{part}"):
             call(path)

@@ -7,7 +7,8 @@
 #   edited.xcf          the image with all its layers
 #   layer-<i>.rgba/.png each layer's own pixels: raw "R'G'B'A u8" bytes (exact) and a PNG (to look at)
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
-# A case with "drawable": "mask" gives the source a white layer mask and runs on that mask.
+# A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
+# mask; layer-<i>.mask holds a layer's mask.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo").
@@ -81,9 +82,11 @@ def run_case(case):
         image.insert_layer(loaded, None, len(image.get_layers()))
     drawable = source
     if case.get("drawable") == "mask":  # the painter clicked the layer's mask thumbnail: the mask is active
-        source.add_alpha()
-        drawable = source.create_mask(Gimp.AddMaskType.WHITE)
+        source.add_alpha()  # the mask shows the layer inside case["mask_box"] only
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, *case["mask_box"])
+        drawable = source.create_mask(Gimp.AddMaskType.SELECTION)
         source.add_mask(drawable)
+        Gimp.Selection.none(image)
     display = Gimp.Display.new(image) if case.get("display") else None
     if display is not None:
         image.clean_all()
@@ -124,10 +127,15 @@ def run_case(case):
         return
     for i, layer in enumerate(image.get_layers()):
         _, ox, oy = layer.get_offsets()
+        mask = layer.get_mask()
         record["layers"].append(
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
-             "visible": layer.get_visible()}
+             "visible": layer.get_visible(), "has_mask": mask is not None}
         )
+        if mask is not None:  # its layer mask, one byte a pixel
+            rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())
+            with open(os.path.join(out, f"layer-{i}.mask"), "wb") as f:
+                f.write(bytes(mask.get_buffer().get(rect, 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
         dump_layer(layer, os.path.join(out, f"layer-{i}"), case.get("dump_format"))
     save(image, os.path.join(out, "edited.xcf"))
     if case.get("undo_after"):

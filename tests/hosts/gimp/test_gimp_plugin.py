@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 W, H = 64, 48
 CANVAS = (80, 60, 10, 6)  # width, height, source layer offset x, y
 SELECT = (8, 8, 24, 16)  # x, y, w, h
+MASK_BOX = (4, 6, 40, 30)  # what the source's layer mask shows, in the "mask" case
 EDIT = {"prompt": "a red circle", "subject": "shape", "style": "photo", "seed": 7}
 SAMPLING = {"steps": 3, "w": 7.5, "v": 0.7, "k": 400}
 FINETUNE = {"method": "lora", "steps": 2}
@@ -116,7 +117,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
         {"name": "selection", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "selection"),
          "select": list(SELECT), "args": GIMP_ARGS},
         {"name": "mask", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "mask"),
-         "drawable": "mask", "args": GIMP_ARGS},
+         "drawable": "mask", "mask_box": list(MASK_BOX), "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
     print(f"GIMP session (3 edits): {run.wall_s:.1f} s")
@@ -157,6 +158,17 @@ def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], n
 @pytest.mark.parametrize("name", ["offset", "selection", "mask"])
 def test_source_layer_is_untouched(gimp_session: dict[str, Case], name: str) -> None:
     assert gimp_session[name].layer_bytes(1) == rgba_of(source_rgb())
+
+
+def test_the_sources_layer_mask_comes_with_the_result(gimp_session: dict[str, Case]) -> None:
+    """The result shows what the source's mask lets through, no more: the mask is copied onto it (without
+    it, what the mask hid came back in the layer above)."""
+    case = gimp_session["mask"]
+    new, source = case.record["layers"]
+    assert source["has_mask"] and new["has_mask"], case.record["layers"]
+    mask = (case.out / "layer-1.mask").read_bytes()
+    assert mask == rect_mask(W, H, *MASK_BOX)
+    assert (case.out / "layer-0.mask").read_bytes() == mask
 
 
 def test_pixels_outside_the_selection_are_the_source(gimp_session: dict[str, Case]) -> None:
