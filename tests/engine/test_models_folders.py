@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 from sine.tiny_models import make_tiny_sd
 
@@ -346,3 +346,17 @@ def test_component_pickle_with_code_is_refused_as_such(tmp_path, capsys, compone
     with pytest.raises(BadModel, match=rf"{component}/{weights} holds Python objects besides tensors.*could run code"):
         load_base_model(folder, device="cpu")
     assert "unpickled" not in capsys.readouterr().out
+
+
+def test_sdxl_folder_without_its_second_text_encoder_is_refused(tmp_path):
+    """An SDXL folder missing text_encoder_2/ loaded as SDXL without its pooled embedding, and every
+    edit failed inside the UNet ("argument of type 'NoneType' is not iterable")."""
+    import shutil
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    shutil.rmtree(folder / "text_encoder_2")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=r"lacks the text_encoder_2/ component of an SDXL folder"):
+            call(folder)
