@@ -192,7 +192,7 @@ def check_shapes(path: Path, state: dict[str, Any], folder: Path) -> None:
         key = next((k for k in keys if k in state), None)
         if key is None or len(state[key].shape) <= dim:
             continue
-        config = json.loads((folder / sub / "config.json").read_text())
+        config = read_json(folder / sub / "config.json")
         expected = int(config[field] if index is None else config[field][index])
         if (got := int(state[key].shape[dim])) != expected:
             raise BadModel(f"{path} has {what} of width {got} where {_FAMILY_NAMES[folder.name]} has {expected}: a "
@@ -303,13 +303,23 @@ def _global_step(path: Path) -> int | None:
     return step if isinstance(step, int) else None
 
 
+def read_json(path: Path) -> dict:
+    """A model's JSON config, or an error naming the file: missing (incomplete download), or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelMissing(f"{path} is missing: the download is incomplete") from None
+    except ValueError as exc:
+        raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
+
+
 def load_tokenizer(folder: Path) -> Any:
     """A CLIP tokenizer from `folder`; configs without vocab files use the shipped CLIP BPE files."""
     from transformers import CLIPTokenizer
 
     if (folder / "vocab.json").is_file():
         return CLIPTokenizer.from_pretrained(folder)
-    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings = read_json(folder / "tokenizer_config.json")
     settings.pop("tokenizer_class", None)
     return CLIPTokenizer(vocab_file=str(TOKENIZER_DIR / "vocab.json"), merges_file=str(TOKENIZER_DIR / "merges.txt"),
                          **settings)
@@ -317,9 +327,7 @@ def load_tokenizer(folder: Path) -> Any:
 
 def single_file_scheduler(path: Path, state: dict[str, Any], folder: Path) -> dict[str, Any]:
     """The scheduler config of a checkpoint: its config folder's, with what the file states itself."""
-    from diffusers import DDIMScheduler
-
-    return {**DDIMScheduler.load_config(folder / "scheduler"), **scheduler_hints(path, state)}
+    return {**read_json(folder / "scheduler" / "scheduler_config.json"), **scheduler_hints(path, state)}
 
 
 def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
@@ -334,9 +342,9 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     if not wrapped:
         del state
-    index = json.loads((folder / "model_index.json").read_text())
-    unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    check_usable(unet_config, scheduler_config, str(path), json.loads((folder / "vae" / "config.json").read_text()))
+    index = read_json(folder / "model_index.json")
+    unet_config = read_json(folder / "unet" / "config.json")
+    check_usable(unet_config, scheduler_config, str(path), read_json(folder / "vae" / "config.json"))
     xl = "text_encoder_2" in index
     cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     extra: dict[str, Any] = {"tokenizer": load_tokenizer(folder / "tokenizer"),

@@ -23,6 +23,7 @@ from .checkpoints import (
     not_weights,
     prediction_guessed,
     read_checkpoint,
+    read_json,
     single_file_scheduler,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
@@ -208,7 +209,7 @@ def check_pipeline_kind(folder: Path) -> None:
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         return
-    index = _read_json(index_path)
+    index = read_json(index_path)
     name = str(index.get("_class_name", "an unknown pipeline"))
     if index.get("requires_aesthetics_score") or (
             (folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()):
@@ -325,9 +326,10 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     for name in _COMPONENTS:
         if not (folder / name).is_dir():
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
-    unet_config = _read_json(folder / "unet" / "config.json")
-    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    check_usable(unet_config, scheduler_config, str(folder), _read_json(folder / "vae" / "config.json"))
+    unet_config = read_json(folder / "unet" / "config.json")
+    scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
+    check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
+    check_xl_parts(folder, unet_config)
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
@@ -342,6 +344,16 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def check_xl_parts(folder: Path, unet_config: dict) -> None:
+    """An SDXL UNet (text_time conditioning) needs the second text encoder and tokenizer beside it."""
+    if unet_config.get("addition_embed_type") != "text_time":
+        return
+    for name in ("text_encoder_2", "tokenizer_2"):
+        if not (folder / name).is_dir():
+            raise ModelMissing(f"{folder} lacks the {name}/ component of an SDXL folder (its UNet takes the second "
+                               "text encoder's pooled embedding): the download is incomplete; download the model again")
 
 
 def weights_variant(sub: Path) -> str | None:
@@ -364,19 +376,10 @@ def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
     """SDXL's second text encoder and tokenizer (None, None for SD1/SD2) and its empty-prompt rule."""
     if not (folder / "text_encoder_2").is_dir():
         return None, None, True
-    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    index = read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
     encoder = _from_pretrained(CLIPTextModelWithProjection, folder / "text_encoder_2", dt)
     return encoder, _load_tokenizer(folder / "tokenizer_2"), bool(index.get("force_zeros_for_empty_prompt",
                                                                                            True))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelMissing(f"{path} is missing: the download is incomplete") from None
-    except ValueError as exc:
-        raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
 
 
 def _load_tokenizer(sub: Path) -> CLIPTokenizer:
@@ -401,6 +404,8 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
         for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
                 raise BadModel(f"{weights} is {what}") from None
+            if weights.suffix == ".bin":
+                read_checkpoint(weights)  # a pickle that needs more than tensors: refused as such
         files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
@@ -429,11 +434,12 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         guessed = prediction_guessed(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
-        scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+        scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
         where, name, guessed = str(folder), Path(model_id).name, None
-    unet, vae = _read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json")
+    unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
-    kind = model_kind(unet, scheduler, _read_json(folder / "text_encoder" / "config.json"),
+    check_xl_parts(folder, unet)
+    kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]
 

@@ -8,6 +8,7 @@ never leaves half a picture where a finished one was. Imports only Pillow: it ru
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -62,6 +63,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _refuse_broken_links(path: Path, flag: str, folder: bool = False) -> None:
+    """A symbolic link loop in the path, or a folder that is a link to nothing, failed only when the result
+    was written (after the work) or as a traceback: refused up front."""
+    for part in (path, *path.parents):
+        try:
+            os.stat(part)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BadInput(f"{flag} {path}: {part} is a symbolic link loop") from None
+    if folder and path.is_symlink() and not path.exists():
+        raise BadInput(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not exist;"
+                       " name a new folder")
+
+
 def _writable_folder(path: Path, flag: str) -> None:
     """The nearest existing folder above `path` is a folder we may write in (missing ones are created)."""
     parent = path.parent.absolute()
@@ -76,6 +91,7 @@ def _writable_folder(path: Path, flag: str) -> None:
 def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> OutputPlan:
     """Check `--out` before any work; raises BadInput naming the file and what is accepted."""
     given = Path(out).expanduser()
+    _refuse_broken_links(given, "--out")
     if given.is_dir():
         raise BadInput(f"--out {given} is a folder; give a file name, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")
     paths = output_paths(given, count)
@@ -135,6 +151,7 @@ def check_weights_folder(folder: str | None, flag: str) -> None:
     if folder is None:
         return
     path = Path(folder).expanduser()
+    _refuse_broken_links(path, flag, folder=True)
     if path.exists() and not path.is_dir():
         raise BadInput(f"{flag} {path} is a file; name a folder (new or empty) for the fine-tuned weights")
     if path.is_dir():
@@ -161,6 +178,7 @@ def check_demo_folder(folder: str) -> None:
     replace the user's own source.png.
     """
     path = Path(folder).expanduser()
+    _refuse_broken_links(path, "--out", folder=True)
     if path.exists() and not path.is_dir():
         raise BadInput(f"--out {path} is a file; the demo writes a folder of pictures: name a new folder")
     if not path.is_dir():

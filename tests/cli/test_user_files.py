@@ -17,8 +17,8 @@ from test_instant_errors import HEAVY, messages, run_traced
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else p.stat().st_mode
-            for p in sorted(root.rglob("*")) if not p.is_dir()}
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file()
+            else p.stat().st_mode for p in sorted(root.rglob("*")) if p.is_symlink() or not p.is_dir()}
 
 
 @pytest.fixture()
@@ -34,6 +34,8 @@ def home(tmp_path: Path) -> Path:
     (tmp_path / "bad-weights" / "finetune.json").write_text("{not json")
     (tmp_path / "link-to-source.png").symlink_to(tmp_path / "source.png")
     os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "gone").symlink_to(tmp_path / "no-such-folder")
     return tmp_path
 
 
@@ -49,6 +51,10 @@ REFUSALS = {
     "out has an unknown extension": (["--out", "{home}/result.xyz"], "use .png"),
     "out under a file": (["--out", "{home}/plain-file/result.png"], "is a file, not a folder"),
     "weights is a file": (["--out", "{home}/r.png", "--weights", "{home}/plain-file"], "is a file"),
+    # a symbolic link loop was a traceback (out) or noticed only after the work (weights)
+    "out under a link loop": (["--out", "{home}/loop/result.png"], "symbolic link loop"),
+    "weights is a link loop": (["--out", "{home}/r.png", "--weights", "{home}/loop"], "symbolic link loop"),
+    "weights links to nothing": (["--out", "{home}/r.png", "--weights", "{home}/gone"], "does not exist"),
     "weights is a folder of the user's": (["--out", "{home}/r.png", "--weights", "{home}/mine"], "other files"),
     "weights holds a broken finetune.json": (["--out", "{home}/r.png", "--weights", "{home}/bad-weights"],
                                              "not a saved sine fine-tune"),
@@ -108,16 +114,20 @@ def test_jpeg_out_and_overwrite_write_a_whole_picture(home: Path, tiny_model: Pa
         assert (result.format, result.size) == ("PNG", (48, 32))
 
 
-@pytest.mark.parametrize("target", ["home", "file"])
+DEMO_REFUSALS = {"home": "other files", "file": "is a file", "loop": "symbolic link loop", "gone": "does not exist"}
+
+
+@pytest.mark.parametrize("target", sorted(DEMO_REFUSALS))
 def test_sine_demo_never_writes_into_a_folder_of_the_users(home: Path, target: str) -> None:
-    """The demo writes fixed names (source.png, comparison.png...): `--out ~/Pictures` replaced the user's."""
+    """The demo writes fixed names (source.png, comparison.png...): `--out ~/Pictures` replaced the user's.
+    A link loop or a link to nothing as the folder was a FileExistsError traceback."""
     (home / "comparison.png").write_bytes((home / "holiday.png").read_bytes())
-    out = home if target == "home" else home / "plain-file"
+    out = {"home": home, "file": home / "plain-file", "loop": home / "loop", "gone": home / "gone"}[target]
     before = _snapshot(home)
     proc, imported = run_traced("demo", "--out", str(out))
     text = messages(proc)
     assert proc.returncode == 1, text
-    assert ("other files" if target == "home" else "is a file") in text.strip().splitlines()[-1], text
+    assert DEMO_REFUSALS[target] in text.strip().splitlines()[-1], text
     assert not imported & set(HEAVY)
     assert _snapshot(home) == before
 

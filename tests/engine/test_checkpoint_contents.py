@@ -391,3 +391,23 @@ def test_file_of_another_size_without_configs_is_refused_in_words(tiny_folder, t
         bare = shutil.copy(file, tmp_path / f"bare-{file.name}")
         with pytest.raises(BadModel, match=rf"has a UNet of width 32 where Stable Diffusion {family} has 320"):
             describe_model(bare)
+
+
+@pytest.mark.parametrize("part,damage", [("unet/config.json", "delete"), ("unet/config.json", "{bad"),
+                                         ("scheduler/scheduler_config.json", "delete"),
+                                         ("tokenizer/tokenizer_config.json", "no tokenizer/")])
+def test_broken_config_folder_beside_a_file_names_the_file(tiny_folder, tmp_path, part, damage):
+    """A `NAME.config/` folder missing a config or holding broken JSON failed with a bare
+    FileNotFoundError / JSONDecodeError / OSError (doctor and loader; doctor reads no tokenizer)."""
+    from sine.errors import ModelMissing
+
+    path = write_single_file(tiny_folder, tmp_path / "m.safetensors")
+    config = tmp_path / "m.config" / part
+    if damage == "no tokenizer/":
+        shutil.rmtree(config.parent)
+    else:
+        config.unlink() if damage == "delete" else config.write_text(damage)
+    calls = [describe_model] if damage != "no tokenizer/" else []
+    for call in (*calls, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises((ModelMissing, BadModel), match=rf"m\.config/{part}"):
+            call(path)

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 from sine.tiny_models import make_tiny_sd
 
@@ -326,4 +326,37 @@ def test_flow_matching_unets_are_refused_by_name(tmp_path):
         {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}))
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match="flow-matching.*FlowMatchEulerDiscreteScheduler"):
+            call(folder)
+
+
+class _RunsCode:
+    def __reduce__(self):  # unpickling this would call print: what a malicious pickle does with os.system
+        return (print, ("unpickled",))
+
+
+@pytest.mark.parametrize("component,weights", [("unet", "diffusion_pytorch_model.bin"),
+                                               ("text_encoder", "pytorch_model.bin")])
+def test_component_pickle_with_code_is_refused_as_such(tmp_path, capsys, component, weights):
+    """A folder whose `.bin` weights are a pickle that runs code was never unpickled, but was refused
+    as "could not be loaded ...; the download may be incomplete"."""
+    folder = make_tiny_sd(tmp_path / "m")
+    for file in (folder / component).glob("*.safetensors"):
+        file.unlink()
+    torch.save({"weight": _RunsCode()}, str(folder / component / weights))
+    with pytest.raises(BadModel, match=rf"{component}/{weights} holds Python objects besides tensors.*could run code"):
+        load_base_model(folder, device="cpu")
+    assert "unpickled" not in capsys.readouterr().out
+
+
+def test_sdxl_folder_without_its_second_text_encoder_is_refused(tmp_path):
+    """An SDXL folder missing text_encoder_2/ loaded as SDXL without its pooled embedding, and every
+    edit failed inside the UNet ("argument of type 'NoneType' is not iterable")."""
+    import shutil
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    shutil.rmtree(folder / "text_encoder_2")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=r"lacks the text_encoder_2/ component of an SDXL folder"):
             call(folder)
