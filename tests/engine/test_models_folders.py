@@ -360,3 +360,21 @@ def test_sdxl_folder_without_its_second_text_encoder_is_refused(tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(ModelMissing, match=r"lacks the text_encoder_2/ component of an SDXL folder"):
             call(folder)
+
+
+def test_text_encoder_of_another_width_than_the_unet_takes_is_refused(tmp_path):
+    """A folder with a text encoder from another kind of model (states 48 wide, the UNet's cross-attention
+    takes 32) loaded, and every edit failed inside the UNet with a matrix-shape error."""
+    import shutil
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = make_tiny_sd(tmp_path / "mixed")
+    shutil.rmtree(folder / "text_encoder")
+    config = CLIPTextConfig(vocab_size=514, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
+                            pad_token_id=513)
+    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"text encoder gives 48-wide states but its UNet takes 32"):
+            call(folder)
