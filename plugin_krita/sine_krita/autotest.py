@@ -150,8 +150,8 @@ class AutoTest(qt.QObject):
     def _add_probe_layers(self) -> None:
         """Layers Krita draws from something else, each over ``source_probes``' box [x, y, w, h] in one
         colour: a vector layer (a rectangle shape), a fill layer (colour, over a selection of the box)
-        and a clone of the vector layer; and a paint layer of that green whose transparency mask hides its
-        left half. Read as the panel reads a source once Krita has drawn them."""
+        and a clone of the vector layer; a paint layer of that green whose transparency mask hides its
+        left half; a group holding a paint layer of that green. Read as the panel reads a source once Krita has drawn them."""
         doc, (x, y, w, h) = self._doc, self.job["source_probes"]
         self._active_before_probes = doc.activeNode()
         root = doc.rootNode()
@@ -176,8 +176,13 @@ class AutoTest(qt.QObject):
         mask = doc.createTransparencyMask("probe mask")
         masked.addChildNode(mask, None)
         mask.setPixelData(bytes(0 if col < w // 2 else 255 for _row in range(h) for col in range(w)), x, y, w, h)
+        group = doc.createGroupLayer("probe group")  # a group holding a layer of that green
+        root.addChildNode(group, None)
+        inside = doc.createNode("probe inside", "paintlayer")
+        group.addChildNode(inside, None)
+        inside.setPixelData(bytes((0x40, 0xA0, 0x20, 255)) * (w * h), x, y, w, h)
         doc.waitForDone()
-        self._later(lambda: self._read_probe_layers([vector, fill, clone, masked]), 1000)
+        self._later(lambda: self._read_probe_layers([vector, fill, clone, masked, group]), 1000)
 
     def _read_probe_layers(self, nodes: list[Any]) -> None:
         from .document_io import read_source

@@ -18,9 +18,10 @@ from .pixels import linear_native_to_rgba8, native_to_rgba8, rgba8_to_linear_nat
 CHANNEL_BYTES = {"U8": 1, "U16": 2}
 
 
-# Layers Krita draws from something else (shapes, another layer, a generator, a file): their own
-# pixelData is empty or one channel, so what the painter sees of them is read from their projection.
-DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer")
+# Layers Krita draws from something else (shapes, another layer, a generator, a file, its children):
+# their own pixelData is empty or one channel (a group's is empty in Krita 5.3, its composite in 5.2),
+# so what the painter sees of them is read from their projection.
+DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer", "grouplayer")
 
 
 def linear_light(profile: str) -> bool:
