@@ -329,6 +329,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     unet_config = read_json(folder / "unet" / "config.json")
     scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
+    check_text_parts(folder, unet_config)
     for name in ("unet", "vae", "text_encoder"):
         if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
@@ -343,6 +344,24 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def check_text_parts(folder: Path, unet_config: dict) -> None:
+    """An SDXL UNet (text_time conditioning) needs the second text encoder and tokenizer beside it, and
+    the text encoders' states (side by side for SDXL) must be as wide as the UNet's cross-attention
+    takes (a text encoder from another kind of model fails inside the UNet)."""
+    xl = unet_config.get("addition_embed_type") == "text_time"
+    for name in ("text_encoder_2", "tokenizer_2") if xl else ():
+        if not (folder / name).is_dir():
+            raise ModelMissing(f"{folder} lacks the {name}/ component of an SDXL folder (its UNet takes the second "
+                               "text encoder's pooled embedding): the download is incomplete; download the model again")
+    takes = unet_config.get("cross_attention_dim")
+    encoders = ("text_encoder", "text_encoder_2") if xl else ("text_encoder",)
+    widths = [read_json(folder / name / "config.json").get("hidden_size") for name in encoders]
+    if isinstance(takes, int) and all(isinstance(w, int) for w in widths) and sum(widths) != takes:
+        raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
+                       "encoder from another kind of model in text_encoder/); put back the one this model was released "
+                       "with")
 
 
 def weights_variant(sub: Path) -> str | None:
@@ -427,6 +446,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         where, name, guessed = str(folder), Path(model_id).name, None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
+    check_text_parts(folder, unet)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]

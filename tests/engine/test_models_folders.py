@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 from sine.tiny_models import make_tiny_sd
 
@@ -346,3 +346,35 @@ def test_component_pickle_with_code_is_refused_as_such(tmp_path, capsys, compone
     with pytest.raises(BadModel, match=rf"{component}/{weights} holds Python objects besides tensors.*could run code"):
         load_base_model(folder, device="cpu")
     assert "unpickled" not in capsys.readouterr().out
+
+
+def test_sdxl_folder_without_its_second_text_encoder_is_refused(tmp_path):
+    """An SDXL folder missing text_encoder_2/ loaded as SDXL without its pooled embedding, and every
+    edit failed inside the UNet ("argument of type 'NoneType' is not iterable")."""
+    import shutil
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    shutil.rmtree(folder / "text_encoder_2")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=r"lacks the text_encoder_2/ component of an SDXL folder"):
+            call(folder)
+
+
+def test_text_encoder_of_another_width_than_the_unet_takes_is_refused(tmp_path):
+    """A folder with a text encoder from another kind of model (states 48 wide, the UNet's cross-attention
+    takes 32) loaded, and every edit failed inside the UNet with a matrix-shape error."""
+    import shutil
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = make_tiny_sd(tmp_path / "mixed")
+    shutil.rmtree(folder / "text_encoder")
+    config = CLIPTextConfig(vocab_size=514, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=32, bos_token_id=512, eos_token_id=513,
+                            pad_token_id=513)
+    CLIPTextModel(config).save_pretrained(folder / "text_encoder")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"text encoder gives 48-wide states but its UNet takes 32"):
+            call(folder)
