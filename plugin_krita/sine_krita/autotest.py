@@ -127,17 +127,22 @@ class AutoTest(qt.QObject):
         self._later(self._wait_connected)
 
     def _probe_profiles(self) -> None:
-        """What the panel says of a 16-bit RGBA document in each of ``profile_probes`` (profile names)."""
-        from .document_io import UnsupportedDocument, check_color
+        """How the panel reads a 16-bit RGBA layer of green 32768 (half of full scale) in a document of
+        each of ``profile_probes`` (profile names; "": Krita's default)."""
+        from .document_io import read_source
 
         app, probes = Krita.instance(), {}
         for profile in self.job["profile_probes"]:
             doc = app.createDocument(8, 8, "profile probe", "RGBA", "U16", profile, 72.0)
             try:
-                check_color(doc)
-                probes[profile] = {"profile": doc.colorProfile(), "refused": ""}
-            except UnsupportedDocument as exc:
-                probes[profile] = {"profile": doc.colorProfile(), "refused": str(exc)}
+                layer = doc.createNode("probe", "paintlayer")
+                doc.rootNode().addChildNode(layer, None)
+                layer.setPixelData((b"\0\0\0\x80\0\0\xff\xff") * 64, 0, 0, 8, 8)  # B,G,R,A little-endian
+                doc.waitForDone()
+                source = read_source(doc, "layer", layer)
+                probes[profile] = {"profile": doc.colorProfile(), "rgba": list(source.rgba[:4])}
+            except Exception as exc:
+                probes[profile] = {"profile": doc.colorProfile(), "error": str(exc)}
             finally:
                 doc.close()
         self.report["profile_probes"] = probes

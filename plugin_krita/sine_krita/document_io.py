@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pixels import native_to_rgba8, rgba8_to_native
+from .pixels import linear_native_to_rgba8, native_to_rgba8, rgba8_to_linear_native, rgba8_to_native
 
 # Integer RGBA depths the plug-in can write back exactly; float ones are refused with advice.
 CHANNEL_BYTES = {"U8": 1, "U16": 2}
@@ -23,12 +23,11 @@ CHANNEL_BYTES = {"U8": 1, "U16": 2}
 DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer")
 
 
-SRGB_PROFILE = "sRGB-elle-V2-srgbtrc.icc"  # Krita's own sRGB profile: what to convert to
-
-
 def linear_light(profile: str) -> bool:
     """Whether a Krita profile name (its description) marks a linear tone curve: Krita's own linear
-    profiles end in "-g10.icc" (sRGB, Rec2020, ACEScg ... "elle" profiles) or say "linear"."""
+    profiles end in "-g10.icc" (sRGB, Rec2020, ACEScg ... "elle" profiles; sRGB-elle-V2-g10.icc is its
+    default for new 16-bit documents) or say "linear". Their values are sRGB-encoded for the model
+    and decoded again in the result (read as they are, the edit came back washed out)."""
     name = profile.lower()
     return name.endswith("-g10.icc") or "linear" in name
 
@@ -51,6 +50,7 @@ class SourcePixels:
     y: int = 0
     native: bytes = b""  # the source's own B,G,R,A bytes at its depth
     channel_bytes: int = 1
+    linear: bool = False  # linear-light values (see linear_light): sRGB-encoded in ``rgba``
 
 
 def check_color(doc: Any, node: Any | None = None) -> int:
@@ -64,13 +64,6 @@ def check_color(doc: Any, node: Any | None = None) -> int:
             raise UnsupportedDocument(
                 f"SINE edits RGBA images of 8 or 16 bits per channel (integer); this {what} is {model}/{depth}. "
                 "Use Image > Convert Image Color Space... (RGB/Alpha, 8-bit or 16-bit integer/channel) first."
-            )
-        profile = obj.colorProfile()
-        if linear_light(profile):
-            raise UnsupportedDocument(
-                f"This {what}'s colour profile, {profile}, is linear light; the model works on sRGB pictures and "
-                "would read its values wrongly (the edit comes back washed out). Use Image > Convert Image Color "
-                f"Space... to {SRGB_PROFILE} first (and back afterwards if you like)."
             )
         depths.append(depth)
     if len(set(depths)) > 1:
@@ -114,7 +107,9 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     if len(native) != width * height * 4 * channel:
         raise UnsupportedDocument(f"Krita returned {len(native)} bytes for {width}x{height} RGBA pixels.")
     mask = read_selection(doc, x, y, width, height)
-    return SourcePixels(native_to_rgba8(native, channel), width, height, mask, node, name, x, y, native, channel)
+    linear = linear_light((doc if source == "visible" else node).colorProfile())
+    rgba = (linear_native_to_rgba8 if linear else native_to_rgba8)(native, channel)
+    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear)
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:
@@ -142,7 +137,8 @@ def result_pixels(source: SourcePixels, rgba: bytes) -> bytes:
     from sine_protocol.layer_pixels import composite_native  # the vendored copy (see vendor.py)
 
     channel = source.channel_bytes
-    return composite_native(source.native, rgba8_to_native(rgba, channel), source.mask, 4 * channel,
+    to_native = rgba8_to_linear_native if source.linear else rgba8_to_native
+    return composite_native(source.native, to_native(rgba, channel), source.mask, 4 * channel,
                             3 * channel, channel)  # fmt: skip
 
 

@@ -46,3 +46,61 @@ def rgba8_to_native(rgba: bytes, channel_bytes: int) -> bytes:
 
         return u8_to_u16(bgra)
     return bgra
+
+
+# ---- linear-light documents ---------------------------------------------------------------------
+# Krita's linear profiles (its default for new 16-bit documents is sRGB-elle-V2-g10.icc) hold linear
+# values; the model sees sRGB-encoded pictures. Only the tone curve is converted (IEC 61966-2-1);
+# other primaries (Rec2020, ACEScg) are left as they are.
+
+
+def _encode(x: float) -> float:
+    return 12.92 * x if x <= 0.0031308 else 1.055 * x ** (1 / 2.4) - 0.055
+
+
+def _decode(x: float) -> float:
+    return x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4
+
+
+_ENCODE8 = bytes(round(255 * _encode(i / 255)) for i in range(256))
+_DECODE8 = bytes(round(255 * _decode(i / 255)) for i in range(256))
+_DECODE16 = [round(65535 * _decode(i / 255)) for i in range(256)]
+_encode16: bytes = b""  # 65536 entries, made on first use
+
+
+def linear_native_to_rgba8(data: bytes, channel_bytes: int) -> bytes:
+    """Linear-light Krita B,G,R,A (1 or 2 bytes a channel) to sRGB-encoded wire RGBA; alpha as
+    :func:`native_to_rgba8` gives it."""
+    global _encode16
+    out = bytearray(native_to_rgba8(data, channel_bytes))  # R,G,B,A now; alpha done
+    if channel_bytes == 2:
+        import array
+
+        if not _encode16:
+            _encode16 = bytes(round(255 * _encode(i / 65535)) for i in range(65536))
+        values = array.array("H")
+        values.frombytes(data)
+        for wire, native in ((0, 2), (1, 1), (2, 0)):  # R,G,B from B,G,R
+            out[wire::4] = bytes(map(_encode16.__getitem__, values[native::4]))
+    else:
+        for wire in (0, 1, 2):
+            out[wire::4] = out[wire::4].translate(_ENCODE8)
+    return bytes(out)
+
+
+def rgba8_to_linear_native(rgba: bytes, channel_bytes: int) -> bytes:
+    """sRGB-encoded wire RGBA to linear-light Krita B,G,R,A at 1 or 2 bytes a channel; alpha as
+    :func:`rgba8_to_native` gives it."""
+    bgra = swap_red_blue(rgba)
+    if channel_bytes == 2:
+        import array
+
+        values = array.array("H")
+        values.frombytes(rgba8_to_native(rgba, 2))
+        for channel in (0, 1, 2):
+            values[channel::4] = array.array("H", map(_DECODE16.__getitem__, bgra[channel::4]))
+        return values.tobytes()
+    out = bytearray(bgra)
+    for channel in (0, 1, 2):
+        out[channel::4] = bgra[channel::4].translate(_DECODE8)
+    return bytes(out)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document_io import CHANNEL_BYTES, UnsupportedDocument
-from .pixels import native_to_rgba8
+from .document_io import CHANNEL_BYTES, UnsupportedDocument, linear_light
+from .pixels import linear_native_to_rgba8, native_to_rgba8
 
 # Node types whose pixels can be a picture (masks, filters and fills are not).
 PICTURE_TYPES = ("paintlayer", "grouplayer", "filelayer", "vectorlayer", "clonelayer")
@@ -67,4 +67,5 @@ def read_style(doc: Any, name: str) -> tuple[int, int, bytes]:
     native = bytes(node.pixelData(x, y, width, height))
     if len(native) != width * height * 4 * channel:
         raise UnsupportedDocument(f"Krita returned {len(native)} bytes for the {width}x{height} style layer.")
-    return width, height, native_to_rgba8(native, channel)
+    to_rgba8 = linear_native_to_rgba8 if linear_light(node.colorProfile()) else native_to_rgba8
+    return width, height, to_rgba8(native, channel)

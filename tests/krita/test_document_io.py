@@ -86,27 +86,30 @@ def test_other_color_spaces_get_a_clear_message(qapp, model, depth):
         read_source(doc)
 
 
-@pytest.mark.parametrize("profile", ["sRGB-elle-V2-g10.icc", "Rec2020-elle-V4-g10.icc", "ACEScg-elle-V4-g10.icc",
-                                     "scRGB (linear)"])  # fmt: skip
-@pytest.mark.parametrize("depth", ["U8", "U16"])
-def test_a_linear_light_profile_gets_a_clear_message(qapp, profile, depth):
-    """The model sees sRGB pictures: linear values sent as they are came back washed out (seen in Krita)."""
-    doc = Document(4, 4, "RGBA", depth, profile)
+@pytest.mark.parametrize("profile", ["sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", "scRGB (linear)"])
+def test_a_linear_light_layer_is_sent_srgb_encoded_and_the_result_decoded(qapp, profile):
+    """Krita's default 16-bit profile is linear: read as they were, its values came back washed out."""
+    import struct
+
+    doc = Document(2, 1, "RGBA", "U16", profile)
     doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
+    node.setPixelData(struct.pack("<8H", 0, 32768, 65535, 65535, 0, 0, 0, 65535), 0, 0, 2, 1)  # B,G,R,A x2
     doc.setActiveNode(node)
-    with pytest.raises(UnsupportedDocument, match="linear") as refused:
-        read_source(doc)
-    assert profile in str(refused.value) and "sRGB-elle-V2-srgbtrc.icc" in str(refused.value)
+    source = read_source(doc)
+    assert source.linear and source.rgba == bytes((255, 188, 0, 255, 0, 0, 0, 255))
+    placed = struct.unpack("<8H", result_pixels(source, bytes((255, 188, 0, 255, 255, 255, 255, 255))))
+    assert placed[0] == 0 and abs(placed[1] - 32768) < 200 and placed[2] == 65535 and placed[4:] == (65535,) * 4
 
 
 @pytest.mark.parametrize("profile", ["sRGB-elle-V2-srgbtrc.icc", "sRGB built-in", "Rec2020-elle-V4-srgbtrc.icc",
                                      "ClayRGB-elle-V2-g22.icc"])  # fmt: skip
-def test_srgb_like_profiles_are_edited(qapp, profile):
+def test_srgb_like_profiles_are_sent_as_they_are(qapp, profile):
     doc = Document(4, 4, "RGBA", "U8", profile)
     doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
     node.setPixelData(bytes(range(64)), 0, 0, 4, 4)
     doc.setActiveNode(node)
-    assert read_source(doc).width == 4
+    source = read_source(doc)
+    assert not source.linear and source.rgba == to_bgra(bytes(range(64)))  # the same swap both ways
 
 
 def test_an_active_mask_means_its_layer(qapp):

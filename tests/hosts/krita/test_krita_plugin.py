@@ -400,7 +400,7 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
             krita_home, sine_daemon, "errors", SETTINGS, image="gray", endpoint=f"tcp://127.0.0.1:{free_port()}",
             expect_daemon=False, expect_state="idle",  # refused before anything was sent
             profile_probes=["sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", "sRGB-elle-V2-srgbtrc.icc",
-                            "ClayRGB-elle-V2-g22.icc"],
+                            "ClayRGB-elle-V2-g22.icc", ""],  # "": Krita's default for a new 16-bit document
         )  # fmt: skip
     finally:
         daemon_json.unlink()
@@ -408,14 +408,15 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     assert report["connection"].startswith("not connected: daemon not reachable")
     assert report["start_button_shown"] is True
     assert "RGBA images of 8 or 16 bits" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
-    # A linear-light profile is named as Krita names it and refused in words (sent as they are, its values
-    # came back washed out); sRGB tone curves are edited.
+    # A linear-light profile, Krita's default for a new 16-bit document among them, reaches the model
+    # sRGB-encoded (linear 0.5 is sRGB 188); read as they were, its values came back washed out.
     probes = report["profile_probes"]
-    assert all(probe["profile"] == name for name, probe in probes.items()), probes
-    for linear in ("sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc"):
-        assert "is linear light" in probes[linear]["refused"] and "sRGB-elle-V2-srgbtrc.icc" in probes[linear]["refused"]
-    assert probes["sRGB-elle-V2-srgbtrc.icc"]["refused"] == probes["ClayRGB-elle-V2-g22.icc"]["refused"] == ""
-    assert [layer["name"] for layer in report["layers_after"]] == [layer["name"] for layer in report["layers_before"]]
+    assert all(probe["profile"] == name for name, probe in probes.items() if name), probes
+    assert probes[""]["profile"] == "sRGB-elle-V2-g10.icc", probes[""]
+    for name in ("sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", ""):
+        assert probes[name].get("rgba") == [0, 188, 0, 255], (name, probes[name])
+    for name in ("sRGB-elle-V2-srgbtrc.icc", "ClayRGB-elle-V2-g22.icc"):
+        assert probes[name].get("rgba") == [0, 128, 0, 255], (name, probes[name])
 
 
 LAYER_SETTINGS = {**SETTINGS, "prompt": "make it red", "seed": 4, "steps": 2, "finetune_steps": 1}
