@@ -287,6 +287,9 @@ def load_base_model(
         unet, vae, text_encoder, tokenizer, raw_scheduler = _load_folder(folder, dt)
         text_encoder_2, tokenizer_2, zeros = _load_xl_parts(folder, dt)
         configs, where = folder, str(folder)
+    for tok, encoder in ((tokenizer, text_encoder), (tokenizer_2, text_encoder_2)):
+        if tok is not None and encoder is not None:  # no model_max_length in its config reads as 1e30
+            tok.model_max_length = min(int(tok.model_max_length), int(encoder.config.max_position_embeddings))
     scheduler_config, overridden = forced_scheduler_config(raw_scheduler, where)
     for module in (unet, vae, text_encoder, text_encoder_2):
         if module is not None:

@@ -196,3 +196,48 @@ def test_a_message_of_a_million_empty_parts_is_refused_and_its_memory_given_back
     assert "1500002 frames" in answer["message"] and "at most 4" in answer["message"], answer
     _still_answers(daemon)
     assert _rss_mb(daemon.proc.pid) - before < 40, (before, _rss_mb(daemon.proc.pid))
+
+
+def test_a_running_jobs_events_keep_flowing_while_a_huge_message_is_read(daemon: DaemonProcess):
+    """Reading a message of millions of parts held the socket thread until its last part (20 M parts: 32 s on
+    the shared 2-core CPU, past a client's 30 s silence limit): now it reads them in slices and forwards the
+    worker's events between slices."""
+    import itertools
+    import threading
+    import time
+
+    from sine_protocol.auth import plain_credentials
+    from sine_protocol.zmtp import ZMTPConnection
+
+    with Client(daemon.endpoint, daemon.token) as owner:
+        rid = owner.submit_edit(make_image(16, 16, seed=77), ft_steps=20000, sample_steps=1)
+        accepted = owner.wait_for(rid, 10)
+        assert accepted.type == "accepted", accepted.header
+        owner.wait_for(rid, 30)  # the job is running and reporting
+        header = json.dumps(make_request("ping", "parts", daemon.token)).encode()
+        answered: list[float] = []
+
+        def flood() -> None:
+            with ZMTPConnection(daemon.endpoint, plain=plain_credentials(daemon.token)) as conn:
+                conn._send_raw([bytes([1, len(header)]) + header, b"\x01\x00" * 2_000_000, b"\x00\x00"], 30)
+                assert conn.recv_multipart(timeout=120) is not None
+                answered.append(time.monotonic())
+
+        flooder = threading.Thread(target=flood)
+        started = time.monotonic()
+        flooder.start()
+        seen = [started]
+        while flooder.is_alive():
+            try:
+                owner.wait_for(rid, 0.2)
+                seen.append(time.monotonic())
+            except TimeoutError:
+                pass
+        flooder.join()
+        assert owner.request("cancel", job=accepted.job).type == "cancelled"  # free the daemon for the next test
+        while not owner.wait_for(rid, 30).is_final:
+            pass
+    times = [t for t in seen if t < answered[0]] + answered
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 1.5, f"no event from the running job for {max(gaps):.1f} s while {answered[0] - started:.1f} s" \
+                            " were spent on the flood"

@@ -378,3 +378,14 @@ def test_text_encoder_of_another_width_than_the_unet_takes_is_refused(tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"text encoder gives 48-wide states but its UNet takes 32"):
             call(folder)
+
+
+def test_tokenizer_without_a_length_pads_to_what_the_text_encoder_takes(tmp_path):
+    """A tokenizer_config.json without model_max_length (or none at all) gives transformers' 1e30:
+    every prompt was padded to that length, and the first edit failed."""
+    folder = make_tiny_sd(tmp_path / "m")
+    config = folder / "tokenizer" / "tokenizer_config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "model_max_length"}))
+    base = load_base_model(folder, device="cpu")
+    assert base.tokenize(["a red disc"]).shape == (1, 32)
+    assert base.encode_prompts(["a red disc"]).shape == (1, 32, 32)

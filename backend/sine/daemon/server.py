@@ -13,6 +13,7 @@ import secrets
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -62,22 +63,37 @@ def raise_open_files_limit() -> tuple[int, int] | None:
     return soft, hard
 
 
-def receive_request(router: zmq.Socket) -> tuple[list[bytes], int]:
-    """One message from the ROUTER: its identity and first frames (at most a request's), and how many frames it
-    had. Frames past a request's are read and dropped one by one: libzmq has the whole message in memory
-    already (it delivers nothing before the last part), and a Python list of its millions of empty parts
-    doubled that and took twice as long to read. ``zmq.Again`` when nothing is waiting."""
-    first = router.recv(zmq.NOBLOCK, copy=False)
-    frames, count, more = [first.bytes], 1, first.more
-    while more:
+@dataclass
+class Incoming:
+    """A message being read off the ROUTER: its identity and first frames (at most a request's), how many
+    frames so far, and whether more follow."""
+
+    frames: list[bytes]
+    count: int
+    more: bool
+
+
+PARTS_PER_TURN = 100_000  # frames read per loop turn (~0.15 s): between turns the worker's events go out
+
+
+def read_message(router: zmq.Socket, incoming: Incoming | None = None, budget: int = PARTS_PER_TURN) -> Incoming:
+    """Read on in a message (a new one when ``incoming`` is None; ``zmq.Again`` when none is waiting), at most
+    ``budget`` frames. Frames past a request's are counted and dropped: libzmq has the whole message in memory
+    already (it delivers nothing before the last part); a list of its millions of empty parts doubled that,
+    and reading them in one go held the socket thread (and every running job's events) for half a minute."""
+    if incoming is None:
+        first = router.recv(zmq.NOBLOCK, copy=False)
+        incoming = Incoming([first.bytes], 1, first.more)
+    while incoming.more and budget > 0:
         frame = router.recv(copy=False)  # the rest of a message is already there: never blocks
-        count += 1
-        if count <= MAX_REQUEST_FRAMES + 1:
-            frames.append(frame.bytes)
-        more = frame.more
-    if count > LARGE_MESSAGE_FRAMES:
+        incoming.count += 1
+        budget -= 1
+        if incoming.count <= MAX_REQUEST_FRAMES + 1:
+            incoming.frames.append(frame.bytes)
+        incoming.more = frame.more
+    if not incoming.more and incoming.count > LARGE_MESSAGE_FRAMES:
         release_freed_memory()
-    return frames, count
+    return incoming
 
 
 LARGE_MESSAGE_FRAMES = 100_000  # after a message of more parts, hand the memory libzmq freed back to the system
@@ -121,6 +137,7 @@ class Daemon:
         self._held: dict[bytes, collections.deque[list[bytes]]] = {}
         self._last_sent: dict[bytes, float] = {}  # when each client was last sent something
         self._overflowing: set[bytes] = set()  # clients whose held replies overflowed (logged once)
+        self._incoming: Incoming | None = None  # a message of very many parts, read over several loop turns
         self.dropped_progress = 0
         self._rejections_since, self._rejections_logged, self._rejections_unlogged = 0.0, 0, 0
         self.abandoned = False  # the worker was still busy at exit: the caller should exit the process hard
@@ -280,13 +297,17 @@ class Daemon:
                 zap.handle_pending()
             if events in ready:
                 self._drain_events(router, events)
-            if router in ready:
+            if router in ready or self._incoming is not None:
                 for _ in range(100):  # bounded, so worker events are never starved
                     try:
-                        frames, count = receive_request(router)
+                        incoming = read_message(router, self._incoming)
                     except zmq.Again:
                         break
-                    self._handle(router, frames, worker, count)
+                    if incoming.more:  # a message of very many parts: serve the events, then read on
+                        self._incoming = incoming
+                        break
+                    self._incoming = None
+                    self._handle(router, incoming.frames, worker, incoming.count)
             self._flush_held(router)
             self._ping_queued(router, worker)
             if self.keeper is not None:
