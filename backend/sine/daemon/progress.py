@@ -56,7 +56,7 @@ class ProgressReporter:
         if estimate is None:
             self._send(phase, 0, total, 0.0, None)
         else:
-            self._send(phase, 0, total, estimate, None, estimate_s=round(float(estimate), 1))
+            self._send(phase, 0, total, estimate, None, estimate_s=_rounded(float(estimate)))
 
     def step(self, phase: str, step: int, total: int, preview: Callable[[], Image.Image] | None = None) -> None:
         """Report ``step`` of ``total`` (1-based); decides whether an event goes out."""
@@ -82,3 +82,8 @@ class ProgressReporter:
         self.sent += 1
         self.emit(make_reply(PROGRESS, self.request_id, [blob] if blob else None, job=self.job_id, phase=phase,
                              step=step, total=total, eta_s=round(float(eta), 2), **extra))
+
+
+def _rounded(seconds: float) -> float:
+    """Tenths of a second, but never 0 for work that takes some (a cached tiny job: 0.04 s)."""
+    return round(seconds, 1) if seconds >= 0.1 else float(f"{seconds:.1g}")
