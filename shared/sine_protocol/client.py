@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from .auth import plain_credentials
 from .errors import BAD_REPLY, UNAUTHORIZED, DaemonUnavailable, ProtocolError
 from .frames import Mask, RGBAImage
+from .listener import check_listener
 from .messages import (
     ACCEPTED,
     CANCEL,
@@ -86,7 +87,7 @@ class _PyzmqTransport:
         self._monitor = self._sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._auth_failed = False
-        self._sock.connect(endpoint)
+        self._connected = False  # connected on the first send, after check_listener
 
     def _check_auth(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
@@ -99,6 +100,10 @@ class _PyzmqTransport:
 
     def send(self, frames: list[bytes], timeout: float) -> None:
         zmq = self._zmq
+        if not self._connected:
+            check_listener(self._endpoint)
+            self._sock.connect(self._endpoint)
+            self._connected = True
         deadline = time.monotonic() + timeout
         while not self._sock.poll(int(min(0.05, max(deadline - time.monotonic(), 0)) * 1000), zmq.POLLOUT):
             self._check_auth()
@@ -135,6 +140,7 @@ class _PureTransport:
 
     def _connection(self, timeout: float) -> ZMTPConnection:
         if self._conn is None or self._conn.closed:
+            check_listener(self._endpoint)
             try:
                 self._conn = ZMTPConnection(self._endpoint, timeout=min(timeout, self._connect_timeout),
                                             plain=self._plain)
