@@ -214,24 +214,11 @@ def run_benchmark(cfg: BenchConfig, base: BaseModel, log: Callable[[str], None] 
 def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys([e.method for e in edits] + [w.method for w in wides]):
-        rows = [e for e in edits if e.method == method and e.target != "shape"]
-        reshapes = [e for e in edits if e.method == method and e.target == "shape"]
+        rows = [e for e in edits if e.method == method]
         wide = [w for w in wides if w.method == method]
-        entry: dict[str, float] = {}
-        if rows:
-            entry.update(
-                edit_success=float(np.mean([e.success for e in rows])),
-                psnr=float(np.mean([e.psnr for e in rows])),
-                ssim=float(np.mean([e.ssim for e in rows])),
-                n=len(rows),
-            )
-        if reshapes:
-            entry.update(
-                shape_success=float(np.mean([e.success for e in reshapes])),
-                shape_psnr=float(np.mean([e.psnr for e in reshapes])),
-                shape_ssim=float(np.mean([e.ssim for e in reshapes])),
-                n_shape=len(reshapes),
-            )
+        entry = _means([e for e in rows if e.target != "shape"], ("edit_success", "psnr", "ssim", "n"))
+        entry.update(_means([e for e in rows if e.target == "shape"],
+                            ("shape_success", "shape_psnr", "shape_ssim", "n_shape")))
         for strategy in dict.fromkeys(w.strategy for w in wide):
             sel = [w for w in wide if w.strategy == strategy]
             entry[f"dup_{strategy}"] = float(np.mean([w.duplicated for w in sel]))
@@ -240,6 +227,15 @@ def summarize(edits: list[EditResult], wides: list[WideResult]) -> dict[str, dic
             entry["n_wide"] = len(sel)
         out[method] = entry
     return out
+
+
+def _means(rows: list[EditResult], names: tuple[str, str, str, str]) -> dict[str, float]:
+    """Success, PSNR and SSIM means and the count of `rows`, under `names` (nothing for no rows)."""
+    if not rows:
+        return {}
+    success, p, s, n = names
+    return {success: float(np.mean([e.success for e in rows])), p: float(np.mean([e.psnr for e in rows])),
+            s: float(np.mean([e.ssim for e in rows])), n: len(rows)}
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
