@@ -188,7 +188,7 @@ def test_a_lora_entry_of_another_base_model_is_refused_in_words(base, source_ima
     ft = finetune(base, source_image, PROMPT, FinetuneSettings(method="lora", steps=1, patch=True))
     ft.save(tmp_path / "w")
     demo = load_base_model(None, device="cpu")  # the bundled demo model: other layer names and widths
-    with pytest.raises(BadInput, match="does not match this base model"):
+    with pytest.raises(BadInput, match="fine-tune of another model"):
         FineTuned.load(tmp_path / "w", demo)
 
 

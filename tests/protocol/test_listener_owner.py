@@ -100,6 +100,25 @@ def test_the_token_is_not_sent_to_another_users_listener(transport: str) -> None
     assert TOKEN.encode() not in received
 
 
+def test_a_users_client_trusts_roots_daemon() -> None:
+    # the real-host tests' setup: the daemon runs as root, GIMP and Krita as a user in a chroot
+    from sine_protocol.listener import check_listener
+
+    with socket.socket() as daemon:
+        daemon.bind(("127.0.0.1", 0))
+        daemon.listen()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                check_listener(f"tcp://127.0.0.1:{daemon.getsockname()[1]}")
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        assert os.waitpid(pid, 0)[1] == 0
+
+
 def test_the_owner_of_a_loopback_port_is_read() -> None:
     port = _free_port()
     impostor = Impostor(port)
