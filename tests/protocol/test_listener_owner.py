@@ -133,3 +133,17 @@ def test_the_owner_of_a_loopback_port_is_read() -> None:
         assert loopback_owner(f"tcp://127.0.0.1:{own.getsockname()[1]}") == os.geteuid()
     assert loopback_owner(f"tcp://127.0.0.1:{_free_port()}") is None  # nobody listens
     assert loopback_owner("tcp://192.0.2.1:47633") is None  # not this machine: no answer from /proc
+
+
+def test_doctor_names_another_users_listener(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sine.commands.doctor import check_daemon
+
+    port = _free_port()
+    monkeypatch.setenv("SINE_ENDPOINT", f"tcp://127.0.0.1:{port}")
+    impostor = Impostor(port)
+    try:
+        check = check_daemon(timeout=1.0)
+    finally:
+        received = impostor.received(timeout=0.5)
+    assert "another user" in check.detail and str(port) in check.detail, check
+    assert TOKEN.encode() not in received

@@ -152,8 +152,14 @@ def check_daemon(timeout: float) -> Check:
     advice = "start it with `sine daemon` (the installer's autostart entry does so at login)"
     try:
         from sine_protocol.client import SineClient
+        from sine_protocol.errors import DaemonUnavailable
+        from sine_protocol.listener import check_listener
     except ImportError as exc:
         return Check(FAIL, "daemon", f"sine_protocol client not importable ({exc})")
+    try:  # a ping would only say "no answer"
+        check_listener(endpoint)
+    except DaemonUnavailable as exc:
+        return Check(FAIL, "daemon", str(exc))
     client = SineClient(endpoint=endpoint, token=read_token(), timeout=timeout)
     try:
         answered = client.ping(timeout=timeout)
