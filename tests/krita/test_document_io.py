@@ -174,3 +174,16 @@ def test_closed_document_gets_a_message(qapp, monkeypatch):
     monkeypatch.setattr(doc, "rootNode", lambda: None)
     with pytest.raises(UnsupportedDocument, match="closed"):
         add_result_layer(doc, nodes[0], bytes(16), 0, 0, 2, 2, "r")
+
+
+def test_a_layer_with_nothing_visible_is_refused_in_words(qapp):
+    # a transparency mask that hides all of it: the edit came back as an empty layer, without a word
+    doc = Document(7, 6, "RGBA", "U8")
+    node = doc.createNode("hidden", "paintlayer")
+    node.setPixelData(bytes([90, 80, 70, 255]) * 6, 2, 1, 3, 2)
+    node.addChildNode(doc.createNode("mask", "transparencymask"), None)
+    node.projectionPixelData = lambda x, y, w, h: bytes(4 * w * h)  # how Krita draws it: nothing
+    doc.rootNode().addChildNode(node, None)
+    doc.setActiveNode(node)
+    with pytest.raises(UnsupportedDocument, match="'hidden' has nothing visible"):
+        read_source(doc)
