@@ -64,6 +64,7 @@ def float_in(low: float, high: float | None = None, low_open: bool = False) -> t
 def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     """Source and mask decode as images, the output size is sane, the model can be found offline."""
     source = load_image(args.source)
+    check_visible(source, args.source)
     width = source.width if args.width is None else args.width
     height = source.height if args.height is None else args.height
     check_size(width, height)
@@ -78,6 +79,13 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
         check_device_name(args.device)
     check_model(args.model)
     return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME))
+
+
+def check_visible(image: Image.Image, path: str | Path) -> None:
+    """A picture with no visible pixel (alpha 0 everywhere) would come back invisible: as the daemon,
+    refuse it before any work."""
+    if image.getchannel("A").getextrema() == (0, 0):
+        raise BadInput(f"every pixel of {path} is fully transparent (alpha 0): there is nothing to edit")
 
 
 def check_text(value: str | None, flag: str) -> None:

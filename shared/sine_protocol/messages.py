@@ -344,6 +344,11 @@ def _parse_blob_descriptors(check: _Checker, header: dict[str, Any], count: int)
     return descriptors
 
 
+def _fully_transparent(image: RGBAImage) -> bool:
+    """Whether no pixel of an RGBA picture is visible at all."""
+    return not image.data[3::4].strip(b"\0")
+
+
 def _decode_blob(check: _Checker, desc: dict[str, Any], payload: bytes, max_pixels: int) -> bytes:
     pixels = desc["width"] * desc["height"]
     if pixels > max_pixels:
@@ -513,6 +518,8 @@ def _parse_edit(
     if min(image.size) < OUTPUT_SIDE_RANGE[0]:  # refused now, before any fine-tune or cache write
         raise check.fail(f"the image is {image.width}x{image.height}; each side must be at least"
                          f" {OUTPUT_SIDE_RANGE[0]} pixels")
+    if _fully_transparent(image):  # e.g. a layer its mask hides: the edit would come back invisible
+        raise check.fail("every pixel of the image is fully transparent (alpha 0): there is nothing to edit")
     for desc, payload in zip(descriptors, payloads, strict=True):
         if desc["role"] == "mask":
             if desc["format"] != "a8":
@@ -532,6 +539,8 @@ def _parse_edit(
             if min(style_image.size) < OUTPUT_SIDE_RANGE[0]:  # it is fine-tuned too: refuse it up front
                 raise check.fail(f"the style picture is {style_image.width}x{style_image.height}; each side must"
                                  f" be at least {OUTPUT_SIDE_RANGE[0]} pixels")
+            if _fully_transparent(style_image):
+                raise check.fail("every pixel of the style picture is fully transparent (alpha 0): it shows no style")
 
     output = image.size
     if header.get("output") is not None:

@@ -50,6 +50,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     small_mask = root / "small-mask.png"
     Image.new("L", (10, 10), 255).save(small_mask)
     Image.new("L", (48, 32), 0).save(root / "black-mask.png")
+    Image.new("RGBA", (48, 32), (35, 170, 50, 0)).save(root / "clear.png")  # colours under alpha 0
     return {"src": src, "text": text, "no_unet": no_unet, "empty_model": empty_model, "root": root,
             "hf_home": root / "hf-home", "dot": dot, "small_mask": small_mask}
 
@@ -87,6 +88,9 @@ CASES = {
     "prompt not UTF-8": (["{src}", "--prompt", "a caf\udce9 table"], 1, "--prompt is not valid UTF-8"),
     "subject not UTF-8": (["{src}", "--subject", "caf\udce9"], 1, "--subject is not valid UTF-8"),
     "mask selects nothing": (["{src}", "--mask", "{root}/black-mask.png"], 1, "selects nothing"),
+    # the daemon refuses it too: the edit would come back invisible
+    "source fully transparent": (["{root}/clear.png"], 1, "fully transparent"),
+    "style picture fully transparent": (["{src}", "--style-from", "{root}/clear.png"], 1, "fully transparent"),
     # a name over the system's 255-byte limit made the existence checks raise OSError (a traceback)
     "model name too long": (["{src}", "--model", "{root}/" + "m" * 300], 1, "File name too long"),
     "weights name too long": (["{src}", "--weights", "{root}/" + "w" * 300], 1, "File name too long"),

@@ -26,6 +26,7 @@ Builder = Callable[[str], list[bytes]]
 W, H = 8, 8  # the smallest image the daemon accepts
 PIXELS = bytes(range(W * H * 4))
 MASK = bytes([255, 0] * (W * H // 2))
+CLEAR = bytes(b if i % 4 != 3 else 0 for i, b in enumerate(PIXELS))  # colours under alpha 0 everywhere
 
 
 def image_desc(**over: Any) -> dict[str, Any]:
@@ -246,6 +247,10 @@ CASES: list[tuple[str, Builder, str]] = [
     ("low_v_gives_a_content_weight_over_1_with_style",
      lambda t: edit(t, sampling={"steps": 2, "v": 0.1},
                     blobs=[(image_desc(), PIXELS), (image_desc(role="style"), PIXELS)]), "bad_request"),
+    ("image_fully_transparent",  # a layer its mask hides: the edit would come back invisible
+     lambda t: edit(t, blobs=[(image_desc(), CLEAR)]), "bad_request"),
+    ("style_picture_fully_transparent",
+     lambda t: edit(t, blobs=[(image_desc(), PIXELS), (image_desc(role="style"), CLEAR)]), "bad_request"),
 ]
 
 # Sanity: names are unique, so test ids are too.

@@ -12,7 +12,7 @@ from sine_protocol import defaults
 from ..errors import BadInput, SineError
 from ..images import load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
-from ..preflight import check_edit_inputs, check_text, float_in, int_in
+from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
 from ..quality import (
     CPU_STEPS,
     CPU_STRATEGY,
@@ -122,6 +122,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.style_weights and args.weights and Path(args.style_weights).resolve() == Path(args.weights).resolve():
         raise BadInput("--style-weights must be another folder than --weights (one fine-tune per folder)")
     style_image = load_image(args.style_from) if args.style_from else None
+    if style_image is not None:
+        check_visible(style_image, args.style_from)
     inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
     plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
     check_weights_folder(args.weights, "--weights")
