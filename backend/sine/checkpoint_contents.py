@@ -29,9 +29,8 @@ def _is_lora(keys: list[str]) -> bool:
 
 def what_it_holds(keys: list[str], kind: str) -> str | None:
     """What a file that is not a whole SD model holds, in words (None: it looks like one). `kind` is
-    diffusers' reading of its keys (`infer_diffusers_model_type`)."""
-    prefix = wrapper_prefix(keys)
-    keys = [k.removeprefix(prefix) for k in keys]
+    diffusers' reading of its keys (`infer_diffusers_model_type`); the keys without a training wrapper's
+    prefix (`wrapper_prefix`)."""
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if _is_lora(keys) and not has_unet:
         return "a LoRA (a small add-on trained for some base model, not a model by itself)"
@@ -121,6 +120,15 @@ def safetensors_dtypes(path: Path) -> dict[str, str] | None:
     return {k: str(v.get("dtype", "")) if isinstance(v, dict) else "" for k, v in header.items() if k != "__metadata__"}
 
 
+def plain_safetensors_dtypes(path: Path) -> dict[str, str] | None:
+    """`safetensors_dtypes` with the keys a plain checkpoint gives them (a training wrapper's prefix removed)."""
+    dtypes = safetensors_dtypes(path)
+    if dtypes is None:
+        return None
+    prefix = wrapper_prefix(list(dtypes))
+    return {k.removeprefix(prefix): v for k, v in dtypes.items()}
+
+
 def safetensors_keys(path: Path) -> list[str] | None:
     """The tensor names in a .safetensors file's header (None when the header cannot be read)."""
     dtypes = safetensors_dtypes(path)
@@ -170,11 +178,9 @@ def file_problem(path: Path) -> str | None:
     use instead; None: it may be one (the loader asks the rest)."""
     if (what := not_weights(path)) is not None:
         return f"{path} is {what}"
-    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:
         return None
-    prefix = wrapper_prefix(list(dtypes))
-    dtypes = {k.removeprefix(prefix): v for k, v in dtypes.items()}
     if (what := what_it_holds(list(dtypes), "")) is not None:
         return f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
     if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:

@@ -35,8 +35,8 @@ from .checkpoint_contents import (
     integer_weights,
     not_weights,
     part_of_model,
+    plain_safetensors_dtypes,
     quantized,
-    safetensors_dtypes,
     what_it_holds,
     wrapper_prefix,
 )
@@ -491,7 +491,7 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     what = what_it_holds(keys, kind)
     if what is not None:
         raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
-    dtypes = safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     ints = integer_weights(dtypes) if dtypes is not None else [
         k for k in keys if k.startswith(UNET_PREFIX) and isinstance(state[k], torch.Tensor)
         and not state[k].is_floating_point()]

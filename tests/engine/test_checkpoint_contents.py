@@ -306,6 +306,19 @@ def test_quantized_checkpoints_are_refused_and_plain_fp8_loads(tiny_folder, tmp_
         assert torch.equal(loaded.state_dict()[key], value.to(torch.float8_e4m3fn).float() if value.ndim >= 2 else value)
 
 
+def test_a_quantized_checkpoint_saved_from_a_wrapper_is_refused_too(tiny_folder, tmp_path):
+    """The instant check read the int8 UNet of a `module.`-prefixed file through the wrapper; the loader's
+    own check looked for plain keys in the header and let it through, to load as integers cast to float."""
+    from sine.preflight import check_model
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    int8 = _rewrite(full, tmp_path / "ddp-int8.safetensors", lambda s: {
+        "module." + k: v.to(torch.int8) if k.startswith("model.diffusion_model.") else v for k, v in s.items()})
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match=r"ddp-int8.safetensors is a quantized checkpoint \(integers"):
+            call(str(int8))
+
+
 def test_sdxl_refiner_file_is_refused_as_a_refiner(tmp_path):
     """A refiner file (one OpenCLIP text encoder at conditioner.embedders.0.model.*) too small for diffusers'
     key test was read as SD1 by `sine doctor` and failed to load with a shape error."""
