@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in PATH_ERRNOS or exc.filename is None:
             raise
-        name = str(exc.filename)
-        shown = name if len(name) <= 120 else f"{name[:60]}…{name[-60:]}"
-        print(f"sine {args.command.replace('_', '-')}: error: cannot use {shown}: {exc.strerror}", file=sys.stderr)
+        from .errors import shown_path
+
+        print(f"sine {args.command.replace('_', '-')}: error: cannot use {shown_path(exc.filename)}: {exc.strerror}",
+              file=sys.stderr)
         return 1
 
 

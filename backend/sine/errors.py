@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SineError(Exception):
     """Base class: a failure the user can understand from its message alone."""
@@ -26,3 +28,9 @@ class BadModel(ModelMissing):
 
     Its wire code stays model_missing (the protocol's code for "no usable model"); the message names
     the file and says what to do."""
+
+
+def shown_path(path: str | Path, limit: int = 120) -> str:
+    """A path for a one-line error: a very long one is cut in the middle."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from sine_protocol.messages import OUTPUT_SIDE_RANGE, Limits
 
-from .errors import BadInput
+from .errors import BadInput, shown_path
 
 if TYPE_CHECKING:
     import torch
@@ -58,12 +58,6 @@ def load_image(path: str | Path) -> Image.Image:
             raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
                            f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
         raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
-
-
-def shown_path(path: Path, limit: int = 120) -> str:
-    """A path for a one-line error: a very long one is cut in the middle."""
-    text = str(path)
-    return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
