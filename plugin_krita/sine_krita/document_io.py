@@ -110,7 +110,9 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     mask = read_selection(doc, x, y, width, height)
     linear = linear_light((doc if source == "visible" else node).colorProfile())
     rgba = (linear_native_to_rgba8 if linear else native_to_rgba8)(native, channel)
-    if not rgba[3::4].strip(b"\0"):  # fully transparent (or hidden by its mask): the edit would be empty
+    from sine_protocol.frames import nothing_visible  # the vendored copy (see vendor.py)
+
+    if nothing_visible(rgba):  # fully transparent, or hidden by its mask
         raise UnsupportedDocument(f"The {'' if source == 'visible' else 'layer '}'{name}' has nothing visible: "
                                   "paint on it, or show what its mask hides.")
     return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear)

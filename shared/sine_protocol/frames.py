@@ -47,6 +47,12 @@ class RGBAImage:
         return (self.width, self.height)
 
 
+def nothing_visible(rgba: bytes) -> bool:
+    """Whether RGBA8 pixels (``RGBAImage.data``, a layer as the plugins send it) have alpha 0 everywhere:
+    an edit of them would come back invisible."""
+    return not rgba[3::4].strip(b"\0")
+
+
 @dataclass(frozen=True)
 class Mask:
     """8-bit selection mask (255 = selected), rows top to bottom; ``len(data) == width * height``."""

@@ -43,7 +43,7 @@ from .errors import (
     UNSUPPORTED_VERSION,
     ProtocolError,
 )
-from .frames import BYTES_PER_PIXEL, COMPRESSIONS, Mask, RGBAImage, pack, unpack
+from .frames import BYTES_PER_PIXEL, COMPRESSIONS, Mask, RGBAImage, nothing_visible, pack, unpack
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -344,11 +344,6 @@ def _parse_blob_descriptors(check: _Checker, header: dict[str, Any], count: int)
     return descriptors
 
 
-def _fully_transparent(image: RGBAImage) -> bool:
-    """Whether no pixel of an RGBA picture is visible at all."""
-    return not image.data[3::4].strip(b"\0")
-
-
 def _decode_blob(check: _Checker, desc: dict[str, Any], payload: bytes, max_pixels: int) -> bytes:
     pixels = desc["width"] * desc["height"]
     if pixels > max_pixels:
@@ -518,7 +513,7 @@ def _parse_edit(
     if min(image.size) < OUTPUT_SIDE_RANGE[0]:  # refused now, before any fine-tune or cache write
         raise check.fail(f"the image is {image.width}x{image.height}; each side must be at least"
                          f" {OUTPUT_SIDE_RANGE[0]} pixels")
-    if _fully_transparent(image):  # e.g. a layer its mask hides: the edit would come back invisible
+    if nothing_visible(image.data):  # e.g. a layer its mask hides: the edit would come back invisible
         raise check.fail("every pixel of the image is fully transparent (alpha 0): there is nothing to edit")
     for desc, payload in zip(descriptors, payloads, strict=True):
         if desc["role"] == "mask":
@@ -539,7 +534,7 @@ def _parse_edit(
             if min(style_image.size) < OUTPUT_SIDE_RANGE[0]:  # it is fine-tuned too: refuse it up front
                 raise check.fail(f"the style picture is {style_image.width}x{style_image.height}; each side must"
                                  f" be at least {OUTPUT_SIDE_RANGE[0]} pixels")
-            if _fully_transparent(style_image):
+            if nothing_visible(style_image.data):
                 raise check.fail("every pixel of the style picture is fully transparent (alpha 0): it shows no style")
 
     output = image.size
