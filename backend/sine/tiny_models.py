@@ -326,14 +326,14 @@ def write_single_file(folder: str | Path, path: str | Path, sidecar: bool = True
     text = CLIPTextModel.from_pretrained(folder / "text_encoder")
     state = unet_to_ldm(unet.state_dict(), dict(unet.config))
     state.update(vae_to_ldm(vae.state_dict(), dict(vae.config)))
+    # transformers ≥ 5.6 dropped the text_model level of the key names
+    text_state = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text.state_dict().items()}
     if text.config.hidden_act == "gelu":  # SD 2.x: OpenCLIP's layout, with its (unused) projection
-        text_state = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text.state_dict().items()}
         text_state["text_projection.weight"] = torch.eye(text.config.hidden_size)
         state.update(_open_clip_state(text_state, "cond_stage_model.model."))
         state["cond_stage_model.model.logit_scale"] = torch.tensor(4.6052)
     else:
-        state.update({"cond_stage_model.transformer." + (k if k.startswith("text_model.") else f"text_model.{k}"): v
-                      for k, v in text.state_dict().items()})  # transformers ≥ 5.6 dropped the text_model level
+        state.update({"cond_stage_model.transformer." + k: v for k, v in text_state.items()})
     state = {k: v.contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":

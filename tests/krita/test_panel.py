@@ -104,13 +104,19 @@ def test_custom_output_size_still_covers_the_layer(panel, standin, process_event
     assert panel.last_layer.bounds().width() == 16
 
 
-def test_cancel_leaves_the_document_unchanged(panel, standin, process_events):
+def _start_a_slow_edit(panel, standin, process_events):
+    """An edit of the active document, now fine-tuning step by step (0.2 s each); that document."""
     standin.step_s = 0.2
     _connected(panel, process_events)
     doc = Krita.instance().activeDocument()
     panel.apply_settings({"prompt": "slow"})
     panel.edit_button.click()
     assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 10, process_events)
+    return doc
+
+
+def test_cancel_leaves_the_document_unchanged(panel, standin, process_events):
+    doc = _start_a_slow_edit(panel, standin, process_events)
     panel.cancel_button.click()
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert panel.state == "cancelled"
@@ -121,12 +127,7 @@ def test_cancel_leaves_the_document_unchanged(panel, standin, process_events):
 def test_closing_the_document_cancels_its_edit(panel, standin, process_events):
     """The painter closes the picture mid-edit: the daemon stops working for it, the panel says so calmly
     (not "could not use the daemon's answer") and the next edit in another document works."""
-    standin.step_s = 0.2
-    _connected(panel, process_events)
-    doc = Krita.instance().activeDocument()
-    panel.apply_settings({"prompt": "slow"})
-    panel.edit_button.click()
-    assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 10, process_events)
+    doc = _start_a_slow_edit(panel, standin, process_events)
     doc.close()
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert panel.state == "cancelled", panel.message_label.text()
