@@ -61,6 +61,7 @@ class BaseModel:
     tokenizer_2: CLIPTokenizer | None = None
     zeros_for_empty_prompt: bool = True  # SDXL base: the empty prompt's embedding is zeros (model_index.json)
     _empty_embedding: torch.Tensor | None = field(default=None, repr=False)
+    _cut_prompts: set[str] = field(default_factory=set, repr=False)  # prompts already said to be cut
 
     @property
     def prediction_type(self) -> str:
@@ -126,10 +127,33 @@ class BaseModel:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Pre-trained text embeddings (B, L, D) in the inference dtype (SDXL: packed, see `xl`)."""
+        self.warn_cut(prompts)
         if self.is_xl:
             return xl.encode([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2], prompts,
                              self.device, self.zeros_for_empty_prompt).to(self.dtype)
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
+
+    def warn_cut(self, prompts: list[str]) -> None:
+        """The tokenizer cuts a prompt longer than the text encoder reads (CLIP: 75 tokens) without a
+        word: say which words are ignored, once per prompt."""
+        keep = int(self.tokenizer.model_max_length) - 2  # without the start and end tokens
+
+        def length(text: str) -> int:
+            return len(self.tokenizer(text, truncation=False).input_ids) - 2
+
+        for prompt in prompts:
+            if prompt in self._cut_prompts or (total := length(prompt)) <= keep:
+                continue
+            self._cut_prompts.add(prompt)
+            words = prompt.split()
+            low, high = 0, len(words) - 1  # the first word the encoder does not read whole
+            while low < high:
+                mid = (low + high) // 2
+                low, high = (mid + 1, high) if length(" ".join(words[: mid + 1])) <= keep else (low, mid)
+            dropped = " ".join(words[low:])
+            shown = dropped if len(dropped) <= 80 else f"{dropped[:60]} … {dropped[-16:]}"
+            log.warning("a prompt is %d tokens but the text encoder reads %d: its last %d word(s) are ignored (%r); "
+                        "shorten the prompt", total, keep, len(words) - low, shown)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
         """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.
