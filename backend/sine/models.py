@@ -351,7 +351,19 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
     check_text_parts(folder, unet_config)
-    for name in ("unet", "vae", "text_encoder"):
+    check_weight_files(folder)
+    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
+    vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
+    text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
+    tokenizer = _load_tokenizer(folder / "tokenizer")
+    return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def check_weight_files(folder: Path) -> None:
+    """Each weighted component of a diffusers folder holds a weights file (a dangling link to a hub
+    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use."""
+    names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if (folder / "text_encoder_2").is_dir() else ())
+    for name in names:
         if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
             if exported:
@@ -360,11 +372,6 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
                                    "version of this model")
             raise ModelMissing(f"{folder / name} holds no weights file ({WEIGHT_NAMES[0]} or model.safetensors): "
                                "the download is incomplete; download the model again")
-    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
-    vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
-    text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
-    tokenizer = _load_tokenizer(folder / "tokenizer")
-    return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
 def check_text_parts(folder: Path, unet_config: dict) -> None:
@@ -461,6 +468,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
+    if not is_single_file(model):
+        check_weight_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]
