@@ -92,6 +92,12 @@ def model_kind(unet_config: dict, scheduler_config: dict, text_config: dict | No
 
 def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_config: dict | None = None) -> None:
     """Refuse, with what to do instead, the models SINE cannot edit with."""
+    vae_class = str((vae_config or {}).get("_class_name") or "AutoencoderKL")
+    if vae_class != "AutoencoderKL":
+        article = "an" if vae_class[0] in "AEIOU" else "a"
+        raise BadModel(f"{where}: vae/ holds {article} {vae_class}{_OTHER_VAES.get(vae_class, '')}, not the "
+                       "AutoencoderKL whose latents the UNet was trained on; put back the AutoencoderKL this model "
+                       "was released with")
     channels = int(unet_config.get("in_channels", 4))
     latents = int((vae_config or {}).get("latent_channels", 4))
     if vae_config is not None and latents != int(unet_config.get("out_channels", 4)):
@@ -129,6 +135,11 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                        "(v_prediction) models only")
 
 
+_OTHER_VAES = {  # VAE classes found in vae/ of SD-shaped folders, in words
+    "AutoencoderTiny": " (TAESD: a tiny preview decoder that approximates the VAE, too rough to fine-tune on)",
+    "ConsistencyDecoderVAE": " (OpenAI's consistency decoder: a diffusion model itself, it cannot encode the picture)",
+    "AsymmetricAutoencoderKL": " (an inpainting decoder that needs the mask and masked picture)",
+}
 DDIM_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # what diffusers' DDIMScheduler implements
 
 

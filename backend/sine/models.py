@@ -32,6 +32,7 @@ from .model_kind import ModelKind, check_usable, distilled_note, forced_schedule
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
+from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -317,13 +318,6 @@ def load_base_model(
     return base
 
 
-_WEIGHT_NAMES = tuple(f"{stem}{variant}{ext}" for variant in ("", ".fp16")
-                      for stem, ext in (("diffusion_pytorch_model", ".safetensors"), ("diffusion_pytorch_model", ".bin"),
-                                        ("model", ".safetensors"), ("pytorch_model", ".bin"),
-                                        ("diffusion_pytorch_model", ".safetensors.index.json"),
-                                        ("model", ".safetensors.index.json")))
-
-
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     """The components of a diffusers folder; a missing or broken file is named in the error."""
     for name in _COMPONENTS:
@@ -334,13 +328,13 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
     check_text_parts(folder, unet_config)
     for name in ("unet", "vae", "text_encoder"):
-        if not any((folder / name / w).is_file() for w in _WEIGHT_NAMES):
+        if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
             if exported:
                 raise ModelMissing(f"{folder} is an {' / '.join(exported)} export ({folder / name} holds no PyTorch "
                                    "weights), which sine-edit cannot fine-tune; use the PyTorch (safetensors) "
                                    "version of this model")
-            raise ModelMissing(f"{folder / name} holds no weights file ({_WEIGHT_NAMES[0]} or model.safetensors): "
+            raise ModelMissing(f"{folder / name} holds no weights file ({WEIGHT_NAMES[0]} or model.safetensors): "
                                "the download is incomplete; download the model again")
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
@@ -365,14 +359,6 @@ def check_text_parts(folder: Path, unet_config: dict) -> None:
         raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
                        "encoder from another kind of model in text_encoder/); put back the one this model was released "
                        "with")
-
-
-def weights_variant(sub: Path) -> str | None:
-    """"fp16" for a component folder holding only `*.fp16.safetensors` (or `.fp16.bin`) weights, as
-    fp16 hub downloads are; None when the plain weights are there (they are preferred)."""
-    if any((sub / w).is_file() for w in _WEIGHT_NAMES if ".fp16." not in w):
-        return None
-    return "fp16" if any((sub / w).is_file() for w in _WEIGHT_NAMES) else None
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
@@ -409,15 +395,16 @@ def _load_tokenizer(sub: Path) -> CLIPTokenizer:
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
+    check_shards(sub)
     try:
         model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True)
     except Exception as exc:  # truncated or corrupt weights: say which file
-        for weights in (sub / w for w in _WEIGHT_NAMES if (sub / w).is_file()):
+        for weights in (sub / w for w in WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
                 raise BadModel(f"{weights} is {what}") from None
             if weights.suffix == ".bin":
                 read_checkpoint(weights)  # a pickle that needs more than tensors: refused as such
-        files = [str(sub / w) for w in _WEIGHT_NAMES if (sub / w).is_file()]
+        files = [str(sub / w) for w in WEIGHT_NAMES if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))

@@ -1,0 +1,55 @@
+"""The weight files of a diffusers component folder (unet/, vae/, text_encoder/…) as the libraries
+save them: one file, or shards listed by an index json; plain or as the `fp16` variant, whose names
+carry the variant before their last suffix (`diffusion_pytorch_model.fp16.safetensors`,
+`diffusion_pytorch_model.safetensors.index.fp16.json`), as diffusers' and transformers' `_add_variant`
+write them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import BadModel
+
+_PLAIN = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
+          "pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json")
+
+
+def with_variant(name: str, variant: str) -> str:
+    """`name` with `variant` before its last suffix, as the libraries name variant files."""
+    stem, _, last = name.rpartition(".")
+    return f"{stem}.{variant}.{last}"
+
+
+WEIGHT_NAMES = _PLAIN + tuple(with_variant(name, "fp16") for name in _PLAIN)
+
+
+def weights_variant(sub: Path) -> str | None:
+    """"fp16" for a component folder holding only fp16-variant weights (as fp16 hub downloads are);
+    None when the plain weights are there (they are preferred)."""
+    if any((sub / w).is_file() for w in _PLAIN):
+        return None
+    return "fp16" if any((sub / w).is_file() for w in WEIGHT_NAMES) else None
+
+
+def check_shards(sub: Path) -> None:
+    """Every shard the index json that will be read lists is a file in its folder: a missing shard is
+    named (an incomplete download), and a name outside the folder (`../x`) is refused before any read."""
+    variant = weights_variant(sub)
+    for name in (n for n in WEIGHT_NAMES if n.endswith(".json") and (variant is None) == (".fp16." not in n)):
+        index = sub / name
+        if not index.is_file():
+            continue
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise BadModel(f"{index} is not a weights index (no weight_map of shard files): download the model "
+                           "again") from None
+        for shard in shards:
+            if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+                raise BadModel(f"{index} names a file outside its folder ({shard!r}) as a shard: it was not saved "
+                               "by diffusers or transformers; download the model again")
+            if not (sub / shard).is_file():
+                raise BadModel(f"{sub} lacks {shard}, one of the {len(shards)} shards its index {index.name} lists: "
+                               "the download is incomplete; download the model again")

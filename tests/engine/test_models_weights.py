@@ -1,0 +1,72 @@
+"""Component weights saved the ways model folders circulate: sharded with an index json (fp16
+variant shards, as `save_pretrained(variant="fp16")` and the hub's fp16 downloads name them), an index
+with a shard missing or naming a file outside its folder, and VAEs that are not an AutoencoderKL
+(TAESD's AutoencoderTiny). Tiny models saved and loaded with the libraries' own `save_pretrained` /
+`from_pretrained`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from sine.errors import BadModel
+from sine.models import describe_model, load_base_model
+
+
+def _shard_unet(folder, dtype=torch.float32, **save):
+    """The folder's UNet saved again (in `dtype`) in ~20 shards with an index json."""
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet").to(dtype)
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet", max_shard_size="100KB", **save)
+    return unet
+
+
+def test_fp16_sharded_unet_loads(tiny_folder, tmp_path):
+    """Only `diffusion_pytorch_model.fp16-0000N-of-0000M.safetensors` and their
+    `diffusion_pytorch_model.safetensors.index.fp16.json`: a complete fp16 download, not an incomplete one."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "fp16-sharded")
+    unet = _shard_unet(folder, torch.float16, variant="fp16")
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors.index.fp16.json").is_file()
+    loaded = load_base_model(folder, device="cpu")
+    expected = unet.state_dict()
+    assert all(torch.equal(expected[k].float(), v) for k, v in loaded.unet.state_dict().items())
+
+
+def test_index_naming_a_missing_or_outside_shard_is_named(tiny_folder, tmp_path):
+    """A shard the index lists is missing: named, as an incomplete download. An index naming a file
+    outside its folder (`../x`): refused as such, never read."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "missing-shard")
+    _shard_unet(folder)
+    shards = sorted((folder / "unet").glob("*-of-*.safetensors"))
+    shards[1].unlink()
+    with pytest.raises(BadModel, match=rf"lacks {shards[1].name}, one of the \d+ shards .*index.*incomplete"):
+        load_base_model(folder, device="cpu")
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "outside")
+    _shard_unet(folder)
+    index = folder / "unet" / "diffusion_pytorch_model.safetensors.index.json"
+    content = json.loads(index.read_text())
+    first = sorted((folder / "unet").glob("*-of-*.safetensors"))[0]
+    shutil.move(first, tmp_path / first.name)
+    content["weight_map"] = {k: f"../../{v}" if v == first.name else v for k, v in content["weight_map"].items()}
+    index.write_text(json.dumps(content))
+    with pytest.raises(BadModel, match=r"index\.json names a file outside its folder \('\.\./\.\./.*'\) as a shard.*download the model again"):
+        load_base_model(folder, device="cpu")
+
+
+def test_tiny_autoencoder_as_the_vae_is_refused_in_words(tiny_folder, tmp_path):
+    """TAESD (AutoencoderTiny) in vae/: a preview decoder, not the VAE the model's latents were trained
+    with; `sine doctor` and the loader say so (it failed as a broken download, or told a wrong size)."""
+    from diffusers import AutoencoderTiny
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "taesd")
+    shutil.rmtree(folder / "vae")
+    AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+                    num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(folder / "vae")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"vae/ holds an AutoencoderTiny .*TAESD.*put back the AutoencoderKL"):
+            call(folder)
