@@ -17,9 +17,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -38,6 +40,7 @@ _MANIFEST_TMP_RE = re.compile(r"^\.manifest\.json\.(\d+)\.\d+\.tmp$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
+MANIFEST_MAX_BYTES = 1 << 20  # a manifest names a few files; a bigger one is not ours
 STALE_TEMP_S = 24 * 3600  # a temp folder this old is garbage whoever wrote it
 STALE_MANIFEST_TMP_S = 3600  # a manifest rewrite takes milliseconds
 
@@ -117,12 +120,60 @@ class CacheEntry:
     settings: dict
 
 
+def _open_regular(path: Path) -> int:
+    """A descriptor of the regular file at ``path``; OSError for a link (never followed out of the cache),
+    a named pipe (opening or reading one waits for ever) or a device (/dev/zero never ends)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path.name} is not a regular file")
+    return fd
+
+
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(_open_regular(path), "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _load_manifest(folder: Path) -> dict:
+    """The manifest of ``folder`` checked for the types the cache writes; ValueError/OSError otherwise.
+
+    Hand-edited or damaged manifests once raised OverflowError (``"bytes": 1e400``) or AttributeError
+    (``"files": [...]``), and a negative size hid other entries from the budget."""
+    with os.fdopen(_open_regular(folder / MANIFEST), "rb") as handle:
+        raw = handle.read(MANIFEST_MAX_BYTES + 1)
+    if len(raw) > MANIFEST_MAX_BYTES:
+        raise ValueError(f"{MANIFEST} is over {MANIFEST_MAX_BYTES} bytes")
+    data = json.loads(raw.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{MANIFEST} is not an object")
+    files, size = data.get("files"), data.get("bytes")
+    if data.get("key") != folder.name or not isinstance(files, dict) or not files:
+        raise ValueError(f"{MANIFEST} does not describe this entry")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ValueError(f"{MANIFEST}: files must map names to hashes")
+    if type(size) is not int or size < 0:
+        raise ValueError(f"{MANIFEST}: bytes must be a whole number of bytes")
+    for name in ("created", "last_used"):
+        if type(data.get(name)) not in (int, float) or not math.isfinite(data[name]):
+            raise ValueError(f"{MANIFEST}: {name} must be a time in seconds")
+    if not isinstance(data.get("settings", {}), dict):
+        raise ValueError(f"{MANIFEST}: settings must be an object")
+    for name in files:
+        if Path(name).is_absolute() or ".." in Path(name).parts or not stat.S_ISREG((folder / name).lstat().st_mode):
+            raise ValueError(f"{MANIFEST} names {name!r}, which is not a regular file in the entry")
+    return data
+
+
+def _is_real_dir(path: Path) -> bool:
+    """A folder that is not a symbolic link (an entry linked out of the cache is never served nor written)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _fsync_path(path: Path) -> None:
@@ -268,21 +319,14 @@ class WeightCache:
 
     @staticmethod
     def _read_manifest(folder: Path) -> CacheEntry | None:
-        try:
-            data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-            key = data["key"]
-            if key != folder.name or not _KEY_RE.match(key) or not isinstance(data["files"], dict):
-                return None
-            return CacheEntry(
-                key=key,
-                path=folder,
-                bytes=int(data["bytes"]),
-                created=float(data["created"]),
-                last_used=float(data["last_used"]),
-                settings=dict(data.get("settings") or {}),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+        if not (_KEY_RE.match(folder.name) and _is_real_dir(folder) and _is_real_dir(folder.parent)):
             return None
+        try:
+            data = _load_manifest(folder)
+        except (OSError, ValueError):
+            return None
+        return CacheEntry(key=data["key"], path=folder, bytes=data["bytes"], created=float(data["created"]),
+                          last_used=float(data["last_used"]), settings=dict(data.get("settings") or {}))
 
     def entry_path(self, key: str) -> Path:
         """Where the entry for ``key`` lives (whether or not it exists)."""
@@ -298,21 +342,18 @@ class WeightCache:
         """
         with self._lock:
             folder = self.entry_path(key)
-            if not (folder / MANIFEST).exists():
+            if not (_is_real_dir(folder.parent) and _is_real_dir(folder)):  # missing, or linked out of the cache
+                self._index.pop(key, None)
+                return None
+            if not os.path.lexists(folder / MANIFEST):
                 self._index.pop(key, None)
                 return None
             try:
-                manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-                files: dict[str, str] = manifest["files"]
-                if manifest["key"] != key or not files:
-                    raise ValueError("manifest does not describe this entry")
-                for name, expected in files.items():
-                    path = folder / name
-                    if Path(name).is_absolute() or ".." in Path(name).parts:
-                        raise ValueError(f"bad file name {name!r}")
-                    if _sha256_file(path) != expected:
+                manifest = _load_manifest(folder)
+                for name, expected in manifest["files"].items():
+                    if _sha256_file(folder / name) != expected:
                         raise ValueError(f"hash mismatch for {name}")
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError) as exc:
                 log.warning("cache: discarding corrupt entry %s: %s", key[:12], exc)
                 if not self.read_only:
                     self._remove_folder(key)
@@ -385,6 +426,10 @@ class WeightCache:
                 _fsync_path(sub)
             _fsync_path(work)
             with self._lock:
+                for link in (final.parent, final):  # a link in the cache's place: drop the link, never its target
+                    if link.is_symlink():
+                        log.warning("cache: removing the symbolic link %s (a cache folder is never a link)", link)
+                        link.unlink()
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if final.exists() and self._read_manifest(final) is None:  # published but broken: replace it
                     log.warning("cache: replacing entry %s that has no readable manifest", key[:12])
@@ -443,6 +488,10 @@ class WeightCache:
     def _remove_folder(self, key: str) -> None:
         folder = self.entry_path(key)
         self._index.pop(key, None)
+        if folder.parent.is_symlink() or folder.is_symlink():
+            with contextlib.suppress(OSError):  # the link only; what it points to is not the cache's
+                (folder.parent if folder.parent.is_symlink() else folder).unlink()
+            return
         if folder.exists():
             # Rename first so a crash mid-delete leaves a dot-folder the next sweep removes, not a bad entry.
             doomed = folder.with_name(f".del-{key}-{os.getpid()}-{time.monotonic_ns()}")
