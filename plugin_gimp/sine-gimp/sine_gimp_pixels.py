@@ -74,8 +74,8 @@ def _fill_layer(layer: Gimp.Layer, pixels: RGBAImage) -> None:
 def add_result_layer(
     image: Gimp.Image, source: Gimp.Layer, pixels: RGBAImage, mask: Mask | None, name: str
 ) -> Gimp.Layer:
-    """Insert the result as a new layer just above ``source``, of its size at its offsets, as one
-    undo step; written at the image's precision with the source's pixels outside ``mask`` and the
+    """Insert the result as a new layer just above ``source``, of its size at its offsets, drawn as it
+    is (opacity, layer mode), as one undo step; written at the image's precision with the source's pixels outside ``mask`` and the
     source's alpha everywhere.
 
     The source layer is never written to, so the user's pixels survive whatever happens here.
@@ -85,8 +85,10 @@ def add_result_layer(
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(
-            image, name, pixels.width, pixels.height, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL
+            image, name, pixels.width, pixels.height, Gimp.ImageType.RGBA_IMAGE, source.get_opacity(),
+            source.get_mode(),
         )
+        _show_as(source, layer)
         image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
         layer.set_offsets(off_x, off_y)
         rect = _whole(layer)
@@ -102,6 +104,14 @@ def add_result_layer(
     finally:
         image.undo_group_end()
     return layer
+
+
+def _show_as(source: Gimp.Layer, layer: Gimp.Layer) -> None:
+    """Give ``layer`` the way the source is drawn over what lies below (its opacity and mode were set
+    at creation): outside the selection the result then looks exactly as the source did."""
+    layer.set_blend_space(source.get_blend_space())
+    layer.set_composite_space(source.get_composite_space())
+    layer.set_composite_mode(source.get_composite_mode())
 
 
 def _copy_layer_mask(source: Gimp.Layer, layer: Gimp.Layer) -> None:

@@ -103,6 +103,12 @@ class AutoTest(qt.QObject):
             self._add_probe_layers()
             return
         self.report["stage"] = "docker"
+        look = self.job.get("source_look")  # {"opacity": 0..255, "blending": "multiply", "inherit_alpha": true}
+        if look:
+            node = self._doc.activeNode()
+            node.setOpacity(int(look.get("opacity", 255)))
+            node.setBlendingMode(look.get("blending", "normal"))
+            node.setInheritAlpha(bool(look.get("inherit_alpha", False)))
         self.report["active_node"] = self._doc.activeNode().name()
         self.report["canvas"] = [self._doc.width(), self._doc.height()]
         self._dump_layers("before")
@@ -409,6 +415,7 @@ class AutoTest(qt.QObject):
                 "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
                 "raw": base + ".raw",
                 "format": _format(len(data), width * height),
+                "look": [node.opacity(), node.blendingMode(), node.inheritAlpha()],
             }
             try:
                 entry["png"] = bool(

@@ -33,6 +33,26 @@ def linear_light(profile: str) -> bool:
     return name.endswith("-g10.icc") or "linear" in name
 
 
+@dataclass(frozen=True)
+class LayerLook:
+    """How a layer is drawn over what lies below it. The result layer takes its source's, so that
+    outside the selection the picture looks as before (a result at 100 % Normal over a source at 40 %
+    or in Multiply changed the picture everywhere)."""
+
+    opacity: int = 255
+    blending: str = "normal"
+    inherit_alpha: bool = False
+
+    @classmethod
+    def of(cls, node: Any) -> LayerLook:
+        return cls(int(node.opacity()), str(node.blendingMode()), bool(node.inheritAlpha()))
+
+    def give_to(self, node: Any) -> None:
+        node.setOpacity(self.opacity)
+        node.setBlendingMode(self.blending)
+        node.setInheritAlpha(self.inherit_alpha)
+
+
 class UnsupportedDocument(ValueError):
     """The document or layer cannot be edited as it is; the message tells the user what to do."""
 
@@ -52,6 +72,7 @@ class SourcePixels:
     native: bytes = b""  # the source's own B,G,R,A bytes at its depth
     channel_bytes: int = 1
     linear: bool = False  # linear-light values (see linear_light): sRGB-encoded in ``rgba``
+    look: LayerLook | None = None  # the source layer's; None for the visible image (a composite)
 
 
 def check_color(doc: Any, node: Any | None = None) -> int:
@@ -115,7 +136,8 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     if nothing_visible(rgba):  # fully transparent, or hidden by its mask
         raise UnsupportedDocument(f"The {'' if source == 'visible' else 'layer '}'{name}' has nothing visible: "
                                   "paint on it, or show what its mask hides.")
-    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear)
+    look = None if source == "visible" else LayerLook.of(node)
+    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear, look)
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:
@@ -149,9 +171,9 @@ def result_pixels(source: SourcePixels, rgba: bytes) -> bytes:
 
 
 def add_result_layer(doc: Any, anchor: Any, pixels: bytes, x: int, y: int, width: int, height: int,
-                     name: str) -> Any:  # fmt: skip
+                     name: str, look: LayerLook | None = None) -> Any:  # fmt: skip
     """Add a new paint layer holding ``pixels`` (B,G,R,A at the document's depth) over the rectangle
-    (x, y, width, height), directly above ``anchor``.
+    (x, y, width, height), directly above ``anchor``, drawn with ``look`` (the source layer's).
 
     The pixels go into the detached layer first and the layer is inserted last, so the user's
     document changes in one step (one undo entry: "add layer") and no source layer is touched.
@@ -163,6 +185,8 @@ def add_result_layer(doc: Any, anchor: Any, pixels: bytes, x: int, y: int, width
         raise UnsupportedDocument("The document was closed before the result arrived; nothing was added.")
     layer = doc.createNode(name, "paintlayer")
     layer.setPixelData(pixels, x, y, width, height)
+    if look is not None:
+        look.give_to(layer)
     parent = anchor.parentNode() if anchor is not None else None
     if parent is None:  # the source layer was deleted meanwhile: put the result on top
         parent, anchor = root, None

@@ -496,7 +496,7 @@ class SinePanel(qt.QWidget):
             rgba = qt.scale_rgba(rgba, image.width, image.height, source.width, source.height)
         name = settings.layer_name(result.seed)
         return add_result_layer(doc, source.anchor, result_pixels(source, rgba), source.x, source.y,
-                                source.width, source.height, name)  # fmt: skip
+                                source.width, source.height, name, source.look)  # fmt: skip
 
     # ---- the results of a press --------------------------------------------------------
     @guarded

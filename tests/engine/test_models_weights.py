@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 
 
@@ -69,4 +69,18 @@ def test_tiny_autoencoder_as_the_vae_is_refused_in_words(tiny_folder, tmp_path):
                     num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).save_pretrained(folder / "vae")
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"vae/ holds an AutoencoderTiny .*TAESD.*put back the AutoencoderKL"):
+            call(folder)
+
+
+def test_doctor_names_a_component_without_weights(tiny_folder, tmp_path):
+    """A hub snapshot whose UNet blob is still a `.incomplete` download (its link dangles): `sine doctor`
+    said the model was fine from its configs; now it names the component, as the loader does."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "snapshot", symlinks=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    blob = tmp_path / "blobs" / "0123abcd"
+    blob.parent.mkdir()
+    weights.rename(blob.with_name(blob.name + ".incomplete"))
+    weights.symlink_to(blob)
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=r"unet holds no weights file .*the download is incomplete"):
             call(folder)

@@ -144,6 +144,23 @@ def test_result_layer_goes_directly_above_the_anchor_in_one_step(qapp):
     assert [bytes(n.pixelData(0, 0, 6, 4)) for n in nodes] == before
 
 
+def test_the_result_layer_is_drawn_as_the_source_layer_is(qapp):
+    """Opacity 40 %, Multiply, inherit alpha: the result takes them, so outside the selection the picture
+    looks as before (at 100 % Normal it covered what the source let through). The visible image is
+    a composite: its result is a plain layer."""
+    doc, nodes = make_document(6, 4, layers=2)
+    nodes[0].setOpacity(102)
+    nodes[0].setBlendingMode("multiply")
+    nodes[0].setInheritAlpha(True)
+    src = read_source(doc, "layer")
+    layer = add_result_layer(doc, src.anchor, src.native, 0, 0, 6, 4, "r", src.look)
+    assert (layer.opacity(), layer.blendingMode(), layer.inheritAlpha()) == (102, "multiply", True)
+    assert doc.history == [("add", "r")]  # still one step: the look is set before the layer goes in
+    visible = read_source(doc, "visible")
+    plain = add_result_layer(doc, visible.anchor, visible.native, 0, 0, 6, 4, "v", visible.look)
+    assert (plain.opacity(), plain.blendingMode(), plain.inheritAlpha()) == (255, "normal", False)
+
+
 def test_result_layer_inside_a_group_stays_in_that_group(qapp):
     doc = Document(2, 2)
     group = doc.createNode("group", "grouplayer")

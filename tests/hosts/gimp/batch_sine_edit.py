@@ -9,6 +9,7 @@
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
 # mask; layer-<i>.mask holds a layer's mask.
+# A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo").
@@ -80,6 +81,11 @@ def run_case(case):
         loaded = Gimp.file_load_layer(RUN, image, Gio.File.new_for_path(extra[1]))
         loaded.set_name(extra[0])
         image.insert_layer(loaded, None, len(image.get_layers()))
+    look = case.get("source_look") or {}  # how the source shows: {"opacity": 0..100, "mode": "multiply"}
+    if "opacity" in look:
+        source.set_opacity(float(look["opacity"]))
+    if "mode" in look:
+        source.set_mode(getattr(Gimp.LayerMode, look["mode"].upper()))
     drawable = source
     if case.get("drawable") == "mask":  # the painter clicked the layer's mask thumbnail: the mask is active
         source.add_alpha()  # the mask shows the layer inside case["mask_box"] only
@@ -130,7 +136,8 @@ def run_case(case):
         mask = layer.get_mask()
         record["layers"].append(
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
-             "visible": layer.get_visible(), "has_mask": mask is not None}
+             "visible": layer.get_visible(), "has_mask": mask is not None,
+             "opacity": round(layer.get_opacity(), 3), "mode": layer.get_mode().value_nick}
         )
         if mask is not None:  # its layer mask, one byte a pixel
             rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())

@@ -115,7 +115,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
         {"name": "offset", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "offset"),
          "canvas": list(CANVAS), "args": GIMP_ARGS},
         {"name": "selection", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "selection"),
-         "select": list(SELECT), "args": GIMP_ARGS},
+         "select": list(SELECT), "args": GIMP_ARGS, "source_look": {"opacity": 55.0, "mode": "multiply"}},
         {"name": "mask", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "mask"),
          "drawable": "mask", "mask_box": list(MASK_BOX), "args": GIMP_ARGS},
     ]  # fmt: skip
@@ -181,6 +181,14 @@ def test_pixels_outside_the_selection_are_the_source(gimp_session: dict[str, Cas
     assert any(result[4 * i : 4 * i + 3] != source[4 * i : 4 * i + 3] for i in inside), (
         "the edit changed nothing"
     )
+
+
+def test_the_result_shows_as_the_source_does(gimp_session: dict[str, Case]) -> None:
+    """A source at 55 % opacity in Multiply mode: the result layer takes both, so what lies outside the
+    selection looks as before (at 100 % Normal over it, the painter's picture changed everywhere)."""
+    new, source = gimp_session["selection"].record["layers"]
+    assert (source["opacity"], source["mode"]) == (55.0, "multiply"), source
+    assert (new["opacity"], new["mode"]) == (source["opacity"], source["mode"]), new
 
 
 def test_xcf_and_layer_pngs_are_written(gimp_session: dict[str, Case]) -> None:

@@ -339,8 +339,11 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
 def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     settings = {**SETTINGS, "prompt": "make the circle blue", "seed": 3}
     box = [24, 8, 40, 40]
-    run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box)
+    look = {"opacity": 102, "blending": "multiply", "inherit_alpha": True}  # how the painter set the layer up
+    run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box, source_look=look)
     _, src_after, new = new_layer(run, settings)
+    # The result is drawn as the source is, so outside the selection the picture looks as before.
+    assert src_after["look"] == [102, "multiply", True] and new["look"] == src_after["look"], new
 
     # Krita's selection arrives as a canvas-sized, one-byte-per-pixel mask of the marquee.
     mask = (run.out / "selection.a8").read_bytes()

@@ -59,6 +59,25 @@ class Node:
         self._pixels = bytearray(doc.width() * doc.height() * self._ps)  # BGRA, canvas-sized
         self._parent: Node | None = None
         self._children: list[Node] = []
+        self._opacity, self._blending, self._inherit_alpha = 255, "normal", False
+
+    def opacity(self) -> int:
+        return self._opacity
+
+    def setOpacity(self, value: int) -> None:  # noqa: N802
+        self._opacity = int(value)
+
+    def blendingMode(self) -> str:  # noqa: N802
+        return self._blending
+
+    def setBlendingMode(self, value: str) -> None:  # noqa: N802
+        self._blending = value
+
+    def inheritAlpha(self) -> bool:  # noqa: N802
+        return self._inherit_alpha
+
+    def setInheritAlpha(self, value: bool) -> None:  # noqa: N802
+        self._inherit_alpha = bool(value)
 
     def name(self) -> str:
         return self._name
