@@ -503,6 +503,20 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     if not any(k.startswith(VAE_PREFIX) for k in keys) and vae_companion(path) is None:
         raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). Put the VAE meant for it next to "
                        f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
+    if (companion := vae_companion(path)) is not None and (why := not_a_vae(read_checkpoint(companion))) is not None:
+        raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model there "
+                       "(or remove it, when the checkpoint has its VAE baked in)")
+
+
+def not_a_vae(state: dict[str, Any]) -> str | None:
+    """Why the tensors of a file put beside a checkpoint as its VAE are not an SD VAE (None: they are,
+    in the original or diffusers layout)."""
+    keys = [k for k in state if isinstance(k, str)]
+    if any(k.startswith(("encoder.layers.", "decoder.layers.")) for k in keys):
+        return "is TAESD (a tiny preview autoencoder that approximates the VAE, too rough to fine-tune on)"
+    if not any(k.endswith("encoder.conv_in.weight") for k in keys):
+        return "holds no VAE (no encoder.conv_in weights)"
+    return None
 
 
 def vae_companion(path: Path) -> Path | None:
