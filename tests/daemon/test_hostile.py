@@ -57,6 +57,20 @@ def test_huge_numbers_are_not_echoed_back_whole(daemon: DaemonProcess, field: st
     assert len(reply.header["message"]) < 200, reply.header["message"][:300]
 
 
+@pytest.mark.parametrize("token", ["right", "wrong"])
+def test_a_huge_float_literal_is_not_echoed_back_whole(daemon: DaemonProcess, token: str):
+    """`"seed": 1111…1e0` (100,000 digits) is JSON, too big for a float: the error reply quoted the whole
+    literal back, to any peer (the header is read before the token): a 100 KB reply for a 100 KB request."""
+    sent = daemon.token if token == "right" else "not-the-token"
+    head = json.dumps({"v": 1, "type": "ping", "id": "huge-float", "token": sent})
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send([(head[:-1] + ', "seed": ' + "1" * 100_000 + "e0}").encode()])
+        reply = client.recv(10)
+    assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
+    assert len(reply.header["message"]) < 200, reply.header["message"][:300]
+    _still_answers(daemon)
+
+
 def test_the_style_picture_counts_toward_the_queued_pixel_bytes(tiny_model: Path):
     """Each queued job's pixels are bounded in total (--max-queued-bytes); a big style picture beside a
     small source went uncounted, so queued jobs could hold gigabytes the limit was meant to refuse."""
