@@ -186,8 +186,8 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
             if not layout.models_dir.exists() or changes.owns_tree(layout.models_dir):
                 changes.own_tree(layout.models_dir)
             changes.ensure_dir(layout.models_dir)
-            code = ("import sys; from huggingface_hub import snapshot_download; "
-                    "print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))")
+            code = ("import sys; from sine.hub import download; "  # the loader's files, not the whole repository
+                    "print(download(sys.argv[1], cache_dir=sys.argv[2]))")
             changes.changed += 1
             if changes.dry_run:
                 changes.say(f"    [dry-run] would download {model_id} into {layout.models_dir}")
