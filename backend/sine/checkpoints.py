@@ -439,11 +439,25 @@ def content_fingerprint(path: Path) -> str:
             digest = hashlib.sha256(f"{digest}+vae:{_file_sha256(companion.resolve())}".encode()).hexdigest()
         return "sha256:" + digest
     path = path.resolve()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json"))
+    files = sorted(p for p in _files_within(path) if p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json")
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file).encode())
     return "sha256:" + digest.hexdigest()
+
+
+def _files_within(folder: Path) -> list[Path]:
+    """The files under `folder`, inside linked folders too (a component shared between model folders
+    through a link is part of each model; `Path.rglob` does not enter links), never round a link loop."""
+    found: list[Path] = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        here = Path(root)
+        real = os.path.realpath(here)
+        if any(os.path.realpath(up) == real for up in here.parents if up.is_relative_to(folder)):
+            dirs.clear()  # a link back up the tree
+            continue
+        found += [p for p in (here / n for n in names) if p.is_file()]
+    return found
 
 
 def _memo_path() -> Path:
