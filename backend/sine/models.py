@@ -30,7 +30,7 @@ from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
-from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
+from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
 from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
 
@@ -210,14 +210,15 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
         raise ModelMissing(f"model {repo_id!r} is neither a folder nor a Hugging Face hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+    from .hub import download
+
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True)
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise ModelMissing(_fetch_advice(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")) from None
         try:
-            folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+            folder = download(repo_id, revision)
         except Exception as exc:  # no network, unknown repo, auth...
             raise ModelMissing(_fetch_advice(repo_id, f"download failed: {type(exc).__name__}")) from None
     folder_path = Path(folder)
