@@ -75,6 +75,8 @@ def parse_size(text: str | int) -> int:
     base = _UNITS[unit[:1]] if unit[:1] in _UNITS else 1
     if "i" in unit:
         base = 1024 ** {"k": 1, "m": 2, "g": 3, "t": 4}[unit[0]]
+    if not math.isfinite(number * base):  # 400 digits: int() of an infinite float raised OverflowError
+        raise ValueError(f"not a size: {text[:20]!r}... is too large (examples: 2GB, 500MB, 1GiB)")
     return int(number * base)
 
 

@@ -439,11 +439,25 @@ def content_fingerprint(path: Path) -> str:
             digest = hashlib.sha256(f"{digest}+vae:{_file_sha256(companion.resolve())}".encode()).hexdigest()
         return "sha256:" + digest
     path = path.resolve()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json"))
+    files = sorted(p for p in _files_within(path) if p.suffix in _WEIGHT_SUFFIXES or p.suffix == ".json")
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0" + _file_sha256(file).encode())
     return "sha256:" + digest.hexdigest()
+
+
+def _files_within(folder: Path) -> list[Path]:
+    """The files under `folder`, inside linked folders too (a component shared between model folders
+    through a link is part of each model; `Path.rglob` does not enter links), never round a link loop."""
+    found: list[Path] = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        here = Path(root)
+        real = os.path.realpath(here)
+        if any(os.path.realpath(up) == real for up in here.parents if up.is_relative_to(folder)):
+            dirs.clear()  # a link back up the tree
+            continue
+        found += [p for p in (here / n for n in names) if p.is_file()]
+    return found
 
 
 def _memo_path() -> Path:
@@ -503,6 +517,20 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     if not any(k.startswith(VAE_PREFIX) for k in keys) and vae_companion(path) is None:
         raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). Put the VAE meant for it next to "
                        f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
+    if (companion := vae_companion(path)) is not None and (why := not_a_vae(read_checkpoint(companion))) is not None:
+        raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model there "
+                       "(or remove it, when the checkpoint has its VAE baked in)")
+
+
+def not_a_vae(state: dict[str, Any]) -> str | None:
+    """Why the tensors of a file put beside a checkpoint as its VAE are not an SD VAE (None: they are,
+    in the original or diffusers layout)."""
+    keys = [k for k in state if isinstance(k, str)]
+    if any(k.startswith(("encoder.layers.", "decoder.layers.")) for k in keys):
+        return "is TAESD (a tiny preview autoencoder that approximates the VAE, too rough to fine-tune on)"
+    if not any(k.endswith("encoder.conv_in.weight") for k in keys):
+        return "holds no VAE (no encoder.conv_in weights)"
+    return None
 
 
 def vae_companion(path: Path) -> Path | None:

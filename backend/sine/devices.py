@@ -86,6 +86,9 @@ def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtyp
 # as long as a 1-thread run. So: no more threads than free cores, and threads that sleep, not spin,
 # when they wait.
 THREADS_ENV = "SINE_THREADS"
+# More threads than any machine has cores: libgomp tries to allocate them all at the next parallel step
+# and aborts the process ("Out of memory allocating 216000001344 bytes" for 10^9), daemon included.
+MAX_CPU_THREADS = 1024
 # Below this many UNet parameters one thread is fastest: a small model's ops are too short to pay for
 # waking a passively waiting thread. Measured on an idle 2-core VM (docs/benchmarks.md, "CPU threads
 # and model size"): 100 demo fine-tune steps (1.5 M parameters) take 7.0 s on one thread, 18.4 s on two
@@ -137,7 +140,7 @@ def busy_cores(interval_s: float = 0.2) -> float:
 def pick_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:
     """`requested`, $SINE_THREADS or $OMP_NUM_THREADS wins; otherwise 1 for a model of fewer than
     PARALLEL_MIN_PARAMS UNet parameters, else the usable cores that are not busy, at least 1."""
-    fixed = requested or _threads_from_env()
+    fixed = requested or threads_from_env()
     if fixed > 0:
         return fixed
     if model_params is not None and model_params < PARALLEL_MIN_PARAMS:
@@ -146,16 +149,19 @@ def pick_cpu_threads(requested: int | None = None, model_params: int | None = No
     return max(1, min(cores, int(cores - busy_cores() + 0.5)))
 
 
-def _threads_from_env() -> int:
+def threads_from_env() -> int:
     """$SINE_THREADS (a wrong value is named), else $OMP_NUM_THREADS's outer level ("4,2" is valid OpenMP;
     a value OpenMP would ignore is ignored here too); 0 when neither is set."""
     own = os.environ.get(THREADS_ENV, "").strip()
     if own:
         if not own.isdigit():
             raise BadInput(f"{THREADS_ENV}={own[:20]!r} is not a number of CPU threads")
+        if len(own) > 6 or int(own) > MAX_CPU_THREADS:
+            raise BadInput(f"{THREADS_ENV}={own[:20]} is more CPU threads than any machine has (0..{MAX_CPU_THREADS};"
+                           " 0 = pick from the free cores)")
         return int(own)
     outer = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(outer) if outer.isdigit() else 0
+    return int(outer) if outer.isdigit() and len(outer) <= 6 and int(outer) <= MAX_CPU_THREADS else 0
 
 
 def apply_cpu_threads(requested: int | None = None, model_params: int | None = None) -> int:

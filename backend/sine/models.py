@@ -30,7 +30,7 @@ from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
-from .preflight import EXPORTS, not_a_model_file, not_a_model_folder
+from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
 from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
 
@@ -61,6 +61,7 @@ class BaseModel:
     tokenizer_2: CLIPTokenizer | None = None
     zeros_for_empty_prompt: bool = True  # SDXL base: the empty prompt's embedding is zeros (model_index.json)
     _empty_embedding: torch.Tensor | None = field(default=None, repr=False)
+    _cut_prompts: set[str] = field(default_factory=set, repr=False)  # prompts already said to be cut
 
     @property
     def prediction_type(self) -> str:
@@ -126,10 +127,33 @@ class BaseModel:
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Pre-trained text embeddings (B, L, D) in the inference dtype (SDXL: packed, see `xl`)."""
+        self.warn_cut(prompts)
         if self.is_xl:
             return xl.encode([self.tokenizer, self.tokenizer_2], [self.text_encoder, self.text_encoder_2], prompts,
                              self.device, self.zeros_for_empty_prompt).to(self.dtype)
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
+
+    def warn_cut(self, prompts: list[str]) -> None:
+        """The tokenizer cuts a prompt longer than the text encoder reads (CLIP: 75 tokens) without a
+        word: say which words are ignored, once per prompt."""
+        keep = int(self.tokenizer.model_max_length) - 2  # without the start and end tokens
+
+        def length(text: str) -> int:
+            return len(self.tokenizer(text, truncation=False).input_ids) - 2
+
+        for prompt in prompts:
+            if prompt in self._cut_prompts or (total := length(prompt)) <= keep:
+                continue
+            self._cut_prompts.add(prompt)
+            words = prompt.split()
+            low, high = 0, len(words) - 1  # the first word the encoder does not read whole
+            while low < high:
+                mid = (low + high) // 2
+                low, high = (mid + 1, high) if length(" ".join(words[: mid + 1])) <= keep else (low, mid)
+            dropped = " ".join(words[low:])
+            shown = dropped if len(dropped) <= 80 else f"{dropped[:60]} … {dropped[-16:]}"
+            log.warning("a prompt is %d tokens but the text encoder reads %d: its last %d word(s) are ignored (%r); "
+                        "shorten the prompt", total, keep, len(words) - low, shown)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
         """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.
@@ -186,14 +210,15 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
         raise ModelMissing(f"model {repo_id!r} is neither a folder nor a Hugging Face hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
-    patterns = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+    from .hub import download
+
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, local_files_only=True)
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
     except Exception:
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise ModelMissing(_fetch_advice(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")) from None
         try:
-            folder = snapshot_download(repo_id, revision=revision, allow_patterns=patterns)
+            folder = download(repo_id, revision)
         except Exception as exc:  # no network, unknown repo, auth...
             raise ModelMissing(_fetch_advice(repo_id, f"download failed: {type(exc).__name__}")) from None
     folder_path = Path(folder)
@@ -327,7 +352,19 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
     check_text_parts(folder, unet_config)
-    for name in ("unet", "vae", "text_encoder"):
+    check_weight_files(folder)
+    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
+    vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
+    text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
+    tokenizer = _load_tokenizer(folder / "tokenizer")
+    return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+def check_weight_files(folder: Path) -> None:
+    """Each weighted component of a diffusers folder holds a weights file (a dangling link to a hub
+    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use."""
+    names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if (folder / "text_encoder_2").is_dir() else ())
+    for name in names:
         if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
             if exported:
@@ -336,11 +373,6 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
                                    "version of this model")
             raise ModelMissing(f"{folder / name} holds no weights file ({WEIGHT_NAMES[0]} or model.safetensors): "
                                "the download is incomplete; download the model again")
-    unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
-    vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
-    text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
-    tokenizer = _load_tokenizer(folder / "tokenizer")
-    return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
 def check_text_parts(folder: Path, unet_config: dict) -> None:
@@ -437,6 +469,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
+    if not is_single_file(model):
+        check_weight_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]

@@ -152,6 +152,12 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
     """Decide the daemon's model and record it as config.json {"model": <local folder>}."""
     changes.say("==> Model")
     record: dict[str, str] = {}
+    if model_id is not None and Path(model_id).expanduser().is_dir():  # a folder on disk, as `sine edit --model` reads it
+        model_dir, model_id = Path(model_id), None
+        if not (model_dir / "unet").is_dir():
+            raise InstallError(f"--model {model_dir.expanduser().resolve()} is not a diffusers Stable Diffusion folder "
+                               "(no unet/ inside)", "pass the model folder (with unet/, vae/, text_encoder/...), a "
+                               ".safetensors checkpoint or a hub id")
     if model_dir is not None:
         model_dir = model_dir.expanduser().resolve()
         if not model_dir.is_dir():
@@ -180,8 +186,8 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
             if not layout.models_dir.exists() or changes.owns_tree(layout.models_dir):
                 changes.own_tree(layout.models_dir)
             changes.ensure_dir(layout.models_dir)
-            code = ("import sys; from huggingface_hub import snapshot_download; "
-                    "print(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))")
+            code = ("import sys; from sine.hub import download; "  # the loader's files, not the whole repository
+                    "print(download(sys.argv[1], cache_dir=sys.argv[2]))")
             changes.changed += 1
             if changes.dry_run:
                 changes.say(f"    [dry-run] would download {model_id} into {layout.models_dir}")

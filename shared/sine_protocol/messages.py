@@ -216,14 +216,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+MAX_ECHO_CHARS = 40  # error messages quote what the client sent, but never more than this
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
+    if not math.isfinite(value):  # the literal may be the whole header long: quote its start only
+        cut = text if len(text) <= MAX_ECHO_CHARS else f"{text[:MAX_ECHO_CHARS]}... ({len(text)} characters)"
+        raise ValueError(f"number {cut} is out of range")
     return value
-
-
-MAX_ECHO_CHARS = 40  # error messages quote what the client sent, but never more than this
 
 
 def shown(value: Any, limit: int = MAX_ECHO_CHARS) -> str:

@@ -22,6 +22,10 @@ BAD = [
     ("--preview-every", "0"),
     ("--threads", "-2"),
     ("--progress-interval", "-1"),
+    ("--threads", "1000000000"),  # started, then died at the first job: libgomp cannot allocate 10^9 threads
+    ("--max-queued-bytes", "0"),  # started, then answered every edit `busy`
+    ("--max-queued-bytes", "9" * 400),  # OverflowError traceback (the float of 400 digits is infinite)
+    ("--cache-budget", "9" * 400),
 ]
 
 
@@ -56,3 +60,32 @@ def test_a_bad_cache_budget_in_the_environment_breaks_no_command(tmp_path: Path)
                             text=True, timeout=60, env=env)
     assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
     assert "SINE_CACHE_BUDGET" in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+
+
+@pytest.mark.parametrize("name", ["SINE_CACHE_BUDGET", "SINE_LOADED_BUDGET"])
+def test_a_budget_too_big_for_a_float_is_named_not_a_traceback(name: str, tmp_path: Path) -> None:
+    """`parse_size("9" * 400)` raised OverflowError, which `except ValueError` let through as a traceback."""
+    env = {**os.environ, name: "9" * 400, "SINE_CACHE_DIR": str(tmp_path / "cache"),
+           "SINE_STATE_DIR": str(tmp_path / "state"), "SINE_CONFIG_DIR": str(tmp_path / "config"),
+           "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    daemon = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu",
+                             "--endpoint", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert name in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+
+
+def test_a_state_folder_that_cannot_be_one_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """SINE_STATE_DIR naming a file (or a folder where no file can be made) was a FileExistsError traceback
+    from the log set-up, the first thing `sine daemon` does."""
+    (tmp_path / "afile").write_text("the user's")
+    env = {**os.environ, "SINE_STATE_DIR": str(tmp_path / "afile"), "SINE_CACHE_DIR": str(tmp_path / "cache"),
+           "SINE_CONFIG_DIR": str(tmp_path / "config"), "OMP_NUM_THREADS": "1"}
+    daemon = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert "SINE_STATE_DIR" in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+    assert (tmp_path / "afile").read_text() == "the user's"

@@ -57,6 +57,20 @@ def test_huge_numbers_are_not_echoed_back_whole(daemon: DaemonProcess, field: st
     assert len(reply.header["message"]) < 200, reply.header["message"][:300]
 
 
+@pytest.mark.parametrize("token", ["right", "wrong"])
+def test_a_huge_float_literal_is_not_echoed_back_whole(daemon: DaemonProcess, token: str):
+    """`"seed": 1111…1e0` (100,000 digits) is JSON, too big for a float: the error reply quoted the whole
+    literal back, to any peer (the header is read before the token): a 100 KB reply for a 100 KB request."""
+    sent = daemon.token if token == "right" else "not-the-token"
+    head = json.dumps({"v": 1, "type": "ping", "id": "huge-float", "token": sent})
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send([(head[:-1] + ', "seed": ' + "1" * 100_000 + "e0}").encode()])
+        reply = client.recv(10)
+    assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
+    assert len(reply.header["message"]) < 200, reply.header["message"][:300]
+    _still_answers(daemon)
+
+
 def test_the_style_picture_counts_toward_the_queued_pixel_bytes(tiny_model: Path):
     """Each queued job's pixels are bounded in total (--max-queued-bytes); a big style picture beside a
     small source went uncounted, so queued jobs could hold gigabytes the limit was meant to refuse."""
@@ -241,3 +255,33 @@ def test_a_running_jobs_events_keep_flowing_while_a_huge_message_is_read(daemon:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.5, f"no event from the running job for {max(gaps):.1f} s while {answered[0] - started:.1f} s" \
                             " were spent on the flood"
+
+
+def test_folders_the_user_named_keep_their_permissions(tiny_model: Path):
+    """SINE_STATE_DIR, SINE_CONFIG_DIR and SINE_RUNTIME_DIR pointed at existing folders of the user's (their
+    home, a shared sticky folder like /tmp) were chmod-ed to 0700: a daemon run took /tmp's sticky bit and
+    everyone else's access. The daemon's own files inside are still owner-only."""
+    import os
+    import stat
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    folders = {"SINE_STATE_DIR": (root / "home", 0o755), "SINE_CONFIG_DIR": (root / "home", 0o755),
+               "SINE_RUNTIME_DIR": (root / "shared-tmp", 0o1777)}
+    for name, (folder, mode) in folders.items():
+        folder.mkdir(exist_ok=True)
+        (folder / "notes.txt").write_text("the user's")
+        (folder / "daemon.log.txt").write_text("the user's own log")
+        os.chmod(folder / "daemon.log.txt", 0o644)
+        os.chmod(folder, mode)
+        proc.env[name] = str(folder)
+    proc.start()
+    try:
+        _still_answers(proc)
+    finally:
+        assert proc.stop() == 0, proc.output()
+    for name, (folder, mode) in folders.items():
+        assert stat.S_IMODE(folder.stat().st_mode) == mode, name
+        assert stat.S_IMODE((folder / "daemon.log.txt").stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((root / "home" / "token").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "home" / "daemon.log").stat().st_mode) == 0o600

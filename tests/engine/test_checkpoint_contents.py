@@ -262,6 +262,21 @@ def test_vae_beside_the_checkpoint_in_diffusers_layout(tiny_folder, tmp_path):
     assert _same(vae, load_base_model(bare, device="cpu").vae)
 
 
+def test_something_else_beside_the_checkpoint_as_its_vae_is_named(tiny_folder, tmp_path):
+    """`NAME.vae.safetensors` that is TAESD (a tiny preview autoencoder) or not a VAE at all: `sine doctor`
+    called the model fine and the loader failed with "weights appear to be missing"; both now name it."""
+    from diffusers import AutoencoderTiny
+
+    path = write_single_file(tiny_folder, tmp_path / "model.safetensors")
+    taesd = AutoencoderTiny(encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+                            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1))
+    for state, what in ((taesd.state_dict(), r"TAESD"), ({"emb_params": torch.zeros(2, 32)}, r"holds no VAE")):
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "model.vae.safetensors"))
+        for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(BadModel, match=rf"model\.vae\.safetensors, beside model\.safetensors as its VAE, .*{what}"):
+                call(path)
+
+
 def test_a_whole_checkpoint_with_stray_lora_keys_still_loads(tiny_folder, tmp_path):
     """A merged checkpoint that kept a few LoRA tensors beside its UNet is a model, not a LoRA."""
     full = write_single_file(tiny_folder, tmp_path / "full.safetensors")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 
 
@@ -70,3 +70,47 @@ def test_tiny_autoencoder_as_the_vae_is_refused_in_words(tiny_folder, tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"vae/ holds an AutoencoderTiny .*TAESD.*put back the AutoencoderKL"):
             call(folder)
+
+
+def test_doctor_names_a_component_without_weights(tiny_folder, tmp_path):
+    """A hub snapshot whose UNet blob is still a `.incomplete` download (its link dangles): `sine doctor`
+    said the model was fine from its configs; now it names the component, as the loader does."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "snapshot", symlinks=True)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    blob = tmp_path / "blobs" / "0123abcd"
+    blob.parent.mkdir()
+    weights.rename(blob.with_name(blob.name + ".incomplete"))
+    weights.symlink_to(blob)
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=r"unet holds no weights file .*the download is incomplete"):
+            call(folder)
+
+
+def test_a_folder_of_linked_components_is_told_apart_by_their_content(tiny_folder, tmp_path):
+    """Painters share a VAE (or every component) between model folders through folder links. The
+    revision (the cache key of fine-tuned weights) did not read inside linked folders: two models
+    whose vae/ links to different VAEs, or whose components are all links, had the same one, and one's
+    cached fine-tune was reused for the other. Now it reads them, and a farm of links to a model is
+    that model."""
+    import os
+
+    from sine.checkpoints import content_fingerprint
+    from sine.tiny_models import make_tiny_sd
+
+    other = make_tiny_sd(tmp_path / "other", seed=3)
+    farms = []
+    for name, target in (("farm-a", tiny_folder), ("farm-b", other)):
+        farm = tmp_path / name
+        farm.mkdir()
+        for part in os.listdir(target):
+            (farm / part).symlink_to(target / part)
+        farms.append(farm)
+    assert content_fingerprint(farms[0]) == content_fingerprint(tiny_folder)
+    assert content_fingerprint(farms[0]) != content_fingerprint(farms[1])
+    shared = []
+    for name, vae in (("vae-a", tiny_folder / "vae"), ("vae-b", other / "vae")):
+        folder = shutil.copytree(tiny_folder, tmp_path / name, ignore=shutil.ignore_patterns("vae"))
+        (folder / "vae").symlink_to(vae)
+        shared.append(content_fingerprint(folder))
+    assert shared[0] == content_fingerprint(tiny_folder) != shared[1]
+    assert load_base_model(farms[1], device="cpu").revision == content_fingerprint(other)

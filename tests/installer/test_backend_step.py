@@ -98,3 +98,22 @@ def test_model_file_that_is_not_a_model_is_refused_at_install(tmp_path: Path, ru
             proc = run_installer("--home", home, "--only", "model", "--model", str(path), *dry, check=False)
             assert proc.returncode == 1 and f"{path} {what}" in proc.stderr, proc.stderr
     assert not (home / ".config/sine-edit/config.json").exists()
+
+
+def test_model_can_be_a_local_folder(tmp_path: Path, run_installer) -> None:
+    """`--model ~/models/my-sd` (a diffusers folder on disk, as `sine edit --model` takes it) was read as
+    a hub id: "would download /home/…/my-sd". It is recorded as the daemon's model, like --model-dir."""
+    import json
+
+    folder = tmp_path / "my-sd"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    home = tmp_path / "home"
+    out = run_installer("--home", home, "--only", "model", "--model", str(folder), "--dry-run").stdout
+    assert "download" not in out and f"local model folder {folder.resolve()}" in out, out
+    run_installer("--home", home, "--only", "model", "--model", str(folder))
+    assert json.loads((home / ".config/sine-edit/config.json").read_text())["model"] == str(folder.resolve())
+    other = tmp_path / "photos"
+    other.mkdir()
+    proc = run_installer("--home", home, "--only", "model", "--model", str(other), check=False)
+    assert proc.returncode == 1 and "not a diffusers Stable Diffusion folder (no unet/ inside)" in proc.stderr, proc.stderr

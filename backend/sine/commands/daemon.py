@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 from sine.cache import parse_size
+from sine.devices import MAX_CPU_THREADS
 from sine.preflight import float_in, int_in
 
 MIN_MESSAGE_BYTES = 64 * 1024  # far below, even `hello` is cut off (ZMQ_MAXMSGSIZE) and every client hangs
+MIN_QUEUED_BYTES = 8 * 8 * 4  # the smallest edit's pixels (8x8 RGBA): below, every edit is refused `busy`
 
 
 def size_at_least(low: int) -> type:
@@ -44,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-message-bytes", type=size_at_least(MIN_MESSAGE_BYTES), help="largest accepted message (ZMQ_MAXMSGSIZE)")
     p.add_argument("--max-queued-per-client", type=int_in(1), default=4)
     p.add_argument("--max-queued", type=int_in(1), default=32, help="queued jobs in total before replying busy")
-    p.add_argument("--max-queued-bytes", type=parse_size, default=parse_size("2GiB"),
+    p.add_argument("--max-queued-bytes", type=size_at_least(MIN_QUEUED_BYTES), default=parse_size("2GiB"),
                    help="pixel bytes held by pending jobs before replying busy (default 2GiB)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback tcp endpoint (anyone who can reach it and has the token may use the GPU;"
@@ -53,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--foreground", action="store_true",
                    help="accepted for clarity: the daemon never forks itself (a launcher detaches it) and"
                         " always logs to stderr and to daemon.log in the state dir")
-    p.add_argument("--threads", type=int_in(1), help="CPU threads for torch")
+    p.add_argument("--threads", type=int_in(1, MAX_CPU_THREADS), help="CPU threads for torch")
     p.add_argument("--progress-interval", type=float_in(0.0, 3600.0), default=0.25,
                    help="seconds between progress events of one job (first and last step always sent)")
     p.add_argument("--preview-every", type=int_in(1), default=5, help="sampling steps between preview images")
@@ -80,6 +82,23 @@ def default_model() -> str | None:
     return str(demo) if (demo / "model_index.json").exists() else None
 
 
+def environment_problem() -> str | None:
+    """What is wrong with the SINE_* settings the worker reads later (threads, memory budget), or None."""
+    from sine.daemon.loaded import loaded_budget
+    from sine.devices import threads_from_env
+    from sine.errors import BadInput
+
+    try:
+        threads_from_env()
+    except BadInput as exc:
+        return str(exc)
+    try:
+        loaded_budget()
+    except ValueError as exc:
+        return f"SINE_LOADED_BUDGET: {exc}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from sine.daemon.config import ConfigError, DaemonConfig
     from sine.daemon.logging_setup import setup_logging
@@ -94,8 +113,16 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"sine daemon: SINE_CACHE_BUDGET: {exc}", file=sys.stderr)
             return 2
+    problem = environment_problem()
+    if problem:  # at start, not as every job's error (or a worker that dies at its first job)
+        print(f"sine daemon: {problem}", file=sys.stderr)
+        return 2
     state = paths.state_dir()
-    log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
+    try:
+        log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
+    except OSError as exc:
+        print(f"sine daemon: cannot keep the log in {state} (SINE_STATE_DIR): {exc.strerror or exc}", file=sys.stderr)
+        return 2
     defaults = Limits()
     limits = Limits(
         max_input_pixels=args.max_input_pixels or defaults.max_input_pixels,

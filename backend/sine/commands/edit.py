@@ -153,6 +153,7 @@ def _run(args: argparse.Namespace) -> int:
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
+    base.warn_cut([args.prompt, prompt_src])  # before minutes of fine-tuning, not after
     controls = {name: getattr(args, name) for name in ("strength", "start") if getattr(args, name) is not None}
 
     def settings_for(quality: str) -> tuple[QualityChoice, FinetuneSettings, SamplingSettings]:

@@ -1,0 +1,48 @@
+"""What sine-edit fetches of a Hugging Face hub repository: the diffusers folder it loads, not the whole
+repository. Stable Diffusion repositories hold each component's weights several times (plain, fp16,
+non-EMA, pickled .bin) beside whole-model .ckpt/.safetensors files, ONNX/Flax exports and a safety
+checker: tens of GB where the model SINE loads is a few."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def _variant(name: str) -> str | None:
+    """The variant a weights file name carries (`diffusion_pytorch_model.fp16-00001-of-00002.safetensors`:
+    "fp16"); None for the plain weights."""
+    stem = _SHARD.sub("", name.rsplit(".", 1)[0])
+    return stem.split(".", 1)[1] if "." in stem else None
+
+
+def select_files(files: list[str]) -> list[str]:
+    """Of a repository's file list, what the loader reads: model_index.json, and for each SD component
+    its configs, tokenizer files and one copy of its weights: the plain safetensors when there are
+    (else the fp16 variant's), pickled .bin only for a component without safetensors."""
+    chosen = [f for f in files if f == "model_index.json"]
+    for component in COMPONENTS:
+        inside = [f for f in files if PurePosixPath(f).parent == PurePosixPath(component)]
+        chosen += [f for f in inside if f.endswith((".json", ".txt")) and ".index." not in f]
+        for suffix in (".safetensors", ".bin"):
+            weights = [f for f in inside if f.endswith(suffix)]
+            for variant in (None, "fp16"):
+                picked = [f for f in weights if _variant(PurePosixPath(f).name) == variant]
+                if picked:
+                    index = f"{'.index.' + variant if variant else '.index'}.json"
+                    chosen += picked + [f for f in inside if f.endswith(suffix + index)]
+                    break
+            if weights:
+                break
+    return chosen
+
+
+def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> str:
+    """Fetch what `select_files` picks of `repo_id` into the hub cache; the snapshot folder."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    files = HfApi().list_repo_files(repo_id, revision=revision)
+    return snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=select_files(files))

@@ -1,0 +1,40 @@
+"""What is fetched of a hub repository (`sine.hub.select_files`), on the file lists real Stable
+Diffusion repositories have: one copy of each component's weights, never the whole-model files,
+exports, safety checker or training copies beside them."""
+
+from __future__ import annotations
+
+from sine.hub import select_files
+
+SD15 = """.gitattributes README.md model_index.json v1-5-pruned-emaonly.ckpt v1-5-pruned-emaonly.safetensors
+v1-5-pruned.ckpt v1-5-pruned.safetensors v1-inference.yaml feature_extractor/preprocessor_config.json
+safety_checker/config.json safety_checker/model.safetensors safety_checker/model.fp16.safetensors
+safety_checker/pytorch_model.bin scheduler/scheduler_config.json text_encoder/config.json
+text_encoder/model.safetensors text_encoder/model.fp16.safetensors text_encoder/pytorch_model.bin
+text_encoder/pytorch_model.fp16.bin text_encoder/flax_model.msgpack tokenizer/merges.txt
+tokenizer/special_tokens_map.json tokenizer/tokenizer_config.json tokenizer/vocab.json unet/config.json
+unet/diffusion_pytorch_model.bin unet/diffusion_pytorch_model.fp16.bin unet/diffusion_pytorch_model.fp16.safetensors
+unet/diffusion_pytorch_model.non_ema.bin unet/diffusion_pytorch_model.non_ema.safetensors
+unet/diffusion_pytorch_model.safetensors unet/diffusion_pytorch_model.msgpack vae/config.json
+vae/diffusion_pytorch_model.bin vae/diffusion_pytorch_model.fp16.safetensors vae/diffusion_pytorch_model.safetensors
+onnx/unet/model.onnx""".split()
+
+
+def test_sd15_repository_fetches_one_copy_of_each_component():
+    assert sorted(select_files(SD15)) == sorted("""model_index.json scheduler/scheduler_config.json
+        text_encoder/config.json text_encoder/model.safetensors tokenizer/merges.txt tokenizer/special_tokens_map.json
+        tokenizer/tokenizer_config.json tokenizer/vocab.json unet/config.json unet/diffusion_pytorch_model.safetensors
+        vae/config.json vae/diffusion_pytorch_model.safetensors""".split())
+
+
+def test_fp16_only_sharded_and_bin_only_components():
+    """An fp16-only repository's sharded UNet comes with its fp16 index; a component with only
+    pickled .bin weights still gets them (the loader reads them without code); SDXL's second encoder."""
+    files = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
+             "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+             "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.bin", "text_encoder_2/config.json", "text_encoder_2/model.safetensors.index.json",
+             "text_encoder_2/model-00001-of-00002.safetensors", "text_encoder_2/model-00002-of-00002.safetensors",
+             "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"]
+    assert sorted(select_files(files)) == sorted(f for f in files if f not in (
+        "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"))

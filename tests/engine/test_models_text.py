@@ -1,0 +1,27 @@
+"""The text side of a model as painters meet it: a prompt longer than the text encoder reads (CLIP
+takes 77 tokens; the tiny models 32) is cut, and the log says which words were dropped, once per
+prompt, for SD 1.x/2.x and for SDXL's two tokenizers. Tiny models loaded with `from_pretrained`."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sine.models import load_base_model
+from sine.tiny_models import make_tiny_sdxl
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_a_prompt_longer_than_the_encoder_reads_is_cut_with_a_warning(base, tmp_path, caplog, family):
+    model = base if family == "sd1" else load_base_model(make_tiny_sdxl(tmp_path / "xl"), device="cpu")
+    limit = model.tokenizer.model_max_length
+    words = " ".join(f"w{i}" for i in range(limit))  # each word is several tokens: far past the limit
+    with caplog.at_level(logging.WARNING, logger="sine.models"):
+        model.encode_prompts(["", "a red hat"])
+        assert "cut" not in caplog.text  # a prompt that fits says nothing
+        model.encode_prompts(["", words])
+        model.encode_prompts([words])
+    cut = [r.getMessage() for r in caplog.records if "tokens" in r.getMessage()]
+    assert len(cut) == 1, cut  # once per prompt, not per call
+    assert f"reads {limit - 2}" in cut[0] and f"w{limit - 1}" in cut[0]  # the last word is among those dropped
