@@ -40,7 +40,19 @@ def read_daemon_command(path: Path | None = None) -> list[str]:
     argv = spec.get("argv") if isinstance(spec, dict) else None
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
         raise DaemonNotInstalled(f"{path} has no usable \"argv\" list; run the installer again")
+    if not all(_runnable(a) for a in argv):  # Popen raised ValueError / UnicodeEncodeError for these
+        raise DaemonNotInstalled(f"{path}: an argument holds a NUL or a lone surrogate, which no system can run;"
+                                 " run the installer again")
     return argv
+
+
+def _runnable(arg: str) -> bool:
+    """Whether ``arg`` can be one argument of a process: no NUL, and encodable as the OS needs."""
+    try:
+        os.fsencode(arg)
+    except UnicodeError:
+        return False
+    return "\0" not in arg
 
 
 def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -50,9 +62,13 @@ def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) ->
     mistake exits by itself (the daemon holds a lock on its endpoint).
     """
     argv = read_daemon_command(path)
-    logs = ensure_private_dir(state_dir())
-    # Handed to the child; closed below. Owner-only, like the daemon's own log.
-    log = open(logs / LOG_NAME, "ab", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
+    try:
+        logs = ensure_private_dir(state_dir())
+        # Handed to the child; closed below. Owner-only, like the daemon's own log.
+        log = open(logs / LOG_NAME, "ab", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
+    except OSError as exc:
+        raise DaemonNotInstalled(f"cannot keep the daemon's log in {state_dir()} (SINE_STATE_DIR):"
+                                 f" {exc.strerror or exc}") from None
     kwargs: dict[str, Any] = {
         "stdin": subprocess.DEVNULL,
         "stdout": log,

@@ -100,9 +100,15 @@ def ipc_endpoint() -> str | None:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it owner-only (0700 on POSIX)."""
+    """Create ``path`` (and parents) owner-only (0700 on POSIX).
+
+    An existing folder is made owner-only only when it is ours: empty, or on a path named for the app
+    (an older version's folder). A folder the user named in SINE_*_DIR (their home, a shared /tmp) keeps
+    its permissions: chmod-ing it took /tmp's sticky bit. The files written in it are owner-only anyway.
+    """
+    existed = path.is_dir()
     path.mkdir(parents=True, exist_ok=True)
-    if os.name == "posix":
+    if os.name == "posix" and (not existed or APP_NAME in path.parts or not any(path.iterdir())):
         os.chmod(path, 0o700)
     return path
 

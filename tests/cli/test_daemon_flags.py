@@ -76,3 +76,16 @@ def test_a_budget_too_big_for_a_float_is_named_not_a_traceback(name: str, tmp_pa
                             env=env)
     assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
     assert name in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+
+
+def test_a_state_folder_that_cannot_be_one_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """SINE_STATE_DIR naming a file (or a folder where no file can be made) was a FileExistsError traceback
+    from the log set-up, the first thing `sine daemon` does."""
+    (tmp_path / "afile").write_text("the user's")
+    env = {**os.environ, "SINE_STATE_DIR": str(tmp_path / "afile"), "SINE_CACHE_DIR": str(tmp_path / "cache"),
+           "SINE_CONFIG_DIR": str(tmp_path / "config"), "OMP_NUM_THREADS": "1"}
+    daemon = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert "SINE_STATE_DIR" in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+    assert (tmp_path / "afile").read_text() == "the user's"

@@ -255,3 +255,33 @@ def test_a_running_jobs_events_keep_flowing_while_a_huge_message_is_read(daemon:
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.5, f"no event from the running job for {max(gaps):.1f} s while {answered[0] - started:.1f} s" \
                             " were spent on the flood"
+
+
+def test_folders_the_user_named_keep_their_permissions(tiny_model: Path):
+    """SINE_STATE_DIR, SINE_CONFIG_DIR and SINE_RUNTIME_DIR pointed at existing folders of the user's (their
+    home, a shared sticky folder like /tmp) were chmod-ed to 0700: a daemon run took /tmp's sticky bit and
+    everyone else's access. The daemon's own files inside are still owner-only."""
+    import os
+    import stat
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    folders = {"SINE_STATE_DIR": (root / "home", 0o755), "SINE_CONFIG_DIR": (root / "home", 0o755),
+               "SINE_RUNTIME_DIR": (root / "shared-tmp", 0o1777)}
+    for name, (folder, mode) in folders.items():
+        folder.mkdir(exist_ok=True)
+        (folder / "notes.txt").write_text("the user's")
+        (folder / "daemon.log.txt").write_text("the user's own log")
+        os.chmod(folder / "daemon.log.txt", 0o644)
+        os.chmod(folder, mode)
+        proc.env[name] = str(folder)
+    proc.start()
+    try:
+        _still_answers(proc)
+    finally:
+        assert proc.stop() == 0, proc.output()
+    for name, (folder, mode) in folders.items():
+        assert stat.S_IMODE(folder.stat().st_mode) == mode, name
+        assert stat.S_IMODE((folder / "daemon.log.txt").stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((root / "home" / "token").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "home" / "daemon.log").stat().st_mode) == 0o600

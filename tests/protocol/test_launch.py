@@ -51,6 +51,25 @@ def test_missing_or_broken_command_file(dirs: dict[str, Path]) -> None:
         start_daemon()
 
 
+@pytest.mark.parametrize("content", ['{"argv": ["/bin/true\\u0000x"]}', '{"argv": ["/bin/true", "a\\u0000b"]}',
+                                     '{"argv": ["/bin/true\\ud800"]}'])
+def test_a_command_file_no_system_can_run_is_refused_as_not_installed(dirs: dict[str, Path], content: str) -> None:
+    """A NUL or a lone surrogate in an argument is valid JSON, but Popen raised ValueError or
+    UnicodeEncodeError, which the plug-ins (catching DaemonNotInstalled) let through as a traceback."""
+    (dirs["config"] / "daemon.json").write_text(content)
+    with pytest.raises(DaemonNotInstalled, match="installer"):
+        start_daemon()
+
+
+def test_a_state_folder_that_is_a_file_is_refused_as_a_launch_problem(dirs: dict[str, Path]) -> None:
+    """The launch log goes in the state folder: SINE_STATE_DIR naming a file raised FileExistsError."""
+    _write_command(dirs["config"], [sys.executable, "-c", "pass"])
+    dirs["state"].write_text("the user's")
+    with pytest.raises(DaemonNotInstalled, match="SINE_STATE_DIR"):
+        start_daemon()
+    assert dirs["state"].read_text() == "the user's"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_command_file_that_is_a_pipe_or_endless_is_refused_not_read_forever(dirs: dict[str, Path]) -> None:
     """A plug-in reads daemon.json on its UI thread: a named pipe there froze it (waiting for a writer), a link

@@ -118,7 +118,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sine daemon: {problem}", file=sys.stderr)
         return 2
     state = paths.state_dir()
-    log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
+    try:
+        log_path = setup_logging(state, getattr(logging, args.log_level), stderr=True)
+    except OSError as exc:
+        print(f"sine daemon: cannot keep the log in {state} (SINE_STATE_DIR): {exc.strerror or exc}", file=sys.stderr)
+        return 2
     defaults = Limits()
     limits = Limits(
         max_input_pixels=args.max_input_pixels or defaults.max_input_pixels,

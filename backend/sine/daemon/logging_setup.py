@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 LOG_NAME = "daemon.log"
+BACKUPS = 3  # daemon.log.1 .. daemon.log.3
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 
@@ -30,18 +31,19 @@ def setup_logging(state_dir: str | os.PathLike, level: int = logging.INFO, stder
 
     folder = ensure_private_dir(Path(state_dir))
     path = folder / LOG_NAME
-    if os.name == "posix":  # files made by an older version
-        for old in folder.glob(LOG_NAME + "*"):
-            try:
-                os.chmod(old, 0o600)
-            except OSError:
-                pass
+    if os.name == "posix":  # files made by an older version (its names only: the folder may be the user's)
+        for old in [path, *(folder / f"{LOG_NAME}.{n}" for n in range(1, BACKUPS + 1))]:
+            if old.is_file() and not old.is_symlink():
+                try:
+                    os.chmod(old, 0o600)
+                except OSError:
+                    pass
     root = logging.getLogger("sine")
     root.setLevel(level)
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    file_handler = PrivateRotatingFileHandler(path, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
+    file_handler = PrivateRotatingFileHandler(path, maxBytes=1_000_000, backupCount=BACKUPS, encoding="utf-8")
     file_handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(file_handler)
     if stderr:

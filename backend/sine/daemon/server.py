@@ -30,6 +30,7 @@ from sine_protocol import messages as m
 from sine_protocol.auth import ZAP_DOMAIN
 from sine_protocol.errors import BAD_REQUEST, BUSY, INTERNAL, ProtocolError
 from sine_protocol.messages import MAX_REQUEST_FRAMES, Limits, make_error, make_reply, parse_request
+from sine_protocol.paths import ensure_private_dir
 
 log = logging.getLogger("sine.daemon")
 
@@ -161,8 +162,7 @@ class Daemon:
         runtime = Path(ipc[len("ipc://"):]).parent
         ipc_lock = DaemonLock(runtime / "daemon.sock.lock")
         try:
-            runtime.mkdir(parents=True, exist_ok=True)
-            os.chmod(runtime, 0o700)
+            ensure_private_dir(runtime)
             ipc_lock.acquire({"endpoint": ipc})
         except (AlreadyRunning, OSError) as exc:  # TCP still works; ipc is a convenience
             log.warning("not binding %s: %s", ipc, exc)
