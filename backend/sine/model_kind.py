@@ -131,8 +131,9 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                        "Stable Diffusion 1.x, 2.x or XL model")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
-        raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon) and v-prediction "
-                       "(v_prediction) models only")
+        what = {"sample": " (x₀-prediction: the clean picture)"}.get(str(prediction), "")
+        raise BadModel(f"{where} predicts {prediction!r}{what}; SINE supports ε-prediction (epsilon) and v-prediction "
+                       "(v_prediction) models only: use an ε- or v-prediction Stable Diffusion 1.x, 2.x or XL model")
 
 
 _OTHER_VAES = {  # VAE classes found in vae/ of SD-shaped folders, in words

@@ -352,7 +352,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
     check_text_parts(folder, unet_config)
-    check_weight_files(folder)
+    check_component_files(folder)
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
@@ -360,9 +360,13 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
-def check_weight_files(folder: Path) -> None:
+def check_component_files(folder: Path) -> None:
     """Each weighted component of a diffusers folder holds a weights file (a dangling link to a hub
-    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use."""
+    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use;
+    each tokenizer its vocabulary."""
+    for name in ("tokenizer", "tokenizer_2"):
+        if (folder / name).is_dir():
+            check_vocabulary(folder / name)
     names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if (folder / "text_encoder_2").is_dir() else ())
     for name in names:
         if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
@@ -414,16 +418,26 @@ def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
 def _load_tokenizer(sub: Path) -> CLIPTokenizer:
     """CLIP's tokenizer from a component folder; without its vocabulary transformers builds a
     two-token tokenizer that turns every prompt into <unk> (silently): refused, naming the folder."""
-    has_vocab = ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()
+    check_vocabulary(sub)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(sub) if has_vocab else None
+        tokenizer = CLIPTokenizer.from_pretrained(sub)
     except Exception as exc:
         raise BadModel(f"{sub} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                        "download the model again") from None
-    if tokenizer is None or len(tokenizer) < 100:
-        raise BadModel(f"{sub} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would "
-                       "read as unknown words; download the model again")
+    if len(tokenizer) < 100:
+        raise BadModel(_NO_VOCABULARY.format(sub))
     return tokenizer
+
+
+_NO_VOCABULARY = ("{} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would read as "
+                  "unknown words; download the model again")
+
+
+def check_vocabulary(sub: Path) -> None:
+    """A tokenizer folder holds its vocabulary files (without them transformers builds a two-token
+    tokenizer that reads every prompt as <unk>)."""
+    if not (((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()):
+        raise BadModel(_NO_VOCABULARY.format(sub))
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
@@ -470,7 +484,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
     if not is_single_file(model):
-        check_weight_files(folder)
+        check_component_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]

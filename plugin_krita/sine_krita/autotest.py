@@ -332,6 +332,33 @@ class AutoTest(qt.QObject):
             window = Krita.instance().activeWindow().qwindow()
             self.report["screenshot"] = bool(window.grab().save(shot, "PNG"))
         self._measure_docker(self.job.get("docker_shot"))
+        if self.job.get("float_shot") and "floating" not in self.report:
+            # The painter pulls the docker off the window's edge: it floats, a window of its own.
+            self._dock().setFloating(True)
+            self._later(self._measure_floating, 1000)
+            return
+        self._after_screens()
+
+    def _dock(self) -> Any:
+        return next(d for d in Krita.instance().activeWindow().dockers() if d.objectName() == DOCKER_ID)
+
+    def _measure_floating(self) -> None:
+        """The floating docker's frame on the screen, how much of the panel shows without scrolling,
+        and a picture of it."""
+        dock, panel = self._dock(), self._panel
+        frame, screen = dock.frameGeometry(), qt.QtGui.QGuiApplication.primaryScreen().availableGeometry()
+        viewport = panel.parentWidget()
+        self.report["floating"] = {
+            "floating": dock.isFloating(),
+            "frame": [frame.x(), frame.y(), frame.width(), frame.height()],
+            "available": [screen.x(), screen.y(), screen.width(), screen.height()],
+            "viewport": [viewport.width(), viewport.height()],
+            "panel": [panel.width(), panel.height()],
+        }
+        self.report["float_shot"] = bool(dock.grab().save(self.job["float_shot"], "PNG"))
+        self._after_screens()
+
+    def _after_screens(self) -> None:
         if self._panel.state == "done" and self.job.get("check_undo", True):
             # One Edit > Undo must take the whole result away (it was added in one step).
             Krita.instance().action("edit_undo").trigger()
@@ -351,7 +378,7 @@ class AutoTest(qt.QObject):
         panel = self._panel
         viewport = panel.parentWidget()
         scroll = viewport.parentWidget() if viewport is not None else None
-        dock = next(d for d in Krita.instance().activeWindow().dockers() if d.objectName() == DOCKER_ID)
+        dock = self._dock()
         screen = qt.QtGui.QGuiApplication.primaryScreen().geometry()
         corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
         bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None

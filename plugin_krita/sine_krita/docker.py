@@ -14,6 +14,7 @@ from krita import DockWidget, Krita
 
 from . import qt_compat as qt
 from .panel import SinePanel
+from .placement import floating_frame
 
 DOCKER_ID = "sine_edit_docker"
 TITLE = "SINE Edit"
@@ -67,10 +68,36 @@ class SineDocker(DockWidget):
         self.scroll.setWidget(self.panel)
         self.setWidget(self.scroll)
         _panels.append(weakref.ref(self.panel))
+        self.topLevelChanged.connect(self._floated)
         app = Krita.instance()
         notifier = app.notifier() if hasattr(app, "notifier") else None
         if notifier is not None and hasattr(notifier, "applicationClosing"):
             notifier.applicationClosing.connect(self.panel.shutdown)
+
+    def _floated(self, floating: bool) -> None:
+        if floating:  # once Qt has made it a window of its own
+            qt.QTimer.singleShot(0, self._fit_floating)
+
+    def _fit_floating(self) -> None:
+        """Grow the floating docker to show the whole panel, within its screen (see floating_frame)."""
+        try:
+            if not self.isFloating():
+                return
+            frame, inner, viewport = self.frameGeometry(), self.geometry(), self.scroll.viewport()
+            hint = self.panel.sizeHint()
+            bar = self.scroll.verticalScrollBar().sizeHint().width()
+            wanted = (hint.width() + bar + frame.width() - viewport.width(),
+                      hint.height() + frame.height() - viewport.height())  # fmt: skip
+            handle = self.windowHandle()
+            screen = handle.screen() if handle is not None else None
+            area = (screen or qt.QtGui.QGuiApplication.primaryScreen()).availableGeometry()
+            x, y, w, h = floating_frame((frame.x(), frame.y(), frame.width(), frame.height()), wanted,
+                                        (area.x(), area.y(), area.width(), area.height()))  # fmt: skip
+            # setGeometry places the inside; the window manager's frame goes around it
+            self.setGeometry(x + inner.x() - frame.x(), y + inner.y() - frame.y(),
+                             w - (frame.width() - inner.width()), h - (frame.height() - inner.height()))  # fmt: skip
+        except Exception:  # never let a docker callback reach Krita's modal error dialog
+            traceback.print_exc()
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 (Krita's API name)
         """Another view got the focus: show that document's history (the panel reads the active

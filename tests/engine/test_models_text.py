@@ -25,3 +25,19 @@ def test_a_prompt_longer_than_the_encoder_reads_is_cut_with_a_warning(base, tmp_
     cut = [r.getMessage() for r in caplog.records if "tokens" in r.getMessage()]
     assert len(cut) == 1, cut  # once per prompt, not per call
     assert f"reads {limit - 2}" in cut[0] and f"w{limit - 1}" in cut[0]  # the last word is among those dropped
+
+
+def test_doctor_names_a_tokenizer_without_its_vocabulary(tiny_folder, tmp_path):
+    """tokenizer/ (or SDXL's tokenizer_2/) with only its configs: `sine doctor` called the model fine and
+    the edit failed after loading; both now name the folder."""
+    import shutil
+
+    from sine.errors import BadModel
+    from sine.models import describe_model
+
+    for name, source in (("tokenizer", tiny_folder), ("tokenizer_2", make_tiny_sdxl(tmp_path / "xl"))):
+        folder = shutil.copytree(source, tmp_path / f"no-{name}-vocab")
+        (folder / name / "vocab.json").unlink()
+        for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(BadModel, match=rf"{name} holds no vocabulary \(vocab.json \+ merges.txt"):
+                call(folder)

@@ -398,10 +398,12 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     """Nothing listens at the endpoint (but the daemon is installed), and the image is grayscale."""
     daemon_json = krita_home.host / ".config" / "sine-edit" / "daemon.json"
     daemon_json.write_text(json.dumps({"argv": ["/bin/false"]}))
+    float_shot = krita_home.host / "docker-floating-800.png"
     try:
         run = run_panel_job(
             krita_home, sine_daemon, "errors", SETTINGS, image="gray", endpoint=f"tcp://127.0.0.1:{free_port()}",
             expect_daemon=False, expect_state="idle",  # refused before anything was sent
+            screen="800x600x24", float_shot=krita_home.inside(float_shot),  # a small screen; the docker floated
             profile_probes=["sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", "sRGB-elle-V2-srgbtrc.icc",
                             "ClayRGB-elle-V2-g22.icc", ""],  # "": Krita's default for a new 16-bit document
         )  # fmt: skip
@@ -411,6 +413,15 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     assert report["connection"].startswith("not connected: daemon not reachable")
     assert report["start_button_shown"] is True
     assert "RGBA images of 8 or 16 bits" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
+    # Floated on an 800x600 screen, the docker grows to show the panel (Advanced open: as much as the
+    # screen holds) and stays on the screen; it kept its docked size, 116 px high, Edit out of sight.
+    floating = report["floating"]
+    x, y, w, h = floating["frame"]
+    ax, ay, aw, ah = floating["available"]
+    assert floating["floating"] and ax <= x and ay <= y and x + w <= ax + aw and y + h <= ay + ah, floating
+    assert floating["viewport"][1] >= min(floating["panel"][1], ah - 80), floating
+    assert report["float_shot"] is True
+    shutil.copyfile(float_shot, ARTIFACTS / f"krita-docker-floating-800-{krita_home.root.name}.png")
     # A linear-light profile, Krita's default for a new 16-bit document among them, reaches the model
     # sRGB-encoded (linear 0.5 is sRGB 188); read as they were, its values came back washed out.
     probes = report["profile_probes"]
