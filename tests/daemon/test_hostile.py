@@ -285,3 +285,43 @@ def test_folders_the_user_named_keep_their_permissions(tiny_model: Path):
         assert stat.S_IMODE((folder / "daemon.log.txt").stat().st_mode) == 0o644, name
     assert stat.S_IMODE((root / "home" / "token").stat().st_mode) == 0o600
     assert stat.S_IMODE((root / "home" / "daemon.log").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("case", ["readable-by-all", "link-to-a-users-file"])
+def test_the_token_file_is_made_private_and_never_a_link(tiny_model: Path, case: str):
+    """A token file readable by everyone (an old install, a copy made with cp) was used as it was, so any local
+    user could read the token; a token file that is a symbolic link was followed, making a user's file the
+    secret. Now the daemon makes its token file owner-only, and replaces a link (never its target) with a
+    fresh private token."""
+    import os
+    import stat
+
+    from sine_protocol.paths import read_token
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    config = root / "config"
+    config.mkdir()
+    os.chmod(config, 0o700)
+    user_file = root / "mine.txt"
+    user_file.write_text("a-users-text-that-looks-like-a-token\n")
+    os.chmod(user_file, 0o644)
+    if case == "readable-by-all":
+        (config / "token").write_text("t" * 43 + "\n")
+        os.chmod(config / "token", 0o644)
+    else:
+        (config / "token").symlink_to(user_file)
+    proc.start()
+    try:
+        token_file = config / "token"
+        assert not token_file.is_symlink()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert user_file.read_text() == "a-users-text-that-looks-like-a-token\n"
+        assert stat.S_IMODE(user_file.stat().st_mode) == 0o644
+        if case == "readable-by-all":
+            assert read_token(token_file) == "t" * 43  # kept: connected clients keep working
+        else:
+            assert read_token(token_file) != "a-users-text-that-looks-like-a-token"
+        _still_answers(proc)
+    finally:
+        assert proc.stop() == 0, proc.output()
