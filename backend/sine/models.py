@@ -28,6 +28,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
+from .hub import cache_snapshot, download
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
@@ -199,7 +200,7 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
             raise ModelMissing(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; reinstall sine-edit "
                                "or pass --model PATH_OR_ID")
         return DEMO_MODEL_DIR, DEMO_MODEL_NAME, None
-    path = Path(model).expanduser()
+    path = cache_snapshot(Path(model).expanduser())
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
@@ -209,8 +210,6 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise ModelMissing(f"model {repo_id!r} is neither a folder nor a Hugging Face hub id (owner/name)")
     from huggingface_hub import snapshot_download
-
-    from .hub import download
 
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
