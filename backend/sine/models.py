@@ -394,6 +394,14 @@ def check_text_parts(folder: Path, unet_config: dict) -> None:
         raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
                        "encoder from another kind of model in text_encoder/); put back the one this model was released "
                        "with")
+    if xl:
+        pooled = read_json(folder / "text_encoder_2" / "config.json").get("projection_dim")
+        added = unet_config.get("projection_class_embeddings_input_dim")
+        time_dim = unet_config.get("addition_time_embed_dim")
+        if all(isinstance(n, int) for n in (pooled, added, time_dim)) and pooled != added - 6 * time_dim:
+            raise BadModel(f"{folder}: its text_encoder_2 gives a {pooled}-wide pooled embedding but its UNet takes "
+                           f"{added - 6 * time_dim} (a text encoder from another kind of model); put back the one this "
+                           "model was released with")
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
