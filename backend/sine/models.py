@@ -28,6 +28,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
+from .hub import cache_snapshot, download
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
@@ -199,7 +200,7 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
             raise ModelMissing(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; reinstall sine-edit "
                                "or pass --model PATH_OR_ID")
         return DEMO_MODEL_DIR, DEMO_MODEL_NAME, None
-    path = Path(model).expanduser()
+    path = cache_snapshot(Path(model).expanduser())
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
@@ -209,8 +210,6 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise ModelMissing(f"model {repo_id!r} is neither a folder nor a Hugging Face hub id (owner/name)")
     from huggingface_hub import snapshot_download
-
-    from .hub import download
 
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
@@ -395,6 +394,14 @@ def check_text_parts(folder: Path, unet_config: dict) -> None:
         raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
                        "encoder from another kind of model in text_encoder/); put back the one this model was released "
                        "with")
+    if xl:
+        pooled = read_json(folder / "text_encoder_2" / "config.json").get("projection_dim")
+        added = unet_config.get("projection_class_embeddings_input_dim")
+        time_dim = unet_config.get("addition_time_embed_dim")
+        if all(isinstance(n, int) for n in (pooled, added, time_dim)) and pooled != added - 6 * time_dim:
+            raise BadModel(f"{folder}: its text_encoder_2 gives a {pooled}-wide pooled embedding but its UNet takes "
+                           f"{added - 6 * time_dim} (a text encoder from another kind of model); put back the one this "
+                           "model was released with")
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
