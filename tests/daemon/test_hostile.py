@@ -325,3 +325,18 @@ def test_the_token_file_is_made_private_and_never_a_link(tiny_model: Path, case:
         _still_answers(proc)
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_costs_the_ipc_endpoint_only(tiny_model: Path):
+    """A socket path is limited to ~107 bytes: SINE_RUNTIME_DIR (or XDG_RUNTIME_DIR) deeper than that stopped
+    the daemon at start, though ipc is only a convenience beside TCP (a taken or unmakeable runtime folder
+    already cost the ipc endpoint only)."""
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    proc.env["SINE_RUNTIME_DIR"] = str(root / ("r" * 150))
+    proc.start(timeout=120)
+    try:
+        _still_answers(proc)
+        assert "not binding ipc://" in proc.output()
+    finally:
+        assert proc.stop() == 0, proc.output()
