@@ -505,6 +505,10 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     what = what_it_holds(keys, kind)
     if what is not None:
         raise BadModel(f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}")
+    if any(k.startswith("edm_vpred.") for k in keys):  # how ComfyUI tells CosXL's sampling too
+        raise BadModel(f"{path} is an EDM-trained SDXL model (CosXL: its edm_vpred.* keys), a v-prediction model on a "
+                       "continuous noise schedule, which SINE's DDIM sampler on the DDPM schedule SD 1.x/2.x/XL were "
+                       "trained with cannot sample; use SDXL base or one of its fine-tunes")
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     ints = integer_weights(dtypes) if dtypes is not None else [
         k for k in keys if k.startswith(UNET_PREFIX) and isinstance(state[k], torch.Tensor)

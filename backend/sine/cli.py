@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in PATH_ERRNOS or exc.filename is None:
             raise
-        from .errors import shown_path
+        from .errors import printable, shown_path
 
-        print(f"sine {args.command.replace('_', '-')}: error: cannot use {shown_path(exc.filename)}: {exc.strerror}",
+        print(f"sine {args.command.replace('_', '-')}: error: cannot use {printable(shown_path(exc.filename))}:"
+              f" {exc.strerror}",
               file=sys.stderr)
         return 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 
@@ -34,3 +35,10 @@ def shown_path(path: str | Path, limit: int = 120) -> str:
     """A path for a one-line error: a very long one is cut in the middle."""
     text = str(path)
     return text if len(text) <= limit else f"{text[:limit // 2]}…{text[-limit // 2:]}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control, format and separator characters escaped (``\\n``, ``\\x1b``): a file name
+    may hold a newline or a terminal escape, which a printed error must neither obey nor split on."""
+    return "".join(c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") else c for c in text)

@@ -6,7 +6,7 @@ checker: tens of GB where the model SINE loads is a few."""
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}$")
@@ -38,6 +38,18 @@ def select_files(files: list[str]) -> list[str]:
             if weights:
                 break
     return chosen
+
+
+def cache_snapshot(path: Path) -> Path:
+    """A hub cache repository folder (`models--owner--name`, holding refs/ and snapshots/, as painters
+    find it in ~/.cache/huggingface/hub) -> the snapshot its refs/main names; any other path as it is.
+    Standard library only (the installer reads this module from the checkout)."""
+    ref = path / "refs" / "main"
+    if (path / "snapshots").is_dir() and ref.is_file():
+        snapshot = path / "snapshots" / ref.read_text().strip()
+        if snapshot.is_dir():
+            return snapshot
+    return path
 
 
 def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> str:

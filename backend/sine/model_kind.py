@@ -98,6 +98,12 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
         raise BadModel(f"{where}: vae/ holds {article} {vae_class}{_OTHER_VAES.get(vae_class, '')}, not the "
                        "AutoencoderKL whose latents the UNet was trained on; put back the AutoencoderKL this model "
                        "was released with")
+    pictures = {int((vae_config or {}).get(k, 3)) for k in ("in_channels", "out_channels")}
+    if pictures != {3}:
+        n = max(pictures - {3})
+        what = " (RGB + depth: LDM3D)" if n == 4 else ""
+        raise BadModel(f"{where}: its VAE encodes {n}-channel pictures{what}, while SINE edits RGB pictures; use a plain "
+                       "Stable Diffusion 1.x, 2.x or XL text-to-image model")
     channels = int(unet_config.get("in_channels", 4))
     latents = int((vae_config or {}).get("latent_channels", 4))
     if vae_config is not None and latents != int(unet_config.get("out_channels", 4)):
@@ -131,8 +137,9 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                        "Stable Diffusion 1.x, 2.x or XL model")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
-        raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon) and v-prediction "
-                       "(v_prediction) models only")
+        what = {"sample": " (x₀-prediction: the clean picture)"}.get(str(prediction), "")
+        raise BadModel(f"{where} predicts {prediction!r}{what}; SINE supports ε-prediction (epsilon) and v-prediction "
+                       "(v_prediction) models only: use an ε- or v-prediction Stable Diffusion 1.x, 2.x or XL model")
 
 
 _OTHER_VAES = {  # VAE classes found in vae/ of SD-shaped folders, in words

@@ -28,6 +28,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
+from .hub import cache_snapshot, download
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
@@ -199,7 +200,7 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
             raise ModelMissing(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; reinstall sine-edit "
                                "or pass --model PATH_OR_ID")
         return DEMO_MODEL_DIR, DEMO_MODEL_NAME, None
-    path = Path(model).expanduser()
+    path = cache_snapshot(Path(model).expanduser())
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
@@ -209,8 +210,6 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise ModelMissing(f"model {repo_id!r} is neither a folder nor a Hugging Face hub id (owner/name)")
     from huggingface_hub import snapshot_download
-
-    from .hub import download
 
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
@@ -352,7 +351,7 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
     check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
     check_text_parts(folder, unet_config)
-    check_weight_files(folder)
+    check_component_files(folder)
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
@@ -360,9 +359,13 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     return unet, vae, text_encoder, tokenizer, scheduler_config
 
 
-def check_weight_files(folder: Path) -> None:
+def check_component_files(folder: Path) -> None:
     """Each weighted component of a diffusers folder holds a weights file (a dangling link to a hub
-    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use."""
+    blob still downloading counts as none), or the folder is named as an export sine-edit cannot use;
+    each tokenizer its vocabulary."""
+    for name in ("tokenizer", "tokenizer_2"):
+        if (folder / name).is_dir():
+            check_vocabulary(folder / name)
     names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if (folder / "text_encoder_2").is_dir() else ())
     for name in names:
         if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
@@ -391,6 +394,14 @@ def check_text_parts(folder: Path, unet_config: dict) -> None:
         raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
                        "encoder from another kind of model in text_encoder/); put back the one this model was released "
                        "with")
+    if xl:
+        pooled = read_json(folder / "text_encoder_2" / "config.json").get("projection_dim")
+        added = unet_config.get("projection_class_embeddings_input_dim")
+        time_dim = unet_config.get("addition_time_embed_dim")
+        if all(isinstance(n, int) for n in (pooled, added, time_dim)) and pooled != added - 6 * time_dim:
+            raise BadModel(f"{folder}: its text_encoder_2 gives a {pooled}-wide pooled embedding but its UNet takes "
+                           f"{added - 6 * time_dim} (a text encoder from another kind of model); put back the one this "
+                           "model was released with")
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:
@@ -414,16 +425,26 @@ def _load_xl_parts(folder: Path, dt: torch.dtype) -> tuple:
 def _load_tokenizer(sub: Path) -> CLIPTokenizer:
     """CLIP's tokenizer from a component folder; without its vocabulary transformers builds a
     two-token tokenizer that turns every prompt into <unk> (silently): refused, naming the folder."""
-    has_vocab = ((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()
+    check_vocabulary(sub)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(sub) if has_vocab else None
+        tokenizer = CLIPTokenizer.from_pretrained(sub)
     except Exception as exc:
         raise BadModel(f"{sub} could not be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                        "download the model again") from None
-    if tokenizer is None or len(tokenizer) < 100:
-        raise BadModel(f"{sub} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would "
-                       "read as unknown words; download the model again")
+    if len(tokenizer) < 100:
+        raise BadModel(_NO_VOCABULARY.format(sub))
     return tokenizer
+
+
+_NO_VOCABULARY = ("{} holds no vocabulary (vocab.json + merges.txt, or tokenizer.json): every prompt would read as "
+                  "unknown words; download the model again")
+
+
+def check_vocabulary(sub: Path) -> None:
+    """A tokenizer folder holds its vocabulary files (without them transformers builds a two-token
+    tokenizer that reads every prompt as <unk>)."""
+    if not (((sub / "vocab.json").is_file() and (sub / "merges.txt").is_file()) or (sub / "tokenizer.json").is_file()):
+        raise BadModel(_NO_VOCABULARY.format(sub))
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
@@ -470,7 +491,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
     if not is_single_file(model):
-        check_weight_files(folder)
+        check_component_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]

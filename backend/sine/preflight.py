@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import BadInput, BadModel, ModelMissing
+from .hub import cache_snapshot
 from .images import check_size, load_image, mask_levels
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -113,7 +114,7 @@ def check_model(model: str | None) -> None:
     """
     if model is None or model == DEMO_MODEL_NAME:
         return
-    path = Path(model).expanduser()
+    path = cache_snapshot(Path(model).expanduser())
     if path.is_dir() and not (path / "unet").is_dir():
         raise ModelMissing(not_a_model_folder(path))
     if path.is_file() and (why := not_a_model_file(path)) is not None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .changes import Changes, InstallError
 from .layout import Layout
@@ -136,15 +137,22 @@ def checkpoint_problem(source_root: Path, checkpoint: Path) -> str | None:
     """What `sine edit`'s instant check says of a checkpoint file that is not a model (a LoRA, a Git
     LFS pointer...), read with the backend's own standard-library module from the checkout (the venv
     may not exist yet); None when it may be a model or the checkout lacks the module."""
+    module = _checkout_module(source_root, "checkpoint_contents")
+    return None if module is None else module.file_problem(checkpoint)
+
+
+def _checkout_module(source_root: Path, name: str) -> Any:
+    """backend/sine/NAME.py of the checkout, a standard-library-only module, loaded without the venv
+    (None when the checkout lacks it)."""
     import importlib.util
 
-    module_file = source_root / "backend" / "sine" / "checkpoint_contents.py"
-    spec = importlib.util.spec_from_file_location("sine_checkpoint_contents", module_file)
+    module_file = source_root / "backend" / "sine" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sine_{name}", module_file)
     if not module_file.is_file() or spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.file_problem(checkpoint)
+    return module
 
 
 def install_model(changes: Changes, layout: Layout, source_root: Path, model_id: str | None,
@@ -154,7 +162,8 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
     record: dict[str, str] = {}
     if model_id is not None and Path(model_id).expanduser().is_dir():  # a folder on disk, as `sine edit --model` reads it
         model_dir, model_id = Path(model_id), None
-        if not (model_dir / "unet").is_dir():
+        hub = _checkout_module(source_root, "hub")  # a hub cache folder models--owner--name: its snapshot
+        if not ((hub.cache_snapshot(model_dir.expanduser()) if hub else model_dir.expanduser()) / "unet").is_dir():
             raise InstallError(f"--model {model_dir.expanduser().resolve()} is not a diffusers Stable Diffusion folder "
                                "(no unet/ inside)", "pass the model folder (with unet/, vae/, text_encoder/...), a "
                                ".safetensors checkpoint or a hub id")

@@ -194,3 +194,20 @@ def test_a_file_that_is_not_a_model_is_refused_before_torch(files):
                                     "--out", str(files["root"] / "never.png"))
         assert proc.returncode == 1 and what in messages(proc), messages(proc)
         assert not imported & set(HEAVY), imported & set(HEAVY)
+
+
+@pytest.mark.parametrize("where", ["source", "out"])
+def test_a_file_name_with_control_characters_is_shown_escaped_on_one_line(where: str, files: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """A file name may hold a newline or a terminal escape (ESC ] 0 ; … BEL retitles the terminal, ESC [ 2 J
+    clears it): the error printed it raw, on two lines, and the terminal obeyed it."""
+    name = "evil\x1b]0;owned\x07\x1b[2J\nsecond line.png"
+    hostile = tmp_path / name
+    hostile.write_bytes(b"not a picture")
+    source, out = (hostile, tmp_path / "o.png") if where == "source" else (files["src"], hostile)
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "edit", str(source), "--prompt", "x", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "\x1b" not in proc.stderr and "\x07" not in proc.stderr, repr(proc.stderr)
+    assert "second line.png" in lines[0], lines

@@ -285,3 +285,90 @@ def test_folders_the_user_named_keep_their_permissions(tiny_model: Path):
         assert stat.S_IMODE((folder / "daemon.log.txt").stat().st_mode) == 0o644, name
     assert stat.S_IMODE((root / "home" / "token").stat().st_mode) == 0o600
     assert stat.S_IMODE((root / "home" / "daemon.log").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("case", ["readable-by-all", "link-to-a-users-file"])
+def test_the_token_file_is_made_private_and_never_a_link(tiny_model: Path, case: str):
+    """A token file readable by everyone (an old install, a copy made with cp) was used as it was, so any local
+    user could read the token; a token file that is a symbolic link was followed, making a user's file the
+    secret. Now the daemon makes its token file owner-only, and replaces a link (never its target) with a
+    fresh private token."""
+    import os
+    import stat
+
+    from sine_protocol.paths import read_token
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    config = root / "config"
+    config.mkdir()
+    os.chmod(config, 0o700)
+    user_file = root / "mine.txt"
+    user_file.write_text("a-users-text-that-looks-like-a-token\n")
+    os.chmod(user_file, 0o644)
+    if case == "readable-by-all":
+        (config / "token").write_text("t" * 43 + "\n")
+        os.chmod(config / "token", 0o644)
+    else:
+        (config / "token").symlink_to(user_file)
+    proc.start()
+    try:
+        token_file = config / "token"
+        assert not token_file.is_symlink()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert user_file.read_text() == "a-users-text-that-looks-like-a-token\n"
+        assert stat.S_IMODE(user_file.stat().st_mode) == 0o644
+        if case == "readable-by-all":
+            assert read_token(token_file) == "t" * 43  # kept: connected clients keep working
+        else:
+            assert read_token(token_file) != "a-users-text-that-looks-like-a-token"
+        _still_answers(proc)
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_costs_the_ipc_endpoint_only(tiny_model: Path):
+    """A socket path is limited to ~107 bytes: SINE_RUNTIME_DIR (or XDG_RUNTIME_DIR) deeper than that stopped
+    the daemon at start, though ipc is only a convenience beside TCP (a taken or unmakeable runtime folder
+    already cost the ipc endpoint only)."""
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    proc.env["SINE_RUNTIME_DIR"] = str(root / ("r" * 150))
+    proc.start(timeout=120)
+    try:
+        _still_answers(proc)
+        assert "not binding ipc://" in proc.output()
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def test_a_damaged_calibration_file_costs_the_estimate_never_the_edit(tiny_model: Path):
+    """The remembered step times (calibration.json in the state folder) are read back with json, which takes
+    NaN and Infinity: the estimate became NaN, the progress event carrying it could not be encoded
+    (allow_nan=False), and every edit failed until the file was deleted."""
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model, extra=FAST).start()
+    try:
+        with Client(proc.endpoint, proc.token) as client:
+            first = client.events_until_final(client.submit_edit(make_image(16, 16, seed=1), ft_steps=1, sample_steps=1))
+            assert first[-1].type == "result", first[-1].header
+            state = Path(proc.env["SINE_STATE_DIR"])
+            files = [p for p in state.iterdir() if p.suffix == ".json"]
+            assert files, list(state.iterdir())
+            for path in files:
+                entries = json.loads(path.read_text())
+                for entry in entries.values():  # NaN, a negative time and Infinity, one field each
+                    for index, name in enumerate(n for n in entry if n != "measured"):
+                        entry[name] = f"@{index % 3}@"
+                text = json.dumps(entries)
+                for index, value in enumerate(["NaN", "-1e300", "1e400"]):
+                    text = text.replace(f'"@{index}@"', value)
+                path.write_text(text)
+            events = client.events_until_final(client.submit_edit(make_image(16, 16, seed=2), ft_steps=1,
+                                                                  sample_steps=1))
+        assert events[-1].type == "result", events[-1].header
+        for event in events:
+            for name in ("eta_s", "estimate_s"):
+                if name in event.header:
+                    assert 0 <= event.header[name] < 1e9, event.header
+    finally:
+        assert proc.stop() == 0, proc.output()

@@ -149,6 +149,17 @@ def test_v_pred_and_ztsnr_keys_make_an_sdxl_file_v_prediction(tmp_path):
     assert float(base.new_scheduler(10).alphas_cumprod[-1]) < 1e-6  # zero terminal SNR
 
 
+def test_edm_sdxl_file_is_refused_by_its_keys(tmp_path):
+    """CosXL's file is SDXL-shaped with `edm_vpred.sigma_max/min` keys (an EDM v-prediction model on a
+    continuous noise schedule): it loaded as plain SDXL ε and sampled noise. Refused in words now."""
+    path = write_sdxl_single_file(make_tiny_sdxl(tmp_path / "xl"), tmp_path / "xl.safetensors")
+    cosxl = _rewrite(path, tmp_path / "cosxl.safetensors", lambda s: {
+        **s, "edm_vpred.sigma_max": torch.tensor([120.0]), "edm_vpred.sigma_min": torch.tensor([0.002])})
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"cosxl\.safetensors is an EDM-trained SDXL model \(CosXL.*use SDXL base"):
+            call(cosxl)
+
+
 def _sd2_keys() -> dict[str, torch.Tensor]:
     """The keys diffusers tells an SD 2.x checkpoint by (OpenCLIP's 1024-wide cross-attention)."""
     return {"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),

@@ -151,7 +151,7 @@ def test_inpainting_models_are_refused_clearly(tmp_path):
 
 def test_sample_prediction_is_refused(tmp_path):
     folder = make_tiny_sd(tmp_path / "x0", scheduler=dict(SD1_SCHEDULER, prediction_type="sample"))
-    with pytest.raises(BadModel, match="'sample'.*epsilon.*v_prediction"):
+    with pytest.raises(BadModel, match=r"'sample' \(x₀-prediction.*epsilon.*v_prediction.*use an ε- or v-prediction"):
         load_base_model(folder, device="cpu")
 
 

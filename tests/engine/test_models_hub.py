@@ -38,3 +38,24 @@ def test_fp16_only_sharded_and_bin_only_components():
              "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"]
     assert sorted(select_files(files)) == sorted(f for f in files if f not in (
         "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"))
+
+
+def test_a_hub_cache_repository_folder_is_its_current_snapshot(tiny_folder, tmp_path):
+    """`--model ~/.cache/huggingface/hub/models--owner--name` (the folder a painter finds in the cache,
+    holding blobs/, refs/ and snapshots/) was "not a diffusers folder (no unet/ inside)"; it is the
+    snapshot refs/main names, for `sine edit`'s instant check, `sine doctor` and the loader."""
+    import shutil
+
+    from sine.models import describe_model, load_base_model, resolve_model_folder
+    from sine.preflight import check_model
+
+    repo = tmp_path / "models--owner--tiny"
+    snapshot = repo / "snapshots" / ("c0ffee" * 6 + "abcd")
+    shutil.copytree(tiny_folder, snapshot)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
+    check_model(str(repo))
+    assert resolve_model_folder(repo)[0] == snapshot.resolve()
+    assert describe_model(repo) == describe_model(tiny_folder)
+    assert load_base_model(repo, device="cpu").revision == load_base_model(tiny_folder, device="cpu").revision

@@ -25,3 +25,40 @@ def test_a_prompt_longer_than_the_encoder_reads_is_cut_with_a_warning(base, tmp_
     cut = [r.getMessage() for r in caplog.records if "tokens" in r.getMessage()]
     assert len(cut) == 1, cut  # once per prompt, not per call
     assert f"reads {limit - 2}" in cut[0] and f"w{limit - 1}" in cut[0]  # the last word is among those dropped
+
+
+def test_doctor_names_a_tokenizer_without_its_vocabulary(tiny_folder, tmp_path):
+    """tokenizer/ (or SDXL's tokenizer_2/) with only its configs: `sine doctor` called the model fine and
+    the edit failed after loading; both now name the folder."""
+    import shutil
+
+    from sine.errors import BadModel
+    from sine.models import describe_model
+
+    for name, source in (("tokenizer", tiny_folder), ("tokenizer_2", make_tiny_sdxl(tmp_path / "xl"))):
+        folder = shutil.copytree(source, tmp_path / f"no-{name}-vocab")
+        (folder / name / "vocab.json").unlink()
+        for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(BadModel, match=rf"{name} holds no vocabulary \(vocab.json \+ merges.txt"):
+                call(folder)
+
+
+def test_sdxl_second_encoder_with_another_pooled_width_is_refused(tmp_path):
+    """An SDXL text_encoder_2 whose projection (the pooled embedding) is narrower than the UNet's added
+    conditioning takes: its pooled token was zero-padded and the model ran with half a conditioning,
+    silently. Refused by doctor and loader, as text encoders of another width are."""
+    import shutil
+
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from sine.errors import BadModel
+    from sine.models import describe_model
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    shutil.rmtree(folder / "text_encoder_2")
+    config = CLIPTextConfig.from_pretrained(make_tiny_sdxl(tmp_path / "other") / "text_encoder_2")
+    config.projection_dim = 24
+    CLIPTextModelWithProjection(config).save_pretrained(folder / "text_encoder_2")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"text_encoder_2 gives a 24-wide pooled embedding but its UNet takes 48"):
+            call(folder)

@@ -114,3 +114,18 @@ def test_a_folder_of_linked_components_is_told_apart_by_their_content(tiny_folde
         shared.append(content_fingerprint(folder))
     assert shared[0] == content_fingerprint(tiny_folder) != shared[1]
     assert load_base_model(farms[1], device="cpu").revision == content_fingerprint(other)
+
+
+def test_vae_of_other_than_rgb_pictures_is_refused_in_words(tiny_folder, tmp_path):
+    """LDM3D's VAE draws RGB + depth (4 channels): it loaded and failed inside the first encode with a
+    convolution shape error; now `sine doctor` and the loader say what it is."""
+    from diffusers import AutoencoderKL
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "ldm3d")
+    shutil.rmtree(folder / "vae")
+    AutoencoderKL(in_channels=4, out_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
+                  up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
+                  norm_num_groups=16).save_pretrained(folder / "vae")
+    for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(BadModel, match=r"VAE encodes 4-channel pictures \(RGB \+ depth: LDM3D\).*RGB"):
+            call(folder)

@@ -117,3 +117,17 @@ def test_model_can_be_a_local_folder(tmp_path: Path, run_installer) -> None:
     other.mkdir()
     proc = run_installer("--home", home, "--only", "model", "--model", str(other), check=False)
     assert proc.returncode == 1 and "not a diffusers Stable Diffusion folder (no unet/ inside)" in proc.stderr, proc.stderr
+
+
+def test_model_can_be_a_hub_cache_folder(tmp_path: Path, run_installer) -> None:
+    """`--model ~/.cache/huggingface/hub/models--owner--name` is recorded as it is (the daemon loads the
+    snapshot its refs/main names then), not refused for having no unet/ of its own."""
+    import json
+
+    repo = tmp_path / "models--owner--name"
+    (repo / "snapshots" / "abc" / "unet").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc")
+    home = tmp_path / "home"
+    run_installer("--home", home, "--only", "model", "--model", str(repo))
+    assert json.loads((home / ".config/sine-edit/config.json").read_text())["model"] == str(repo.resolve())

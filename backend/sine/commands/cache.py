@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from sine.cache import NotACacheFolder, WeightCache
+    from sine.errors import printable
     from sine_protocol import paths
 
     root = args.cache_dir or paths.cache_dir()
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     try:  # listing never creates, marks or sweeps anything
         cache = WeightCache(root, read_only=args.action == "list")
     except NotACacheFolder as exc:
-        print(f"sine cache: {exc}", file=sys.stderr)
+        print(f"sine cache: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"sine cache: cannot use {root}: {exc.strerror or exc}", file=sys.stderr)

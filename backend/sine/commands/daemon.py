@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from sine.daemon.config import ConfigError, DaemonConfig
     from sine.daemon.logging_setup import setup_logging
     from sine.daemon.server import Daemon, StartupError
+    from sine.errors import printable
     from sine_protocol import paths
     from sine_protocol.messages import Limits
 
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             os._exit(code)
         return code
     except (ConfigError, StartupError) as exc:
-        print(f"sine daemon: {exc}", file=sys.stderr)
+        print(f"sine daemon: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl+C: stop without waiting for the running job
         return 130

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import SineError
+from ..errors import SineError, printable
 from ..output_files import check_demo_folder
 from ..preflight import check_device_name, check_model, int_in
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         summary = run_demo(base, Path(args.out), args.source, args.finetune_steps, args.steps, args.seed,
                            method=args.method, log=lambda msg: print(msg, file=sys.stderr))
     except (SineError, KeyError) as exc:
-        print(f"sine demo: error: {exc}", file=sys.stderr)
+        print(f"sine demo: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     print(f"sine demo: wrote {args.out}/comparison.png and {len(summary['files']) - 1} edits "
           f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

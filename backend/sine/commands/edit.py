@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sine_protocol import defaults
 
-from ..errors import BadInput, SineError
+from ..errors import BadInput, SineError, printable
 from ..images import load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
 from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except SineError as exc:
-        print(f"sine edit: error: {exc}", file=sys.stderr)
+        print(f"sine edit: error: {printable(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("sine edit: interrupted", file=sys.stderr)

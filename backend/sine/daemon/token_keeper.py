@@ -9,6 +9,8 @@ its place (rotation) is adopted, so clients that read the file always hold the d
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import string
 import time
 from pathlib import Path
@@ -36,11 +38,16 @@ class TokenKeeper:
 
     def start(self) -> str:
         """Read the token, or create it; OSError if the file cannot be used (e.g. it is a folder)."""
-        if self.path.is_dir():
-            raise IsADirectoryError(f"the token path {self.path} is a folder; remove it or set SINE_CONFIG_DIR")
-        token = ensure_token(self.path)
-        if not usable(token):
+        if self.path.is_symlink():  # never a user's file as the secret: the link goes, its target stays
+            log.warning("the token file %s is a symbolic link; replacing the link with a private token", self.path)
             token = ensure_token_fresh(self.path)
+        elif self.path.is_dir():
+            raise IsADirectoryError(f"the token path {self.path} is a folder; remove it or set SINE_CONFIG_DIR")
+        else:
+            token = ensure_token(self.path)
+            if not usable(token):
+                token = ensure_token_fresh(self.path)
+        make_owner_only(self.path)
         self.token = token
         return token
 
@@ -50,7 +57,7 @@ class TokenKeeper:
         if now - self._last_check < CHECK_EVERY_S:
             return
         self._last_check = now
-        current = read_token(self.path)
+        current = None if self.path.is_symlink() else read_token(self.path)
         if current == self.token:
             return
         if current is not None and usable(current):
@@ -62,6 +69,21 @@ class TokenKeeper:
             log.warning("the token file was %s: wrote the daemon's token back", "unusable" if current else "missing")
         except OSError as exc:
             log.error("cannot write the token file %s: %s", self.path, exc)
+
+
+def make_owner_only(path: Path) -> None:
+    """chmod 600 the token file when others may read it (an old install, a `cp`), never through a link."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+            log.warning("the token file %s was readable by others (mode %o): made owner-only", path,
+                        stat.S_IMODE(mode))
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def ensure_token_fresh(path: Path) -> str:
