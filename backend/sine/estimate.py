@@ -11,6 +11,7 @@ tiles, the whole view, `upscale` and `refine` are all costed by one rule: time â
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
+MAX_SECONDS = 1e6  # per step or set-up: a remembered rate above this (or NaN, negative) is a damaged file
 MAX_ENTRIES = 16  # models x devices remembered; temporary model folders (tests) must not grow the file forever
 CALIBRATION_STEPS = 4  # per phase; the first step is a warm-up, the rate comes from the others
 
@@ -177,9 +179,13 @@ def load_rates(key: str, path: Path | None = None) -> Rates | None:
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
         entry = entries[key]
-        return Rates(**{f.name: float(entry[f.name]) for f in fields(Rates)})
+        values = {f.name: float(entry[f.name]) for f in fields(Rates)}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # json reads NaN and Infinity: a NaN estimate could not be sent (allow_nan=False) and failed every edit
+    if not all(math.isfinite(v) and 0.0 <= v < MAX_SECONDS for v in values.values()):
+        return None
+    return Rates(**values)
 
 
 def save_rates(key: str, rates: Rates, path: Path | None = None) -> None:

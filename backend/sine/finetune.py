@@ -11,7 +11,7 @@ import copy
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ from diffusers import UNet2DConditionModel
 from peft import LoraConfig, inject_adapter_in_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
@@ -46,6 +47,31 @@ ARTIFACT_FORMAT = 3  # 2: LoRA on the ResNet convolutions and time projections t
 UNET_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "time_emb_proj"]
 TEXT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CONV_3X3_TARGETS = ["conv1", "conv2"]  # their adapters' down-projections are 3x3: 63 % of an SD1.5 entry at rank 8
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "bool": (bool,), "float": (int, float), "str": (str,),
+                                          "None": (type(None),)}
+
+
+def _saved_settings(folder: Path, meta: dict) -> FinetuneSettings:
+    """The settings of a saved fine-tune, each of the type FinetuneSettings declares: `--weights` names a
+    folder of the user's, whose hand-edited finetune.json was a TypeError/KeyError traceback."""
+    saved = meta.get("settings")
+    if not isinstance(saved, dict) or not isinstance(meta.get("source_prompt"), str):
+        raise BadInput(f"{folder}: finetune.json lacks its settings or source prompt; fine-tune again")
+    saved = dict(saved)
+    if "whole_view" in saved:  # artifacts written before the rename
+        saved["whole_image_share"] = saved.pop("whole_view")
+    declared = {f.name: str(f.type) for f in fields(FinetuneSettings)}
+    for name, value in saved.items():
+        if name not in declared:
+            raise BadInput(f"{folder}: finetune.json has an unknown setting {name[:40]!r}; fine-tune again")
+        allowed = tuple(t for part in declared[name].split("|") for t in _JSON_TYPES[part.strip()])
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise BadInput(f"{folder}: finetune.json setting {name} is {str(value)[:40]!r}, not {declared[name]}")
+    if saved.get("method", defaults.METHOD) not in defaults.FINETUNE_METHODS:
+        raise BadInput(f"{folder}: finetune.json method must be one of {', '.join(defaults.FINETUNE_METHODS)}")
+    return FinetuneSettings(**saved)
 
 
 @dataclass(frozen=True)
@@ -172,17 +198,24 @@ class FineTuned:
             meta = json.loads((folder / "finetune.json").read_text())
         except (OSError, ValueError) as exc:
             raise BadInput(f"{folder} holds no fine-tuned weights ({exc.__class__.__name__})") from None
-        if meta.get("format") != ARTIFACT_FORMAT:
-            raise BadInput(f"{folder}: unknown artifact format {meta.get('format')!r}")
+        if not isinstance(meta, dict) or meta.get("format") != ARTIFACT_FORMAT:
+            raise BadInput(f"{folder}: unknown artifact format "
+                           f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
         trained_from = meta.get("base_revision")
         if trained_from and base.revision and trained_from != base.revision:  # never mix two models' weights
             raise BadInput(f"{folder} holds a fine-tune of another model ({meta.get('base_model')}, {trained_from[:19]}), "
                            f"not of {base.model_id} ({base.revision[:19]}): fine-tuned weights only fit the model they "
                            "were trained from; use that model, or a new folder to fine-tune this one")
-        saved = dict(meta["settings"])
-        if "whole_view" in saved:  # artifacts written before the rename
-            saved["whole_image_share"] = saved.pop("whole_view")
-        settings = FinetuneSettings(**saved)
+        settings = _saved_settings(folder, meta)
+        try:
+            return cls._load_weights(folder, base, meta, settings, merge)
+        except (OSError, SafetensorError, RuntimeError) as exc:  # a tensor file gone, damaged or of other shapes
+            raise BadInput(f"{folder}: the saved fine-tune cannot be read ({exc.__class__.__name__}: "
+                           f"{str(exc)[:120]}); fine-tune again into a new folder") from None
+
+    @classmethod
+    def _load_weights(cls, folder: Path, base: BaseModel, meta: dict, settings: FinetuneSettings,
+                      merge: bool) -> FineTuned:
         if settings.method == "lora" and merge:  # straight into a plain copy of the base (`merge_lora_state`)
             state = load_file(folder / "unet_lora.safetensors")
             _check_lora_matches(base.unet, state, folder / "unet_lora.safetensors")

@@ -22,7 +22,23 @@ def _env_path(name: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _xdg_path(name: str) -> Path | None:
+    """An XDG base folder, or None when unset or relative: the XDG spec calls a relative one invalid, and
+    each process would read it from its own working folder (daemon and plug-in disagreeing on the token)."""
+    path = _env_path(name)
+    return path if path is not None and path.is_absolute() else None
+
+
 def _home() -> Path:
+    """The home folder; HOME set empty or relative counts as unset (the account's home from the system)."""
+    home = os.environ.get("HOME")
+    if os.name == "posix" and not (home and os.path.isabs(home)):
+        try:
+            import pwd
+
+            return Path(pwd.getpwuid(os.getuid()).pw_dir)
+        except (ImportError, KeyError):
+            pass
     return Path.home()
 
 
@@ -39,7 +55,7 @@ def config_dir() -> Path:
         return _windows_dir("APPDATA", "AppData/Roaming")
     if sys.platform == "darwin":
         return _home() / "Library" / "Application Support" / APP_NAME
-    return (_env_path("XDG_CONFIG_HOME") or _home() / ".config") / APP_NAME
+    return (_xdg_path("XDG_CONFIG_HOME") or _home() / ".config") / APP_NAME
 
 
 def state_dir() -> Path:
@@ -51,7 +67,7 @@ def state_dir() -> Path:
         return _windows_dir("LOCALAPPDATA", "AppData/Local") / "state"
     if sys.platform == "darwin":
         return _home() / "Library" / "Application Support" / APP_NAME / "state"
-    return (_env_path("XDG_STATE_HOME") or _home() / ".local" / "state") / APP_NAME
+    return (_xdg_path("XDG_STATE_HOME") or _home() / ".local" / "state") / APP_NAME
 
 
 def cache_dir() -> Path:
@@ -63,7 +79,7 @@ def cache_dir() -> Path:
         return _windows_dir("LOCALAPPDATA", "AppData/Local") / "cache"
     if sys.platform == "darwin":
         return _home() / "Library" / "Caches" / APP_NAME
-    return (_env_path("XDG_CACHE_HOME") or _home() / ".cache") / APP_NAME
+    return (_xdg_path("XDG_CACHE_HOME") or _home() / ".cache") / APP_NAME
 
 
 def runtime_dir() -> Path:
@@ -71,7 +87,7 @@ def runtime_dir() -> Path:
     override = _env_path("SINE_RUNTIME_DIR")
     if override:
         return override
-    xdg = _env_path("XDG_RUNTIME_DIR")
+    xdg = _xdg_path("XDG_RUNTIME_DIR")
     if xdg and sys.platform not in ("win32", "darwin"):
         return xdg / APP_NAME
     return state_dir() / "run"

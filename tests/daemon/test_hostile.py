@@ -325,3 +325,50 @@ def test_the_token_file_is_made_private_and_never_a_link(tiny_model: Path, case:
         _still_answers(proc)
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_costs_the_ipc_endpoint_only(tiny_model: Path):
+    """A socket path is limited to ~107 bytes: SINE_RUNTIME_DIR (or XDG_RUNTIME_DIR) deeper than that stopped
+    the daemon at start, though ipc is only a convenience beside TCP (a taken or unmakeable runtime folder
+    already cost the ipc endpoint only)."""
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    proc.env["SINE_RUNTIME_DIR"] = str(root / ("r" * 150))
+    proc.start(timeout=120)
+    try:
+        _still_answers(proc)
+        assert "not binding ipc://" in proc.output()
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+def test_a_damaged_calibration_file_costs_the_estimate_never_the_edit(tiny_model: Path):
+    """The remembered step times (calibration.json in the state folder) are read back with json, which takes
+    NaN and Infinity: the estimate became NaN, the progress event carrying it could not be encoded
+    (allow_nan=False), and every edit failed until the file was deleted."""
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), tiny_model, extra=FAST).start()
+    try:
+        with Client(proc.endpoint, proc.token) as client:
+            first = client.events_until_final(client.submit_edit(make_image(16, 16, seed=1), ft_steps=1, sample_steps=1))
+            assert first[-1].type == "result", first[-1].header
+            state = Path(proc.env["SINE_STATE_DIR"])
+            files = [p for p in state.iterdir() if p.suffix == ".json"]
+            assert files, list(state.iterdir())
+            for path in files:
+                entries = json.loads(path.read_text())
+                for entry in entries.values():  # NaN, a negative time and Infinity, one field each
+                    for index, name in enumerate(n for n in entry if n != "measured"):
+                        entry[name] = f"@{index % 3}@"
+                text = json.dumps(entries)
+                for index, value in enumerate(["NaN", "-1e300", "1e400"]):
+                    text = text.replace(f'"@{index}@"', value)
+                path.write_text(text)
+            events = client.events_until_final(client.submit_edit(make_image(16, 16, seed=2), ft_steps=1,
+                                                                  sample_steps=1))
+        assert events[-1].type == "result", events[-1].header
+        for event in events:
+            for name in ("eta_s", "estimate_s"):
+                if name in event.header:
+                    assert 0 <= event.header[name] < 1e9, event.header
+    finally:
+        assert proc.stop() == 0, proc.output()

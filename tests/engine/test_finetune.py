@@ -68,6 +68,34 @@ def test_loading_garbage_is_a_clear_error(base, tmp_path):
         FineTuned.load(tmp_path, base)
 
 
+@pytest.mark.parametrize("damage", ["unknown setting", "unknown method", "no source prompt", "tensor file gone",
+                                    "settings of wrong types", "not an object"])
+def test_a_damaged_saved_fine_tune_is_a_clear_error(base, source_image, tmp_path, damage):
+    """`sine edit --weights DIR` reads a folder of the user's: a hand-edited or half-copied finetune.json was a
+    TypeError, KeyError or FileNotFoundError traceback after the model had loaded."""
+    import json
+
+    ft = finetune(base, source_image, PROMPT, FinetuneSettings(method="lora", steps=1))
+    ft.save(tmp_path / "w")
+    meta_file = tmp_path / "w" / "finetune.json"
+    meta = json.loads(meta_file.read_text())
+    if damage == "unknown setting":
+        meta["settings"]["bogus"] = 1
+    elif damage == "unknown method":
+        meta["settings"]["method"] = "evil"
+    elif damage == "no source prompt":
+        del meta["source_prompt"]
+    elif damage == "tensor file gone":
+        (tmp_path / "w" / "unet_lora.safetensors").unlink()
+    elif damage == "settings of wrong types":
+        meta["settings"]["train_text_encoder"] = "yes please"
+    else:
+        meta = [meta]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(BadInput, match="w"):
+        FineTuned.load(tmp_path / "w", base)
+
+
 def test_lora_with_pe_also_trains_and_stores_conv_in(base, source_image, tmp_path):
     s = FinetuneSettings(method="lora", steps=3, lr=1e-2, patch=True)
     assert s.resolved().train_conv_in and not FinetuneSettings(patch=False).resolved().train_conv_in

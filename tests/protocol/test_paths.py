@@ -37,6 +37,24 @@ def test_linux_defaults(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert paths.ipc_endpoint() == f"ipc://{home}/.local/state/sine-edit/run/daemon.sock"
 
 
+def test_relative_xdg_variables_and_an_empty_home_are_ignored(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XDG_CONFIG_HOME=rel was used relative to each process's own folder: the daemon (started from the home
+    folder) wrote its token where a plug-in (started elsewhere) never looked, and every edit was refused.
+    The XDG spec says a relative path there is invalid and to be ignored; HOME="" is as good as unset."""
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(name, "relative/" + name.lower())
+    assert paths.config_dir() == home / ".config" / "sine-edit"
+    assert paths.state_dir() == home / ".local" / "state" / "sine-edit"
+    assert paths.cache_dir() == home / ".cache" / "sine-edit"
+    assert paths.runtime_dir() == home / ".local" / "state" / "sine-edit" / "run"
+    monkeypatch.setenv("HOME", "")
+    assert paths.config_dir().is_absolute() and paths.config_dir() != Path("/.config/sine-edit")
+    import pwd
+
+    assert paths.config_dir() == Path(pwd.getpwuid(os.getuid()).pw_dir) / ".config" / "sine-edit"
+
+
 def test_xdg_variables(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "platform", "linux")
     for name in ("CONFIG", "STATE", "CACHE", "RUNTIME"):

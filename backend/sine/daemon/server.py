@@ -229,7 +229,11 @@ class Daemon:
                 ipc_path = Path(ipc[len("ipc://"):])
                 if ipc_path.exists():  # left over by a crashed daemon; we hold its lock now
                     ipc_path.unlink()
-                self._bind(router, ipc)
+                try:
+                    self._bind(router, ipc)
+                except StartupError as exc:  # e.g. a path over the ~107-byte socket limit: TCP still works
+                    log.warning("not binding %s: %s", ipc, exc)
+                    ipc = None
             events.bind(EVENTS_ADDRESS)
             worker = Worker(ctx, self.queue, self.cache, self.config.model, self.config.device,
                             self.config.progress_interval_s, self.config.preview_every, self.config.threads)
