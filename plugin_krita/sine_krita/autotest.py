@@ -232,6 +232,11 @@ class AutoTest(qt.QObject):
         if not self.job.get("keep_form"):
             self._panel.apply_settings(restored_values(remembered_values(EditSettings(prompt=""))))
         self._panel.apply_settings(self.job["settings"])
+        if self.job.get("scroll_to_edit"):  # on a short screen the painter scrolls down until Edit shows
+            viewport = self._panel.parentWidget()
+            scroll = viewport.parentWidget() if viewport is not None else None
+            if isinstance(scroll, qt.QScrollArea):
+                scroll.ensureWidgetVisible(self._panel.edit_button, 0, 0)
         self._panel.edit_button.click()  # the user's path: the button's clicked signal
         self.report["edit_clicked_s"] = round(time.monotonic() - self._t0, 2)
         self._deadline = time.monotonic() + float(self.job.get("edit_timeout_s", 300))
@@ -394,6 +399,7 @@ class AutoTest(qt.QObject):
             "scroll_area": isinstance(scroll, qt.QScrollArea),
             "viewport_height": viewport.height() if viewport is not None else None,
             "scroll_max": bar.maximum() if bar is not None else 0,
+            "scroll_value": bar.value() if bar is not None else 0,
             "panel": [panel.width(), panel.height()],
             "panel_min_width": panel.minimumSizeHint().width(),
             "parts": parts,

@@ -48,6 +48,9 @@ STARTING_GRACE_S = 90.0  # how long "Start daemon" waits before saying it failed
 PREVIEW_SIDE = 128
 STRENGTH_TICKS = 100  # the slider counts hundredths
 MIN_STRENGTH_TICK = 5
+# Scrolling a part into view waits this long: the chain of layout requests a longer text (or new
+# thumbnails) sets off has to settle first, or the scroll goes to where the part used to be.
+REVEAL_MS = 50
 NO_STYLE = "none"
 
 
@@ -482,10 +485,11 @@ class SinePanel(qt.QWidget):
             self.choices = choices
             self.results_view.show_choices(choices)
             self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
-            qt.QTimer.singleShot(0, self._scroll_to_results)  # once the layout has made room for them
             message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
         self.refresh_history()
         self._finish("done", message)
+        if len(choices) > 1:  # once the layout has made room for them; after the message's scroll, so they win
+            qt.QTimer.singleShot(REVEAL_MS, self._scroll_to_results)
 
     def _make_layer(self, doc: Any, source: SourcePixels, settings: EditSettings, result: Any) -> Any:
         """The result layer of one image, placed as every SINE result is (above the source)."""
@@ -557,11 +561,17 @@ class SinePanel(qt.QWidget):
 
     def _scroll_to_results(self) -> None:
         """In a docker that scrolls (a short screen), bring the new thumbnails into view."""
+        self._scroll_to(self.results_view)
+
+    def _scroll_to_message(self) -> None:
+        self._scroll_to(self.message_label)
+
+    def _scroll_to(self, part: Any) -> None:
         widget = self.parentWidget()
         while widget is not None and not isinstance(widget, qt.QScrollArea):
             widget = widget.parentWidget()
         if widget is not None:
-            widget.ensureWidgetVisible(self.results_view)
+            widget.ensureWidgetVisible(part, 0, 4)
 
     def refresh_history(self) -> None:
         """Show the active document's history (call when the active document may have changed)."""
@@ -635,6 +645,8 @@ class SinePanel(qt.QWidget):
     def show_message(self, text: str) -> None:
         self.message_label.setStyleSheet("")
         self.message_label.setText(text)
+        # Docked on a short screen the panel shows ~100 px: the line appears below Edit, out of sight.
+        qt.QTimer.singleShot(REVEAL_MS, self._scroll_to_message)
 
     def show_error(self, text: str) -> None:
         self.last_error = text
@@ -644,6 +656,7 @@ class SinePanel(qt.QWidget):
             self.cancel_button.setEnabled(False)
         self.message_label.setStyleSheet("color: #d04040;")
         self.message_label.setText(text)
+        qt.QTimer.singleShot(REVEAL_MS, self._scroll_to_message)
 
     def show_preview(self, image: Any) -> None:
         qimage = qt.qimage_from_rgba(image.data, image.width, image.height)

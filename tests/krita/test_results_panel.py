@@ -3,6 +3,8 @@ Apply / Discard each, the per-document history, and the style layer and strength
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from krita import Krita
 from krita_helpers import make_document, rgba_pattern, to_bgra
@@ -179,10 +181,18 @@ def test_the_thumbnails_are_scrolled_into_view_in_a_short_docker(qapp, standin, 
         assert wait_for(lambda: panel.connected, 10, process_events)
         assert scroll.verticalScrollBar().value() == 0
         _edit(panel, process_events, prompt="scroll", count=3)
-        assert wait_for(lambda: scroll.verticalScrollBar().value() > 0, 5, process_events)
-        top = panel.results_view.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
-        shown = scroll.verticalScrollBar().value()
-        assert shown <= top < shown + scroll.viewport().height()  # the results' top is on screen
+        assert wait_for(lambda: panel.state == "done", 30, process_events)
+
+        def results_top_shown() -> bool:  # after the status line's scroll, the thumbnails' (they win)
+            top = panel.results_view.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
+            shown = scroll.verticalScrollBar().value()
+            return shown > 0 and shown <= top < shown + scroll.viewport().height()
+
+        assert wait_for(results_top_shown, 5, process_events)
+        for _ in range(10):  # and they stay on screen: no later scroll takes them away
+            process_events()
+            time.sleep(0.03)
+        assert results_top_shown()
     finally:
         panel.shutdown()
         scroll.deleteLater()

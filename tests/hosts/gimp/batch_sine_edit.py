@@ -9,6 +9,7 @@
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
 # mask; layer-<i>.mask holds a layer's mask.
+# A case with "repeat" runs WITH_LAST_VALS (Filters > Repeat), its "args" left as they are.
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
@@ -97,6 +98,8 @@ def run_case(case):
     if display is not None:
         image.clean_all()
     run_mode = RUN
+    if case.get("repeat"):  # Filters > Repeat "Edit with text": the last edit's values, no dialog
+        run_mode = Gimp.RunMode.WITH_LAST_VALS
     if case.get("interactive"):  # the plug-in's dialogs answer from the autotest file
         run_mode = Gimp.RunMode.INTERACTIVE
         with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:

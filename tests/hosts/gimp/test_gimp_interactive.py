@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 W, H = 48, 32
-SCREEN = (1024, 600)  # a small laptop's screen: the dialogs must fit it
+SCREEN = (800, 600)  # a small screen: the dialogs must fit it
 ARGS = {"prompt": "a yellow triangle", "subject": "shape", "seed": 5, "steps": 3, "finetune-steps": 2}
 
 
@@ -41,6 +41,8 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
         {"name": "dialog-again", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "dialog-again"),
          "interactive": True, "autotest": {"dialog": "cancel", "weights": gimp_home.inside(work / "dialog-again" / "shown.json")},
          "args": {}},  # Filters > SINE again, nothing passed: the dialog shows what the last edit used
+        {"name": "repeat", "input": gimp_home.inside(work / "ok.png"), "out": gimp_home.inside(work / "repeat"),
+         "repeat": True, "args": {}},  # Filters > Repeat: the last edit's values, no dialog
         {"name": "dialog-cancel", "input": gimp_home.inside(work / "ok.png"),
          "out": gimp_home.inside(work / "dialog-cancel"), "interactive": True,
          "autotest": {"dialog": "cancel", "screenshot": gimp_home.inside(work / "dialog-cancel" / "dialog.png"),
@@ -82,6 +84,13 @@ def test_the_dialog_opens_with_the_last_edits_values(gimp_home, interactive_sess
     assert shown["prompt"] == ARGS["prompt"] and shown["seed"] == ARGS["seed"], shown
 
 
+def test_filters_repeat_runs_the_last_edit_again(interactive_session) -> None:
+    """Filters > Repeat (RUN_WITH_LAST_VALS) after the dialog's edit: the same edit, without a dialog."""
+    record = interactive_session["repeat"]
+    assert record["status"] == "success", record["message"]
+    assert [layer["name"] for layer in record["layers"]] == ["SINE: a yellow triangle (seed 5)", "Background"]
+
+
 def test_dialog_cancel_changes_nothing(interactive_session) -> None:
     record = interactive_session["dialog-cancel"]
     assert record["status"] == "cancel"
@@ -91,7 +100,7 @@ def test_dialog_cancel_changes_nothing(interactive_session) -> None:
 
 
 def test_the_dialog_with_advanced_open_fits_a_small_screen(gimp_home, interactive_session) -> None:
-    """Advanced settings open on 1024x600: the dialog (OK and Cancel at its bottom) stays on the screen;
+    """Advanced settings open on 800x600: the dialog (OK and Cancel at its bottom) stays on the screen;
     the advanced fields scroll inside it."""
     shown = json.loads((gimp_home.host / "work" / "dialog-cancel" / "weights.json").read_text())
     assert shown["advanced_expanded"] is True and shown["screen"] == list(SCREEN)

@@ -404,6 +404,7 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
             krita_home, sine_daemon, "errors", SETTINGS, image="gray", endpoint=f"tcp://127.0.0.1:{free_port()}",
             expect_daemon=False, expect_state="idle",  # refused before anything was sent
             screen="800x600x24", float_shot=krita_home.inside(float_shot),  # a small screen; the docker floated
+            scroll_to_edit=True,  # docked there, the painter scrolls the panel down to Edit first
             profile_probes=["sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", "sRGB-elle-V2-srgbtrc.icc",
                             "ClayRGB-elle-V2-g22.icc", ""],  # "": Krita's default for a new 16-bit document
         )  # fmt: skip
@@ -413,6 +414,12 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     assert report["connection"].startswith("not connected: daemon not reachable")
     assert report["start_button_shown"] is True
     assert "RGBA images of 8 or 16 bits" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
+    # Docked on that screen the panel shows ~100 px at a time: the refusal scrolls into view (it appeared
+    # below the Edit button, out of sight, and the painter saw nothing happen).
+    docker = report["docker"]
+    top, bottom = docker["scroll_value"], docker["scroll_value"] + docker["viewport_height"]
+    message = docker["parts"]["message_label"]
+    assert docker["viewport_height"] < 200 and top <= message["top"] and message["bottom"] <= bottom, docker
     # Floated on an 800x600 screen, the docker grows to show the panel (Advanced open: as much as the
     # screen holds) and stays on the screen; it kept its docked size, 116 px high, Edit out of sight.
     floating = report["floating"]
