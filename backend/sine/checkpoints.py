@@ -367,8 +367,13 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         except (BadModel, ModelMissing):
             raise
         except Exception as exc:
-            raise BadModel(f"{path} could not be loaded as described by {folder} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:300]})") from None
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            if folder.parent == CONFIGS_DIR:  # the published architecture its keys resemble
+                raise BadModel(f"{path} could not be loaded as {_FAMILY_NAMES[folder.name]}'s published architecture "
+                               f"({why}): the file is incomplete, or it is a smaller or pruned version of it (e.g. "
+                               "BK-SDM, SSD-1B, Segmind Vega); put its configs (a diffusers folder without weights) "
+                               f"beside it as {sidecar_folder(path).name}/, or pass its diffusers folder") from None
+            raise BadModel(f"{path} could not be loaded as described by {folder} ({why})") from None
     return pipe, folder
 
 

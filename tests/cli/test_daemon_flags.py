@@ -89,3 +89,36 @@ def test_a_state_folder_that_cannot_be_one_is_named_not_a_traceback(tmp_path: Pa
     assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
     assert "SINE_STATE_DIR" in daemon.stderr.strip().splitlines()[-1], daemon.stderr
     assert (tmp_path / "afile").read_text() == "the user's"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_config_file_that_is_a_pipe_or_endless_does_not_hold_the_start(kind: str, tmp_path: Path) -> None:
+    """`sine daemon` reads the model the installer recorded in config.json: a named pipe there held the start
+    for ever, a link to /dev/zero read without end. Now it is passed over like a missing file."""
+    config = tmp_path / "config"
+    config.mkdir()
+    if kind == "fifo":
+        os.mkfifo(config / "config.json")
+    else:
+        (config / "config.json").symlink_to("/dev/zero")
+    env = {**os.environ, "SINE_CONFIG_DIR": str(config), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.pop("SINE_MODEL", None)
+    try:  # an endpoint that cannot work: the daemon stops right after choosing its model
+        proc = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--endpoint", "garbage"],
+                              capture_output=True, text=True, timeout=30, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("sine daemon waited on config.json")
+    assert proc.returncode == 1 and "endpoint" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+@pytest.mark.parametrize("content", ['{"model": ["a", "b"]}', "[1, 2]"])
+def test_doctor_names_a_config_file_of_wrong_types(content: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.json whose model is a list (or that is a list) made the model check crash with a TypeError."""
+    from sine.commands.doctor import check_model
+
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "config.json").write_text(content)
+    check = check_model()
+    assert check.status == "FAIL" and "config.json" in check.detail, check

@@ -160,6 +160,19 @@ def test_edm_sdxl_file_is_refused_by_its_keys(tmp_path):
             call(cosxl)
 
 
+def test_file_of_a_pruned_architecture_says_what_to_put_beside_it(tmp_path):
+    """A file whose keys read as SD 1.x but lacks part of its published architecture (a pruned or
+    distilled model: BK-SDM, SSD-1B, Vega; or a truncated file) failed "as described by
+    …/sine/model_configs/sd1", a folder inside the install; it now says what to do."""
+    path = tmp_path / "bk-sdm-small.safetensors"
+    save_file({"model.diffusion_model.input_blocks.1.0.in_layers.0.weight": torch.zeros(320),
+               "cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(768),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(512, 4, 3, 3)}, str(path))
+    with pytest.raises(BadModel, match=r"as Stable Diffusion 1\.x's published architecture .*pruned.*"
+                                       r"beside it as bk-sdm-small\.config/"):
+        load_base_model(path, device="cpu")
+
+
 def _sd2_keys() -> dict[str, torch.Tensor]:
     """The keys diffusers tells an SD 2.x checkpoint by (OpenCLIP's 1024-wide cross-attention)."""
     return {"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),

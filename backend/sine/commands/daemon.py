@@ -14,6 +14,7 @@ from sine.devices import MAX_CPU_THREADS
 from sine.preflight import float_in, int_in
 
 MIN_MESSAGE_BYTES = 64 * 1024  # far below, even `hello` is cut off (ZMQ_MAXMSGSIZE) and every client hangs
+CONFIG_MAX_BYTES = 1 << 20  # the installer's config.json holds a model name; a bigger file is not it
 MIN_QUEUED_BYTES = 8 * 8 * 4  # the smallest edit's pixels (8x8 RGBA): below, every edit is refused `busy`
 
 
@@ -72,8 +73,8 @@ def default_model() -> str | None:
         return os.environ["SINE_MODEL"]
     from sine_protocol import paths
 
-    try:
-        recorded = json.loads((paths.config_dir() / "config.json").read_text()).get("model")
+    try:  # a pipe or /dev/zero in its place must not hold the start for ever
+        recorded = json.loads(paths.read_small_file(paths.config_dir() / "config.json", CONFIG_MAX_BYTES)).get("model")
     except (OSError, ValueError, AttributeError):
         recorded = None
     if isinstance(recorded, str) and recorded:

@@ -91,12 +91,20 @@ def check_torch() -> Check:
 
 
 def _config() -> tuple[Path, dict]:
-    from sine_protocol.paths import config_dir
+    from sine_protocol.paths import config_dir, read_small_file
+
+    from .daemon import CONFIG_MAX_BYTES
 
     path = config_dir() / "config.json"
     if not path.is_file():
         return path, {}
-    return path, json.loads(path.read_text("utf-8"))
+    try:
+        config = json.loads(read_small_file(path, CONFIG_MAX_BYTES))
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model", ""), str | None):
+        raise ValueError('it must be an object whose "model" is a string')
+    return path, config
 
 
 def check_model(model: str | None = None) -> Check:
@@ -107,7 +115,7 @@ def check_model(model: str | None = None) -> Check:
         try:
             path, config = _config()
         except ValueError as exc:
-            return Check(FAIL, "model", f"config.json is not valid JSON ({exc}); fix it or rerun the installer")
+            return Check(FAIL, "model", f"config.json is not usable ({exc}); fix it or rerun the installer")
         origin = str(path)
         model = config.get("model") or os.environ.get("SINE_MODEL")
     if not model or model == "demo":
