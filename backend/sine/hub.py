@@ -19,6 +19,17 @@ def _variant(name: str) -> str | None:
     return stem.split(".", 1)[1] if "." in stem else None
 
 
+def _index_of(name: str, suffix: str) -> str | None | bool:
+    """For the shard index of `suffix` weights, the variant it lists (None: plain), as now named
+    (`….safetensors.index.fp16.json`) or as older diffusers named it (`….safetensors.fp16.index.json`);
+    False for any other file."""
+    parts = name.split(".")
+    if name.endswith(".json") and "index" in parts and suffix.strip(".") in parts:
+        rest = [p for p in parts[1:] if p not in ("safetensors", "bin", "index", "json")]
+        return rest[0] if rest else None
+    return False
+
+
 def select_files(files: list[str]) -> list[str]:
     """Of a repository's file list, what the loader reads: model_index.json, and for each SD component
     its configs, tokenizer files and one copy of its weights: the plain safetensors when there are
@@ -32,8 +43,7 @@ def select_files(files: list[str]) -> list[str]:
             for variant in (None, "fp16"):
                 picked = [f for f in weights if _variant(PurePosixPath(f).name) == variant]
                 if picked:
-                    index = f"{'.index.' + variant if variant else '.index'}.json"
-                    chosen += picked + [f for f in inside if f.endswith(suffix + index)]
+                    chosen += picked + [f for f in inside if _index_of(PurePosixPath(f).name, suffix) == variant]
                     break
             if weights:
                 break

@@ -21,7 +21,9 @@ def with_variant(name: str, variant: str) -> str:
     return f"{stem}.{variant}.{last}"
 
 
-WEIGHT_NAMES = _PLAIN + tuple(with_variant(name, "fp16") for name in _PLAIN)
+# older diffusers named a variant's shard index `diffusion_pytorch_model.safetensors.fp16.index.json` (still read)
+_LEGACY_INDEX = "diffusion_pytorch_model.safetensors.fp16.index.json"
+WEIGHT_NAMES = _PLAIN + tuple(with_variant(name, "fp16") for name in _PLAIN) + (_LEGACY_INDEX,)
 
 
 def weights_variant(sub: Path) -> str | None:
@@ -38,8 +40,9 @@ def check_shards(sub: Path) -> None:
     variant = weights_variant(sub)
     for name in (n for n in WEIGHT_NAMES if n.endswith(".json") and (variant is None) == (".fp16." not in n)):
         index = sub / name
-        if not index.is_file():
-            continue
+        single = with_variant("model.safetensors", variant) if variant else "model.safetensors"
+        if not index.is_file() or (name.startswith("model.") and (sub / single).is_file()):
+            continue  # transformers reads a single model.safetensors before any index beside it
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
             shards = sorted(set(weight_map.values()))

@@ -35,9 +35,17 @@ def test_fp16_only_sharded_and_bin_only_components():
              "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", "vae/config.json",
              "vae/diffusion_pytorch_model.bin", "text_encoder_2/config.json", "text_encoder_2/model.safetensors.index.json",
              "text_encoder_2/model-00001-of-00002.safetensors", "text_encoder_2/model-00002-of-00002.safetensors",
-             "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"]
+             "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors",
+             "vae_1_0/diffusion_pytorch_model.safetensors.fp16.index.json", "tokenizer/vocab.json",
+             "tokenizer/merges.txt"]
     assert sorted(select_files(files)) == sorted(f for f in files if f not in (
-        "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors"))
+        "text_encoder_2/model.fp16.safetensors", "sd_xl_base_1.0.safetensors",
+        "vae_1_0/diffusion_pytorch_model.safetensors.fp16.index.json"))
+    legacy = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors.fp16.index.json",
+              "unet/diffusion_pytorch_model-00001-of-00002.fp16.safetensors",
+              "unet/diffusion_pytorch_model-00002-of-00002.fp16.safetensors",
+              "unet/diffusion_pytorch_model.safetensors.index.json"]  # stale: its plain shards are gone
+    assert sorted(select_files(legacy)) == sorted(legacy[:4])
 
 
 def test_a_hub_cache_repository_folder_is_its_current_snapshot(tiny_folder, tmp_path):

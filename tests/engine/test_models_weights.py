@@ -129,3 +129,27 @@ def test_vae_of_other_than_rgb_pictures_is_refused_in_words(tiny_folder, tmp_pat
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"VAE encodes 4-channel pictures \(RGB \+ depth: LDM3D\).*RGB"):
             call(folder)
+
+
+def test_legacy_fp16_shard_names_and_a_stale_text_encoder_index(tiny_folder, tmp_path):
+    """Older diffusers named fp16 shards `diffusion_pytorch_model-00001-of-00002.fp16.safetensors` with a
+    `diffusion_pytorch_model.safetensors.fp16.index.json` (still read, deprecated); transformers reads a
+    text encoder's single `model.safetensors` before any index beside it, so a stale index there is no
+    reason to refuse."""
+    import re
+
+    folder = shutil.copytree(tiny_folder, tmp_path / "legacy")
+    unet = _shard_unet(folder, torch.float16, variant="fp16")
+    index = folder / "unet" / "diffusion_pytorch_model.safetensors.index.fp16.json"
+    content = json.loads(index.read_text())
+    legacy = {}
+    for shard in sorted(set(content["weight_map"].values())):
+        legacy[shard] = re.sub(r"\.fp16(-\d{5}-of-\d{5})\.safetensors$", r"\1.fp16.safetensors", shard)
+        (folder / "unet" / shard).rename(folder / "unet" / legacy[shard])
+    content["weight_map"] = {k: legacy[v] for k, v in content["weight_map"].items()}
+    index.unlink()
+    (folder / "unet" / "diffusion_pytorch_model.safetensors.fp16.index.json").write_text(json.dumps(content))
+    (folder / "text_encoder" / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}}))
+    loaded = load_base_model(folder, device="cpu")
+    assert all(torch.equal(unet.state_dict()[k].float(), v) for k, v in loaded.unet.state_dict().items())
