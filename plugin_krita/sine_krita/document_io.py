@@ -73,6 +73,7 @@ class SourcePixels:
     channel_bytes: int = 1
     linear: bool = False  # linear-light values (see linear_light): sRGB-encoded in ``rgba``
     look: LayerLook | None = None  # the source layer's; None for the visible image (a composite)
+    frame: int | None = None  # the animation frame read, when the source layer is animated
 
 
 def check_color(doc: Any, node: Any | None = None) -> int:
@@ -137,7 +138,9 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
         raise UnsupportedDocument(f"The {'' if source == 'visible' else 'layer '}'{name}' has nothing visible: "
                                   "paint on it, or show what its mask hides.")
     look = None if source == "visible" else LayerLook.of(node)
-    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear, look)
+    # An animated layer's pixels are those of the current frame (the result is a plain layer).
+    frame = int(doc.currentTime()) if source != "visible" and node.animated() else None
+    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear, look, frame)
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:

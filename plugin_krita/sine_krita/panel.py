@@ -677,7 +677,11 @@ def _where(source: SourcePixels) -> str:
     """How a result is placed, for the status line: nothing to say while its source layer exists."""
     anchor = source.anchor
     if anchor is not None and anchor.parentNode() is not None:
-        return ""
+        if source.frame is None:
+            return ""
+        # Krita's API makes no keyframe for it: the painter must know it covers the other frames too.
+        return (f" (frame {source.frame} of the animated layer '{source.source_name}'; the new layer is not "
+                "animated: it shows on every frame)")  # fmt: skip
     return f" on top: the source layer '{source.source_name}' is gone"
 
 

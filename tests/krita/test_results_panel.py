@@ -38,6 +38,19 @@ def _expected(count: int) -> list[bytes]:
     return [r.data for r in fake_results(RGBAImage(W, H, rgba_pattern(W, H)), None, (W, H), count)]
 
 
+def test_an_animated_layer_says_which_frame_was_edited(panel, process_events):
+    """Krita reads an animated layer at the current frame; the result is a plain layer, shown on every
+    frame (it covered frame 0 with an edit of frame 5 without a word): the status line says so."""
+    doc = Krita.instance().activeDocument()
+    doc.activeNode().is_animated, doc.time = True, 5
+    _edit(panel, process_events, prompt="frame", seed=1)
+    text = panel.message_label.text()
+    assert "frame 5 of the animated layer 'layer 0'" in text and "shows on every frame" in text, text
+    doc.activeNode().is_animated = False
+    _edit(panel, process_events, prompt="still", seed=1)
+    assert "frame" not in panel.message_label.text()
+
+
 def test_three_results_wait_as_thumbnails_and_touch_nothing(panel, standin, process_events):
     doc = Krita.instance().activeDocument()
     _edit(panel, process_events, prompt="recolour", seed=4, count=3)

@@ -60,6 +60,10 @@ class Node:
         self._parent: Node | None = None
         self._children: list[Node] = []
         self._opacity, self._blending, self._inherit_alpha = 255, "normal", False
+        self.is_animated = False  # Krita's animated(): the layer has keyframes
+
+    def animated(self) -> bool:
+        return self.is_animated
 
     def opacity(self) -> int:
         return self._opacity
@@ -182,6 +186,9 @@ class Document(QObject):
         self._selection: Selection | None = None
         self.projection_refreshes = 0
         self.closed = False
+
+    def currentTime(self) -> int:  # noqa: N802
+        return getattr(self, "time", 0)
 
     def width(self) -> int:
         return self._w
