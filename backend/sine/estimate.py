@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 CALIBRATION_VERSION = 1
 CALIBRATION_FILE = "calibration.json"
+CALIBRATION_MAX_BYTES = 1 << 20  # MAX_ENTRIES entries of a few numbers each
 MAX_SECONDS = 1e6  # per step or set-up: a remembered rate above this (or NaN, negative) is a damaged file
 MAX_ENTRIES = 16  # models x devices remembered; temporary model folders (tests) must not grow the file forever
 CALIBRATION_STEPS = 4  # per phase; the first step is a warm-up, the rate comes from the others
@@ -177,7 +178,7 @@ def load_rates(key: str, path: Path | None = None) -> Rates | None:
     """The remembered rates for `key`, or None (no file, another key, unreadable or old format)."""
     path = path or calibration_path()
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(paths.read_small_file(path, CALIBRATION_MAX_BYTES))  # a pipe there must not hold us
         entry = entries[key]
         values = {f.name: float(entry[f.name]) for f in fields(Rates)}
     except (OSError, ValueError, KeyError, TypeError):
@@ -192,7 +193,7 @@ def save_rates(key: str, rates: Rates, path: Path | None = None) -> None:
     """Remember `rates` under `key` (atomically: written beside, then renamed over the file)."""
     path = path or calibration_path()
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(paths.read_small_file(path, CALIBRATION_MAX_BYTES))
         if not isinstance(entries, dict):
             entries = {}
     except (OSError, ValueError):

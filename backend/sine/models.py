@@ -28,7 +28,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
-from .hub import cache_snapshot, download
+from .hub import cache_snapshot, display_name, download
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
@@ -236,8 +236,7 @@ def check_pipeline_kind(folder: Path) -> None:
         return
     index = read_json(index_path)
     name = str(index.get("_class_name", "an unknown pipeline"))
-    if index.get("requires_aesthetics_score") or (
-            (folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()):
+    if _takes_aesthetic_score(folder) or ((folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()):
         raise BadModel(f"{folder} is an SDXL refiner ({name}): it has no first text encoder and only refines "
                        "pictures made by SDXL base; use the SDXL base model (or one of its fine-tunes) instead")
     if not (folder / "unet").is_dir() and "unet" not in index:
@@ -246,6 +245,19 @@ def check_pipeline_kind(folder: Path) -> None:
     if (lacks := _not_sd_parts(index)) is not None:
         raise BadModel(f"{folder} is a {name} model ({lacks}), not Stable Diffusion; SINE edits with Stable Diffusion "
                        "1.x, 2.x or XL text-to-image models (a diffusers folder, or a single .safetensors file)")
+
+
+def _takes_aesthetic_score(folder: Path) -> bool:
+    """Whether the folder's UNet is an SDXL refiner's: its added conditioning takes 5 time ids (the
+    aesthetic score in place of the target size), a base's 6. model_index.json's
+    `requires_aesthetics_score` is an img2img pipeline's flag, saved with base models too."""
+    unet_path, encoder_path = folder / "unet" / "config.json", folder / "text_encoder_2" / "config.json"
+    if not (unet_path.is_file() and encoder_path.is_file()):
+        return False
+    unet, pooled = read_json(unet_path), read_json(encoder_path).get("projection_dim")
+    added, time_dim = unet.get("projection_class_embeddings_input_dim"), unet.get("addition_time_embed_dim")
+    return unet.get("addition_embed_type") == "text_time" and all(
+        isinstance(n, int) for n in (added, time_dim, pooled)) and added == pooled + 5 * time_dim
 
 
 def _not_sd_parts(index: dict) -> str | None:
@@ -333,7 +345,7 @@ def load_base_model(
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
-    distilled = distilled_note(Path(model_id).name, dict(unet.config), raw_scheduler)
+    distilled = distilled_note(display_name(Path(model_id)), dict(unet.config), raw_scheduler)
     if distilled:
         log.warning("%s %s", model_id, distilled)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
@@ -486,7 +498,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
-        where, name, guessed = str(folder), Path(model_id).name, None
+        where, name, guessed = str(folder), display_name(Path(model_id)), None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)

@@ -18,9 +18,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from sine_protocol.paths import read_small_file
+
 from .errors import BadInput
 
 DEFAULT_SUFFIX = ".png"
+SMALL_FILE_BYTES = 1 << 20  # finetune.json, summary.json: a few settings or names
 FINETUNE_FILE = "finetune.json"  # what FineTuned.save writes beside its tensors (sine.finetune)
 FINETUNE_TENSORS = ("unet_lora.safetensors", "text_encoder_lora.safetensors", "unet.safetensors",
                     "text_encoder.safetensors")
@@ -158,7 +161,7 @@ def check_weights_folder(folder: str | None, flag: str) -> None:
         meta = path / FINETUNE_FILE
         if meta.exists():
             try:
-                saved = json.loads(meta.read_text())
+                saved = json.loads(read_small_file(meta, SMALL_FILE_BYTES))  # a pipe there must not hold us
             except (OSError, ValueError, UnicodeDecodeError):
                 saved = None
             if not (isinstance(saved, dict) and isinstance(saved.get("settings"), dict)):
@@ -185,7 +188,7 @@ def check_demo_folder(folder: str) -> None:
         _writable_folder(path, "--out")
         return
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads(read_small_file(path / "summary.json", SMALL_FILE_BYTES))
     except (OSError, ValueError, UnicodeDecodeError):
         summary = None
     earlier_demo = isinstance(summary, dict) and isinstance(summary.get("files"), list) and "asset" in summary

@@ -17,11 +17,12 @@ from PIL import Image
 HEAVY = ("torch", "diffusers", "transformers")
 
 
-def run_traced(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
+def run_traced(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 300) -> tuple[subprocess.CompletedProcess, set[str]]:
     """Run `sine ARGS` with -X importtime; return the process and the top-level names of imported modules."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sine.cli", *args], capture_output=True,
-                          text=True, timeout=300, env=full_env)
+                          text=True, timeout=timeout, env=full_env)
     imported = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -211,3 +212,25 @@ def test_a_file_name_with_control_characters_is_shown_escaped_on_one_line(where:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "\x1b" not in proc.stderr and "\x07" not in proc.stderr, repr(proc.stderr)
     assert "second line.png" in lines[0], lines
+
+
+@pytest.mark.parametrize("flag,name", [("--weights", "finetune.json"), ("demo", "summary.json")])
+def test_a_pipe_in_a_folder_of_the_users_is_refused_not_waited_on(flag: str, name: str, files: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """`--weights DIR` (and `sine demo --out DIR`) read a small file the folder should hold: a named pipe
+    of that name held `sine edit` (or `sine demo`) for ever before any work."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    os.mkfifo(folder / name)
+    if flag == "demo":
+        args = ["demo", "--out", str(folder)]
+    else:
+        args = ["edit", str(files["src"]), "--prompt", "x", "--weights", str(folder), "--out", str(tmp_path / "o.png")]
+    try:
+        proc, imported = run_traced(*args, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"waited on the pipe {name}")
+    out = messages(proc)
+    assert proc.returncode in (1, 2) and "Traceback" not in out, out
+    assert str(folder) in out.strip().splitlines()[-1], out
+    assert not imported & set(HEAVY)

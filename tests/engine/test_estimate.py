@@ -178,3 +178,24 @@ def test_strength_inversion_and_several_results_scale_the_work(base) -> None:
     assert half.unet_evals == pytest.approx(5 * 3) and half.vae_images == pytest.approx(2.0)  # + the source encode
     assert inverted.unet_evals == pytest.approx(5 * 3 + 5) and inverted.sampling_steps == 10
     assert four.unet_evals == pytest.approx(4 * full.unet_evals) and four.vae_images == pytest.approx(4.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_in_place_of_the_calibration_file_means_measure_again(tmp_path) -> None:
+    """The daemon's worker reads the calibration file before each job: a named pipe there held it (and every
+    queued edit) for ever."""
+    import threading
+
+    path = tmp_path / "calibration.json"
+    os.mkfifo(path)
+    answers: list[object] = []
+    reader = threading.Thread(target=lambda: answers.append(load_rates("key-a", path)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        with open(path, "w"):  # let the stuck reader go before failing
+            pass
+        pytest.fail("load_rates waited on a named pipe")
+    assert answers == [None]
+    save_rates("key-a", RATES, path)  # and it is replaced by a good file
+    assert path.is_file() and load_rates("key-a", path) == RATES

@@ -62,3 +62,30 @@ def test_sdxl_second_encoder_with_another_pooled_width_is_refused(tmp_path):
     for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
         with pytest.raises(BadModel, match=r"text_encoder_2 gives a 24-wide pooled embedding but its UNet takes 48"):
             call(folder)
+
+
+def test_requires_aesthetics_score_alone_does_not_make_a_refiner(tiny_folder, tmp_path):
+    """`requires_aesthetics_score: true` in model_index.json (an img2img pipeline's flag, saved with a
+    base model too) made an SD 1.x or SDXL base folder "an SDXL refiner". The UNet decides: a refiner's
+    added conditioning takes 5 time ids (an aesthetic score), a base's 6; it loads when both text
+    encoders are there and its UNet is a base's."""
+    import json
+    import shutil
+
+    from sine.errors import BadModel
+    from sine.models import describe_model
+
+    for name, source in (("sd1", tiny_folder), ("sdxl", make_tiny_sdxl(tmp_path / "xl"))):
+        folder = shutil.copytree(source, tmp_path / f"{name}-flag")
+        index = json.loads((folder / "model_index.json").read_text())
+        index.update(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+        (folder / "model_index.json").write_text(json.dumps(index))
+        assert describe_model(folder).family == name.upper()
+        load_base_model(folder, device="cpu")
+    refiner = shutil.copytree(tmp_path / "sdxl-flag", tmp_path / "refiner-shaped")
+    path = refiner / "unet" / "config.json"
+    config = json.loads(path.read_text())
+    config["projection_class_embeddings_input_dim"] -= config["addition_time_embed_dim"]  # 5 time ids
+    path.write_text(json.dumps(config))
+    with pytest.raises(BadModel, match="SDXL refiner"):
+        describe_model(refiner)
