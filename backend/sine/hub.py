@@ -62,6 +62,14 @@ def cache_snapshot(path: Path) -> Path:
     return path
 
 
+def display_name(path: Path) -> str:
+    """A model folder's name as the painter knows it: a hub cache snapshot (`models--owner--name/
+    snapshots/<commit>`) by its repository's name, any other path by its own."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--", 2)[-1]
+    return path.name
+
+
 def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> str:
     """Fetch what `select_files` picks of `repo_id` into the hub cache; the snapshot folder."""
     from huggingface_hub import HfApi, snapshot_download

@@ -164,6 +164,7 @@ def _extra_conditioning(unet_config: dict) -> str | None:
     return None
 
 
+_DISTILLED_SCHEDULERS = {"LCMScheduler": "an LCM scheduler", "TCDScheduler": "a TCD scheduler"}
 _DISTILLED_NAMES = ("turbo", "lightning", "lcm", "hyper-sd", "hypersd", "dmd2")
 
 
@@ -171,8 +172,9 @@ def distilled_note(name: str, unet_config: dict, scheduler_config: dict) -> str 
     """Why the model looks distilled for few-step sampling (LCM, Turbo, Lightning, Hyper), or None.
     Such models load, but SINE fine-tunes them and samples with guidance over many DDIM steps, which
     they were not made for."""
-    if scheduler_config.get("_class_name") == "LCMScheduler" or unet_config.get("time_cond_proj_dim"):
-        why = "an LCM scheduler" if scheduler_config.get("_class_name") == "LCMScheduler" else "a guidance-embedding UNet"
+    scheduler = scheduler_config.get("_class_name")
+    if scheduler in _DISTILLED_SCHEDULERS or unet_config.get("time_cond_proj_dim"):
+        why = _DISTILLED_SCHEDULERS.get(str(scheduler), "a guidance-embedding UNet")
     elif any(word in name.lower() for word in _DISTILLED_NAMES):
         why = f"its name {name!r}"
     else:

@@ -28,7 +28,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
-from .hub import cache_snapshot, download
+from .hub import cache_snapshot, display_name, download
 from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
@@ -345,7 +345,7 @@ def load_base_model(
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
-    distilled = distilled_note(Path(model_id).name, dict(unet.config), raw_scheduler)
+    distilled = distilled_note(display_name(Path(model_id)), dict(unet.config), raw_scheduler)
     if distilled:
         log.warning("%s %s", model_id, distilled)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
@@ -498,7 +498,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
-        where, name, guessed = str(folder), Path(model_id).name, None
+        where, name, guessed = str(folder), display_name(Path(model_id)), None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
