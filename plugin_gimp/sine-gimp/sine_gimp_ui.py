@@ -92,6 +92,9 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     dialog.fill_box("sine-form", list(MAIN) + ["sine-advanced"])
     scrolled = dialog.fill_scrolled_window("sine-form-scroll", "sine-form")
     scrolled.set_policy(Gtk.PolicyType.NEVER, Gtk.PolicyType.AUTOMATIC)
+    # A scrollbar drawn beside the form, not GTK's overlay one that shows only under the pointer: on an
+    # 800x600 screen the open Advanced part ended at "Start" with nothing telling Seed and Steps lay below.
+    scrolled.set_overlay_scrolling(False)
     _fit_to_screen(scrolled, expander)
     dialog.fill(["sine-form-scroll"])
     scripted = autotest_plan().get("dialog")
@@ -102,6 +105,9 @@ def run_settings_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig)
     if autotest_plan().get("weights"):  # what the two weights became, and what the dialog took (GUI tests)
         shown = {name: config.get_property(name) for name in ("style-weight", "content-weight", "prompt", "seed")}
         window, screen = dialog.get_window(), dialog.get_screen()
+        bar = scrolled.get_vadjustment()
+        shown.update(form_scrolls=bar.get_upper() > bar.get_page_size() + 1,
+                     scrollbar_always_drawn=not scrolled.get_overlay_scrolling())
         shown.update(advanced_expanded=expander.get_expanded(), screen=[screen.get_width(), screen.get_height()],
                      window=[window.get_width(), window.get_height()] if window is not None else None)
         with open(autotest_plan()["weights"], "w", encoding="utf-8") as f:

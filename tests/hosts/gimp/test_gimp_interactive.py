@@ -105,6 +105,8 @@ def test_the_dialog_with_advanced_open_fits_a_small_screen(gimp_home, interactiv
     shown = json.loads((gimp_home.host / "work" / "dialog-cancel" / "weights.json").read_text())
     assert shown["advanced_expanded"] is True and shown["screen"] == list(SCREEN)
     assert shown["window"][1] <= SCREEN[1] - 40, shown  # room left for a title bar / panel
+    # The form scrolls there, and a scrollbar says so (GTK's overlay one is drawn only under the pointer).
+    assert shown["form_scrolls"] is True and shown["scrollbar_always_drawn"] is True, shown
     with Image.open(ARTIFACTS / "gimp-dialog.png") as shot:
         assert shot.height == shown["window"][1]
 
