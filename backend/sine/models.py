@@ -494,7 +494,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         folder = config_folder(path, state)
         check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
-        guessed = prediction_guessed(path, state)
+        guessed = prediction_guessed(path, state, folder)
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
