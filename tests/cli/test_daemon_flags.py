@@ -157,3 +157,26 @@ def test_a_lock_file_that_is_a_link_never_writes_through_it(which: str, tmp_path
     assert victim.read_text() == "the user's", out
     assert "Traceback" not in out, out
     assert "symbolic link" in out, out
+
+
+def test_a_log_file_that_is_a_link_is_never_appended_through(tmp_path: Path) -> None:
+    """daemon.log was opened through a symbolic link in its place and the log appended to the file it
+    pointed at (a shell profile, say); now the daemon refuses to start, naming the folder."""
+    victim = tmp_path / "profile.sh"
+    victim.write_text("# the user's\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "daemon.log").symlink_to(victim)
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(state),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu", "--endpoint", endpoint]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the daemon started, logging into {victim}: {victim.read_text()[:300]}")
+    assert victim.read_text() == "# the user's\n", proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "SINE_STATE_DIR" in proc.stderr.strip().splitlines()[-1], proc.stderr
