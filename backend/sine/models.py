@@ -29,7 +29,15 @@ from .checkpoints import (
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .hub import cache_snapshot, display_name, download
-from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
+from .model_kind import (
+    ModelKind,
+    check_usable,
+    distilled_note,
+    forced_scheduler_config,
+    log,
+    model_kind,
+    vae_note,
+)
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
@@ -346,8 +354,9 @@ def load_base_model(
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
     distilled = distilled_note(display_name(Path(model_id)), dict(unet.config), raw_scheduler)
-    if distilled:
-        log.warning("%s %s", model_id, distilled)
+    for note in (distilled, vae_note(dict(unet.config), dict(vae.config))):
+        if note:
+            log.warning("%s %s", model_id, note)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
@@ -506,7 +515,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         check_component_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
-    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]
+    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]
 
 
 def training_offset_noise(folder: Path) -> float:
