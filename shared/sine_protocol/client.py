@@ -80,6 +80,7 @@ class _PyzmqTransport:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.setsockopt(zmq.IPV6, 1)  # a daemon on tcp://[::1]:PORT (IPv4 endpoints still work)
         user, password = plain_credentials(token)
         self._sock.setsockopt(zmq.PLAIN_USERNAME, user)
         self._sock.setsockopt(zmq.PLAIN_PASSWORD, password)
