@@ -476,16 +476,15 @@ def content_fingerprint(path: Path) -> str:
 
 
 def _files_within(folder: Path) -> list[Path]:
-    """The files under `folder`, inside linked folders too (a component shared between model folders
-    through a link is part of each model; `Path.rglob` does not enter links), never round a link loop."""
-    found: list[Path] = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        here = Path(root)
-        real = os.path.realpath(here)
-        if any(os.path.realpath(up) == real for up in here.parents if up.is_relative_to(folder)):
-            dirs.clear()  # a link back up the tree
-            continue
-        found += [p for p in (here / n for n in names) if p.is_file()]
+    """The files under `folder`, inside its SD component folders even when they are links (a `vae/`
+    shared between model folders through a link is part of each model; `Path.rglob` does not enter
+    links). Other links are not followed: a link to a big tree elsewhere is not read."""
+    from .hub import COMPONENTS
+
+    found = [p for p in folder.iterdir() if p.is_file()]
+    for component in (p for p in folder.iterdir() if p.is_dir() and (p.name in COMPONENTS or not p.is_symlink())):
+        for root, _, names in os.walk(component):  # inside a component: links to folders not followed
+            found += [p for p in (Path(root) / n for n in names) if p.is_file()]
     return found
 
 
