@@ -270,11 +270,15 @@ def _sd2_guess(path: Path) -> str:
             f"its .yaml beside it as {yaml}")
 
 
-def prediction_guessed(path: Path, state: dict[str, Any]) -> str | None:
-    """What was assumed about an SD 2.x file that does not say what it predicts (None: it says, or has
-    a sidecar, or is not SD 2.x) — the same questions `_is_v_model` asks, without its log line."""
+def prediction_guessed(path: Path, state: dict[str, Any], folder: Path | None = None) -> str | None:
+    """What was assumed about a file that does not say what it predicts: v from its name
+    (`_name_decides_v`), or SD 2.x's guess (the same questions `_is_v_model` asks, without its log
+    line); None when it says, has a sidecar, or is not SD 2.x."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
+    if _name_decides_v(path, state, folder or config_folder(path, state)):
+        return (f"assumed v-prediction from its name {path.name!r} (the file does not say); for an ε model put its "
+                f".yaml (with parameterization: eps) beside it as {path.with_suffix('.yaml').name}")
     if (sidecar_folder(path) / "model_index.json").is_file() or infer_diffusers_model_type(state) != "v2":
         return None
     if path.with_suffix(".yaml").is_file() or "prediction_type" in scheduler_hints(path, state):
@@ -326,8 +330,26 @@ def load_tokenizer(folder: Path) -> Any:
 
 
 def single_file_scheduler(path: Path, state: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """The scheduler config of a checkpoint: its config folder's, with what the file states itself."""
-    return {**read_json(folder / "scheduler" / "scheduler_config.json"), **scheduler_hints(path, state)}
+    """The scheduler config of a checkpoint: its config folder's, with what the file states itself,
+    or failing both what its name says (`_name_decides_v`)."""
+    config = {**read_json(folder / "scheduler" / "scheduler_config.json"), **scheduler_hints(path, state)}
+    if _name_decides_v(path, state, folder):
+        config["prediction_type"] = "v_prediction"
+    return config
+
+
+_V_NAME = re.compile(r"v[-_ ]?pred")
+
+
+def _name_decides_v(path: Path, state: dict[str, Any], folder: Path) -> bool:
+    """A file named `…vpred…`/`…v-pred…` that states no prediction type (header, `v_pred` key, .yaml),
+    read with configs that do not either (the shipped ones are defaults): v-prediction fine-tunes
+    merged or pruned by tools that drop the `v_pred` key are known by their name only."""
+    if _V_NAME.search(path.name.lower()) is None or "prediction_type" in scheduler_hints(path, state):
+        return False
+    if path.with_suffix(".yaml").is_file():
+        return False
+    return folder.parent == CONFIGS_DIR or "prediction_type" not in read_json(folder / "scheduler" / "scheduler_config.json")
 
 
 def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
@@ -338,6 +360,8 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     folder = config_folder(path, state)
     check_shapes(path, state, folder)
     scheduler_config = single_file_scheduler(path, state, folder)
+    if _name_decides_v(path, state, folder):
+        log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     if not wrapped:

@@ -183,6 +183,22 @@ def distilled_note(name: str, unet_config: dict, scheduler_config: dict) -> str 
             "with guidance over many steps; expect poor edits, prefer the model it was distilled from")
 
 
+_VAE_SCALES = {"SD 1.x/2.x": 0.18215, "SDXL": 0.13025}  # the published VAEs' scaling factors
+
+
+def vae_note(unet_config: dict, vae_config: dict) -> str | None:
+    """Why the VAE looks like the other family's (None: it does not): SDXL's and SD 1.x/2.x's VAEs have
+    one shape, so either loads in the other's folder, but the UNet was trained on its own VAE's
+    latents; their scaling factors tell them apart."""
+    family, other = ("SDXL", "SD 1.x/2.x") if unet_config.get("addition_embed_type") == "text_time" else (
+        "SD 1.x/2.x", "SDXL")
+    scale = vae_config.get("scaling_factor")
+    if not isinstance(scale, (int, float)) or abs(scale - _VAE_SCALES[other]) > 1e-9:
+        return None
+    return (f"its VAE looks like {other}'s (scaling factor {scale}) while its UNet is {family}'s: edits will look "
+            "wrong unless this UNet was trained with that VAE; put back the VAE this model was released with")
+
+
 def forced_scheduler_config(config: dict, where: str = "model") -> tuple[dict, list[str]]:
     """(`config` with SCHEDULER_SETTINGS forced, what changed); every change is logged (a missing key
     counts as DDIM's default, e.g. clip_sample=True)."""

@@ -29,7 +29,15 @@ from .checkpoints import (
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadModel, ModelMissing
 from .hub import cache_snapshot, display_name, download
-from .model_kind import ModelKind, check_usable, distilled_note, forced_scheduler_config, log, model_kind
+from .model_kind import (
+    ModelKind,
+    check_usable,
+    distilled_note,
+    forced_scheduler_config,
+    log,
+    model_kind,
+    vae_note,
+)
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
@@ -346,8 +354,9 @@ def load_base_model(
     if base.prediction_type == "v_prediction":
         install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
     distilled = distilled_note(display_name(Path(model_id)), dict(unet.config), raw_scheduler)
-    if distilled:
-        log.warning("%s %s", model_id, distilled)
+    for note in (distilled, vae_note(dict(unet.config), dict(vae.config))):
+        if note:
+            log.warning("%s %s", model_id, note)
     base.recipes = kind_recipes(base.kind, model_recipes(configs))
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
@@ -462,7 +471,9 @@ def check_vocabulary(sub: Path) -> None:
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     check_shards(sub)
     try:
-        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True)
+        pickled = not any((sub / w).is_file() for w in WEIGHT_NAMES if ".safetensors" in w)  # .bin only: say so,
+        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True,
+                                          use_safetensors=False if pickled else None)  # or shards are not looked for
     except Exception as exc:  # truncated or corrupt weights: say which file
         for weights in (sub / w for w in WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
@@ -494,7 +505,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         folder = config_folder(path, state)
         check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
-        guessed = prediction_guessed(path, state)
+        guessed = prediction_guessed(path, state, folder)
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
@@ -506,7 +517,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         check_component_files(folder)
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
-    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler)) if note]
+    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]
 
 
 def training_offset_noise(folder: Path) -> float:

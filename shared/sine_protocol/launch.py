@@ -65,7 +65,8 @@ def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) ->
     try:
         logs = ensure_private_dir(state_dir())
         # Handed to the child; closed below. Owner-only, like the daemon's own log.
-        log = open(logs / LOG_NAME, "ab", opener=lambda path, flags: os.open(path, flags, 0o600))  # noqa: SIM115
+        log = open(logs / LOG_NAME, "ab",  # noqa: SIM115 - never through a link planted in its place
+                   opener=lambda path, flags: os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600))
     except OSError as exc:
         raise DaemonNotInstalled(f"cannot keep the daemon's log in {state_dir()} (SINE_STATE_DIR):"
                                  f" {exc.strerror or exc}") from None

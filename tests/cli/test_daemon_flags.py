@@ -122,3 +122,61 @@ def test_doctor_names_a_config_file_of_wrong_types(content: str, tmp_path: Path,
     (tmp_path / "config.json").write_text(content)
     check = check_model()
     assert check.status == "FAIL" and "config.json" in check.detail, check
+
+
+@pytest.mark.parametrize("which", ["endpoint lock", "ipc lock"])
+def test_a_lock_file_that_is_a_link_never_writes_through_it(which: str, tmp_path: Path) -> None:
+    """The daemon's lock files (per endpoint in the state folder, beside the socket in the runtime folder,
+    which SINE_RUNTIME_DIR may put in a shared folder) were opened through a symbolic link, then truncated
+    and written with the daemon's pid: a link planted there cost the file it pointed at."""
+    from sine.daemon.lockfile import lock_path_for
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the user's")
+    state, run = tmp_path / "state", tmp_path / "run"
+    state.mkdir()
+    run.mkdir()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    link = lock_path_for(state, endpoint) if which == "endpoint lock" else run / "daemon.sock.lock"
+    link.symlink_to(victim)
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(state),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(run), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sine.cli", "daemon", "--endpoint", endpoint, "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    import time
+
+    log, deadline = state / "daemon.log", time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:  # the ipc lock refused: it serves over TCP
+        if log.exists() and "not binding" in log.read_text():
+            proc.terminate()
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=60)
+    assert victim.read_text() == "the user's", out
+    assert "Traceback" not in out, out
+    assert "symbolic link" in out, out
+
+
+def test_a_log_file_that_is_a_link_is_never_appended_through(tmp_path: Path) -> None:
+    """daemon.log was opened through a symbolic link in its place and the log appended to the file it
+    pointed at (a shell profile, say); now the daemon refuses to start, naming the folder."""
+    victim = tmp_path / "profile.sh"
+    victim.write_text("# the user's\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "daemon.log").symlink_to(victim)
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(state),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    cmd = [sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu", "--endpoint", endpoint]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the daemon started, logging into {victim}: {victim.read_text()[:300]}")
+    assert victim.read_text() == "# the user's\n", proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "SINE_STATE_DIR" in proc.stderr.strip().splitlines()[-1], proc.stderr

@@ -6,6 +6,7 @@ prediction type. Real safetensors/torch files and tiny models loaded through `fr
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -171,6 +172,31 @@ def test_file_of_a_pruned_architecture_says_what_to_put_beside_it(tmp_path):
     with pytest.raises(BadModel, match=r"as Stable Diffusion 1\.x's published architecture .*pruned.*"
                                        r"beside it as bk-sdm-small\.config/"):
         load_base_model(path, device="cpu")
+
+
+def test_a_file_named_v_pred_is_v_prediction_unless_it_says_otherwise(tiny_folder, tmp_path):
+    """v-prediction fine-tunes merged or pruned by tools that drop the `v_pred` key are known by their
+    name (`…-vpred…`, `…_v-pred…`): sampled as ε they drew noise. The guess is a doctor warning; what
+    the file states (its header) wins."""
+    from safetensors import safe_open
+
+    from sine.models import model_report
+
+    path = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    scheduler = path.with_suffix(".config") / "scheduler" / "scheduler_config.json"  # the tiny shapes' configs:
+    scheduler.write_text(json.dumps({k: v for k, v in json.loads(scheduler.read_text()).items()  # saying no more
+                                     if k != "prediction_type"}))  # than the shipped ones do
+    for name in ("animeMix_vpred_v2.safetensors", "model-v-pred.safetensors"):
+        named = _rewrite(path, tmp_path / name, lambda s: s)
+        kind, notes = model_report(named)
+        assert kind.prediction == "v_prediction" and any("from its name" in n for n in notes), (name, notes)
+    with safe_open(str(path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    said = tmp_path / "said-eps_vpred.safetensors"
+    save_file(state, str(said), metadata={"modelspec.prediction_type": "epsilon"})
+    shutil.copytree(path.with_suffix(".config"), said.with_suffix(".config"))
+    assert model_report(said) == (describe_model(path), [])
+    assert load_base_model(tmp_path / "model-v-pred.safetensors", device="cpu").prediction_type == "v_prediction"
 
 
 def _sd2_keys() -> dict[str, torch.Tensor]:

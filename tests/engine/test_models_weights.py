@@ -153,3 +153,35 @@ def test_legacy_fp16_shard_names_and_a_stale_text_encoder_index(tiny_folder, tmp
         json.dumps({"weight_map": {"x": "model-00001-of-00002.safetensors"}}))
     loaded = load_base_model(folder, device="cpu")
     assert all(torch.equal(unet.state_dict()[k].float(), v) for k, v in loaded.unet.state_dict().items())
+
+
+def test_a_vae_of_the_other_family_is_a_doctor_warning(tiny_folder, tmp_path, caplog):
+    """SDXL's VAE in an SD 1.x folder (or SD 1.x's in an SDXL one) has the same shape and loads, but
+    its latents are not the ones the UNet was trained on: its scaling factor tells (0.13025 / 0.18215).
+    `sine doctor` warns and the loader logs it; the model still loads."""
+    import logging
+
+    from sine.models import model_report
+    from sine.tiny_models import make_tiny_sdxl
+
+    for name, source, scale, family in (("sd1", tiny_folder, 0.13025, "SDXL"),
+                                        ("sdxl", make_tiny_sdxl(tmp_path / "xl"), 0.18215, "SD 1.x/2.x")):
+        folder = shutil.copytree(source, tmp_path / f"{name}-other-vae")
+        path = folder / "vae" / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "scaling_factor": scale}))
+        notes = model_report(folder)[1]
+        assert len(notes) == 1 and f"VAE looks like {family}'s" in notes[0], notes
+        assert model_report(source)[1] == []
+        with caplog.at_level(logging.WARNING, logger="sine.models"):
+            load_base_model(folder, device="cpu")
+        assert f"VAE looks like {family}'s" in caplog.text
+
+
+def test_sharded_pickled_unet_loads(tiny_folder, tmp_path):
+    """Older folders saved sharded `.bin` weights (`diffusion_pytorch_model.bin.index.json`): called
+    an incomplete download; they load (weights-only, as every `.bin`)."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "bin-sharded")
+    unet = _shard_unet(folder, safe_serialization=False)
+    assert (folder / "unet" / "diffusion_pytorch_model.bin.index.json").is_file()
+    loaded = load_base_model(folder, device="cpu")
+    assert all(torch.equal(unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())

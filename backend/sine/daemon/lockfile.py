@@ -5,9 +5,11 @@ The OS releases the lock when the process dies (even on SIGKILL), so a stale fil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class DaemonLock:
     def acquire(self, info: dict | None = None) -> None:
         """Take the lock or raise AlreadyRunning naming the holder's pid; then write our pid + ``info``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_own_file(self.path)
         try:
             _lock_fd(fd)
         except OSError:
@@ -71,6 +73,23 @@ class DaemonLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _open_own_file(path: Path) -> int:
+    """Open (or create, 0600) the lock file itself: never through a symbolic link (it is truncated and
+    written, and a runtime folder may be a shared one where anyone can plant a link), never a pipe."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise OSError(exc.errno, f"the lock file {path} is a symbolic link; remove it (the daemon never"
+                                     " writes through a link)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"the lock file {path} is not a regular file; remove it")
+    return fd
 
 
 def _read_holder(fd: int) -> dict:

@@ -22,7 +22,13 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def _open(self):  # noqa: ANN202 - same signature as the base class
         return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,  # noqa: SIM115
-                    opener=lambda path, flags: os.open(path, flags, 0o600))
+                    opener=private_opener)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """os.open for a log: created 0600, never through a symbolic link (the folder may be one the user named,
+    and a planted link would have the log appended to the file it points at)."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
 
 
 def setup_logging(state_dir: str | os.PathLike, level: int = logging.INFO, stderr: bool = True) -> Path:

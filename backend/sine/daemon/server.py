@@ -155,6 +155,8 @@ class Daemon:
             main.acquire({"endpoint": self.config.endpoint})
         except AlreadyRunning as exc:
             raise StartupError(str(exc)) from None
+        except OSError as exc:
+            raise StartupError(f"cannot take the daemon's lock: {exc.strerror or exc}") from None
         self._locks.append(main)
         ipc = self.config.ipc_endpoint()
         if ipc is None:
