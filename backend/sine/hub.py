@@ -52,13 +52,15 @@ def select_files(files: list[str]) -> list[str]:
 
 def cache_snapshot(path: Path) -> Path:
     """A hub cache repository folder (`models--owner--name`, holding refs/ and snapshots/, as painters
-    find it in ~/.cache/huggingface/hub) -> the snapshot its refs/main names; any other path as it is.
+    find it in ~/.cache/huggingface/hub) -> the snapshot its refs/main names (or its only snapshot); any other path as it is.
     Standard library only (the installer reads this module from the checkout)."""
-    ref = path / "refs" / "main"
-    if (path / "snapshots").is_dir() and ref.is_file():
-        snapshot = path / "snapshots" / ref.read_text().strip()
+    ref, snapshots = path / "refs" / "main", path / "snapshots"
+    if snapshots.is_dir() and ref.is_file():
+        snapshot = snapshots / ref.read_text().strip()
         if snapshot.is_dir():
             return snapshot
+    if snapshots.is_dir() and len(only := [p for p in snapshots.iterdir() if p.is_dir()]) == 1:
+        return only[0]  # fetched at a revision (no refs/main): its one snapshot
     return path
 
 

@@ -471,7 +471,9 @@ def check_vocabulary(sub: Path) -> None:
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     check_shards(sub)
     try:
-        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True)
+        pickled = not any((sub / w).is_file() for w in WEIGHT_NAMES if ".safetensors" in w)  # .bin only: say so,
+        model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True,
+                                          use_safetensors=False if pickled else None)  # or shards are not looked for
     except Exception as exc:  # truncated or corrupt weights: say which file
         for weights in (sub / w for w in WEIGHT_NAMES if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:

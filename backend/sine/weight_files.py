@@ -12,7 +12,8 @@ from pathlib import Path
 from .errors import BadModel
 
 _PLAIN = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
-          "pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json")
+          "pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
+          "diffusion_pytorch_model.bin.index.json", "pytorch_model.bin.index.json")
 
 
 def with_variant(name: str, variant: str) -> str:
@@ -40,9 +41,9 @@ def check_shards(sub: Path) -> None:
     variant = weights_variant(sub)
     for name in (n for n in WEIGHT_NAMES if n.endswith(".json") and (variant is None) == (".fp16." not in n)):
         index = sub / name
-        single = with_variant("model.safetensors", variant) if variant else "model.safetensors"
-        if not index.is_file() or (name.startswith("model.") and (sub / single).is_file()):
-            continue  # transformers reads a single model.safetensors before any index beside it
+        single = with_variant(name.split(".index", 1)[0], variant) if variant else name.split(".index", 1)[0]
+        if not index.is_file() or (name.startswith(("model.", "pytorch_model.")) and (sub / single).is_file()):
+            continue  # transformers reads a single weights file before any index beside it
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
             shards = sorted(set(weight_map.values()))

@@ -374,7 +374,26 @@ class AutoTest(qt.QObject):
     def _after_undo(self) -> None:
         self._doc.waitForDone()
         self.report["layers_after_undo"] = [node.name() for node in self._doc.topLevelNodes()]
+        Krita.instance().action("edit_redo").trigger()  # and Edit > Redo brings it all back
+        self._later(self._after_redo, 500)
+
+    def _after_redo(self) -> None:
+        self._doc.waitForDone()
+        width, height = self._doc.width(), self._doc.height()
+        self.report["layers_after_redo"] = [
+            {"name": node.name(), "look": [node.opacity(), node.blendingMode(), node.inheritAlpha()],
+             "same_pixels": bytes(node.pixelData(0, 0, width, height)) == self._dumped(node.name())}
+            for node in self._doc.topLevelNodes()
+        ]  # fmt: skip
         self._finish(None)
+
+    def _dumped(self, name: str) -> bytes | None:
+        """The raw dump of the node called ``name`` after the edit (None if there was none)."""
+        entry = next((e for e in self.report.get("layers_after", []) if e["name"] == name), None)
+        if entry is None:
+            return None
+        with open(entry["raw"], "rb") as f:
+            return f.read()
 
     def _measure_docker(self, shot: str | None) -> None:
         """Where the docker sits on the screen and whether every part of the panel can be scrolled

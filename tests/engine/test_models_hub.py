@@ -67,3 +67,5 @@ def test_a_hub_cache_repository_folder_is_its_current_snapshot(tiny_folder, tmp_
     assert resolve_model_folder(repo)[0] == snapshot.resolve()
     assert describe_model(repo) == describe_model(tiny_folder)
     assert load_base_model(repo, device="cpu").revision == load_base_model(tiny_folder, device="cpu").revision
+    (repo / "refs" / "main").unlink()  # fetched at a revision: no refs/main, one snapshot
+    assert resolve_model_folder(repo)[0] == snapshot.resolve()

@@ -175,3 +175,13 @@ def test_a_vae_of_the_other_family_is_a_doctor_warning(tiny_folder, tmp_path, ca
         with caplog.at_level(logging.WARNING, logger="sine.models"):
             load_base_model(folder, device="cpu")
         assert f"VAE looks like {family}'s" in caplog.text
+
+
+def test_sharded_pickled_unet_loads(tiny_folder, tmp_path):
+    """Older folders saved sharded `.bin` weights (`diffusion_pytorch_model.bin.index.json`): called
+    an incomplete download; they load (weights-only, as every `.bin`)."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "bin-sharded")
+    unet = _shard_unet(folder, safe_serialization=False)
+    assert (folder / "unet" / "diffusion_pytorch_model.bin.index.json").is_file()
+    loaded = load_base_model(folder, device="cpu")
+    assert all(torch.equal(unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())

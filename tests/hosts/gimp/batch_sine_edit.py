@@ -13,7 +13,7 @@
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
-# the layers left ("layers_after_undo").
+# the layers left ("layers_after_undo"), then Edit > Redo once ("layers_after_redo", redone-0.rgba).
 # The host-side test checks everything; this script only records.
 import json
 import os
@@ -50,11 +50,18 @@ def dump_layer(layer, stem, native=None):
     single.delete()
 
 
-def press_undo():
-    """Edit > Undo in the GUI, as a painter's Ctrl+Z: GIMP exports its actions on the session bus."""
+def press_undo(action="edit-undo"):
+    """Edit > Undo (or Redo) in the GUI, as a painter's Ctrl+Z: GIMP exports its actions on the session bus."""
     bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
     bus.call_sync("org.gimp.GIMP.UI", "/org/gimp/GIMP", "org.gtk.Actions", "Activate",
-                  GLib.Variant("(sava{sv})", ("edit-undo", [], {})), None, Gio.DBusCallFlags.NONE, 10000, None)
+                  GLib.Variant("(sava{sv})", (action, [], {})), None, Gio.DBusCallFlags.NONE, 10000, None)
+
+
+def wait_for_layer_count(image, before):
+    deadline = time.monotonic() + 10
+    while len(image.get_layers()) == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # a second step, had there been one, would not run by itself: one press only
 
 
 def arg_value(image, key, value):
@@ -152,11 +159,16 @@ def run_case(case):
         Gimp.displays_flush()
         before = len(image.get_layers())
         press_undo()
-        deadline = time.monotonic() + 10
-        while len(image.get_layers()) == before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # a second undo step, had there been one, would not run by itself: one press only
+        wait_for_layer_count(image, before)
         record["layers_after_undo"] = [layer.get_name() for layer in image.get_layers()]
+        press_undo("edit-redo")  # Edit > Redo: the result back, as it was
+        wait_for_layer_count(image, len(image.get_layers()))
+        record["layers_after_redo"] = [layer.get_name() for layer in image.get_layers()]
+        redone = image.get_layers()[0]
+        w, h = redone.get_width(), redone.get_height()
+        raw = redone.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, RGBA, Gegl.AbyssPolicy.NONE)
+        with open(os.path.join(out, "redone-0.rgba"), "wb") as f:
+            f.write(bytes(raw))
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(record, f, indent=1)
     print("SINE-CASE", case["name"], record["status"], record["elapsed_s"], record["message"])

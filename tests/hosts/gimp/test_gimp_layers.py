@@ -116,9 +116,12 @@ def test_without_selection_the_whole_layer_is_edited(layer_session, name) -> Non
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_one_undo_removes_the_result(layer_session, name) -> None:
+def test_one_undo_removes_the_result_and_one_redo_brings_it_back(layer_session, name) -> None:
     record = _record(layer_session[name])
     assert record["layers_after_undo"] == [layer["name"] for layer in record["layers"][1:]], record
+    assert record["layers_after_redo"] == [layer["name"] for layer in record["layers"]], record
+    out = layer_session[name]
+    assert (out / "redone-0.rgba").read_bytes() == (out / "layer-0.rgba").read_bytes()
 
 
 def test_a_selection_that_misses_the_layer_is_refused(layer_session) -> None:

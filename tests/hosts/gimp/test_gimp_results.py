@@ -119,8 +119,9 @@ def test_each_layer_is_the_daemons_result_at_the_strength_set(session) -> None:
     assert layer_bytes(out, 3) == rgba_of(rgb(0))  # the source is untouched
 
 
-def test_one_undo_takes_all_three_results_away(session) -> None:
+def test_one_undo_takes_all_three_results_away_and_one_redo_brings_them_back(session) -> None:
     assert session["three"]["layers_after_undo"] == ["Background"]
+    assert session["three"]["layers_after_redo"] == [layer["name"] for layer in session["three"]["layers"]]
 
 
 def test_a_style_picture_file_reaches_the_daemon(session) -> None:

@@ -247,6 +247,11 @@ def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = Non
     assert [name for name in run.report["layers_after_undo"] if name != "Selection Mask"] == [
         layer["name"] for layer in before
     ]
+    # One redo brings it back: every layer as it was after the edit, pixels and look included.
+    redone = [layer for layer in run.report["layers_after_redo"] if layer["name"] != "Selection Mask"]
+    assert [layer["name"] for layer in redone] == [layer["name"] for layer in after], redone
+    assert all(layer["same_pixels"] for layer in redone), redone
+    assert [layer["look"] for layer in redone] == [layer["look"] for layer in after], redone
     return before[index], after[index], new
 
 
