@@ -364,6 +364,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
+    linear = _linear_projections(state)
     if not wrapped:
         del state
     index = read_json(folder / "model_index.json")
@@ -381,12 +382,15 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
 
     with tempfile.TemporaryDirectory(prefix="sine-checkpoint-") as tmp:
         try:
+            described = folder  # what from_single_file reads; the folder returned stays the original
+            if linear is not None and linear != bool(unet_config.get("use_linear_projection", False)):
+                described = _with_projection_kind(folder, linear, Path(tmp))
             source = _plain_copy(path, state, Path(tmp)) if wrapped else path
             if old_clip and not xl:
                 extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype)
             if no_vae or vae_companion(path) is not None:  # beside it: overrides a baked VAE
                 extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
-            pipe = cls.from_single_file(str(_lowercase_suffix(source, Path(tmp))), config=str(folder),
+            pipe = cls.from_single_file(str(_lowercase_suffix(source, Path(tmp))), config=str(described),
                                         local_files_only=True, torch_dtype=dtype, **extra)
         except (BadModel, ModelMissing):
             raise
@@ -399,6 +403,26 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
                                f"beside it as {sidecar_folder(path).name}/, or pass its diffusers folder") from None
             raise BadModel(f"{path} could not be loaded as described by {folder} ({why})") from None
     return pipe, folder
+
+
+def _linear_projections(state: dict[str, Any]) -> bool | None:
+    """Whether the file's UNet attention projections are linear (2-D, as SD 2.x and XL hold them) or
+    1×1 convolutions (4-D, SD 1.x); None without any."""
+    key = next((k for k in state if isinstance(k, str) and k.startswith(UNET_PREFIX) and k.endswith(".proj_in.weight")),
+               None)
+    return None if key is None else len(state[key].shape) == 2
+
+
+def _with_projection_kind(folder: Path, linear: bool, tmp: Path) -> Path:
+    """A copy of the config folder in `tmp` whose UNet config says the file's projection kind (the same
+    maths either way): a `NAME.config/` that contradicts the file loads by the file."""
+    import shutil
+
+    copy = Path(shutil.copytree(folder, tmp / "configs"))
+    config = read_json(copy / "unet" / "config.json")
+    (copy / "unet" / "config.json").write_text(json.dumps({**config, "use_linear_projection": linear}))
+    log.info("%s: use_linear_projection %s, as the checkpoint's weights are", folder, linear)
+    return copy
 
 
 def _lowercase_suffix(path: Path, tmp: Path) -> Path:
@@ -476,16 +500,15 @@ def content_fingerprint(path: Path) -> str:
 
 
 def _files_within(folder: Path) -> list[Path]:
-    """The files under `folder`, inside linked folders too (a component shared between model folders
-    through a link is part of each model; `Path.rglob` does not enter links), never round a link loop."""
-    found: list[Path] = []
-    for root, dirs, names in os.walk(folder, followlinks=True):
-        here = Path(root)
-        real = os.path.realpath(here)
-        if any(os.path.realpath(up) == real for up in here.parents if up.is_relative_to(folder)):
-            dirs.clear()  # a link back up the tree
-            continue
-        found += [p for p in (here / n for n in names) if p.is_file()]
+    """The files under `folder`, inside its SD component folders even when they are links (a `vae/`
+    shared between model folders through a link is part of each model; `Path.rglob` does not enter
+    links). Other links are not followed: a link to a big tree elsewhere is not read."""
+    from .hub import COMPONENTS
+
+    found = [p for p in folder.iterdir() if p.is_file()]
+    for component in (p for p in folder.iterdir() if p.is_dir() and (p.name in COMPONENTS or not p.is_symlink())):
+        for root, _, names in os.walk(component):  # inside a component: links to folders not followed
+            found += [p for p in (Path(root) / n for n in names) if p.is_file()]
     return found
 
 

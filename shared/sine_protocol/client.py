@@ -80,6 +80,7 @@ class _PyzmqTransport:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._sock.setsockopt(zmq.IPV6, 1)  # a daemon on tcp://[::1]:PORT (IPv4 endpoints still work)
         user, password = plain_credentials(token)
         self._sock.setsockopt(zmq.PLAIN_USERNAME, user)
         self._sock.setsockopt(zmq.PLAIN_PASSWORD, password)
@@ -102,7 +103,10 @@ class _PyzmqTransport:
         zmq = self._zmq
         if not self._connected:
             check_listener(self._endpoint)
-            self._sock.connect(self._endpoint)
+            try:
+                self._sock.connect(self._endpoint)
+            except zmq.ZMQError as exc:  # SINE_ENDPOINT typed wrong ("Invalid argument")
+                raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc.strerror})") from None
             self._connected = True
         deadline = time.monotonic() + timeout
         while not self._sock.poll(int(min(0.05, max(deadline - time.monotonic(), 0)) * 1000), zmq.POLLOUT):

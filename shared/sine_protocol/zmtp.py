@@ -82,8 +82,8 @@ def parse_endpoint(endpoint: str) -> tuple[int, str | tuple[str, int]]:
         raise ValueError(f"not a ZeroMQ endpoint: {endpoint!r}")
     if scheme == "tcp":
         host, colon, port = rest.rpartition(":")
-        if not colon or not port.isdigit() or not host:
-            raise ValueError(f"tcp endpoint needs host:port, got {endpoint!r}")
+        if not colon or not port.isdigit() or not host or int(port) > 65535:
+            raise ValueError(f"tcp endpoint needs host:port (port 0..65535), got {endpoint!r}")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return family, (host, int(port))

@@ -142,6 +142,7 @@ class Client:
             self.ctx = zmq.Context.instance()
             self.sock = self.ctx.socket(zmq.DEALER)
             self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.setsockopt(zmq.IPV6, 1)
             # A send with no pipe (e.g. while a refused handshake is retried) blocks for ever without it.
             self.sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
             if identity is not None:

@@ -372,3 +372,30 @@ def test_a_damaged_calibration_file_costs_the_estimate_never_the_edit(tiny_model
                     assert 0 <= event.header[name] < 1e9, event.header
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_the_ipv6_loopback_is_served_and_port_0_refused(tiny_model: Path):
+    """`--endpoint tcp://[::1]:PORT` passed the loopback check but failed to bind ("No such device": ZeroMQ
+    sockets speak IPv6 only when asked), and SineClient could not connect there either; `tcp://127.0.0.1:0`
+    started a daemon on a random port it logged as ":0", which no plug-in could ever find."""
+    from sine_protocol import SineClient
+
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    zero = DaemonProcess(root / "zero", tiny_model)
+    zero.args[zero.args.index("--endpoint") + 1] = "tcp://127.0.0.1:0"
+    zero.start(wait=False)
+    try:
+        assert zero.proc.wait(60) == 1, zero.output()
+    finally:
+        zero.proc.kill()
+    assert "port" in zero.output()
+    proc = DaemonProcess(root / "six", tiny_model)
+    proc.endpoint = f"tcp://[::1]:{proc.port}"
+    proc.args[proc.args.index("--endpoint") + 1] = proc.endpoint
+    proc.start(timeout=120)
+    try:
+        for transport in ("pyzmq", "pure"):
+            with SineClient(proc.endpoint, proc.token, transport=transport) as client:
+                assert client.ping(timeout=10), transport
+    finally:
+        assert proc.stop() == 0, proc.output()

@@ -199,6 +199,25 @@ def test_a_file_named_v_pred_is_v_prediction_unless_it_says_otherwise(tiny_folde
     assert load_base_model(tmp_path / "model-v-pred.safetensors", device="cpu").prediction_type == "v_prediction"
 
 
+def test_configs_whose_projection_kind_contradicts_the_file_load_by_the_file(tmp_path):
+    """`use_linear_projection` in `NAME.config/` that contradicts the file's attention projections (SD 2.x
+    files hold them as linear 2-D weights, SD 1.x files as 1×1 convolutions) failed with diffusers' shape
+    error; the file decides (the two are the same maths), and the UNet answers as the folder's."""
+    from sine.tiny_models import make_tiny_sd2
+
+    x, t = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    states = torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(1))
+    for name, folder in (("sd1", make_tiny_sd(tmp_path / "sd1", attention_everywhere=True)),
+                         ("sd2", make_tiny_sd2(tmp_path / "sd2", v_prediction=False))):
+        path = write_single_file(folder, tmp_path / f"{name}.safetensors")
+        config = path.with_suffix(".config") / "unet" / "config.json"
+        settings = json.loads(config.read_text())
+        config.write_text(json.dumps({**settings, "use_linear_projection": not settings["use_linear_projection"]}))
+        loaded, reference = load_base_model(path, device="cpu"), load_base_model(folder, device="cpu")
+        with torch.no_grad():
+            assert torch.allclose(loaded.unet(x, t, states).sample, reference.unet(x, t, states).sample, atol=1e-5)
+
+
 def _sd2_keys() -> dict[str, torch.Tensor]:
     """The keys diffusers tells an SD 2.x checkpoint by (OpenCLIP's 1024-wide cross-attention)."""
     return {"model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(2, 1024),

@@ -235,3 +235,14 @@ def test_request_ids_are_unique_across_clients(daemon: FakeDaemon) -> None:
 def test_bad_transport_name() -> None:
     with pytest.raises(ValueError):
         SineClient("tcp://127.0.0.1:1", TOKEN, transport="carrier-pigeon")
+
+
+@pytest.mark.parametrize("transport", ["pyzmq", "pure"])
+@pytest.mark.parametrize("endpoint", ["garbage", "ipc://", "tcp://exa mple:1", "tcp://127.0.0.1:70000"])
+def test_an_endpoint_no_socket_can_take_is_daemon_unavailable(transport: str, endpoint: str) -> None:
+    """SINE_ENDPOINT typed wrong reached the plug-ins as zmq.error.ZMQError (pyzmq: "Invalid argument") or
+    OverflowError (pure: port 70000), past their DaemonUnavailable handling; now it is one."""
+    with SineClient(endpoint, "t" * 43, transport=transport, timeout=2) as client:
+        assert client.ping(timeout=0.5) is False
+        with pytest.raises(DaemonUnavailable, match="not reachable"):
+            client.hello()

@@ -53,6 +53,9 @@ class DaemonConfig:
                 port = None
             if not host or port is None:
                 raise ConfigError(f"endpoint {self.endpoint!r} needs a host and a port, e.g. tcp://127.0.0.1:47633")
+            if port == 0:  # ZeroMQ would pick a random port, which no plug-in could find
+                raise ConfigError(f"endpoint {self.endpoint!r}: the port must be 1..65535 (the plug-ins look for"
+                                  f" a fixed one, e.g. tcp://127.0.0.1:47633)")
             if not self.allow_remote and not _is_loopback(host):
                 raise ConfigError(
                     f"refusing to listen on {host}: only loopback addresses (127.0.0.1, ::1, localhost) are allowed"

@@ -215,6 +215,7 @@ class Daemon:
         events = ctx.socket(zmq.PAIR)
         worker: Worker | None = None
         try:
+            router.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT is a loopback endpoint too (IPv4 still works)
             router.setsockopt(zmq.PLAIN_SERVER, 1)  # ZMTP 1.0/2.0 peers (raw bytes) are refused too
             router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
             router.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
