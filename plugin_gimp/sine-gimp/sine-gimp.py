@@ -183,6 +183,18 @@ def _gone(image: Gimp.Image, source: Gimp.Layer) -> str | None:
     return None
 
 
+def _not_editable(image: Gimp.Image, layer: Gimp.Layer) -> str | None:
+    """Why this layer cannot be the source (a script's layer of another image, a paste not yet
+    anchored), or None."""
+    if layer.get_image() != image:
+        return f"The layer '{layer.get_name()}' belongs to another image: pass the image it is in."
+    if layer.is_floating_sel():
+        # its result would go under the paste, hidden by it
+        return ("The layer is a floating selection (a paste not yet anchored): Layer > Anchor Layer, or "
+                "Layer > To New Layer, then edit that layer.")
+    return None
+
+
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *rest) -> Gimp.ValueArray:
     drawables, config = _split_run_args(rest)
     if not drawables:
@@ -193,6 +205,9 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
         return _fail(
             procedure, Gimp.PDBStatusType.CALLING_ERROR, "Select exactly one layer to edit with SINE."
         )
+    refused = _not_editable(image, drawables[0])
+    if refused:
+        return _fail(procedure, Gimp.PDBStatusType.CALLING_ERROR, refused)
     if image.get_base_type() != Gimp.ImageBaseType.RGB:
         return _fail(
             procedure,

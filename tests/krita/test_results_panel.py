@@ -179,6 +179,53 @@ def test_switching_documents_shows_that_documents_history(qapp, standin, process
         dock.panel.shutdown()
 
 
+def _shown(scroll, widget, panel) -> bool:
+    """Whether all of ``widget`` lies in the visible part of the scrolling panel."""
+    from sine_krita import qt_compat as qt
+
+    top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
+    shown = scroll.verticalScrollBar().value()
+    return shown <= top and top + widget.height() <= shown + scroll.viewport().height()
+
+
+def test_a_short_docker_keeps_cancel_in_view_while_it_edits_and_then_shows_the_outcome(
+    qapp, standin, process_events
+):
+    """Docked on an 800x600 screen the panel shows ~100 px. The status line scrolls into view, but while
+    the edit runs Cancel and the progress bar must stay in sight (scrolled to the line below them,
+    Cancel was cut in half); once it ends, the outcome line is what shows."""
+    from sine_krita import qt_compat as qt
+
+    doc, _ = make_document(W, H)
+    Krita.instance().setActiveDocument(doc)
+    scroll = qt.QScrollArea()
+    scroll.setWidgetResizable(True)
+    panel = SinePanel(Krita.instance().activeDocument)
+    scroll.setWidget(panel)
+    scroll.resize(300, 100)
+    scroll.show()
+    standin.step_s = 0.2
+    try:
+        assert wait_for(lambda: panel.connected, 10, process_events)
+        panel.advanced_toggle.setChecked(True)
+        panel.apply_settings({"prompt": "slow"})
+        for _ in range(5):
+            process_events()
+        scroll.ensureWidgetVisible(panel.edit_button, 0, 0)  # the painter scrolls down to Edit
+        panel.edit_button.click()
+        assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 10, process_events)
+        for _ in range(10):
+            process_events()
+            time.sleep(0.02)
+        assert _shown(scroll, panel.cancel_button, panel) and _shown(scroll, panel.progress, panel)
+        panel.cancel_button.click()
+        assert wait_for(lambda: panel.state == "cancelled", 10, process_events)
+        assert wait_for(lambda: _shown(scroll, panel.message_label, panel), 5, process_events)
+    finally:
+        panel.shutdown()
+        scroll.deleteLater()
+
+
 def test_the_thumbnails_are_scrolled_into_view_in_a_short_docker(qapp, standin, process_events):
     from sine_krita import qt_compat as qt
 

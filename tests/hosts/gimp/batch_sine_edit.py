@@ -9,6 +9,7 @@
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
 # mask; layer-<i>.mask holds a layer's mask.
+# A case with "drawable": "other-image" passes a layer of another image, "floating" a floating selection.
 # A case with "repeat" runs WITH_LAST_VALS (Filters > Repeat), its "args" left as they are.
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
@@ -100,6 +101,15 @@ def run_case(case):
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *case["mask_box"])
         drawable = source.create_mask(Gimp.AddMaskType.SELECTION)
         source.add_mask(drawable)
+        Gimp.Selection.none(image)
+    if case.get("drawable") == "other-image":  # a script's slip: a layer of another open image
+        other = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
+        drawable = other.get_layers()[0]
+    if case.get("drawable") == "floating":  # the painter pasted a part and runs the filter on the paste
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, 2, 2, 8, 8)
+        Gimp.edit_copy([source])
+        pasted = Gimp.edit_paste(source, False)
+        drawable = pasted[0] if isinstance(pasted, (list, tuple)) else pasted
         Gimp.Selection.none(image)
     display = Gimp.Display.new(image) if case.get("display") else None
     if display is not None:

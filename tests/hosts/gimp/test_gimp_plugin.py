@@ -208,6 +208,10 @@ def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) 
          "args": GIMP_ARGS},
         {"name": "grayscale", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "grayscale"),
          "grayscale": True, "args": GIMP_ARGS},
+        {"name": "other-image", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "other-image"),
+         "drawable": "other-image", "args": GIMP_ARGS},
+        {"name": "floating", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "floating"),
+         "drawable": "floating", "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, {"SINE_ENDPOINT": closed_endpoint}, timeout_s=120)
     assert run.returncode == 0, run.log[-4000:]
@@ -219,6 +223,15 @@ def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) 
     gray = json.loads((work / "grayscale" / "result.json").read_text())
     assert gray["status"] == "calling-error" and "RGB" in gray["message"], gray
     assert len(gray["layers"]) == 1
+    # A script passing a layer of another image: refused in words (its pixels went into this image's new
+    # layer). A floating selection (a paste not yet anchored): refused with what to do (its result went
+    # under the paste, hidden by it). Both before any daemon is asked.
+    other = json.loads((work / "other-image" / "result.json").read_text())
+    assert other["status"] == "calling-error" and "another image" in other["message"], other
+    assert [layer["name"] for layer in other["layers"]] == ["Background"]
+    floating = json.loads((work / "floating" / "result.json").read_text())
+    assert floating["status"] == "calling-error" and "floating selection" in floating["message"], floating
+    assert "Anchor" in floating["message"] and len(floating["layers"]) == 2, floating
 
 
 def test_missing_model_is_reported_clearly(modelless_daemon, gimp_home, gimp_env, run_gimp) -> None:
