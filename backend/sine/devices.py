@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # torch loads inside the functions: `sine` imports this modul
 
 _DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
            "bf16": "bfloat16", "bfloat16": "bfloat16"}  # names -> torch attribute
+DTYPE_NAMES: tuple[str, ...] = tuple(sorted(_DTYPES))  # what --dtype, SINE_DTYPE and SINE_FT_DTYPE take
 
 
 def pick_device(requested: str | None = None) -> torch.device:

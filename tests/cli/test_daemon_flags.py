@@ -180,3 +180,23 @@ def test_a_log_file_that_is_a_link_is_never_appended_through(tmp_path: Path) -> 
     assert victim.read_text() == "# the user's\n", proc.stderr
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "SINE_STATE_DIR" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+@pytest.mark.parametrize("name,value", [("SINE_DEVICE", "tpu"), ("SINE_DTYPE", "int8"), ("SINE_FT_DTYPE", "fp8")])
+def test_a_device_or_dtype_no_job_can_use_is_refused_at_start(name: str, value: str, tmp_path: Path) -> None:
+    """The daemon started with SINE_DEVICE=tpu (or SINE_DTYPE=int8) and answered every edit model_missing,
+    while `--device tpu` was refused at once."""
+    env = {**os.environ, name: value, "SINE_CACHE_DIR": str(tmp_path / "cache"),
+           "SINE_STATE_DIR": str(tmp_path / "state"), "SINE_CONFIG_DIR": str(tmp_path / "config"),
+           "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        daemon = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc",
+                                 "--endpoint", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True,
+                                timeout=15, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name}={value}: the daemon started anyway")
+    assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
+    assert name in daemon.stderr.strip().splitlines()[-1], daemon.stderr

@@ -83,14 +83,15 @@ def default_model() -> str | None:
     return str(demo) if (demo / "model_index.json").exists() else None
 
 
-def environment_problem() -> str | None:
-    """What is wrong with the SINE_* settings the worker reads later (threads, memory budget), or None."""
+def environment_problem(device_given: bool = False) -> str | None:
+    """What is wrong with the SINE_* settings the worker reads later (threads, memory budget, device and
+    dtypes), or None: the daemon refuses them at start instead of answering every job with an error."""
     from sine.daemon.loaded import loaded_budget
-    from sine.devices import threads_from_env
     from sine.errors import BadInput
+    from sine.preflight import check_environment
 
     try:
-        threads_from_env()
+        check_environment(device_given)
     except BadInput as exc:
         return str(exc)
     try:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"sine daemon: SINE_CACHE_BUDGET: {exc}", file=sys.stderr)
             return 2
-    problem = environment_problem()
+    problem = environment_problem(device_given=args.device is not None)
     if problem:  # at start, not as every job's error (or a worker that dies at its first job)
         print(f"sine daemon: {problem}", file=sys.stderr)
         return 2
