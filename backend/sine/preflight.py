@@ -7,11 +7,13 @@ Everything here imports only the standard library, Pillow, numpy and (for hub id
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
+from .devices import DTYPE_NAMES, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
 from .images import check_size, load_image, mask_levels
@@ -78,8 +80,25 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
                        " they must be the same size")
     if args.device is not None:
         check_device_name(args.device)
+    check_environment(device_given=args.device is not None, dtype_given=args.dtype is not None)
     check_model(args.model)
     return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME))
+
+
+def check_environment(device_given: bool = False, dtype_given: bool = False) -> None:
+    """SINE_THREADS, SINE_DEVICE, SINE_DTYPE and SINE_FT_DTYPE hold values the engine can use (the flags
+    win over the first two): checked before torch, not as a traceback after the model loads or the
+    fine-tune ends. Raises BadInput naming the variable."""
+    threads_from_env()
+    if os.environ.get("SINE_DEVICE") and not device_given:
+        try:
+            check_device_name(os.environ["SINE_DEVICE"])
+        except BadInput as exc:
+            raise BadInput(f"SINE_DEVICE: {exc}") from None
+    for name in ("SINE_FT_DTYPE",) if dtype_given else ("SINE_DTYPE", "SINE_FT_DTYPE"):
+        value = os.environ.get(name)
+        if value and value.lower() not in DTYPE_NAMES:
+            raise BadInput(f"{name}={value[:20]!r} is not a dtype; use one of {', '.join(DTYPE_NAMES)}")
 
 
 def check_visible(image: Image.Image, path: str | Path) -> None:

@@ -65,7 +65,7 @@ class SourcePixels:
     width: int
     height: int
     mask: bytes | None  # the selection over the rectangle (None: no selection)
-    anchor: Any  # the node the result layer is placed directly above
+    anchor: Any  # the node the result layer is placed directly above; None: on top of the document
     source_name: str
     x: int = 0
     y: int = 0
@@ -138,9 +138,12 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
         raise UnsupportedDocument(f"The {'' if source == 'visible' else 'layer '}'{name}' has nothing visible: "
                                   "paint on it, or show what its mask hides.")
     look = None if source == "visible" else LayerLook.of(node)
+    # The visible image's result goes on top of every layer: above the active one, the layers over it
+    # hid the edit where they are opaque (and a group's opacity or mode changed the rest).
+    anchor = None if source == "visible" else node
     # An animated layer's pixels are those of the current frame (the result is a plain layer).
     frame = int(doc.currentTime()) if source != "visible" and node.animated() else None
-    return SourcePixels(rgba, width, height, mask, node, name, x, y, native, channel, linear, look, frame)
+    return SourcePixels(rgba, width, height, mask, anchor, name, x, y, native, channel, linear, look, frame)
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:
@@ -176,7 +179,8 @@ def result_pixels(source: SourcePixels, rgba: bytes) -> bytes:
 def add_result_layer(doc: Any, anchor: Any, pixels: bytes, x: int, y: int, width: int, height: int,
                      name: str, look: LayerLook | None = None) -> Any:  # fmt: skip
     """Add a new paint layer holding ``pixels`` (B,G,R,A at the document's depth) over the rectangle
-    (x, y, width, height), directly above ``anchor``, drawn with ``look`` (the source layer's).
+    (x, y, width, height), directly above ``anchor`` (None: on top of the document), drawn with ``look``
+    (the source layer's).
 
     The pixels go into the detached layer first and the layer is inserted last, so the user's
     document changes in one step (one undo entry: "add layer") and no source layer is touched.

@@ -676,7 +676,9 @@ def _closed(doc: Any) -> bool:
 def _where(source: SourcePixels) -> str:
     """How a result is placed, for the status line: nothing to say while its source layer exists."""
     anchor = source.anchor
-    if anchor is not None and anchor.parentNode() is not None:
+    if anchor is None:  # the visible image: on top by design
+        return ""
+    if anchor.parentNode() is not None:
         if source.frame is None:
             return ""
         # Krita's API makes no keyframe for it: the painter must know it covers the other frames too.

@@ -161,6 +161,20 @@ def test_the_result_layer_is_drawn_as_the_source_layer_is(qapp):
     assert (plain.opacity(), plain.blendingMode(), plain.inheritAlpha()) == (255, "normal", False)
 
 
+def test_the_visible_images_result_goes_on_top_of_every_layer(qapp):
+    """Above the active layer, the layers over it hid the edit of the visible image where opaque."""
+    doc, nodes = make_document(6, 4, layers=3)
+    group = doc.createNode("group", "grouplayer")  # the active layer sits in a group at 40 %
+    doc.rootNode().addChildNode(group, nodes[0])
+    inner = doc.createNode("inner", "paintlayer")
+    group.addChildNode(inner, None)
+    group.setOpacity(102)
+    doc.setActiveNode(inner)
+    visible = read_source(doc, "visible")
+    layer = add_result_layer(doc, visible.anchor, visible.native, 0, 0, 6, 4, "v", visible.look)
+    assert layer.parentNode() is doc.rootNode() and doc.topLevelNodes()[-1] is layer
+
+
 def test_result_layer_inside_a_group_stays_in_that_group(qapp):
     doc = Document(2, 2)
     group = doc.createNode("group", "grouplayer")

@@ -87,23 +87,13 @@ def environment_problem(device_given: bool = False) -> str | None:
     """What is wrong with the SINE_* settings the worker reads later (threads, memory budget, device and
     dtypes), or None: the daemon refuses them at start instead of answering every job with an error."""
     from sine.daemon.loaded import loaded_budget
-    from sine.devices import DTYPE_NAMES, threads_from_env
     from sine.errors import BadInput
-    from sine.preflight import check_device_name
+    from sine.preflight import check_environment
 
     try:
-        threads_from_env()
+        check_environment(device_given)
     except BadInput as exc:
         return str(exc)
-    try:
-        if os.environ.get("SINE_DEVICE") and not device_given:  # --device wins over it
-            check_device_name(os.environ["SINE_DEVICE"])
-    except BadInput as exc:
-        return f"SINE_DEVICE: {exc}"
-    for name in ("SINE_DTYPE", "SINE_FT_DTYPE"):
-        value = os.environ.get(name)
-        if value and value.lower() not in DTYPE_NAMES:
-            return f"{name}={value[:20]!r} is not a dtype; use one of {', '.join(DTYPE_NAMES)}"
     try:
         loaded_budget()
     except ValueError as exc:

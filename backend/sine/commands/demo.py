@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import SineError, printable
 from ..output_files import check_demo_folder
-from ..preflight import check_device_name, check_model, int_in
+from ..preflight import check_device_name, check_environment, check_model, int_in
 
 ASSETS_INDEX = Path(__file__).resolve().parents[1] / "demo_assets" / "assets.json"
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         check_device_name(args.device)  # before the engine: wrong inputs answer in about a second
+        check_environment(device_given=True)
         check_model(args.model)
         check_demo_folder(args.out)
         from ..demo import run_demo

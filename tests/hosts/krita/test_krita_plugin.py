@@ -232,15 +232,16 @@ def run_panel_job(
     return Run(report, out, source, shot, seconds)
 
 
-def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None,
+def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None, on_top: bool = False,
               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:  # fmt: skip
-    """(source layer before, source layer after, new layer), checking the new one sits right above."""
+    """(source layer before, source layer after, new layer), checking the new one sits right above the
+    source (``on_top``: above every layer, as the visible image's result does)."""
     # Krita lists the global selection as a top-level "selectionmask" node: not a layer.
     before = [layer for layer in run.report["layers_before"] if layer["type"] != "selectionmask"]
     after = [layer for layer in run.report["layers_after"] if layer["type"] != "selectionmask"]
     assert len(after) == len(before) + 1
     index = next(layer["index"] for layer in before if layer["name"] == run.report["active_node"])
-    new = after[[layer["index"] for layer in after].index(index) + 1]
+    new = after[-1] if on_top else after[[layer["index"] for layer in after].index(index) + 1]
     assert new["name"] == f"SINE: {settings['prompt']} (seed {settings['seed']})"
     assert new["type"] == "paintlayer" and new["bounds"] == (bounds or [0, 0, WIDTH, HEIGHT])
     # One undo step removes the result entirely: it was added as a single step.
@@ -391,7 +392,9 @@ def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
 
     # The panel sent the visible composite (what Krita shows), not the active layer alone.
     assert bgra8_to_rgba((run.out / "before-visible.raw").read_bytes()) == run.source
-    _, src_after, new = new_layer(run, settings)
+    # Its result goes on top of every layer, so the edit shows everywhere: above the active layer (the
+    # bottom one here) the opaque square hid the edited square.
+    _, src_after, new = new_layer(run, settings, on_top=True)
     assert run.raw(new) == daemon_edit(sine_daemon, run.source, settings).image.data
     # Neither source layer changed.
     after_by_name = {layer["name"]: layer for layer in report["layers_after"]}
@@ -570,7 +573,7 @@ def test_style_from_layer_reaches_the_daemon(krita_home, sine_daemon, tmp_path):
     with_style(style)
     run = run_panel_job(krita_home, sine_daemon, "style", client_settings, image="ora")
     assert run.source == source
-    _, _, new = new_layer(run, settings)
+    _, _, new = new_layer(run, settings, on_top=True)  # the visible image's result: on top
     # Exactly the daemon's answer with that style picture and both weights; the content weight's 0.5
     # reached it (the engine's default, 1 - v, gives another picture).
     assert run.raw(new) == with_style(style, settings["content_weight"])
