@@ -142,27 +142,20 @@ class BaseModel:
                              self.device, self.zeros_for_empty_prompt).to(self.dtype)
         return self.text_encoder(self.tokenize(prompts))[0].to(self.dtype)
 
-    def warn_cut(self, prompts: list[str]) -> None:
+    def warn_cut(self, prompts: list[str] | list[tuple[str, str]]) -> None:
         """The tokenizer cuts a prompt longer than the text encoder reads (CLIP: 75 tokens) without a
-        word: say which words are ignored, once per prompt."""
-        keep = int(self.tokenizer.model_max_length) - 2  # without the start and end tokens
+        word: log its note (`job_notes`: which words are ignored), once per prompt. A prompt is its text
+        or (what the painter calls it, text)."""
+        from .job_notes import cut_note
 
-        def length(text: str) -> int:
-            return len(self.tokenizer(text, truncation=False).input_ids) - 2
-
-        for prompt in prompts:
-            if prompt in self._cut_prompts or (total := length(prompt)) <= keep:
+        for item in prompts:
+            what, prompt = item if isinstance(item, tuple) else ("a prompt", item)
+            if prompt in self._cut_prompts:
                 continue
-            self._cut_prompts.add(prompt)
-            words = prompt.split()
-            low, high = 0, len(words) - 1  # the first word the encoder does not read whole
-            while low < high:
-                mid = (low + high) // 2
-                low, high = (mid + 1, high) if length(" ".join(words[: mid + 1])) <= keep else (low, mid)
-            dropped = " ".join(words[low:])
-            shown = dropped if len(dropped) <= 80 else f"{dropped[:60]} … {dropped[-16:]}"
-            log.warning("a prompt is %d tokens but the text encoder reads %d: its last %d word(s) are ignored (%r); "
-                        "shorten the prompt", total, keep, len(words) - low, shown)
+            note = cut_note(self.tokenizer, what, prompt)
+            if note is not None:
+                self._cut_prompts.add(prompt)
+                log.warning("%s; shorten it", note)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
         """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.

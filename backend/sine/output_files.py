@@ -8,6 +8,7 @@ never leaves half a picture where a finished one was. Imports only Pillow: it ru
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -97,6 +98,8 @@ def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> O
     _refuse_broken_links(given, "--out")
     if given.is_dir():
         raise BadInput(f"--out {given} is a folder; give a file name, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")
+    if given.exists() and not given.is_file():  # /dev/full: not a place to write beside as full.png
+        raise BadInput(f"--out {given} is not a regular file; choose another --out")
     paths = output_paths(given, count)
     suffix = paths[0].suffix.lower()
     fmt = Image.registered_extensions().get(suffix)
@@ -119,31 +122,53 @@ def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> O
 
 def write_image(image: Image.Image, path: Path, plan: OutputPlan) -> Path:
     """Encode `image` and write it to `path`: replaced atomically with --overwrite, else created exclusively
-    (a file that appeared there during the edit is kept, and the result goes beside it). Returns the path."""
+    (a file that appeared there during the edit is kept, and the result goes beside it). Returns the path.
+
+    A write cut short (a full disk) removes what it wrote: no half picture at --out, no hidden temporary."""
     data = io.BytesIO()
     image.convert(plan.mode).save(data, format=plan.format)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if plan.overwrite:
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-                tmp.write(data.getbuffer())
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
             try:
-                os.replace(tmp.name, path)
-            except OSError:
-                os.unlink(tmp.name)
+                _write_whole(fd, data.getbuffer(), usual_mode=True)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
                 raise
             return path
         candidate = path
         for n in range(2, 1000):
             try:
-                with open(candidate, "xb") as handle:
-                    handle.write(data.getbuffer())
-                return candidate
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 candidate = path.with_name(f"{path.stem} ({n}){path.suffix}")
+                continue
+            try:
+                _write_whole(fd, data.getbuffer())
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(candidate)  # ours: created exclusively a moment ago
+                raise
+            return candidate
         raise BadInput(f"cannot find a free name beside {path}")
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write_whole(fd: int, data: memoryview, usual_mode: bool = False) -> None:
+    """Write all of `data` to `fd`, synced, and close it; `usual_mode`: the mode a new file gets (0666 less
+    the umask), not mkstemp's private 0600."""
+    with os.fdopen(fd, "wb") as handle:
+        if usual_mode and os.name == "posix":
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(handle.fileno(), 0o666 & ~mask)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def check_weights_folder(folder: str | None, flag: str) -> None:

@@ -53,7 +53,7 @@ __all__ = [
     "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "HEARTBEAT", "REPLY_TYPES", "FINAL_TYPES",
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
-    "decode_reply", "image_blob", "mask_blob", "daemon_summary",
+    "decode_reply", "image_blob", "mask_blob", "daemon_summary", "MAX_NOTES", "MAX_NOTE_CHARS", "bounded_notes",
 ]
 
 PROTOCOL_VERSION = 1
@@ -95,6 +95,11 @@ MAX_ID_CHARS = 128
 MAX_REQUEST_FRAMES = 4
 MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
 OUTPUT_SIDE_RANGE = (8, 16384)
+# ``notes``: what the engine says a painter should know about a job (e.g. "the prompt's last 12 words were
+# ignored ..."), on the job's first ``progress`` from the worker and on its ``result``. Optional: old daemons
+# send none, old clients ignore the key.
+MAX_NOTES = 4
+MAX_NOTE_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,11 @@ class Event:
         return job if isinstance(job, str) else None
 
     @property
+    def notes(self) -> list[str]:
+        """The job's notes (sentences for the painter); empty when the daemon sent none."""
+        return bounded_notes(self.header.get("notes"))
+
+    @property
     def is_final(self) -> bool:
         """True for ``result``, ``error`` and ``cancelled``: the request is over."""
         return self.type in FINAL_TYPES
@@ -207,6 +217,16 @@ class Event:
             raise ProtocolError(
                 str(self.header.get("code", INTERNAL)), str(self.header.get("message", "")), self.id or None, self.job
             )
+
+
+def bounded_notes(value: Any) -> list[str]:
+    """``notes`` as the protocol bounds them: a list of at most MAX_NOTES text strings, each cut to
+    MAX_NOTE_CHARS; anything else (absent, not a list, not text) counts as no note. Informative only, so
+    a malformed one never costs the event that carries it."""
+    if not isinstance(value, list):
+        return []
+    notes = [" ".join(v.split()) for v in value if isinstance(v, str) and v.strip() and _is_text(v)][:MAX_NOTES]
+    return [n if len(n) <= MAX_NOTE_CHARS else n[: MAX_NOTE_CHARS - 1] + "…" for n in notes]
 
 
 # ---------------------------------------------------------------- JSON parsing

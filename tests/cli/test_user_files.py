@@ -34,6 +34,7 @@ def home(tmp_path: Path) -> Path:
     (tmp_path / "bad-weights" / "finetune.json").write_text("{not json")
     (tmp_path / "link-to-source.png").symlink_to(tmp_path / "source.png")
     os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "channel")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "gone").symlink_to(tmp_path / "no-such-folder")
     return tmp_path
@@ -48,6 +49,8 @@ REFUSALS = {
     "out exists": (["--out", "{home}/holiday.png"], "--overwrite"),
     "out is a folder": (["--out", "{home}/mine"], "is a folder"),
     "out is a named pipe": (["--out", "{home}/pipe.png", "--overwrite"], "not a regular file"),
+    # OUT without a suffix gets .png: a device or pipe named so (/dev/full) had pipe.png written beside it
+    "out is a named pipe without a suffix": (["--out", "{home}/channel"], "not a regular file"),
     "out has an unknown extension": (["--out", "{home}/result.xyz"], "use .png"),
     "out under a file": (["--out", "{home}/plain-file/result.png"], "is a file, not a folder"),
     "weights is a file": (["--out", "{home}/r.png", "--weights", "{home}/plain-file"], "is a file"),
@@ -167,3 +170,54 @@ def test_a_full_disk_costs_the_saved_weights_never_the_edit(home: Path, tiny_mod
         assert not (disk / "w").exists() or not any((disk / "w").iterdir())  # no half-saved fine-tune to reuse
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def _edit_limited(home: Path, model: Path, *args: str) -> subprocess.CompletedProcess:
+    """`sine edit` whose files may not grow past 1 KB (RLIMIT_FSIZE: a disk that fills up mid-write), umask 022."""
+    import resource
+
+    def limits() -> None:
+        os.umask(0o022)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "SINE_STATE_DIR": str(home / ".state")}
+    return subprocess.run([sys.executable, "-m", "sine.cli", "edit", f"{home}/source.png", *args, "--prompt", "a red",
+                           "--model", str(model), "--finetune-steps", "1", "--steps", "1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env, preexec_fn=limits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_result_cut_short_by_a_full_disk_leaves_no_half_file(home: Path, tiny_model: Path, overwrite: bool) -> None:
+    """The result is written after all the work: a disk that filled up then left half a PNG at --out (a new
+    file) or a hidden `.out.png.*` temporary beside it (--overwrite), each looking like a result."""
+    noisy = Image.effect_noise((48, 32), 100).convert("RGB")  # does not compress: the result is over 1 KB
+    noisy.save(home / "source.png")
+    if overwrite:
+        (home / "edited.png").write_bytes(b"the old result")
+    before = _snapshot(home)
+    args = ["--out", f"{home}/edited.png"] + (["--overwrite"] if overwrite else [])
+    proc = _edit_limited(home, tiny_model, *args)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot write" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    after = {k: v for k, v in _snapshot(home).items() if not k.startswith(".state")}
+    assert after == before, sorted(set(after) ^ set(before))
+
+
+@pytest.mark.slow
+def test_an_overwritten_result_gets_the_usual_file_mode(home: Path, tiny_model: Path) -> None:
+    """--overwrite wrote through a private temporary file (mode 0600) renamed into place: the result was
+    unreadable to anyone else, unlike a new result (0644 under umask 022)."""
+    import stat
+
+    (home / "edited.png").write_bytes(b"the old result")
+    os.chmod(home / "edited.png", 0o644)
+    proc = _edit(f"{home}/source.png", "--out", f"{home}/edited.png", "--overwrite", model=tiny_model)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE((home / "edited.png").stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

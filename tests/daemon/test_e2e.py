@@ -62,6 +62,25 @@ def test_edit_then_cache_hit(daemon: DaemonProcess, transport: str):
         assert result.image.size == image.size and result.header["seed"] == 5
 
 
+def test_a_cut_prompt_reaches_the_client_as_a_note(daemon: DaemonProcess):
+    """A prompt longer than the text encoder reads: the job's first progress from the worker and its
+    result carry a note naming the ignored words; a prompt that fits carries none."""
+    prompt = " ".join(f"word{i}" for i in range(50))  # ~100 tokens; the tiny model reads 30
+    image = make_image(32, 32, seed=41)
+    with Client(daemon.endpoint, daemon.token) as client:
+        events = client.events_until_final(client.submit_edit(image, prompt, ft_steps=1, sample_steps=1))
+        result, progress = events[-1], [e for e in events if e.type == "progress"]
+        assert result.type == "result", result.header
+        assert len(result.notes) == 1 and result.notes[0].startswith("the prompt's last"), result.notes
+        assert "word49" in result.notes[0] and "reads 30 tokens" in result.notes[0]
+        noted = [e for e in progress if e.notes]
+        assert noted and noted[0].header["phase"] == "finetune" and noted[0].notes == result.notes
+        assert daemon.output().count(result.notes[0]) == 1  # the log says it too, in the same words
+        events = client.events_until_final(client.submit_edit(image, "a red square", ft_steps=1, sample_steps=1))
+        assert events[-1].type == "result" and events[-1].header["cache_hit"] is True
+        assert all(e.notes == [] and "notes" not in e.header for e in events)
+
+
 def test_ipc_endpoint(daemon: DaemonProcess):
     sock = daemon.root / "run" / "daemon.sock"
     assert sock.exists()

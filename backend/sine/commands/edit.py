@@ -145,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     from ..finetune import FineTuned, FinetuneSettings, finetune
     from ..images import with_source_alpha
+    from ..job_notes import job_prompts
     from ..large_canvas import default_working_size
     from ..models import load_base_model
     from ..noise_prediction import content_and_style_guides
@@ -153,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
-    base.warn_cut([args.prompt, prompt_src])  # before minutes of fine-tuning, not after
+    style_subject = args.style_subject if style_image is not None else None
+    base.warn_cut(job_prompts(args.prompt, args.subject, args.style, style_subject))  # before the fine-tune, not after
     controls = {name: getattr(args, name) for name in ("strength", "start") if getattr(args, name) is not None}
 
     def settings_for(quality: str) -> tuple[QualityChoice, FinetuneSettings, SamplingSettings]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -35,6 +35,7 @@ class EditOutcome:
     timings: dict[str, float]
     style_cache_hit: bool | None = None  # None: no style picture
     memory_hit: bool = False  # the source's fine-tune was still loaded from an earlier job: no disk read
+    notes: list[str] = field(default_factory=list)  # what the painter should know (sine.job_notes)
 
     @property
     def image(self) -> RGBAImage:
@@ -74,6 +75,9 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
     if hasattr(report, "set_estimate"):
         report.set_estimate(estimate_seconds(request, base, cache, loaded))
+    notes = _job_notes(request, base)
+    if notes:
+        report.set_notes(notes)  # on the job's next progress: the painter learns it before the result
     tuned, cache_hit, memory_hit = _finetuned(request, request.image, request.subject, base, cache, report,
                                               should_stop, timings, loaded)
     guides: Any = tuned
@@ -104,7 +108,17 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     results = [finish_image(image, source, request) for image in edited]
     timings["total_s"] = time.perf_counter() - t0
     return EditOutcome([RGBAImage(r.width, r.height, r.tobytes()) for r in results], request.seeds, cache_hit,
-                       {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit)
+                       {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit, notes)
+
+
+def _job_notes(request: EditRequest, base: Any) -> list[str]:
+    """The job's notes (a cut prompt), logged once per prompt as `sine edit` prints them."""
+    from sine.job_notes import job_prompts, prompt_notes
+
+    prompts = job_prompts(request.prompt, request.subject, request.style,
+                          request.style_subject if request.style_image is not None else None)
+    base.warn_cut(prompts)
+    return prompt_notes(base.tokenizer, prompts)
 
 
 def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from sine_protocol.frames import PREVIEW_MAX_SIDE, RGBAImage
-from sine_protocol.messages import PROGRESS, image_blob, make_reply
+from sine_protocol.messages import PROGRESS, bounded_notes, image_blob, make_reply
 
 Emit = Callable[[list[bytes]], None]
 
@@ -41,11 +41,16 @@ class ProgressReporter:
         self._last_sent = -1e9
         self._last_preview_step = 0
         self._estimate_s: float | None = None
+        self._notes: list[str] = []
         self.sent = 0
 
     def set_estimate(self, seconds: float | None) -> None:
         """The whole job's expected time (sine.estimate): the next phase start carries it as `eta_s` and `estimate_s`."""
         self._estimate_s = seconds
+
+    def set_notes(self, notes: list[str]) -> None:
+        """The job's notes for the painter (sine.job_notes): the next event carries them, once."""
+        self._notes = bounded_notes(notes)
 
     def phase_start(self, phase: str, total: int = 0) -> None:
         """Announce a phase (always sent): step 0 of ``total``."""
@@ -80,6 +85,8 @@ class ProgressReporter:
               **extra: Any) -> None:
         self._last_sent = self.clock()
         self.sent += 1
+        if self._notes:
+            extra["notes"], self._notes = self._notes, []
         self.emit(make_reply(PROGRESS, self.request_id, [blob] if blob else None, job=self.job_id, phase=phase,
                              step=step, total=total, eta_s=round(float(eta), 2), **extra))
 

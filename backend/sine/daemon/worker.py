@@ -140,6 +140,8 @@ class Worker(threading.Thread):
                     raise _JobCancelled
                 state = DONE
                 extra = {} if outcome.style_cache_hit is None else {"style_cache_hit": outcome.style_cache_hit}
+                if outcome.notes:
+                    extra["notes"] = outcome.notes
                 final = make_reply(RESULT, job.request_id, [image_blob(image) for image in outcome.images], job=job.id,
                                    seed=job.request.seed, cache_hit=outcome.cache_hit, memory_hit=outcome.memory_hit,
                                    timings=outcome.timings,
@@ -203,6 +205,9 @@ class _PhaseTracking:
 
     def set_estimate(self, seconds: float | None) -> None:
         self._reporter.set_estimate(seconds)
+
+    def set_notes(self, notes: list[str]) -> None:
+        self._reporter.set_notes(notes)
 
     def phase_start(self, phase: str, total: int = 0) -> None:
         self._job.phase, self._job.step, self._job.total = phase, 0, total
