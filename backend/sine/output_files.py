@@ -98,6 +98,8 @@ def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> O
     _refuse_broken_links(given, "--out")
     if given.is_dir():
         raise BadInput(f"--out {given} is a folder; give a file name, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")
+    if given.exists() and not given.is_file():  # /dev/full: not a place to write beside as full.png
+        raise BadInput(f"--out {given} is not a regular file; choose another --out")
     paths = output_paths(given, count)
     suffix = paths[0].suffix.lower()
     fmt = Image.registered_extensions().get(suffix)

@@ -34,6 +34,7 @@ def home(tmp_path: Path) -> Path:
     (tmp_path / "bad-weights" / "finetune.json").write_text("{not json")
     (tmp_path / "link-to-source.png").symlink_to(tmp_path / "source.png")
     os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "channel")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     (tmp_path / "gone").symlink_to(tmp_path / "no-such-folder")
     return tmp_path
@@ -48,6 +49,8 @@ REFUSALS = {
     "out exists": (["--out", "{home}/holiday.png"], "--overwrite"),
     "out is a folder": (["--out", "{home}/mine"], "is a folder"),
     "out is a named pipe": (["--out", "{home}/pipe.png", "--overwrite"], "not a regular file"),
+    # OUT without a suffix gets .png: a device or pipe named so (/dev/full) had pipe.png written beside it
+    "out is a named pipe without a suffix": (["--out", "{home}/channel"], "not a regular file"),
     "out has an unknown extension": (["--out", "{home}/result.xyz"], "use .png"),
     "out under a file": (["--out", "{home}/plain-file/result.png"], "is a file, not a folder"),
     "weights is a file": (["--out", "{home}/r.png", "--weights", "{home}/plain-file"], "is a file"),

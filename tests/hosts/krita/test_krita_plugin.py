@@ -383,6 +383,8 @@ def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
         x, y, w, h = probe["box"]  # the layer's bounds: a shape's take a pixel of antialiasing around it
         assert abs(x - probe_box[0]) <= 1 and abs(y - probe_box[1]) <= 1, (kind, probe)
         assert abs(w - probe_box[2]) <= 2 and abs(h - probe_box[3]) <= 2, (kind, probe)
+    # The paint layer with a mask and the group are at 40 % opacity: read at full strength (center alpha
+    # 255 above), since their result layer takes the 40 % itself.
     # A paint layer with a transparency mask is read as the painter sees it: the masked-out half is
     # transparent (read without its mask, the result layer above it would show what the mask hides).
     masked = report["source_probes"]["paintlayer"]
