@@ -184,6 +184,9 @@ class AutoTest(qt.QObject):
         mask.setPixelData(bytes(0 if col < w // 2 else 255 for _row in range(h) for col in range(w)), x, y, w, h)
         group = doc.createGroupLayer("probe group")  # a group holding a layer of that green
         root.addChildNode(group, None)
+        # Both at 40 %: what is read must not carry it, since their result takes their opacity again.
+        masked.setOpacity(102)
+        group.setOpacity(102)
         inside = doc.createNode("probe inside", "paintlayer")
         group.addChildNode(inside, None)
         inside.setPixelData(bytes((0x40, 0xA0, 0x20, 255)) * (w * h), x, y, w, h)
