@@ -76,7 +76,7 @@ def _edit(
     from sine_gimp_job import EditCancelled, EditFailed, run_edit_results
     from sine_gimp_style import style_picture
 
-    from sine_protocol.messages import daemon_summary
+    from sine_protocol.messages import daemon_summary, with_notes
 
     request = sine_gimp_args.request_from_config(config)
     if not request.prompt.strip():
@@ -112,13 +112,17 @@ def _edit(
             window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}", summary)
 
         close_at = sine_gimp_ui.autotest_plan().get("close_image_at_step") if interactive else None
+        notes: list[str] = []  # what the daemon says the painter should know (e.g. a cut prompt)
+
+        def on_notes(sent: list[str]) -> None:
+            notes[:] = sent
 
         def on_progress(progress) -> None:
             if isinstance(close_at, int) and progress.step >= close_at and image.is_valid():
                 image.delete()  # GUI tests: the painter closes the image while the edit runs
             if window is not None:
                 window.update(progress)
-            Gimp.progress_set_text(f"SINE: {progress.text}")
+            Gimp.progress_set_text(with_notes(f"SINE: {progress.text}", notes))
             Gimp.progress_update(progress.fraction)
 
         def should_cancel() -> bool:
@@ -134,6 +138,7 @@ def _edit(
                 on_progress=on_progress,
                 should_cancel=should_cancel,
                 style_image=style_image,
+                on_notes=on_notes,
             )
         except EditCancelled as exc:
             gone = _gone(image, source)
@@ -171,6 +176,8 @@ def _edit(
             if interactive:
                 Gimp.Display.new(new_image)
     Gimp.displays_flush()
+    if notes:  # with the finished result: a message box in the GUI, the error console or stderr otherwise
+        Gimp.message(with_notes(f"SINE added layer '{layers[0].get_name()}'", notes))
     return layers[0]
 
 

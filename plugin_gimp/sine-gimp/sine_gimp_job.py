@@ -244,9 +244,11 @@ def run_edit_results(
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     poll_s: float = 0.1,
     style_image: RGBAImage | None = None,
+    on_notes: Callable[[list[str]], None] = lambda notes: None,
 ) -> list[EditResult]:
     """Submit the edit and follow it to its results (``request.count`` of them, in seed order),
-    calling ``on_progress`` for every event.
+    calling ``on_progress`` for every event and ``on_notes`` with the job's notes (e.g. a cut prompt)
+    when an event carries them (its first progress, its result).
 
     ``should_cancel`` is polled between events (every ``poll_s``) so the caller's UI stays alive;
     when it turns true the daemon job is cancelled and EditCancelled raised. ``style_image`` is the
@@ -303,6 +305,8 @@ def run_edit_results(
         if header.get("id") not in (None, rid):
             continue  # a stray reply to an earlier request
         last_event = time.monotonic()
+        if event.notes:
+            on_notes(event.notes)
         if event.type == "accepted":
             job = header.get("job")
             pos = header.get("queue_position") or 0

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sine_protocol.messages import daemon_summary
+from sine_protocol.messages import bounded_notes, daemon_summary, with_notes
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
@@ -449,6 +449,8 @@ class SinePanel(qt.QWidget):
             self._set_progress(
                 str(header.get("phase", "")), header.get("step"), header.get("total"), header.get("eta_s")
             )
+            if notes := bounded_notes(header.get("notes")):  # e.g. a cut prompt: worth knowing before the result
+                self.show_message(f"Note: {'; '.join(notes)}.")
             if event.image is not None:
                 self.show_preview(event.image)
         elif event.kind == "cancelled" or (event.kind == "result" and self._doc_closed):
@@ -487,7 +489,7 @@ class SinePanel(qt.QWidget):
             self.preview_label.setVisible(False)  # the thumbnails are the preview; a click shows one larger
             message = f"{len(choices)} results{took}{cached}: Apply the ones to keep, Discard the others."
         self.refresh_history()
-        self._finish("done", message)
+        self._finish("done", with_notes(message, bounded_notes(event.header.get("notes"))))
         if len(choices) > 1:  # once the layout has made room for them; after the message's scroll, so they win
             qt.QTimer.singleShot(REVEAL_MS, self._scroll_to_results)
 

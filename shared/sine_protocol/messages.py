@@ -53,7 +53,7 @@ __all__ = [
     "WELCOME", "PONG", "ACCEPTED", "PROGRESS", "RESULT", "ERROR", "HEARTBEAT", "REPLY_TYPES", "FINAL_TYPES",
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
-    "decode_reply", "image_blob", "mask_blob", "daemon_summary", "MAX_NOTES", "MAX_NOTE_CHARS", "bounded_notes",
+    "decode_reply", "image_blob", "mask_blob", "daemon_summary", "MAX_NOTES", "MAX_NOTE_CHARS", "bounded_notes", "with_notes",
 ]
 
 PROTOCOL_VERSION = 1
@@ -659,3 +659,11 @@ def daemon_summary(welcome: dict[str, Any]) -> str:
     if welcome.get("model_kind"):
         text += f"; model {welcome['model_kind']}"
     return text
+
+
+def with_notes(message: str, notes: list[str]) -> str:
+    """A plug-in's status line with the job's notes after it: "Added layer 'X' in 3.1 s — the prompt's
+    last 12 words were ignored (…)." (the message unchanged when there are none)."""
+    if not notes:
+        return message
+    return f"{message.rstrip('.')} — {'; '.join(notes)}."

@@ -48,6 +48,7 @@ class StandinDaemon:
     def __init__(self, finetune_steps: int = 3, sample_steps: int = 4, step_s: float = 0.0, fail_with: str = "") -> None:
         self.finetune_steps, self.sample_steps, self.step_s = finetune_steps, sample_steps, step_s
         self.fail_with = fail_with
+        self.notes: list[str] = []  # sent on the job's first progress and on its result, as the daemon does
         self.requests: list[m.Request] = []
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -124,13 +125,15 @@ class StandinDaemon:
                 blobs: list[Any] = []
                 if phase == "sample":
                     blobs = [m.image_blob(make_preview(result), role="preview")]
+                noted = {"notes": self.notes} if self.notes and (phase, step) == ("finetune", 1) else {}
                 self._send(ident, m.make_reply(m.PROGRESS, req.id, blobs, job=job, phase=phase, step=step,
-                                               total=total, eta_s=0.0))
+                                               total=total, eta_s=0.0, **noted))
         seeds = [(edit.seed + i) % 2**32 for i in range(count)]
         self._send(ident, m.make_reply(m.RESULT, req.id, [m.image_blob(r) for r in results], job=job, seed=edit.seed,
                                        results=[{"index": i, "seed": s} for i, s in enumerate(seeds)],
                                        cache_hit=False, timings={"load_s": 0.0, "finetune_s": 0.0,
-                                                                 "sample_s": 0.0, "total_s": 0.01}))
+                                                                 "sample_s": 0.0, "total_s": 0.01},
+                                       **({"notes": self.notes} if self.notes else {})))
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, tick: Any = None) -> bool:

@@ -153,6 +153,27 @@ def test_daemon_error_is_shown(panel, standin, process_events):
     assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
 
 
+NOTE = "the prompt's last 12 words were ignored (this model reads 75 tokens): “over the hills”"
+
+
+def test_the_jobs_notes_reach_the_status_line(panel, standin, process_events):
+    """What the engine says about a job (a cut prompt) is shown while it runs and with its result."""
+    standin.notes = [NOTE]
+    standin.step_s = 0.05
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "invert", "seed": 5})
+    panel.edit_button.click()
+    assert wait_for(lambda: NOTE in panel.message_label.text(), 10, process_events), panel.message_label.text()
+    assert panel.state == "running"  # said before the fine-tune ends, not only after
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    assert panel.message_label.text() == f"Added layer 'SINE: invert (seed 5)' in 0.0 s — {NOTE}."
+    standin.notes = []
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.message_label.text() == "Added layer 'SINE: invert (seed 5)' in 0.0 s."  # no note: none shown
+
+
 def test_empty_prompt_and_unsupported_document_are_reported_not_raised(panel, process_events):
     panel.apply_settings({"prompt": ""})
     panel.edit_button.click()

@@ -118,10 +118,13 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "select": list(SELECT), "args": GIMP_ARGS, "source_look": {"opacity": 55.0, "mode": "multiply"}},
         {"name": "mask", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "mask"),
          "drawable": "mask", "mask_box": list(MASK_BOX), "args": GIMP_ARGS},
+        {"name": "noted", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "noted"),
+         "args": {**GIMP_ARGS, "prompt": LONG_PROMPT}},  # the fine-tune is cached: only sampling runs
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
-    print(f"GIMP session (3 edits): {run.wall_s:.1f} s")
+    print(f"GIMP session (4 edits): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
+    (work / "noted" / "gimp.log").write_text(run.log)
     return {
         name: Case(name, work / name, sent, daemon_result(sine_daemon, w, h, sent, mask), (w, h))
         for name, (sent, mask, (w, h)) in inputs.items()
@@ -196,6 +199,18 @@ def test_xcf_and_layer_pngs_are_written(gimp_session: dict[str, Case]) -> None:
     assert (case.out / "edited.xcf").read_bytes()[:9] == b"gimp xcf "
     with Image.open(case.out / "layer-0.png") as im:
         assert im.size == (W, H)
+
+
+LONG_PROMPT = " ".join(f"word{i}" for i in range(50))  # ~100 tokens; the tiny model reads 30
+
+
+def test_a_cut_prompt_is_told_with_the_result(gimp_session: dict[str, Case]) -> None:
+    """A non-interactive run says what the daemon noted (the prompt's ignored words) with its result."""
+    out = gimp_session["offset"].out.parent / "noted"
+    record = json.loads((out / "result.json").read_text())
+    assert record["status"] == "success", record
+    said = [line for line in (out / "gimp.log").read_text().splitlines() if "SINE added layer" in line]
+    assert len(said) == 1 and "the prompt's last" in said[0] and "word49" in said[0], said
 
 
 def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) -> None:

@@ -74,6 +74,26 @@ def test_cancel_stops_the_daemon_job(sine_daemon, monkeypatch) -> None:
     sine_daemon.assert_idle(timeout_s=10)
 
 
+def test_a_cut_prompt_reaches_the_plugin_as_a_note(sine_daemon, monkeypatch) -> None:
+    """The job's notes (a prompt longer than the tiny model's 30 tokens) come to ``on_notes`` from the
+    real daemon: once early (the first progress) and with the result, naming the ignored words."""
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
+    client = job.connect(sine_daemon.endpoint)
+    noted: list[tuple[bool, list[str]]] = []
+    seen: list[job.Progress] = []
+    prompt = " ".join(f"word{i}" for i in range(50))
+    request = job.EditRequest(prompt=prompt, subject="shape", seed=1, steps=1, finetune_steps=1)
+    try:
+        job.run_edit_results(client, request, picture(16, 16, salt=14), on_progress=seen.append,
+                             on_notes=lambda notes: noted.append((any(p.phase == "sample" for p in seen), notes)))
+    finally:
+        client.close()
+    assert [sampled for sampled, _ in noted] == [False, True], noted  # before sampling, then with the result
+    note = noted[-1][1][0]
+    assert noted[0][1] == [note]
+    assert note.startswith("the prompt's last") and "word49" in note and "reads 30 tokens" in note
+
+
 def test_daemon_error_becomes_a_user_message(sine_daemon, monkeypatch) -> None:
     monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
     client = job.connect(sine_daemon.endpoint)

@@ -343,7 +343,8 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
 
 
 def test_selection_edit_in_real_krita(krita_home, sine_daemon):
-    settings = {**SETTINGS, "prompt": "make the circle blue", "seed": 3}
+    # 41 tokens, more than the tiny model reads (30): the docker's line says which words were ignored.
+    settings = {**SETTINGS, "prompt": "make the circle blue ::: ;;; ((( ))) [[[ ]]] {{{ }}}", "seed": 3}
     box = [24, 8, 40, 40]
     look = {"opacity": 102, "blending": "multiply", "inherit_alpha": True}  # how the painter set the layer up
     run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box, source_look=look)
@@ -364,6 +365,8 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     assert all(pixels[4 * i : 4 * i + 4] == run.source[4 * i : 4 * i + 4] for i in outside)
     assert any(pixels[4 * i : 4 * i + 4] != run.source[4 * i : 4 * i + 4] for i in range(WIDTH * HEIGHT) if mask[i])
     assert run.raw(src_after) == run.source
+    message = run.report["panel_message"]
+    assert message.startswith("Added layer") and "— the prompt's last" in message and "{{{ }}}”" in message, message
 
 
 def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
