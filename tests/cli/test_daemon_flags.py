@@ -26,6 +26,8 @@ BAD = [
     ("--max-queued-bytes", "0"),  # started, then answered every edit `busy`
     ("--max-queued-bytes", "9" * 400),  # OverflowError traceback (the float of 400 digits is infinite)
     ("--cache-budget", "9" * 400),
+    ("--send-hwm", "99999999999999"),  # OverflowError traceback from setsockopt (a C int)
+    ("--send-buffer", "1TB"),
 ]
 
 

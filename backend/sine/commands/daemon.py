@@ -15,11 +15,12 @@ from sine.preflight import float_in, int_in
 
 MIN_MESSAGE_BYTES = 64 * 1024  # far below, even `hello` is cut off (ZMQ_MAXMSGSIZE) and every client hangs
 CONFIG_MAX_BYTES = 1 << 20  # the installer's config.json holds a model name; a bigger file is not it
+C_INT_MAX = 2**31 - 1  # ZeroMQ's SNDHWM and SNDBUF are C ints: a larger value was an OverflowError traceback
 MIN_QUEUED_BYTES = 8 * 8 * 4  # the smallest edit's pixels (8x8 RGBA): below, every edit is refused `busy`
 
 
-def size_at_least(low: int) -> type:
-    """An argparse `type` for a byte size (2GB, 500MiB, ...) of at least `low` bytes."""
+def size_at_least(low: int, high: int | None = None) -> type:
+    """An argparse `type` for a byte size (2GB, 500MiB, ...) of at least `low` (and at most `high`) bytes."""
     def parse(text: str) -> int:
         try:
             value = parse_size(text)
@@ -27,6 +28,8 @@ def size_at_least(low: int) -> type:
             raise argparse.ArgumentTypeError(str(exc)) from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{text} is below the minimum of {low} bytes")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} is above the maximum of {high} bytes")
         return value
     parse.__name__ = "size"
     return parse  # type: ignore[return-value]
@@ -60,9 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--progress-interval", type=float_in(0.0, 3600.0), default=0.25,
                    help="seconds between progress events of one job (first and last step always sent)")
     p.add_argument("--preview-every", type=int_in(1), default=5, help="sampling steps between preview images")
-    p.add_argument("--send-hwm", type=int_in(1), default=1000,
+    p.add_argument("--send-hwm", type=int_in(1, C_INT_MAX), default=1000,
                    help="replies queued for a slow client before its progress events are dropped (default 1000)")
-    p.add_argument("--send-buffer", type=size_at_least(4096), help="kernel send buffer per connection (default: the OS's)")
+    p.add_argument("--send-buffer", type=size_at_least(4096, C_INT_MAX), help="kernel send buffer per connection (default: the OS's)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
