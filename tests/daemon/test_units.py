@@ -166,6 +166,23 @@ def test_progress_is_rate_limited_but_keeps_first_and_last():
     assert max(with_preview[-1].preview.width, with_preview[-1].preview.height) <= 128
 
 
+def test_the_jobs_notes_go_out_once_and_bounded():
+    """set_notes: the next progress event carries the notes (at most MAX_NOTES, each cut to MAX_NOTE_CHARS),
+    and no later one repeats them (the result carries them again)."""
+    from sine.daemon.progress import ProgressReporter
+    from sine_protocol.messages import MAX_NOTE_CHARS, MAX_NOTES, decode_reply
+
+    sent: list = []
+    reporter = ProgressReporter(lambda frames: sent.append(decode_reply(frames)), "job1", "rid1", interval_s=0)
+    reporter.phase_start("finetune", 2)
+    reporter.set_notes(["x" * 500] + [f"note {i}" for i in range(9)])
+    reporter.step("finetune", 1, 2)
+    reporter.step("finetune", 2, 2)
+    reporter.phase_start("sample", 1)
+    assert [len(e.header.get("notes", [])) for e in sent] == [0, MAX_NOTES, 0, 0]
+    assert len(sent[1].header["notes"][0]) == MAX_NOTE_CHARS and sent[1].notes[1] == "note 0"
+
+
 def test_cache_command_list_and_clear(tmp_path, capsys):
     from sine.cache import WeightCache, cache_key
     from sine.cli import main
