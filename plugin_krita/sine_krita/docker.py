@@ -64,7 +64,7 @@ class SineDocker(DockWidget):
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(qt.NO_FRAME)
         self.scroll.setHorizontalScrollBarPolicy(qt.SCROLLBAR_AS_NEEDED)
-        self.panel = SinePanel(active_document, parent=self.scroll, store=KritaSettingsStore())
+        self.panel = SinePanel(self.shown_document, parent=self.scroll, store=KritaSettingsStore())
         self.scroll.setWidget(self.panel)
         self.setWidget(self.scroll)
         _panels.append(weakref.ref(self.panel))
@@ -73,6 +73,19 @@ class SineDocker(DockWidget):
         notifier = app.notifier() if hasattr(app, "notifier") else None
         if notifier is not None and hasattr(notifier, "applicationClosing"):
             notifier.applicationClosing.connect(self.panel.shutdown)
+
+    def shown_document(self) -> Any:
+        """The document of this docker's own window's active view; Krita's active document when that
+        window shows none. With two windows, Krita's active document can be the other window's (the
+        window has not taken the focus, or this docker floats as a window of its own)."""
+        own = main_window_of(self)
+        for window in Krita.instance().windows():
+            if own is not None and window.qwindow() is own:
+                view = window.activeView()
+                doc = view.document() if view is not None else None
+                if doc is not None:
+                    return doc
+        return active_document()
 
     def _floated(self, floating: bool) -> None:
         if floating:  # once Qt has made it a window of its own
@@ -108,11 +121,19 @@ class SineDocker(DockWidget):
             traceback.print_exc()
 
 
+def main_window_of(widget: Any) -> Any:
+    """The main window (QMainWindow) a widget belongs to, following parents: a floating docker is a
+    window of its own, so Qt's isAncestorOf says no, but its parent is still its main window."""
+    while widget is not None and not isinstance(widget, qt.QtWidgets.QMainWindow):
+        widget = widget.parentWidget()
+    return widget
+
+
 def panel_for(qwindow: Any = None) -> SinePanel | None:
     """The panel inside ``qwindow`` (a main window's QMainWindow), else the newest live one."""
     panels = live_panels()
     if qwindow is not None:
         for panel in reversed(panels):
-            if qwindow.isAncestorOf(panel):
+            if main_window_of(panel) is qwindow:
                 return panel
     return panels[-1] if panels else None

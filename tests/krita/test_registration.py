@@ -47,6 +47,32 @@ def test_actions_have_names_shortcuts_and_drive_the_panel(qapp, standin, process
         dock.panel.shutdown()
 
 
+def test_each_windows_docker_edits_the_document_its_window_shows(qapp, standin, process_events):
+    """Two Krita windows, each with its docker. The second's Edit edited the first window's document
+    (Krita's active one: the window had not taken the focus, or the docker floated as a window of its
+    own), and with the docker floating, the menu action drove another window's panel."""
+    app = Krita.instance()
+    factory = [f for f in app.dock_factories if f.id == DOCKER_ID][0]
+    first, second = Window(), Window()
+    doc1, _ = make_document(16, 16)
+    doc2, _ = make_document(16, 16)
+    first.shown, second.shown = doc1, doc2
+    app.setActiveDocument(doc1)
+    dock1, dock2 = factory.create(first), factory.create(second)
+    try:
+        dock2.setFloating(True)
+        assert panel_for(second.qwindow()) is dock2.panel and panel_for(first.qwindow()) is dock1.panel
+        dock2.panel.apply_settings({"prompt": "second window"})
+        dock2.panel.edit_button.click()
+        assert wait_for(lambda: dock2.panel.state != "running", 10, process_events)
+        assert dock2.panel.state == "done", dock2.panel.last_error
+        assert [n.name() for n in doc2.topLevelNodes()][1] == "SINE: second window (seed 0)"
+        assert len(doc1.topLevelNodes()) == 2
+    finally:
+        dock1.panel.shutdown()
+        dock2.panel.shutdown()
+
+
 def test_qt_binding_is_the_one_krita_uses(qapp, monkeypatch):
     assert qt.BINDING == "PyQt6" and "PyQt5.QtCore" not in sys.modules
     assert qt.binding_of_krita() == "PyQt6"  # read from the (fake) krita module's class hierarchy

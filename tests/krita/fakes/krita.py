@@ -9,6 +9,7 @@ The real Krita is exercised by tests/hosts/krita.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from PyQt6.QtCore import QObject, QRect, pyqtSignal
@@ -258,13 +259,29 @@ class Notifier(QObject):
     applicationClosing = pyqtSignal()  # noqa: N815
 
 
+class View:
+    def __init__(self, doc: Document) -> None:
+        self._doc = doc
+
+    def document(self) -> Document:
+        return self._doc
+
+
 class Window(QObject):
-    """A main window: ``createAction`` as in Krita (id, text, menu location)."""
+    """A main window: ``createAction`` as in Krita (id, text, menu location); ``shown`` is the document
+    of its active view (None: no view)."""
+
+    _all: list[Any] = []  # weak references to every window made, for Krita.windows()
 
     def __init__(self) -> None:
         super().__init__()
         self._qwindow = QMainWindow()
         self.actions: dict[str, QAction] = {}
+        self.shown: Document | None = None
+        Window._all.append(weakref.ref(self))
+
+    def activeView(self) -> View | None:  # noqa: N802
+        return View(self.shown) if self.shown is not None else None
 
     def qwindow(self) -> QMainWindow:
         return self._qwindow
@@ -311,6 +328,9 @@ class Krita(QObject):
 
     def activeDocument(self) -> Document | None:  # noqa: N802
         return self._active
+
+    def windows(self) -> list[Window]:
+        return [w for w in (ref() for ref in Window._all) if w is not None]
 
     def setActiveDocument(self, doc: Document | None) -> None:  # noqa: N802
         self._active = doc
