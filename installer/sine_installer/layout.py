@@ -66,6 +66,8 @@ class Layout:
 
     def _env_path(self, name: str, default: Path) -> Path:
         value = self.env.get(name)
+        if name.startswith("XDG_") and value and not Path(value).is_absolute():
+            return default  # the XDG spec: a relative path there is invalid (as sine_protocol.paths reads it)
         return Path(value) if value else default
 
     # --- base folders -------------------------------------------------------------------------
