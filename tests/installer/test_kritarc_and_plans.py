@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -91,3 +92,19 @@ def test_the_installer_ignores_relative_xdg_folders_as_the_daemon_does(tmp_path:
     layout = Layout("linux", tmp_path, env)
     assert layout.config_dir == paths.config_dir() == tmp_path / ".config" / "sine-edit"
     assert layout.xdg_data == tmp_path / ".local" / "share"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX accounts")
+def test_the_installer_reads_an_empty_home_as_the_daemon_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME="" made Path.home() answer "/", so the installer wrote /.config/sine-edit while the daemon (which
+    counts an empty HOME as unset) looked in the account's home."""
+    import importlib.util
+    import pwd
+
+    spec = importlib.util.spec_from_file_location("install_py", Path(__file__).resolve().parents[2] / "installer"
+                                                  / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    monkeypatch.setenv("HOME", "")
+    layout, _, _ = install.make_layout(install.build_parser().parse_args(["--dry-run"]))
+    assert layout.home == Path(pwd.getpwuid(os.getuid()).pw_dir)
