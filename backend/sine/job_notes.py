@@ -2,7 +2,8 @@
 
 The daemon sends them with the job's events (the plug-ins show them with the result), the log and
 `sine edit` print the same sentences. The first: a prompt longer than the text encoder reads
-(CLIP: 75 tokens) is cut without a word by the tokenizer, so its note names the ignored words.
+(CLIP: 75 tokens) is cut without a word by the tokenizer, so its note names the ignored words; the
+bundled demo model makes noise of a picture from outside its shapes world.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from PIL import Image
+
 from sine_protocol.defaults import STYLE
 from sine_protocol.messages import MAX_NOTE_CHARS, MAX_NOTES
 
 from .prompts import source_prompt
 
-__all__ = ["MAX_NOTE_CHARS", "MAX_NOTES", "cut_note", "job_notes", "prompt_notes"]
+__all__ = ["MAX_NOTE_CHARS", "MAX_NOTES", "cut_note", "job_notes", "picture_notes", "prompt_notes"]
 
 SHOWN_CHARS = 80  # the ignored words quoted in a note: their start and end when longer
 
@@ -61,6 +64,20 @@ def job_prompts(prompt: str, subject: str, style: str, style_subject: str | None
     return prompts
 
 
-def job_notes(base: Any, prompt: str, subject: str, style: str = STYLE, style_subject: str | None = None) -> list[str]:
-    """The notes of a job on ``base`` (a loaded `BaseModel`): today, its prompts that are cut."""
-    return prompt_notes(base.tokenizer, job_prompts(prompt, subject, style, style_subject))
+def picture_notes(base: Any, picture: Image.Image) -> list[str]:
+    """What the model makes of the picture: the demo model knows only its shapes world (a photo: noise)."""
+    from .models import DEMO_MODEL_NAME
+    from .shapes_check import DEMO_PICTURE_NOTE, looks_like_shapes_world
+
+    if getattr(base, "model_id", None) == DEMO_MODEL_NAME and not looks_like_shapes_world(picture):
+        return [DEMO_PICTURE_NOTE]
+    return []
+
+
+def job_notes(base: Any, prompt: str, subject: str, style: str = STYLE, style_subject: str | None = None,
+              picture: Image.Image | None = None) -> list[str]:
+    """The notes of a job on ``base`` (a loaded `BaseModel`): the demo model on a picture it does not
+    know, then each prompt that is cut."""
+    notes = picture_notes(base, picture) if picture is not None else []
+    notes += prompt_notes(base.tokenizer, job_prompts(prompt, subject, style, style_subject))
+    return notes[:MAX_NOTES]

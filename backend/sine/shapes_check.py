@@ -18,8 +18,10 @@ from PIL import Image
 THUMB = 64
 MAX_COLOURS = 64
 INSTALL_HINT = "python installer/install.py --model stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEMO_MODEL_NOTE = ("note: the bundled demo model only knows flat coloured shapes, so on this picture its edit will be "
-                   f"noise; install a real model with `{INSTALL_HINT}` and pass it with --model")
+# The daemon sends this to the plug-ins (sine.job_notes); `sine edit` adds how to pass the model.
+DEMO_PICTURE_NOTE = ("the demo model only knows flat coloured shapes, so on this picture its edit will be "
+                     f"noise; install a real model with `{INSTALL_HINT}`")
+DEMO_MODEL_NOTE = f"note: {DEMO_PICTURE_NOTE} and pass it with --model"
 
 
 def colour_count(image: Image.Image, share: float = 0.95) -> int:

@@ -5,8 +5,11 @@ ignored words and the token limit. Tiny model loaded with `from_pretrained` (its
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sine.job_notes import MAX_NOTE_CHARS, job_notes, prompt_notes
+
+ASSETS = Path(__file__).resolve().parents[2] / "backend" / "sine" / "demo_assets"
 
 
 def _long(count: int, stem: str = "w") -> str:
@@ -41,3 +44,24 @@ def test_the_log_says_the_same_sentence_once_per_prompt(base, caplog):
         base.encode_prompts(["", prompt])
     said = [r.getMessage() for r in caplog.records if "logged79" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(prompt_notes(base.tokenizer, [("the prompt", prompt)])[0]), said
+
+
+def test_the_demo_model_notes_a_picture_from_outside_its_shapes_world(base):
+    """The bundled demo model turns a photo into noise: a job on one says so (as `sine edit` does);
+    on one of its own shapes pictures, or with another model, nothing is said."""
+    from PIL import Image
+
+    from sine.models import load_base_model
+    from sine.shapes_check import DEMO_MODEL_NOTE, DEMO_PICTURE_NOTE
+    from sine.synthetic import photo_like
+
+    demo = load_base_model(None, device="cpu")
+    photo = photo_like(96, 64, seed=3)
+    with Image.open(ASSETS / "dotted_star.png") as shapes:
+        shapes.load()
+    assert job_notes(demo, "a red hat", "hat", picture=photo) == [DEMO_PICTURE_NOTE]
+    assert job_notes(demo, "a red hat", "hat", picture=shapes) == []
+    assert job_notes(base, "a red hat", "hat", picture=photo) == []  # another model knows photos
+    assert len(DEMO_PICTURE_NOTE) <= MAX_NOTE_CHARS and DEMO_PICTURE_NOTE in DEMO_MODEL_NOTE  # one sentence
+    long = job_notes(demo, _long(40), "hat", picture=photo)
+    assert long[0] == DEMO_PICTURE_NOTE and long[1].startswith("the prompt's last")

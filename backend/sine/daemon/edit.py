@@ -75,7 +75,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
     if hasattr(report, "set_estimate"):
         report.set_estimate(estimate_seconds(request, base, cache, loaded))
-    notes = _job_notes(request, base)
+    notes = _job_notes(request, base, source)
     if notes:
         report.set_notes(notes)  # on the job's next progress: the painter learns it before the result
     tuned, cache_hit, memory_hit = _finetuned(request, request.image, request.subject, base, cache, report,
@@ -111,14 +111,14 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
                        {k: round(v, 4) for k, v in timings.items()}, style_hit, memory_hit, notes)
 
 
-def _job_notes(request: EditRequest, base: Any) -> list[str]:
-    """The job's notes (a cut prompt), logged once per prompt as `sine edit` prints them."""
-    from sine.job_notes import job_prompts, prompt_notes
+def _job_notes(request: EditRequest, base: Any, source: Image.Image) -> list[str]:
+    """The job's notes (sine.job_notes: a cut prompt, a photo for the demo model); a cut prompt is
+    logged once per prompt, as `sine edit` prints it."""
+    from sine.job_notes import job_notes, job_prompts
 
-    prompts = job_prompts(request.prompt, request.subject, request.style,
-                          request.style_subject if request.style_image is not None else None)
-    base.warn_cut(prompts)
-    return prompt_notes(base.tokenizer, prompts)
+    style_subject = request.style_subject if request.style_image is not None else None
+    base.warn_cut(job_prompts(request.prompt, request.subject, request.style, style_subject))
+    return job_notes(base, request.prompt, request.subject, request.style, style_subject, picture=source)
 
 
 def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
