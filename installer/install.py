@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE))
 
 from sine_installer import autostart, backend, plugins  # noqa: E402
 from sine_installer.changes import Changes, InstallError  # noqa: E402
-from sine_installer.layout import PLATFORMS, Layout, running_platform  # noqa: E402
+from sine_installer.layout import PLATFORMS, Layout, running_platform, user_home  # noqa: E402
 
 STEPS = ("backend", "model", "plugins", "autostart")
 
@@ -77,7 +77,7 @@ def make_layout(args: argparse.Namespace) -> tuple[Layout, dict[str, str], bool]
         env["HOME"] = str(home)
         layout_env: dict[str, str] = {}
     else:
-        home = Path.home()
+        home = user_home()
         env = dict(os.environ)
         layout_env = env
     prefix = args.prefix.expanduser().resolve() if args.prefix else None

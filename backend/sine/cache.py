@@ -40,6 +40,7 @@ _MANIFEST_TMP_RE = re.compile(r"^\.manifest\.json\.(\d+)\.\d+\.tmp$")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 
+MAX_TIME_S = 2.0**33  # seconds since 1970: year 2242
 MANIFEST_MAX_BYTES = 1 << 20  # a manifest names a few files; a bigger one is not ours
 STALE_TEMP_S = 24 * 3600  # a temp folder this old is garbage whoever wrote it
 STALE_MANIFEST_TMP_S = 3600  # a manifest rewrite takes milliseconds
@@ -159,8 +160,8 @@ def _load_manifest(folder: Path) -> dict:
         raise ValueError(f"{MANIFEST}: files must map names to hashes")
     if type(size) is not int or size < 0:
         raise ValueError(f"{MANIFEST}: bytes must be a whole number of bytes")
-    for name in ("created", "last_used"):
-        if type(data.get(name)) not in (int, float) or not math.isfinite(data[name]):
+    for name in ("created", "last_used"):  # a time the platform can show (1e300 made `cache list` raise)
+        if type(data.get(name)) not in (int, float) or not 0 <= data[name] < MAX_TIME_S:
             raise ValueError(f"{MANIFEST}: {name} must be a time in seconds")
     if not isinstance(data.get("settings", {}), dict):
         raise ValueError(f"{MANIFEST}: settings must be an object")

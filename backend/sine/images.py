@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MIN_SIDE, MAX_SIDE = OUTPUT_SIDE_RANGE  # the daemon's limits: the CLI takes the same pictures and sizes
 MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS = Limits().max_input_pixels, Limits().max_output_pixels
+EXTERNAL_READERS = frozenset({"EPS"})  # Pillow formats decoded by running another program on the file
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -40,7 +41,15 @@ def load_image(path: str | Path) -> Image.Image:
     except OSError as exc:  # a name over the system's length limit, a path through a file, ...
         raise BadInput(f"cannot open {shown_path(path)}: {exc.strerror or exc.__class__.__name__}") from None
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        head = b""
+    if head.startswith(b"%!PS") or head == b"\xc5\xd0\xd3\xc6":  # PostScript, or DOS EPS with a preview
+        raise BadInput(f"{path} is PostScript (EPS): not read, since Pillow reads it by running Ghostscript, an "
+                       "interpreter of a programming language; export the picture as PNG")
+    try:
+        with Image.open(path, formats=_read_formats()) as img:
             width, height = img.size
             if width * height > MAX_INPUT_PIXELS:
                 raise BadInput(f"{path} is {width}×{height} ({width * height / 1e6:.0f} Mpx); the limit is "
@@ -58,6 +67,12 @@ def load_image(path: str | Path) -> Image.Image:
             raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
                            f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
         raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
+
+
+def _read_formats() -> list[str]:
+    """Every format Pillow reads except those it reads by starting another program (EPS: Ghostscript)."""
+    Image.init()
+    return [name for name in Image.OPEN if name not in EXTERNAL_READERS]
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

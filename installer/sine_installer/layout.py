@@ -7,6 +7,7 @@ also target a fake home of another platform, which `paths` (bound to the running
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -55,6 +56,20 @@ class GimpRoot:
         return sorted(p for p in self.root.iterdir() if p.is_dir() and GIMP_VERSION_RE.match(p.name))
 
 
+def user_home() -> Path:
+    """The home folder as sine_protocol.paths reads it: HOME set empty or relative counts as unset (the
+    account's home from the system), where Path.home() would answer "/" or a relative path."""
+    home = os.environ.get("HOME")
+    if os.name == "posix" and not (home and os.path.isabs(home)):
+        try:
+            import pwd
+
+            return Path(pwd.getpwuid(os.getuid()).pw_dir)
+        except (ImportError, KeyError):
+            pass
+    return Path.home()
+
+
 @dataclass(frozen=True)
 class Layout:
     """All paths for one platform and home. `env` is ignored (empty) when a fake home is targeted."""
@@ -66,6 +81,8 @@ class Layout:
 
     def _env_path(self, name: str, default: Path) -> Path:
         value = self.env.get(name)
+        if name.startswith("XDG_") and value and not Path(value).is_absolute():
+            return default  # the XDG spec: a relative path there is invalid (as sine_protocol.paths reads it)
         return Path(value) if value else default
 
     # --- base folders -------------------------------------------------------------------------

@@ -388,6 +388,51 @@ class AutoTest(qt.QObject):
              "same_pixels": bytes(node.pixelData(0, 0, width, height)) == self._dumped(node.name())}
             for node in self._doc.topLevelNodes()
         ]  # fmt: skip
+        if self.job.get("second_window"):
+            self._later(self._open_second_window)
+            return
+        self._finish(None)
+
+    # ---- a second window ----------------------------------------------------------------
+    def _open_second_window(self) -> None:
+        """The painter opens the image again in a second window (Window > New Window) and edits it there
+        with that window's docker, while Krita's active document stays the first window's."""
+        app = Krita.instance()
+        self._win2 = app.openWindow()
+        self._win2.qwindow().show()
+        self._doc2 = app.openDocument(self.job["input"])
+        self._win2.addView(self._doc2)
+        for dock in self._win2.dockers():
+            if dock.objectName() == DOCKER_ID:
+                dock.setVisible(True)
+        self._first_layers = [node.name() for node in self._doc.topLevelNodes()]
+        self._deadline = time.monotonic() + 60
+        self._later(self._second_edit, 1500)
+
+    def _second_edit(self) -> None:
+        panel = panel_for(self._win2.qwindow())
+        if panel is None or panel is self._panel or not panel.connected:
+            if not self._timed_out("the second window's docker"):
+                self._later(self._second_edit, 200)
+            return
+        self._panel2 = panel
+        self.report["second_window"] = {"active_is_first": Krita.instance().activeDocument() == self._doc}
+        panel.apply_settings({**self.job["settings"], "prompt": "second window"})
+        panel.edit_button.click()
+        self._later(self._second_done)
+
+    def _second_done(self) -> None:
+        panel = self._panel2
+        if panel.state == "running":
+            if not self._timed_out("the second window's edit"):
+                self._later(self._second_done, 100)
+            return
+        self.report["second_window"].update(
+            state=panel.state, error=panel.last_error, first_before=self._first_layers,
+            first=[node.name() for node in self._doc.topLevelNodes()],
+            second=[node.name() for node in self._doc2.topLevelNodes()],
+        )  # fmt: skip
+        panel.shutdown()
         self._finish(None)
 
     def _dumped(self, name: str) -> bytes | None:

@@ -29,11 +29,11 @@ def _sine_cache(action: str, root: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("field,value", [("bytes", "1e400"), ("bytes", "-1000000000000"), ("bytes", "true"),
                                          ("files", '["weights.bin"]'), ("last_used", '"yesterday"'),
-                                         ("created", "1e400"), ("settings", "[1]")])
+                                         ("created", "1e400"), ("settings", "[1]"), ("last_used", "1e300")])
 def test_a_manifest_of_wrong_types_is_a_dropped_entry_not_a_traceback(field: str, value: str, tmp_path: Path):
     """`"bytes": 1e400` made every open raise OverflowError (the daemon, `cache list` and the `cache clear`
     that should mend it); a negative size hid every other entry from the budget; `"files": [...]` made a
-    lookup raise AttributeError."""
+    lookup raise AttributeError; `"last_used": 1e300` made `cache list` raise OverflowError (no such time)."""
     entry = _cache_with_entry(tmp_path / "c")
     manifest = json.loads((entry / MANIFEST).read_text())
     text = json.dumps({**manifest, field: "@@"}).replace('"@@"', value)
@@ -96,3 +96,14 @@ def test_an_entry_linked_out_of_the_cache_is_never_served_nor_written(link: str,
     assert cache.lookup(KEY) is not None
     cache.clear()
     assert {p: p.read_bytes() for p in user.rglob("*") if p.is_file()} == before
+
+
+def test_cache_list_prints_a_manifests_text_escaped(tmp_path: Path):
+    """`sine cache list` printed each entry's recipe name from its manifest raw: a terminal escape there
+    (ESC [ 2 J clears the screen) reached the terminal."""
+    entry = _cache_with_entry(tmp_path / "c")
+    manifest = json.loads((entry / MANIFEST).read_text())
+    (entry / MANIFEST).write_text(json.dumps({**manifest, "settings": {"method": "\x1b[2Jlora\nx"}}))
+    proc = _sine_cache("list", tmp_path / "c")
+    assert proc.returncode == 0 and proc.stdout.startswith("1 entries"), proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and len(proc.stdout.strip().splitlines()) == 2, repr(proc.stdout)

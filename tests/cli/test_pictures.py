@@ -205,3 +205,26 @@ def test_a_16_bit_picture_is_scaled_without_float64_copies(tmp_path: Path) -> No
         tracemalloc.stop()
     assert picture.size == (side, side)
     assert peak < 12 * side * side, f"{peak / 2**20:.0f} MB traced for a {side}² picture"
+
+
+def test_a_postscript_picture_never_starts_ghostscript(tmp_path: Path) -> None:
+    """Pillow reads EPS by running Ghostscript on the file: `sine edit` on an untrusted .eps ran an
+    interpreter of a programming language (one with a history of sandbox escapes). A `gs` on PATH that
+    only leaves a mark shows whether it was started."""
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    mark = tmp_path / "gs-was-started"
+    (bin_dir / "gs").write_text(f"#!/bin/sh\ntouch {mark}\nexit 1\n")
+    (bin_dir / "gs").chmod(0o755)
+    eps = tmp_path / "drawing.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nnewpath 0 0 moveto 32 32 lineto stroke\n")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "edit", str(eps), "--prompt", "x",
+                           "--out", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120, env=env)
+    assert not mark.exists(), "Ghostscript was started on the picture"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "EPS" in proc.stderr.strip().splitlines()[-1], proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -69,3 +70,41 @@ def test_torch_plans() -> None:
         plan_torch("spec", None, None, "linux")
     with pytest.raises(InstallError):
         plan_torch("cuda", None, None, "macos")
+
+
+def test_the_installer_ignores_relative_xdg_folders_as_the_daemon_does(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """sine_protocol.paths ignores a relative XDG_CONFIG_HOME (the XDG spec); the installer's copy of the rule
+    must too, or it writes daemon.json where neither the daemon nor the plug-ins look."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "installer"))
+    try:
+        from sine_installer.layout import Layout
+    finally:
+        sys.path.pop(0)
+    from sine_protocol import paths
+
+    env = {"XDG_CONFIG_HOME": "relative/config", "XDG_DATA_HOME": "relative/data"}
+    for name in ("SINE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
+    monkeypatch.setattr(sys, "platform", "linux")
+    layout = Layout("linux", tmp_path, env)
+    assert layout.config_dir == paths.config_dir() == tmp_path / ".config" / "sine-edit"
+    assert layout.xdg_data == tmp_path / ".local" / "share"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX accounts")
+def test_the_installer_reads_an_empty_home_as_the_daemon_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HOME="" made Path.home() answer "/", so the installer wrote /.config/sine-edit while the daemon (which
+    counts an empty HOME as unset) looked in the account's home."""
+    import importlib.util
+    import pwd
+
+    spec = importlib.util.spec_from_file_location("install_py", Path(__file__).resolve().parents[2] / "installer"
+                                                  / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    monkeypatch.setenv("HOME", "")
+    layout, _, _ = install.make_layout(install.build_parser().parse_args(["--dry-run"]))
+    assert layout.home == Path(pwd.getpwuid(os.getuid()).pw_dir)

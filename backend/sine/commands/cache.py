@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(entries)} entries, {_human(sum(e.bytes for e in entries))} in {root}")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
-        method = e.settings.get("method", "?")
+        method = printable(str(e.settings.get("method", "?"))[:20])  # from a file: never raw to the terminal
         print(f"  {e.key[:16]}  {_human(e.bytes):>9}  last used {used}  {method}")
     return 0

@@ -347,7 +347,8 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     settings = {**SETTINGS, "prompt": "make the circle blue ::: ;;; ((( ))) [[[ ]]] {{{ }}}", "seed": 3}
     box = [24, 8, 40, 40]
     look = {"opacity": 102, "blending": "multiply", "inherit_alpha": True}  # how the painter set the layer up
-    run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box, source_look=look)
+    run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box, source_look=look,
+                        second_window=True)  # fmt: skip
     _, src_after, new = new_layer(run, settings)
     # The result is drawn as the source is, so outside the selection the picture looks as before.
     assert src_after["look"] == [102, "multiply", True] and new["look"] == src_after["look"], new
@@ -367,6 +368,13 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     assert run.raw(src_after) == run.source
     message = run.report["panel_message"]
     assert message.startswith("Added layer") and "— the prompt's last" in message and "{{{ }}}”" in message, message
+
+    # Then the image opened again in a second window, edited with that window's docker: the result
+    # lands in the second window's document (it went into the first's, Krita's active document).
+    second = run.report["second_window"]
+    assert second["active_is_first"] is True and second["state"] == "done", second
+    assert second["second"] == ["Background", "SINE: second window (seed 3)"], second
+    assert second["first"] == second["first_before"], second
 
 
 def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
