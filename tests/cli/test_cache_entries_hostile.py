@@ -107,3 +107,14 @@ def test_cache_list_prints_a_manifests_text_escaped(tmp_path: Path):
     proc = _sine_cache("list", tmp_path / "c")
     assert proc.returncode == 0 and proc.stdout.startswith("1 entries"), proc.stdout + proc.stderr
     assert "\x1b" not in proc.stdout and len(proc.stdout.strip().splitlines()) == 2, repr(proc.stdout)
+
+
+@pytest.mark.parametrize("action", ["list", "clear"])
+def test_a_cache_folder_named_with_a_terminal_escape_is_shown_escaped(action: str, tmp_path: Path):
+    """The folder's name was printed raw in `cache list|clear`'s summary line."""
+    root = tmp_path / "c\x1b]0;owned\x07\nx"
+    _cache_with_entry(root)
+    proc = _sine_cache(action, root)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout, repr(proc.stdout)
+    assert len(proc.stdout.strip().splitlines()) == (2 if action == "list" else 1), repr(proc.stdout)

@@ -30,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from sine_protocol import paths
 
     root = args.cache_dir or paths.cache_dir()
+    shown = printable(str(root))  # a folder name may hold a newline or a terminal escape
     if root.exists() and not root.is_dir():
-        print(f"sine cache: {root} is a file, not a cache folder (--cache-dir or SINE_CACHE_DIR)", file=sys.stderr)
+        print(f"sine cache: {shown} is a file, not a cache folder (--cache-dir or SINE_CACHE_DIR)", file=sys.stderr)
         return 2
     try:  # listing never creates, marks or sweeps anything
         cache = WeightCache(root, read_only=args.action == "list")
@@ -39,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"sine cache: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"sine cache: cannot use {root}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"sine cache: cannot use {shown}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if args.action == "clear":
-        print(f"removed {cache.clear()} entries from {root}")
+        print(f"removed {cache.clear()} entries from {shown}")
         return 0
     entries = cache.entries()
-    print(f"{len(entries)} entries, {_human(sum(e.bytes for e in entries))} in {root}")
+    print(f"{len(entries)} entries, {_human(sum(e.bytes for e in entries))} in {shown}")
     for e in entries:
         used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
         method = printable(str(e.settings.get("method", "?"))[:20])  # from a file: never raw to the terminal
