@@ -10,15 +10,15 @@ takes about 25 ms eager and 12 ms from a graph on an H100), which is what graphs
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from .devices import COMPILE_ENV, compile_setting  # noqa: F401 - COMPILE_ENV: the tests set it
+
 log = logging.getLogger("sine.compiled")
 
-COMPILE_ENV = "SINE_COMPILE"  # "1": compile on CUDA; "force": on any device (tests); unset/"0": eager
 _ATTR = "_sine_unet_call"
 
 
@@ -46,8 +46,8 @@ class UNetCall:
 
 
 def compile_wanted(device: torch.device) -> bool:
-    value = os.environ.get(COMPILE_ENV, "0").lower()
-    return value == "force" or (value in ("1", "true", "yes") and device.type == "cuda")
+    setting = compile_setting()
+    return setting == "force" or (setting == "cuda" and device.type == "cuda")
 
 
 def unet_call(unet: torch.nn.Module, backend: Any = "inductor") -> UNetCall:

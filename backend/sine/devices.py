@@ -86,6 +86,20 @@ def finetuned_dtype(device: torch.device, base_dtype: torch.dtype) -> torch.dtyp
 # descheduled for a whole time slice, so a 2-thread run beside one busy process can take many times
 # as long as a 1-thread run. So: no more threads than free cores, and threads that sleep, not spin,
 # when they wait.
+COMPILE_ENV = "SINE_COMPILE"
+_COMPILE_VALUES = {"": "off", "0": "off", "false": "off", "no": "off", "off": "off",
+                   "1": "cuda", "true": "cuda", "yes": "cuda", "on": "cuda", "force": "force"}
+
+
+def compile_setting() -> str:
+    """$SINE_COMPILE as "off", "cuda" (compile the UNet calls on CUDA) or "force" (on any device: tests);
+    a value it cannot mean is named, not taken as off without a word."""
+    value = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if value not in _COMPILE_VALUES:
+        raise BadInput(f"{COMPILE_ENV}={value[:20]!r} is not a setting; use 1 (compile on CUDA), 0 (off) or force")
+    return _COMPILE_VALUES[value]
+
+
 THREADS_ENV = "SINE_THREADS"
 # More threads than any machine has cores: libgomp tries to allocate them all at the next parallel step
 # and aborts the process ("Out of memory allocating 216000001344 bytes" for 10^9), daemon included.

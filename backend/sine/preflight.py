@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .devices import DTYPE_NAMES, threads_from_env
+from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
 from .images import check_size, load_image, mask_levels
@@ -86,10 +86,11 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
 
 
 def check_environment(device_given: bool = False, dtype_given: bool = False) -> None:
-    """SINE_THREADS, SINE_DEVICE, SINE_DTYPE and SINE_FT_DTYPE hold values the engine can use (the flags
+    """SINE_THREADS, SINE_COMPILE, SINE_DEVICE, SINE_DTYPE and SINE_FT_DTYPE hold values the engine can use (the flags
     win over the first two): checked before torch, not as a traceback after the model loads or the
     fine-tune ends. Raises BadInput naming the variable."""
     threads_from_env()
+    compile_setting()
     if os.environ.get("SINE_DEVICE") and not device_given:
         try:
             check_device_name(os.environ["SINE_DEVICE"])

@@ -236,12 +236,14 @@ def test_a_pipe_in_a_folder_of_the_users_is_refused_not_waited_on(flag: str, nam
     assert not imported & set(HEAVY)
 
 
-@pytest.mark.parametrize("name,value", [("SINE_DTYPE", "int8"), ("SINE_FT_DTYPE", "fp8"), ("SINE_THREADS", "1000000000")])
+@pytest.mark.parametrize("name,value", [("SINE_DTYPE", "int8"), ("SINE_FT_DTYPE", "fp8"), ("SINE_THREADS", "1000000000"),
+                                        ("SINE_COMPILE", "maybe")])
 def test_a_setting_in_the_environment_no_edit_can_use_answers_before_torch(name: str, value: str,
                                                                           files: dict[str, Path],
                                                                           tmp_path: Path) -> None:
     """SINE_DTYPE=int8 was a ValueError traceback once the model loaded; SINE_FT_DTYPE=fp8 one after the whole
-    fine-tune (it is read when the trained copies are made ready to sample)."""
+    fine-tune (it is read when the trained copies are made ready to sample); SINE_COMPILE=maybe was taken as
+    "off" without a word."""
     proc, imported = run_traced("edit", str(files["src"]), "--prompt", "x", "--out", str(tmp_path / "o.png"),
                                 env={name: value})
     out = messages(proc)
