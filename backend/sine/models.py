@@ -508,6 +508,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     check_text_parts(folder, unet)
     if not is_single_file(model):
         check_component_files(folder)
+    model_recipes(folder)  # the recipes file the load reads
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
     return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]

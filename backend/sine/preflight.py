@@ -17,6 +17,7 @@ from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
 from .images import check_size, load_image, mask_levels
+from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -141,6 +142,8 @@ def check_model(model: str | None) -> None:
         raise ModelMissing(why)
     if path.is_file():
         check_model_file(path)
+    if path.is_dir():
+        model_recipes(path)  # a hand-edited sine_recipes.json: named now, not after the load
     if path.exists():
         return  # the loader checks the rest (components, single-file checkpoints)
     hub_like = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in CHECKPOINT_SUFFIXES

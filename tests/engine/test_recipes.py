@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+from dataclasses import fields
 
+import pytest
 import torch
 from PIL import Image
 
+from sine.errors import BadModel
 from sine.finetune import UNET_LORA_TARGETS, FinetuneSettings, finetune
-from sine.models import DEMO_MODEL_DIR, load_base_model, training_offset_noise
+from sine.models import DEMO_MODEL_DIR, load_base_model, model_report, training_offset_noise
 from sine.patches import PatchSampler
-from sine.recipes import RECIPES, model_recipes
+from sine.preflight import check_model
+from sine.recipes import FIELD_RANGES, RECIPES, Recipe, model_recipes
 from sine.sampler import SamplingSettings, sample_edit
 
 
@@ -96,3 +101,44 @@ def test_offset_noise_changes_what_is_learned(tmp_path, tiny_folder, source_imag
                        FinetuneSettings(steps=2, patch=False, offset_noise=0.5))
     p = plain.lora_state
     assert any(not torch.equal(p[n], q) for n, q in shifted.lora_state.items() if "lora_" in n)
+
+
+@pytest.mark.parametrize("text,named", [
+    ("{not json", "not valid JSON"),
+    ('{"lora": []}', "lora"),
+    ('{"lora": {"steps": "many"}}', "lora.steps"),
+    ('{"lora": {"steps": true}}', "lora.steps"),
+    ('{"lora": {"patch_steps": -3}}', "lora.patch_steps"),
+    ('{"lora": {"lr": 1e400}}', "lora.lr"),
+    ('{"full": {"lr": 0}}', "full.lr"),
+    ('{"lora": {"whole_image_share": 2}}', "lora.whole_image_share"),
+    ('{"lora": {"patch_batch": 100000}}', "lora.patch_batch"),
+    ('{"lora": {"train_text_encoder": "yes"}}', "lora.train_text_encoder"),
+    ("[1, 2]", "an object"),
+])
+def test_a_recipes_file_no_fine_tune_can_use_is_named(tmp_path, text: str, named: str):
+    """A hand-edited sine_recipes.json was read as it came: invalid JSON or a list was a traceback at
+    load, a string step count a TypeError minutes later, a negative or infinite one ran nonsense."""
+    (tmp_path / "sine_recipes.json").write_text(text)
+    with pytest.raises(BadModel) as caught:
+        model_recipes(tmp_path)
+    assert "sine_recipes.json" in str(caught.value) and named in str(caught.value)
+
+
+def test_sine_edit_names_a_broken_recipes_file_before_loading(tmp_path, tiny_folder):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_folder, folder)
+    (folder / "sine_recipes.json").write_text('{"lora": {"lr": "fast"}}')
+    with pytest.raises(BadModel, match="lora.lr"):
+        check_model(str(folder))
+    with pytest.raises(BadModel, match="lora.lr"):  # sine doctor's reading of the model
+        model_report(folder)
+
+
+def test_a_recipes_file_that_is_a_pipe_does_not_hold_the_load(tmp_path):
+    os.mkfifo(tmp_path / "sine_recipes.json")  # opening it to read would wait for a writer
+    assert model_recipes(tmp_path) == RECIPES
+
+
+def test_every_recipe_field_has_its_range():
+    assert set(FIELD_RANGES) == {f.name for f in fields(Recipe)}
