@@ -7,6 +7,8 @@ import errno
 import importlib
 import sys
 
+from .argparsing import SineParser
+
 # Errors about the shape of a path the user typed (not about the machine): one line, never a traceback.
 PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 
@@ -15,7 +17,7 @@ COMMANDS = ("edit", "demo", "daemon", "cache", "doctor", "train_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sine", description="SINE single-image editing with diffusion models")
+    parser = SineParser(prog="sine", description="SINE single-image editing with diffusion models")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     prepare_cpu_runtime()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extras:  # argparse would blame the top-level parser; the subcommand knows its flags
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

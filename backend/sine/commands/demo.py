@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..argparsing import user_path
 from ..errors import SineError, printable
 from ..output_files import check_demo_folder
 from ..preflight import check_device_name, check_environment, check_model, int_in
@@ -27,10 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fine-tune on a bundled picture and edit it (offline, CPU)",
                        description="Fine-tune the bundled demo model on a bundled picture and edit it three ways; "
                                    "writes the results and comparison.png.")
-    p.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    p.add_argument("--out", type=user_path, default="demo-out", help="output folder (default: demo-out)")
     p.add_argument("--source", default="checkered_circle", choices=bundled_sources() or None,
                    help="bundled source (default: checkered_circle)")
-    p.add_argument("--model", default=None, help="default: the bundled demo model")
+    p.add_argument("--model", type=user_path, default=None, help="default: the bundled demo model")
     p.add_argument("--method", default="full", choices=("full", "lora"), help="fine-tune recipe (default: full)")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None,
                    help="default: 375 steps of 4 views for the full recipe (the demo's 2-minute budget), "

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..argparsing import user_path
+
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo_model"
 
@@ -33,7 +35,7 @@ class Check:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("doctor", help="check the installation (Python, torch, model, daemon, plugins)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the daemon's pong")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=user_path, default=None,
                    help="check this model folder, checkpoint file or hub id instead of the configured one")
     return p
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sine_protocol import defaults
 
+from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
 from ..images import load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
@@ -31,11 +32,11 @@ STARTED = time.perf_counter()  # this module loads as `sine` starts: the estimat
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("edit", help="edit one image with a text prompt (SINE)",
                        description="Fine-tune on SOURCE, then sample the edit with SINE's model-based guidance.")
-    p.add_argument("source", help="the image to edit (PNG, JPEG, ...)")
+    p.add_argument("source", type=user_path, help="the image to edit (PNG, JPEG, ...)")
     p.add_argument("--prompt", required=True, help='what the result should show, e.g. "a dog wearing a red hat"')
     p.add_argument("--subject", default="", help='what the picture shows, e.g. "dog"')
     p.add_argument("--style", choices=defaults.STYLES, default=defaults.STYLE)
-    p.add_argument("--model", default=None, help="diffusers folder, .safetensors/.ckpt file or hub id (SD1/SD2/SDXL; default: the bundled demo model)")
+    p.add_argument("--model", type=user_path, default=None, help="diffusers folder, .safetensors/.ckpt file or hub id (SD1/SD2/SDXL; default: the bundled demo model)")
     p.add_argument("--method", choices=defaults.FINETUNE_METHODS, default=defaults.METHOD, help="fine-tuning recipe")
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None, help="default: the recipe's")
     p.add_argument("--lr", type=float_in(0.0, 1.0, low_open=True), default=None, help="fine-tuning learning rate (default: the recipe's)")
@@ -69,20 +70,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(DDIM inversion with the fine-tuned model; one result)")
     p.add_argument("--count", type=int_in(1, defaults.MAX_COUNT), default=1,
                    help="several results (seeds SEED, SEED+1, ...): OUT becomes OUT-1.png ... OUT-N.png")
-    p.add_argument("--style-from", default=None, metavar="IMAGE",
+    p.add_argument("--style-from", type=user_path, default=None, metavar="IMAGE",
                    help="a second picture whose look the edit takes (multi-model guidance; fine-tuned too)")
     p.add_argument("--style-subject", default="", help="what the style picture shows")
     p.add_argument("--style-weight", type=float_in(0.0, 1.0), default=None,
                    help="β of the style model (default: the engine's)")
     p.add_argument("--content-weight", type=float_in(0.0, 1.0), default=None,
                    help="β of the source's model with --style-from (default: 1 - v)")
-    p.add_argument("--mask", default=None, help="selection mask image (white = edit); outside stays untouched")
-    p.add_argument("--weights", default=None, help="folder for the fine-tuned weights: reused when present")
-    p.add_argument("--style-weights", default=None, metavar="DIR",
+    p.add_argument("--mask", type=user_path, default=None, help="selection mask image (white = edit); outside stays untouched")
+    p.add_argument("--weights", type=user_path, default=None, help="folder for the fine-tuned weights: reused when present")
+    p.add_argument("--style-weights", type=user_path, default=None, metavar="DIR",
                    help="folder for the style picture's fine-tuned weights (with --style-from): reused when present")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--dtype", default=None, choices=("fp32", "bf16", "fp16"), help="default: auto")
-    p.add_argument("--out", required=True,
+    p.add_argument("--out", type=user_path, required=True,
                    help="output picture (.png; also .webp, .tif, .jpg); never one of the inputs")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     return p
