@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl+C: one line, the shell's code for SIGINT, no traceback
+        print(f"sine {args.command.replace('_', '-')}: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:
         if exc.errno not in PATH_ERRNOS or exc.filename is None:
             raise

@@ -222,6 +222,21 @@ def check_demo_folder(folder: str) -> None:
                        "there: name a new or empty folder")
 
 
+def discard_partial_demo(folder: Path) -> None:
+    """After an interrupted or failed `sine demo` into a folder checked new or empty: remove what it wrote
+    (only the demo's own file names), so the same command runs again instead of finding "other files"."""
+    names = [folder / "source.png", folder / "comparison.png", folder / "summary.json", *folder.glob("*-sine.png")]
+    for path in names:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+    except OSError:  # not empty (the user's file appeared meanwhile) or already gone
+        pass
+
+
 def discard_partial_finetune(folder: Path) -> None:
     """After a failed save into a folder checked new or empty: remove what the save wrote (only its own
     file names), so no half-saved fine-tune is reused next time, and the folder if nothing else is left."""

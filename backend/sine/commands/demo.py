@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..argparsing import user_path
 from ..errors import SineError, printable
-from ..output_files import check_demo_folder
+from ..output_files import check_demo_folder, discard_partial_demo
 from ..preflight import check_device_name, check_environment, check_model, int_in
 
 ASSETS_INDEX = Path(__file__).resolve().parents[1] / "demo_assets" / "assets.json"
@@ -49,12 +49,19 @@ def run(args: argparse.Namespace) -> int:
         check_environment(device_given=True)
         check_model(args.model)
         check_demo_folder(args.out)
+        out = Path(args.out)
+        fresh = not out.is_dir() or not any(out.iterdir())
         from ..demo import run_demo
         from ..models import load_base_model
 
         base = load_base_model(args.model, device=args.device)
-        summary = run_demo(base, Path(args.out), args.source, args.finetune_steps, args.steps, args.seed,
-                           method=args.method, log=lambda msg: print(msg, file=sys.stderr))
+        try:
+            summary = run_demo(base, out, args.source, args.finetune_steps, args.steps, args.seed,
+                               method=args.method, log=lambda msg: print(msg, file=sys.stderr))
+        except BaseException:
+            if fresh:
+                discard_partial_demo(out)
+            raise
     except (SineError, KeyError) as exc:
         print(f"sine demo: error: {printable(str(exc))}", file=sys.stderr)
         return 1
