@@ -6,12 +6,18 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+from pathlib import Path
 from typing import NoReturn
 
 
 def user_path(text: str) -> str:
     """An argparse `type` for a path: a leading `~` or `~user` means that home folder."""
     return os.path.expanduser(text)
+
+
+def user_folder(text: str) -> Path:
+    """`user_path` as a Path (for --cache-dir)."""
+    return Path(user_path(text))
 
 
 class SineParser(argparse.ArgumentParser):

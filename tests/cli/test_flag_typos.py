@@ -55,3 +55,12 @@ def test_a_quoted_tilde_path_means_the_home_folder(tmp_path: Path, monkeypatch: 
     assert args.out == str(tmp_path / "out dir" / "o.png")
     assert (args.mask, args.weights, args.model) == (str(tmp_path / "m.png"), str(tmp_path / "w"),
                                                      str(tmp_path / "models" / "sd"))
+
+
+def test_a_tilde_cache_folder_is_in_the_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sine.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for command in (["cache", "list"], ["daemon"]):
+        args = build_parser().parse_args([*command, "--cache-dir", "~/weights"])
+        assert args.cache_dir == tmp_path / "weights"

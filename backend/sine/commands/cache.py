@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+
+from ..argparsing import user_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("cache", help="list or clear the per-image fine-tuned weights")
     p.add_argument("action", choices=("list", "clear"))
-    p.add_argument("--cache-dir", type=Path, help="default: SINE_CACHE_DIR or the user cache folder")
+    p.add_argument("--cache-dir", type=user_folder, help="default: SINE_CACHE_DIR or the user cache folder")
     return p
 
 

@@ -13,7 +13,7 @@ from sine.cache import parse_size
 from sine.devices import MAX_CPU_THREADS
 from sine.preflight import float_in, int_in
 
-from ..argparsing import user_path
+from ..argparsing import user_folder, user_path
 
 MIN_MESSAGE_BYTES = 64 * 1024  # far below, even `hello` is cut off (ZMQ_MAXMSGSIZE) and every client hangs
 CONFIG_MAX_BYTES = 1 << 20  # the installer's config.json holds a model name; a bigger file is not it
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                           " and caches per-image fine-tuned weights.")
     p.add_argument("--endpoint", help="tcp://127.0.0.1:PORT (default: SINE_ENDPOINT or tcp://127.0.0.1:47633)")
     p.add_argument("--model", type=user_path, help="base model: diffusers folder, .safetensors/.ckpt file or hub id (default: SINE_MODEL or the demo model)")
-    p.add_argument("--cache-dir", type=Path, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
+    p.add_argument("--cache-dir", type=user_folder, help="per-image weight cache (default: SINE_CACHE_DIR or the user cache)")
     p.add_argument("--cache-budget", type=size_at_least(0), default=None,
                    help="disk budget of the weight cache, e.g. 2GB, 500MB (default: SINE_CACHE_BUDGET or 2GB)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda when available")
