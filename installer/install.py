@@ -110,6 +110,7 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
         return
     changes.say("==> Uninstall")
     autostart.remove_autostart(changes, real)
+    backend.stop_daemon(changes, layout)
     for key, record in sorted(changes.manifest["edits"].items()):
         plugins.disable_in_kritarc(changes, Path(key), record)
     changes.manifest["edits"] = {}

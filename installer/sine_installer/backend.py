@@ -277,3 +277,57 @@ def start_daemon(changes: Changes, layout: Layout, env: dict[str, str]) -> None:
         kwargs["start_new_session"] = True
     proc = subprocess.Popen(argv, **kwargs)
     changes.say(f"  started (pid {proc.pid}); `sine doctor` checks that it answers")
+
+
+def _daemon_pids(layout: Layout) -> list[int]:
+    """Processes running this install's venv as `... daemon`: the one the installer or autostart started.
+
+    Read from /proc (Linux) or `ps` (macOS); the first word must be the venv's own python or `sine`,
+    so a daemon of another install or a checkout is never matched."""
+    ours = {str(layout.venv_python), str(layout.venv_dir / "bin" / "sine")}
+    found = []
+    proc_root = Path("/proc")
+    if proc_root.is_dir():
+        for entry in proc_root.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if argv and argv[0] in ours and "daemon" in argv[1:]:
+                found.append(int(entry.name))
+    elif os.name == "posix":
+        try:
+            listing = subprocess.run(["ps", "-axo", "pid=,args="], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        for line in listing.splitlines():
+            pid, _, args = line.strip().partition(" ")
+            if pid.isdigit() and any(args.startswith(p + " ") for p in ours) and " daemon" in args:
+                found.append(int(pid))
+    return sorted(found)
+
+
+def stop_daemon(changes: Changes, layout: Layout) -> None:
+    """Before the venv goes: stop the daemon running from it (SIGTERM: it finishes or drops its job and
+    removes its lock), so nothing of the install keeps running or holding the port."""
+    import signal
+    import time
+
+    for pid in _daemon_pids(layout):
+        if changes.dry_run:
+            changes.say(f"    [dry-run] would stop the daemon (pid {pid})")
+            continue
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            continue
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and pid in _daemon_pids(layout):
+            time.sleep(0.1)
+        changes.changed += 1
+        if pid in _daemon_pids(layout):
+            changes.say(f"  the daemon (pid {pid}) did not stop within 15 s; stop it yourself (kill {pid})")
+        else:
+            changes.say(f"    stopped the daemon (pid {pid})")

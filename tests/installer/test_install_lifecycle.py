@@ -112,3 +112,32 @@ def test_second_prefix_keeps_models_unless_purged(tmp_path: Path, fake_source: P
     assert not (home / ".local/share/krita/pykrita/sine_krita").exists()
     run_installer(*args, "--uninstall", "--purge-models")
     assert not prefix.exists(), "purging removes the models and the prefix the installer created"
+
+
+def test_uninstall_stops_the_daemon_it_started(tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    """The installer starts the daemon from its venv; `--uninstall` deleted that venv under the running
+    daemon, which kept the port and its lock until logout. A process of another python is left alone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = fake_home(tmp_path, "linux")
+    args = ("--home", home, "--platform", "linux", "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    venv_python = home / ".local" / "share" / "sine-edit" / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    sleeper = "import sys, time; time.sleep(60)"
+    ours = subprocess.Popen([str(venv_python), "-c", sleeper, "-m", "sine.cli", "daemon"])
+    other = subprocess.Popen([sys.executable, "-c", sleeper, "-m", "sine.cli", "daemon"])
+    try:
+        time.sleep(0.2)
+        out = run_installer(*args, "--uninstall").stdout
+        assert f"stopped the daemon (pid {ours.pid})" in out
+        assert ours.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+    finally:
+        for proc in (ours, other):
+            proc.kill()
+            proc.wait()
