@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     how = p.add_argument_group("how")
     how.add_argument("--uninstall", action="store_true", help="remove what the installer added")
     how.add_argument("--purge-models", action="store_true", help="with --uninstall: also delete downloaded models")
+    how.add_argument("--purge-data", action="store_true",
+                     help="with --uninstall: also delete the daemon's token, weight cache and logs")
     how.add_argument("--dry-run", action="store_true", help="print every action, change nothing")
     return p
 
@@ -107,6 +109,9 @@ def install(args: argparse.Namespace, changes: Changes, layout: Layout, env: dic
 def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: bool) -> None:
     if not layout.manifest.is_file():
         changes.say(f"Nothing to uninstall: no manifest at {layout.manifest}")
+        if args.purge_data:
+            backend.stop_daemon(changes, layout)
+            backend.purge_daemon_data(changes, layout)
         return
     changes.say("==> Uninstall")
     autostart.remove_autostart(changes, real)
@@ -117,6 +122,8 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
     changes.undo_files()
     keep = [] if args.purge_models else [layout.models_dir]
     changes.remove_trees(keep=keep)
+    if args.purge_data:  # before the installer's empty folders go: the token's folder is one of them
+        backend.purge_daemon_data(changes, layout)
     autostart.reload_systemd(changes, real)
     kept = changes.manifest["trees"]
     if kept:  # a smaller manifest remains, so that `--uninstall --purge-models` can still find them
@@ -132,7 +139,10 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
     changes.remove_dirs()
     if kept:
         changes.save()
-    changes.say("  your images and the daemon's token/cache were left alone")
+    if args.purge_data:
+        changes.say("  your images were left alone")
+    else:
+        backend.say_daemon_data_kept(changes, layout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -331,3 +331,41 @@ def stop_daemon(changes: Changes, layout: Layout) -> None:
             changes.say(f"  the daemon (pid {pid}) did not stop within 15 s; stop it yourself (kill {pid})")
         else:
             changes.say(f"    stopped the daemon (pid {pid})")
+
+
+def daemon_data(layout: Layout) -> list[tuple[str, Path]]:
+    """What the daemon made (not the installer): token, weight cache, logs and locks, that exist."""
+    found = [("token", layout.config_dir / "token"), ("weight cache", layout.cache_dir), ("logs", layout.state_dir)]
+    return [(what, path) for what, path in found if path.exists()]
+
+
+def say_daemon_data_kept(changes: Changes, layout: Layout) -> None:
+    kept = daemon_data(layout)
+    if kept:
+        changes.say("  kept your images and what the daemon made: " + ", ".join(f"{w} {p}" for w, p in kept)
+                    + " (remove them with --uninstall --purge-data)")
+    else:
+        changes.say("  your images were left alone")
+
+
+def purge_daemon_data(changes: Changes, layout: Layout) -> None:
+    """`--uninstall --purge-data`: the token, the weight cache (only a folder the cache marked as its own)
+    and the state folder; then their parent when that is left empty and is sine-edit's own config or data folder
+    (Windows) or an XDG base folder the daemon created (~/.cache, ~/.local/state)."""
+    for what, path in daemon_data(layout):
+        if path.is_dir() and what == "weight cache" and any(path.iterdir()) \
+                and not (path / ".sine-cache").exists():
+            changes.say(f"  kept {path}: not marked as sine-edit's cache (.sine-cache), so not removed")
+            continue
+        changes._did(f"remove {what} {path}" + (" (and everything in it)" if path.is_dir() else ""))
+        if changes.dry_run:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        if path.parent in (layout.config_dir, layout.data_dir, layout.home / ".cache", layout.home / ".local" / "state"):
+            try:
+                path.parent.rmdir()  # only when empty
+            except OSError:
+                pass

@@ -120,6 +120,31 @@ class Layout:
         return self.xdg_config / APP
 
     @property
+    def state_dir(self) -> Path:
+        """Same rule as sine_protocol.paths.state_dir(): the daemon's log, lock files and (no XDG runtime
+        dir) its socket."""
+        override = self.env.get("SINE_STATE_DIR")
+        if override:
+            return Path(override)
+        if self.platform == "windows":
+            return self.localappdata / APP / "state"
+        if self.platform == "macos":
+            return self.app_support / APP / "state"
+        return self._env_path("XDG_STATE_HOME", self.home / ".local" / "state") / APP
+
+    @property
+    def cache_dir(self) -> Path:
+        """Same rule as sine_protocol.paths.cache_dir(): the daemon's per-image weight cache."""
+        override = self.env.get("SINE_CACHE_DIR")
+        if override:
+            return Path(override)
+        if self.platform == "windows":
+            return self.localappdata / APP / "cache"
+        if self.platform == "macos":
+            return self.home / "Library" / "Caches" / APP
+        return self._env_path("XDG_CACHE_HOME", self.home / ".cache") / APP
+
+    @property
     def data_dir(self) -> Path:
         """The installer's own folder: venv, model downloads, manifest."""
         if self.prefix is not None:

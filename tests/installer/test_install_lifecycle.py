@@ -141,3 +141,34 @@ def test_uninstall_stops_the_daemon_it_started(tmp_path: Path, fake_source: Path
         for proc in (ours, other):
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("platform", ["linux", "macos", "windows"])
+def test_purge_data_leaves_no_trace_of_the_daemon(tmp_path: Path, fake_source: Path, fake_home, run_installer,
+                                                  platform: str) -> None:
+    """The plain uninstall keeps the daemon's token, weight cache and logs and now names where they are;
+    `--purge-data` removes them too, so the home is as before sine-edit (the user's images untouched)."""
+    home = fake_home(tmp_path, platform)
+    config = {"linux": ".config/sine-edit", "macos": "Library/Application Support/sine-edit",
+              "windows": "AppData/Roaming/sine-edit"}[platform]
+    (home / config / "token").unlink()
+    (home / config).rmdir()  # a home from before sine-edit
+    if platform == "macos":
+        (home / "Library" / "Caches").mkdir()  # always there on a Mac
+    before = snapshot(home)
+    args = ("--home", home, "--platform", platform, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    state, cache = {"linux": (".local/state/sine-edit", ".cache/sine-edit"),
+                    "macos": ("Library/Application Support/sine-edit/state", "Library/Caches/sine-edit"),
+                    "windows": ("AppData/Local/sine-edit/state", "AppData/Local/sine-edit/cache")}[platform]
+    (home / config / "token").write_text("t\n")  # what the daemon makes at its first start
+    (home / state / "run").mkdir(parents=True)
+    (home / state / "daemon.log").write_text("log\n")
+    (home / cache / "ab" / "cd").mkdir(parents=True)
+    (home / cache / ".sine-cache").write_text("")
+    kept = run_installer(*args, "--uninstall").stdout
+    assert str(home / cache) in kept and str(home / state) in kept and "--purge-data" in kept
+    assert (home / config / "token").exists()
+    out = run_installer(*args, "--uninstall", "--purge-data").stdout
+    assert "remove" in out
+    assert snapshot(home) == before
