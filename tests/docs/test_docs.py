@@ -7,6 +7,8 @@ README stays short and starts with the two commands, which must stay runnable as
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import re
 import subprocess
 import sys
@@ -105,6 +107,66 @@ def readme_problems(text: str) -> list[str]:
     return problems
 
 
+_COMMAND = re.compile(r"(?:^|[\s(/])(?:sine[ ](?P<sub>[a-z][a-z_-]*)|(?P<installer>install\.py)"
+                      r"|(?P<bench>bench/\w+\.py)|-m[ ](?P<module>sine(?:\.\w+)+))(?P<rest>[^|;&#`]*)")
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    found = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _options(sub)
+    return found
+
+
+def command_lines(text: str) -> list[str]:
+    """Every line of a fenced block and every code span: where the docs write commands to type."""
+    lines = [line for m in _FENCE.finditer(text) for line in m.group(0).splitlines()[1:-1]]
+    return lines + [m.group(0).strip("`") for m in _CODE_SPAN.finditer(_FENCE.sub("", text))]
+
+
+def flag_problems(text: str) -> list[str]:
+    """Each `--flag` written after `sine CMD`, `install.py`, `bench/X.py` or `-m sine.X` that the command lacks."""
+    from sine.cli import build_parser
+
+    sys.path.insert(0, str(REPO / "installer"))
+    spec = importlib.util.spec_from_file_location("install_py", REPO / "installer" / "install.py")
+    installer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installer)
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bench_source = "".join(p.read_text(encoding="utf-8") for p in (REPO / "bench").glob("*.py"))
+    problems = []
+    for line in command_lines(text):
+        for m in _COMMAND.finditer(line):
+            if m["sub"]:
+                if m["sub"] not in subcommands:
+                    problems.append(f"sine {m['sub']}: no such command")
+                    continue
+                known = _options(subcommands[m["sub"]]).__contains__
+            elif m["installer"]:
+                known = _options(installer.build_parser()).__contains__
+            else:
+                path = REPO / m["bench"] if m["bench"] else REPO / "backend" / (m["module"].replace(".", "/") + ".py")
+                if not path.is_file():
+                    problems.append(f"{m['bench'] or m['module']}: no such file")
+                    continue
+                source = path.read_text(encoding="utf-8") + (bench_source if m["bench"] else "")
+                known = lambda flag, source=source: f'"{flag}"' in source  # noqa: E731
+            for flag in _FLAG.findall(m["rest"]):
+                if flag != "--help" and not known(flag):
+                    problems.append(f"{m.group(0).strip().lstrip('(/')}: no {flag}")
+    return problems
+
+
+@pytest.mark.parametrize("page", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_flag_a_page_writes_exists(page: Path) -> None:
+    """A newcomer types the docs' commands as written: every flag there is one the command has."""
+    assert flag_problems(page.read_text(encoding="utf-8")) == []
+
+
 @pytest.mark.parametrize("page", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_link_and_image_resolves_inside_the_repository(page: Path) -> None:
     assert link_problems(page, page.read_text(encoding="utf-8")) == []
@@ -157,4 +219,9 @@ def test_the_checks_catch_what_they_are_for() -> None:
         "../shared/DESIGN.md: outside the repository", "docs/images/nope.png: no such file"]
     assert link_problems(page, "[a](file:///etc/passwd) [b](http://127.0.0.1:47633/) [c](#no-such-heading)") != []
     assert readme_problems("# x\n\n```sh\nbash scripts/test.sh\n```\n") != []
+    assert flag_problems("run `sine demo --outdir x`, `sine edit a.png --prompt b --out c`") == [
+        "sine demo --outdir x: no --outdir"]
+    assert flag_problems("```sh\npython3 installer/install.py --purge-all\nsine frobnicate\n```") == [
+        "install.py --purge-all: no --purge-all", "sine frobnicate: no such command"]
+    assert flag_problems("`python bench/speed.py --no-such-flag`, `python -m sine.nope --n 1`") != []
     assert readme_problems("\n".join(["# sine-edit", "", "```sh", *FIRST_COMMANDS, "```"] + ["x"] * 200)) != []
