@@ -97,11 +97,11 @@ def not_weights(file: Path) -> str | None:
     if head.startswith(b"version https://git-lfs"):
         return ("a Git LFS pointer (a small text file standing for the weights), not the weights: the repository "
                 "was cloned without Git LFS; run `git lfs install && git lfs pull` in it, or download the model "
-                "with `huggingface-cli download`")
+                "with `hf download`")
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
         return ("a web page (HTML), not a model: the download link led to a sign-in or error page; download "
-                "the file itself (signed in, or with `huggingface-cli download`)")
+                "the file itself (signed in, or with `hf download`)")
     return None
 
 

@@ -281,7 +281,7 @@ def _not_sd_parts(index: dict) -> str | None:
 
 def _fetch_advice(repo_id: str, why: str) -> str:
     return (f"model {repo_id!r} is not available ({why}). Fetch it once while online with "
-            f"`huggingface-cli download {repo_id}` (or `python installer/install.py --model {repo_id}`), "
+            f"`hf download {repo_id}` (or `python3 installer/install.py --model {repo_id}`), "
             "or pass a local diffusers folder with --model PATH")
 
 

@@ -152,8 +152,8 @@ def check_model(model: str | None) -> None:
     if not hub_id_cached(model):
         raise ModelMissing(
             f"model {model!r} is not a local folder and not in the Hugging Face cache (sine edit works offline). "
-            f"Install it once while online: `python installer/install.py --model {model}` "
-            f"(or `huggingface-cli download {model}`), or pass --model with a local folder")
+            f"Install it once while online: `python3 installer/install.py --model {model}` "
+            f"(or `hf download {model}`), or pass --model with a local folder")
 
 
 _SAFETENSORS_INSTEAD = "use the model's .safetensors (or its diffusers folder) instead"

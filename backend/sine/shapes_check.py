@@ -17,7 +17,7 @@ from PIL import Image
 
 THUMB = 64
 MAX_COLOURS = 64
-INSTALL_HINT = "python installer/install.py --model stable-diffusion-v1-5/stable-diffusion-v1-5"
+INSTALL_HINT = "python3 installer/install.py --model stable-diffusion-v1-5/stable-diffusion-v1-5"
 # The daemon sends this to the plug-ins (sine.job_notes); `sine edit` adds how to pass the model.
 DEMO_PICTURE_NOTE = ("the demo model only knows flat coloured shapes, so on this picture its edit will be "
                      f"noise; install a real model with `{INSTALL_HINT}`")

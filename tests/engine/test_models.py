@@ -27,7 +27,7 @@ def test_folder_without_unet_is_refused(tmp_path):
 def test_hub_id_offline_says_how_to_fetch(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ModelMissing, match="huggingface-cli download someone/some-model"):
+    with pytest.raises(ModelMissing, match="hf download someone/some-model"):
         resolve_model_folder("someone/some-model")
 
 

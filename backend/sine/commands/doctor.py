@@ -137,7 +137,7 @@ def check_model(model: str | None = None) -> Check:
     if hub_id_cached(model):
         return _model_kind(OK, f"hub id {model} (in the local cache)", model)
     return Check(WARN, "model", f"hub id {model}: not in the local cache; fetch it once while online with "
-                 f"`python installer/install.py --model {model}` (sine edit works offline)")
+                 f"`python3 installer/install.py --model {model}` (sine edit works offline)")
 
 
 def _model_kind(status: str, where: str, model: Path | str | None) -> Check:
