@@ -25,11 +25,15 @@ def test_demo_cuts_the_full_recipe_to_its_budget_and_keeps_explicit_steps() -> N
     assert demo_finetune_settings("lora", None, "photo", 0).resolved(recipes).steps == recipes["lora"].patch_steps
 
 
-def test_sine_demo_writes_its_edits_and_the_comparison(tmp_path: Path) -> None:
+def test_sine_demo_writes_its_edits_and_the_comparison(tmp_path: Path, capsys, monkeypatch) -> None:
     from sine.cli import main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--finetune-steps", "10", "--steps", "4"]) == 0
+    assert main(["demo", "--out", "demo", "--finetune-steps", "10", "--steps", "4"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # what a newcomer reads: where, and what is there
+    assert str(out) in last and "source | pre-trained only | fine-tuned only | SINE" in last
+    assert all(name in last for name in ("comparison.png", "edit1-sine.png", "source.png", "summary.json"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finetune_steps"] == 10 and summary["finetune_method"] == "full"
     assert summary["finetune_views_per_step"] == 4

@@ -65,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
     except (SineError, KeyError) as exc:
         print(f"sine demo: error: {printable(str(exc))}", file=sys.stderr)
         return 1
-    print(f"sine demo: wrote {args.out}/comparison.png and {len(summary['files']) - 1} edits "
-          f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    from ..demo import METHODS
+
+    edits = [name for name in summary["files"] if name != "comparison.png"]
+    columns = " | ".join(("source", *METHODS))
+    print(f"sine demo: done in {time.perf_counter() - t0:.0f} s. {printable(str(out.resolve()))} holds comparison.png "
+          f"(a row per edit: {columns}), {', '.join(edits)}, "
+          "source.png and summary.json", file=sys.stderr)
     return 0
