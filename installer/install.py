@@ -146,7 +146,11 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("purge_models", "purge_data"):  # alone, the command would install everything instead
+        if getattr(args, flag) and not args.uninstall:
+            parser.error(f"--{flag.replace('_', '-')} only goes with --uninstall")
     if sys.version_info < (3, 10):  # noqa: UP036 - the wrappers may find an older python3
         print("sine-edit needs Python >= 3.10; install a newer Python and run this again", file=sys.stderr)
         return 1

@@ -172,3 +172,15 @@ def test_purge_data_leaves_no_trace_of_the_daemon(tmp_path: Path, fake_source: P
     out = run_installer(*args, "--uninstall", "--purge-data").stdout
     assert "remove" in out
     assert snapshot(home) == before
+
+
+@pytest.mark.parametrize("flag", ["--purge-data", "--purge-models"])
+def test_a_purge_flag_alone_installs_nothing(tmp_path: Path, fake_source: Path, fake_home, run_installer,
+                                             flag: str) -> None:
+    """`install.py --purge-data` (forgetting --uninstall) ran a whole install, daemon start included."""
+    home = fake_home(tmp_path, "linux")
+    before = snapshot(home)
+    proc = run_installer("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start", flag,
+                         check=False)
+    assert proc.returncode == 2 and f"{flag} only goes with --uninstall" in proc.stderr
+    assert snapshot(home) == before
