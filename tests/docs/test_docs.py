@@ -167,6 +167,31 @@ def test_every_flag_a_page_writes_exists(page: Path) -> None:
     assert flag_problems(page.read_text(encoding="utf-8")) == []
 
 
+def setting_problems(text: str, code: str) -> list[str]:
+    """Each SINE_* variable a page names that no code of the repository (`code`) reads."""
+    return sorted({f"{name}: read nowhere" for name in re.findall(r"\bSINE_[A-Z][A-Z0-9_]*", text)
+                   if f'"{name}"' not in code and f"{name}=" not in code and f"${name}" not in code})
+
+
+def test_every_setting_a_page_names_is_read_somewhere() -> None:
+    code = "".join(p.read_text(encoding="utf-8", errors="replace") for part in
+                   ("backend", "shared", "installer", "plugin_krita", "plugin_gimp", "tests", "bench", "scripts")
+                   for p in (REPO / part).rglob("*") if p.suffix in {".py", ".sh"})
+    problems = [f"{page.relative_to(REPO)}: {p}" for page in doc_files()
+                for p in setting_problems(page.read_text(encoding="utf-8"), code)]
+    assert problems == []
+
+
+def test_the_readme_controls_are_flags_of_sine_edit() -> None:
+    """The README's Controls section lists `sine edit`'s flags by name alone."""
+    from sine.cli import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Controls\n", 1)[1].split("\n## ", 1)[0]
+    edit = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["edit"]
+    assert sorted(set(_FLAG.findall(section)) - _options(edit)) == []
+
+
 @pytest.mark.parametrize("page", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_every_link_and_image_resolves_inside_the_repository(page: Path) -> None:
     assert link_problems(page, page.read_text(encoding="utf-8")) == []
@@ -224,4 +249,6 @@ def test_the_checks_catch_what_they_are_for() -> None:
     assert flag_problems("```sh\npython3 installer/install.py --purge-all\nsine frobnicate\n```") == [
         "install.py --purge-all: no --purge-all", "sine frobnicate: no such command"]
     assert flag_problems("`python bench/speed.py --no-such-flag`, `python -m sine.nope --n 1`") != []
+    assert setting_problems("set `SINE_DEVICE` or SINE_TURBO=1", 'os.environ.get("SINE_DEVICE")') == [
+        "SINE_TURBO: read nowhere"]
     assert readme_problems("\n".join(["# sine-edit", "", "```sh", *FIRST_COMMANDS, "```"] + ["x"] * 200)) != []
