@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from sine_protocol.defaults import PAPER_STRENGTH
 from sine_protocol.defaults import STRENGTH as DEFAULT_STRENGTH
 
-from .finetune import FineTuned, FinetuneSettings, finetune
+from .finetune import FineTuned, FinetuneSettings, ProgressFn, finetune
 from .models import BaseModel
 from .prompts import source_prompt
 from .sampler import SamplingSettings, sample_edit
@@ -112,6 +112,7 @@ def run_demo(
     seed: int = 0,
     method: str = "full",
     log: Callable[[str], None] = print,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Fine-tune once, run every edit with every method, write PNGs + comparison.png + summary.json."""
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ def run_demo(
     steps, views = resolved.steps, resolved.batch
     per_step = f" of {views} views" if views > 1 else ""
     log(f"fine-tuning on {asset} ({steps} {method} steps{per_step}, patches + positional embedding)...")
-    model = finetune(base, source, source_prompt(info["subject"], info["style"]), settings)
+    model = finetune(base, source, source_prompt(info["subject"], info["style"]), settings, progress=progress)
     t_ft = time.perf_counter() - t0
     log(f"  done in {t_ft:.1f} s")
     log(f"sampling every method as published: strength {PAPER_STRENGTH:g}, from pure noise "

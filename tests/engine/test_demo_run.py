@@ -31,7 +31,9 @@ def test_sine_demo_writes_its_edits_and_the_comparison(tmp_path: Path, capsys, m
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "demo"
     assert main(["demo", "--out", "demo", "--finetune-steps", "10", "--steps", "4"]) == 0
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # what a newcomer reads: where, and what is there
+    err = capsys.readouterr().err
+    assert "10/10" in err  # a progress bar through the fine-tune, the demo's long silent minute before
+    last = err.strip().splitlines()[-1]  # what a newcomer reads: where, and what is there
     assert str(out) in last and "source | pre-trained only | fine-tuned only | SINE" in last
     assert all(name in last for name in ("comparison.png", "edit1-sine.png", "source.png", "summary.json"))
     summary = json.loads((out / "summary.json").read_text())

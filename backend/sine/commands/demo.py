@@ -55,13 +55,29 @@ def run(args: argparse.Namespace) -> int:
         from ..models import load_base_model
 
         base = load_base_model(args.model, device=args.device)
+        bars = []
+
+        def on_train(step: int, total: int, loss: float) -> None:
+            """A bar through the fine-tune: the demo's longest part, silent before."""
+            from tqdm import tqdm
+
+            if not bars:
+                bars.append(tqdm(total=total, desc="fine-tuning", unit="step", file=sys.stderr))
+            bars[0].update(step - bars[0].n)
+            bars[0].set_postfix(loss=f"{loss:.4f}")
+            if step >= total:
+                bars[0].close()
+
         try:
             summary = run_demo(base, out, args.source, args.finetune_steps, args.steps, args.seed,
-                               method=args.method, log=lambda msg: print(msg, file=sys.stderr))
+                               method=args.method, log=lambda msg: print(msg, file=sys.stderr), progress=on_train)
         except BaseException:
             if fresh:
                 discard_partial_demo(out)
             raise
+        finally:
+            for bar in bars:
+                bar.close()
     except (SineError, KeyError) as exc:
         print(f"sine demo: error: {printable(str(exc))}", file=sys.stderr)
         return 1
