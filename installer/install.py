@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dry run: {changes.changed} action(s) would be taken; nothing was changed.")
     else:
         print(f"Done: {changes.changed} change(s).")
+    if not args.uninstall and not args.dry_run and layout.sine_command.exists():
+        folder = layout.sine_command.parent
+        shorter = f"add {folder} to PATH" if layout.platform == "windows" else f'export PATH="{folder}:$PATH"'
+        print(f"the `sine` command: {layout.sine_command} (for a plain `sine`: {shorter})")
     return 0
 
 

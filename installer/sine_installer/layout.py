@@ -166,6 +166,13 @@ class Layout:
         return self.venv_dir / "bin" / "python"
 
     @property
+    def sine_command(self) -> Path:
+        """The `sine` command the backend's install puts into the venv (not on PATH)."""
+        if self.platform == "windows":
+            return self.venv_dir / "Scripts" / "sine.exe"
+        return self.venv_dir / "bin" / "sine"
+
+    @property
     def venv_pythonw(self) -> Path:
         """Windows' console-less interpreter, for the login entry."""
         return self.venv_dir / "Scripts" / "pythonw.exe"

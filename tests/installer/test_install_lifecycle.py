@@ -184,3 +184,16 @@ def test_a_purge_flag_alone_installs_nothing(tmp_path: Path, fake_source: Path, 
                          check=False)
     assert proc.returncode == 2 and f"{flag} only goes with --uninstall" in proc.stderr
     assert snapshot(home) == before
+
+
+def test_the_install_says_where_the_sine_command_is(tmp_path: Path, fake_source: Path, fake_home,
+                                                    run_installer) -> None:
+    """The README then writes `sine doctor`, `sine edit ...`: not on PATH after the install, so the
+    installer's last words name the command and how to shorten it."""
+    home = fake_home(tmp_path, "linux")
+    sine = home / ".local" / "share" / "sine-edit" / "venv" / "bin" / "sine"
+    sine.parent.mkdir(parents=True)
+    sine.write_text("#!/bin/sh\n")
+    out = run_installer("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start").stdout
+    assert f"the `sine` command: {sine}" in out.splitlines()[-1]
+    assert f'PATH="{sine.parent}:$PATH"' in out.splitlines()[-1]
