@@ -16,8 +16,18 @@ PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 COMMANDS = ("edit", "demo", "daemon", "cache", "doctor", "train_demo")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sine-edit")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = SineParser(prog="sine", description="SINE single-image editing with diffusion models")
+    parser.add_argument("--version", action="version", version=f"sine {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -39,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if extras:  # argparse would blame the top-level parser; the subcommand knows its flags
         subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+        (subparsers.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -64,3 +64,18 @@ def test_a_tilde_cache_folder_is_in_the_home_folder(tmp_path: Path, monkeypatch:
     for command in (["cache", "list"], ["daemon"]):
         args = build_parser().parse_args([*command, "--cache-dir", "~/weights"])
         assert args.cache_dir == tmp_path / "weights"
+
+
+def test_sine_version_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    """The first thing a bug report asks for; it was `unrecognized arguments: --version`."""
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sine {version('sine-edit')}"
+
+
+def test_an_unknown_flag_before_any_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    err = error_of(["--verbose"], capsys)
+    assert "usage: sine" in err and "unrecognized arguments: --verbose" in err
