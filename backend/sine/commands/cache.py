@@ -10,7 +10,8 @@ from ..argparsing import user_folder
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("cache", help="list or clear the per-image fine-tuned weights")
-    p.add_argument("action", choices=("list", "clear"))
+    p.add_argument("action", choices=("list", "clear"),
+                   help="list: each cached fine-tune, its size and last use; clear: delete them all")
     p.add_argument("--cache-dir", type=user_folder, help="default: SINE_CACHE_DIR or the user cache folder")
     return p
 
