@@ -9,6 +9,7 @@ next. Run it again to upgrade in place; `--uninstall` removes exactly what it ad
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -147,7 +148,12 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # argparse's own message names no flag that was meant
+        known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+        matches = {word: difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6) for word in extras}
+        hints = [f"{word}: did you mean {match[0]}?" for word, match in matches.items() if match]
+        parser.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
     for flag in ("purge_models", "purge_data"):  # alone, the command would install everything instead
         if getattr(args, flag) and not args.uninstall:
             parser.error(f"--{flag.replace('_', '-')} only goes with --uninstall")

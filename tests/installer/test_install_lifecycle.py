@@ -197,3 +197,9 @@ def test_the_install_says_where_the_sine_command_is(tmp_path: Path, fake_source:
     out = run_installer("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start").stdout
     assert f"the `sine` command: {sine}" in out.splitlines()[-1]
     assert f'PATH="{sine.parent}:$PATH"' in out.splitlines()[-1]
+
+
+def test_a_mistyped_installer_flag_names_the_likely_one(tmp_path: Path, run_installer) -> None:
+    proc = run_installer("--home", tmp_path, "--unistall", check=False)
+    assert proc.returncode == 2 and "--unistall: did you mean --uninstall?" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
