@@ -36,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps", type=int_in(1, 100_000), default=None,
                    help="default: 375 steps of 4 views for the full recipe (the demo's 2-minute budget), "
                         "else the model's recipe")
-    p.add_argument("--steps", type=int_in(1, 1000), default=50, help="DDIM sampling steps")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int_in(1, 1000), default=50, help="DDIM sampling steps (default: %(default)s)")
+    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="noise seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     return p
 
 
