@@ -348,6 +348,39 @@ def say_daemon_data_kept(changes: Changes, layout: Layout) -> None:
         changes.say("  your images were left alone")
 
 
+# What the daemon and the plug-ins write in the state folder (sine.daemon.logging_setup, lockfile, sine.estimate,
+# sine_protocol.launch and paths.runtime_dir): the log and its rotations, the launch log, lock files, the
+# step-time calibration and its temporary, and run/ (the ipc socket and its lock).
+STATE_NAMES = ("daemon.log", "daemon.log.*", "daemon-launch.log", "daemon-launch.log.*", "daemon-*.lock",
+               "calibration.json", ".calibration.json.*.tmp")
+RUN_NAMES = ("daemon.sock", "daemon.sock.lock")
+
+
+def _daemon_names(folder: Path) -> list[Path]:
+    """The entries of the state folder `folder` that the daemon or the plug-ins made, by name."""
+    names = [p for pattern in STATE_NAMES for p in folder.glob(pattern) if p.is_file() and not p.is_symlink()]
+    run = folder / "run"
+    if run.is_dir() and not run.is_symlink() and all(p.name in RUN_NAMES for p in run.iterdir()):
+        names.append(run)
+    return names
+
+
+def _not_the_daemons(folder: Path) -> list[Path]:
+    ours = set(_daemon_names(folder))
+    return [p for p in folder.iterdir() if p not in ours]
+
+
+def _purge_daemon_names(changes: Changes, folder: Path) -> None:
+    for path in _daemon_names(folder):
+        changes._did(f"remove {path}")
+        if changes.dry_run:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def purge_daemon_data(changes: Changes, layout: Layout) -> None:
     """`--uninstall --purge-data`: the token, the weight cache (only a folder the cache marked as its own)
     and the state folder; then their parent when that is left empty and is sine-edit's own config or data folder
@@ -356,6 +389,10 @@ def purge_daemon_data(changes: Changes, layout: Layout) -> None:
         if path.is_dir() and what == "weight cache" and any(path.iterdir()) \
                 and not (path / ".sine-cache").exists():
             changes.say(f"  kept {path}: not marked as sine-edit's cache (.sine-cache), so not removed")
+            continue
+        if what == "logs" and path.is_dir() and (others := _not_the_daemons(path)):
+            _purge_daemon_names(changes, path)  # a folder the user named (SINE_STATE_DIR) holds their files too
+            changes.say(f"  kept {path} and the {len(others)} file(s) in it that the daemon did not make")
             continue
         changes._did(f"remove {what} {path}" + (" (and everything in it)" if path.is_dir() else ""))
         if changes.dry_run:

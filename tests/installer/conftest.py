@@ -63,8 +63,8 @@ def fake_source(tmp_path: Path) -> Path:
 def run_installer() -> Callable[..., subprocess.CompletedProcess]:
     """Run installer/install.py the way users do: a separate process, arguments only."""
 
-    def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SINE_"))}
+    def run(*args: str | Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "SINE_"))}, **(env or {})}
         proc = subprocess.run([sys.executable, str(INSTALL_PY), *map(str, args)], capture_output=True,
                               text=True, env=env, timeout=120)
         if check and proc.returncode != 0:

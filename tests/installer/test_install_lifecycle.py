@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,32 @@ def test_purge_data_leaves_no_trace_of_the_daemon(tmp_path: Path, fake_source: P
     out = run_installer(*args, "--uninstall", "--purge-data").stdout
     assert "remove" in out
     assert snapshot(home) == before
+
+
+def test_purge_data_keeps_what_the_user_keeps_in_a_state_folder_they_named(tmp_path: Path, fake_source: Path,
+                                                                           fake_home, run_installer) -> None:
+    """SINE_STATE_DIR may name a folder of the user's (their home, a notes folder): the daemon puts its log,
+    locks, calibration and run/ there, and `--purge-data` removed the whole folder with them."""
+    home = fake_home(tmp_path, "linux")
+    notes = home / "notes"
+    notes.mkdir()
+    (notes / "diary.txt").write_text("mine\n")
+    (notes / "sub").mkdir()
+    (notes / "sub" / "daemon.log").write_text("mine too\n")  # a daemon name, but not where the daemon writes
+    # SINE_* is read in the user's own session only (not with --home): HOME stands in for it, and a PATH
+    # without systemctl keeps the installer away from any real systemd user manager
+    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
+    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args, env=env)
+    before = snapshot(notes)
+    for name in ("daemon.log", "daemon.log.1", "daemon-launch.log", "daemon-tcp-127.0.0.1-47633.lock",
+                 "calibration.json", ".calibration.json.123.tmp"):  # what the daemon and the plug-ins make there
+        (notes / name).write_text("x\n")
+    (notes / "run").mkdir()
+    (notes / "run" / "daemon.sock.lock").write_text("")
+    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
+    assert snapshot(notes) == before, out
+    assert "kept" in out and str(notes) in out
 
 
 @pytest.mark.parametrize("flag", ["--purge-data", "--purge-models"])
