@@ -9,6 +9,7 @@ Not thread-safe: use one client per thread.
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from .messages import (
     CANCEL,
     EDIT,
     ERROR,
+    FINAL_TYPES,
     HEARTBEAT,
     HELLO,
     PING,
@@ -35,6 +37,7 @@ from .messages import (
     decode_reply,
     encode_message,
     image_blob,
+    make_error,
     make_request,
     mask_blob,
 )
@@ -177,6 +180,14 @@ class _PureTransport:
             self._conn.close()
 
 
+def _is_final_type(header: bytes) -> bool:
+    """Whether a reply's header (one that failed to decode) names a final event type."""
+    try:
+        return json.loads(header).get("type") in FINAL_TYPES
+    except (ValueError, AttributeError):
+        return False
+
+
 def pyzmq_available() -> bool:
     """True when ``import zmq`` works (it may be blocked or missing inside a host application)."""
     try:
@@ -268,8 +279,13 @@ class SineClient:
         self._last_heard = time.monotonic()
         try:
             event = decode_reply(frames, self._limits)
-        except ProtocolError:
-            return True  # a malformed reply cannot be routed; drop it
+        except ProtocolError as exc:
+            if exc.request_id not in self._active or not _is_final_type(frames[0]):
+                return True  # a malformed reply that cannot be routed, or a progress event a later one supersedes
+            # The final reply of a pending request that we cannot take (e.g. a result over
+            # Limits.max_message_bytes): end that request in words now, not at the silence timeout.
+            event = decode_reply(make_error(BAD_REPLY, f"the daemon's reply could not be read: {exc.message}",
+                                            exc.request_id, self._jobs.get(exc.request_id)))
         if event.id not in self._active or event.type == HEARTBEAT:
             return True  # late reply to a request that timed out, a cancel's acknowledgement, or a heartbeat
             # (which has done its work: any byte from the daemon restarts the silence timer)

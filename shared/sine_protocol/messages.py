@@ -121,6 +121,16 @@ class Limits:
         zlib_bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 64
         return min(self.max_message_bytes, max(self.max_header_bytes, zlib_bound))
 
+    def check_results_fit(self, check: _Checker, count: int, output: tuple[int, int]) -> None:
+        """Every result of an edit comes back in ONE ``result``, whose pixels (4 bytes each, before any
+        compression) must fit ``max_message_bytes``: the bound the clients hold replies to
+        (:func:`decode_reply`). The daemon refuses a larger edit before ``accepted``, not after hours of work."""
+        need = count * output[0] * output[1] * BYTES_PER_PIXEL["rgba8"]
+        if need > self.max_message_bytes:
+            raise check.fail(f"{count} results of {output[0]}x{output[1]} would be a reply of {need} bytes, over the"
+                             f" limit of {self.max_message_bytes} bytes; ask for fewer results or a smaller size",
+                             TOO_LARGE)
+
 
 @dataclass(frozen=True)
 class EditRequest:
@@ -568,6 +578,7 @@ def _parse_edit(
         output = (check.integer(raw["width"], "output.width", lo, hi), check.integer(raw["height"], "output.height", lo, hi))
     if output[0] * output[1] > limits.max_output_pixels:
         raise check.fail(f"output {output[0]}x{output[1]} is over the limit of {limits.max_output_pixels} pixels", TOO_LARGE)
+    limits.check_results_fit(check, count, output)
     return EditRequest(image, mask, prompt, subject, style, seed, sampling, finetune, output, count, style_image,
                        style_subject)
 
@@ -643,6 +654,10 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
         raise check.fail("reply lacks a string type or id", BAD_REPLY)
     try:
         descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
+        pixel_bytes = sum(d["width"] * d["height"] * BYTES_PER_PIXEL[d["format"]] for d in descriptors)
+        if pixel_bytes > limits.max_message_bytes:  # the bound Limits.check_results_fit holds edits to
+            raise check.fail(f"the reply's pictures are {pixel_bytes} bytes, over the limit of"
+                             f" {limits.max_message_bytes} bytes", BAD_REPLY)
         blobs = [
             (desc, _decode_blob(check, desc, payload, max(limits.max_output_pixels, limits.max_input_pixels)))
             for desc, payload in zip(descriptors, frames[1:], strict=True)

@@ -14,6 +14,7 @@ from fake_daemon import FakeDaemon  # noqa: E402
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient  # noqa: E402
 from sine_protocol.frames import make_preview, resize_nearest  # noqa: E402
+from sine_protocol.messages import Limits  # noqa: E402
 
 TOKEN = "t" * 64
 TRANSPORTS = ["pyzmq", "pure"]
@@ -246,3 +247,19 @@ def test_an_endpoint_no_socket_can_take_is_daemon_unavailable(transport: str, en
         assert client.ping(timeout=0.5) is False
         with pytest.raises(DaemonUnavailable, match="not reachable"):
             client.hello()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_final_reply_over_the_clients_bound_ends_the_request_in_words(daemon: FakeDaemon, transport: str) -> None:
+    """A `result` the client cannot take (over Limits.max_message_bytes) must not be dropped silently, leaving
+    the edit waiting until the silence timeout: it becomes a `bad_reply` error for that request."""
+    client = SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5, limits=Limits(max_message_bytes=1000))
+    try:
+        rid = client.submit_edit(_image(40, 30), "make it green", output_size=(20, 15))  # result: 1200 bytes
+        start = time.monotonic()
+        events = list(client.events(rid, timeout=5))
+        assert time.monotonic() - start < 2
+        assert [e.type for e in events] == ["accepted", "progress", "error"]
+        assert events[-1].header["code"] == "bad_reply" and "1200 bytes" in events[-1].header["message"]
+    finally:
+        client.close()
