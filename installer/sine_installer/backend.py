@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -365,13 +366,38 @@ def _daemon_names(folder: Path) -> list[Path]:
     return names
 
 
-def _not_the_daemons(folder: Path) -> list[Path]:
-    ours = set(_daemon_names(folder))
+# What sine.cache writes in its folder (the installer runs without the backend, so it cannot import them): the
+# mark and its temporary, .tmp/ (entries being built), and shard folders <key[:2]>/ holding only entries <key>/
+# or entries being deleted.
+CACHE_MARK = ".sine-cache"
+_CACHE_MARK_TMP = re.compile(r"^\.\.sine-cache\.\d+\.\d+\.tmp$")
+_CACHE_SHARD = re.compile(r"^[0-9a-f]{2}$")
+_CACHE_ENTRY = re.compile(r"^([0-9a-f]{64}|\.del-[0-9a-f]{64}-\d+-\d+)$")
+
+
+def _cache_names(folder: Path) -> list[Path]:
+    """The entries of the weight-cache folder `folder` that the cache made, by name."""
+    names = []
+    for p in folder.iterdir():
+        if p.is_symlink():
+            continue
+        if (p.name == CACHE_MARK or _CACHE_MARK_TMP.match(p.name)) and p.is_file():
+            names.append(p)
+        elif p.name == ".tmp" and p.is_dir():
+            names.append(p)
+        elif _CACHE_SHARD.match(p.name) and p.is_dir() \
+                and all(_CACHE_ENTRY.match(e.name) and e.is_dir() and not e.is_symlink() for e in p.iterdir()):
+            names.append(p)
+    return names
+
+
+def _not_the_daemons(folder: Path, names: list[Path]) -> list[Path]:
+    ours = set(names)
     return [p for p in folder.iterdir() if p not in ours]
 
 
-def _purge_daemon_names(changes: Changes, folder: Path) -> None:
-    for path in _daemon_names(folder):
+def _purge_names(changes: Changes, names: list[Path]) -> None:
+    for path in names:
         changes._did(f"remove {path}")
         if changes.dry_run:
             continue
@@ -387,11 +413,14 @@ def purge_daemon_data(changes: Changes, layout: Layout) -> None:
     (Windows) or an XDG base folder the daemon created (~/.cache, ~/.local/state)."""
     for what, path in daemon_data(layout):
         if path.is_dir() and what == "weight cache" and any(path.iterdir()) \
-                and not (path / ".sine-cache").exists():
+                and not (path / CACHE_MARK).exists():
             changes.say(f"  kept {path}: not marked as sine-edit's cache (.sine-cache), so not removed")
             continue
-        if what == "logs" and path.is_dir() and (others := _not_the_daemons(path)):
-            _purge_daemon_names(changes, path)  # a folder the user named (SINE_STATE_DIR) holds their files too
+        names = {"logs": _daemon_names, "weight cache": _cache_names}.get(what)
+        if names is not None and path.is_dir() and (others := _not_the_daemons(path, ours := names(path))):
+            # a folder the user named (SINE_STATE_DIR, SINE_CACHE_DIR: one they made empty and the cache
+            # adopted) holds their files too: only the daemon's own names go
+            _purge_names(changes, ours)
             changes.say(f"  kept {path} and the {len(others)} file(s) in it that the daemon did not make")
             continue
         changes._did(f"remove {what} {path}" + (" (and everything in it)" if path.is_dir() else ""))

@@ -139,6 +139,12 @@ class Changes:
                 del self.manifest["files"][key]
 
     def _undo_file(self, path: Path, entry: dict[str, Any]) -> None:
+        """Remove a file the installer wrote, or restore the user's original; a file that no longer holds what
+        the installer wrote (the user edited config.json since) is the user's now: it stays, and is named."""
+        if path.is_symlink() or (path.is_file() and entry.get("sha256")
+                                 and sha256(path.read_bytes()) != entry["sha256"]):  # restoring would write through a link
+            self.say(f"  kept {path}: changed since the install, so it is yours now (delete it if unwanted)")
+            return
         if entry.get("backup") is not None:
             original = base64.b64decode(entry["backup"])
             if not path.is_file() or path.read_bytes() != original:

@@ -165,7 +165,7 @@ def test_purge_data_leaves_no_trace_of_the_daemon(tmp_path: Path, fake_source: P
     (home / config / "token").write_text("t\n")  # what the daemon makes at its first start
     (home / state / "run").mkdir(parents=True)
     (home / state / "daemon.log").write_text("log\n")
-    (home / cache / "ab" / "cd").mkdir(parents=True)
+    (home / cache / "ab" / ("ab" + "0" * 62)).mkdir(parents=True)  # an entry as sine.cache names it
     (home / cache / ".sine-cache").write_text("")
     kept = run_installer(*args, "--uninstall").stdout
     assert str(home / cache) in kept and str(home / state) in kept and "--purge-data" in kept
@@ -230,3 +230,61 @@ def test_a_mistyped_installer_flag_names_the_likely_one(tmp_path: Path, run_inst
     proc = run_installer("--home", tmp_path, "--unistall", check=False)
     assert proc.returncode == 2 and "--unistall: did you mean --uninstall?" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_purge_data_keeps_what_the_user_put_in_a_cache_folder_the_daemon_adopted(
+        tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    """SINE_CACHE_DIR may name an empty folder of the user's: the cache adopts it (marks it .sine-cache), the
+    user later keeps their own files there too, and `--purge-data` removed the whole marked folder with them."""
+    from sine.cache import WeightCache
+
+    home = fake_home(tmp_path, "linux")
+    stuff = home / "stuff"
+    stuff.mkdir()
+    cache = WeightCache(stuff)  # the daemon's real cache adopts the empty folder
+    cache.store("a" * 64, lambda folder: (folder / "unet.safetensors").write_bytes(b"w"))
+    (stuff / "later.txt").write_text("the user's, written after the cache adopted the folder\n")
+    (stuff / "photos").mkdir()
+    (stuff / "photos" / "cat.png").write_bytes(b"\x89PNG mine")
+    user_files = {k: v for k, v in snapshot(stuff).items() if k in ("later.txt", "photos", "photos/cat.png")}
+    env = {"HOME": str(home), "SINE_CACHE_DIR": str(stuff), "PATH": str(Path(sys.executable).parent)}
+    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args, env=env)
+    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
+    assert snapshot(stuff) == user_files, out  # the cache's entries and mark are gone, the user's files stay
+    assert "kept" in out and str(stuff) in out
+
+
+def test_uninstall_keeps_a_file_the_user_changed_after_the_install(tmp_path: Path, fake_source: Path, fake_home,
+                                                                   run_installer) -> None:
+    """config.json is the installer's, but the README sends the user there to change the model: the uninstall
+    deleted their edit (and would restore an older original over a newer edit). A file that no longer holds
+    what the installer wrote stays, and the uninstall names it."""
+    home = fake_home(tmp_path, "linux")
+    config = home / ".config" / "sine-edit" / "config.json"
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    assert config.is_file()
+    config.write_text('{"model": "/home/me/my-own-model"}\n')
+    out = run_installer(*args, "--uninstall").stdout
+    assert config.read_text() == '{"model": "/home/me/my-own-model"}\n', out
+    assert "changed since the install" in out and str(config) in out
+
+
+def test_uninstall_never_writes_through_a_link_put_where_the_installer_restores(tmp_path: Path, fake_source: Path,
+                                                                                fake_home, run_installer) -> None:
+    """config.json existed before (the installer keeps its bytes to restore them); the user later made it a link
+    to a file of theirs: the restore wrote the old bytes through the link into that file."""
+    home = fake_home(tmp_path, "linux")
+    config = home / ".config" / "sine-edit" / "config.json"
+    config.write_text('{"model": "old"}\n')
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    mine = home / "my-config.json"
+    mine.write_text('{"model": "mine", "note": "kept in my dotfiles"}\n')
+    config.unlink()
+    config.symlink_to(mine)
+    before = mine.read_bytes()
+    out = run_installer(*args, "--uninstall").stdout
+    assert mine.read_bytes() == before, out
+    assert config.is_symlink() and str(config) in out
