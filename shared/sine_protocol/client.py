@@ -146,6 +146,8 @@ class _PureTransport:
         self._conn: ZMTPConnection | None = None
 
     def _connection(self, timeout: float) -> ZMTPConnection:
+        if self._conn is not None and not self._conn.closed and self._conn.peer_closed():
+            self._conn.close()  # the daemon went away (or restarted) since the last message: connect anew
         if self._conn is None or self._conn.closed:
             check_listener(self._endpoint)
             try:

@@ -322,6 +322,20 @@ class ZMTPConnection:
     def closed(self) -> bool:
         return self._closed
 
+    def peer_closed(self) -> bool:
+        """True when the peer has closed or reset the connection and sent nothing more (e.g. the daemon was
+        restarted since the last message): a request sent now would go nowhere. Does not block."""
+        if self._closed:
+            return True
+        try:
+            self._sock.setblocking(False)  # every read and write sets its own timeout again
+            data = self._sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False  # open, nothing to read
+        except OSError:
+            return True  # reset
+        return data == b""
+
     def close(self) -> None:
         """Close the TCP/Unix socket (idempotent)."""
         if self._closed:

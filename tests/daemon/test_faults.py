@@ -222,3 +222,38 @@ def test_missing_model_and_oversized_messages(short_tmp: Path):
             assert client.request("ping").type == "pong"
     finally:
         assert proc.stop() == 0
+
+
+def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job(tiny_model: Path, short_tmp: Path):
+    """The running job is stuck where it cannot stop (a cache write); the first Ctrl+C waits for it, the
+    second gives up at once: exit 130 within a second or two, no traceback, every client gets its final."""
+    pause = short_tmp / "pause-cache-writes"
+    daemon = DaemonProcess(short_tmp, tiny_model, extra=FAST)
+    daemon.env["SINE_TEST_CACHE_WRITE_PAUSE_FILE"] = str(pause)
+    daemon.start()
+    pause.touch()
+    try:
+        with Client(daemon.endpoint, daemon.token) as running, Client(daemon.endpoint, daemon.token, "pure") as queued:
+            rid = running.submit_edit(make_image(32, 32, seed=40))
+            qid = queued.submit_edit(make_image(32, 32, seed=41))
+            deadline = time.monotonic() + 30
+            while not any((daemon.cache_dir / ".tmp").glob("*/finetune.json")):
+                assert time.monotonic() < deadline, daemon.output()
+                time.sleep(0.05)
+            daemon.proc.send_signal(signal.SIGINT)
+            assert queued.events_until_final(qid, timeout=5)[-1].type == "cancelled"
+            time.sleep(0.3)
+            assert daemon.proc.poll() is None  # still waiting for the stuck step (the grace is longer)
+            second = time.monotonic()
+            daemon.proc.send_signal(signal.SIGINT)
+            final = running.events_until_final(rid, timeout=3)[-1]
+            assert final.type == "cancelled" and final.header["stopped_at"]["phase"] == "finetune"
+            assert daemon.proc.wait(5) == 130
+            assert time.monotonic() - second < 2.5
+    finally:
+        pause.unlink(missing_ok=True)
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(30)
+    assert "Traceback" not in daemon.output()
+    assert not (short_tmp / "run" / "daemon.sock").exists()

@@ -187,6 +187,24 @@ def test_daemon_restart(transport: str) -> None:
             second.close()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_daemon_restarted_between_two_requests_answers_the_next_one(transport: str) -> None:
+    """The daemon was stopped and started again while the client sent nothing: the first request after
+    that goes to the new daemon (the pure transport used to send it into the dead connection: False)."""
+    first = FakeDaemon(TOKEN)
+    endpoint = first.endpoint
+    with SineClient(endpoint, TOKEN, transport=transport, timeout=3) as c:
+        assert c.ping()
+        first.close()
+        second = FakeDaemon(TOKEN, endpoint)
+        try:
+            time.sleep(0.2)  # the old connection's close has reached the client
+            assert c.ping(timeout=2) is True
+            assert c.hello()["type"] == "welcome"
+        finally:
+            second.close()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ipc:// test runs on Linux")
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_ipc_endpoint(transport: str, tmp_path: Path) -> None:

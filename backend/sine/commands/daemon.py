@@ -170,5 +170,5 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, StartupError) as exc:
         print(f"sine daemon: {printable(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl+C: stop without waiting for the running job
+    except KeyboardInterrupt:  # Ctrl+C before the daemon's own handler is installed (still starting up)
         return 130

@@ -129,6 +129,7 @@ class Daemon:
                               max_total_bytes=config.max_queued_bytes)
         self.cache: WeightCache | None = None  # opened once the lock is ours (opening sweeps crash leftovers)
         self.stop_requested = threading.Event()
+        self.give_up = threading.Event()  # a second Ctrl+C: stop without waiting for the running job
         self.bound: list[str] = []
         self._locks: list[DaemonLock] = []
         self._last_queued_ping = 0.0
@@ -185,10 +186,13 @@ class Daemon:
     def request_stop(self, signum: int | None = None, _frame: object = None) -> None:
         """Signal-safe: stop accepting, cancel the running job at its next step, then exit.
 
-        A second Ctrl+C while stopping gives up waiting (KeyboardInterrupt; the cleanup still runs).
+        A second Ctrl+C while stopping gives up waiting: the loop abandons the running job at once (its
+        client still gets its final event) and the process exits 130. Only flags are set here: an
+        exception raised wherever the main thread happened to be skipped that final event and the cleanup.
         """
         if signum == signal.SIGINT and self.stop_requested.is_set():
-            raise KeyboardInterrupt
+            self.exit_code = 130
+            self.give_up.set()
         self.stop_requested.set()
 
     def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
@@ -257,7 +261,9 @@ class Daemon:
             worker_alive = False
             if worker is not None:
                 worker.stopping.set()
-                worker.join(0.5 if self.abandoned else 5)
+                until = time.monotonic() + (0.5 if self.abandoned else 5)
+                while worker.is_alive() and time.monotonic() < until and not self.give_up.is_set():
+                    worker.join(0.1)  # in slices: a second Ctrl+C stops this wait too
                 worker_alive = worker.is_alive()
             self.abandoned = worker_alive
             router.close(linger=200)
@@ -289,6 +295,7 @@ class Daemon:
                         self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
             if shutdown_deadline is not None and (
                 self.queue.running() is None or not worker.is_alive() or time.monotonic() > shutdown_deadline
+                or self.give_up.is_set()
             ):
                 self._drain_events(router, events)
                 self._abandon_running(router)
