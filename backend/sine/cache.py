@@ -31,6 +31,8 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 MARKER = ".sine-cache"
+HASH_MEMO = "model_hashes.json"  # sine.checkpoints remembers the hashes of big model files here
+_HASH_MEMO_TMP_RE = re.compile(r"^\.model_hashes\.json\.\d+\.tmp$")
 KEY_FORMAT = "sine-cache-v1"
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
@@ -211,6 +213,9 @@ def _looks_like_cache(root: Path) -> bool:
     """True if every name under ``root`` is one the cache writes (a cache made before the mark existed)."""
     for child in root.iterdir():
         if child.name == ".tmp" and child.is_dir() and not child.is_symlink():
+            continue
+        if (child.name == HASH_MEMO or _HASH_MEMO_TMP_RE.match(child.name)) and child.is_file() \
+                and not child.is_symlink():  # written there by an older version before the cache's mark
             continue
         if not (_SHARD_RE.match(child.name) and child.is_dir() and not child.is_symlink()):
             return False

@@ -512,18 +512,32 @@ def _files_within(folder: Path) -> list[Path]:
     return found
 
 
-def _memo_path() -> Path:
+def _memo_path(create: bool) -> Path | None:
+    """The hash memo in the weight-cache folder, only in one the cache owns: SINE_CACHE_DIR may name a folder
+    of the user's. `create`: make and mark a new or empty folder as the cache first (as the daemon would), so a
+    memo written before the daemon's first start does not make the daemon refuse the folder."""
     from sine_protocol.paths import cache_dir
 
-    return cache_dir() / "model_hashes.json"
+    from .cache import HASH_MEMO, MARKER, WeightCache
+
+    root = cache_dir()
+    if not (root / MARKER).is_file():
+        if not create:
+            return None
+        try:
+            WeightCache(root)
+        except OSError as exc:  # NotACacheFolder: a folder of the user's files; the hash is simply not kept
+            log.debug("not remembering model hashes in %s: %s", root, exc)
+            return None
+    return root / HASH_MEMO
 
 
 def _file_sha256(file: Path) -> str:
     stat = file.stat()
     key = f"{file}|{stat.st_size}|{stat.st_mtime_ns}"
-    memo_file = _memo_path()
+    memo_file = _memo_path(create=False)
     try:
-        memo = json.loads(memo_file.read_text())
+        memo = json.loads(memo_file.read_text()) if memo_file is not None else {}
     except (OSError, ValueError):
         memo = {}
     if key in memo:
@@ -533,10 +547,9 @@ def _file_sha256(file: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     value = digest.hexdigest()
-    if stat.st_size >= 1 << 24:  # remember only what is slow to hash again
+    if stat.st_size >= 1 << 24 and (memo_file := _memo_path(create=True)) is not None:  # slow to hash again
         memo[key] = value
         try:
-            memo_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(memo))
             os.replace(tmp, memo_file)

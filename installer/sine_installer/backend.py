@@ -367,10 +367,10 @@ def _daemon_names(folder: Path) -> list[Path]:
 
 
 # What sine.cache writes in its folder (the installer runs without the backend, so it cannot import them): the
-# mark and its temporary, .tmp/ (entries being built), and shard folders <key[:2]>/ holding only entries <key>/
-# or entries being deleted.
+# mark and its temporary, the model-hash memo (sine.checkpoints) and its temporary, .tmp/ (entries being built),
+# and shard folders <key[:2]>/ holding only entries <key>/ or entries being deleted.
 CACHE_MARK = ".sine-cache"
-_CACHE_MARK_TMP = re.compile(r"^\.\.sine-cache\.\d+\.\d+\.tmp$")
+_CACHE_FILES = re.compile(r"^(\.\.sine-cache\.\d+\.\d+\.tmp|model_hashes\.json|\.model_hashes\.json\.\d+\.tmp)$")
 _CACHE_SHARD = re.compile(r"^[0-9a-f]{2}$")
 _CACHE_ENTRY = re.compile(r"^([0-9a-f]{64}|\.del-[0-9a-f]{64}-\d+-\d+)$")
 
@@ -381,7 +381,7 @@ def _cache_names(folder: Path) -> list[Path]:
     for p in folder.iterdir():
         if p.is_symlink():
             continue
-        if (p.name == CACHE_MARK or _CACHE_MARK_TMP.match(p.name)) and p.is_file():
+        if (p.name == CACHE_MARK or _CACHE_FILES.match(p.name)) and p.is_file():
             names.append(p)
         elif p.name == ".tmp" and p.is_dir():
             names.append(p)

@@ -167,6 +167,7 @@ def test_purge_data_leaves_no_trace_of_the_daemon(tmp_path: Path, fake_source: P
     (home / state / "daemon.log").write_text("log\n")
     (home / cache / "ab" / ("ab" + "0" * 62)).mkdir(parents=True)  # an entry as sine.cache names it
     (home / cache / ".sine-cache").write_text("")
+    (home / cache / "model_hashes.json").write_text("{}")  # sine.checkpoints remembers big files' hashes there
     kept = run_installer(*args, "--uninstall").stdout
     assert str(home / cache) in kept and str(home / state) in kept and "--purge-data" in kept
     assert (home / config / "token").exists()
