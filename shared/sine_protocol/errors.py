@@ -16,16 +16,18 @@ OUT_OF_MEMORY = "out_of_memory"
 BUSY = "busy"
 CANCELLED = "cancelled"
 INTERNAL = "internal"
+DAEMON_STOPPING = "daemon_stopping"  # the daemon was stopped (SIGTERM, Ctrl+C) before the job finished
 
 ERROR_CODES: frozenset[str] = frozenset(
-    {BAD_REQUEST, UNSUPPORTED_VERSION, UNAUTHORIZED, TOO_LARGE, MODEL_MISSING, OUT_OF_MEMORY, BUSY, CANCELLED, INTERNAL}
+    {BAD_REQUEST, UNSUPPORTED_VERSION, UNAUTHORIZED, TOO_LARGE, MODEL_MISSING, OUT_OF_MEMORY, BUSY, CANCELLED, INTERNAL,
+     DAEMON_STOPPING}
 )
 
 # Client-side only (never sent on the wire): the daemon's reply itself was malformed.
 BAD_REPLY = "bad_reply"
 
 # Codes after which sending the same request again later may succeed.
-RETRIABLE_CODES: frozenset[str] = frozenset({BUSY, OUT_OF_MEMORY})
+RETRIABLE_CODES: frozenset[str] = frozenset({BUSY, OUT_OF_MEMORY, DAEMON_STOPPING})
 
 
 class ProtocolError(Exception):

@@ -176,11 +176,14 @@ def test_sigkill_during_cache_write_then_restart_then_sigterm(tiny_model: Path, 
         assert not any((again.cache_dir / ".tmp").glob("*/*"))
         assert len(_entries(again.cache_dir)) == 2
 
-        # SIGTERM mid fine-tune: the job ends as cancelled, nothing half-done is cached, exit status 0.
+        # SIGTERM mid fine-tune: the job ends with a retriable daemon_stopping error (the painter did not
+        # cancel), nothing half-done is cached, exit status 0.
         rid = client.submit_edit(make_image(32, 32, seed=32), ft_steps=2000)
         _until_step(client, rid, "finetune", 1)
         again.proc.send_signal(signal.SIGTERM)
-        assert client.events_until_final(rid, timeout=30)[-1].type == "cancelled"
+        final = client.events_until_final(rid, timeout=30)[-1]
+        assert final.type == "error" and final.header["code"] == "daemon_stopping" and final.header["retriable"]
+        assert "finetune step" in final.header["message"]
     assert again.stop(timeout=30) == 0
     assert len(_entries(again.cache_dir)) == 2
     assert not (short_tmp / "run" / "daemon.sock").exists()
@@ -241,13 +244,15 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
                 assert time.monotonic() < deadline, daemon.output()
                 time.sleep(0.05)
             daemon.proc.send_signal(signal.SIGINT)
-            assert queued.events_until_final(qid, timeout=5)[-1].type == "cancelled"
+            waiting = queued.events_until_final(qid, timeout=5)[-1]
+            assert waiting.type == "error" and waiting.header["code"] == "daemon_stopping", waiting.header
             time.sleep(0.3)
             assert daemon.proc.poll() is None  # still waiting for the stuck step (the grace is longer)
             second = time.monotonic()
             daemon.proc.send_signal(signal.SIGINT)
             final = running.events_until_final(rid, timeout=3)[-1]
-            assert final.type == "cancelled" and final.header["stopped_at"]["phase"] == "finetune"
+            assert final.type == "error" and final.header["code"] == "daemon_stopping", final.header
+            assert "finetune" in final.header["message"]
             assert daemon.proc.wait(5) == 130
             assert time.monotonic() - second < 2.5
     finally:

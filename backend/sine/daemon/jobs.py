@@ -36,6 +36,7 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     cancel_event: threading.Event = field(default_factory=threading.Event)
     nbytes: int = 0  # pixel bytes this job holds while pending (bounded in total by the queue)
+    stopped_by_daemon: bool = False  # cancelled because the daemon is stopping, not by its client
 
     def should_stop(self) -> bool:
         """Polled by the engine between steps."""
@@ -132,6 +133,8 @@ class JobQueue:
         with self._cond:
             self._closed = True
             ids = [j.id for j in self._jobs.values() if j.state in (QUEUED, RUNNING)]
+            for job_id in ids:  # a job its client already cancelled stays the client's cancel
+                self._jobs[job_id].stopped_by_daemon = not self._jobs[job_id].cancel_event.is_set()
             self._cond.notify_all()
         return [job for job in (self.cancel(i) for i in ids) if job is not None]
 

@@ -24,7 +24,7 @@ from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.token_keeper import TokenKeeper
-from sine.daemon.worker import EVENTS_ADDRESS, Worker, internal_message
+from sine.daemon.worker import EVENTS_ADDRESS, Worker, internal_message, stopping_reply
 from sine.daemon.zap import ZapHandler
 from sine_protocol import messages as m
 from sine_protocol.auth import ZAP_DOMAIN
@@ -292,7 +292,7 @@ class Daemon:
                 shutdown_deadline = time.monotonic() + SHUTDOWN_GRACE_S
                 for job in self.queue.close():
                     if job.state == CANCELLED:  # was queued: the worker will never see it
-                        self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id))
+                        self._send(router, job.client, stopping_reply(job))
             if shutdown_deadline is not None and (
                 self.queue.running() is None or not worker.is_alive() or time.monotonic() > shutdown_deadline
                 or self.give_up.is_set()
@@ -348,8 +348,7 @@ class Daemon:
         log.warning("job %s: still in %s at exit; abandoned", job.id[:8], job.phase)
         self.abandoned = True
         self.queue.finish(job, CANCELLED)
-        self._send(router, job.client, make_reply(m.CANCELLED, job.request_id, job=job.id,
-                                                  stopped_at={"phase": job.phase, "step": job.step}))
+        self._send(router, job.client, stopping_reply(job))
 
     @staticmethod
     def _reply_type(frames: list[bytes]) -> str:

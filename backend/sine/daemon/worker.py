@@ -19,7 +19,7 @@ from sine.daemon.jobs import CANCELLED as STATE_CANCELLED
 from sine.daemon.jobs import DONE, FAILED, Job, JobQueue
 from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
-from sine_protocol.errors import CANCELLED, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
+from sine_protocol.errors import CANCELLED, DAEMON_STOPPING, INTERNAL, MODEL_MISSING, OUT_OF_MEMORY
 from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 log = logging.getLogger("sine.daemon.worker")
@@ -29,6 +29,14 @@ EVENTS_ADDRESS = "inproc://sine-worker-events"
 def internal_message(ref: str) -> str:
     """What a client is told about a daemon bug: a short message and the reference to find it in the log."""
     return f"internal error in the daemon (reference {ref}); the details are in daemon.log"
+
+
+def stopping_reply(job: Job) -> list[bytes]:
+    """The final event of a job the daemon's stop (SIGTERM, Ctrl+C) ended: not the painter's cancel, and
+    worth sending again once a daemon runs."""
+    at = "while it waited its turn" if job.phase in ("queued", "loading") else f"at {job.phase} step {job.step}"
+    return make_error(DAEMON_STOPPING, f"the daemon was stopped before this edit finished ({at}); nothing was"
+                      " changed: start the daemon again and send the edit again", job.request_id, job.id)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -157,6 +165,9 @@ class Worker(threading.Thread):
     def _failure(self, job: Job, exc: BaseException) -> tuple[str, list[bytes]]:
         """The final state and event for a job that raised."""
         if isinstance(exc, _JobCancelled) or getattr(exc, "code", None) == CANCELLED:
+            if job.stopped_by_daemon:
+                log.info("job %s: stopped with the daemon", job.id[:8])
+                return STATE_CANCELLED, stopping_reply(job)
             log.info("job %s: cancelled", job.id[:8])
             stopped_at = {"phase": job.phase, "step": job.step}
             return STATE_CANCELLED, make_reply(CANCELLED, job.request_id, job=job.id, stopped_at=stopped_at)
