@@ -120,9 +120,10 @@ def uninstall(args: argparse.Namespace, changes: Changes, layout: Layout, real: 
     for key, record in sorted(changes.manifest["edits"].items()):
         plugins.disable_in_kritarc(changes, Path(key), record)
     changes.manifest["edits"] = {}
+    written = changes.trees_written()
     changes.undo_files()
     keep = [] if args.purge_models else [layout.models_dir]
-    changes.remove_trees(keep=keep)
+    changes.remove_trees(keep=keep, written=written)
     if args.purge_data:  # before the installer's empty folders go: the token's folder is one of them
         backend.purge_daemon_data(changes, layout)
     autostart.reload_systemd(changes, real)

@@ -203,12 +203,24 @@ class Changes:
             self._undo_file(Path(key), entry)
         self.manifest["files"] = {}
 
-    def remove_trees(self, keep: Sequence[Path] = ()) -> None:
+    def trees_written(self) -> set[str]:
+        """The folders wholly ours that the installer filled file by file (the plug-ins), not a tool (venv, models):
+        once those files are undone, anything left in them (but the hosts' __pycache__) is the user's."""
+        return {t for t in self.manifest["trees"] if any(k.startswith(t + os.sep) for k in self.manifest["files"])}
+
+    def remove_trees(self, keep: Sequence[Path] = (), written: set[str] = frozenset()) -> None:
         kept = {str(k) for k in keep}
         for key in list(self.manifest["trees"]):
             if key in kept:
                 continue
             path = Path(key)
+            if key in written and path.is_dir() and not path.is_symlink() and (left := _users_files(path)):
+                if not self.dry_run:
+                    _remove_caches_and_empty_folders(path)
+                self.say(f"  kept {path}: it holds {len(left)} file(s) the installer did not write ("
+                         + ", ".join(str(p.relative_to(path)) for p in left[:3]) + (", ..." if len(left) > 3 else "") + ")")
+                self.manifest["trees"].remove(key)
+                continue
             if path.exists():
                 self._did(f"remove folder {path} (and everything in it)")
                 if not self.dry_run:
@@ -229,6 +241,20 @@ class Changes:
                     self.say(f"    keep {path} (not empty)")
             else:
                 self.manifest["dirs"].remove(key)
+
+
+def _users_files(tree: Path) -> list[Path]:
+    """Files under `tree` outside __pycache__ folders (what Python in Krita or GIMP compiles there)."""
+    return sorted(p for p in tree.rglob("*") if not p.is_dir() and "__pycache__" not in p.relative_to(tree).parts)
+
+
+def _remove_caches_and_empty_folders(tree: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(tree, topdown=False):
+        folder = Path(dirpath)
+        if folder.name == "__pycache__" and not dirnames and all(n.endswith(".pyc") for n in filenames):
+            shutil.rmtree(folder)
+        elif folder != tree and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _quote(arg: str) -> str:

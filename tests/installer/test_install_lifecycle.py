@@ -289,3 +289,21 @@ def test_uninstall_never_writes_through_a_link_put_where_the_installer_restores(
     out = run_installer(*args, "--uninstall").stdout
     assert mine.read_bytes() == before, out
     assert config.is_symlink() and str(config) in out
+
+
+def test_uninstall_keeps_a_file_the_user_put_in_the_plugin_folder(tmp_path: Path, fake_source: Path, fake_home,
+                                                                  run_installer) -> None:
+    """The plug-in folders the installer made were removed whole, with a file the user saved there since (a
+    tweaked copy of a module, their notes); only what the installer wrote, and the hosts' __pycache__, go."""
+    home = fake_home(tmp_path, "linux")
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    plugin = home / ".local" / "share" / "krita" / "pykrita" / "sine_krita"
+    (plugin / "my_notes.txt").write_text("settings I like\n")
+    (plugin / "__pycache__").mkdir()
+    (plugin / "__pycache__" / "extension.cpython-311.pyc").write_bytes(b"krita compiled this")
+    out = run_installer(*args, "--uninstall").stdout
+    assert (plugin / "my_notes.txt").read_text() == "settings I like\n", out
+    assert sorted(p.name for p in plugin.iterdir()) == ["my_notes.txt"]
+    assert "kept" in out and str(plugin) in out
+    assert not (home / ".config" / "GIMP" / "3.0" / "plug-ins" / "sine-gimp").exists()  # no file of the user's there
