@@ -273,7 +273,13 @@ class SineClient:
         return rid
 
     def _pump(self, timeout: float | None) -> bool:
-        """Receive at most one message into the buffer; False if nothing arrived in time."""
+        """Receive at most one message into the buffer; False if nothing arrived in time.
+
+        While requests are pending the wait also ends when the silence window does, so a daemon that went
+        away (or restarted and forgot the job) is noticed then, however long the caller would wait."""
+        if self._active:
+            left = max(self.silence_timeout - (time.monotonic() - self._last_heard), 0.0) + 0.05
+            timeout = left if timeout is None else min(timeout, left)
         frames = self._transport.recv(timeout)
         if frames is None:
             self._check_silence()

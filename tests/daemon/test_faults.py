@@ -262,3 +262,24 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
             daemon.proc.wait(30)
     assert "Traceback" not in daemon.output()
     assert not (short_tmp / "run" / "daemon.sock").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_closing_the_terminal_sighup_stops_like_sigterm(tiny_model: Path, short_tmp: Path):
+    """Closing the terminal that runs `sine daemon` sends SIGHUP: it killed the daemon on the spot and its
+    clients heard nothing until their silence timeout. Now it is a stop like SIGTERM."""
+    daemon = DaemonProcess(short_tmp, tiny_model, extra=FAST).start()
+    try:
+        with Client(daemon.endpoint, daemon.token) as client:
+            rid = client.submit_edit(make_image(32, 32, seed=50), ft_steps=2000)
+            _until_step(client, rid, "finetune", 1)
+            daemon.proc.send_signal(signal.SIGHUP)
+            final = client.events_until_final(rid, timeout=5)[-1]
+            assert final.type == "error" and final.header["code"] == "daemon_stopping", final.header
+        assert daemon.proc.wait(10) == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait(30)
+    assert "Traceback" not in daemon.output() and "sine daemon stopped" in daemon.output()
+    assert not (short_tmp / "run" / "daemon.sock").exists()

@@ -170,6 +170,19 @@ def test_silent_daemon_times_out(daemon: FakeDaemon, transport: str) -> None:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_silence_ends_a_long_wait_for_the_next_event(daemon: FakeDaemon, transport: str) -> None:
+    """A daemon killed and restarted mid-job (pyzmq reconnects silently; the new daemon knows nothing of
+    the job): waiting for the next event with a long timeout must end at the silence timeout, not the
+    wait's own (with timeout=None it never ended)."""
+    with SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5, silence_timeout=0.5) as c:
+        rid = c.submit_edit(_image(8, 8), "silent")
+        start = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="sent nothing"):
+            next(c.events(rid, timeout=10))
+        assert time.monotonic() - start < 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_daemon_restart(transport: str) -> None:
     first = FakeDaemon(TOKEN)
     endpoint = first.endpoint

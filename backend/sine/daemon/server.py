@@ -196,7 +196,7 @@ class Daemon:
         self.stop_requested.set()
 
     def serve(self, install_signals: bool = True, ready: threading.Event | None = None) -> int:
-        """Run the loop until SIGTERM/SIGINT or ``request_stop()``; return the exit status (0 = clean)."""
+        """Run the loop until SIGTERM/SIGINT/SIGHUP or ``request_stop()``; return the exit status (0 = clean)."""
         ipc = self._acquire_locks()  # first: a daemon that loses this race must not touch the token
         try:
             if self.keeper is not None:
@@ -249,6 +249,10 @@ class Daemon:
             if install_signals:
                 signal.signal(signal.SIGTERM, self.request_stop)
                 signal.signal(signal.SIGINT, self.request_stop)
+                # The terminal running `sine daemon` was closed: stop the same way (unless started with
+                # `nohup`, which asked for SIGHUP to be ignored).
+                if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+                    signal.signal(signal.SIGHUP, self.request_stop)
             if (warning := self.config.remote_warning()) is not None:
                 log.warning(warning)
             log.info("sine daemon %s (pid %d) listening on %s (token required; open files limit %s)", __version__,
