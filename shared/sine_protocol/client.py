@@ -291,7 +291,7 @@ class SineClient:
             if exc.request_id not in self._active or not _is_final_type(frames[0]):
                 return True  # a malformed reply that cannot be routed, or a progress event a later one supersedes
             # The final reply of a pending request that we cannot take (e.g. a result over
-            # Limits.max_message_bytes): end that request in words now, not at the silence timeout.
+            # Limits.max_reply_bytes): end that request in words now, not at the silence timeout.
             event = decode_reply(make_error(BAD_REPLY, f"the daemon's reply could not be read: {exc.message}",
                                             exc.request_id, self._jobs.get(exc.request_id)))
         if event.id not in self._active or event.type == HEARTBEAT:

@@ -109,6 +109,9 @@ class Limits:
     max_input_pixels: int = 64 * 1024 * 1024
     max_output_pixels: int = 64 * 1024 * 1024
     max_message_bytes: int = 512 * 1024 * 1024
+    # The pixels of one reply (a `result` holds every result image): what clients take, so NOT raised with
+    # `sine daemon --max-message-bytes` (a daemon allowed to produce more would lose the work at the end).
+    max_reply_bytes: int = 512 * 1024 * 1024
     max_header_bytes: int = 1024 * 1024
     max_prompt_chars: int = 4096
     max_queued_per_client: int = 4
@@ -123,12 +126,12 @@ class Limits:
 
     def check_results_fit(self, check: _Checker, count: int, output: tuple[int, int]) -> None:
         """Every result of an edit comes back in ONE ``result``, whose pixels (4 bytes each, before any
-        compression) must fit ``max_message_bytes``: the bound the clients hold replies to
+        compression) must fit ``max_reply_bytes``: the bound the clients hold replies to
         (:func:`decode_reply`). The daemon refuses a larger edit before ``accepted``, not after hours of work."""
         need = count * output[0] * output[1] * BYTES_PER_PIXEL["rgba8"]
-        if need > self.max_message_bytes:
+        if need > self.max_reply_bytes:
             raise check.fail(f"{count} results of {output[0]}x{output[1]} would be a reply of {need} bytes, over the"
-                             f" limit of {self.max_message_bytes} bytes; ask for fewer results or a smaller size",
+                             f" limit of {self.max_reply_bytes} bytes; ask for fewer results or a smaller size",
                              TOO_LARGE)
 
 
@@ -655,9 +658,9 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
     try:
         descriptors = _parse_blob_descriptors(check, header, len(frames) - 1)
         pixel_bytes = sum(d["width"] * d["height"] * BYTES_PER_PIXEL[d["format"]] for d in descriptors)
-        if pixel_bytes > limits.max_message_bytes:  # the bound Limits.check_results_fit holds edits to
+        if pixel_bytes > limits.max_reply_bytes:  # the bound Limits.check_results_fit holds edits to
             raise check.fail(f"the reply's pictures are {pixel_bytes} bytes, over the limit of"
-                             f" {limits.max_message_bytes} bytes", BAD_REPLY)
+                             f" {limits.max_reply_bytes} bytes", BAD_REPLY)
         blobs = [
             (desc, _decode_blob(check, desc, payload, max(limits.max_output_pixels, limits.max_input_pixels)))
             for desc, payload in zip(descriptors, frames[1:], strict=True)

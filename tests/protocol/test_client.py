@@ -282,9 +282,9 @@ def test_an_endpoint_no_socket_can_take_is_daemon_unavailable(transport: str, en
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_final_reply_over_the_clients_bound_ends_the_request_in_words(daemon: FakeDaemon, transport: str) -> None:
-    """A `result` the client cannot take (over Limits.max_message_bytes) must not be dropped silently, leaving
+    """A `result` the client cannot take (over Limits.max_reply_bytes) must not be dropped silently, leaving
     the edit waiting until the silence timeout: it becomes a `bad_reply` error for that request."""
-    client = SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5, limits=Limits(max_message_bytes=1000))
+    client = SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5, limits=Limits(max_reply_bytes=1000))
     try:
         rid = client.submit_edit(_image(40, 30), "make it green", output_size=(20, 15))  # result: 1200 bytes
         start = time.monotonic()

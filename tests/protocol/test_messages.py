@@ -185,20 +185,24 @@ def test_an_edit_whose_results_would_not_fit_one_reply_is_refused_before_accepte
     with pytest.raises(ProtocolError) as info:
         m.parse_request(frames, TOKEN, m.Limits())
     assert info.value.code == "too_large"
-    assert "8 results of 16384x4096" in info.value.message and str(m.Limits().max_message_bytes) in info.value.message
+    assert "8 results of 16384x4096" in info.value.message and str(m.Limits().max_reply_bytes) in info.value.message
+    # A daemon started with a larger incoming limit (sine daemon --max-message-bytes 4GB) still refuses it:
+    # the bound is what the clients take, not what the daemon accepts.
+    with pytest.raises(ProtocolError, match="8 results"):
+        m.parse_request(frames, TOKEN, m.Limits(max_message_bytes=4 << 30))
     fits = m.encode_message(m.make_request("edit", "e2", TOKEN, prompt="x", count=2, output=big), [m.image_blob(image)])
     assert m.parse_request(fits, TOKEN, m.Limits()).edit.count == 2
     # The same bound, configured smaller: 10x10 pixels are 400 bytes a result.
     few = m.encode_message(m.make_request("edit", "e3", TOKEN, prompt="x", count=3), [m.image_blob(image)])
-    assert m.parse_request(few, TOKEN, m.Limits(max_message_bytes=1200)).edit.count == 3
+    assert m.parse_request(few, TOKEN, m.Limits(max_reply_bytes=1200)).edit.count == 3
     with pytest.raises(ProtocolError, match="3 results of 10x10"):
-        m.parse_request(few, TOKEN, m.Limits(max_message_bytes=1199))
+        m.parse_request(few, TOKEN, m.Limits(max_reply_bytes=1199))
 
 
 def test_a_reply_over_the_bound_is_refused_before_it_is_inflated() -> None:
     images = [m.image_blob(_image(10, 10)) for _ in range(3)]
     frames = m.make_reply("result", "r1", images, job="j")
-    assert len(m.decode_reply(frames, m.Limits(max_message_bytes=1200)).images) == 3
+    assert len(m.decode_reply(frames, m.Limits(max_reply_bytes=1200)).images) == 3
     with pytest.raises(ProtocolError) as info:
-        m.decode_reply(frames, m.Limits(max_message_bytes=1199))
+        m.decode_reply(frames, m.Limits(max_reply_bytes=1199))
     assert info.value.code == "bad_reply" and info.value.request_id == "r1"
