@@ -42,3 +42,21 @@ def test_a_users_file_saved_over_the_token_while_running_is_left_alone(tiny_mode
     finally:
         proc.stop()
     assert "left as it is" in proc.output()
+
+
+def test_a_users_file_where_the_socket_goes_is_left_alone(tiny_model: Path) -> None:
+    """SINE_RUNTIME_DIR may name a folder of the user's: a file of theirs called daemon.sock was deleted as a
+    crashed daemon's socket. Only a socket is; a file stays, and TCP alone serves."""
+    root = Path(tempfile.mkdtemp(prefix="sd-"))
+    proc = DaemonProcess(root, tiny_model)
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "daemon.sock").write_text("my socks inventory\n")
+    proc.env["SINE_RUNTIME_DIR"] = str(mine)
+    proc.start()
+    try:
+        assert (mine / "daemon.sock").read_text() == "my socks inventory\n"
+    finally:
+        assert proc.stop() == 0, proc.output()
+    assert (mine / "daemon.sock").read_text() == "my socks inventory\n"
+    assert str(mine / "daemon.sock") in proc.output()

@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import signal
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -234,8 +235,14 @@ class Daemon:
             self._bind(router, self.config.endpoint)
             if ipc:
                 ipc_path = Path(ipc[len("ipc://"):])
-                if ipc_path.exists():  # left over by a crashed daemon; we hold its lock now
+                if ipc_path.is_symlink() or (ipc_path.exists() and not stat.S_ISSOCK(ipc_path.stat().st_mode)):
+                    # SINE_RUNTIME_DIR may name a folder of the user's: binding would replace their file
+                    log.warning("not binding %s: %s is not a socket, so it may be a file of yours; left as it is",
+                                ipc, ipc_path)
+                    ipc = None
+                elif ipc_path.exists():  # left over by a crashed daemon; we hold its lock now
                     ipc_path.unlink()
+            if ipc:
                 try:
                     self._bind(router, ipc)
                 except StartupError as exc:  # e.g. a path over the ~107-byte socket limit: TCP still works
