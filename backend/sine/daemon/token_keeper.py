@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from sine_protocol.auth import MAX_PLAIN_FIELD
-from sine_protocol.paths import ensure_token, read_token, token_file, write_token
+from sine_protocol.paths import (
+    TOKEN_MAX_BYTES,
+    ensure_token,
+    read_small_file,
+    read_token,
+    token_file,
+    write_token,
+)
 
 log = logging.getLogger("sine.daemon.token")
 CHECK_EVERY_S = 1.0
@@ -35,6 +42,7 @@ class TokenKeeper:
         self.path = path or token_file()
         self.token = ""
         self._last_check = 0.0
+        self._left_alone = False
 
     def start(self) -> str:
         """Read the token, or create it; OSError if the file cannot be used (e.g. it is a folder)."""
@@ -43,6 +51,9 @@ class TokenKeeper:
             token = ensure_token_fresh(self.path)
         elif self.path.is_dir():
             raise IsADirectoryError(f"the token path {self.path} is a folder; remove it or set SINE_CONFIG_DIR")
+        elif (why := not_a_token_file(self.path)) is not None:
+            raise OSError(f"the token path {self.path} {why}: it may be a file of yours, so it is left as it is; "
+                          "move it away, or set SINE_CONFIG_DIR to a folder for sine-edit")
         else:
             token = ensure_token(self.path)
             if not usable(token):
@@ -64,11 +75,33 @@ class TokenKeeper:
             log.warning("the token file changed: using the new token (connections made before keep working)")
             self.token = current
             return
+        if not self.path.is_symlink() and (why := not_a_token_file(self.path)) is not None:
+            if not self._left_alone:  # once, not every second
+                log.error("the token file %s %s: left as it is (it may be a file of yours)", self.path, why)
+            self._left_alone = True
+            return
+        self._left_alone = False
         try:
             write_token(self.token, self.path)
             log.warning("the token file was %s: wrote the daemon's token back", "unusable" if current else "missing")
         except OSError as exc:
             log.error("cannot write the token file %s: %s", self.path, exc)
+
+
+def not_a_token_file(path: Path) -> str | None:
+    """Why the file at `path` is not the daemon's to replace, or None (absent, empty, or a token). SINE_CONFIG_DIR
+    may name a folder of the user's: a file of theirs called `token` (notes, a key) is never written over."""
+    try:
+        data = read_small_file(path, TOKEN_MAX_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return f"is not a token file (not a regular file, or over {TOKEN_MAX_BYTES} bytes)"
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return "is not a token file (not text)"
+    return None if not text or usable(text) else "holds something other than a token (16 to 255 of A-Z a-z 0-9 - _ .)"
 
 
 def make_owner_only(path: Path) -> None:
