@@ -207,7 +207,10 @@ _ADVICE = {
     "unauthorized": "The daemon refused the access token. Both must use the same sine-edit config folder "
     "(SINE_CONFIG_DIR); restart the daemon or GIMP.",
     "out_of_memory": "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
-    "too_large": "The image is larger than the daemon accepts. Scale it down or raise the daemon's limits.",
+    "too_large": "The image, or the results asked for, are larger than the daemon accepts. Scale it down, ask for"
+    " fewer results or a smaller output, or raise the daemon's limits.",
+    "daemon_stopping": "The SINE daemon was stopped before the edit finished; the image is unchanged. Start it"
+    " again and run the filter again.",
     "busy": "The daemon is busy with other jobs. Try again in a moment.",
     "unsupported_version": "The plug-in and the daemon speak different protocol versions. Reinstall both from one release.",
     "bad_request": "The daemon rejected the request.",

@@ -38,6 +38,13 @@ def test_progress_texts_name_phase_and_step() -> None:
     assert job.progress_text("loading", 0, 0) == "loading the model"
 
 
+def test_a_stopped_daemon_and_too_many_results_get_their_own_advice() -> None:
+    stopped = job.error_message("daemon_stopping", "the daemon was stopped before this edit finished")
+    assert stopped.startswith("The SINE daemon was stopped") and "run the filter again" in stopped
+    large = job.error_message("too_large", "8 results of 16384x4096 would be a reply of 2147483648 bytes")
+    assert "fewer results" in large
+
+
 def test_edit_reports_progress_and_returns_requested_size(sine_daemon, monkeypatch) -> None:
     monkeypatch.setenv("SINE_CONFIG_DIR", str(sine_daemon.config_dir))
     client = job.connect(sine_daemon.endpoint)
