@@ -4,6 +4,7 @@ before torch loads, instead of a libgomp abort, a traceback after minutes, or a 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,4 +48,20 @@ def test_a_folder_of_the_users_is_refused_as_out(stage: str, tmp_path: Path) -> 
     proc = _train_demo("--out", str(mine), "--config", "cpu", "--stage", stage, "--minutes", "0.01")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "--out" in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_of_the_users_is_refused_as_raw_out(tmp_path: Path) -> None:
+    """`--stage resume --raw-out` also receives model_index.json, unet/, vae/, ...: it was never checked, so a
+    folder of the user's got the model written among (and over) their files."""
+    from sine.commands.doctor import DEMO_MODEL
+
+    model = Path(shutil.copytree(DEMO_MODEL, tmp_path / "model"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    proc = _train_demo("--out", str(model), "--config", "cpu", "--stage", "resume", "--raw-out", str(mine),
+                       "--minutes", "0.01", "--unet-steps", "1", "--latent-scenes", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--raw-out" in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

@@ -42,22 +42,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def model_folder_problem(out: str, stage: str) -> str | None:
-    """What is wrong with --out for `stage`, or None: training writes model_index.json, unet/, vae/ ... there,
-    so a folder of the user's other files is refused (only a new or empty folder, or a model's)."""
+def model_folder_problem(out: str, stage: str, flag: str = "--out") -> str | None:
+    """What is wrong with --out (or --raw-out) for `stage`, or None: training writes model_index.json, unet/,
+    vae/ ... there, so a folder of the user's other files is refused (only a new or empty folder, or a model's)."""
     path = Path(out).expanduser()
     holds_model = (path / "model_index.json").is_file()
     if stage != "all" and not holds_model:
-        return f"--out {path} holds no model (no model_index.json): --stage {stage} continues a trained model"
+        return f"{flag} {path} holds no model (no model_index.json): --stage {stage} continues a trained model"
     if path.exists() and not path.is_dir():
-        return f"--out {path} is a file; name a new folder for the model"
+        return f"{flag} {path} is a file; name a new folder for the model"
     if path.is_dir() and not holds_model and any(path.iterdir()):
-        return f"--out {path} holds other files and no model; name a new or empty folder"
+        return f"{flag} {path} holds other files and no model; name a new or empty folder"
     return None
 
 
 def run(args: argparse.Namespace) -> int:
     problem = model_folder_problem(args.out, args.stage)
+    if problem is None and args.raw_out is not None:  # receives a whole model folder too (a new one is fine)
+        problem = model_folder_problem(args.raw_out, "all", "--raw-out")
     if problem:  # before torch loads and minutes of training
         print(f"sine train-demo: error: {printable(problem)}", file=sys.stderr)
         return 2
