@@ -11,6 +11,7 @@ tiles, the whole view, `upscale` and `refine` are all costed by one rule: time â
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -190,14 +191,26 @@ def load_rates(key: str, path: Path | None = None) -> Rates | None:
 
 
 def save_rates(key: str, rates: Rates, path: Path | None = None) -> None:
-    """Remember `rates` under `key` (atomically: written beside, then renamed over the file)."""
+    """Remember `rates` under `key` (atomically: written beside, then renamed over the file). A damaged file is
+    replaced in sine-edit's own folder; in another (SINE_STATE_DIR) it may be the user's: OSError, left as it is."""
     path = path or calibration_path()
+    own_folder = paths.APP_NAME in path.parent.parts  # else SINE_STATE_DIR names a folder of the user's
     try:
-        entries = json.loads(paths.read_small_file(path, CALIBRATION_MAX_BYTES))
-        if not isinstance(entries, dict):
-            entries = {}
-    except (OSError, ValueError):
-        entries = {}
+        data = paths.read_small_file(path, CALIBRATION_MAX_BYTES)
+    except FileNotFoundError:
+        data = b""
+    except OSError as exc:  # a pipe, a big file
+        if not own_folder:
+            raise OSError(f"{path} is not sine-edit's calibration ({exc}); left as it is") from None
+        data = b""
+    try:
+        entries = json.loads(data) if data.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        entries = None
+    if not (isinstance(entries, dict) and all(isinstance(v, dict) and "measured" in v for v in entries.values())):
+        if not own_folder:
+            raise OSError(f"{path} is not sine-edit's calibration (a file of yours?); left as it is")
+        entries = {}  # a damaged file of ours: replaced
     entries.pop(key, None)  # re-inserted last: the file keeps the most recently measured keys
     entries[key] = {**asdict(rates), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     entries = dict(list(entries.items())[-MAX_ENTRIES:])
@@ -272,5 +285,5 @@ def rates_for(base: BaseModel, finetune: FinetuneSettings, log: Any = None) -> R
 def remember_rates(base: BaseModel, method: str, rates: Rates) -> None:
     try:
         save_rates(fingerprint(base, method), rates)
-    except OSError:
-        pass  # a read-only state dir costs the memory, not the edit
+    except OSError as exc:
+        logging.getLogger("sine.estimate").warning("time estimates not remembered: %s", exc)  # never the edit

@@ -107,7 +107,8 @@ def test_the_calibration_file_keeps_the_most_recent_keys(tmp_path) -> None:
 
 @pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"key-a": {"finetune_step_s": "x"}}', '{"key-a": 3}'])
 def test_a_broken_calibration_file_means_measure_again(tmp_path, content: str) -> None:
-    path = tmp_path / "calibration.json"
+    path = tmp_path / "sine-edit" / "calibration.json"  # sine-edit's own state folder (another may be the user's)
+    path.parent.mkdir()
     path.write_text(content)
     assert load_rates("key-a", path) is None
     save_rates("key-a", RATES, path)  # and it is replaced by a good one
@@ -186,7 +187,8 @@ def test_a_pipe_in_place_of_the_calibration_file_means_measure_again(tmp_path) -
     queued edit) for ever."""
     import threading
 
-    path = tmp_path / "calibration.json"
+    path = tmp_path / "sine-edit" / "calibration.json"  # sine-edit's own state folder (another may be the user's)
+    path.parent.mkdir()
     os.mkfifo(path)
     answers: list[object] = []
     reader = threading.Thread(target=lambda: answers.append(load_rates("key-a", path)), daemon=True)
