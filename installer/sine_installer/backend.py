@@ -357,9 +357,19 @@ STATE_NAMES = ("daemon.log", "daemon.log.*", "daemon-launch.log", "daemon-launch
 RUN_NAMES = ("daemon.sock", "daemon.sock.lock")
 
 
+def _is_calibration(path: Path) -> bool:
+    """calibration.json as sine.estimate writes it (an object of entries, each with "measured"), not the user's."""
+    try:
+        entries = json.loads(path.read_bytes()) if path.stat().st_size < (1 << 20) else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(entries, dict) and all(isinstance(v, dict) and "measured" in v for v in entries.values())
+
+
 def _daemon_names(folder: Path) -> list[Path]:
     """The entries of the state folder `folder` that the daemon or the plug-ins made, by name."""
-    names = [p for pattern in STATE_NAMES for p in folder.glob(pattern) if p.is_file() and not p.is_symlink()]
+    names = [p for pattern in STATE_NAMES for p in folder.glob(pattern) if p.is_file() and not p.is_symlink()
+             and (p.name != "calibration.json" or _is_calibration(p))]
     run = folder / "run"
     if run.is_dir() and not run.is_symlink() and all(p.name in RUN_NAMES for p in run.iterdir()):
         names.append(run)

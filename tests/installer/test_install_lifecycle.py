@@ -195,6 +195,7 @@ def test_purge_data_keeps_what_the_user_keeps_in_a_state_folder_they_named(tmp_p
     for name in ("daemon.log", "daemon.log.1", "daemon-launch.log", "daemon-tcp-127.0.0.1-47633.lock",
                  "calibration.json", ".calibration.json.123.tmp"):  # what the daemon and the plug-ins make there
         (notes / name).write_text("x\n")
+    (notes / "calibration.json").write_text('{"key": {"unet_eval_s": 0.1, "measured": "2026-12-01T03:00:00"}}')
     (notes / "run").mkdir()
     (notes / "run" / "daemon.sock.lock").write_text("")
     out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
@@ -307,3 +308,20 @@ def test_uninstall_keeps_a_file_the_user_put_in_the_plugin_folder(tmp_path: Path
     assert sorted(p.name for p in plugin.iterdir()) == ["my_notes.txt"]
     assert "kept" in out and str(plugin) in out
     assert not (home / ".config" / "GIMP" / "3.0" / "plug-ins" / "sine-gimp").exists()  # no file of the user's there
+
+
+def test_purge_data_keeps_a_users_calibration_json_in_a_state_folder_they_named(
+        tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    """`--purge-data` removed calibration.json from SINE_STATE_DIR by name, though the daemon never writes over
+    a file of that name that is not its own (a camera's calibration)."""
+    home = fake_home(tmp_path, "linux")
+    notes = home / "project"
+    notes.mkdir()
+    (notes / "calibration.json").write_text('{"fx": 1200.5, "fy": 1199.0}\n')
+    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
+    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args, env=env)
+    before = snapshot(notes)
+    (notes / "daemon.log").write_text("x\n")
+    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
+    assert snapshot(notes) == before, out
