@@ -225,24 +225,21 @@ def check_demo_folder(folder: str) -> None:
 def discard_partial_demo(folder: Path) -> None:
     """After an interrupted or failed `sine demo` into a folder checked new or empty: remove what it wrote
     (only the demo's own file names), so the same command runs again instead of finding "other files"."""
-    names = [folder / "source.png", folder / "comparison.png", folder / "summary.json", *folder.glob("*-sine.png")]
-    for path in names:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:
-            pass
-    try:
-        folder.rmdir()
-    except OSError:  # not empty (the user's file appeared meanwhile) or already gone
-        pass
+    _discard(folder, [folder / "source.png", folder / "comparison.png", folder / "summary.json",
+                      *folder.glob("*-sine.png")])
 
 
 def discard_partial_finetune(folder: Path) -> None:
     """After a failed save into a folder checked new or empty: remove what the save wrote (only its own
     file names), so no half-saved fine-tune is reused next time, and the folder if nothing else is left."""
-    for name in (FINETUNE_FILE, *FINETUNE_TENSORS):
+    _discard(folder, [folder / name for name in (FINETUNE_FILE, *FINETUNE_TENSORS)])
+
+
+def _discard(folder: Path, written: list[Path]) -> None:
+    """Remove the files `written` into `folder`, then `folder` itself if nothing else is left in it."""
+    for path in written:
         try:
-            (folder / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError:
             pass
     try:

@@ -406,15 +406,18 @@ def _not_the_daemons(folder: Path, names: list[Path]) -> list[Path]:
     return [p for p in folder.iterdir() if p not in ours]
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def _purge_names(changes: Changes, names: list[Path]) -> None:
     for path in names:
         changes._did(f"remove {path}")
-        if changes.dry_run:
-            continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        if not changes.dry_run:
+            _remove(path)
 
 
 def purge_daemon_data(changes: Changes, layout: Layout) -> None:
@@ -436,10 +439,7 @@ def purge_daemon_data(changes: Changes, layout: Layout) -> None:
         changes._did(f"remove {what} {path}" + (" (and everything in it)" if path.is_dir() else ""))
         if changes.dry_run:
             continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        _remove(path)
         if path.parent in (layout.config_dir, layout.data_dir, layout.home / ".cache", layout.home / ".local" / "state"):
             try:
                 path.parent.rmdir()  # only when empty
