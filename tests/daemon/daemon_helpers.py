@@ -67,19 +67,25 @@ class DaemonProcess:
         self.log_path = root / f"daemon-{self.port}.out"
 
     def start(self, wait: bool = True, timeout: float = 300.0,  # the CPU may be shared with much else
-              nofile: tuple[int, int] | None = None) -> DaemonProcess:
-        """Start it; ``nofile`` = (soft, hard) RLIMIT_NOFILE to start the daemon with."""
+              nofile: tuple[int, int] | None = None, from_a_terminal: bool = False) -> DaemonProcess:
+        """Start it; ``nofile`` = (soft, hard) RLIMIT_NOFILE to start the daemon with; ``from_a_terminal``:
+        SIGHUP at its default, as in a terminal's shell, even when the tests run under `nohup` (which the
+        daemon inherits and, as a daemon started with `nohup` should, keeps)."""
         self.root.mkdir(parents=True, exist_ok=True)
         out = open(self.log_path, "ab")
 
-        def limit() -> None:
+        def prepare() -> None:
             if nofile is not None:
                 import resource
 
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+            if from_a_terminal:
+                import signal
+
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
         self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                     preexec_fn=limit if nofile else None)
+                                     preexec_fn=prepare if nofile or from_a_terminal else None)
         out.close()
         if wait:
             try:

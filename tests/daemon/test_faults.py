@@ -268,7 +268,7 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
 def test_closing_the_terminal_sighup_stops_like_sigterm(tiny_model: Path, short_tmp: Path):
     """Closing the terminal that runs `sine daemon` sends SIGHUP: it killed the daemon on the spot and its
     clients heard nothing until their silence timeout. Now it is a stop like SIGTERM."""
-    daemon = DaemonProcess(short_tmp, tiny_model, extra=FAST).start()
+    daemon = DaemonProcess(short_tmp, tiny_model, extra=FAST).start(from_a_terminal=True)
     try:
         with Client(daemon.endpoint, daemon.token) as client:
             rid = client.submit_edit(make_image(32, 32, seed=50), ft_steps=2000)
