@@ -179,6 +179,21 @@ def test_switching_documents_shows_that_documents_history(qapp, standin, process
         dock.panel.shutdown()
 
 
+def _short_docker(height: int):
+    """A panel for a new active document inside a 300 px wide scroll area `height` px high, as docked."""
+    from sine_krita import qt_compat as qt
+
+    doc, _ = make_document(W, H)
+    Krita.instance().setActiveDocument(doc)
+    scroll = qt.QScrollArea()
+    scroll.setWidgetResizable(True)
+    panel = SinePanel(Krita.instance().activeDocument)
+    scroll.setWidget(panel)
+    scroll.resize(300, height)
+    scroll.show()
+    return scroll, panel
+
+
 def _shown(scroll, widget, panel) -> bool:
     """Whether all of ``widget`` lies in the visible part of the scrolling panel."""
     from sine_krita import qt_compat as qt
@@ -194,16 +209,7 @@ def test_a_short_docker_keeps_cancel_in_view_while_it_edits_and_then_shows_the_o
     """Docked on an 800x600 screen the panel shows ~100 px. The status line scrolls into view, but while
     the edit runs Cancel and the progress bar must stay in sight (scrolled to the line below them,
     Cancel was cut in half); once it ends, the outcome line is what shows."""
-    from sine_krita import qt_compat as qt
-
-    doc, _ = make_document(W, H)
-    Krita.instance().setActiveDocument(doc)
-    scroll = qt.QScrollArea()
-    scroll.setWidgetResizable(True)
-    panel = SinePanel(Krita.instance().activeDocument)
-    scroll.setWidget(panel)
-    scroll.resize(300, 100)
-    scroll.show()
+    scroll, panel = _short_docker(100)
     standin.step_s = 0.2
     try:
         assert wait_for(lambda: panel.connected, 10, process_events)
@@ -229,14 +235,7 @@ def test_a_short_docker_keeps_cancel_in_view_while_it_edits_and_then_shows_the_o
 def test_the_thumbnails_are_scrolled_into_view_in_a_short_docker(qapp, standin, process_events):
     from sine_krita import qt_compat as qt
 
-    doc, _ = make_document(W, H)
-    Krita.instance().setActiveDocument(doc)
-    scroll = qt.QScrollArea()
-    scroll.setWidgetResizable(True)
-    panel = SinePanel(Krita.instance().activeDocument)
-    scroll.setWidget(panel)
-    scroll.resize(300, 200)  # far shorter than the panel
-    scroll.show()
+    scroll, panel = _short_docker(200)  # far shorter than the panel
     try:
         assert wait_for(lambda: panel.connected, 10, process_events)
         assert scroll.verticalScrollBar().value() == 0
