@@ -207,6 +207,9 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
                 path = _venv_output(layout, code, model_id, str(layout.models_dir))
                 changes.set_state("model_download", {"id": model_id, "path": path})
         record = {"model": path, "model_id": model_id}
+    elif (users := _users_model(changes, layout)) is not None:
+        changes.say(f"  keeping the model you set in {layout.config_file}: {users} (pass --model to change it)")
+        return
     else:
         demo = demo_model_path(layout, source_root)
         if demo is None:
@@ -225,6 +228,17 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
     config.update(record)
     changes.ensure_dir(layout.config_dir, 0o700)
     changes.write_file(layout.config_file, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644, "model")
+
+
+def _users_model(changes: Changes, layout: Layout) -> str | None:
+    """The "model" the user wrote into config.json after the installer last did (README: how to change it)."""
+    if not changes.edited_since(layout.config_file) or layout.config_file.is_symlink():
+        return None
+    try:
+        model = json.loads(layout.config_file.read_text("utf-8")).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
 
 
 def write_daemon_command(changes: Changes, layout: Layout) -> None:

@@ -325,3 +325,46 @@ def test_purge_data_keeps_a_users_calibration_json_in_a_state_folder_they_named(
     (notes / "daemon.log").write_text("x\n")
     out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
     assert snapshot(notes) == before, out
+
+
+def test_reinstall_keeps_the_model_the_user_chose_in_config_json(tmp_path: Path, fake_source: Path, fake_home,
+                                                                 run_installer) -> None:
+    """The README sends the user to config.json to change the model; re-running the installer (an upgrade)
+    set it back to the bundled demo model. Without --model the user's choice stays; with --model it changes."""
+    home = fake_home(tmp_path, "linux")
+    config = home / ".config" / "sine-edit" / "config.json"
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    mine = tmp_path / "my-model"
+    (mine / "unet").mkdir(parents=True)
+    (mine / "model_index.json").write_text("{}\n")
+    config.write_text(json.dumps({"model": str(mine), "my_note": "kept"}) + "\n")
+    out = run_installer(*args).stdout
+    assert json.loads(config.read_text()) == {"model": str(mine), "my_note": "kept"}, out
+    assert str(mine) in out
+    out = run_installer(*args, "--model-dir", mine).stdout
+    assert json.loads(config.read_text())["model"] == str(mine.resolve()), out
+
+
+def test_reinstall_keeps_a_daemon_json_the_user_edited(tmp_path: Path, fake_source: Path, fake_home,
+                                                       run_installer) -> None:
+    """daemon.json (how the plug-ins start the daemon) edited by the user, say to add a flag, was overwritten by
+    the next install. The installer's own version is written (an upgrade may need it) and the user's bytes
+    stay beside it, named in the output; the uninstall leaves that copy."""
+    home = fake_home(tmp_path, "linux")
+    daemon_json = home / ".config" / "sine-edit" / "daemon.json"
+    args = ("--home", home, "--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args)
+    theirs = json.loads(daemon_json.read_text())
+    theirs["argv"] = [*theirs["argv"], "--threads", "2"]
+    edited = (json.dumps(theirs, indent=2) + "\n").encode()
+    daemon_json.write_bytes(edited)
+    out = run_installer(*args).stdout
+    assert "--threads" not in daemon_json.read_text(), out
+    kept = [p for p in daemon_json.parent.iterdir() if p.name.startswith("daemon.json.") and p.read_bytes() == edited]
+    assert len(kept) == 1, (sorted(p.name for p in daemon_json.parent.iterdir()), out)
+    assert str(kept[0]) in out
+    again = run_installer(*args).stdout
+    assert "Everything is up to date." in again and kept[0].read_bytes() == edited
+    run_installer(*args, "--uninstall")
+    assert kept[0].read_bytes() == edited and not daemon_json.exists()
