@@ -25,6 +25,7 @@ from .checkpoints import (
     read_checkpoint,
     read_json,
     single_file_scheduler,
+    unet_hints,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadInput, BadModel, ModelMissing
@@ -519,6 +520,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
         where, name, guessed = str(folder), display_name(Path(model_id)), None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
+    if is_single_file(model):
+        unet.update(unet_hints(checkpoint_path(model), folder))
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
     if not is_single_file(model):
