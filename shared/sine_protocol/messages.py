@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -408,6 +409,16 @@ def _is_text(value: str) -> bool:
     return True
 
 
+def says_something(text: str) -> bool:
+    """Whether ``text`` holds a visible character: not only spaces, controls or format characters (U+200B,
+    U+FEFF...), which `str.strip` keeps but which ask the model for nothing."""
+    return any(not unicodedata.category(char).startswith(("Z", "C")) for char in text)
+
+
+INVISIBLE_PROMPT = ("has no visible character (only spaces, control or format characters such as U+200B): say"
+                    " what the result should show")
+
+
 def parse_request(frames: list[bytes], token: str, limits: Limits | None = None,
                   admit: Callable[[str, int], None] | None = None, frame_count: int | None = None) -> Request:
     """Validate one multipart request (without the ROUTER identity frame).
@@ -480,6 +491,8 @@ def _parse_edit(
     if "prompt" not in header:
         raise check.fail("edit needs a prompt")
     prompt = check.string(header["prompt"], "prompt", limits.max_prompt_chars, nonempty=True)
+    if not says_something(prompt):
+        raise check.fail(f"prompt {INVISIBLE_PROMPT}")
     subject = check.string(header.get("subject", ""), "subject", limits.max_prompt_chars)
     style = check.choice(header.get("style", STYLE), "style", STYLES)
     seed = check.integer(header.get("seed", 0), "seed", 0, 2**32 - 1)
