@@ -60,6 +60,14 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             any(k.startswith(UNET_PREFIX + "label_emb.") for k in keys) and not any(k.startswith("conditioner.") for k in keys)):
         return ("a Stable unCLIP model (conditioned on a picture's CLIP image embedding, which SINE does not give it; "
                 "use the Stable Diffusion 2.1 it was made from)")
+    if not has_unet and any(k.startswith("model_ema.") for k in keys):
+        return ("a checkpoint holding only the EMA copy of its UNet (model_ema.* without model.diffusion_model.* "
+                "weights), which diffusers' single-file loader does not read; use the file's pruned or EMA-only "
+                "version (EMA weights under model.diffusion_model.*)")
+    if not has_unet and {"unet", "vae", "text_encoder"} <= {k.split(".")[0] for k in keys}:
+        return ("a whole model in diffusers' key names in one file (unet.*, vae.*, text_encoder.*), which diffusers' "
+                "single-file loader does not read; pass the model as a diffusers folder (save_pretrained) or the "
+                "original checkpoint")
     if not has_unet:
         vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
         if vae_keys and len(vae_keys) == len(keys):
