@@ -370,6 +370,7 @@ def say_daemon_data_kept(changes: Changes, layout: Layout) -> None:
 STATE_NAMES = re.compile(r"^(daemon\.log(\.\d+)?|daemon-launch\.log|daemon-.+\.lock|calibration\.json"
                          r"|\.calibration\.json\.\d+\.tmp)$")
 RUN_NAMES = ("daemon.sock", "daemon.sock.lock")
+_LAUNCH_LINE = re.compile(rb"--- \d{4}-\d\d-\d\d \d\d:\d\d:\d\d starting: ")  # sine_protocol.launch's first line
 _LOG_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sine[. ]")  # logging_setup's line format
 
 
@@ -402,7 +403,10 @@ def _is_the_daemons(path: Path) -> bool:
     if name.endswith(".lock"):
         head = _head(path, 4096)
         return head is not None and (head == b"" or head.startswith(b"\n{") and b'"pid"' in head)
-    return True  # the launch log (the daemon's own output) and temporaries
+    if name == "daemon-launch.log":  # sine_protocol.launch starts it with its own line
+        head = _head(path)
+        return head is not None and (head == b"" or bool(_LAUNCH_LINE.match(head)))
+    return True  # temporaries
 
 
 def _daemon_names(folder: Path) -> list[Path]:

@@ -193,7 +193,7 @@ def test_purge_data_keeps_what_the_user_keeps_in_a_state_folder_they_named(tmp_p
     run_installer(*args, env=env)
     before = snapshot(notes)
     line = "2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n"  # how the daemon's log lines look
-    for name, text in (("daemon.log", line), ("daemon.log.1", line), ("daemon-launch.log", "x\n"),
+    for name, text in (("daemon.log", line), ("daemon.log.1", line), ("daemon-launch.log", "--- 2026-12-01 03:00:00 starting: ['sine']\n"),
                        ("daemon-tcp_127.0.0.1_47633.lock", '\n{"pid": 4242}\n'),
                        ("calibration.json", ""), (".calibration.json.123.tmp", "x\n")):  # the daemon's and plug-ins'
         (notes / name).write_text(text)
@@ -398,6 +398,7 @@ def test_purge_data_keeps_a_daemon_log_that_is_not_the_daemons(tmp_path: Path, f
     notes.mkdir()
     (notes / "daemon.log").write_text("notes on the print daemon\n")
     (notes / "daemon.log.1").write_text("more notes\n")
+    (notes / "daemon-launch.log").write_text("how I launch my print daemon\n")
     env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
     args = ("--source-root", fake_source, "--skip-backend", "--no-start")
     run_installer(*args, env=env)
