@@ -105,8 +105,8 @@ def not_weights(file: Path) -> str | None:
     return None
 
 
-def safetensors_dtypes(path: Path) -> dict[str, str] | None:
-    """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
+def _header(path: Path) -> dict | None:
+    """A .safetensors file's JSON header (None when it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             size = struct.unpack("<Q", handle.read(8))[0]
@@ -115,9 +115,68 @@ def safetensors_dtypes(path: Path) -> dict[str, str] | None:
             header = json.loads(handle.read(size))
     except (OSError, ValueError, struct.error):
         return None
-    if not isinstance(header, dict):
+    return header if isinstance(header, dict) else None
+
+
+def safetensors_dtypes(path: Path) -> dict[str, str] | None:
+    """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
+    header = _header(path)
+    if header is None:
         return None
     return {k: str(v.get("dtype", "")) if isinstance(v, dict) else "" for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a .safetensors file's header ({} for other files, none, or an unreadable header)."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    meta = (_header(path) or {}).get("__metadata__")
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+# What Stability's model spec (`modelspec.*` header keys, written by Stability's and kohya's tools) says
+def stated_prediction(meta: dict[str, str]) -> str | None:
+    """"v_prediction" / "epsilon" as the header states it: `modelspec.prediction_type`, else an
+    architecture that says it (`stable-diffusion-v2-768-v`: v; `stable-diffusion-v2-512`: ε); None."""
+    prediction = meta.get("modelspec.prediction_type", "").strip().lower()
+    if prediction in ("v", "v_prediction", "v-prediction"):
+        return "v_prediction"
+    if prediction in ("epsilon", "eps"):
+        return "epsilon"
+    architecture = meta.get("modelspec.architecture", "").strip().lower().split("/")[0]
+    if architecture.startswith("stable-diffusion") and architecture.endswith("-v"):
+        return "v_prediction"
+    if architecture == "stable-diffusion-v2-512":
+        return "epsilon"
+    return None
+
+
+def stated_resolution(meta: dict[str, str]) -> int | None:
+    """The long side of `modelspec.resolution` ("512x512": 512), the size the model was made for; None."""
+    sides = meta.get("modelspec.resolution", "").lower().replace(" ", "").split("x")
+    if len(sides) != 2 or not all(side.isdigit() and 0 < int(side) <= 16384 for side in sides):
+        return None
+    return max(int(side) for side in sides)
+
+
+def stated_xl(meta: dict[str, str]) -> bool | None:
+    """Whether `modelspec.architecture` says SDXL (True), SD 1.x/2.x (False), or nothing (None)."""
+    architecture = meta.get("modelspec.architecture", "").strip().lower()
+    if not architecture.startswith("stable-diffusion"):
+        return None
+    return architecture.startswith("stable-diffusion-xl")
+
+
+def timestep_expert(meta: dict[str, str]) -> str | None:
+    """A model tuned on part of the timesteps only (`modelspec.timestep_range` "500,999"), in words; None."""
+    bounds = meta.get("modelspec.timestep_range", "").replace(" ", "").split(",")
+    if len(bounds) != 2 or not all(b.isdigit() for b in bounds):
+        return None
+    low, high = int(bounds[0]), int(bounds[1])
+    if low <= 0 and high >= 999:
+        return None
+    return (f"a timestep-expert model (modelspec.timestep_range {low},{high}: tuned for those timesteps only), while "
+            "SINE fine-tunes and samples at every timestep; use the whole model it was made from")
 
 
 def plain_safetensors_dtypes(path: Path) -> dict[str, str] | None:
@@ -181,6 +240,8 @@ def file_problem(path: Path) -> str | None:
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:
         return None
+    if (what := timestep_expert(safetensors_metadata(path))) is not None:
+        return f"{path} is {what}"
     if (what := what_it_holds(list(dtypes), "")) is not None:
         return f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
     if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:

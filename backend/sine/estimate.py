@@ -131,7 +131,7 @@ def sampling_work(base: BaseModel, width: int, height: int, settings: SamplingSe
     f = base.vae_scale_factor
     side = base.sample_size // f
     model_cells = side * side
-    guide = single_model_guides(settings.v, settings.k)[0]
+    guide = single_model_guides(settings.v, base.model_timestep(settings.k))[0]
     timesteps = timesteps_for(base, settings.steps)
     run = timesteps[first_step(len(timesteps), settings.strength):]
     active = [guide.active(t) for t in run]

@@ -25,9 +25,10 @@ from .checkpoints import (
     read_checkpoint,
     read_json,
     single_file_scheduler,
+    unet_hints,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
-from .errors import BadModel, ModelMissing
+from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot, display_name, download
 from .model_kind import (
     ModelKind,
@@ -46,6 +47,7 @@ from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 _COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+PAPER_TRAIN_TIMESTEPS = 1000  # SD's schedule, on which the paper's K (and --k) count timesteps
 ZERO_SNR_FLOOR = 2.0**-24  # ᾱ at t=999 of zero-terminal-SNR models, as diffusers' Euler scheduler floors it
 
 
@@ -157,14 +159,28 @@ class BaseModel:
                 self._cut_prompts.add(prompt)
                 log.warning("%s; shorten it", note)
 
+    @property
+    def train_timesteps(self) -> int:
+        """How many timesteps the model was trained with (SD: 1000; some fine-tunes 500 or 2000)."""
+        return int(self.scheduler_config.get("num_train_timesteps", PAPER_TRAIN_TIMESTEPS))
+
+    def model_timestep(self, t: int) -> int:
+        """A timestep on SD's 1000-step scale (the paper's K, `--k`) as this model's: the same share of
+        its schedule, so the fine-tuned model guides the same share of the steps (K = 400: the first 60 %)."""
+        return round(t * self.train_timesteps / PAPER_TRAIN_TIMESTEPS)
+
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
         """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.
 
-        With as many steps as training timesteps the offset would step past the last one: use 0.
+        With as many steps as training timesteps the offset would step past the last one: use 0; more
+        steps than that are refused in words (diffusers' ValueError came after the fine-tune).
         """
         config, _ = forced_scheduler_config(self.scheduler_config)
         config["prediction_type"] = "epsilon"  # the UNets answer in ε (see predictions.install_epsilon_outputs)
-        offset = 0 if steps is not None and steps >= config.get("num_train_timesteps", 1000) else 1
+        if steps is not None and steps > self.train_timesteps:
+            raise BadInput(f"{steps} sampling steps asked, but this model was trained with {self.train_timesteps} "
+                           f"timesteps: ask for {self.train_timesteps} steps or fewer")
+        offset = 0 if steps is not None and steps >= self.train_timesteps else 1
         config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
         scheduler = DDIMScheduler.from_config(config)
         if config.get("rescale_betas_zero_snr"):  # ᾱ = 0 at the last step: ε → x̂₀ would divide by 0
@@ -504,6 +520,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
         where, name, guessed = str(folder), display_name(Path(model_id)), None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
+    if is_single_file(model):
+        unet.update(unet_hints(checkpoint_path(model), folder))
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
     if not is_single_file(model):

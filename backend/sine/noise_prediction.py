@@ -40,11 +40,13 @@ class FinetunedGuide:
 
 
 def as_guides(finetuned: FineTuned | Sequence[FinetunedGuide] | None, settings: SamplingSettings) -> list[FinetunedGuide]:
-    """One fine-tuned model: the paper's guide (β = 1 − v for t ≥ K); a list is taken as given."""
+    """One fine-tuned model: the paper's guide (β = 1 − v for t ≥ K, K on the model's schedule:
+    `BaseModel.model_timestep`); a list is taken as given."""
     if finetuned is None:
         return []
     if isinstance(finetuned, FineTuned):
-        return [FinetunedGuide(finetuned, g) for g in single_model_guides(settings.v, settings.k)]
+        k = finetuned.base.model_timestep(settings.k)
+        return [FinetunedGuide(finetuned, g) for g in single_model_guides(settings.v, k)]
     return list(finetuned)
 
 
@@ -57,7 +59,8 @@ def content_and_style_guides(content: FineTuned, style: FineTuned, settings: Sam
         c, st = defaults.multi_model_weights(settings.v, content_weight, style_weight)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    return [FinetunedGuide(content, Guide(c, settings.k, 10_000)), FinetunedGuide(style, Guide(st, settings.k, 10_000))]
+    k = content.base.model_timestep(settings.k)
+    return [FinetunedGuide(content, Guide(c, k, 10_000)), FinetunedGuide(style, Guide(st, k, 10_000))]
 
 
 @dataclass

@@ -105,6 +105,8 @@ class Changes:
         key = str(path)
         self.written_this_run.add(key)
         entry = self.manifest["files"].get(key)
+        if entry is not None and self.edited_since(path) and (path.is_symlink() or path.read_bytes() != data):
+            self._keep_users_copy(path)
         exists = path.is_file()
         current = path.read_bytes() if exists else None
         if entry is None:
@@ -130,6 +132,25 @@ class Changes:
             if not self.dry_run:
                 os.chmod(path, mode)
         return changed
+
+    def edited_since(self, path: Path) -> bool:
+        """The installer wrote `path` on an earlier run and it no longer holds those bytes: the user's edit."""
+        entry = self.manifest["files"].get(str(path))
+        if entry is None or not entry.get("sha256") or not (path.is_file() or path.is_symlink()):
+            return False
+        return path.is_symlink() or sha256(path.read_bytes()) != entry["sha256"]
+
+    def _keep_users_copy(self, path: Path) -> None:
+        """Move the user's edited `path` aside (NAME.edited, NAME.edited-2, ...) before the installer writes its own."""
+        kept, n = path.with_name(path.name + ".edited"), 1
+        while kept.exists() or kept.is_symlink():
+            n += 1
+            kept = path.with_name(f"{path.name}.edited-{n}")
+        self._did(f"keep your edited {path} as {kept}")
+        self.say(f"  {path} was changed since the install: your version is kept as {kept} "
+                 "(copy your change back if you still want it)")
+        if not self.dry_run:
+            os.replace(path, kept)
 
     def drop_stale(self, step: str) -> None:
         """Undo files an earlier run of `step` wrote that this run did not (e.g. a file dropped upstream)."""

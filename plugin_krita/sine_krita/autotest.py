@@ -235,6 +235,8 @@ class AutoTest(qt.QObject):
         if not self.job.get("keep_form"):
             self._panel.apply_settings(restored_values(remembered_values(EditSettings(prompt=""))))
         self._panel.apply_settings(self.job["settings"])
+        self._measure_docker(None)  # where the docker's parts are as the painter first sees them
+        self.report["docker_at_edit"] = self.report.pop("docker")
         if self.job.get("scroll_to_edit"):  # on a short screen the painter scrolls down until Edit shows
             viewport = self._panel.parentWidget()
             scroll = viewport.parentWidget() if viewport is not None else None
@@ -455,8 +457,8 @@ class AutoTest(qt.QObject):
         corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
         bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None
         parts = {}
-        for name in ("prompt_edit", "content_weight_spin", "advanced", "edit_button", "progress", "message_label",
-                     "connection_label"):  # fmt: skip
+        for name in ("prompt_edit", "content_weight_spin", "advanced", "edit_button", "cancel_button", "progress",
+                     "message_label", "connection_label"):  # fmt: skip
             widget = getattr(panel, name)
             top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
             parts[name] = {"top": top, "bottom": top + widget.height(), "visible": widget.isVisible()}

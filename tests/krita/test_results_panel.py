@@ -335,3 +335,19 @@ def test_content_weight_goes_with_the_style_layer_and_the_two_stay_within_one(pa
     assert sampling["content_weight"] == 0.55 and sampling["style_weight"] == 0.35
     panel.apply_settings({"style_layer": "none"})
     assert not spin.isEnabled()
+
+
+def test_a_short_docker_shows_prompt_edit_and_status_without_scrolling(qapp, standin, process_events):
+    """Docked on an 800x600 screen Krita gives the panel ~100 px: the painter must see where to type,
+    the Edit button and the status there, before scrolling (they sat below eight rows of settings)."""
+    scroll, panel = _short_docker(100)
+    try:
+        assert wait_for(lambda: panel.connected, 10, process_events)
+        for _ in range(5):
+            process_events()
+        assert scroll.verticalScrollBar().value() == 0
+        for widget in (panel.prompt_edit, panel.edit_button, panel.cancel_button, panel.progress):
+            assert _shown(scroll, widget, panel), widget.objectName() or type(widget).__name__
+    finally:
+        panel.shutdown()
+        scroll.deleteLater()

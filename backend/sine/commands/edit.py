@@ -11,7 +11,7 @@ from sine_protocol import defaults
 
 from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
-from ..images import load_image
+from ..images import frames_note, load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
 from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
 from ..quality import (
@@ -108,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         check_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
+    for note in inputs.notes:
+        print(note, file=sys.stderr)
     if inputs.is_demo_model and not looks_like_shapes_world(source):
         print(DEMO_MODEL_NOTE, file=sys.stderr)
     if args.start == "inversion" and args.count > 1:
@@ -126,6 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     style_image = load_image(args.style_from) if args.style_from else None
     if style_image is not None:
         check_visible(style_image, args.style_from)
+        if note := frames_note(style_image, args.style_from):
+            print(note, file=sys.stderr)
     inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
     plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
     check_weights_folder(args.weights, "--weights")

@@ -73,6 +73,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     t0 = time.perf_counter()
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
+    base.new_scheduler(_sampling_settings(sampler_mod, request).steps)  # more steps than the model has: before the fine-tune
     if hasattr(report, "set_estimate"):
         report.set_estimate(estimate_seconds(request, base, cache, loaded))
     notes = _job_notes(request, base, source)

@@ -232,6 +232,16 @@ def run_panel_job(
     return Run(report, out, source, shot, seconds)
 
 
+def assert_edit_in_view(docker: dict[str, Any], screen_width: int) -> None:
+    """Docked on a 600-px-high screen Krita gives the panel ~100 px: before any scrolling the painter
+    sees the prompt, Edit, the progress line and Cancel (they sat below eight rows of settings)."""
+    assert docker["screen"] == [screen_width, 600] and docker["scroll_value"] == 0, docker
+    assert docker["viewport_height"] < 300, docker  # docked in the crowded column, not floated
+    for name in ("prompt_edit", "edit_button", "progress", "cancel_button"):
+        part = docker["parts"][name]
+        assert part["visible"] and part["bottom"] <= docker["viewport_height"], (name, docker)
+
+
 def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None, on_top: bool = False,
               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:  # fmt: skip
     """(source layer before, source layer after, new layer), checking the new one sits right above the
@@ -425,7 +435,6 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
             krita_home, sine_daemon, "errors", SETTINGS, image="gray", endpoint=f"tcp://127.0.0.1:{free_port()}",
             expect_daemon=False, expect_state="idle",  # refused before anything was sent
             screen="800x600x24", float_shot=krita_home.inside(float_shot),  # a small screen; the docker floated
-            scroll_to_edit=True,  # docked there, the painter scrolls the panel down to Edit first
             profile_probes=["sRGB-elle-V2-g10.icc", "ACEScg-elle-V4-g10.icc", "sRGB-elle-V2-srgbtrc.icc",
                             "ClayRGB-elle-V2-g22.icc", ""],  # "": Krita's default for a new 16-bit document
         )  # fmt: skip
@@ -435,6 +444,7 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
     assert report["connection"].startswith("not connected: daemon not reachable")
     assert report["start_button_shown"] is True
     assert "RGBA images of 8 or 16 bits" in report["panel_error"] and "GRAYA/U8" in report["panel_error"]
+    assert_edit_in_view(report["docker_at_edit"], 800)
     # Docked on that screen the panel shows ~100 px at a time: the refusal scrolls into view (it appeared
     # below the Edit button, out of sight, and the painter saw nothing happen).
     docker = report["docker"]
@@ -471,9 +481,13 @@ def test_an_offset_layer_smaller_than_the_canvas(krita_home, sine_daemon, name, 
     layer, 8 and 16 bits): a new layer of the source's bounds, its alpha, the source outside the
     selection at the image's precision; one undo removes it."""
     x0, y0, w, h = LAYER_BOX
+    screen = "1024x600x24" if name == "u8-whole" else "1280x960x24"  # a netbook's screen, docked
     run = run_panel_job(krita_home, sine_daemon, f"layer-{name}", LAYER_SETTINGS, image=f"layer{bits}",
-                        selection=list(SELECT_BOX) if select else None, canvas=[*CANVAS, x0, y0])  # fmt: skip
+                        selection=list(SELECT_BOX) if select else None, canvas=[*CANVAS, x0, y0],
+                        screen=screen)  # fmt: skip
     report = run.report
+    if name == "u8-whole":
+        assert_edit_in_view(report["docker_at_edit"], 1024)
     assert report["canvas"] == list(CANVAS)
     before, after, new = new_layer(run, LAYER_SETTINGS, bounds=[x0, y0, w, h])
     assert before["bounds"] == [x0, y0, w, h] and before["depth"] == ("U16" if bits == 16 else "U8")

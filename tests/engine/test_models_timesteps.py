@@ -1,0 +1,61 @@
+"""Models trained with another number of timesteps than SD's 1000 (scheduler_config
+`num_train_timesteps: 500/2000`), tiny models loaded with `from_pretrained`: the fine-tuned model
+guides the same share of the steps as the paper's K = 400 of 1000 does (counted against diffusers'
+own DDIM timesteps), and more sampling steps than the model has timesteps are refused in words
+before any fine-tuning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from sine.cli import main
+from sine.finetune import FinetuneSettings, finetune
+from sine.models import load_base_model
+from sine.sampler import SamplingSettings, sample_edit
+from sine.tiny_models import SD1_SCHEDULER, make_tiny_sd
+
+STEPS, K = 10, 400
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[int, object]:
+    root = tmp_path_factory.mktemp("timesteps")
+    return {t: make_tiny_sd(root / f"T{t}", scheduler=dict(SD1_SCHEDULER, num_train_timesteps=t)) for t in (500, 2000)}
+
+
+def _finetuned_calls(folder: object, source_image: object) -> int:
+    """UNet calls of the fine-tuned model in a 10-step edit with K = 400."""
+    base = load_base_model(folder, device="cpu")
+    model = finetune(base, source_image.resize((32, 32)), "a picture",
+                     FinetuneSettings(method="lora", steps=1, patch=False))
+    calls = []
+    model.unet.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        sample_edit(base, model, "a dog", 32, 32, SamplingSettings(steps=STEPS, k=K, strategy="single", strength=1.0))
+    return len(calls)
+
+
+@pytest.mark.parametrize("train_timesteps", [500, 2000])
+def test_k_is_the_same_share_of_the_schedule_for_every_number_of_train_timesteps(folders, source_image,
+                                                                                  train_timesteps):
+    config = dict(SD1_SCHEDULER, num_train_timesteps=train_timesteps)
+    scheduler = DDIMScheduler.from_config(config)
+    scheduler.set_timesteps(STEPS)
+    share = K / 1000  # the paper's K on SD's 1000-step schedule
+    expected = sum(int(t) >= share * train_timesteps for t in scheduler.timesteps)
+    assert expected == 6  # as on SD's schedule: 901, 801, ..., 401 of 991 ... 1
+    assert _finetuned_calls(folders[train_timesteps], source_image) == expected
+
+
+def test_more_steps_than_the_model_has_timesteps_are_refused_in_words_before_fine_tuning(folders, tmp_path,
+                                                                                       source_image, capsys):
+    source = tmp_path / "source.png"
+    source_image.resize((32, 32)).save(source)
+    rc = main(["edit", "--prompt", "a dog", "--model", str(folders[500]), "--steps", "600", "--finetune-steps", "1",
+               "--quality", "full", "--no-patch", "--out", str(tmp_path / "out.png"), str(source)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "600" in err and "500" in err and "steps" in err, err
+    assert "fine-tuning" not in err and not (tmp_path / "out.png").exists()
