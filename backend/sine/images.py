@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MIN_SIDE, MAX_SIDE = OUTPUT_SIDE_RANGE  # the daemon's limits: the CLI takes the same pictures and sizes
 MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS = Limits().max_input_pixels, Limits().max_output_pixels
+FRAMES_COUNTED = 100  # an animation's or multi-page file's frames are counted this far (for a note)
 EXTERNAL_READERS = frozenset({"EPS"})  # Pillow formats decoded by running another program on the file
 
 
@@ -73,12 +74,23 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def _frame_count(image: Image.Image) -> int:
-    """How many frames or pages the file holds (1 when it cannot say: the first frame is read anyway)."""
+    """How many frames or pages the file holds, up to FRAMES_COUNTED + 1 (1 when it cannot say: the first frame
+    is read anyway). A TIFF is counted page by page, at most that far: Pillow's count walks every page (about
+    a minute for 100 MB of tiny pages); other formats' counts read headers or skip frames without decoding."""
+    frames = 1
     try:
-        frames = int(getattr(image, "n_frames", 1))
-    except (OSError, EOFError, ValueError, SyntaxError):
+        if not getattr(image, "is_animated", False):
+            return 1
+        if image.format != "TIFF":
+            return min(int(image.n_frames), FRAMES_COUNTED + 1)
+        while frames <= FRAMES_COUNTED:
+            image.seek(frames)
+            frames += 1
+    except EOFError:
+        pass
+    except (OSError, ValueError, SyntaxError):
         frames = 1
-    if image.tell() != 0:  # Pillow seeks back after counting, unless the count failed half-way
+    if image.tell() != 0:
         image.seek(0)
     return max(1, frames)
 
@@ -88,7 +100,8 @@ def frames_note(image: Image.Image, path: str | Path) -> str | None:
     frames = image.info.get("frames", 1)
     if frames <= 1:
         return None
-    return f"note: {path} holds {frames} frames (an animation or pages); only the first is used"
+    many = f"more than {FRAMES_COUNTED}" if frames > FRAMES_COUNTED else str(frames)
+    return f"note: {path} holds {many} frames (an animation or pages); only the first is used"
 
 
 def _read_formats() -> list[str]:
