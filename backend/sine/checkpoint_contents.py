@@ -220,6 +220,16 @@ def quantized(integer_weights: list[str], keys: list[str]) -> str | None:
     return None
 
 
+def fp8_note(dtypes: dict[str, str]) -> str | None:
+    """Why a checkpoint whose UNet weights are stored as plain fp8 (F8_E4M3 / F8_E5M2: a lossy copy with
+    3 or 2 mantissa bits) edits less faithfully, in words; None when they are not fp8."""
+    kinds = sorted({d for k, d in dtypes.items() if k.startswith(UNET_PREFIX) and d.startswith("F8")})
+    if not kinds:
+        return None
+    return (f"its UNet weights are stored in fp8 ({', '.join(kinds)}: a lossy copy of the model), read upcast to the "
+            "working precision; the fp16 or fp32 version of this checkpoint edits more faithfully")
+
+
 QUANTIZED_INSTEAD = "use the fp16 (or fp32, bf16, plain fp8) version of this checkpoint"
 
 

@@ -25,6 +25,7 @@ from .checkpoints import (
     read_checkpoint,
     read_json,
     single_file_scheduler,
+    stored_note,
     unet_hints,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
@@ -540,10 +541,11 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state, folder)
+        stored = stored_note(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
-        where, name, guessed = str(folder), display_name(Path(model_id)), None
+        where, name, guessed, stored = str(folder), display_name(Path(model_id)), None, None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     if is_single_file(model):
         unet.update(unet_hints(checkpoint_path(model), folder))
@@ -554,7 +556,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     model_recipes(folder)  # the recipes file the load reads
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
-    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]
+    notes = (guessed, stored, distilled_note(name, unet, scheduler), vae_note(unet, vae))
+    return kind, [note for note in notes if note]
 
 
 def training_offset_noise(folder: Path) -> float:
