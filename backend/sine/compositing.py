@@ -21,13 +21,30 @@ def finish_result(edited: Image.Image, source: Image.Image, mask: Image.Image | 
     result = edited.convert("RGBA")
     if result.size != size:  # the engine promises the exact size; this only guards the contract
         result = result.resize(size, Image.Resampling.LANCZOS)
-    result = with_source_alpha(result, source)
+    result = layer_colours(with_source_alpha(result, source))
     if mask is None:
         return result
     if source.size != size:  # the selection scales with the picture
         source = source.resize(size, Image.Resampling.LANCZOS)
         mask = mask.resize(size, Image.Resampling.BILINEAR)
     return composite_under_mask(source, result, mask)
+
+
+def layer_colours(result: Image.Image) -> Image.Image:
+    """The model drew partly transparent pixels over white (`images.flatten_rgb`): its colour c there is
+    a·C + (1 − a)·255. The layer's own colour C = (c − (1 − a)·255) / a, clipped, so the result laid over
+    any background shows what the model drew (as c it showed a light fringe: half-transparent red came back
+    pink). Opaque and fully transparent pixels are left as drawn."""
+    rgba = np.asarray(result.convert("RGBA"))
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    partial = (alpha > 0) & (alpha < 1)
+    if not partial.any():
+        return result
+    colour = rgba[..., :3].astype(np.float32)
+    own = (colour - (1.0 - alpha) * 255.0) / np.maximum(alpha, 1.0 / 255.0)
+    out = rgba.copy()
+    out[..., :3] = np.where(partial, np.rint(own).clip(0, 255), colour).astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
 
 
 def feathered_alpha(mask: Image.Image, feather_px: int) -> np.ndarray:
