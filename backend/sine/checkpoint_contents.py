@@ -60,6 +60,14 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             any(k.startswith(UNET_PREFIX + "label_emb.") for k in keys) and not any(k.startswith("conditioner.") for k in keys)):
         return ("a Stable unCLIP model (conditioned on a picture's CLIP image embedding, which SINE does not give it; "
                 "use the Stable Diffusion 2.1 it was made from)")
+    if not has_unet and any(k.startswith("model_ema.") for k in keys):
+        return ("a checkpoint holding only the EMA copy of its UNet (model_ema.* without model.diffusion_model.* "
+                "weights), which diffusers' single-file loader does not read; use the file's pruned or EMA-only "
+                "version (EMA weights under model.diffusion_model.*)")
+    if not has_unet and {"unet", "vae", "text_encoder"} <= {k.split(".")[0] for k in keys}:
+        return ("a whole model in diffusers' key names in one file (unet.*, vae.*, text_encoder.*), which diffusers' "
+                "single-file loader does not read; pass the model as a diffusers folder (save_pretrained) or the "
+                "original checkpoint")
     if not has_unet:
         vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
         if vae_keys and len(vae_keys) == len(keys):
@@ -210,6 +218,16 @@ def quantized(integer_weights: list[str], keys: list[str]) -> str | None:
         return (f"a quantized checkpoint (integers: {len(integer_weights)} UNet weight tensors stored as int8 or "
                 f"other integers, e.g. {integer_weights[0]}, without the scales to turn them back into weights)")
     return None
+
+
+def fp8_note(dtypes: dict[str, str]) -> str | None:
+    """Why a checkpoint whose UNet weights are stored as plain fp8 (F8_E4M3 / F8_E5M2: a lossy copy with
+    3 or 2 mantissa bits) edits less faithfully, in words; None when they are not fp8."""
+    kinds = sorted({d for k, d in dtypes.items() if k.startswith(UNET_PREFIX) and d.startswith("F8")})
+    if not kinds:
+        return None
+    return (f"its UNet weights are stored in fp8 ({', '.join(kinds)}: a lossy copy of the model), read upcast to the "
+            "working precision; the fp16 or fp32 version of this checkpoint edits more faithfully")
 
 
 QUANTIZED_INSTEAD = "use the fp16 (or fp32, bf16, plain fp8) version of this checkpoint"

@@ -32,6 +32,7 @@ from .checkpoint_contents import (
     USE_A_MODEL,
     VAE_PREFIX,
     WRAPPERS,
+    fp8_note,
     integer_weights,
     not_weights,
     part_of_model,
@@ -272,6 +273,15 @@ def _sd2_guess(path: Path) -> str:
             f"its .yaml beside it as {yaml}")
 
 
+def stored_note(path: Path, state: dict[str, Any]) -> str | None:
+    """What a checkpoint's storage costs its edits (`fp8_note`), from its header or tensors; None."""
+    dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    if dtypes is None:
+        dtypes = {k: ("F8" + str(v.dtype).removeprefix("torch.float8")).upper() for k, v in state.items()
+                  if isinstance(k, str) and isinstance(v, torch.Tensor) and str(v.dtype).startswith("torch.float8")}
+    return fp8_note(dtypes)
+
+
 def prediction_guessed(path: Path, state: dict[str, Any], folder: Path | None = None) -> str | None:
     """What was assumed about a file that does not say what it predicts: v from its name
     (`_name_decides_v`), or SD 2.x's guess (the same questions `_is_v_model` asks, without its log
@@ -364,6 +374,8 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     scheduler_config = single_file_scheduler(path, state, folder)
     if _name_decides_v(path, state, folder):
         log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
+    if (note := stored_note(path, state)) is not None:
+        log.warning("%s: %s", path, note)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     linear = _linear_projections(state)

@@ -25,6 +25,7 @@ from .checkpoints import (
     read_checkpoint,
     read_json,
     single_file_scheduler,
+    stored_note,
     unet_hints,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
@@ -42,7 +43,13 @@ from .model_kind import (
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
-from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
+from .weight_files import (
+    WEIGHT_NAMES,
+    check_shards,
+    linked_under_own_name,
+    other_library_file,
+    weights_variant,
+)
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -478,6 +485,25 @@ def check_vocabulary(sub: Path) -> None:
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
+    """`cls.from_pretrained(sub)`; a weights file named as the other library names it (`other_library_file`)
+    is read through a link under its own name in a temporary folder (never written beside the model)."""
+    from diffusers import ModelMixin
+
+    diffusers = issubclass(cls, ModelMixin)
+    if (weights := other_library_file(sub, diffusers)) is None:
+        return _read_component(cls, sub, dt)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sine-component-") as tmp:
+        log.info("%s: reading %s as %s names it", sub, weights.name, "diffusers" if diffusers else "transformers")
+        linked = linked_under_own_name(sub, weights, diffusers, Path(tmp))
+        try:
+            return _read_component(cls, linked, dt)
+        except BadModel as exc:  # named as the painter's folder, not the temporary one
+            raise BadModel(str(exc).replace(str(linked), str(sub))) from None
+
+
+def _read_component(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     check_shards(sub)
     try:
         pickled = not any((sub / w).is_file() for w in WEIGHT_NAMES if ".safetensors" in w)  # .bin only: say so,
@@ -515,10 +541,11 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state, folder)
+        stored = stored_note(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
-        where, name, guessed = str(folder), display_name(Path(model_id)), None
+        where, name, guessed, stored = str(folder), display_name(Path(model_id)), None, None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
     if is_single_file(model):
         unet.update(unet_hints(checkpoint_path(model), folder))
@@ -529,7 +556,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     model_recipes(folder)  # the recipes file the load reads
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
-    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]
+    notes = (guessed, stored, distilled_note(name, unet, scheduler), vae_note(unet, vae))
+    return kind, [note for note in notes if note]
 
 
 def training_offset_noise(folder: Path) -> float:

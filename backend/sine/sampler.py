@@ -86,11 +86,11 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
                  width: int, height: int, settings: SamplingSettings | None = None, count: int = 1,
                  source: Image.Image | None = None, progress: ProgressFn | None = None,
                  should_stop: StopFn | None = None, seeds: Sequence[int] | None = None) -> list[Image.Image]:
-    """`count` edits from seeds seed, seed+1, … (or `seeds`, then count = len(seeds)); each is the image
+    """`count` edits from seeds seed, seed+1, … (`defaults.result_seeds`; or `seeds`, then count = len(seeds)); each is the image
     `sample_edit` gives for its seed, up to batching's float rounding. Sampled `settings.batch` at a time
     in one latent, one at a time in tiles."""
     s = settings or SamplingSettings()
-    seeds = list(seeds) if seeds is not None else [s.seed + i for i in range(count)]
+    seeds = list(seeds) if seeds is not None else defaults.result_seeds(s.seed, count)
     count = len(seeds)
     _check(s, width, height, count, source)
     guides = as_guides(finetuned, s)

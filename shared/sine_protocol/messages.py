@@ -28,6 +28,7 @@ from .defaults import (
     V_RANGE,
     V,
     multi_model_weights,
+    result_seeds,
 )
 from .errors import (
     BAD_REPLY,
@@ -162,7 +163,7 @@ class EditRequest:
     @property
     def seeds(self) -> list[int]:
         """The seed of each result, in order."""
-        return [(self.seed + i) % 2**32 for i in range(self.count)]
+        return result_seeds(self.seed, self.count)
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,25 @@ def test_vae_beside_a_checkpoint_of_another_family_is_refused_in_words(tiny_fold
     for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(BadModel, match="is a VAE of 16-channel latents"):
             call(str(path))
+
+
+def test_fp8_checkpoint_loads_with_a_warning(tiny_folder, tmp_path):
+    """A plain fp8 (e4m3) checkpoint, as circulated to save space, loaded upcast without a word: doctor
+    called it fine. It loads (the working precision, fp32 on a CPU) and doctor and the log say what it costs."""
+    path = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    unet = "model.diffusion_model."
+    state = {k: v.to(torch.float8_e4m3fn) if k.startswith(unet) and v.ndim > 1 else v
+             for k, v in load_file(str(path)).items()}
+    for name in ("fp8.safetensors", "fp8.ckpt"):
+        fp8 = tmp_path / name
+        if fp8.suffix == ".ckpt":
+            torch.save(state, str(fp8))
+        else:
+            save_file(state, str(fp8))
+        shutil.copytree(path.with_suffix(".config"), fp8.with_suffix(".config"), dirs_exist_ok=True)
+        kind, notes = model_report(fp8)
+        assert kind == describe_model(path) and len(notes) == 1, notes
+        assert "stored in fp8 (F8_E4M3" in notes[0] and "fp16 or fp32 version" in notes[0], notes
+    loaded = load_base_model(tmp_path / "fp8.safetensors", device="cpu")
+    assert {p.dtype for p in loaded.unet.parameters()} == {torch.float32}
+    assert model_report(path)[1] == []

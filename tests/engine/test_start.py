@@ -15,6 +15,7 @@ from sine.images import to_tensor
 from sine.noise_prediction import content_and_style_guides
 from sine.sampler import SamplingSettings, sample_edit, sample_edits, sample_steps, timesteps_for
 from sine.start import first_step, inverted_start, noised_start, source_at
+from sine_protocol.defaults import result_seeds
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +199,13 @@ def test_style_weights_are_checked(base, tuned, style_tuned):
     guides = content_and_style_guides(tuned, style_tuned, SamplingSettings(v=0.7, k=400))
     assert [round(g.guide.weight, 6) for g in guides] == [0.3, 0.3] and guides[1].model is style_tuned
     assert all(g.guide.t_min == 400 for g in guides)
+
+
+def test_seeds_wrap_past_the_last_seed_as_the_protocols_do(base, tuned):
+    """Result k is the seed's own picture; past 2³² − 1, the last seed, the seeds wrap to 0, the same rule
+    for `sine edit` and the daemon."""
+    assert result_seeds(2**32 - 1, 3) == [2**32 - 1, 0, 1]
+    s = SamplingSettings(steps=2, seed=2**32 - 1, strength=1.0, batch=1)
+    last, wrapped = sample_edits(base, tuned, "a cat", 16, 16, s, count=2)
+    assert wrapped.tobytes() == sample_edit(base, tuned, "a cat", 16, 16, replace(s, seed=0)).tobytes()
+    assert last.tobytes() != wrapped.tobytes()

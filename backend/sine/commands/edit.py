@@ -52,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="weight of the pre-trained model while t ≥ K")
     p.add_argument("--k", type=int_in(*defaults.K_RANGE), default=defaults.K,
                    help="timestep below which only the pre-trained model guides")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=defaults.SEED)
+    p.add_argument("--seed", type=int_in(0, defaults.SEED_COUNT - 1), default=defaults.SEED,
+                   help="start noise of the first result (0..4294967295, as the daemon takes)")
     p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
     p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
     p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
@@ -140,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from ..compositing import composite_under_mask
+    from ..compositing import finish_result
     from ..devices import describe_device
     from ..estimate import (
         describe,
@@ -152,7 +153,6 @@ def _run(args: argparse.Namespace) -> int:
         sampling_work,
     )
     from ..finetune import FineTuned, FinetuneSettings, finetune
-    from ..images import with_source_alpha
     from ..job_notes import job_prompts
     from ..large_canvas import default_working_size
     from ..models import load_base_model
@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     def settings_for(quality: str) -> tuple[QualityChoice, FinetuneSettings, SamplingSettings]:
         choice = choose(quality, base.device.type, args.steps, args.strategy, args.patch)
         finetune_settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=choice.patch,
-                                             style=args.style, lr=args.lr, seed=args.seed).resolved(base.recipes)
+                                             style=args.style, lr=args.lr).resolved(base.recipes)
         sampling_settings = SamplingSettings(steps=choice.steps, guidance=args.guidance, v=args.v, k=args.k,
                                              seed=args.seed, strategy=choice.strategy,
                                              refine_strength=args.refine_strength, **controls)
@@ -242,14 +242,8 @@ def _run(args: argparse.Namespace) -> int:
     if style_image is None:  # the rates of a plain edit (a style model adds calls the count does not know)
         remember_rates(base, settings.method, observed_rates(rates, work, ft_marks, t_work, sample_marks, t_sample,
                                                              time.perf_counter()))
-    if mask is not None and source.size != (width, height):
-        source_at_size = source.resize((width, height), Image.Resampling.BICUBIC)
-    else:
-        source_at_size = source
     for out, image in zip(plan.paths, images, strict=True):
-        result = with_source_alpha(image, source)
-        if mask is not None:
-            result = composite_under_mask(source_at_size, result, mask.resize((width, height)))
+        result = finish_result(image, source, mask, (width, height))  # as the daemon finishes it
         written = write_image(result, out, plan)
         note = f"; {out} appeared meanwhile and was kept" if written != out else ""
         print(f"wrote {written} ({width}×{height}){note}", file=sys.stderr)

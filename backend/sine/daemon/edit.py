@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from sine.cache import MANIFEST, WeightCache, cache_key
-from sine.compositing import composite_under_mask
+from sine.compositing import finish_result
 from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
@@ -222,19 +222,6 @@ def _saver(tuned: Any) -> Any:
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
     """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
-    with a mask, the source shows through wherever it is 0."""
-    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
-
-    out_size = tuple(request.output)
-    result = edited.convert("RGBA")
-    if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
-        result = result.resize(out_size, Image.Resampling.LANCZOS)
-    result = with_source_alpha(result, source)
-    if request.mask is None:
-        return result
-    mask = Image.frombytes("L", request.mask.size, request.mask.data)
-    base = source
-    if source.size != out_size:  # the selection scales with the picture
-        base = source.resize(out_size, Image.Resampling.LANCZOS)
-        mask = mask.resize(out_size, Image.Resampling.BILINEAR)
-    return composite_under_mask(base, result, mask)
+    with a mask, the source shows through wherever it is 0 (`sine.compositing.finish_result`, as `sine edit`)."""
+    mask = None if request.mask is None else Image.frombytes("L", request.mask.size, request.mask.data)
+    return finish_result(edited, source, mask, tuple(request.output))
