@@ -95,6 +95,7 @@ MAX_ID_CHARS = 128
 # A request is a header and at most three blobs (image, mask, style). The daemon keeps no more than this of a
 # message and only counts the rest: libzmq holds a whole message, but a list of its millions of parts is ours.
 MAX_REQUEST_FRAMES = 4
+REPLY_HEADER_BYTES = 16 * 1024 * 1024  # what a client takes as a reply's header (status lists, notes)
 MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
 OUTPUT_SIDE_RANGE = (8, 16384)
 # ``notes``: what the engine says a painter should know about a job (e.g. "the prompt's last 12 words were
@@ -125,6 +126,14 @@ class Limits:
         raw = self.max_input_pixels * BYTES_PER_PIXEL["rgba8"]
         zlib_bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 64
         return min(self.max_message_bytes, max(self.max_header_bytes, zlib_bound))
+
+    def max_reply_message(self) -> tuple[int, int]:
+        """(parts, bytes) one daemon reply can take on the wire: a header and ``MAX_COUNT`` results whose pixels
+        fit ``max_reply_bytes`` (zlib adds ~0.1 % to data it cannot shrink). The pure client drops a connection
+        whose message goes past either, instead of holding it whole before `decode_reply` can refuse it."""
+        raw = self.max_reply_bytes
+        header = max(self.max_header_bytes, REPLY_HEADER_BYTES)
+        return 1 + MAX_COUNT, header + raw + (raw >> 10) + 64 * MAX_COUNT
 
     def check_results_fit(self, check: _Checker, count: int, output: tuple[int, int]) -> None:
         """Every result of an edit comes back in ONE ``result``, whose pixels (4 bytes each, before any
@@ -662,7 +671,7 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
     limits = limits or Limits()
     if not frames:
         raise ProtocolError(BAD_REPLY, "empty reply")
-    header = _load_header(frames[0], max(limits.max_header_bytes, 16 * 1024 * 1024), BAD_REPLY)
+    header = _load_header(frames[0], max(limits.max_header_bytes, REPLY_HEADER_BYTES), BAD_REPLY)
     check = _Checker(_request_id(header))
     if header.get("v") != PROTOCOL_VERSION or type(header.get("v")) is not int:
         raise check.fail(f"reply has protocol version {header.get('v')!r}", BAD_REPLY)
