@@ -419,3 +419,15 @@ def test_an_edit_whose_results_would_not_fit_one_reply_is_refused_before_any_wor
         assert "fewer results or a smaller size" in message
         status = client.request("status", timeout=10).header
         assert not status["jobs"] and not status["queue"], status
+
+
+@pytest.mark.parametrize("prompt", ["\u200b", "\x00", "\ufeff\u2060 \u200d"])
+def test_a_prompt_of_invisible_characters_is_refused_before_any_work(daemon: DaemonProcess, prompt: str):
+    """A prompt of only zero-width, format or control characters (a paste of nothing visible) passed the
+    empty-prompt check (str.strip keeps them) and started minutes of fine-tuning for a prompt that asks for nothing."""
+    header = make_request("edit", "invisible", daemon.token, prompt=prompt)
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send(encode_message(header, [image_blob(make_image(16, 16))]))
+        reply = client.recv(10)
+    assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
+    assert "prompt" in reply.header["message"] and "visible" in reply.header["message"], reply.header

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from sine_protocol import defaults
+from sine_protocol.messages import INVISIBLE_PROMPT, says_something
 
 from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
@@ -104,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():  # as the daemon: an empty prompt asks for nothing
         raise BadInput("--prompt must not be empty: say what the result should show")
+    if not says_something(args.prompt):
+        raise BadInput(f"--prompt {INVISIBLE_PROMPT}")
     for flag in ("prompt", "subject", "style_subject"):
         check_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
