@@ -34,6 +34,7 @@ from .checkpoint_contents import (
     WRAPPERS,
     fp8_note,
     integer_weights,
+    misnamed,
     not_weights,
     part_of_model,
     plain_safetensors_dtypes,
@@ -109,7 +110,7 @@ def _read_raw(path: Path) -> Any:
     """The checkpoint as saved (safetensors: shapes on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
-    if (what := not_weights(path)) is not None:
+    if (what := not_weights(path) or misnamed(path)) is not None:
         raise BadModel(f"{path} is {what}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
