@@ -60,6 +60,14 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             any(k.startswith(UNET_PREFIX + "label_emb.") for k in keys) and not any(k.startswith("conditioner.") for k in keys)):
         return ("a Stable unCLIP model (conditioned on a picture's CLIP image embedding, which SINE does not give it; "
                 "use the Stable Diffusion 2.1 it was made from)")
+    if not has_unet and any(k.startswith("model_ema.") for k in keys):
+        return ("a checkpoint holding only the EMA copy of its UNet (model_ema.* without model.diffusion_model.* "
+                "weights), which diffusers' single-file loader does not read; use the file's pruned or EMA-only "
+                "version (EMA weights under model.diffusion_model.*)")
+    if not has_unet and {"unet", "vae", "text_encoder"} <= {k.split(".")[0] for k in keys}:
+        return ("a whole model in diffusers' key names in one file (unet.*, vae.*, text_encoder.*), which diffusers' "
+                "single-file loader does not read; pass the model as a diffusers folder (save_pretrained) or the "
+                "original checkpoint")
     if not has_unet:
         vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
         if vae_keys and len(vae_keys) == len(keys):
@@ -105,8 +113,8 @@ def not_weights(file: Path) -> str | None:
     return None
 
 
-def safetensors_dtypes(path: Path) -> dict[str, str] | None:
-    """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
+def _header(path: Path) -> dict | None:
+    """A .safetensors file's JSON header (None when it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             size = struct.unpack("<Q", handle.read(8))[0]
@@ -115,9 +123,90 @@ def safetensors_dtypes(path: Path) -> dict[str, str] | None:
             header = json.loads(handle.read(size))
     except (OSError, ValueError, struct.error):
         return None
-    if not isinstance(header, dict):
+    return header if isinstance(header, dict) else None
+
+
+def misnamed(path: Path) -> str | None:
+    """What a checkpoint whose suffix is not its format really is, with the name to give it: a pickled
+    PyTorch checkpoint named .safetensors, a .safetensors file named .ckpt/.pt/.pth/.bin (diffusers
+    reads a file by its suffix); None when the suffix fits (or the bytes are neither)."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" and _header(path) is None:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError:
+            return None
+        if head.startswith((b"PK\x03\x04", b"\x80")):
+            return (f"a pickled PyTorch checkpoint (a {'zip' if head.startswith(b'PK') else 'pickle'}) named "
+                    f".safetensors: rename it to {path.stem}.ckpt (it is read weights-only)")
+    if suffix in (".ckpt", ".pt", ".pth", ".bin"):
+        header = _header(path)
+        tensors = [v for k, v in (header or {}).items() if k != "__metadata__"]
+        if tensors and all(isinstance(v, dict) and "dtype" in v and "shape" in v for v in tensors):
+            return f"a .safetensors file named {path.suffix}: rename it to {path.stem}.safetensors"
+    return None
+
+
+def safetensors_dtypes(path: Path) -> dict[str, str] | None:
+    """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
+    header = _header(path)
+    if header is None:
         return None
     return {k: str(v.get("dtype", "")) if isinstance(v, dict) else "" for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a .safetensors file's header ({} for other files, none, or an unreadable header)."""
+    if path.suffix.lower() != ".safetensors":
+        return {}
+    meta = (_header(path) or {}).get("__metadata__")
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+# What Stability's model spec (`modelspec.*` header keys, written by Stability's and kohya's tools) says
+def stated_prediction(meta: dict[str, str]) -> str | None:
+    """"v_prediction" / "epsilon" as the header states it: `modelspec.prediction_type`, else an
+    architecture that says it (`stable-diffusion-v2-768-v`: v; `stable-diffusion-v2-512`: ε); None."""
+    prediction = meta.get("modelspec.prediction_type", "").strip().lower()
+    if prediction in ("v", "v_prediction", "v-prediction"):
+        return "v_prediction"
+    if prediction in ("epsilon", "eps"):
+        return "epsilon"
+    architecture = meta.get("modelspec.architecture", "").strip().lower().split("/")[0]
+    if architecture.startswith("stable-diffusion") and architecture.endswith("-v"):
+        return "v_prediction"
+    if architecture == "stable-diffusion-v2-512":
+        return "epsilon"
+    return None
+
+
+def stated_resolution(meta: dict[str, str]) -> int | None:
+    """The long side of `modelspec.resolution` ("512x512": 512), the size the model was made for; None."""
+    sides = meta.get("modelspec.resolution", "").lower().replace(" ", "").split("x")
+    if len(sides) != 2 or not all(side.isdigit() and 0 < int(side) <= 16384 for side in sides):
+        return None
+    return max(int(side) for side in sides)
+
+
+def stated_xl(meta: dict[str, str]) -> bool | None:
+    """Whether `modelspec.architecture` says SDXL (True), SD 1.x/2.x (False), or nothing (None)."""
+    architecture = meta.get("modelspec.architecture", "").strip().lower()
+    if not architecture.startswith("stable-diffusion"):
+        return None
+    return architecture.startswith("stable-diffusion-xl")
+
+
+def timestep_expert(meta: dict[str, str]) -> str | None:
+    """A model tuned on part of the timesteps only (`modelspec.timestep_range` "500,999"), in words; None."""
+    bounds = meta.get("modelspec.timestep_range", "").replace(" ", "").split(",")
+    if len(bounds) != 2 or not all(b.isdigit() for b in bounds):
+        return None
+    low, high = int(bounds[0]), int(bounds[1])
+    if low <= 0 and high >= 999:
+        return None
+    return (f"a timestep-expert model (modelspec.timestep_range {low},{high}: tuned for those timesteps only), while "
+            "SINE fine-tunes and samples at every timestep; use the whole model it was made from")
 
 
 def plain_safetensors_dtypes(path: Path) -> dict[str, str] | None:
@@ -153,6 +242,16 @@ def quantized(integer_weights: list[str], keys: list[str]) -> str | None:
     return None
 
 
+def fp8_note(dtypes: dict[str, str]) -> str | None:
+    """Why a checkpoint whose UNet weights are stored as plain fp8 (F8_E4M3 / F8_E5M2: a lossy copy with
+    3 or 2 mantissa bits) edits less faithfully, in words; None when they are not fp8."""
+    kinds = sorted({d for k, d in dtypes.items() if k.startswith(UNET_PREFIX) and d.startswith("F8")})
+    if not kinds:
+        return None
+    return (f"its UNet weights are stored in fp8 ({', '.join(kinds)}: a lossy copy of the model), read upcast to the "
+            "working precision; the fp16 or fp32 version of this checkpoint edits more faithfully")
+
+
 QUANTIZED_INSTEAD = "use the fp16 (or fp32, bf16, plain fp8) version of this checkpoint"
 
 
@@ -176,11 +275,13 @@ def file_problem(path: Path) -> str | None:
     """Why a checkpoint file given as the model is not one, told from its first bytes or safetensors
     header alone (a Git LFS pointer, a LoRA, an embedding, a VAE, quantized weights...), with what to
     use instead; None: it may be one (the loader asks the rest)."""
-    if (what := not_weights(path)) is not None:
+    if (what := not_weights(path) or misnamed(path)) is not None:
         return f"{path} is {what}"
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:
         return None
+    if (what := timestep_expert(safetensors_metadata(path))) is not None:
+        return f"{path} is {what}"
     if (what := what_it_holds(list(dtypes), "")) is not None:
         return f"{path} is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
     if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:

@@ -32,11 +32,18 @@ from .checkpoint_contents import (
     USE_A_MODEL,
     VAE_PREFIX,
     WRAPPERS,
+    fp8_note,
     integer_weights,
+    misnamed,
     not_weights,
     part_of_model,
     plain_safetensors_dtypes,
     quantized,
+    safetensors_metadata,
+    stated_prediction,
+    stated_resolution,
+    stated_xl,
+    timestep_expert,
     what_it_holds,
     wrapper_prefix,
 )
@@ -103,7 +110,7 @@ def _read_raw(path: Path) -> Any:
     """The checkpoint as saved (safetensors: shapes on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
-    if (what := not_weights(path)) is not None:
+    if (what := not_weights(path) or misnamed(path)) is not None:
         raise BadModel(f"{path} is {what}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
@@ -204,16 +211,13 @@ def check_shapes(path: Path, state: dict[str, Any], folder: Path) -> None:
 def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     """Scheduler settings a checkpoint states itself, over its config folder's: a `v_pred` key (and
     `ztsnr`, zero terminal SNR), as v-prediction SDXL fine-tunes carry, or the safetensors header's
-    `modelspec.prediction_type` ("v" / "epsilon"), as Stability's and kohya's tools write, or the
-    original LDM `.yaml` beside the file (`parameterization: "v"`)."""
+    model spec (`modelspec.prediction_type` "v" / "epsilon", else an architecture that says it:
+    `stable-diffusion-v2-768-v`), as Stability's and kohya's tools write, or the original LDM `.yaml`
+    beside the file (`parameterization: "v"`)."""
     hints: dict[str, Any] = {}
-    prediction = _metadata(path).get("modelspec.prediction_type", "").strip().lower()
-    if _yaml_says_v(path):
-        prediction = "v"
-    if prediction in ("v", "v_prediction", "v-prediction"):
-        hints["prediction_type"] = "v_prediction"
-    elif prediction in ("epsilon", "eps"):
-        hints["prediction_type"] = "epsilon"
+    prediction = "v_prediction" if _yaml_says_v(path) else stated_prediction(safetensors_metadata(path))
+    if prediction is not None:
+        hints["prediction_type"] = prediction
     if "v_pred" in state:
         hints["prediction_type"] = "v_prediction"
     if "ztsnr" in state:
@@ -221,17 +225,17 @@ def scheduler_hints(path: Path, state: dict[str, Any]) -> dict[str, Any]:
     return hints
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    """The safetensors header's metadata ({} for other files or none)."""
-    if path.suffix.lower() != ".safetensors":
+def unet_hints(path: Path, folder: Path) -> dict[str, Any]:
+    """UNet settings the file states over the shipped configs it is read with: the size it was made
+    for (`modelspec.resolution`, e.g. SDXL-Turbo's 512x512 where SDXL base's configs say 1024). A
+    `NAME.config/` beside the file describes it as it is and wins; a name ("turbo") does not say it:
+    many SDXL "turbo" fine-tunes work at 1024."""
+    resolution = stated_resolution(safetensors_metadata(path))
+    if folder.parent != CONFIGS_DIR or resolution is None:
         return {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception:  # read_checkpoint has already said what is wrong with the file
-        return {}
+    scale = 2 ** (len(read_json(folder / "vae" / "config.json")["block_out_channels"]) - 1)
+    size = max(1, resolution // scale)
+    return {} if size == read_json(folder / "unet" / "config.json").get("sample_size") else {"sample_size": size}
 
 
 def _is_v_model(path: Path, state: dict[str, Any]) -> bool:
@@ -268,6 +272,15 @@ def _sd2_guess(path: Path) -> str:
                 f".yaml (with parameterization: v) beside it as {yaml}")
     return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
             f"its .yaml beside it as {yaml}")
+
+
+def stored_note(path: Path, state: dict[str, Any]) -> str | None:
+    """What a checkpoint's storage costs its edits (`fp8_note`), from its header or tensors; None."""
+    dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
+    if dtypes is None:
+        dtypes = {k: ("F8" + str(v.dtype).removeprefix("torch.float8")).upper() for k, v in state.items()
+                  if isinstance(k, str) and isinstance(v, torch.Tensor) and str(v.dtype).startswith("torch.float8")}
+    return fp8_note(dtypes)
 
 
 def prediction_guessed(path: Path, state: dict[str, Any], folder: Path | None = None) -> str | None:
@@ -362,6 +375,8 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     scheduler_config = single_file_scheduler(path, state, folder)
     if _name_decides_v(path, state, folder):
         log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
+    if (note := stored_note(path, state)) is not None:
+        log.warning("%s: %s", path, note)
     old_clip = has_old_clip_keys(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     linear = _linear_projections(state)
@@ -383,8 +398,11 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     with tempfile.TemporaryDirectory(prefix="sine-checkpoint-") as tmp:
         try:
             described = folder  # what from_single_file reads; the folder returned stays the original
+            changes = dict(unet_hints(path, folder))
             if linear is not None and linear != bool(unet_config.get("use_linear_projection", False)):
-                described = _with_projection_kind(folder, linear, Path(tmp))
+                changes["use_linear_projection"] = linear
+            if changes:
+                described = _patched_configs(folder, changes, Path(tmp))
             source = _plain_copy(path, state, Path(tmp)) if wrapped else path
             if old_clip and not xl:
                 extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype)
@@ -413,15 +431,16 @@ def _linear_projections(state: dict[str, Any]) -> bool | None:
     return None if key is None else len(state[key].shape) == 2
 
 
-def _with_projection_kind(folder: Path, linear: bool, tmp: Path) -> Path:
-    """A copy of the config folder in `tmp` whose UNet config says the file's projection kind (the same
-    maths either way): a `NAME.config/` that contradicts the file loads by the file."""
+def _patched_configs(folder: Path, unet_changes: dict[str, Any], tmp: Path) -> Path:
+    """A copy of the config folder in `tmp` whose UNet config says what the file says of itself: its
+    projection kind (the same maths either way; a `NAME.config/` that contradicts the file loads by
+    the file), the size it was made for (`unet_hints`)."""
     import shutil
 
     copy = Path(shutil.copytree(folder, tmp / "configs"))
     config = read_json(copy / "unet" / "config.json")
-    (copy / "unet" / "config.json").write_text(json.dumps({**config, "use_linear_projection": linear}))
-    log.info("%s: use_linear_projection %s, as the checkpoint's weights are", folder, linear)
+    (copy / "unet" / "config.json").write_text(json.dumps({**config, **unet_changes}))
+    log.info("%s: %s, as the checkpoint says", folder, ", ".join(f"{k} {v}" for k, v in unet_changes.items()))
     return copy
 
 
@@ -586,9 +605,25 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
     if not any(k.startswith(VAE_PREFIX) for k in keys) and vae_companion(path) is None:
         raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). Put the VAE meant for it next to "
                        f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
-    if (companion := vae_companion(path)) is not None and (why := not_a_vae(read_checkpoint(companion))) is not None:
-        raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model there "
-                       "(or remove it, when the checkpoint has its VAE baked in)")
+    if (what := timestep_expert(safetensors_metadata(path))) is not None:
+        raise BadModel(f"{path} is {what}")
+    if (companion := vae_companion(path)) is not None:
+        xl = any(k.startswith("conditioner.embedders.") for k in keys)
+        why = not_a_vae(read_checkpoint(companion)) or _other_family(stated_xl(safetensors_metadata(companion)), xl)
+        if why is not None:
+            raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model "
+                           "there (or remove it, when the checkpoint has its VAE baked in)")
+
+
+def _other_family(vae_xl: bool | None, model_xl: bool) -> str | None:
+    """Why a VAE whose header names its family is not the checkpoint's (None: it is, or it does not
+    say). SD 1.x/2.x's and SDXL's VAEs have the same shapes and keys: only a header tells them apart."""
+    if vae_xl is None or vae_xl == model_xl:
+        return None
+    names = ("SDXL", "Stable Diffusion 1.x/2.x")
+    vae, model = (names if vae_xl else names[::-1])
+    return (f"is {vae}'s VAE (its header's modelspec.architecture says so) while the checkpoint is {model}: the "
+            "UNet was trained on its own family's latents")
 
 
 def not_a_vae(state: dict[str, Any]) -> str | None:
@@ -599,6 +634,10 @@ def not_a_vae(state: dict[str, Any]) -> str | None:
         return "is TAESD (a tiny preview autoencoder that approximates the VAE, too rough to fine-tune on)"
     if not any(k.endswith("encoder.conv_in.weight") for k in keys):
         return "holds no VAE (no encoder.conv_in weights)"
+    out = next((state[k] for k in keys if k.endswith("encoder.conv_out.weight") and not k.endswith("decoder.conv_out.weight")), None)
+    if out is not None and len(out.shape) == 4 and out.shape[0] not in (4, 8):  # 2 × latents: mean and variance
+        return (f"is a VAE of {out.shape[0] // 2}-channel latents (as SD3's and Flux's VAEs make), not the 4-channel "
+                "latents of Stable Diffusion 1.x/2.x/XL")
     return None
 
 

@@ -1,13 +1,50 @@
 """Edits limited to a selection: the result only shows through the (feathered) mask.
 
 The feather fades the result in *inside* the selection, so every pixel outside it is the
-source's own pixel, bit for bit.
+source's own pixel, bit for bit. `finish_result` is the one last step of `sine edit` and the daemon
+alike (the same request gives the same bytes through both).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from .images import with_source_alpha
+
+
+def finish_result(edited: Image.Image, source: Image.Image, mask: Image.Image | None,
+                  size: tuple[int, int]) -> Image.Image:
+    """The result as delivered: exactly `size`, RGBA with the source's alpha; with a mask (L, the
+    source's size) the source shows through wherever it is 0. For a scaled edit the source is resized
+    as the sampler saw it (Lanczos) and the mask as the alpha (bilinear)."""
+    result = edited.convert("RGBA")
+    if result.size != size:  # the engine promises the exact size; this only guards the contract
+        result = result.resize(size, Image.Resampling.LANCZOS)
+    result = layer_colours(with_source_alpha(result, source))
+    if mask is None:
+        return result
+    if source.size != size:  # the selection scales with the picture
+        source = source.resize(size, Image.Resampling.LANCZOS)
+        mask = mask.resize(size, Image.Resampling.BILINEAR)
+    return composite_under_mask(source, result, mask)
+
+
+def layer_colours(result: Image.Image) -> Image.Image:
+    """The model drew partly transparent pixels over white (`images.flatten_rgb`): its colour c there is
+    a·C + (1 − a)·255. The layer's own colour C = (c − (1 − a)·255) / a, clipped, so the result laid over
+    any background shows what the model drew (as c it showed a light fringe: half-transparent red came back
+    pink). Opaque and fully transparent pixels are left as drawn."""
+    rgba = np.asarray(result.convert("RGBA"))
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    partial = (alpha > 0) & (alpha < 1)
+    if not partial.any():
+        return result
+    colour = rgba[..., :3].astype(np.float32)
+    own = (colour - (1.0 - alpha) * 255.0) / np.maximum(alpha, 1.0 / 255.0)
+    out = rgba.copy()
+    out[..., :3] = np.where(partial, np.rint(own).clip(0, 255), colour).astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
 
 
 def feathered_alpha(mask: Image.Image, feather_px: int) -> np.ndarray:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MIN_SIDE, MAX_SIDE = OUTPUT_SIDE_RANGE  # the daemon's limits: the CLI takes the same pictures and sizes
 MAX_INPUT_PIXELS, MAX_OUTPUT_PIXELS = Limits().max_input_pixels, Limits().max_output_pixels
+FRAMES_COUNTED = 100  # an animation's or multi-page file's frames are counted this far (for a note)
 EXTERNAL_READERS = frozenset({"EPS"})  # Pillow formats decoded by running another program on the file
 
 
@@ -29,8 +30,8 @@ def load_image(path: str | Path) -> Image.Image:
 
     The declared size is checked before any pixel is decoded (a small file may declare 50 000 × 50 000);
     the EXIF orientation is applied, as image viewers and GIMP show the picture; 16-bit and float
-    pictures are scaled to 8 bits, not clipped (a 16-bit grey PNG came out white); an animation gives its
-    first frame.
+    pictures are scaled to 8 bits, not clipped (a 16-bit grey PNG came out white); an animation or a
+    multi-page file gives its first frame, and ``info["frames"]`` says how many it holds (see `frames_note`).
     """
     path = Path(path)
     try:
@@ -56,17 +57,51 @@ def load_image(path: str | Path) -> Image.Image:
                                f"{MAX_INPUT_PIXELS / 1e6:.0f} Mpx")
             if min(width, height) < MIN_SIDE:
                 raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
+            frames = _frame_count(img)
             img.load()
-            return _eight_bit(ImageOps.exif_transpose(img)).convert("RGBA")
+            picture = _eight_bit(ImageOps.exif_transpose(img)).convert("RGBA")
+            picture.info["frames"] = frames
+            return picture
     except Image.DecompressionBombError:  # Pillow's own guard, at twice its warning size
         raise BadInput(f"{path} declares far more pixels than the limit of {MAX_INPUT_PIXELS / 1e6:.0f} Mpx") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
     except ValueError as exc:  # Pillow's answer to some damaged files, and to oversized metadata chunks
         if "MAX_TEXT_CHUNK" in str(exc):
             raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
                            f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
         raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
+
+
+def _frame_count(image: Image.Image) -> int:
+    """How many frames or pages the file holds, up to FRAMES_COUNTED + 1 (1 when it cannot say: the first frame
+    is read anyway). A TIFF is counted page by page, at most that far: Pillow's count walks every page (about
+    a minute for 100 MB of tiny pages); other formats' counts read headers or skip frames without decoding."""
+    frames = 1
+    try:
+        if not getattr(image, "is_animated", False):
+            return 1
+        if image.format != "TIFF":
+            return min(int(image.n_frames), FRAMES_COUNTED + 1)
+        while frames <= FRAMES_COUNTED:
+            image.seek(frames)
+            frames += 1
+    except EOFError:
+        pass
+    except (OSError, ValueError, SyntaxError):
+        frames = 1
+    if image.tell() != 0:
+        image.seek(0)
+    return max(1, frames)
+
+
+def frames_note(image: Image.Image, path: str | Path) -> str | None:
+    """What to tell the user when a picture file holds more than one frame: only the first is used."""
+    frames = image.info.get("frames", 1)
+    if frames <= 1:
+        return None
+    many = f"more than {FRAMES_COUNTED}" if frames > FRAMES_COUNTED else str(frames)
+    return f"note: {path} holds {many} frames (an animation or pages); only the first is used"
 
 
 def _read_formats() -> list[str]:

@@ -25,6 +25,8 @@ from .checkpoints import (
     read_checkpoint,
     read_json,
     single_file_scheduler,
+    stored_note,
+    unet_hints,
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadInput, BadModel, ModelMissing
@@ -34,6 +36,7 @@ from .model_kind import (
     check_usable,
     distilled_note,
     forced_scheduler_config,
+    latent_side,
     log,
     model_kind,
     vae_note,
@@ -41,7 +44,13 @@ from .model_kind import (
 from .predictions import install_epsilon_outputs
 from .preflight import EXPORTS, HUB_PATTERNS, not_a_model_file, not_a_model_folder
 from .recipes import RECIPES, Recipe, model_recipes
-from .weight_files import WEIGHT_NAMES, check_shards, weights_variant
+from .weight_files import (
+    WEIGHT_NAMES,
+    check_shards,
+    linked_under_own_name,
+    other_library_file,
+    weights_variant,
+)
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
@@ -116,7 +125,7 @@ class BaseModel:
     @property
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        return latent_side(dict(self.unet.config)) * self.vae_scale_factor
 
     @property
     def pe_grid(self) -> int:
@@ -124,7 +133,7 @@ class BaseModel:
         that patches are cut from (128 for SD1's 1024-px view, as in the paper; 32 for the demo model).
         Tying it to the model keeps one table cell = one latent cell, so the whole table resized to a
         training-size latent is a 2× downsample for every model, never an aliased 8× one."""
-        return 2 * int(self.unet.config.sample_size)
+        return 2 * latent_side(dict(self.unet.config))
 
     @property
     def pe_channels(self) -> int:
@@ -350,7 +359,7 @@ def load_base_model(
             module.eval()
             module.to(dev)
     if text_encoder_2 is not None:
-        xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
+        xl.install_hook(unet, latent_side(dict(unet.config)) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):
             vae.float()  # SDXL's VAE overflows in fp16: encode/decode in fp32 (what its config asks)
     if dev.type == "cuda":
@@ -477,6 +486,25 @@ def check_vocabulary(sub: Path) -> None:
 
 
 def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
+    """`cls.from_pretrained(sub)`; a weights file named as the other library names it (`other_library_file`)
+    is read through a link under its own name in a temporary folder (never written beside the model)."""
+    from diffusers import ModelMixin
+
+    diffusers = issubclass(cls, ModelMixin)
+    if (weights := other_library_file(sub, diffusers)) is None:
+        return _read_component(cls, sub, dt)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sine-component-") as tmp:
+        log.info("%s: reading %s as %s names it", sub, weights.name, "diffusers" if diffusers else "transformers")
+        linked = linked_under_own_name(sub, weights, diffusers, Path(tmp))
+        try:
+            return _read_component(cls, linked, dt)
+        except BadModel as exc:  # named as the painter's folder, not the temporary one
+            raise BadModel(str(exc).replace(str(linked), str(sub))) from None
+
+
+def _read_component(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     check_shards(sub)
     try:
         pickled = not any((sub / w).is_file() for w in WEIGHT_NAMES if ".safetensors" in w)  # .bin only: say so,
@@ -514,11 +542,14 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         check_shapes(path, state, folder)
         scheduler, where, name = single_file_scheduler(path, state, folder), str(path), path.name
         guessed = prediction_guessed(path, state, folder)
+        stored = stored_note(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
-        where, name, guessed = str(folder), display_name(Path(model_id)), None
+        where, name, guessed, stored = str(folder), display_name(Path(model_id)), None, None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")
+    if is_single_file(model):
+        unet.update(unet_hints(checkpoint_path(model), folder))
     check_usable(unet, scheduler, where, vae)
     check_text_parts(folder, unet)
     if not is_single_file(model):
@@ -526,7 +557,8 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
     model_recipes(folder)  # the recipes file the load reads
     kind = model_kind(unet, scheduler, read_json(folder / "text_encoder" / "config.json"),
                       2 ** (len(vae["block_out_channels"]) - 1))
-    return kind, [note for note in (guessed, distilled_note(name, unet, scheduler), vae_note(unet, vae)) if note]
+    notes = (guessed, stored, distilled_note(name, unet, scheduler), vae_note(unet, vae))
+    return kind, [note for note in notes if note]
 
 
 def training_offset_noise(folder: Path) -> float:

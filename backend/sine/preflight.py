@@ -16,7 +16,7 @@ from PIL import Image
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
-from .images import check_size, load_image, mask_levels
+from .images import check_size, frames_note, load_image, mask_levels
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -33,6 +33,7 @@ class EditInputs:
     width: int
     height: int
     is_demo_model: bool
+    notes: tuple[str, ...] = ()  # said before the work: e.g. only an animation's first frame is used
 
 
 def int_in(low: int, high: int | None = None) -> type:
@@ -72,7 +73,10 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     width = source.width if args.width is None else args.width
     height = source.height if args.height is None else args.height
     check_size(width, height)
-    mask = mask_levels(load_image(args.mask)) if args.mask else None
+    mask_picture = load_image(args.mask) if args.mask else None
+    mask = mask_levels(mask_picture) if mask_picture is not None else None
+    notes = tuple(note for note in (frames_note(source, args.source),
+                                    mask_picture and frames_note(mask_picture, args.mask)) if note)
     if mask is not None and mask.getextrema() == (0, 0):  # minutes of fine-tuning for the unchanged picture
         raise BadInput(f"--mask {args.mask} selects nothing (it is black everywhere; white = edit): leave --mask"
                        " out to edit the whole picture")
@@ -83,7 +87,7 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
         check_device_name(args.device)
     check_environment(device_given=args.device is not None, dtype_given=args.dtype is not None)
     check_model(args.model)
-    return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME))
+    return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME), notes=notes)
 
 
 def check_environment(device_given: bool = False, dtype_given: bool = False) -> None:
@@ -158,6 +162,8 @@ def check_model(model: str | None) -> None:
 
 _SAFETENSORS_INSTEAD = "use the model's .safetensors (or its diffusers folder) instead"
 FOREIGN_FORMATS = {  # suffix -> what such a file is; sine-edit fine-tunes with PyTorch weights only
+    ".sft": "a .safetensors file under ComfyUI's short suffix .sft: rename it to NAME.safetensors (sine-edit and "
+            "diffusers read a checkpoint by its suffix)",
     ".yaml": "an LDM config (.yaml), not the weights: pass the checkpoint beside it (the .yaml is read from there)",
     ".yml": "an LDM config (.yml), not the weights: pass the checkpoint beside it",
     ".gguf": f"a GGUF file (quantized weights for other runtimes), which sine-edit cannot load; {_SAFETENSORS_INSTEAD}",

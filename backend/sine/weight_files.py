@@ -57,3 +57,28 @@ def check_shards(sub: Path) -> None:
             if not (sub / shard).is_file():
                 raise BadModel(f"{sub} lacks {shard}, one of the {len(shards)} shards its index {index.name} lists: "
                                "the download is incomplete; download the model again")
+
+
+_DIFFUSERS_FILE, _TRANSFORMERS_FILE = "diffusion_pytorch_model.safetensors", "model.safetensors"
+
+
+def other_library_file(sub: Path, diffusers: bool) -> Path | None:
+    """The component's one safetensors file when it carries the other library's name and nothing the
+    reading library looks for is there (a UNet's `model.safetensors`, a text encoder's
+    `diffusion_pytorch_model.safetensors`, as some conversion scripts save them); None otherwise."""
+    own = [n for n in WEIGHT_NAMES if n.startswith("diffusion_pytorch_model") == diffusers]
+    if any((sub / n).is_file() for n in own):
+        return None
+    other = sub / (_TRANSFORMERS_FILE if diffusers else _DIFFUSERS_FILE)
+    return other if other.is_file() else None
+
+
+def linked_under_own_name(sub: Path, weights: Path, diffusers: bool, tmp: Path) -> Path:
+    """A folder in `tmp` linking `sub`'s files, with `weights` under the name the reading library reads."""
+    folder = tmp / sub.name
+    folder.mkdir()
+    for file in sub.iterdir():
+        if file.is_file() and file != weights:
+            (folder / file.name).symlink_to(file.resolve())
+    (folder / (_DIFFUSERS_FILE if diffusers else _TRANSFORMERS_FILE)).symlink_to(weights.resolve())
+    return folder

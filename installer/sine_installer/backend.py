@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .changes import Changes, InstallError
-from .layout import Layout
+from .layout import APP, Layout
 
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 WINDOWS_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
@@ -364,11 +364,22 @@ def say_daemon_data_kept(changes: Changes, layout: Layout) -> None:
 
 
 # What the daemon and the plug-ins write in the state folder (sine.daemon.logging_setup, lockfile, sine.estimate,
-# sine_protocol.launch and paths.runtime_dir): the log and its rotations, the launch log, lock files, the
-# step-time calibration and its temporary, and run/ (the ipc socket and its lock).
-STATE_NAMES = ("daemon.log", "daemon.log.*", "daemon-launch.log", "daemon-launch.log.*", "daemon-*.lock",
-               "calibration.json", ".calibration.json.*.tmp")
+# sine_protocol.launch and paths.runtime_dir): the log and its rotations (.1 ...), the launch log, lock files, the
+# step-time calibration and its temporary, and run/ (the ipc socket and its lock). tests/installer/
+# test_purge_names.py has the backend make each of them and checks that these names cover them.
+STATE_NAMES = re.compile(r"^(daemon\.log(\.\d+)?|daemon-launch\.log|daemon-.+\.lock|calibration\.json"
+                         r"|\.calibration\.json\.\d+\.tmp)$")
 RUN_NAMES = ("daemon.sock", "daemon.sock.lock")
+_LAUNCH_LINE = re.compile(rb"--- \d{4}-\d\d-\d\d \d\d:\d\d:\d\d starting: ")  # sine_protocol.launch's first line
+_LOG_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sine[. ]")  # logging_setup's line format
+
+
+def _head(path: Path, size: int = 64) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return None
 
 
 def _is_calibration(path: Path) -> bool:
@@ -380,10 +391,29 @@ def _is_calibration(path: Path) -> bool:
     return isinstance(entries, dict) and all(isinstance(v, dict) and "measured" in v for v in entries.values())
 
 
+def _is_the_daemons(path: Path) -> bool:
+    """Whether a file with one of the daemon's names holds what the daemon writes there: a log that starts with
+    one of its lines (or is empty), a lock holding its pid, its calibration. A user's file of that name stays."""
+    name = path.name
+    if name == "calibration.json":
+        return _is_calibration(path)
+    if name.startswith("daemon.log"):
+        head = _head(path)
+        return head is not None and (head == b"" or bool(_LOG_LINE.match(head)))
+    if name.endswith(".lock"):
+        head = _head(path, 4096)
+        return head is not None and (head == b"" or head.startswith(b"\n{") and b'"pid"' in head)
+    if name == "daemon-launch.log":  # sine_protocol.launch starts it with its own line
+        head = _head(path)
+        return head is not None and (head == b"" or bool(_LAUNCH_LINE.match(head)))
+    return True  # temporaries
+
+
 def _daemon_names(folder: Path) -> list[Path]:
-    """The entries of the state folder `folder` that the daemon or the plug-ins made, by name."""
-    names = [p for pattern in STATE_NAMES for p in folder.glob(pattern) if p.is_file() and not p.is_symlink()
-             and (p.name != "calibration.json" or _is_calibration(p))]
+    """The entries of the state folder `folder` that the daemon or the plug-ins made, by name and content."""
+    own = APP in folder.parts  # sine-edit's own state folder: by name, as logging_setup decides too
+    names = [p for p in folder.iterdir() if STATE_NAMES.match(p.name) and p.is_file() and not p.is_symlink()
+             and (own or _is_the_daemons(p))]
     run = folder / "run"
     if run.is_dir() and not run.is_symlink() and all(p.name in RUN_NAMES for p in run.iterdir()):
         names.append(run)

@@ -139,8 +139,9 @@ class _PureTransport:
 
     name = "pure"
 
-    def __init__(self, endpoint: str, connect_timeout: float, token: str) -> None:
+    def __init__(self, endpoint: str, connect_timeout: float, token: str, max_message: tuple[int, int]) -> None:
         self._endpoint = endpoint
+        self._max_parts, self._max_message_bytes = max_message
         self._connect_timeout = connect_timeout
         self._plain = plain_credentials(token)
         self._conn: ZMTPConnection | None = None
@@ -152,7 +153,8 @@ class _PureTransport:
             check_listener(self._endpoint)
             try:
                 self._conn = ZMTPConnection(self._endpoint, timeout=min(timeout, self._connect_timeout),
-                                            plain=self._plain)
+                                            plain=self._plain, max_parts=self._max_parts,
+                                            max_message_bytes=self._max_message_bytes)
             except ZMTPAuthError as exc:
                 raise refused_token(self._endpoint, str(exc)) from None
             except (OSError, ValueError) as exc:
@@ -242,7 +244,7 @@ class SineClient:
     def _make_transport(self, token: str) -> _Transport:
         if self._kind == "pyzmq":
             return _PyzmqTransport(self.endpoint, token)
-        return _PureTransport(self.endpoint, self.timeout, token)
+        return _PureTransport(self.endpoint, self.timeout, token, self._limits.max_reply_message())
 
     # ------------------------------------------------------------ plumbing
 

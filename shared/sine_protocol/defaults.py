@@ -11,6 +11,9 @@ GUIDANCE = 7.5  # classifier-free guidance scale w
 V = 0.7  # weight of the pre-trained model's conditional score while t ≥ K (the fine-tuned model gets 1 − v)
 K = 400  # the fine-tuned model guides for timesteps t ≥ K; below, plain CFG on the pre-trained model
 SEED = 0
+# Seeds are 0 .. 2³² − 1 everywhere (protocol, `sine edit`, plugins): torch's CPU generator, which draws
+# every start noise, keeps only a seed's low 32 bits (seed 2³² drew seed 0's picture).
+SEED_COUNT = 2**32
 
 STEPS_RANGE = (1, 1000)
 GUIDANCE_RANGE = (0.0, 50.0)
@@ -33,6 +36,11 @@ PAPER_STRENGTH = 1.0  # SINE as published: every step, from pure noise
 STYLE_WEIGHT = 0.3  # β of a style model in multi-model guidance
 CONTENT_WEIGHT = round(1.0 - V, 6)  # β of the source's own model beside a style model: the engine's 1 − v
 MAX_COUNT = 8  # results per edit request
+
+
+def result_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of `count` results: seed, seed+1, …, wrapping to 0 past 2³² − 1."""
+    return [(seed + i) % SEED_COUNT for i in range(count)]
 
 
 def multi_model_weights(v: float, content_weight: float | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from .defaults import (
     V_RANGE,
     V,
     multi_model_weights,
+    result_seeds,
 )
 from .errors import (
     BAD_REPLY,
@@ -93,6 +95,7 @@ MAX_ID_CHARS = 128
 # A request is a header and at most three blobs (image, mask, style). The daemon keeps no more than this of a
 # message and only counts the rest: libzmq holds a whole message, but a list of its millions of parts is ours.
 MAX_REQUEST_FRAMES = 4
+REPLY_HEADER_BYTES = 16 * 1024 * 1024  # what a client takes as a reply's header (status lists, notes)
 MAX_SIDE = 65535  # larger sides are absurd whatever the pixel budget says
 OUTPUT_SIDE_RANGE = (8, 16384)
 # ``notes``: what the engine says a painter should know about a job (e.g. "the prompt's last 12 words were
@@ -123,6 +126,14 @@ class Limits:
         raw = self.max_input_pixels * BYTES_PER_PIXEL["rgba8"]
         zlib_bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 64
         return min(self.max_message_bytes, max(self.max_header_bytes, zlib_bound))
+
+    def max_reply_message(self) -> tuple[int, int]:
+        """(parts, bytes) one daemon reply can take on the wire: a header and ``MAX_COUNT`` results whose pixels
+        fit ``max_reply_bytes`` (zlib adds ~0.1 % to data it cannot shrink). The pure client drops a connection
+        whose message goes past either, instead of holding it whole before `decode_reply` can refuse it."""
+        raw = self.max_reply_bytes
+        header = max(self.max_header_bytes, REPLY_HEADER_BYTES)
+        return 1 + MAX_COUNT, header + raw + (raw >> 10) + 64 * MAX_COUNT
 
     def check_results_fit(self, check: _Checker, count: int, output: tuple[int, int]) -> None:
         """Every result of an edit comes back in ONE ``result``, whose pixels (4 bytes each, before any
@@ -161,7 +172,7 @@ class EditRequest:
     @property
     def seeds(self) -> list[int]:
         """The seed of each result, in order."""
-        return [(self.seed + i) % 2**32 for i in range(self.count)]
+        return result_seeds(self.seed, self.count)
 
 
 @dataclass(frozen=True)
@@ -408,6 +419,16 @@ def _is_text(value: str) -> bool:
     return True
 
 
+def says_something(text: str) -> bool:
+    """Whether ``text`` holds a visible character: not only spaces, controls or format characters (U+200B,
+    U+FEFF...), which `str.strip` keeps but which ask the model for nothing."""
+    return any(not unicodedata.category(char).startswith(("Z", "C")) for char in text)
+
+
+INVISIBLE_PROMPT = ("has no visible character (only spaces, control or format characters such as U+200B): say"
+                    " what the result should show")
+
+
 def parse_request(frames: list[bytes], token: str, limits: Limits | None = None,
                   admit: Callable[[str, int], None] | None = None, frame_count: int | None = None) -> Request:
     """Validate one multipart request (without the ROUTER identity frame).
@@ -480,6 +501,8 @@ def _parse_edit(
     if "prompt" not in header:
         raise check.fail("edit needs a prompt")
     prompt = check.string(header["prompt"], "prompt", limits.max_prompt_chars, nonempty=True)
+    if not says_something(prompt):
+        raise check.fail(f"prompt {INVISIBLE_PROMPT}")
     subject = check.string(header.get("subject", ""), "subject", limits.max_prompt_chars)
     style = check.choice(header.get("style", STYLE), "style", STYLES)
     seed = check.integer(header.get("seed", 0), "seed", 0, 2**32 - 1)
@@ -648,7 +671,7 @@ def decode_reply(frames: list[bytes], limits: Limits | None = None) -> Event:
     limits = limits or Limits()
     if not frames:
         raise ProtocolError(BAD_REPLY, "empty reply")
-    header = _load_header(frames[0], max(limits.max_header_bytes, 16 * 1024 * 1024), BAD_REPLY)
+    header = _load_header(frames[0], max(limits.max_header_bytes, REPLY_HEADER_BYTES), BAD_REPLY)
     check = _Checker(_request_id(header))
     if header.get("v") != PROTOCOL_VERSION or type(header.get("v")) is not int:
         raise check.fail(f"reply has protocol version {header.get('v')!r}", BAD_REPLY)

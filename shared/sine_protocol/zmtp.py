@@ -100,8 +100,10 @@ class ZMTPConnection:
 
     def __init__(
         self, endpoint: str, timeout: float = 10.0, socket_type: str = "DEALER", max_frame_bytes: int = 1 << 31,
-        plain: tuple[bytes, bytes] | None = None,
+        plain: tuple[bytes, bytes] | None = None, max_parts: int | None = None, max_message_bytes: int | None = None,
     ) -> None:
+        """``max_parts`` / ``max_message_bytes`` bound one incoming message (None: unbounded): past either, the
+        connection ends with a ZMTPError instead of holding a peer's endless message."""
         if socket_type not in _COMPATIBLE_PEERS:
             raise ValueError(f"unsupported socket type {socket_type!r}")
         if plain is not None and (len(plain[0]) > 255 or len(plain[1]) > 255):
@@ -111,6 +113,9 @@ class ZMTPConnection:
         self.endpoint = endpoint
         self.socket_type = socket_type
         self.max_frame_bytes = max_frame_bytes
+        self.max_parts = max_parts
+        self.max_message_bytes = max_message_bytes
+        self._parts_bytes = 0
         self.peer_properties: dict[bytes, bytes] = {}
         self._rbuf = bytearray()
         self._parts: list[bytes] = []
@@ -237,6 +242,11 @@ class ZMTPConnection:
         if size > self.max_frame_bytes:
             self.close()
             raise ZMTPError(f"frame of {size} bytes is over the limit of {self.max_frame_bytes}")
+        if not flags & _FLAG_COMMAND and self.max_message_bytes is not None \
+                and self._parts_bytes + size > self.max_message_bytes:  # refused before the frame is all here
+            self.close()
+            raise ZMTPError(f"a message of at least {self._parts_bytes + size} bytes is over the limit of"
+                            f" {self.max_message_bytes} bytes")
         end = start + size
         if len(buf) < end:
             return None
@@ -275,9 +285,13 @@ class ZMTPConnection:
                     self._handle_command(body)
                     continue
                 self._parts.append(body)
+                self._parts_bytes += len(body)
                 if not flags & _FLAG_MORE:
-                    message, self._parts = self._parts, []
+                    message, self._parts, self._parts_bytes = self._parts, [], 0
                     return message
+                if self.max_parts is not None and len(self._parts) >= self.max_parts:
+                    self.close()
+                    raise ZMTPError(f"a message of more than {self.max_parts} parts is over the limit")
             if not self._fill(deadline):
                 return None
 

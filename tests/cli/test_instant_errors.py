@@ -74,6 +74,7 @@ CASES = {
     "1x1 source drawn at 64x64": (["{dot}", "--width", "64", "--height", "64"], 1, "at least 8 px"),
     "output over the daemon's pixel limit": (["{src}", "--width", "16384", "--height", "16384"], 1, "Mpx"),
     "empty prompt": (["{src}", "--prompt", " "], 1, "--prompt"),
+    "prompt of invisible characters": (["{src}", "--prompt", "\u200b\u2060"], 1, "--prompt has no visible character"),
     "mask not an image": (["{src}", "--mask", "{text}"], 1, "cannot read"),
     "model path missing": (["{src}", "--model", "./models/nowhere"], 1, "no such model folder or file"),
     "checkpoint file missing": (["{src}", "--model", "{root}/sd15.safetensors"], 1, "no such model folder or file"),

@@ -228,3 +228,51 @@ def test_a_postscript_picture_never_starts_ghostscript(tmp_path: Path) -> None:
     assert not mark.exists(), "Ghostscript was started on the picture"
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "EPS" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
+def _frames(path: Path, **save: object) -> Path:
+    """Three frames, red then green then blue, in whatever format ``path`` names."""
+    first, *rest = [Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    first.save(path, save_all=True, append_images=rest, **save)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.png", "anim.gif", "anim.webp", "pages.tif"])
+def test_an_animation_or_multi_page_file_gives_its_first_frame_and_says_how_many(tmp_path: Path, name: str) -> None:
+    picture = load_image(_frames(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {})))
+    assert picture.getpixel((16, 16)) == (255, 0, 0, 255)
+    assert picture.info["frames"] == 3
+
+
+def test_sine_edit_says_when_it_uses_only_the_first_frame(tmp_path: Path) -> None:
+    """An animated GIF, a multi-page TIFF mask and an animated WebP style picture were read as their first frame
+    without a word: the painter could not tell why the result showed none of the rest."""
+    import os
+    import subprocess
+    import sys
+
+    source, mask, style = _frames(tmp_path / "a.gif"), tmp_path / "m.tif", _frames(tmp_path / "s.webp")
+    Image.new("L", (32, 32), 255).save(mask, save_all=True, append_images=[Image.new("L", (32, 32), 0)])
+    Image.new("RGB", (32, 32)).save(tmp_path / "still.png")
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "edit", str(source), "--prompt", "x", "--mask", str(mask),
+                           "--style-from", str(style), "--out", str(tmp_path)],  # refused after the inputs are read
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "is a folder" in lines[-1], proc.stderr
+    for path, frames in ((source, 3), (mask, 2), (style, 3)):
+        assert f"note: {path} holds {frames} frames (an animation or pages); only the first is used" in lines
+    still = subprocess.run([sys.executable, "-m", "sine.cli", "edit", str(tmp_path / "still.png"), "--prompt", "x",
+                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert "frames" not in still.stderr, still.stderr
+
+
+def test_the_pages_of_a_big_multi_page_tiff_are_counted_only_so_far(tmp_path: Path) -> None:
+    """Counting every page of a TIFF walks them all: 5,000 tiny pages took 1.3 s (100 MB of them, a minute)."""
+    from sine.images import FRAMES_COUNTED, frames_note
+
+    path = tmp_path / "pages.tif"
+    first, *rest = [Image.new("L", (8, 8), n % 256) for n in range(FRAMES_COUNTED + 50)]
+    first.save(path, save_all=True, append_images=rest)
+    picture = load_image(path)
+    assert picture.getpixel((0, 0)) == (0, 0, 0, 255) and picture.info["frames"] == FRAMES_COUNTED + 1
+    assert f"holds more than {FRAMES_COUNTED} frames" in frames_note(picture, path)

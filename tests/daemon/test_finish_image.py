@@ -33,7 +33,11 @@ def test_result_alpha_is_the_sources_without_selection() -> None:
     out = finish_image(edited, source, _request(source, None))
     assert out.mode == "RGBA" and out.size == source.size
     assert np.array_equal(np.asarray(out)[..., 3], np.asarray(source)[..., 3])
-    assert (np.asarray(out)[..., :3] == (9, 200, 9)).all()
+    rgba = np.asarray(out)
+    assert (rgba[rgba[..., 3] != 128, :3] == (9, 200, 9)).all()  # opaque, and the hole: as drawn
+    band = rgba[20:25, :, :3].astype(np.float32)  # the model drew the band over white: its own colour is darker
+    assert (np.abs(band[..., 1] * 128 / 255 + 127 - 200) <= 1).all()  # (laid over white again: what was drawn)
+    assert (band[..., [0, 2]] == 0).all()  # as dark as a half-transparent pixel gets (9 over white is unreachable)
 
 
 def test_result_alpha_is_the_sources_inside_a_selection() -> None:

@@ -399,3 +399,35 @@ def test_the_ipv6_loopback_is_served_and_port_0_refused(tiny_model: Path):
                 assert client.ping(timeout=10), transport
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_an_edit_whose_results_would_not_fit_one_reply_is_refused_before_any_work(daemon: DaemonProcess):
+    """Every result comes back in ONE `result`, which clients take up to Limits.max_reply_bytes (512 MiB):
+    8 results of 16384x4096 (2 GiB) from a small picture are refused `too_large` in words, with no
+    `accepted` and no job, not computed for hours and then dropped."""
+    from sine_protocol.messages import Limits
+
+    header = make_request("edit", "too-many-pixels", daemon.token, prompt="a cat", count=8,
+                          output={"width": 16384, "height": 4096})
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send(encode_message(header, [image_blob(make_image(16, 16))]))
+        reply = client.recv(10)  # the first event for it: an `accepted` here would mean the work started
+        assert reply.id == "too-many-pixels" and reply.type == "error", reply.header
+        assert reply.header["code"] == "too_large"
+        message = reply.header["message"]
+        assert "8 results of 16384x4096" in message and str(Limits().max_reply_bytes) in message, message
+        assert "fewer results or a smaller size" in message
+        status = client.request("status", timeout=10).header
+        assert not status["jobs"] and not status["queue"], status
+
+
+@pytest.mark.parametrize("prompt", ["\u200b", "\x00", "\ufeff\u2060 \u200d"])
+def test_a_prompt_of_invisible_characters_is_refused_before_any_work(daemon: DaemonProcess, prompt: str):
+    """A prompt of only zero-width, format or control characters (a paste of nothing visible) passed the
+    empty-prompt check (str.strip keeps them) and started minutes of fine-tuning for a prompt that asks for nothing."""
+    header = make_request("edit", "invisible", daemon.token, prompt=prompt)
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send(encode_message(header, [image_blob(make_image(16, 16))]))
+        reply = client.recv(10)
+    assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
+    assert "prompt" in reply.header["message"] and "visible" in reply.header["message"], reply.header

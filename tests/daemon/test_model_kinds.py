@@ -36,3 +36,21 @@ def test_daemon_edits_with_other_model_kinds(tmp_path: Path, kind: str):
         assert ("SDXL" if kind == "sdxl-file" else "SD2, v-prediction") in proc.output()
     finally:
         assert proc.stop() == 0, proc.output()
+
+
+def test_daemon_refuses_more_steps_than_the_model_has_timesteps_before_fine_tuning(tmp_path: Path):
+    """A model trained with 50 timesteps asked for 60 sampling steps: the daemon fine-tuned, then failed
+    inside diffusers. The job is refused in words before any fine-tuning."""
+    from sine.tiny_models import SD1_SCHEDULER, make_tiny_sd
+
+    model = make_tiny_sd(tmp_path / "t50", scheduler=dict(SD1_SCHEDULER, num_train_timesteps=50))
+    proc = DaemonProcess(Path(tempfile.mkdtemp(prefix="sd-")), model).start()
+    try:
+        with Client(proc.endpoint, proc.token) as client:
+            events = client.events_until_final(client.submit_edit(make_image(32, 32, seed=5), sample_steps=60))
+            assert events[-1].type == "error", events[-1].header
+            message = str(events[-1].header)
+            assert "60 sampling steps" in message and "50 timesteps" in message, message
+            assert not any(e.header.get("phase") == "finetune" for e in events[:-1]), [e.header for e in events]
+    finally:
+        assert proc.stop() == 0, proc.output()

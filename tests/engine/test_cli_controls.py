@@ -72,6 +72,7 @@ def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(t
     (["--style-weight", "0.3"], "--style-from"),
     (["--strength", "0"], "strength"),
     (["--count", "9"], "count"),
+    (["--seed", str(2**32)], "0..4294967295"),  # it drew seed 0's picture: torch keeps a seed's low 32 bits
     (["--style-from", "nowhere.png"], "no such file"),
 ])
 def test_bad_controls_fail_with_one_clear_line(pictures, tmp_path, args, message):

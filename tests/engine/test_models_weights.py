@@ -185,3 +185,20 @@ def test_sharded_pickled_unet_loads(tiny_folder, tmp_path):
     assert (folder / "unet" / "diffusion_pytorch_model.bin.index.json").is_file()
     loaded = load_base_model(folder, device="cpu")
     assert all(torch.equal(unet.state_dict()[k], v) for k, v in loaded.unet.state_dict().items())
+
+
+def test_component_weights_under_the_other_librarys_name_load(tiny_folder, tmp_path):
+    """A UNet/VAE saved as `model.safetensors` (transformers' name) or a text encoder as
+    `diffusion_pytorch_model.safetensors` (diffusers'), as some conversion scripts write them: doctor
+    called the folder fine and the loader said 'the download may be incomplete: download it again'.
+    They load, read through links under the expected names (nothing written beside the model)."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "renamed")
+    for sub, old, new in (("unet", "diffusion_pytorch_model", "model"), ("vae", "diffusion_pytorch_model", "model"),
+                          ("text_encoder", "model", "diffusion_pytorch_model")):
+        (folder / sub / f"{old}.safetensors").rename(folder / sub / f"{new}.safetensors")
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    loaded, reference = load_base_model(folder, device="cpu"), load_base_model(tiny_folder, device="cpu")
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(loaded, name).state_dict(), getattr(reference, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before

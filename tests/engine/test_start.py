@@ -15,6 +15,7 @@ from sine.images import to_tensor
 from sine.noise_prediction import content_and_style_guides
 from sine.sampler import SamplingSettings, sample_edit, sample_edits, sample_steps, timesteps_for
 from sine.start import first_step, inverted_start, noised_start, source_at
+from sine_protocol.defaults import result_seeds
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,21 @@ def test_first_step_runs_the_last_share_of_the_steps():
     assert first_step(100, 0.5) == 50
     assert first_step(50, 0.4) == 30
     assert first_step(10, 0.01) == 9  # at least one step
-    assert sample_steps(SamplingSettings(steps=10, strength=0.5), 1) == 5
-    assert sample_steps(SamplingSettings(steps=10, strength=0.5, start="inversion"), 1) == 10
-    assert sample_steps(SamplingSettings(steps=10, batch=2, strength=1.0), 3) == 20
+
+
+def test_the_announced_step_total_is_the_one_sampling_reports(base, tuned, source_image):
+    """The daemon announces `sample_steps` as the sampling phase starts: tiles and `refine` run each result on
+    its own and `refine` adds a pass, so 3 tiled results were announced as 3 steps and ran 9."""
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, strength=0.5), 1) == 5
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, strength=0.5, start="inversion"), 1) == 10
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, batch=2, strength=1.0), 3) == 20
+    for strategy, count, start in [("tiled", 3, "noise"), ("refine", 2, "noise"), ("refine", 1, "inversion"),
+                                   ("upscale", 3, "noise")]:
+        s = SamplingSettings(steps=6, strength=0.5, start=start, strategy=strategy, working_size=32)
+        seen: list[int] = []
+        sample_edits(base, tuned, "a cat", 80, 48, s, count=count, source=source_image,
+                     progress=lambda i, n, p, seen=seen: seen.append(n))
+        assert set(seen) == {sample_steps(base, 80, 48, s, count)}, (strategy, count, start)
 
 
 @pytest.mark.parametrize("size,extra", [((32, 32), {}), ((48, 40), {"working_size": 32}),
@@ -198,3 +211,13 @@ def test_style_weights_are_checked(base, tuned, style_tuned):
     guides = content_and_style_guides(tuned, style_tuned, SamplingSettings(v=0.7, k=400))
     assert [round(g.guide.weight, 6) for g in guides] == [0.3, 0.3] and guides[1].model is style_tuned
     assert all(g.guide.t_min == 400 for g in guides)
+
+
+def test_seeds_wrap_past_the_last_seed_as_the_protocols_do(base, tuned):
+    """Result k is the seed's own picture; past 2³² − 1, the last seed, the seeds wrap to 0, the same rule
+    for `sine edit` and the daemon."""
+    assert result_seeds(2**32 - 1, 3) == [2**32 - 1, 0, 1]
+    s = SamplingSettings(steps=2, seed=2**32 - 1, strength=1.0, batch=1)
+    last, wrapped = sample_edits(base, tuned, "a cat", 16, 16, s, count=2)
+    assert wrapped.tobytes() == sample_edit(base, tuned, "a cat", 16, 16, replace(s, seed=0)).tobytes()
+    assert last.tobytes() != wrapped.tobytes()

@@ -192,9 +192,11 @@ def test_purge_data_keeps_what_the_user_keeps_in_a_state_folder_they_named(tmp_p
     args = ("--source-root", fake_source, "--skip-backend", "--no-start")
     run_installer(*args, env=env)
     before = snapshot(notes)
-    for name in ("daemon.log", "daemon.log.1", "daemon-launch.log", "daemon-tcp-127.0.0.1-47633.lock",
-                 "calibration.json", ".calibration.json.123.tmp"):  # what the daemon and the plug-ins make there
-        (notes / name).write_text("x\n")
+    line = "2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n"  # how the daemon's log lines look
+    for name, text in (("daemon.log", line), ("daemon.log.1", line), ("daemon-launch.log", "--- 2026-12-01 03:00:00 starting: ['sine']\n"),
+                       ("daemon-tcp_127.0.0.1_47633.lock", '\n{"pid": 4242}\n'),
+                       ("calibration.json", ""), (".calibration.json.123.tmp", "x\n")):  # the daemon's and plug-ins'
+        (notes / name).write_text(text)
     (notes / "calibration.json").write_text('{"key": {"unet_eval_s": 0.1, "measured": "2026-12-01T03:00:00"}}')
     (notes / "run").mkdir()
     (notes / "run" / "daemon.sock.lock").write_text("")
@@ -322,7 +324,7 @@ def test_purge_data_keeps_a_users_calibration_json_in_a_state_folder_they_named(
     args = ("--source-root", fake_source, "--skip-backend", "--no-start")
     run_installer(*args, env=env)
     before = snapshot(notes)
-    (notes / "daemon.log").write_text("x\n")
+    (notes / "daemon.log").write_text("2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n")
     out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
     assert snapshot(notes) == before, out
 
@@ -368,3 +370,38 @@ def test_reinstall_keeps_a_daemon_json_the_user_edited(tmp_path: Path, fake_sour
     assert "Everything is up to date." in again and kept[0].read_bytes() == edited
     run_installer(*args, "--uninstall")
     assert kept[0].read_bytes() == edited and not daemon_json.exists()
+
+
+def test_purge_data_keeps_the_users_files_with_names_like_the_daemons(tmp_path: Path, fake_source: Path, fake_home,
+                                                                      run_installer) -> None:
+    """In a state folder the user named, `--purge-data` removed by pattern: their daemon.log.old, notes kept in a
+    daemon.log of their own (the daemon refuses to write into it) and daemon-launch.log.bak went with the logs."""
+    home = fake_home(tmp_path, "linux")
+    notes = home / "project"
+    notes.mkdir()
+    (notes / "daemon.log.old").write_text("my old server's log\n")
+    (notes / "daemon-launch.log.bak").write_text("mine\n")
+    (notes / "daemon-build.lock").write_text("make holds this\n")
+    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
+    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args, env=env)
+    before = snapshot(notes)
+    (notes / "daemon.log.2").write_text("2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n")
+    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
+    assert snapshot(notes) == before, out
+
+
+def test_purge_data_keeps_a_daemon_log_that_is_not_the_daemons(tmp_path: Path, fake_source: Path, fake_home,
+                                                               run_installer) -> None:
+    home = fake_home(tmp_path, "linux")
+    notes = home / "project"
+    notes.mkdir()
+    (notes / "daemon.log").write_text("notes on the print daemon\n")
+    (notes / "daemon.log.1").write_text("more notes\n")
+    (notes / "daemon-launch.log").write_text("how I launch my print daemon\n")
+    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
+    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
+    run_installer(*args, env=env)
+    before = snapshot(notes)
+    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
+    assert snapshot(notes) == before, out

@@ -49,6 +49,8 @@ class FakeDaemon(RouterPeer):
         assert edit is not None
         if edit.prompt == "silent":
             return []
+        if edit.prompt == "endless":  # a faulty peer: one reply of 100,000 parts
+            return [[*m.make_reply(m.PROGRESS, req.id, job="job-x", phase="sample", step=1, total=2), *[b""] * 100_000]]
         job = next(self._jobs)
         replies = [
             m.make_reply(m.ACCEPTED, req.id, job=job, queue_position=0),

@@ -294,3 +294,18 @@ def test_a_final_reply_over_the_clients_bound_ends_the_request_in_words(daemon: 
         assert events[-1].header["code"] == "bad_reply" and "1200 bytes" in events[-1].header["message"]
     finally:
         client.close()
+
+
+def test_a_reply_of_endless_parts_ends_the_request_in_words_on_the_pure_transport(daemon: FakeDaemon) -> None:
+    """The pure transport held every part of a reply whatever their number (a faulty peer's 100,000 empty parts,
+    or millions) before `decode_reply` could refuse it; now the connection is dropped past the parts a reply can
+    have (Limits.max_reply_message) and the request ends in words."""
+    parts, size = Limits().max_reply_message()
+    assert parts == 9 and Limits().max_reply_bytes < size < Limits().max_reply_bytes + 20 * 2**20
+    client = SineClient(daemon.endpoint, TOKEN, transport="pure", timeout=5)
+    try:
+        rid = client.submit_edit(_image(16, 16), "endless")
+        with pytest.raises(DaemonUnavailable, match="more than 9 parts"):
+            list(client.events(rid, timeout=5))
+    finally:
+        client.close()

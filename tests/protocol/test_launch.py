@@ -128,3 +128,20 @@ def test_wait_gives_up_soon_after_the_daemon_dies(dirs: dict[str, Path]) -> None
                              process=process)
     assert time.monotonic() - start < 10
     assert process.wait(5) == 3
+
+
+def test_a_launch_log_of_the_users_is_never_written_into(dirs: dict[str, Path]) -> None:
+    """SINE_STATE_DIR may name a folder of the user's: a daemon-launch.log of theirs there had the start line and
+    the daemon's output appended to it. The daemon is still started (its output goes nowhere), their file kept;
+    the launcher's own log (starting with its "--- <time> starting:" line) is appended to as before."""
+    _write_command(dirs["config"], [sys.executable, "-c", "print('daemon output')"])
+    dirs["state"].mkdir()
+    theirs = dirs["state"] / LOG_NAME
+    theirs.write_text("my launcher's notes\n")
+    start_daemon().wait(timeout=30)
+    assert theirs.read_text() == "my launcher's notes\n"
+    theirs.unlink()
+    start_daemon().wait(timeout=30)
+    start_daemon().wait(timeout=30)
+    ours = theirs.read_text()
+    assert ours.startswith("--- ") and ours.count("starting:") == 2 and ours.count("\ndaemon output\n") == 2, ours

@@ -187,3 +187,25 @@ def test_timeout_mid_message_loses_nothing() -> None:
     finally:
         thread.join(5)
         server.close()
+
+
+def test_a_message_of_too_many_parts_or_bytes_is_refused_not_held(router: RouterPeer) -> None:
+    """The pure client held every part of an incoming message, whatever their number and total: a peer sending
+    one message of millions of empty parts (or of many big frames) grew a plug-in's memory without bound.
+    Now a message over ``max_parts`` or ``max_message_bytes`` ends the connection in words."""
+    with ZMTPConnection(router.endpoint, timeout=5, max_parts=9, max_message_bytes=1_000_000) as conn:
+        conn.send_multipart([b"hi"])
+        assert conn.recv_multipart(timeout=5) == [b"hi"]
+        identity = router.identities[0]
+        router.push(identity, [b"header", *[b""] * 8])  # 9 parts: taken
+        assert len(conn.recv_multipart(timeout=5)) == 9
+        router.push(identity, [b"header", *[b""] * 100_000])
+        with pytest.raises(ZMTPError, match="more than 9 parts"):
+            conn.recv_multipart(timeout=5)
+        assert conn.closed
+    with ZMTPConnection(router.endpoint, timeout=5, max_parts=9, max_message_bytes=1_000_000) as conn:
+        conn.send_multipart([b"hi"])
+        assert conn.recv_multipart(timeout=5) == [b"hi"]
+        router.push(router.identities[-1], [b"header", _payload(600_000, 1), _payload(600_000, 2)])
+        with pytest.raises(ZMTPError, match="over the limit of 1000000 bytes"):
+            conn.recv_multipart(timeout=5)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from sine_protocol.defaults import SEED_COUNT
+
 from ..argparsing import user_path
 from ..errors import SineError, printable
 from ..output_files import check_demo_folder, discard_partial_demo
@@ -37,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="default: 375 steps of 4 views for the full recipe (the demo's 2-minute budget), "
                         "else the model's recipe")
     p.add_argument("--steps", type=int_in(1, 1000), default=50, help="DDIM sampling steps (default: %(default)s)")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0, help="noise seed (default: 0)")
+    p.add_argument("--seed", type=int_in(0, SEED_COUNT - 1), default=0, help="noise seed (0..4294967295; default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
     return p
 

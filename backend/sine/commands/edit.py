@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 from sine_protocol import defaults
+from sine_protocol.messages import INVISIBLE_PROMPT, says_something
 
 from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
-from ..images import load_image
+from ..images import frames_note, load_image
 from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
 from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
 from ..quality import (
@@ -51,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="weight of the pre-trained model while t ≥ K")
     p.add_argument("--k", type=int_in(*defaults.K_RANGE), default=defaults.K,
                    help="timestep below which only the pre-trained model guides")
-    p.add_argument("--seed", type=int_in(0, 2**63 - 1), default=defaults.SEED)
+    p.add_argument("--seed", type=int_in(0, defaults.SEED_COUNT - 1), default=defaults.SEED,
+                   help="start noise of the first result (0..4294967295, as the daemon takes)")
     p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
     p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
     p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
@@ -103,10 +105,14 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if not args.prompt.strip():  # as the daemon: an empty prompt asks for nothing
         raise BadInput("--prompt must not be empty: say what the result should show")
+    if not says_something(args.prompt):
+        raise BadInput(f"--prompt {INVISIBLE_PROMPT}")
     for flag in ("prompt", "subject", "style_subject"):
         check_text(getattr(args, flag), f"--{flag.replace('_', '-')}")
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
+    for note in inputs.notes:
+        print(note, file=sys.stderr)
     if inputs.is_demo_model and not looks_like_shapes_world(source):
         print(DEMO_MODEL_NOTE, file=sys.stderr)
     if args.start == "inversion" and args.count > 1:
@@ -125,6 +131,8 @@ def _run(args: argparse.Namespace) -> int:
     style_image = load_image(args.style_from) if args.style_from else None
     if style_image is not None:
         check_visible(style_image, args.style_from)
+        if note := frames_note(style_image, args.style_from):
+            print(note, file=sys.stderr)
     inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
     plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
     check_weights_folder(args.weights, "--weights")
@@ -133,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from ..compositing import composite_under_mask
+    from ..compositing import finish_result
     from ..devices import describe_device
     from ..estimate import (
         describe,
@@ -145,7 +153,6 @@ def _run(args: argparse.Namespace) -> int:
         sampling_work,
     )
     from ..finetune import FineTuned, FinetuneSettings, finetune
-    from ..images import with_source_alpha
     from ..job_notes import job_prompts
     from ..large_canvas import default_working_size
     from ..models import load_base_model
@@ -162,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     def settings_for(quality: str) -> tuple[QualityChoice, FinetuneSettings, SamplingSettings]:
         choice = choose(quality, base.device.type, args.steps, args.strategy, args.patch)
         finetune_settings = FinetuneSettings(method=args.method, steps=args.finetune_steps, patch=choice.patch,
-                                             style=args.style, lr=args.lr, seed=args.seed).resolved(base.recipes)
+                                             style=args.style, lr=args.lr).resolved(base.recipes)
         sampling_settings = SamplingSettings(steps=choice.steps, guidance=args.guidance, v=args.v, k=args.k,
                                              seed=args.seed, strategy=choice.strategy,
                                              refine_strength=args.refine_strength, **controls)
@@ -235,14 +242,8 @@ def _run(args: argparse.Namespace) -> int:
     if style_image is None:  # the rates of a plain edit (a style model adds calls the count does not know)
         remember_rates(base, settings.method, observed_rates(rates, work, ft_marks, t_work, sample_marks, t_sample,
                                                              time.perf_counter()))
-    if mask is not None and source.size != (width, height):
-        source_at_size = source.resize((width, height), Image.Resampling.BICUBIC)
-    else:
-        source_at_size = source
     for out, image in zip(plan.paths, images, strict=True):
-        result = with_source_alpha(image, source)
-        if mask is not None:
-            result = composite_under_mask(source_at_size, result, mask.resize((width, height)))
+        result = finish_result(image, source, mask, (width, height))  # as the daemon finishes it
         written = write_image(result, out, plan)
         note = f"; {out} appeared meanwhile and was kept" if written != out else ""
         print(f"wrote {written} ({width}×{height}){note}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from sine.cache import MANIFEST, WeightCache, cache_key
-from sine.compositing import composite_under_mask
+from sine.compositing import finish_result
 from sine.daemon.loaded import LoadedFinetunes
 from sine.daemon.progress import ProgressReporter
 from sine.errors import Cancelled
@@ -95,7 +95,8 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     t_sample = time.perf_counter()
     out_w, out_h = request.output
     sampling_settings = _sampling_settings(sampler_mod, request)
-    report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
+    report.phase_start("sample", sampler_mod.sample_steps(base, out_w, out_h, sampling_settings,
+                                                                request.count))
     edited = sampler_mod.sample_edits(
         base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
@@ -222,19 +223,6 @@ def _saver(tuned: Any) -> Any:
 
 def finish_image(edited: Image.Image, source: Image.Image, request: EditRequest) -> Image.Image:
     """Exactly ``request.output`` pixels, RGBA, with the source's alpha (transparent stays transparent);
-    with a mask, the source shows through wherever it is 0."""
-    from sine.images import with_source_alpha  # sine.images imports torch: only in the worker thread
-
-    out_size = tuple(request.output)
-    result = edited.convert("RGBA")
-    if result.size != out_size:  # the engine promises the exact size; this only guards the wire contract
-        result = result.resize(out_size, Image.Resampling.LANCZOS)
-    result = with_source_alpha(result, source)
-    if request.mask is None:
-        return result
-    mask = Image.frombytes("L", request.mask.size, request.mask.data)
-    base = source
-    if source.size != out_size:  # the selection scales with the picture
-        base = source.resize(out_size, Image.Resampling.LANCZOS)
-        mask = mask.resize(out_size, Image.Resampling.BILINEAR)
-    return composite_under_mask(base, result, mask)
+    with a mask, the source shows through wherever it is 0 (`sine.compositing.finish_result`, as `sine edit`)."""
+    mask = None if request.mask is None else Image.frombytes("L", request.mask.size, request.mask.data)
+    return finish_result(edited, source, mask, tuple(request.output))

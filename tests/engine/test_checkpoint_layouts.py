@@ -1,0 +1,62 @@
+"""Whole models in one file under key layouts diffusers' single-file loader does not read: only the
+EMA copy of the UNet (`model_ema.*`, LDM's dot-less names), or diffusers' own component names
+(`unet.*`, `vae.*`, `text_encoder.*`). They were "not a Stable Diffusion checkpoint"; now named,
+with what to pass instead, by `sine edit`'s instant check, doctor and the loader."""
+
+from __future__ import annotations
+
+import pytest
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel
+
+from sine.errors import BadModel, ModelMissing
+from sine.models import describe_model, load_base_model
+from sine.preflight import check_model
+from sine.tiny_models import write_single_file
+
+_CALLS = (check_model, describe_model, lambda p: load_base_model(p, device="cpu"))
+
+
+def test_a_file_with_only_the_ema_unet_is_named(tiny_folder, tmp_path):
+    state = load_file(str(write_single_file(tiny_folder, tmp_path / "full.safetensors", sidecar=False)))
+    unet = "model.diffusion_model."
+    ema = {("model_ema." + k[len(unet):].replace(".", "")) if k.startswith(unet) else k: v for k, v in state.items()}
+    path = tmp_path / "ema.safetensors"
+    save_file(ema, str(path))
+    for call in _CALLS:
+        with pytest.raises(BadModel, match="only the EMA copy of its UNet.*use the file's pruned or EMA-only version"):
+            call(str(path))
+
+
+def test_a_whole_model_in_diffusers_key_names_is_named(tiny_folder, tmp_path):
+    state = {}
+    for sub, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL), ("text_encoder", CLIPTextModel)):
+        state.update({f"{sub}.{k}": v.contiguous() for k, v in cls.from_pretrained(tiny_folder / sub).state_dict().items()})
+    path = tmp_path / "diffusers-keys.safetensors"
+    save_file(state, str(path))
+    for call in _CALLS:
+        with pytest.raises(BadModel, match="diffusers' key names in one file.*diffusers folder"):
+            call(str(path))
+
+
+def test_a_checkpoint_named_for_another_format_says_the_name_to_give_it(tiny_folder, tmp_path):
+    """A pickled checkpoint renamed .safetensors, a .safetensors renamed .ckpt: both were 'download it
+    again' (the file is whole, its name is wrong); ComfyUI's .sft suffix was 'neither a folder nor a
+    checkpoint file'. Each now says what to rename it to."""
+    import shutil
+
+    import torch
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save(load_file(str(full)), str(pickled))
+    renamed = shutil.copy(full, tmp_path / "renamed.ckpt")
+    short = shutil.copy(full, tmp_path / "short.sft")
+    for path, words in ((pickled, "pickled PyTorch checkpoint .*named .safetensors: rename it to pickled.ckpt"),
+                        (renamed, "a .safetensors file named .ckpt: rename it to renamed.safetensors"),
+                        (short, "short suffix .sft: rename it to NAME.safetensors")):
+        shutil.copytree(full.with_suffix(".config"), path.with_suffix(".config"))
+        for call in _CALLS:
+            with pytest.raises((BadModel, ModelMissing), match=words):
+                call(str(path))
