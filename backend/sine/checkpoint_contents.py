@@ -126,6 +126,28 @@ def _header(path: Path) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def misnamed(path: Path) -> str | None:
+    """What a checkpoint whose suffix is not its format really is, with the name to give it: a pickled
+    PyTorch checkpoint named .safetensors, a .safetensors file named .ckpt/.pt/.pth/.bin (diffusers
+    reads a file by its suffix); None when the suffix fits (or the bytes are neither)."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" and _header(path) is None:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError:
+            return None
+        if head.startswith((b"PK\x03\x04", b"\x80")):
+            return (f"a pickled PyTorch checkpoint (a {'zip' if head.startswith(b'PK') else 'pickle'}) named "
+                    f".safetensors: rename it to {path.stem}.ckpt (it is read weights-only)")
+    if suffix in (".ckpt", ".pt", ".pth", ".bin"):
+        header = _header(path)
+        tensors = [v for k, v in (header or {}).items() if k != "__metadata__"]
+        if tensors and all(isinstance(v, dict) and "dtype" in v and "shape" in v for v in tensors):
+            return f"a .safetensors file named {path.suffix}: rename it to {path.stem}.safetensors"
+    return None
+
+
 def safetensors_dtypes(path: Path) -> dict[str, str] | None:
     """Tensor name -> dtype ("F16", "I8"...) from a .safetensors file's header (None when it cannot be read)."""
     header = _header(path)
@@ -253,7 +275,7 @@ def file_problem(path: Path) -> str | None:
     """Why a checkpoint file given as the model is not one, told from its first bytes or safetensors
     header alone (a Git LFS pointer, a LoRA, an embedding, a VAE, quantized weights...), with what to
     use instead; None: it may be one (the loader asks the rest)."""
-    if (what := not_weights(path)) is not None:
+    if (what := not_weights(path) or misnamed(path)) is not None:
         return f"{path} is {what}"
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:

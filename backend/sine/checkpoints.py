@@ -34,6 +34,7 @@ from .checkpoint_contents import (
     WRAPPERS,
     fp8_note,
     integer_weights,
+    misnamed,
     not_weights,
     part_of_model,
     plain_safetensors_dtypes,
@@ -109,7 +110,7 @@ def _read_raw(path: Path) -> Any:
     """The checkpoint as saved (safetensors: shapes on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
-    if (what := not_weights(path)) is not None:
+    if (what := not_weights(path) or misnamed(path)) is not None:
         raise BadModel(f"{path} is {what}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
@@ -608,21 +609,40 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
         raise BadModel(f"{path} is {what}")
     if (companion := vae_companion(path)) is not None:
         xl = any(k.startswith("conditioner.embedders.") for k in keys)
-        why = not_a_vae(read_checkpoint(companion)) or _other_family(stated_xl(safetensors_metadata(companion)), xl)
+        why = not_a_vae(read_checkpoint(companion)) or _other_family(_vae_family(companion), xl)
         if why is not None:
             raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model "
                            "there (or remove it, when the checkpoint has its VAE baked in)")
 
 
-def _other_family(vae_xl: bool | None, model_xl: bool) -> str | None:
-    """Why a VAE whose header names its family is not the checkpoint's (None: it is, or it does not
-    say). SD 1.x/2.x's and SDXL's VAEs have the same shapes and keys: only a header tells them apart."""
-    if vae_xl is None or vae_xl == model_xl:
+_XL_VAE_NAME = re.compile(r"sdxl|sd_xl|(^|[^a-z])xl[-_ ]?vae")
+_SD_VAE_NAME = re.compile(r"vae-ft-(mse|ema)|sd[-_ ]?(1|v1|15|21)|v[12]-[15]")
+
+
+def _vae_family(companion: Path) -> tuple[bool, str] | None:
+    """(whether the VAE beside a checkpoint is SDXL's, what says so): its header's
+    `modelspec.architecture`, else the name of the file it links to (painters link one shared VAE file
+    beside several checkpoints: `sdxl_vae.safetensors`, `vae-ft-mse-840000-ema-pruned.safetensors`).
+    None: nothing says; SD 1.x/2.x's and SDXL's VAEs have the same shapes and keys."""
+    if (xl := stated_xl(safetensors_metadata(companion))) is not None:
+        return xl, "its header's modelspec.architecture says so"
+    target = companion.resolve().name.lower()
+    if companion.is_symlink() and target != companion.name.lower():
+        for xl, pattern in ((True, _XL_VAE_NAME), (False, _SD_VAE_NAME)):
+            if pattern.search(target):
+                return xl, f"it links to {companion.resolve().name}"
+    return None
+
+
+def _other_family(vae: tuple[bool, str] | None, model_xl: bool) -> str | None:
+    """Why a VAE whose family something names (`_vae_family`) is not the checkpoint's (None: it is, or
+    nothing says)."""
+    if vae is None or vae[0] == model_xl:
         return None
     names = ("SDXL", "Stable Diffusion 1.x/2.x")
-    vae, model = (names if vae_xl else names[::-1])
-    return (f"is {vae}'s VAE (its header's modelspec.architecture says so) while the checkpoint is {model}: the "
-            "UNet was trained on its own family's latents")
+    family, model = (names if vae[0] else names[::-1])
+    return (f"is {family}'s VAE ({vae[1]}) while the checkpoint is {model}: the UNet was trained on its own "
+            "family's latents")
 
 
 def not_a_vae(state: dict[str, Any]) -> str | None:

@@ -86,8 +86,22 @@ def model_kind(unet_config: dict, scheduler_config: dict, text_config: dict | No
         family = "SD2"
     else:
         family = "SD1"
-    size = int(unet_config.get("sample_size", 64)) * vae_scale
+    size = latent_side(unet_config) * vae_scale
     return ModelKind(family, str(scheduler_config.get("prediction_type", "epsilon")), size)
+
+
+def latent_side(unet_config: dict) -> int:
+    """The UNet's training size in latent cells: its `sample_size`, a number or, as some configs write
+    it, [height, width] (the longer side). `check_usable` refuses any other in words first."""
+    size = unet_config.get("sample_size", 64)
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    if not sides or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sides):
+        raise BadModel(f"its UNet config's sample_size {size!r} is not a size in latent cells")
+    return max(sides)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_config: dict | None = None) -> None:
@@ -130,6 +144,19 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
         raise BadModel(f"{where} is a flow-matching model ({scheduler_class or 'a shifted flow schedule'}): SINE samples "
                        "with DDIM on the DDPM noise schedule SD 1.x/2.x/XL were trained with; use the model it was "
                        "made from")
+    try:
+        latent_side(unet_config)
+    except BadModel as exc:
+        raise BadModel(f"{where}: {exc} (the size it was trained at, e.g. 64 for SD 1.x's 512 px); put back the "
+                       "config this model was released with") from None
+    steps = scheduler_config.get("num_train_timesteps", 1000)
+    if not _positive_int(steps):
+        raise BadModel(f"{where}: its scheduler config's num_train_timesteps {steps!r} is not a number of timesteps; "
+                       "put back the scheduler config this model was released with (SD: 1000)")
+    betas = scheduler_config.get("trained_betas")
+    if isinstance(betas, list) and betas and len(betas) != steps:
+        raise BadModel(f"{where}: its scheduler config lists {len(betas)} trained_betas for {steps} timesteps "
+                       "(num_train_timesteps); put back the scheduler config this model was released with")
     schedule = scheduler_config.get("beta_schedule", "linear")
     if schedule not in DDIM_SCHEDULES and not scheduler_config.get("trained_betas"):
         raise BadModel(f"{where} was trained with a {schedule!r} noise schedule, which SINE's DDIM sampler cannot "

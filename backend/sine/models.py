@@ -36,6 +36,7 @@ from .model_kind import (
     check_usable,
     distilled_note,
     forced_scheduler_config,
+    latent_side,
     log,
     model_kind,
     vae_note,
@@ -124,7 +125,7 @@ class BaseModel:
     @property
     def sample_size(self) -> int:
         """The training resolution in pixels (512 for SD1.5, 64 for the demo model)."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        return latent_side(dict(self.unet.config)) * self.vae_scale_factor
 
     @property
     def pe_grid(self) -> int:
@@ -132,7 +133,7 @@ class BaseModel:
         that patches are cut from (128 for SD1's 1024-px view, as in the paper; 32 for the demo model).
         Tying it to the model keeps one table cell = one latent cell, so the whole table resized to a
         training-size latent is a 2× downsample for every model, never an aliased 8× one."""
-        return 2 * int(self.unet.config.sample_size)
+        return 2 * latent_side(dict(self.unet.config))
 
     @property
     def pe_channels(self) -> int:
@@ -358,7 +359,7 @@ def load_base_model(
             module.eval()
             module.to(dev)
     if text_encoder_2 is not None:
-        xl.install_hook(unet, int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1))
+        xl.install_hook(unet, latent_side(dict(unet.config)) * 2 ** (len(vae.config.block_out_channels) - 1))
         if dt == torch.float16 and vae.config.get("force_upcast", True):
             vae.float()  # SDXL's VAE overflows in fp16: encode/decode in fp32 (what its config asks)
     if dev.type == "cuda":

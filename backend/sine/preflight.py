@@ -162,6 +162,8 @@ def check_model(model: str | None) -> None:
 
 _SAFETENSORS_INSTEAD = "use the model's .safetensors (or its diffusers folder) instead"
 FOREIGN_FORMATS = {  # suffix -> what such a file is; sine-edit fine-tunes with PyTorch weights only
+    ".sft": "a .safetensors file under ComfyUI's short suffix .sft: rename it to NAME.safetensors (sine-edit and "
+            "diffusers read a checkpoint by its suffix)",
     ".yaml": "an LDM config (.yaml), not the weights: pass the checkpoint beside it (the .yaml is read from there)",
     ".yml": "an LDM config (.yml), not the weights: pass the checkpoint beside it",
     ".gguf": f"a GGUF file (quantized weights for other runtimes), which sine-edit cannot load; {_SAFETENSORS_INSTEAD}",

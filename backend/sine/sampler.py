@@ -66,11 +66,23 @@ def timesteps_for(base: BaseModel, steps: int) -> list[int]:
     return [int(t) for t in scheduler.timesteps]
 
 
-def sample_steps(settings: SamplingSettings, count: int = 1) -> int:
-    """UNet steps `sample_edits` reports for `count` results in one latent (inversion included)."""
-    run = settings.steps - first_step(settings.steps, settings.strength)
-    per_group = run + (run if settings.start == "inversion" else 0)
-    return per_group * -(-count // max(1, settings.batch))
+def sample_steps(base: BaseModel, width: int, height: int, settings: SamplingSettings, count: int = 1) -> int:
+    """The step total `sample_edits` reports for `count` results of width × height (inversion, tiles one
+    result at a time and `refine`'s second pass included): what a progress bar announces first."""
+    passes = plan_passes(base, width, height, settings, settings.steps, first_step(settings.steps, settings.strength))
+    return _per_group(passes, settings) * len(_groups(list(range(count)), passes, settings))
+
+
+def _per_group(passes: list, s: SamplingSettings) -> int:
+    """Steps of one group of results: the inversion (first pass), then every pass's steps."""
+    inversion = s.steps - passes[0].start if s.start == "inversion" else 0
+    return inversion + sum(s.steps - p.start for p in passes)
+
+
+def _groups(seeds: list[int], passes: list, s: SamplingSettings) -> list[list[int]]:
+    """Results sampled together: `batch` at a time in one latent; tiles and `refine` one at a time."""
+    batch = max(1, s.batch) if len(passes[0].plan.tiles) == 1 and len(passes) == 1 else 1
+    return [seeds[i:i + batch] for i in range(0, len(seeds), batch)]
 
 
 def sample_edit(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide] | None, edit_prompt: str,
@@ -100,9 +112,8 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
     passes = plan_passes(base, width, height, s, len(timesteps), first_step(len(timesteps), s.strength))
     plan = passes[0].plan  # the first pass: from noise, or from the source (strength < 1, inversion)
     inversion = len(timesteps) - passes[0].start if s.start == "inversion" else 0
-    per_group = inversion + sum(len(timesteps) - p.start for p in passes)
-    batch = max(1, s.batch) if len(plan.tiles) == 1 and len(passes) == 1 else 1
-    groups = [seeds[i:i + batch] for i in range(0, count, batch)]
+    per_group = _per_group(passes, s)
+    groups = _groups(seeds, passes, s)
     z0 = None
     if source is not None and needs_source(s.strength, s.start):
         z0 = encode(base, source_at(source, (plan.render_w, plan.render_h)), plan)

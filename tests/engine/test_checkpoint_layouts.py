@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
-from sine.errors import BadModel
+from sine.errors import BadModel, ModelMissing
 from sine.models import describe_model, load_base_model
 from sine.preflight import check_model
 from sine.tiny_models import write_single_file
@@ -38,3 +38,25 @@ def test_a_whole_model_in_diffusers_key_names_is_named(tiny_folder, tmp_path):
     for call in _CALLS:
         with pytest.raises(BadModel, match="diffusers' key names in one file.*diffusers folder"):
             call(str(path))
+
+
+def test_a_checkpoint_named_for_another_format_says_the_name_to_give_it(tiny_folder, tmp_path):
+    """A pickled checkpoint renamed .safetensors, a .safetensors renamed .ckpt: both were 'download it
+    again' (the file is whole, its name is wrong); ComfyUI's .sft suffix was 'neither a folder nor a
+    checkpoint file'. Each now says what to rename it to."""
+    import shutil
+
+    import torch
+
+    full = write_single_file(tiny_folder, tmp_path / "full.safetensors")
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save(load_file(str(full)), str(pickled))
+    renamed = shutil.copy(full, tmp_path / "renamed.ckpt")
+    short = shutil.copy(full, tmp_path / "short.sft")
+    for path, words in ((pickled, "pickled PyTorch checkpoint .*named .safetensors: rename it to pickled.ckpt"),
+                        (renamed, "a .safetensors file named .ckpt: rename it to renamed.safetensors"),
+                        (short, "short suffix .sft: rename it to NAME.safetensors")):
+        shutil.copytree(full.with_suffix(".config"), path.with_suffix(".config"))
+        for call in _CALLS:
+            with pytest.raises((BadModel, ModelMissing), match=words):
+                call(str(path))

@@ -5,6 +5,7 @@ cannot take. Tiny models loaded with `from_pretrained`."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -389,3 +390,30 @@ def test_tokenizer_without_a_length_pads_to_what_the_text_encoder_takes(tmp_path
     base = load_base_model(folder, device="cpu")
     assert base.tokenize(["a red disc"]).shape == (1, 32)
     assert base.encode_prompts(["a red disc"]).shape == (1, 32, 32)
+
+
+def test_unet_sample_size_as_height_and_width(tiny_folder, tmp_path):
+    """A UNet config whose sample_size is [height, width] (diffusers accepts it) failed in doctor and the
+    loader with int()'s TypeError; it is the native size. One that is no size (null) is refused in words."""
+    for name, size in (("pair", [8, 8]), ("none", None)):
+        folder = shutil.copytree(tiny_folder, tmp_path / name)
+        config = folder / "unet" / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "sample_size": size}))
+        if size is None:
+            with pytest.raises(BadModel, match="sample_size None is not a size in latent cells"):
+                describe_model(folder)
+            continue
+        base = load_base_model(folder, device="cpu")
+        assert describe_model(folder) == base.kind == describe_model(tiny_folder)
+        assert (base.sample_size, base.pe_grid) == (32, 16)
+
+
+def test_pickles_beside_safetensors_are_never_read(tmp_path, capsys):
+    """A folder holding both .safetensors and .bin weights (as older hub repositories do) loads the
+    safetensors; a .bin beside them that runs code is never unpickled, by the loader or by doctor."""
+    folder = make_tiny_sd(tmp_path / "both")
+    for component, weights in (("unet", "diffusion_pytorch_model.bin"), ("vae", "diffusion_pytorch_model.bin"),
+                               ("text_encoder", "pytorch_model.bin")):
+        torch.save({"weight": _RunsCode()}, str(folder / component / weights))
+    assert load_base_model(folder, device="cpu").kind == describe_model(folder)
+    assert "unpickled" not in capsys.readouterr().out

@@ -59,3 +59,31 @@ def test_more_steps_than_the_model_has_timesteps_are_refused_in_words_before_fin
     assert rc == 1, err
     assert "600" in err and "500" in err and "steps" in err, err
     assert "fine-tuning" not in err and not (tmp_path / "out.png").exists()
+
+
+def _with_scheduler(folder, tmp_path, name, **changes):
+    import json
+    import shutil
+
+    copy = shutil.copytree(folder, tmp_path / name)
+    path = copy / "scheduler" / "scheduler_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return copy
+
+
+def test_scheduler_configs_that_contradict_their_timesteps_are_refused_in_words(tiny_folder, tmp_path):
+    """trained_betas listing 500 betas for 1000 timesteps loaded, and the edit failed with an IndexError
+    at the first step past 499; a num_train_timesteps of "1000" (a string) or 0 was called fine by doctor."""
+    from sine.errors import BadModel
+    from sine.models import describe_model
+
+    betas = [0.001] * 500
+    for name, changes, words in (("betas", {"trained_betas": betas}, "500 trained_betas for 1000 timesteps"),
+                                 ("string", {"num_train_timesteps": "1000"}, "num_train_timesteps '1000' is not"),
+                                 ("zero", {"num_train_timesteps": 0}, "num_train_timesteps 0 is not")):
+        folder = _with_scheduler(tiny_folder, tmp_path, name, **changes)
+        for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+            with pytest.raises(BadModel, match=words):
+                call(folder)
+    whole = _with_scheduler(tiny_folder, tmp_path, "whole", trained_betas=[0.001] * 1000)
+    assert load_base_model(whole, device="cpu").new_scheduler(10).alphas_cumprod.shape == (1000,)

@@ -33,9 +33,21 @@ def test_first_step_runs_the_last_share_of_the_steps():
     assert first_step(100, 0.5) == 50
     assert first_step(50, 0.4) == 30
     assert first_step(10, 0.01) == 9  # at least one step
-    assert sample_steps(SamplingSettings(steps=10, strength=0.5), 1) == 5
-    assert sample_steps(SamplingSettings(steps=10, strength=0.5, start="inversion"), 1) == 10
-    assert sample_steps(SamplingSettings(steps=10, batch=2, strength=1.0), 3) == 20
+
+
+def test_the_announced_step_total_is_the_one_sampling_reports(base, tuned, source_image):
+    """The daemon announces `sample_steps` as the sampling phase starts: tiles and `refine` run each result on
+    its own and `refine` adds a pass, so 3 tiled results were announced as 3 steps and ran 9."""
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, strength=0.5), 1) == 5
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, strength=0.5, start="inversion"), 1) == 10
+    assert sample_steps(base, 32, 32, SamplingSettings(steps=10, batch=2, strength=1.0), 3) == 20
+    for strategy, count, start in [("tiled", 3, "noise"), ("refine", 2, "noise"), ("refine", 1, "inversion"),
+                                   ("upscale", 3, "noise")]:
+        s = SamplingSettings(steps=6, strength=0.5, start=start, strategy=strategy, working_size=32)
+        seen: list[int] = []
+        sample_edits(base, tuned, "a cat", 80, 48, s, count=count, source=source_image,
+                     progress=lambda i, n, p, seen=seen: seen.append(n))
+        assert set(seen) == {sample_steps(base, 80, 48, s, count)}, (strategy, count, start)
 
 
 @pytest.mark.parametrize("size,extra", [((32, 32), {}), ((48, 40), {"working_size": 32}),

@@ -95,7 +95,8 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     t_sample = time.perf_counter()
     out_w, out_h = request.output
     sampling_settings = _sampling_settings(sampler_mod, request)
-    report.phase_start("sample", sampler_mod.sample_steps(sampling_settings, request.count))
+    report.phase_start("sample", sampler_mod.sample_steps(base, out_w, out_h, sampling_settings,
+                                                                request.count))
     edited = sampler_mod.sample_edits(
         base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
