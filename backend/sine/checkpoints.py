@@ -32,6 +32,7 @@ from .checkpoint_contents import (
     USE_A_MODEL,
     VAE_PREFIX,
     WRAPPERS,
+    XL_CLIP,
     fp8_note,
     integer_weights,
     misnamed,
@@ -182,7 +183,8 @@ _WIDTHS = (  # what, the keys that hold its width (first found), which dimension
     ("a UNet", ("model.diffusion_model.input_blocks.0.0.weight",), 0, "unet", ("block_out_channels", 0)),
     ("a text encoder", (OLD_CLIP + "text_model.embeddings.token_embedding.weight", OLD_CLIP + "embeddings.token_embedding.weight",
                         "cond_stage_model.model.token_embedding.weight",
-                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"),
+                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+                        XL_CLIP + "embeddings.token_embedding.weight"),
      1, "text_encoder", ("hidden_size", None)),
     ("a VAE", (VAE_PREFIX + "encoder.conv_in.weight",), 0, "vae", ("block_out_channels", 0)),
 )
@@ -377,7 +379,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
     if (note := stored_note(path, state)) is not None:
         log.warning("%s: %s", path, note)
-    old_clip = has_old_clip_keys(list(state))
+    old_clip = old_clip_prefix(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     linear = _linear_projections(state)
     if not wrapped:
@@ -404,8 +406,8 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
             if changes:
                 described = _patched_configs(folder, changes, Path(tmp))
             source = _plain_copy(path, state, Path(tmp)) if wrapped else path
-            if old_clip and not xl:
-                extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype)
+            if old_clip is not None:
+                extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype, old_clip)
             if no_vae or vae_companion(path) is not None:  # beside it: overrides a baked VAE
                 extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
             pipe = cls.from_single_file(str(_lowercase_suffix(source, Path(tmp))), config=str(described),
@@ -465,17 +467,17 @@ def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
-def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype) -> Any:
-    """The CLIP text encoder of a checkpoint with the old key names (see `has_old_clip_keys`)."""
+def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype, prefix: str) -> Any:
+    """The CLIP text encoder of a checkpoint with the old key names under `prefix` (see `old_clip_prefix`)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     model = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
     level = "text_model." if hasattr(model, "text_model") else ""  # transformers >= 5.6 dropped the level
-    state = {level + k: v for k, v in _read_tensors(path, OLD_CLIP).items()}
+    state = {level + k: v for k, v in _read_tensors(path, prefix).items()}
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
-        raise BadModel(f"{path}: its text encoder (old {OLD_CLIP}* names) lacks {len(missing)} weights, e.g. "
+        raise BadModel(f"{path}: its text encoder (old {prefix}* names) lacks {len(missing)} weights, e.g. "
                        f"{missing[0]}; the file is incomplete: download it again")
     return model.to(dtype).eval()
 
@@ -670,7 +672,9 @@ def vae_companion(path: Path) -> Path | None:
     return None
 
 
-def has_old_clip_keys(keys: list[str]) -> bool:
-    """Checkpoints saved before transformers' CLIP gained its `text_model.` level name the text
-    encoder `cond_stage_model.transformer.embeddings…`, which diffusers does not read."""
-    return any(k.startswith(OLD_CLIP + "embeddings.") for k in keys)
+def old_clip_prefix(keys: list[str]) -> str | None:
+    """Where a checkpoint holds its CLIP text encoder without transformers' `text_model.` level
+    (`cond_stage_model.transformer.embeddings…` in files saved before CLIP had it, SDXL's
+    `conditioner.embedders.0.transformer.embeddings…` from tools on transformers ≥ 5.6, which
+    dropped it), which diffusers does not read; None when it has the level."""
+    return next((p for p in (OLD_CLIP, XL_CLIP) if any(k.startswith(p + "embeddings.") for k in keys)), None)
