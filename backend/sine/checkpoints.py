@@ -260,8 +260,12 @@ _BASE_NAME = re.compile(r"512|turbo|(^|[^a-z])base([^a-z]|$)")
 
 
 def _name_says_base(path: Path) -> bool:
-    """Whether the file's name says 512 ε (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`),
-    the last hint an SD 2.x file without metadata gives; "768" in it says v."""
+    """Whether the file says 512 ε by the size its header states (`modelspec.resolution` 512x512; 768
+    says v), else by its name (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`): the last
+    hints an SD 2.x file without a stated prediction gives; "768" in the name says v."""
+    resolution = stated_resolution(safetensors_metadata(path))
+    if resolution in (512, 768):
+        return resolution == 512
     name = path.name.lower()
     return "768" not in name and _BASE_NAME.search(name) is not None
 
@@ -269,9 +273,14 @@ def _name_says_base(path: Path) -> bool:
 def _sd2_guess(path: Path) -> str:
     """What is assumed of an SD 2.x file that does not say what it predicts, and how to correct it."""
     yaml = path.with_suffix(".yaml").name
+    resolution = stated_resolution(safetensors_metadata(path))
+    source = "its header's resolution" if resolution in (512, 768) else "its name"
     if _name_says_base(path):
-        return (f"assumed SD 2.x 512 ε-prediction from its name (the file does not say); for a 768 v model put its "
+        return (f"assumed SD 2.x 512 ε-prediction from {source} (the file does not say); for a 768 v model put its "
                 f".yaml (with parameterization: v) beside it as {yaml}")
+    if resolution == 768:
+        return (f"assumed SD 2.x 768 v-prediction from {source} (the file does not say); for an ε model put its "
+                f".yaml beside it as {yaml}")
     return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
             f"its .yaml beside it as {yaml}")
 

@@ -9,6 +9,7 @@
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
 # mask; layer-<i>.mask holds a layer's mask.
+# A case with "drawable": "group" puts the source into a layer group and runs on the group.
 # A case with "drawable": "other-image" passes a layer of another image, "floating" a floating selection.
 # A case with "repeat" runs WITH_LAST_VALS (Filters > Repeat), its "args" left as they are.
 # A case with "menu" (an action's name) and "display" presses that menu item in the image's window instead
@@ -153,6 +154,14 @@ def run_case(case):
         drawable = source.create_mask(Gimp.AddMaskType.SELECTION)
         source.add_mask(drawable)
         Gimp.Selection.none(image)
+    if case.get("drawable") == "group":  # the painter picked a layer group holding the source
+        try:
+            group = Gimp.GroupLayer.new(image, "group")
+        except TypeError:  # an API without the name
+            group = Gimp.GroupLayer.new(image)
+        image.insert_layer(group, None, 0)
+        image.reorder_item(source, group, 0)
+        drawable = group
     if case.get("drawable") == "other-image":  # a script's slip: a layer of another open image
         other = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
         drawable = other.get_layers()[0]
