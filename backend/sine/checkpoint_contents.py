@@ -13,6 +13,7 @@ UNET_PREFIX = "model.diffusion_model."
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
 VAE_PREFIX = "first_stage_model."
 OLD_CLIP = "cond_stage_model.transformer."  # before transformers' CLIPTextModel had its text_model level
+XL_CLIP = "conditioner.embedders.0.transformer."  # SDXL's CLIP-L, read without that level too
 USE_A_MODEL = ("pass the Stable Diffusion 1.x, 2.x or XL checkpoint itself (a .safetensors of 2 GB or more, "
                 "or a diffusers folder)")
 _FAMILIES = (("sd3", "Stable Diffusion 3"), ("sd35", "Stable Diffusion 3.5"), ("flux", "Flux"), ("chroma", "Chroma"),

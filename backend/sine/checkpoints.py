@@ -32,6 +32,7 @@ from .checkpoint_contents import (
     USE_A_MODEL,
     VAE_PREFIX,
     WRAPPERS,
+    XL_CLIP,
     fp8_note,
     integer_weights,
     misnamed,
@@ -182,7 +183,8 @@ _WIDTHS = (  # what, the keys that hold its width (first found), which dimension
     ("a UNet", ("model.diffusion_model.input_blocks.0.0.weight",), 0, "unet", ("block_out_channels", 0)),
     ("a text encoder", (OLD_CLIP + "text_model.embeddings.token_embedding.weight", OLD_CLIP + "embeddings.token_embedding.weight",
                         "cond_stage_model.model.token_embedding.weight",
-                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"),
+                        "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+                        XL_CLIP + "embeddings.token_embedding.weight"),
      1, "text_encoder", ("hidden_size", None)),
     ("a VAE", (VAE_PREFIX + "encoder.conv_in.weight",), 0, "vae", ("block_out_channels", 0)),
 )
@@ -258,8 +260,12 @@ _BASE_NAME = re.compile(r"512|turbo|(^|[^a-z])base([^a-z]|$)")
 
 
 def _name_says_base(path: Path) -> bool:
-    """Whether the file's name says 512 ε (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`),
-    the last hint an SD 2.x file without metadata gives; "768" in it says v."""
+    """Whether the file says 512 ε by the size its header states (`modelspec.resolution` 512x512; 768
+    says v), else by its name (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`): the last
+    hints an SD 2.x file without a stated prediction gives; "768" in the name says v."""
+    resolution = stated_resolution(safetensors_metadata(path))
+    if resolution in (512, 768):
+        return resolution == 512
     name = path.name.lower()
     return "768" not in name and _BASE_NAME.search(name) is not None
 
@@ -267,9 +273,14 @@ def _name_says_base(path: Path) -> bool:
 def _sd2_guess(path: Path) -> str:
     """What is assumed of an SD 2.x file that does not say what it predicts, and how to correct it."""
     yaml = path.with_suffix(".yaml").name
+    resolution = stated_resolution(safetensors_metadata(path))
+    source = "its header's resolution" if resolution in (512, 768) else "its name"
     if _name_says_base(path):
-        return (f"assumed SD 2.x 512 ε-prediction from its name (the file does not say); for a 768 v model put its "
+        return (f"assumed SD 2.x 512 ε-prediction from {source} (the file does not say); for a 768 v model put its "
                 f".yaml (with parameterization: v) beside it as {yaml}")
+    if resolution == 768:
+        return (f"assumed SD 2.x 768 v-prediction from {source} (the file does not say); for an ε model put its "
+                f".yaml beside it as {yaml}")
     return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
             f"its .yaml beside it as {yaml}")
 
@@ -377,7 +388,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
         log.warning("%s: assumed v-prediction from its name (the file does not say)", path)
     if (note := stored_note(path, state)) is not None:
         log.warning("%s: %s", path, note)
-    old_clip = has_old_clip_keys(list(state))
+    old_clip = old_clip_prefix(list(state))
     no_vae = not any(isinstance(k, str) and k.startswith(VAE_PREFIX) for k in state)
     linear = _linear_projections(state)
     if not wrapped:
@@ -404,8 +415,8 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
             if changes:
                 described = _patched_configs(folder, changes, Path(tmp))
             source = _plain_copy(path, state, Path(tmp)) if wrapped else path
-            if old_clip and not xl:
-                extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype)
+            if old_clip is not None:
+                extra["text_encoder"] = _text_encoder_from_old_keys(source, folder, dtype, old_clip)
             if no_vae or vae_companion(path) is not None:  # beside it: overrides a baked VAE
                 extra["vae"] = _companion_vae(path, folder, dtype, Path(tmp))
             pipe = cls.from_single_file(str(_lowercase_suffix(source, Path(tmp))), config=str(described),
@@ -465,17 +476,17 @@ def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
 
 
-def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype) -> Any:
-    """The CLIP text encoder of a checkpoint with the old key names (see `has_old_clip_keys`)."""
+def _text_encoder_from_old_keys(path: Path, folder: Path, dtype: torch.dtype, prefix: str) -> Any:
+    """The CLIP text encoder of a checkpoint with the old key names under `prefix` (see `old_clip_prefix`)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     model = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
     level = "text_model." if hasattr(model, "text_model") else ""  # transformers >= 5.6 dropped the level
-    state = {level + k: v for k, v in _read_tensors(path, OLD_CLIP).items()}
+    state = {level + k: v for k, v in _read_tensors(path, prefix).items()}
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
-        raise BadModel(f"{path}: its text encoder (old {OLD_CLIP}* names) lacks {len(missing)} weights, e.g. "
+        raise BadModel(f"{path}: its text encoder (old {prefix}* names) lacks {len(missing)} weights, e.g. "
                        f"{missing[0]}; the file is incomplete: download it again")
     return model.to(dtype).eval()
 
@@ -609,21 +620,40 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
         raise BadModel(f"{path} is {what}")
     if (companion := vae_companion(path)) is not None:
         xl = any(k.startswith("conditioner.embedders.") for k in keys)
-        why = not_a_vae(read_checkpoint(companion)) or _other_family(stated_xl(safetensors_metadata(companion)), xl)
+        why = not_a_vae(read_checkpoint(companion)) or _other_family(_vae_family(companion), xl)
         if why is not None:
             raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model "
                            "there (or remove it, when the checkpoint has its VAE baked in)")
 
 
-def _other_family(vae_xl: bool | None, model_xl: bool) -> str | None:
-    """Why a VAE whose header names its family is not the checkpoint's (None: it is, or it does not
-    say). SD 1.x/2.x's and SDXL's VAEs have the same shapes and keys: only a header tells them apart."""
-    if vae_xl is None or vae_xl == model_xl:
+_XL_VAE_NAME = re.compile(r"sdxl|sd_xl|(^|[^a-z])xl[-_ ]?vae")
+_SD_VAE_NAME = re.compile(r"vae-ft-(mse|ema)|sd[-_ ]?(1|v1|15|21)|v[12]-[15]")
+
+
+def _vae_family(companion: Path) -> tuple[bool, str] | None:
+    """(whether the VAE beside a checkpoint is SDXL's, what says so): its header's
+    `modelspec.architecture`, else the name of the file it links to (painters link one shared VAE file
+    beside several checkpoints: `sdxl_vae.safetensors`, `vae-ft-mse-840000-ema-pruned.safetensors`).
+    None: nothing says; SD 1.x/2.x's and SDXL's VAEs have the same shapes and keys."""
+    if (xl := stated_xl(safetensors_metadata(companion))) is not None:
+        return xl, "its header's modelspec.architecture says so"
+    target = companion.resolve().name.lower()
+    if companion.is_symlink() and target != companion.name.lower():
+        for xl, pattern in ((True, _XL_VAE_NAME), (False, _SD_VAE_NAME)):
+            if pattern.search(target):
+                return xl, f"it links to {companion.resolve().name}"
+    return None
+
+
+def _other_family(vae: tuple[bool, str] | None, model_xl: bool) -> str | None:
+    """Why a VAE whose family something names (`_vae_family`) is not the checkpoint's (None: it is, or
+    nothing says)."""
+    if vae is None or vae[0] == model_xl:
         return None
     names = ("SDXL", "Stable Diffusion 1.x/2.x")
-    vae, model = (names if vae_xl else names[::-1])
-    return (f"is {vae}'s VAE (its header's modelspec.architecture says so) while the checkpoint is {model}: the "
-            "UNet was trained on its own family's latents")
+    family, model = (names if vae[0] else names[::-1])
+    return (f"is {family}'s VAE ({vae[1]}) while the checkpoint is {model}: the UNet was trained on its own "
+            "family's latents")
 
 
 def not_a_vae(state: dict[str, Any]) -> str | None:
@@ -651,7 +681,9 @@ def vae_companion(path: Path) -> Path | None:
     return None
 
 
-def has_old_clip_keys(keys: list[str]) -> bool:
-    """Checkpoints saved before transformers' CLIP gained its `text_model.` level name the text
-    encoder `cond_stage_model.transformer.embeddings…`, which diffusers does not read."""
-    return any(k.startswith(OLD_CLIP + "embeddings.") for k in keys)
+def old_clip_prefix(keys: list[str]) -> str | None:
+    """Where a checkpoint holds its CLIP text encoder without transformers' `text_model.` level
+    (`cond_stage_model.transformer.embeddings…` in files saved before CLIP had it, SDXL's
+    `conditioner.embedders.0.transformer.embeddings…` from tools on transformers ≥ 5.6, which
+    dropped it), which diffusers does not read; None when it has the level."""
+    return next((p for p in (OLD_CLIP, XL_CLIP) if any(k.startswith(p + "embeddings.") for k in keys)), None)

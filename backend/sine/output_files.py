@@ -13,7 +13,11 @@ import errno
 import io
 import json
 import os
+import secrets
+import shutil
+import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,10 +233,30 @@ def discard_partial_demo(folder: Path) -> None:
                       *folder.glob("*-sine.png")])
 
 
-def discard_partial_finetune(folder: Path) -> None:
-    """After a failed save into a folder checked new or empty: remove what the save wrote (only its own
-    file names), so no half-saved fine-tune is reused next time, and the folder if nothing else is left."""
-    _discard(folder, [folder / name for name in (FINETUNE_FILE, *FINETUNE_TENSORS)])
+def save_finetune_whole(folder: Path, save: Callable[[Path], object]) -> None:
+    """`save(work)` into a new folder beside `folder` (checked new or empty before the minutes of work), then
+    move it into place only while `folder` is still missing or empty: what appeared there meanwhile (another
+    run's fine-tune, a file of the user's) is never overwritten or mixed with this one (FileExistsError), and
+    a failed save (a full disk) leaves no half-saved fine-tune to be reused. The temporary goes either way."""
+    folder = folder.resolve() if folder.is_symlink() else folder  # a link to an empty folder: fill that folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    work.mkdir()  # the umask's mode, as the folder save() made before
+    try:
+        save(work)
+        if folder.is_dir():
+            os.chmod(work, stat.S_IMODE(folder.stat().st_mode))  # an empty folder the user made keeps its mode
+        try:
+            os.rename(work, folder)  # POSIX: over a missing or an empty folder only
+        except OSError:
+            if not (folder.is_dir() and not any(folder.iterdir())):
+                raise FileExistsError(f"{folder} is no longer empty: files appeared in it during the fine-tune,"
+                                      " and are left as they are") from None
+            folder.rmdir()  # Windows renames over no folder, even an empty one
+            os.rename(work, folder)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _discard(folder: Path, written: list[Path]) -> None:

@@ -185,6 +185,10 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
             raise InstallError(why, "pass a whole Stable Diffusion checkpoint (README: Models you can use)")
         record["model"] = str(checkpoint)  # loaded offline with the configs shipped in sine/model_configs
         changes.say(f"  single-file checkpoint {checkpoint}")
+    elif model_id is not None and Path(model_id).expanduser().is_file():  # a file, not a checkpoint's suffix
+        raise InstallError(f"--model {Path(model_id).expanduser().resolve()} is not a checkpoint file "
+                           f"({', '.join(SINGLE_FILE_SUFFIXES)})", "pass the model's .safetensors file (rename "
+                           "ComfyUI's .sft to .safetensors), its diffusers folder or a hub id")
     elif model_id is not None:
         previous = changes.state("model_download") or {}
         if not force and previous.get("id") == model_id and Path(previous.get("path", "")).is_dir():

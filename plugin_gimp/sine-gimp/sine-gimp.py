@@ -176,8 +176,10 @@ def _edit(
             if interactive:
                 Gimp.Display.new(new_image)
     Gimp.displays_flush()
-    if notes:  # with the finished result: a message box in the GUI, the error console or stderr otherwise
-        Gimp.message(with_notes(f"SINE added layer '{layers[0].get_name()}'", notes))
+    if notes:  # with the finished result: GIMP's message dialog (its Error Console where open; stderr in batch)
+        # More than one line on purpose: GIMP puts a one-line message that fits into the image window's
+        # status bar, and clears it there after a few seconds (a wide window: the painter never saw it).
+        Gimp.message("\n".join([f"SINE added layer '{layers[0].get_name()}'.", *(f"Note: {n}." for n in notes)]))
     return layers[0]
 
 

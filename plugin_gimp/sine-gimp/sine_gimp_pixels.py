@@ -2,9 +2,9 @@
 
 What is sent is the layer itself (its size, its pixels, the selection over it) and what comes back
 lands on a new layer of the same size at the same offsets, so a layer smaller than the canvas
-stays that size and covers nothing it did not cover before. The model works at 8 bit; the result
-is written at the image's own precision, the source's own pixels outside the selection and its
-alpha everywhere (sine_protocol.layer_pixels).
+stays that size and covers nothing it did not cover before. The model works at 8 bit sRGB; the
+result is written at the image's own precision and in its colour space, the source's own numbers
+outside the selection and its alpha everywhere (sine_protocol.layer_pixels).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp  # noqa: E402
+gi.require_version("Babl", "0.1")
+from gi.repository import Babl, Gegl, Gimp  # noqa: E402
 
 from sine_protocol import Mask, RGBAImage  # noqa: E402
 from sine_protocol.layer_pixels import composite_native  # noqa: E402
@@ -28,10 +29,14 @@ _TRC_MODEL = {"linear": "RGBA", "non-linear": "R'G'B'A", "perceptual": "R~G~B~A"
 _CHANNEL_BYTES = {"u8": 1, "u16": 2, "u32": 4, "half": 2, "float": 4, "double": 8}
 
 
-def native_format(image: Gimp.Image) -> tuple[str, int]:
-    """The babl RGBA format of the image's precision (e.g. ``R'G'B'A u16``) and its bytes per channel."""
+def native_format(image: Gimp.Image, drawable: Gimp.Drawable) -> tuple[str, int]:
+    """The babl RGBA format of the image's precision in the drawable's own colour space (e.g.
+    ``R'G'B'A u16`` for sRGB, ``R'G'B'A u8-space-…`` for an image with Adobe RGB assigned) and its bytes
+    per channel. A name without a space means sRGB: the source's numbers read that way go through sRGB
+    and back, which shifts them by rounding and clips the colours outside sRGB."""
     kind, _, trc = image.get_precision().value_nick.partition("-")  # e.g. "u16-non-linear"
-    return f"{_TRC_MODEL[trc]} {kind}", _CHANNEL_BYTES[kind]
+    space = Babl.format_get_space(drawable.get_format())
+    return Babl.get_name(Babl.format_with_space(f"{_TRC_MODEL[trc]} {kind}", space)), _CHANNEL_BYTES[kind]
 
 
 def _whole(drawable: Gimp.Drawable) -> Gegl.Rectangle:
@@ -81,7 +86,7 @@ def add_result_layer(
     The source layer is never written to, so the user's pixels survive whatever happens here.
     """
     _, off_x, off_y = source.get_offsets()
-    fmt, channel = native_format(image)
+    fmt, channel = native_format(image, source)
     image.undo_group_start()
     try:
         layer = Gimp.Layer.new(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaemonNotInstalled
-from .paths import APP_NAME, daemon_command_file, ensure_private_dir, read_small_file, state_dir
+from .paths import daemon_command_file, ensure_private_dir, is_own_file, read_small_file, state_dir
 
 INSTALL_ADVICE = (
     "the sine-edit backend is not installed for this user (no {path}). Install it with "
@@ -58,24 +57,6 @@ def _runnable(arg: str) -> bool:
     return "\0" not in arg
 
 
-def _is_own_launch_log(path: Path) -> bool:
-    """Whether the launch log may be appended to: absent, empty, in sine-edit's own folder, or starting with
-    the line start_daemon writes. SINE_STATE_DIR may name a folder of the user's, with a file of this name."""
-    if APP_NAME in path.parent.parts:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    try:
-        head = os.read(fd, 64) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-        return head is not None and (head == b"" or bool(_FIRST_LINE.match(head)))
-    finally:
-        os.close(fd)
-
-
 def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start the daemon detached, output appended to a log in ``state_dir()``; returns at once.
 
@@ -86,7 +67,7 @@ def start_daemon(path: Path | None = None, env: dict[str, str] | None = None) ->
     try:
         logs = ensure_private_dir(state_dir())
         # Handed to the child; closed below. Owner-only, like the daemon's own log.
-        log = open(logs / LOG_NAME if _is_own_launch_log(logs / LOG_NAME) else os.devnull,  # noqa: SIM115
+        log = open(logs / LOG_NAME if is_own_file(logs / LOG_NAME, _FIRST_LINE) else os.devnull,  # noqa: SIM115
                    "ab", opener=lambda path, flags: os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o600))
     except OSError as exc:
         raise DaemonNotInstalled(f"cannot keep the daemon's log in {state_dir()} (SINE_STATE_DIR):"

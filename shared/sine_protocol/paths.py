@@ -7,6 +7,7 @@ for it. Every directory can be overridden by an environment variable (tests use 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import stat
 import sys
@@ -127,6 +128,25 @@ def ensure_private_dir(path: Path) -> Path:
     if os.name == "posix" and (not existed or APP_NAME in path.parts or not any(path.iterdir())):
         os.chmod(path, 0o700)
     return path
+
+
+def is_own_file(path: Path, first_line: re.Pattern[bytes]) -> bool:
+    """Whether sine-edit may append to, rename or replace ``path`` in a folder SINE_*_DIR may name (the user's
+    home): absent, in a folder named for the app (its own), or a regular file, never a link, that is empty or
+    starts as ``first_line`` says (a log line of sine-edit's). A file of the user's of that name is not."""
+    if APP_NAME in path.parent.parts:
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        head = os.read(fd, 64) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        return head is not None and (head == b"" or bool(first_line.match(head)))
+    finally:
+        os.close(fd)
 
 
 TOKEN_MAX_BYTES = 4096  # a token is 43 characters; anything this long is not one

@@ -202,3 +202,25 @@ def test_a_device_or_dtype_no_job_can_use_is_refused_at_start(name: str, value: 
         pytest.fail(f"{name}={value}: the daemon started anyway")
     assert daemon.returncode == 2 and "Traceback" not in daemon.stderr, daemon.stderr
     assert name in daemon.stderr.strip().splitlines()[-1], daemon.stderr
+
+
+@pytest.mark.parametrize("name", ["SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_CONFIG_DIR", "--cache-dir"])
+def test_a_folder_setting_that_names_a_file_is_one_line_naming_it(name: str, tmp_path: Path) -> None:
+    """SINE_STATE_DIR naming a file said "File exists", SINE_CACHE_DIR "[Errno 17] File exists: '…'", and
+    SINE_CONFIG_DIR that its token was "not a token file" (a path under the file): now each names the setting."""
+    mine = tmp_path / "notes.txt"
+    mine.write_text("the user's\n")
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    flags = ["--cache-dir", str(mine)] if name == "--cache-dir" else []
+    if not flags:
+        env[name] = str(mine)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    proc = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--no-ipc", "--device", "cpu",
+                           "--endpoint", endpoint, *flags], capture_output=True, text=True, timeout=60, env=env)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{name} {mine} is a file, not a folder" in last, last
+    assert mine.read_text() == "the user's\n"

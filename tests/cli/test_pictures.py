@@ -276,3 +276,33 @@ def test_the_pages_of_a_big_multi_page_tiff_are_counted_only_so_far(tmp_path: Pa
     picture = load_image(path)
     assert picture.getpixel((0, 0)) == (0, 0, 0, 255) and picture.info["frames"] == FRAMES_COUNTED + 1
     assert f"holds more than {FRAMES_COUNTED} frames" in frames_note(picture, path)
+
+
+def test_a_photo_whose_exif_pillow_cannot_write_back_still_reads_rotated(tmp_path: Path) -> None:
+    """Pillow rewrites the EXIF block after applying its orientation: a tag of another type than the standard
+    says (SamplesPerPixel as text, as damaged files have) raised struct.error, a traceback in `sine edit`."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "cam"  # Make, text, relabelled below (big-endian) SamplesPerPixel, which is a number
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x15\x00\x02")
+    assert raw != exif.tobytes()
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (64, 32), (255, 0, 0)).save(path, exif=raw)
+    assert load_image(path).size == (32, 64)
+
+
+def test_pillows_warnings_about_damaged_metadata_stay_out_of_the_output(tmp_path: Path) -> None:
+    """A tag claiming more data than the file holds made Pillow print two lines of Python warning (its source
+    file and line) into `sine edit`'s output; the picture reads anyway, and the metadata is not used."""
+    import warnings
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "cam"
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02\x00\x00\x00\x04", b"\x01\x0f\x00\x02\x00\x00\x7f\xff")
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (64, 32)).save(path, exif=raw)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert load_image(path).size == (32, 64)
+    assert not [str(w.message) for w in shown]

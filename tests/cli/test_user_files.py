@@ -221,3 +221,36 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.slow
+def test_files_that_appear_in_the_weights_folder_during_the_fine_tune_are_kept(home: Path, tiny_model: Path) -> None:
+    """`--weights` is checked new or empty before the work, but saved into minutes later: a fine-tune another
+    `sine edit` saved there meanwhile (or the user's file) was overwritten and mixed with this run's files.
+    Now the weights are saved whole under a temporary name and moved into place only while the folder is
+    still new or empty; otherwise they are not saved (said) and the edit goes on."""
+    import select
+    import time
+
+    weights = home / "w"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "SINE_STATE_DIR": str(home / ".state")}
+    proc = subprocess.Popen([sys.executable, "-m", "sine.cli", "edit", f"{home}/source.png", "--prompt", "a red",
+                             "--model", str(tiny_model), "--finetune-steps", "6", "--steps", "1", "--device", "cpu",
+                             "--weights", str(weights), "--out", f"{home}/edited.png"],
+                            stderr=subprocess.PIPE, env=env)
+    seen, deadline = b"", time.monotonic() + 240
+    while b"fine-tuning" not in seen and proc.poll() is None and time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 0.5)[0]:
+            seen += os.read(proc.stderr.fileno(), 65536)
+    weights.mkdir()  # the other run's save, during this run's fine-tune
+    (weights / "finetune.json").write_text('{"the other run": true}')
+    (weights / "notes.txt").write_text("keep me")
+    out = seen + proc.communicate(timeout=240)[1]
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert (weights / "finetune.json").read_text() == '{"the other run": true}', text
+    assert sorted(p.name for p in weights.iterdir()) == ["finetune.json", "notes.txt"]
+    assert "could not save the fine-tuned weights" in text and str(weights) in text, text
+    assert not [p for p in home.iterdir() if p.name.startswith(".w")], list(home.iterdir())  # no temporary left
+    with Image.open(home / "edited.png") as result:
+        assert result.size == (48, 32)

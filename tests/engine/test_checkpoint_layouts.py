@@ -60,3 +60,28 @@ def test_a_checkpoint_named_for_another_format_says_the_name_to_give_it(tiny_fol
         for call in _CALLS:
             with pytest.raises((BadModel, ModelMissing), match=words):
                 call(str(path))
+
+
+def test_sdxl_file_with_its_first_text_encoder_under_old_clip_names_loads(tmp_path):
+    """An SDXL file whose CLIP-L encoder has no `text_model.` level (`conditioner.embedders.0.transformer.
+    embeddings…`, as tools on transformers ≥ 5.6 save it): doctor called it fine and the loader failed
+    with diffusers' 'does not seem to contain a valid CLIP model'. It loads, the encoder as the folder's."""
+    import shutil
+
+    import torch
+
+    from sine.tiny_models import make_tiny_sdxl, write_sdxl_single_file
+
+    folder = make_tiny_sdxl(tmp_path / "xl")
+    full = write_sdxl_single_file(folder, tmp_path / "xl.safetensors")
+    level = "conditioner.embedders.0.transformer.text_model."
+    old = {k.replace(level, "conditioner.embedders.0.transformer.") if k.startswith(level) else k: v
+           for k, v in load_file(str(full)).items()}
+    path = tmp_path / "xl-old-clip.safetensors"
+    save_file(old, str(path))
+    shutil.copytree(full.with_suffix(".config"), path.with_suffix(".config"))
+    loaded, reference = load_base_model(path, device="cpu"), load_base_model(folder, device="cpu")
+    ids = torch.tensor([[512, 40, 41, 513]])
+    with torch.no_grad():
+        assert torch.equal(loaded.text_encoder(ids)[0], reference.text_encoder(ids)[0])
+    assert loaded.is_xl and describe_model(path) == loaded.kind

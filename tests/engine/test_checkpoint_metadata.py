@@ -127,3 +127,36 @@ def test_fp8_checkpoint_loads_with_a_warning(tiny_folder, tmp_path):
     loaded = load_base_model(tmp_path / "fp8.safetensors", device="cpu")
     assert {p.dtype for p in loaded.unet.parameters()} == {torch.float32}
     assert model_report(path)[1] == []
+
+
+def test_vae_linked_beside_a_checkpoint_is_known_by_the_file_it_links_to(tiny_folder, tmp_path):
+    """Painters link one shared VAE file beside several checkpoints: `sd1.vae.safetensors` ->
+    `sdxl_vae.safetensors` beside an SD 1.x file loaded SDXL's VAE (same shapes and keys) silently.
+    The linked file's name says the family; SD 1.x's own (`vae-ft-mse-840000-ema-pruned`) loads."""
+    path = write_single_file(tiny_folder, tmp_path / "sd1.safetensors")
+    vae = {k: v.contiguous() for k, v in AutoencoderKL.from_pretrained(tiny_folder / "vae").state_dict().items()}
+    shared = tmp_path / "vaes"
+    shared.mkdir()
+    save_file(vae, str(shared / "sdxl_vae.safetensors"))
+    save_file(vae, str(shared / "vae-ft-mse-840000-ema-pruned.safetensors"))
+    companion = tmp_path / "sd1.vae.safetensors"
+    companion.symlink_to(shared / "sdxl_vae.safetensors")
+    for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="is SDXL's VAE \\(it links to sdxl_vae.safetensors\\)"):
+            call(str(path))
+    companion.unlink()
+    companion.symlink_to(shared / "vae-ft-mse-840000-ema-pruned.safetensors")
+    assert load_base_model(path, device="cpu").kind.family == "SD1"
+
+
+def test_sd2_resolution_in_the_header_tells_512_eps_from_768_v(tmp_path):
+    """An SD 2.x file whose header states only its resolution (no prediction type, no architecture): a
+    512x512 one with a neutral name was assumed 768 v, and its size then read as 512 from the header.
+    The resolution decides as the name would (still said as a guess), and wins over the name."""
+    for resolution, name, configs, words in (("512x512", "my-sd2-mix.safetensors", "sd2-base", "512 ε"),
+                                             ("768x768", "sd2_base_mix.safetensors", "sd2", "768 v")):
+        path = tmp_path / name
+        save_file(_sd2_keys(), str(path), metadata={"modelspec.resolution": resolution})
+        assert config_folder(path, read_checkpoint(path)) == CONFIGS_DIR / configs, resolution
+        guess = prediction_guessed(path, read_checkpoint(path))
+        assert guess is not None and f"assumed SD 2.x {words}-prediction from its header's resolution" in guess, guess

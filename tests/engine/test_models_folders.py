@@ -406,3 +406,14 @@ def test_unet_sample_size_as_height_and_width(tiny_folder, tmp_path):
         base = load_base_model(folder, device="cpu")
         assert describe_model(folder) == base.kind == describe_model(tiny_folder)
         assert (base.sample_size, base.pe_grid) == (32, 16)
+
+
+def test_pickles_beside_safetensors_are_never_read(tmp_path, capsys):
+    """A folder holding both .safetensors and .bin weights (as older hub repositories do) loads the
+    safetensors; a .bin beside them that runs code is never unpickled, by the loader or by doctor."""
+    folder = make_tiny_sd(tmp_path / "both")
+    for component, weights in (("unet", "diffusion_pytorch_model.bin"), ("vae", "diffusion_pytorch_model.bin"),
+                               ("text_encoder", "pytorch_model.bin")):
+        torch.save({"weight": _RunsCode()}, str(folder / component / weights))
+    assert load_base_model(folder, device="cpu").kind == describe_model(folder)
+    assert "unpickled" not in capsys.readouterr().out

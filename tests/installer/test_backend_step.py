@@ -131,3 +131,17 @@ def test_model_can_be_a_hub_cache_folder(tmp_path: Path, run_installer) -> None:
     home = tmp_path / "home"
     run_installer("--home", home, "--only", "model", "--model", str(repo))
     assert json.loads((home / ".config/sine-edit/config.json").read_text())["model"] == str(repo.resolve())
+
+
+def test_model_file_of_another_suffix_is_not_a_hub_id(tmp_path: Path, run_installer) -> None:
+    """`--model ~/models/flux.gguf` or ComfyUI's `model.sft` (an existing file without a checkpoint's
+    suffix) was read as a hub id: "would download /home/…/model.sft". It is refused naming the file."""
+    home = tmp_path / "home"
+    for name in ("model.sft", "flux.gguf"):
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        for dry in ((), ("--dry-run",)):
+            proc = run_installer("--home", home, "--only", "model", "--model", str(path), *dry, check=False)
+            assert proc.returncode == 1 and "download" not in proc.stdout, proc.stdout
+            assert f"{path.resolve()} is not a checkpoint file" in proc.stderr, proc.stderr
+    assert not (home / ".config/sine-edit/config.json").exists()

@@ -88,6 +88,19 @@ def default_model() -> str | None:
     return str(demo) if (demo / "model_index.json").exists() else None
 
 
+def folder_problem(cache_flag: Path | None) -> str | None:
+    """A folder setting that names a file (or a device): said by name at start, not as "File exists" or as a
+    token file that is not one (the token's path runs through the file)."""
+    from sine_protocol import paths
+
+    named = [("SINE_STATE_DIR", paths.state_dir()), ("SINE_CONFIG_DIR", paths.config_dir()),
+             ("--cache-dir", cache_flag) if cache_flag else ("SINE_CACHE_DIR", paths.cache_dir())]
+    for name, folder in named:
+        if os.path.lexists(folder) and not folder.is_dir():
+            return f"{name} {folder} is a file, not a folder: name a folder (it is made when missing)"
+    return None
+
+
 def environment_problem(device_given: bool = False) -> str | None:
     """What is wrong with the SINE_* settings the worker reads later (threads, memory budget, device and
     dtypes), or None: the daemon refuses them at start instead of answering every job with an error."""
@@ -121,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"sine daemon: SINE_CACHE_BUDGET: {exc}", file=sys.stderr)
             return 2
-    problem = environment_problem(device_given=args.device is not None)
+    problem = environment_problem(device_given=args.device is not None) or folder_problem(args.cache_dir)
     if problem:  # at start, not as every job's error (or a worker that dies at its first job)
         print(f"sine daemon: {problem}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from sine_protocol.messages import INVISIBLE_PROMPT, says_something
 from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
 from ..images import frames_note, load_image
-from ..output_files import check_weights_folder, discard_partial_finetune, plan_outputs, write_image
+from ..output_files import check_weights_folder, plan_outputs, save_finetune_whole, write_image
 from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
 from ..quality import (
     CPU_STEPS,
@@ -215,10 +215,9 @@ def _run(args: argparse.Namespace) -> int:
             model = finetune(base, picture, prompt, settings, progress=on_train)
         if folder is not None:
             try:
-                model.save(folder)
+                save_finetune_whole(folder, model.save)
             except Exception as exc:  # noqa: BLE001 - a full disk costs the saved weights, never the edit
                 # (safetensors raises its own SafetensorError, not OSError)
-                discard_partial_finetune(folder)
                 print(f"sine edit: warning: could not save the fine-tuned weights to {folder} "
                       f"({type(exc).__name__}: {str(exc)[:120]}); the edit goes on", file=sys.stderr)
         return model

@@ -13,11 +13,10 @@ import logging
 import logging.handlers
 import os
 import re
-import stat
 import sys
 from pathlib import Path
 
-from sine_protocol.paths import APP_NAME
+from sine_protocol.paths import is_own_file
 
 LOG_NAME = "daemon.log"
 BACKUPS = 3  # daemon.log.1 .. daemon.log.3
@@ -26,26 +25,8 @@ _FIRST_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sine[. ]
 
 
 def is_own_log(path: Path) -> bool:
-    """Whether the daemon may write, rename or replace ``path``: absent, empty, or a regular file that starts
-    with one of its log lines, or any file in a folder named for the app (its own). Never a link."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    if not stat.S_ISREG(info.st_mode):
-        return False
-    if info.st_size == 0 or APP_NAME in path.parent.parts:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return False
-    try:
-        return bool(_FIRST_LINE.match(os.read(fd, 64)))
-    finally:
-        os.close(fd)
+    """Whether the daemon may write, rename or replace ``path`` (sine_protocol.paths.is_own_file)."""
+    return is_own_file(path, _FIRST_LINE)
 
 
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):

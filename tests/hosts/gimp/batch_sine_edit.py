@@ -9,8 +9,13 @@
 #   layer-<i>.native    with case["dump_format"] (e.g. "R'G'B'A u16"), the pixels in that format too
 # A case with "drawable": "mask" gives the source a layer mask showing case["mask_box"] and runs on that
 # mask; layer-<i>.mask holds a layer's mask.
+# A case with "drawable": "group" puts the source into a layer group and runs on the group.
 # A case with "drawable": "other-image" passes a layer of another image, "floating" a floating selection.
 # A case with "repeat" runs WITH_LAST_VALS (Filters > Repeat), its "args" left as they are.
+# A case with "menu" (an action's name) and "display" presses that menu item in the image's window instead
+# (over the session D-Bus; the plug-in's dialog answers from case["autotest"]) and records how many message
+# dialogs opened (new_message_windows) and a screenshot (screen.png).
+# A case with "profile" (an ICC file's path) assigns that colour profile to the image first.
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
@@ -74,6 +79,51 @@ def arg_value(image, key, value):
     return value
 
 
+def xdotool(*args):
+    import subprocess
+
+    return subprocess.run(["xdotool", *args], capture_output=True, text=True).stdout.split()
+
+
+def message_windows():
+    """The message dialogs on screen (GIMP titles them "<procedure> Message")."""
+    return xdotool("search", "--onlyvisible", "--name", "Message$")
+
+
+def save_screen(path):
+    """The whole screen as a PNG, as a painter would see it."""
+    gi.require_version("Gdk", "3.0")
+    from gi.repository import Gdk
+
+    Gdk.init([])
+    root = Gdk.get_default_root_window()
+    Gdk.pixbuf_get_from_window(root, 0, 0, root.get_width(), root.get_height()).savev(path, "png", [], [])
+
+
+def run_from_menu(case, image):
+    """Activate a menu's action over the session D-Bus, as the painter's click (GIMP's own window runs the
+    plug-in, its progress and messages in that window), wait for the result layer, then record the message
+    dialogs that opened and the screen."""
+    out = case["out"]
+    with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
+        json.dump(case.get("autotest", {}), f)
+    Gimp.displays_flush()
+    time.sleep(1)
+    before, dialogs = len(image.get_layers()), message_windows()
+    t0 = time.monotonic()
+    press_undo(case["menu"])  # "python-fu-sine-edit" (Filters > SINE > Edit with text…) or "filters-repeat"
+    deadline = time.monotonic() + float(case.get("timeout_s", 120))
+    while len(image.get_layers()) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(float(case.get("look_after_s", 1.5)))
+    record = {"elapsed_s": round(time.monotonic() - t0, 3), "layers": [layer.get_name() for layer in image.get_layers()],
+              "new_message_windows": len(set(message_windows()) - set(dialogs))}  # fmt: skip
+    save_screen(os.path.join(out, "screen.png"))
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print("SINE-CASE", case["name"], record)
+
+
 def run_case(case):
     out = case["out"]
     image = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
@@ -81,6 +131,8 @@ def run_case(case):
     if case.get("canvas"):  # grow the canvas so the source layer sits at an offset
         cw, ch, ox, oy = case["canvas"]
         image.resize(cw, ch, ox, oy)
+    if case.get("profile"):  # assign an ICC profile (the numbers stay, their meaning changes)
+        image.set_color_profile(Gimp.ColorProfile.new_from_file(Gio.File.new_for_path(case["profile"])))
     if case.get("grayscale"):
         image.convert_grayscale()
     if case.get("select"):
@@ -102,6 +154,14 @@ def run_case(case):
         drawable = source.create_mask(Gimp.AddMaskType.SELECTION)
         source.add_mask(drawable)
         Gimp.Selection.none(image)
+    if case.get("drawable") == "group":  # the painter picked a layer group holding the source
+        try:
+            group = Gimp.GroupLayer.new(image, "group")
+        except TypeError:  # an API without the name
+            group = Gimp.GroupLayer.new(image)
+        image.insert_layer(group, None, 0)
+        image.reorder_item(source, group, 0)
+        drawable = group
     if case.get("drawable") == "other-image":  # a script's slip: a layer of another open image
         other = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
         drawable = other.get_layers()[0]
@@ -121,6 +181,9 @@ def run_case(case):
         run_mode = Gimp.RunMode.INTERACTIVE
         with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
             json.dump(case.get("autotest", {}), f)
+    if case.get("menu"):  # the painter picks Filters > SINE > Edit with text… (or Filters > Repeat) in the window
+        run_from_menu(case, image)
+        return
     proc = Gimp.get_pdb().lookup_procedure("python-fu-sine-edit")
     assert proc is not None, "python-fu-sine-edit is not registered (plug-in folder / exec bit / vendoring?)"
     cfg = proc.create_config()

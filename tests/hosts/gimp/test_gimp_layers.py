@@ -9,6 +9,7 @@ source (at the image's own precision) outside the selection; one Edit > Undo in 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ pytestmark = [pytest.mark.hosts, pytest.mark.slow]
 ARGS = {"prompt": "a red circle", "subject": "shape", "seed": 3, "steps": 2, "finetune-steps": 1}
 NAME = "SINE: a red circle (seed 3)"
 # name: (bits, selection)
+LONG_PROMPT = "red " * 29  # more tokens than the tiny model reads: the result comes with a note
+WIDE_WINDOW = '(session-info "toplevel"\n (factory-entry "gimp-single-image-window")\n (position 0 0)\n (size 1900 1000))\n'
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+A98_ICC = "/usr/share/color/icc/ghostscript/a98.icc"  # in the roots, with Ghostscript
 CASES = {"u8-whole": (8, False), "u8-select": (8, True), "u16-select": (16, True)}
 
 
@@ -48,12 +53,30 @@ def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
         if select:
             case["select"] = list(SELECT_BOX)
         cases.append(case)
+    # Adobe RGB (1998) assigned: the layer's numbers mean other colours than sRGB's; dumped as float,
+    # which keeps every stored value apart, to compare the result's numbers with the source's.
+    cases.append({"name": "u8-a98-select", "input": gimp_home.inside(work / "layer8.png"),
+                  "out": gimp_home.inside(work / "u8-a98-select"), "canvas": [*CANVAS, x0, y0], "args": ARGS,
+                  "select": list(SELECT_BOX), "profile": A98_ICC, "dump_format": "R'G'B'A float"})  # fmt: skip
     cases.append({"name": "off-layer", "input": gimp_home.inside(work / "layer8.png"),
                   "out": gimp_home.inside(work / "off-layer"), "canvas": [*CANVAS, x0, y0], "args": ARGS,
                   "select": [700, 600, 200, 100]})  # fmt: skip  (right of and below the layer)
-    run = run_gimp(gimp_home, cases, daemon_env, windows=True)
+    # The painter's own clicks in a wide window: Filters > SINE > Edit with text… (its dialog answered OK),
+    # then Filters > Repeat, each with a prompt longer than the model reads (a note comes with the result).
+    for name, action in (("menu-note", "python-fu-sine-edit"), ("repeat-note", "filters-repeat")):
+        cases.append({"name": name, "input": gimp_home.inside(work / "layer8.png"), "out": gimp_home.inside(work / name),
+                      "display": True, "menu": action, "args": {},
+                      "autotest": {"dialog": "ok", "move": {**ARGS, "prompt": LONG_PROMPT}}})  # fmt: skip
+    for config in (gimp_home.host / ".config" / "GIMP").glob("3.*"):  # GIMP's window 1900 px wide (no WM)
+        (config / "sessionrc").write_text(WIDE_WINDOW)
+    env = {**daemon_env, "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}
+    run = run_gimp(gimp_home, cases, env, windows=True, screen="1920x1080x24")
     print(f"GIMP GUI session ({len(cases)} cases, {gimp_home.root.name}): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for name in ("menu-note", "repeat-note"):
+        if (work / name / "screen.png").exists():
+            shutil.copyfile(work / name / "screen.png", ARTIFACTS / f"gimp-{name}-{gimp_home.root.name}.png")
     return {c["name"]: work / c["name"] for c in cases}
 
 
@@ -129,3 +152,27 @@ def test_a_selection_that_misses_the_layer_is_refused(layer_session) -> None:
     assert record["status"] == "execution-error"
     assert "does not cover any pixel of the layer" in record["message"]
     assert len(record["layers"]) == 1
+
+
+def test_a_colour_profile_other_than_srgb_keeps_the_sources_numbers_outside_the_selection(layer_session) -> None:
+    """With Adobe RGB assigned, the source's pixels outside the selection come back as the very numbers
+    they were (not sent through sRGB and back, which clips and rounds them), and the edit shows inside."""
+    out = layer_session["u8-a98-select"]
+    record = _record(out)
+    assert record["status"] == "success", record["message"]
+    _, _, w, h = LAYER_BOX
+    result, source = (np.frombuffer((out / f"layer-{i}.native").read_bytes(), "<f4").reshape(h, w, 4) for i in (0, 1))
+    inside = selection_in_layer()
+    differ = (result != source).any(axis=2)
+    assert int(differ[~inside].sum()) == 0, f"{int(differ[~inside].sum())} pixels outside the selection changed"
+    assert differ[inside & (source[..., 3] > 0)].mean() > 0.5, "the edit changed (almost) nothing"
+
+
+@pytest.mark.parametrize("name", ["menu-note", "repeat-note"])
+def test_the_jobs_note_opens_a_message_dialog_in_a_wide_window(layer_session, name) -> None:
+    """Run from the menu (and by Filters > Repeat) in a 1900-px window, a note with the result ("the prompt's
+    last words were ignored") went to the status bar as a one-liner that GIMP clears after a few seconds;
+    it must open GIMP's message dialog (or land in the Error Console, where the painter keeps one)."""
+    record = _record(layer_session[name])
+    assert record["layers"][0].startswith("SINE: red red"), record
+    assert record["new_message_windows"] == 1, record

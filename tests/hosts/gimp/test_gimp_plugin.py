@@ -108,6 +108,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
         "offset": (rgba, None, (W, H)),  # the layer itself, not the canvas around it
         "selection": (rgba, rect_mask(W, H, *SELECT), (W, H)),
         "mask": (rgba, None, (W, H)),  # the layer's mask active, not the layer: the layer is edited
+        "group": (rgba, None, (W, H)),  # a layer group holding the source: what the group shows is edited
     }
     for sent, mask, (w, h) in inputs.values():
         daemon_result(sine_daemon, w, h, sent, mask)  # warm the weight cache
@@ -118,11 +119,13 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "select": list(SELECT), "args": GIMP_ARGS, "source_look": {"opacity": 55.0, "mode": "multiply"}},
         {"name": "mask", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "mask"),
          "drawable": "mask", "mask_box": list(MASK_BOX), "args": GIMP_ARGS},
+        {"name": "group", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "group"),
+         "drawable": "group", "args": GIMP_ARGS},
         {"name": "noted", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "noted"),
          "args": {**GIMP_ARGS, "prompt": LONG_PROMPT}},  # the fine-tune is cached: only sampling runs
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
-    print(f"GIMP session (4 edits): {run.wall_s:.1f} s")
+    print(f"GIMP session (5 edits): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     (work / "noted" / "gimp.log").write_text(run.log)
     return {
@@ -131,7 +134,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
     }
 
 
-@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask", "group"])
 def test_edit_succeeds_and_returns_the_new_layer(gimp_session: dict[str, Case], name: str) -> None:
     record = gimp_session[name].record
     assert record["status"] == "success", record["message"]
@@ -148,7 +151,7 @@ def test_result_layer_has_the_sources_size_and_offsets_above_it(gimp_session: di
     assert source["size"] == [W, H] and source["offsets"] == [ox, oy]
 
 
-@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask", "group"])
 def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], name: str) -> None:
     case = gimp_session[name]
     got = case.layer_bytes(0)
@@ -158,7 +161,7 @@ def test_result_pixels_equal_the_daemons_output(gimp_session: dict[str, Case], n
     )
 
 
-@pytest.mark.parametrize("name", ["offset", "selection", "mask"])
+@pytest.mark.parametrize("name", ["offset", "selection", "mask", "group"])
 def test_source_layer_is_untouched(gimp_session: dict[str, Case], name: str) -> None:
     assert gimp_session[name].layer_bytes(1) == rgba_of(source_rgb())
 
@@ -209,8 +212,11 @@ def test_a_cut_prompt_is_told_with_the_result(gimp_session: dict[str, Case]) -> 
     out = gimp_session["offset"].out.parent / "noted"
     record = json.loads((out / "result.json").read_text())
     assert record["status"] == "success", record
-    said = [line for line in (out / "gimp.log").read_text().splitlines() if "SINE added layer" in line]
-    assert len(said) == 1 and "the prompt's last" in said[0] and "word49" in said[0], said
+    lines = (out / "gimp.log").read_text().splitlines()
+    said = [i for i, line in enumerate(lines) if "SINE added layer" in line]
+    assert len(said) == 1, lines
+    note = lines[said[0] + 1]  # a message of two lines (one line would go to a wide window's status bar)
+    assert note.startswith("Note: the prompt's last") and "word49" in note, lines[said[0] :]
 
 
 def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) -> None:
@@ -263,3 +269,10 @@ def test_missing_model_is_reported_clearly(modelless_daemon, gimp_home, gimp_env
     assert record["message"].startswith("The daemon has no usable model."), record["message"]
     assert "[model_missing]" in record["message"]
     assert len(record["layers"]) == 1
+
+
+def test_a_layer_group_is_edited_as_it_shows_and_its_result_goes_above_it(gimp_session: dict[str, Case]) -> None:
+    """The group's projection is sent; the result is a plain layer beside the group (not inside it)."""
+    new, group = gimp_session["group"].record["layers"]
+    assert new["name"] == "SINE: a red circle (seed 7)" and group["name"] == "group", gimp_session["group"].record
+    assert new["size"] == group["size"] == [W, H]
