@@ -66,6 +66,10 @@ def load_image(path: str | Path) -> Image.Image:
             raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
                            f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
         raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's readers answer some damaged files with TypeError, AttributeError...
+        raise BadInput(f"cannot read {path} as an image (damaged: {exc.__class__.__name__})") from None
 
 
 def _decoded(path: Path) -> Image.Image:

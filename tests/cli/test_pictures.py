@@ -5,6 +5,7 @@ Real files written with Pillow (and one PNG written by hand), read by `sine.imag
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import zlib
@@ -306,3 +307,23 @@ def test_pillows_warnings_about_damaged_metadata_stay_out_of_the_output(tmp_path
         warnings.simplefilter("always")
         assert load_image(path).size == (32, 64)
     assert not [str(w.message) for w in shown]
+
+
+@pytest.mark.parametrize("fmt,cut,damage", [
+    ("TIFF", None, {78: 127, 131: 124}),  # TypeError: Missing dimensions
+    ("SPIDER", 2866, {56: 128, 68: 60, 107: 127, 307: 103, 371: 128}),  # AttributeError: ... 'stkoffset'
+])
+def test_a_damaged_file_pillow_answers_with_any_error_is_one_line(tmp_path: Path, fmt: str, cut: int | None,
+                                                                  damage: dict[int, int]) -> None:
+    """Pillow's format readers answer some damaged files with TypeError or AttributeError (found by fuzzing
+    a few header bytes): a traceback in `sine edit`, where OSError and ValueError were one line."""
+    picture = Image.linear_gradient("L").resize((40, 30)).convert("RGB" if fmt == "TIFF" else "F")
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt)
+    data = bytearray(buffer.getvalue()[:cut])
+    for offset, value in damage.items():
+        data[offset] = value
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(data)
+    with pytest.raises(BadInput, match=f"cannot read {path} as an image"):
+        load_image(path)
