@@ -359,7 +359,37 @@ def single_file_scheduler(path: Path, state: dict[str, Any], folder: Path) -> di
     config = {**read_json(folder / "scheduler" / "scheduler_config.json"), **scheduler_hints(path, state)}
     if _name_decides_v(path, state, folder):
         config["prediction_type"] = "v_prediction"
-    return config
+    return {**config, **_trained_schedule(path, state, config)}
+
+
+def _trained_schedule(path: Path, state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The noise schedule an LDM checkpoint carries in its `betas` buffer (one per training timestep,
+    as the original code registers it from its .yaml), as scheduler settings, when it is not the
+    config's: a model trained with 500 or 2000 timesteps, or another beta range ({} otherwise)."""
+    betas = state.get("betas")
+    if not isinstance(betas, torch.Tensor) or len(betas.shape) != 1 or betas.shape[0] < 2:
+        return {}
+    try:
+        if betas.is_meta:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                betas = f.get_tensor("betas")
+        betas = betas.double()
+    except Exception:  # a wrapped key name, an unreadable tensor: the config's schedule stands
+        return {}
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        return {}
+    from diffusers import DDIMScheduler
+
+    try:
+        expected = DDIMScheduler.from_config(config).betas.double()
+    except Exception:  # check_usable names what is wrong with the config
+        return {}
+    if expected.shape == betas.shape and torch.allclose(expected, betas, rtol=2e-3, atol=1e-7):
+        return {}
+    log.info("%s: the noise schedule of its betas buffer (%d timesteps), not its config's", path, betas.shape[0])
+    return {"num_train_timesteps": int(betas.shape[0]), "trained_betas": betas.tolist()}
 
 
 _V_NAME = re.compile(r"v[-_ ]?pred")
