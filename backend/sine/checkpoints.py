@@ -260,8 +260,12 @@ _BASE_NAME = re.compile(r"512|turbo|(^|[^a-z])base([^a-z]|$)")
 
 
 def _name_says_base(path: Path) -> bool:
-    """Whether the file's name says 512 ε (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`),
-    the last hint an SD 2.x file without metadata gives; "768" in it says v."""
+    """Whether the file says 512 ε by the size its header states (`modelspec.resolution` 512x512; 768
+    says v), else by its name (Stability's `v2-1_512-ema-pruned`, `512-base-ema`, `sd_turbo`): the last
+    hints an SD 2.x file without a stated prediction gives; "768" in the name says v."""
+    resolution = stated_resolution(safetensors_metadata(path))
+    if resolution in (512, 768):
+        return resolution == 512
     name = path.name.lower()
     return "768" not in name and _BASE_NAME.search(name) is not None
 
@@ -269,9 +273,14 @@ def _name_says_base(path: Path) -> bool:
 def _sd2_guess(path: Path) -> str:
     """What is assumed of an SD 2.x file that does not say what it predicts, and how to correct it."""
     yaml = path.with_suffix(".yaml").name
+    resolution = stated_resolution(safetensors_metadata(path))
+    source = "its header's resolution" if resolution in (512, 768) else "its name"
     if _name_says_base(path):
-        return (f"assumed SD 2.x 512 ε-prediction from its name (the file does not say); for a 768 v model put its "
+        return (f"assumed SD 2.x 512 ε-prediction from {source} (the file does not say); for a 768 v model put its "
                 f".yaml (with parameterization: v) beside it as {yaml}")
+    if resolution == 768:
+        return (f"assumed SD 2.x 768 v-prediction from {source} (the file does not say); for an ε model put its "
+                f".yaml beside it as {yaml}")
     return (f"assumed SD 2.x 768 v-prediction (the file does not say); for a 512 ε model (2.x-base, SD-Turbo) put "
             f"its .yaml beside it as {yaml}")
 
@@ -350,7 +359,37 @@ def single_file_scheduler(path: Path, state: dict[str, Any], folder: Path) -> di
     config = {**read_json(folder / "scheduler" / "scheduler_config.json"), **scheduler_hints(path, state)}
     if _name_decides_v(path, state, folder):
         config["prediction_type"] = "v_prediction"
-    return config
+    return {**config, **_trained_schedule(path, state, config)}
+
+
+def _trained_schedule(path: Path, state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The noise schedule an LDM checkpoint carries in its `betas` buffer (one per training timestep,
+    as the original code registers it from its .yaml), as scheduler settings, when it is not the
+    config's: a model trained with 500 or 2000 timesteps, or another beta range ({} otherwise)."""
+    betas = state.get("betas")
+    if not isinstance(betas, torch.Tensor) or len(betas.shape) != 1 or betas.shape[0] < 2:
+        return {}
+    try:
+        if betas.is_meta:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                betas = f.get_tensor("betas")
+        betas = betas.double()
+    except Exception:  # a wrapped key name, an unreadable tensor: the config's schedule stands
+        return {}
+    if not bool(((betas > 0) & (betas < 1)).all()):
+        return {}
+    from diffusers import DDIMScheduler
+
+    try:
+        expected = DDIMScheduler.from_config(config).betas.double()
+    except Exception:  # check_usable names what is wrong with the config
+        return {}
+    if expected.shape == betas.shape and torch.allclose(expected, betas, rtol=2e-3, atol=1e-7):
+        return {}
+    log.info("%s: the noise schedule of its betas buffer (%d timesteps), not its config's", path, betas.shape[0])
+    return {"num_train_timesteps": int(betas.shape[0]), "trained_betas": betas.tolist()}
 
 
 _V_NAME = re.compile(r"v[-_ ]?pred")

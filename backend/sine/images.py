@@ -6,6 +6,8 @@ before torch loads (see `sine.preflight`).
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,27 +52,53 @@ def load_image(path: str | Path) -> Image.Image:
         raise BadInput(f"{path} is PostScript (EPS): not read, since Pillow reads it by running Ghostscript, an "
                        "interpreter of a programming language; export the picture as PNG")
     try:
-        with Image.open(path, formats=_read_formats()) as img:
-            width, height = img.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise BadInput(f"{path} is {width}×{height} ({width * height / 1e6:.0f} Mpx); the limit is "
-                               f"{MAX_INPUT_PIXELS / 1e6:.0f} Mpx")
-            if min(width, height) < MIN_SIDE:
-                raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
-            frames = _frame_count(img)
-            img.load()
-            picture = _eight_bit(ImageOps.exif_transpose(img)).convert("RGBA")
-            picture.info["frames"] = frames
-            return picture
+        with warnings.catch_warnings():
+            # Pillow's notes on damaged metadata (EXIF tags past the file's end) were two lines of Python
+            # warning in `sine edit`'s output; the pixels read, and no metadata is used.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            return _decoded(path)
     except Image.DecompressionBombError:  # Pillow's own guard, at twice its warning size
         raise BadInput(f"{path} declares far more pixels than the limit of {MAX_INPUT_PIXELS / 1e6:.0f} Mpx") from None
-    except (UnidentifiedImageError, OSError, EOFError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, struct.error) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
     except ValueError as exc:  # Pillow's answer to some damaged files, and to oversized metadata chunks
         if "MAX_TEXT_CHUNK" in str(exc):
             raise BadInput(f"cannot read {path}: a metadata chunk (text or colour profile) unpacks to more than "
                            f"Pillow's limit of {PngImagePlugin.MAX_TEXT_CHUNK // 2**20} MB") from None
         raise BadInput(f"cannot read {path} as an image (damaged: {str(exc)[:80]})") from None
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's readers answer some damaged files with TypeError, AttributeError...
+        raise BadInput(f"cannot read {path} as an image (damaged: {exc.__class__.__name__})") from None
+
+
+def _decoded(path: Path) -> Image.Image:
+    """The picture at ``path`` (checked a regular file) as RGBA: size checked before any pixel is decoded."""
+    with Image.open(path, formats=_read_formats()) as img:
+        width, height = img.size
+        if width * height > MAX_INPUT_PIXELS:
+            raise BadInput(f"{path} is {width}×{height} ({width * height / 1e6:.0f} Mpx); the limit is "
+                           f"{MAX_INPUT_PIXELS / 1e6:.0f} Mpx")
+        if min(width, height) < MIN_SIDE:
+            raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
+        frames = _frame_count(img)
+        img.load()
+        picture = _eight_bit(ImageOps.exif_transpose(_pixels_only(img))).convert("RGBA")
+        picture.info["frames"] = frames
+        return picture
+
+
+METADATA_KEYS = ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif")  # where Pillow keeps EXIF/XMP
+
+
+def _pixels_only(image: Image.Image) -> Image.Image:
+    """``image`` with its EXIF read (Pillow keeps it; its orientation is applied next) and its metadata blocks
+    dropped: `exif_transpose` writes them back without the orientation, and a damaged tag (text where the
+    standard says a number) raised struct.error there. Only the pixels are used."""
+    image.getexif()
+    for key in METADATA_KEYS:
+        image.info.pop(key, None)
+    return image
 
 
 def _frame_count(image: Image.Image) -> int:

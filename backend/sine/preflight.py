@@ -70,8 +70,7 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     """Source and mask decode as images, the output size is sane, the model can be found offline."""
     source = load_image(args.source)
     check_visible(source, args.source)
-    width = source.width if args.width is None else args.width
-    height = source.height if args.height is None else args.height
+    width, height = output_size(source.size, args.width, args.height)
     check_size(width, height)
     mask_picture = load_image(args.mask) if args.mask else None
     mask = mask_levels(mask_picture) if mask_picture is not None else None
@@ -88,6 +87,18 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     check_environment(device_given=args.device is not None, dtype_given=args.dtype is not None)
     check_model(args.model)
     return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME), notes=notes)
+
+
+def output_size(source: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+    """`--width`/`--height`: both given, exactly those; one given, the other follows the picture's aspect
+    ratio (as an image editor's scale dialog; `--width` alone used to stretch); neither, the source's size."""
+    if width is None and height is None:
+        return source
+    if height is None:
+        return width, max(1, round(width * source[1] / source[0]))
+    if width is None:
+        return max(1, round(height * source[0] / source[1])), height
+    return width, height
 
 
 def check_environment(device_given: bool = False, dtype_given: bool = False) -> None:

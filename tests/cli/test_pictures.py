@@ -5,6 +5,7 @@ Real files written with Pillow (and one PNG written by hand), read by `sine.imag
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 import zlib
@@ -276,3 +277,68 @@ def test_the_pages_of_a_big_multi_page_tiff_are_counted_only_so_far(tmp_path: Pa
     picture = load_image(path)
     assert picture.getpixel((0, 0)) == (0, 0, 0, 255) and picture.info["frames"] == FRAMES_COUNTED + 1
     assert f"holds more than {FRAMES_COUNTED} frames" in frames_note(picture, path)
+
+
+def test_a_photo_whose_exif_pillow_cannot_write_back_still_reads_rotated(tmp_path: Path) -> None:
+    """Pillow rewrites the EXIF block after applying its orientation: a tag of another type than the standard
+    says (SamplesPerPixel as text, as damaged files have) raised struct.error, a traceback in `sine edit`."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    exif[0x010F] = "cam"  # Make, text, relabelled below (big-endian) SamplesPerPixel, which is a number
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x15\x00\x02")
+    assert raw != exif.tobytes()
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (64, 32), (255, 0, 0)).save(path, exif=raw)
+    assert load_image(path).size == (32, 64)
+
+
+def test_pillows_warnings_about_damaged_metadata_stay_out_of_the_output(tmp_path: Path) -> None:
+    """A tag claiming more data than the file holds made Pillow print two lines of Python warning (its source
+    file and line) into `sine edit`'s output; the picture reads anyway, and the metadata is not used."""
+    import warnings
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "cam"
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02\x00\x00\x00\x04", b"\x01\x0f\x00\x02\x00\x00\x7f\xff")
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (64, 32)).save(path, exif=raw)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert load_image(path).size == (32, 64)
+    assert not [str(w.message) for w in shown]
+
+
+@pytest.mark.parametrize("fmt,cut,damage", [
+    ("TIFF", None, {78: 127, 131: 124}),  # TypeError: Missing dimensions
+    ("SPIDER", 2866, {56: 128, 68: 60, 107: 127, 307: 103, 371: 128}),  # AttributeError: ... 'stkoffset'
+])
+def test_a_damaged_file_pillow_answers_with_any_error_is_one_line(tmp_path: Path, fmt: str, cut: int | None,
+                                                                  damage: dict[int, int]) -> None:
+    """Pillow's format readers answer some damaged files with TypeError or AttributeError (found by fuzzing
+    a few header bytes): a traceback in `sine edit`, where OSError and ValueError were one line."""
+    picture = Image.linear_gradient("L").resize((40, 30)).convert("RGB" if fmt == "TIFF" else "F")
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt)
+    data = bytearray(buffer.getvalue()[:cut])
+    for offset, value in damage.items():
+        data[offset] = value
+    path = tmp_path / "damaged.bin"
+    path.write_bytes(data)
+    with pytest.raises(BadInput, match=f"cannot read {path} as an image"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("flags,size", [(["--width", "150"], (150, 50)), (["--height", "20"], (60, 20)),
+                                        (["--width", "100", "--height", "100"], (100, 100)), ([], (60, 20))])
+def test_one_side_given_keeps_the_pictures_aspect_ratio(tmp_path: Path, flags: list[str], size: tuple) -> None:
+    """`--width 150` alone on a 60×20 picture gave 150×20, stretched; as in an image editor's scale dialog the
+    other side follows the picture's aspect ratio. Both sides given: exactly those."""
+    from sine.cli import build_parser
+    from sine.preflight import check_edit_inputs
+
+    Image.new("RGB", (60, 20), (30, 140, 60)).save(tmp_path / "source.png")
+    args = build_parser().parse_args(["edit", str(tmp_path / "source.png"), "--prompt", "x", *flags,
+                                      "--out", str(tmp_path / "out.png")])
+    inputs = check_edit_inputs(args)
+    assert (inputs.width, inputs.height) == size

@@ -147,3 +147,16 @@ def test_vae_linked_beside_a_checkpoint_is_known_by_the_file_it_links_to(tiny_fo
     companion.unlink()
     companion.symlink_to(shared / "vae-ft-mse-840000-ema-pruned.safetensors")
     assert load_base_model(path, device="cpu").kind.family == "SD1"
+
+
+def test_sd2_resolution_in_the_header_tells_512_eps_from_768_v(tmp_path):
+    """An SD 2.x file whose header states only its resolution (no prediction type, no architecture): a
+    512x512 one with a neutral name was assumed 768 v, and its size then read as 512 from the header.
+    The resolution decides as the name would (still said as a guess), and wins over the name."""
+    for resolution, name, configs, words in (("512x512", "my-sd2-mix.safetensors", "sd2-base", "512 ε"),
+                                             ("768x768", "sd2_base_mix.safetensors", "sd2", "768 v")):
+        path = tmp_path / name
+        save_file(_sd2_keys(), str(path), metadata={"modelspec.resolution": resolution})
+        assert config_folder(path, read_checkpoint(path)) == CONFIGS_DIR / configs, resolution
+        guess = prediction_guessed(path, read_checkpoint(path))
+        assert guess is not None and f"assumed SD 2.x {words}-prediction from its header's resolution" in guess, guess

@@ -19,9 +19,11 @@ def run_sine(*args: str) -> subprocess.CompletedProcess:
 
 
 def sampling_steps_run(stderr: str) -> int:
-    """The total of the finished `sampling` progress bar."""
+    """The total of the finished `sampling` progress bar, which it showed from its first line on."""
     done = re.findall(r"sampling: 100%\|[^|]*\| (\d+)/(\d+)", stderr)
     assert done, stderr
+    first = re.findall(r"sampling:\s+0%\|[^|]*\| 0/(\d+)", stderr)
+    assert first and first[0] == done[-1][1], f"the bar began at 0/{first[:1]} and ran {done[-1][1]} steps"
     return int(done[-1][1])
 
 

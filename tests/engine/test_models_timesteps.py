@@ -87,3 +87,26 @@ def test_scheduler_configs_that_contradict_their_timesteps_are_refused_in_words(
                 call(folder)
     whole = _with_scheduler(tiny_folder, tmp_path, "whole", trained_betas=[0.001] * 1000)
     assert load_base_model(whole, device="cpu").new_scheduler(10).alphas_cumprod.shape == (1000,)
+
+
+def test_single_file_with_the_ldm_betas_buffer_of_another_schedule_samples_with_it(tiny_folder, tmp_path):
+    """An LDM checkpoint carries its training schedule as a `betas` buffer (one per timestep). One trained
+    with 500 timesteps was read with its configs' 1000 (SD's): sampled on a schedule it never saw. The
+    buffer's schedule is used when it is not the configs'; SD's own buffer changes nothing."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sine.models import model_report
+    from sine.tiny_models import write_single_file
+
+    plain = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    for name, steps in (("t500", 500), ("sd", 1000)):
+        reference = DDIMScheduler.from_config(dict(SD1_SCHEDULER, num_train_timesteps=steps))
+        path = tmp_path / f"{name}.safetensors"
+        save_file({**load_file(str(plain)), "betas": reference.betas.clone()}, str(path))
+        shutil.copytree(plain.with_suffix(".config"), path.with_suffix(".config"))
+        base = load_base_model(path, device="cpu")
+        assert base.train_timesteps == steps and (base.scheduler_config.get("trained_betas") is not None) == (steps != 1000)
+        assert torch.allclose(base.new_scheduler(10).alphas_cumprod, reference.alphas_cumprod)
+        assert model_report(path)[0] == base.kind

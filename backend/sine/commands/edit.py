@@ -54,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="timestep below which only the pre-trained model guides")
     p.add_argument("--seed", type=int_in(0, defaults.SEED_COUNT - 1), default=defaults.SEED,
                    help="start noise of the first result (0..4294967295, as the daemon takes)")
-    p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
-    p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="output width (default: the source's; with --height alone, the source's aspect ratio)")
+    p.add_argument("--height", type=int, default=None,
+                   help="output height (default: the source's; with --width alone, the source's aspect ratio)")
     p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
                    help=f"how to render canvases larger than the working size (default: {STRATEGY}; "
                         f"{CPU_STRATEGY} in the fast CPU settings)")
@@ -158,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..models import load_base_model
     from ..noise_prediction import content_and_style_guides
     from ..prompts import source_prompt
-    from ..sampler import SamplingSettings, sample_edits
+    from ..sampler import SamplingSettings, sample_edits, sample_steps
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
@@ -229,10 +231,10 @@ def _run(args: argparse.Namespace) -> int:
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
     t_sample = time.perf_counter()
-    with tqdm(total=sampling.steps, desc="sampling", unit="step") as bar:
+    with tqdm(total=sample_steps(base, width, height, sampling, args.count), desc="sampling", unit="step") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
-            bar.total = total  # `refine` adds a second pass; strength, inversion and several results change it
+            bar.total = total  # the same total (sample_steps is what the sampler counts by)
             bar.update(step - bar.n)
             sample_marks.append(time.perf_counter())
 
