@@ -596,6 +596,10 @@ def _parse_edit(
                 raise check.fail("every pixel of the style picture is fully transparent (alpha 0): it shows no style")
 
     output = image.size
+    if header.get("output") is None and max(output) > OUTPUT_SIDE_RANGE[1]:  # else refused after the fine-tune
+        raise check.fail(f"the image is {image.width}x{image.height}, and so would the result be without output; each"
+                         f" side of a result must be {OUTPUT_SIDE_RANGE[0]}..{OUTPUT_SIDE_RANGE[1]} pixels: send an"
+                         " output size within that")
     if header.get("output") is not None:
         raw = check.obj(header["output"], "output", {"width", "height"})
         for key in ("width", "height"):
