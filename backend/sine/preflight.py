@@ -16,7 +16,7 @@ from PIL import Image
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
-from .images import check_size, frames_note, load_image, mask_levels
+from .images import MAX_SIDE, MIN_SIDE, check_size, frames_note, load_image, mask_levels
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -70,8 +70,10 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     """Source and mask decode as images, the output size is sane, the model can be found offline."""
     source = load_image(args.source)
     check_visible(source, args.source)
-    width = source.width if args.width is None else args.width
-    height = source.height if args.height is None else args.height
+    width, height = output_size(source.size, args.width, args.height)
+    if args.width is None and args.height is None and max(width, height) > MAX_SIDE:
+        raise BadInput(f"{args.source} is {width}×{height}, and so would the result be; each side of a result must"
+                       f" be {MIN_SIDE}..{MAX_SIDE} px: pass --width and --height within that")
     check_size(width, height)
     mask_picture = load_image(args.mask) if args.mask else None
     mask = mask_levels(mask_picture) if mask_picture is not None else None
@@ -88,6 +90,18 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     check_environment(device_given=args.device is not None, dtype_given=args.dtype is not None)
     check_model(args.model)
     return EditInputs(source, mask, width, height, is_demo_model=args.model in (None, DEMO_MODEL_NAME), notes=notes)
+
+
+def output_size(source: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+    """`--width`/`--height`: both given, exactly those; one given, the other follows the picture's aspect
+    ratio (as an image editor's scale dialog; `--width` alone used to stretch); neither, the source's size."""
+    if width is None and height is None:
+        return source
+    if height is None:
+        return width, max(1, round(width * source[1] / source[0]))
+    if width is None:
+        return max(1, round(height * source[0] / source[1])), height
+    return width, height
 
 
 def check_environment(device_given: bool = False, dtype_given: bool = False) -> None:

@@ -327,3 +327,18 @@ def test_a_damaged_file_pillow_answers_with_any_error_is_one_line(tmp_path: Path
     path.write_bytes(data)
     with pytest.raises(BadInput, match=f"cannot read {path} as an image"):
         load_image(path)
+
+
+@pytest.mark.parametrize("flags,size", [(["--width", "150"], (150, 50)), (["--height", "20"], (60, 20)),
+                                        (["--width", "100", "--height", "100"], (100, 100)), ([], (60, 20))])
+def test_one_side_given_keeps_the_pictures_aspect_ratio(tmp_path: Path, flags: list[str], size: tuple) -> None:
+    """`--width 150` alone on a 60×20 picture gave 150×20, stretched; as in an image editor's scale dialog the
+    other side follows the picture's aspect ratio. Both sides given: exactly those."""
+    from sine.cli import build_parser
+    from sine.preflight import check_edit_inputs
+
+    Image.new("RGB", (60, 20), (30, 140, 60)).save(tmp_path / "source.png")
+    args = build_parser().parse_args(["edit", str(tmp_path / "source.png"), "--prompt", "x", *flags,
+                                      "--out", str(tmp_path / "out.png")])
+    inputs = check_edit_inputs(args)
+    assert (inputs.width, inputs.height) == size

@@ -54,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="timestep below which only the pre-trained model guides")
     p.add_argument("--seed", type=int_in(0, defaults.SEED_COUNT - 1), default=defaults.SEED,
                    help="start noise of the first result (0..4294967295, as the daemon takes)")
-    p.add_argument("--width", type=int, default=None, help="output width (default: the source's)")
-    p.add_argument("--height", type=int, default=None, help="output height (default: the source's)")
+    p.add_argument("--width", type=int, default=None,
+                   help="output width (default: the source's; with --height alone, the source's aspect ratio)")
+    p.add_argument("--height", type=int, default=None,
+                   help="output height (default: the source's; with --width alone, the source's aspect ratio)")
     p.add_argument("--strategy", choices=("auto", "single", "tiled", "upscale", "refine"), default=None,
                    help=f"how to render canvases larger than the working size (default: {STRATEGY}; "
                         f"{CPU_STRATEGY} in the fast CPU settings)")
