@@ -16,7 +16,7 @@ from PIL import Image
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
-from .images import check_size, frames_note, load_image, mask_levels
+from .images import MAX_SIDE, MIN_SIDE, check_size, frames_note, load_image, mask_levels
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -71,6 +71,9 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     source = load_image(args.source)
     check_visible(source, args.source)
     width, height = output_size(source.size, args.width, args.height)
+    if args.width is None and args.height is None and max(width, height) > MAX_SIDE:
+        raise BadInput(f"{args.source} is {width}×{height}, and so would the result be; each side of a result must"
+                       f" be {MIN_SIDE}..{MAX_SIDE} px: pass --width and --height within that")
     check_size(width, height)
     mask_picture = load_image(args.mask) if args.mask else None
     mask = mask_levels(mask_picture) if mask_picture is not None else None

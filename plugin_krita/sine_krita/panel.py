@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sine_protocol.messages import bounded_notes, daemon_summary, with_notes
+from sine_protocol.messages import SLOW_STEP_S, bounded_notes, daemon_summary, still_working, with_notes
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
@@ -97,6 +97,7 @@ class SinePanel(qt.QWidget):
         self._job_source: SourcePixels | None = None
         self._job_settings: EditSettings | None = None
         self._starting_until = 0.0
+        self._progress_at, self._progress_base = 0.0, ""  # when the last progress came, and its text
         self._ticket = -1  # the link's ticket of the edit this panel waits for
         self._doc_closed = False  # the running edit's document was closed (its job is being cancelled)
         from sine_protocol.results import ResultHistory
@@ -401,6 +402,7 @@ class SinePanel(qt.QWidget):
     # ---- events from the daemon thread -----------------------------------------------
     @guarded
     def _on_tick(self) -> None:
+        self._show_long_step()
         if self.state == "running" and not self._doc_closed and _closed(self._job_doc):
             # The painter closed the picture: the daemon need not finish an edit nobody can receive.
             self._doc_closed = True
@@ -625,6 +627,7 @@ class SinePanel(qt.QWidget):
 
     def _set_progress(self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "") -> None:
         text = progress_text(phase, step, total, eta) + extra
+        self._progress_at, self._progress_base = time.monotonic(), text
         if isinstance(total, int) and total > 0 and isinstance(step, int):
             self.progress.setRange(0, total)
             self.progress.setValue(max(0, min(step, total)))
@@ -634,6 +637,17 @@ class SinePanel(qt.QWidget):
         self.progress_text = text
         if len(self.progress_log) < 1000:
             self.progress_log.append(text)
+
+    def _show_long_step(self) -> None:
+        """One step without news for SLOW_STEP_S (a big layer's tiled sampling step: minutes): the line
+        says how long it has worked, so the painter sees the edit is alive."""
+        waited = time.monotonic() - self._progress_at
+        if self.state != "running" or waited < SLOW_STEP_S:
+            return
+        text = still_working(self._progress_base, waited)
+        if text != self.progress_text:
+            self.progress.setFormat(text)
+            self.progress_text = text
 
     def _finish(self, state: str, message: str) -> None:
         self.state = state

@@ -48,6 +48,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (empty_model / "unet").mkdir(parents=True)
     dot = root / "dot.png"
     Image.new("RGB", (1, 1)).save(dot)
+    Image.new("RGB", (20000, 8)).save(root / "wide.png")
     small_mask = root / "small-mask.png"
     Image.new("L", (10, 10), 255).save(small_mask)
     Image.new("L", (48, 32), 0).save(root / "black-mask.png")
@@ -71,6 +72,8 @@ CASES = {
     "refine strength 0": (["{src}", "--refine-strength", "0"], 2, "--refine-strength"),
     "missing mask": (["{src}", "--mask", "{root}/nomask.png"], 1, "no such file"),
     "mask of another size": (["{src}", "--mask", "{small_mask}"], 1, "must be the same size"),
+    # "output size 20000×8 is out of range" when no size was asked for
+    "source wider than any result": (["{root}/wide.png"], 1, "pass --width and --height"),
     "1x1 source drawn at 64x64": (["{dot}", "--width", "64", "--height", "64"], 1, "at least 8 px"),
     "output over the daemon's pixel limit": (["{src}", "--width", "16384", "--height", "16384"], 1, "Mpx"),
     "empty prompt": (["{src}", "--prompt", " "], 1, "--prompt"),

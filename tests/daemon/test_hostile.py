@@ -431,3 +431,16 @@ def test_a_prompt_of_invisible_characters_is_refused_before_any_work(daemon: Dae
         reply = client.recv(10)
     assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
     assert "prompt" in reply.header["message"] and "visible" in reply.header["message"], reply.header
+
+
+def test_an_image_wider_than_any_result_without_an_output_size_is_refused_before_any_work(daemon: DaemonProcess):
+    """The result is the image's size unless `output` says otherwise, and each side of a result is 8..16384 px:
+    a 20000x8 image without `output` was accepted, fine-tuned (minutes on a real model), and only then
+    refused by the sampler."""
+    header = make_request("edit", "too-wide", daemon.token, prompt="a cat")
+    with Client(daemon.endpoint, daemon.token) as client:
+        client.send(encode_message(header, [image_blob(make_image(20000, 8))]))
+        reply = client.recv(10)  # the first event for it: an `accepted` here means the fine-tune went ahead
+    assert reply.type == "error" and reply.header["code"] == "bad_request", reply.header
+    message = reply.header["message"]
+    assert "20000x8" in message and "16384" in message and "output" in message, message
