@@ -124,26 +124,26 @@ class SinePanel(qt.QWidget):
         self.prompt_edit.setPlaceholderText("what to change, e.g. wearing a red hat")
         self.prompt_edit.setToolTip("the edit: what to change in the picture")
         # What the painter needs at every press comes first: docked on an 800x600 screen Krita gives
-        # the panel ~100 px, and these two rows are what shows there without scrolling.
+        # the panel ~100 px, and these two rows are what shows there without scrolling. Cancel takes
+        # Edit's place while an edit runs; the bar keeps a row of its own (its text is clipped, not elided).
         top_row = qt.QHBoxLayout()
         self.edit_button = qt.QPushButton("Edit", self)
         self.edit_button.setToolTip("edit the picture as the prompt says (a new layer above the source)")
         self.edit_button.clicked.connect(self.start_edit)
+        self.cancel_button = qt.QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_edit)
         top_row.addWidget(self.prompt_edit, 1)
         top_row.addWidget(self.edit_button)
+        top_row.addWidget(self.cancel_button)
         root.addLayout(top_row)
-        status_line = qt.QHBoxLayout()
         self.progress = qt.QProgressBar(self)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
-        self.cancel_button = qt.QPushButton("Cancel", self)
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_edit)
-        status_line.addWidget(self.progress, 1)
-        status_line.addWidget(self.cancel_button)
-        root.addLayout(status_line)
+        root.addWidget(self.progress)
         self.message_label = qt.QLabel("", self)
         self.message_label.setWordWrap(True)
         self.message_label.setTextFormat(qt.RICH_TEXT_OFF)
@@ -624,6 +624,8 @@ class SinePanel(qt.QWidget):
         self.state = "running" if running else self.state
         self.edit_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.edit_button.setVisible(not running)  # one place for both: the prompt keeps its width
+        self.cancel_button.setVisible(running)
 
     def _set_progress(self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "") -> None:
         text = progress_text(phase, step, total, eta) + extra
@@ -653,6 +655,8 @@ class SinePanel(qt.QWidget):
         self.state = state
         self.edit_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.edit_button.setVisible(True)
+        self.cancel_button.setVisible(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if state == "done" else 0)
         self.progress.setFormat({"done": "done", "cancelled": "cancelled"}.get(state, "failed"))

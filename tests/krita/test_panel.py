@@ -275,3 +275,12 @@ def test_a_long_step_shows_that_the_daemon_is_still_working(panel, standin, proc
     panel.cancel_button.click()
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert len(doc.topLevelNodes()) == 2
+
+
+def test_a_result_lands_in_its_own_document_after_the_painter_switched_to_another(panel, standin, process_events):
+    doc = _start_a_slow_edit(panel, standin, process_events)
+    other, _ = make_document(16, 12)
+    Krita.instance().setActiveDocument(other)  # the painter looks at another picture while it runs
+    assert wait_for(lambda: panel.state != "running", 15, process_events)
+    assert panel.state == "done", panel.last_error
+    assert len(doc.topLevelNodes()) == 3 and len(other.topLevelNodes()) == 2
