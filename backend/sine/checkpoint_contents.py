@@ -183,11 +183,12 @@ def stated_prediction(meta: dict[str, str]) -> str | None:
 
 
 def stated_resolution(meta: dict[str, str]) -> int | None:
-    """The long side of `modelspec.resolution` ("512x512": 512), the size the model was made for; None."""
+    """The side of the square as large as `modelspec.resolution` ("512x512": 512; "1216x832": 1006, a
+    bucket of SDXL's 1024² pixel budget), the size the model was made for; None."""
     sides = meta.get("modelspec.resolution", "").lower().replace(" ", "").split("x")
     if len(sides) != 2 or not all(side.isdigit() and 0 < int(side) <= 16384 for side in sides):
         return None
-    return max(int(side) for side in sides)
+    return round((int(sides[0]) * int(sides[1])) ** 0.5)
 
 
 def stated_xl(meta: dict[str, str]) -> bool | None:

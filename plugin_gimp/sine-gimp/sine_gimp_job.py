@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
+from sine_protocol.messages import SLOW_STEP_S, still_working
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -284,9 +285,10 @@ def run_edit_results(
         raise DaemonNotRunning(f"{not_running_message(None)} ({exc})") from exc
     except ProtocolError as exc:
         raise EditFailed(error_message(exc.code, exc.message), exc.code) from exc
-    on_progress(Progress("queued", 0, 0, progress_text("queued", 0, 0), 0.0))
+    shown = Progress("queued", 0, 0, progress_text("queued", 0, 0), 0.0)
+    on_progress(shown)
     job: str | None = None
-    last_event = time.monotonic()
+    last_event, last_text = time.monotonic(), ""
     while True:
         if should_cancel():
             _cancel(client, rid, job)
@@ -296,7 +298,15 @@ def run_edit_results(
         except DaemonUnavailable as exc:
             raise DaemonNotRunning(f"Lost the connection to the SINE daemon: {exc}") from exc
         if event is None:
-            if time.monotonic() - last_event > idle_timeout_s:
+            now = time.monotonic()
+            if now - last_event >= SLOW_STEP_S:  # one long step (a big layer's): say how long it has run
+                longer = replace(shown, text=still_working(shown.text, now - last_event), preview=None)
+                if longer.text != last_text:
+                    last_text = longer.text
+                    on_progress(longer)
+            # The daemon's heartbeat (every few seconds while a step runs) shows no event but counts here:
+            # only a daemon that sent nothing at all for idle_timeout_s is given up.
+            if now - max(last_event, client.last_heard) > idle_timeout_s:
                 if job is not None:
                     _cancel(client, rid, job)
                 raise EditFailed(
@@ -307,22 +317,22 @@ def run_edit_results(
         header = event.header
         if header.get("id") not in (None, rid):
             continue  # a stray reply to an earlier request
-        last_event = time.monotonic()
+        last_event, last_text = time.monotonic(), ""
         if event.notes:
             on_notes(event.notes)
         if event.type == "accepted":
             job = header.get("job")
             pos = header.get("queue_position") or 0
             text = "waiting in the queue" + (f" (position {pos})" if pos else "")
-            on_progress(Progress("queued", 0, 0, text, 0.0))
+            shown = Progress("queued", 0, 0, text, 0.0)
+            on_progress(shown)
         elif event.type == "progress":
             job = header.get("job", job)
             phase = str(header.get("phase", ""))
             step, total = int(header.get("step") or 0), int(header.get("total") or 0)
             fraction = min(1.0, step / total) if total > 0 else 0.0
-            on_progress(
-                Progress(phase, step, total, progress_text(phase, step, total), fraction, event.preview)
-            )
+            shown = Progress(phase, step, total, progress_text(phase, step, total), fraction, event.preview)
+            on_progress(shown)
         elif event.type == "result":
             results = results_of(event)
             wrong = [r.image for r in results if r.image.size != (out_w, out_h)]

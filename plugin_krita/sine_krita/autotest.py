@@ -109,6 +109,7 @@ class AutoTest(qt.QObject):
             node.setOpacity(int(look.get("opacity", 255)))
             node.setBlendingMode(look.get("blending", "normal"))
             node.setInheritAlpha(bool(look.get("inherit_alpha", False)))
+            node.setLocked(bool(look.get("locked", False)))  # the painter locked the layer against painting
         self.report["active_node"] = self._doc.activeNode().name()
         self.report["canvas"] = [self._doc.width(), self._doc.height()]
         self._dump_layers("before")
@@ -366,6 +367,7 @@ class AutoTest(qt.QObject):
             "panel": [panel.width(), panel.height()],
         }
         self.report["float_shot"] = bool(dock.grab().save(self.job["float_shot"], "PNG"))
+        dock.setFloating(False)  # docked again, as Krita then keeps it for the next start (the next session's)
         self._after_screens()
 
     def _after_screens(self) -> None:
@@ -518,6 +520,7 @@ class AutoTest(qt.QObject):
                 "raw": base + ".raw",
                 "format": _format(len(data), width * height),
                 "look": [node.opacity(), node.blendingMode(), node.inheritAlpha()],
+                "locked": node.locked(),
             }
             try:
                 entry["png"] = bool(

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sine_protocol.messages import bounded_notes, daemon_summary, with_notes
+from sine_protocol.messages import SLOW_STEP_S, bounded_notes, daemon_summary, still_working, with_notes
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
@@ -97,6 +97,7 @@ class SinePanel(qt.QWidget):
         self._job_source: SourcePixels | None = None
         self._job_settings: EditSettings | None = None
         self._starting_until = 0.0
+        self._progress_at, self._progress_base = 0.0, ""  # when the last progress came, and its text
         self._ticket = -1  # the link's ticket of the edit this panel waits for
         self._doc_closed = False  # the running edit's document was closed (its job is being cancelled)
         from sine_protocol.results import ResultHistory
@@ -123,26 +124,26 @@ class SinePanel(qt.QWidget):
         self.prompt_edit.setPlaceholderText("what to change, e.g. wearing a red hat")
         self.prompt_edit.setToolTip("the edit: what to change in the picture")
         # What the painter needs at every press comes first: docked on an 800x600 screen Krita gives
-        # the panel ~100 px, and these two rows are what shows there without scrolling.
+        # the panel ~100 px, and these two rows are what shows there without scrolling. Cancel takes
+        # Edit's place while an edit runs; the bar keeps a row of its own (its text is clipped, not elided).
         top_row = qt.QHBoxLayout()
         self.edit_button = qt.QPushButton("Edit", self)
         self.edit_button.setToolTip("edit the picture as the prompt says (a new layer above the source)")
         self.edit_button.clicked.connect(self.start_edit)
+        self.cancel_button = qt.QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_edit)
         top_row.addWidget(self.prompt_edit, 1)
         top_row.addWidget(self.edit_button)
+        top_row.addWidget(self.cancel_button)
         root.addLayout(top_row)
-        status_line = qt.QHBoxLayout()
         self.progress = qt.QProgressBar(self)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
-        self.cancel_button = qt.QPushButton("Cancel", self)
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_edit)
-        status_line.addWidget(self.progress, 1)
-        status_line.addWidget(self.cancel_button)
-        root.addLayout(status_line)
+        root.addWidget(self.progress)
         self.message_label = qt.QLabel("", self)
         self.message_label.setWordWrap(True)
         self.message_label.setTextFormat(qt.RICH_TEXT_OFF)
@@ -401,6 +402,7 @@ class SinePanel(qt.QWidget):
     # ---- events from the daemon thread -----------------------------------------------
     @guarded
     def _on_tick(self) -> None:
+        self._show_long_step()
         if self.state == "running" and not self._doc_closed and _closed(self._job_doc):
             # The painter closed the picture: the daemon need not finish an edit nobody can receive.
             self._doc_closed = True
@@ -622,9 +624,12 @@ class SinePanel(qt.QWidget):
         self.state = "running" if running else self.state
         self.edit_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.edit_button.setVisible(not running)  # one place for both: the prompt keeps its width
+        self.cancel_button.setVisible(running)
 
     def _set_progress(self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "") -> None:
         text = progress_text(phase, step, total, eta) + extra
+        self._progress_at, self._progress_base = time.monotonic(), text
         if isinstance(total, int) and total > 0 and isinstance(step, int):
             self.progress.setRange(0, total)
             self.progress.setValue(max(0, min(step, total)))
@@ -635,10 +640,23 @@ class SinePanel(qt.QWidget):
         if len(self.progress_log) < 1000:
             self.progress_log.append(text)
 
+    def _show_long_step(self) -> None:
+        """One step without news for SLOW_STEP_S (a big layer's tiled sampling step: minutes): the line
+        says how long it has worked, so the painter sees the edit is alive."""
+        waited = time.monotonic() - self._progress_at
+        if self.state != "running" or waited < SLOW_STEP_S:
+            return
+        text = still_working(self._progress_base, waited)
+        if text != self.progress_text:
+            self.progress.setFormat(text)
+            self.progress_text = text
+
     def _finish(self, state: str, message: str) -> None:
         self.state = state
         self.edit_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.edit_button.setVisible(True)
+        self.cancel_button.setVisible(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if state == "done" else 0)
         self.progress.setFormat({"done": "done", "cancelled": "cancelled"}.get(state, "failed"))

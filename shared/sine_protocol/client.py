@@ -350,6 +350,11 @@ class SineClient:
 
     # ------------------------------------------------------------ requests
 
+    @property
+    def last_heard(self) -> float:
+        """``time.monotonic()`` when the daemon last sent anything (a heartbeat too, which no event shows)."""
+        return self._last_heard
+
     def hello(self) -> dict[str, Any]:
         """Daemon version, protocol version, device, models and cache stats (the ``welcome`` header)."""
         return self._call(HELLO, WELCOME)

@@ -56,6 +56,7 @@ __all__ = [
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
     "decode_reply", "image_blob", "mask_blob", "daemon_summary", "MAX_NOTES", "MAX_NOTE_CHARS", "bounded_notes", "with_notes",
+    "SLOW_STEP_S", "still_working",
 ]
 
 PROTOCOL_VERSION = 1
@@ -704,6 +705,18 @@ def daemon_summary(welcome: dict[str, Any]) -> str:
     if welcome.get("model_kind"):
         text += f"; model {welcome['model_kind']}"
     return text
+
+
+# A running job sends progress at most every 0.25 s and at each step; this long without any means one long
+# step (a big layer's tiled sampling step, its decode): the plug-ins then say how long it has worked.
+SLOW_STEP_S = 5.0
+
+
+def still_working(text: str, seconds: float) -> str:
+    """A progress line with how long the current step has run: "sampling 0/1 · working 1 min 53 s"."""
+    whole = int(seconds)
+    spent = f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60:02d} s"
+    return f"{text} · working {spent}"
 
 
 def with_notes(message: str, notes: list[str]) -> str:

@@ -68,6 +68,9 @@ def test_sdxl_file_made_for_512_is_512_px_by_its_header(tmp_path):
     base = tmp_path / "sd_xl_base_1.0.safetensors"
     save_file(_sdxl_keys(), str(base), metadata={"modelspec.resolution": "1024x1024"})
     assert model_report(base)[0].size == 1024 and unet_hints(base, CONFIGS_DIR / "sdxl") == {}
+    bucket = tmp_path / "trained-on-a-bucket.safetensors"  # the pixel budget, not the long side
+    save_file(_sdxl_keys(), str(bucket), metadata={"modelspec.resolution": "1216x832"})
+    assert model_report(bucket)[0].size == 1000  # √(1216·832) = 1006 px: 125 latent cells
 
 
 def test_timestep_expert_file_is_refused_in_words(tiny_folder, tmp_path):

@@ -50,6 +50,7 @@ def test_count_strength_and_style_write_one_file_per_result(tiny_folder, picture
     assert first.size == second.size == (32, 32)
     assert first.tobytes() != second.tobytes()
     assert "fine-tuning (style)" in proc.stderr
+    assert "out-2.png (32×32, seed 1)" in proc.stderr  # the seed that draws it again alone
 
 
 def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(tiny_folder, pictures, tmp_path):

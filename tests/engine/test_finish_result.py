@@ -44,3 +44,32 @@ def test_partly_transparent_pixels_keep_their_colour_not_the_white_they_were_dra
     for band, alpha in enumerate(ALPHAS[:-1]):
         for background in (0.0, 255.0):  # was 42 levels at alpha 128, 3× the opaque pixels' 14
             assert error_over(background, band) <= opaque + 2.0, (alpha, background)
+
+
+@pytest.mark.parametrize("width", [1, 2, 4, 6, 12])
+def test_a_narrow_selection_gets_the_whole_edit_at_its_middle(width):
+    """The feather fades the edit in over 4 px inside the selection: a selection narrower than 8 px never
+    reached full weight (1–2 px wide: a quarter of the edit, 4 px: half). The fade now reaches full weight at
+    the selection's deepest pixels; wide selections keep their 4-px ramp, the outside stays the source's."""
+    from sine.compositing import composite_under_mask, feathered_alpha
+
+    selection = np.zeros((20, 30), np.uint8)
+    selection[:, 5:5 + width] = 255
+    mask = Image.fromarray(selection, "L")
+    weights = feathered_alpha(mask, 4)[10, 5:5 + width]
+    assert weights.max() == 1.0
+    if width >= 8:
+        assert weights[:4].tolist() == [0.25, 0.5, 0.75, 1.0]
+    source, result = Image.new("RGBA", (30, 20), (10, 20, 30, 255)), Image.new("RGBA", (30, 20), (200, 100, 50, 255))
+    out = np.asarray(composite_under_mask(source, result, mask))
+    assert (out[selection == 0] == (10, 20, 30, 255)).all()
+    assert (out[10, 5 + (width - 1) // 2] == (200, 100, 50, 255)).all()
+
+
+def test_a_grey_selection_still_blends_by_its_level():
+    from sine.compositing import feathered_alpha
+
+    assert np.allclose(feathered_alpha(Image.new("L", (16, 16), 128), 4), 128 / 255)
+    ramp = np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (8, 1))  # a soft edge the host made
+    weights = feathered_alpha(Image.fromarray(ramp, "L"), 4)
+    assert (weights <= ramp / 255 + 1e-6).all() and weights[:, -1].min() == 1.0

@@ -110,3 +110,22 @@ def test_single_file_with_the_ldm_betas_buffer_of_another_schedule_samples_with_
         assert base.train_timesteps == steps and (base.scheduler_config.get("trained_betas") is not None) == (steps != 1000)
         assert torch.allclose(base.new_scheduler(10).alphas_cumprod, reference.alphas_cumprod)
         assert model_report(path)[0] == base.kind
+
+
+def test_zero_snr_file_with_sds_betas_buffer_keeps_its_configs_schedule(tiny_folder, tmp_path):
+    """A zero-terminal-SNR file (`ztsnr` key) carries SD's betas as saved; its schedule is SD's rescaled,
+    not taken for another one."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sine.checkpoints import read_checkpoint, single_file_scheduler
+    from sine.tiny_models import write_single_file
+
+    plain = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    path = tmp_path / "zsnr.safetensors"
+    betas = DDIMScheduler.from_config(dict(SD1_SCHEDULER)).betas.clone()
+    save_file({**load_file(str(plain)), "betas": betas, "ztsnr": torch.zeros(0)}, str(path))
+    shutil.copytree(plain.with_suffix(".config"), path.with_suffix(".config"))
+    config = single_file_scheduler(path, read_checkpoint(path), path.with_suffix(".config"))
+    assert config["rescale_betas_zero_snr"] is True and "trained_betas" not in config

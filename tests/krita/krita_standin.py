@@ -45,8 +45,11 @@ def fake_results(image: RGBAImage, mask: Mask | None, output: tuple[int, int], c
 class StandinDaemon:
     """Serve on ``tcp://127.0.0.1:<free port>`` from a thread until :meth:`close`."""
 
-    def __init__(self, finetune_steps: int = 3, sample_steps: int = 4, step_s: float = 0.0, fail_with: str = "") -> None:
+    def __init__(self, finetune_steps: int = 3, sample_steps: int = 4, step_s: float = 0.0, fail_with: str = "",
+                 heartbeat_s: float = 0.0) -> None:
+        """``heartbeat_s``: while a step runs, a `heartbeat` this often, as the daemon sends in a long step."""
         self.finetune_steps, self.sample_steps, self.step_s = finetune_steps, sample_steps, step_s
+        self.heartbeat_s = heartbeat_s
         self.fail_with = fail_with
         self.notes: list[str] = []  # sent on the job's first progress and on its result, as the daemon does
         self.requests: list[m.Request] = []
@@ -75,6 +78,16 @@ class StandinDaemon:
         if self._sock.poll(timeout_ms):
             ident, *frames = self._sock.recv_multipart()
             self._handle(ident, frames, nested=True)
+
+    def _step(self, ident: bytes, rid: str, job: str, phase: str, step: int, total: int) -> None:
+        """Work ``step_s`` on one step, answering requests; with ``heartbeat_s``, heartbeats meanwhile."""
+        if not self.heartbeat_s:
+            self._poll_cancel(int(self.step_s * 1000))
+            return
+        end = time.monotonic() + self.step_s
+        while (left := end - time.monotonic()) > 0 and job not in self._cancelled:
+            self._poll_cancel(int(min(left, self.heartbeat_s) * 1000))
+            self._send(ident, m.make_reply(m.HEARTBEAT, rid, job=job, phase=phase, step=step, total=total))
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -118,7 +131,7 @@ class StandinDaemon:
         phases = [("finetune", self.finetune_steps), ("sample", self.sample_steps)]
         for phase, total in phases:
             for step in range(1, total + 1):
-                self._poll_cancel(int(self.step_s * 1000))
+                self._step(ident, req.id, job, phase, step - 1, total)
                 if job in self._cancelled:
                     self._send(ident, m.make_reply(m.CANCELLED, req.id, job=job))
                     return

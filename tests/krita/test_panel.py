@@ -104,9 +104,9 @@ def test_custom_output_size_still_covers_the_layer(panel, standin, process_event
     assert panel.last_layer.bounds().width() == 16
 
 
-def _start_a_slow_edit(panel, standin, process_events):
-    """An edit of the active document, now fine-tuning step by step (0.2 s each); that document."""
-    standin.step_s = 0.2
+def _start_a_slow_edit(panel, standin, process_events, step_s: float = 0.2):
+    """An edit of the active document, now fine-tuning step by step (``step_s`` each); that document."""
+    standin.step_s = step_s
     _connected(panel, process_events)
     doc = Krita.instance().activeDocument()
     panel.apply_settings({"prompt": "slow"})
@@ -261,3 +261,26 @@ def test_an_unreachable_daemon_is_described_in_words_once():
     exc = DaemonUnavailable("daemon not reachable at tcp://127.0.0.1:9 — start it with `sine daemon` or from the "
                             "plugin ([Errno 111] Connection refused)")  # fmt: skip
     assert describe_error(exc) == "daemon not reachable at tcp://127.0.0.1:9"
+
+
+def test_a_long_step_shows_that_the_daemon_is_still_working(panel, standin, process_events, monkeypatch):
+    """On a 3000x2000 layer one sampling step took 113 s without an event (bench/progress_gaps.py): the bar
+    read "sampling 0/1" all along. After SLOW_STEP_S without news the line says how long it has worked."""
+    import sine_krita.panel as panel_module
+
+    monkeypatch.setattr(panel_module, "SLOW_STEP_S", 0.5)
+    doc = _start_a_slow_edit(panel, standin, process_events, step_s=2.5)
+    assert wait_for(lambda: "working" in panel.progress_text, 2.2, process_events), panel.progress_text
+    assert panel.progress.format() == panel.progress_text and panel.progress_text.count("/") == 1
+    panel.cancel_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert len(doc.topLevelNodes()) == 2
+
+
+def test_a_result_lands_in_its_own_document_after_the_painter_switched_to_another(panel, standin, process_events):
+    doc = _start_a_slow_edit(panel, standin, process_events)
+    other, _ = make_document(16, 12)
+    Krita.instance().setActiveDocument(other)  # the painter looks at another picture while it runs
+    assert wait_for(lambda: panel.state != "running", 15, process_events)
+    assert panel.state == "done", panel.last_error
+    assert len(doc.topLevelNodes()) == 3 and len(other.topLevelNodes()) == 2

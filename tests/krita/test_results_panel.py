@@ -179,8 +179,8 @@ def test_switching_documents_shows_that_documents_history(qapp, standin, process
         dock.panel.shutdown()
 
 
-def _short_docker(height: int):
-    """A panel for a new active document inside a 300 px wide scroll area `height` px high, as docked."""
+def _short_docker(height: int, width: int = 300):
+    """A panel for a new active document inside a scroll area `width` x `height` px, as docked."""
     from sine_krita import qt_compat as qt
 
     doc, _ = make_document(W, H)
@@ -189,7 +189,7 @@ def _short_docker(height: int):
     scroll.setWidgetResizable(True)
     panel = SinePanel(Krita.instance().activeDocument)
     scroll.setWidget(panel)
-    scroll.resize(300, height)
+    scroll.resize(width, height)
     scroll.show()
     return scroll, panel
 
@@ -340,14 +340,31 @@ def test_content_weight_goes_with_the_style_layer_and_the_two_stay_within_one(pa
 def test_a_short_docker_shows_prompt_edit_and_status_without_scrolling(qapp, standin, process_events):
     """Docked on an 800x600 screen Krita gives the panel ~100 px: the painter must see where to type,
     the Edit button and the status there, before scrolling (they sat below eight rows of settings)."""
-    scroll, panel = _short_docker(100)
+    scroll, panel = _short_docker(100, width=262)  # Krita's docked width on an 800x600 screen
     try:
         assert wait_for(lambda: panel.connected, 10, process_events)
         for _ in range(5):
             process_events()
         assert scroll.verticalScrollBar().value() == 0
-        for widget in (panel.prompt_edit, panel.edit_button, panel.cancel_button, panel.progress):
+        for widget in (panel.prompt_edit, panel.edit_button, panel.progress):
             assert _shown(scroll, widget, panel), widget.objectName() or type(widget).__name__
+        # The bar has the whole row: its text ("fine-tuning 120/400, ~2 min 05 s left") is clipped, not
+        # elided, and beside Cancel (140 px of 248) most of it was cut off.
+        assert panel.progress.width() >= panel.width() - 12, (panel.progress.width(), panel.width())
+        text = "sampling 30/100, ~1 min 05 s left"
+        assert panel.progress.fontMetrics().horizontalAdvance(text) < panel.progress.width() - 8
     finally:
         panel.shutdown()
         scroll.deleteLater()
+
+
+def test_choices_applied_after_switching_documents_go_to_the_edited_one(panel, process_events):
+    """Three results wait as cards; the painter opens another picture, then presses Apply on a card: the
+    layer goes into the picture that was edited (its source is there), not into the one now shown."""
+    first = Krita.instance().activeDocument()
+    before = len(first.topLevelNodes())
+    _edit(panel, process_events, prompt="cards", count=3)
+    other, _ = make_document(W, H, layers=1)
+    Krita.instance().setActiveDocument(other)
+    panel.apply_result(1)
+    assert len(first.topLevelNodes()) == before + 1 and len(other.topLevelNodes()) == 1, panel.last_error

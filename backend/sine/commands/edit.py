@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--v", type=float_in(*defaults.V_RANGE), default=defaults.V,
                    help="weight of the pre-trained model while t ≥ K")
     p.add_argument("--k", type=int_in(*defaults.K_RANGE), default=defaults.K,
-                   help="timestep below which only the pre-trained model guides")
+                   help="timestep below which only the pre-trained model guides (of 1000: the same share of a model trained with other than 1000 timesteps)")
     p.add_argument("--seed", type=int_in(0, defaults.SEED_COUNT - 1), default=defaults.SEED,
                    help="start noise of the first result (0..4294967295, as the daemon takes)")
     p.add_argument("--width", type=int, default=None,
@@ -243,11 +243,12 @@ def _run(args: argparse.Namespace) -> int:
     if style_image is None:  # the rates of a plain edit (a style model adds calls the count does not know)
         remember_rates(base, settings.method, observed_rates(rates, work, ft_marks, t_work, sample_marks, t_sample,
                                                              time.perf_counter()))
-    for out, image in zip(plan.paths, images, strict=True):
+    for out, image, seed in zip(plan.paths, images, defaults.result_seeds(args.seed, args.count), strict=True):
         result = finish_result(image, source, mask, (width, height))  # as the daemon finishes it
         written = write_image(result, out, plan)
         note = f"; {out} appeared meanwhile and was kept" if written != out else ""
-        print(f"wrote {written} ({width}×{height}){note}", file=sys.stderr)
+        # the seed: `--seed N --count 1` draws this result again (up to the batch's float rounding)
+        print(f"wrote {written} ({width}×{height}, seed {seed}){note}", file=sys.stderr)
     now = time.perf_counter()
     print(f"done in {now - STARTED:.1f} s (estimate {so_far + expected.total_s:.1f} s: {so_far:.1f} s before it "
           f"+ {expected.total_s:.1f} s to go, which took {now - t_work:.1f} s)", file=sys.stderr)

@@ -209,3 +209,50 @@ def test_content_weight_goes_with_the_style_picture_and_the_two_stay_within_one(
     too_much = job.EditRequest(prompt="x", style_weight=0.7, content_weight=0.5)
     with pytest.raises(job.EditFailed, match="style weight 0.70 and content weight 0.50 add up to more than 1"):
         job.run_edit_results(None, too_much, picture(8, 8, 1), style_image=picture(8, 8, 2))  # refused before sending
+
+
+def test_a_long_step_says_how_long_it_has_worked(monkeypatch, tmp_path) -> None:
+    """One step without news (a 3000x2000 layer's sampling step: 113 s on the demo model, bench/progress_gaps.py):
+    after SLOW_STEP_S the progress text says how long the step has run, so the window's line keeps moving.
+    A protocol stand-in on a real ZeroMQ socket gives a 1.5 s step (the real daemon's steps are quick at test sizes)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
+    from krita_standin import TOKEN, StandinDaemon
+
+    daemon = StandinDaemon(finetune_steps=1, sample_steps=1, step_s=1.5)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "token").write_text(TOKEN)
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    monkeypatch.setattr(job, "SLOW_STEP_S", 0.5)
+    seen: list[job.Progress] = []
+    client = job.connect(daemon.endpoint)
+    try:
+        job.run_edit(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 1), on_progress=seen.append)
+    finally:
+        client.close()
+        daemon.close()
+    working = [p for p in seen if "· working" in p.text]
+    assert working, [p.text for p in seen]
+    assert any(p.text.startswith("fine-tuning 1/1 · working") for p in working), [p.text for p in seen]
+    assert all(p.preview is None for p in working)
+
+
+def test_a_step_longer_than_the_idle_timeout_is_not_given_up_while_the_daemon_beats(monkeypatch, tmp_path) -> None:
+    """The plug-in gave up after idle_timeout_s (600 s) without an event, though the daemon's heartbeat said
+    it was working: a big layer's step on a slow model takes longer. Scaled down: a 2 s step, 0.3 s beats, 1 s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
+    from krita_standin import TOKEN, StandinDaemon
+
+    daemon = StandinDaemon(finetune_steps=1, sample_steps=1, step_s=2.0, heartbeat_s=0.3)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "token").write_text(TOKEN)
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    client = job.connect(daemon.endpoint)
+    try:
+        results = job.run_edit_results(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 2),
+                                       on_progress=lambda _p: None, idle_timeout_s=1.0)  # fmt: skip
+    finally:
+        client.close()
+        daemon.close()
+    assert len(results) == 1 and results[0].image.size == (16, 12)

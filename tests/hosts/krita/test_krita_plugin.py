@@ -234,12 +234,14 @@ def run_panel_job(
 
 def assert_edit_in_view(docker: dict[str, Any], screen_width: int) -> None:
     """Docked on a 600-px-high screen Krita gives the panel ~100 px: before any scrolling the painter
-    sees the prompt, Edit, the progress line and Cancel (they sat below eight rows of settings)."""
+    sees the prompt, Edit and the progress line (they sat below eight rows of settings); Cancel takes
+    Edit's place while an edit runs, and the bar keeps the whole width for its text."""
     assert docker["screen"] == [screen_width, 600] and docker["scroll_value"] == 0, docker
     assert docker["viewport_height"] < 300, docker  # docked in the crowded column, not floated
-    for name in ("prompt_edit", "edit_button", "progress", "cancel_button"):
+    for name in ("prompt_edit", "edit_button", "progress"):
         part = docker["parts"][name]
         assert part["visible"] and part["bottom"] <= docker["viewport_height"], (name, docker)
+    assert not docker["parts"]["cancel_button"]["visible"], docker
 
 
 def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None, on_top: bool = False,
@@ -356,12 +358,14 @@ def test_selection_edit_in_real_krita(krita_home, sine_daemon):
     # 41 tokens, more than the tiny model reads (30): the docker's line says which words were ignored.
     settings = {**SETTINGS, "prompt": "make the circle blue ::: ;;; ((( ))) [[[ ]]] {{{ }}}", "seed": 3}
     box = [24, 8, 40, 40]
-    look = {"opacity": 102, "blending": "multiply", "inherit_alpha": True}  # how the painter set the layer up
+    # how the painter set the layer up, locked against painting too (the result is a new layer: allowed)
+    look = {"opacity": 102, "blending": "multiply", "inherit_alpha": True, "locked": True}
     run = run_panel_job(krita_home, sine_daemon, "selection", settings, selection=box, source_look=look,
                         second_window=True)  # fmt: skip
     _, src_after, new = new_layer(run, settings)
     # The result is drawn as the source is, so outside the selection the picture looks as before.
     assert src_after["look"] == [102, "multiply", True] and new["look"] == src_after["look"], new
+    assert src_after["locked"] is True and new["locked"] is False, (src_after, new)
 
     # Krita's selection arrives as a canvas-sized, one-byte-per-pixel mask of the marquee.
     mask = (run.out / "selection.a8").read_bytes()
