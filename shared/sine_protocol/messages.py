@@ -294,6 +294,8 @@ def _load_header(frame: bytes, max_bytes: int, code: str) -> dict[str, Any]:
         text = bytes(frame).decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(code, "header is not UTF-8") from None
+    if not text.strip():
+        raise ProtocolError(code, "the header frame is empty: a message's first frame is its header, a JSON object")
     try:
         header = json.loads(
             text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates

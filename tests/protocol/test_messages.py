@@ -206,3 +206,12 @@ def test_a_reply_over_the_bound_is_refused_before_it_is_inflated() -> None:
     with pytest.raises(ProtocolError) as info:
         m.decode_reply(frames, m.Limits(max_reply_bytes=1199))
     assert info.value.code == "bad_reply" and info.value.request_id == "r1"
+
+
+@pytest.mark.parametrize("frame", [b"", b"  \r\n"])
+def test_an_empty_header_frame_is_said_to_be_empty(frame: bytes) -> None:
+    """A message of one empty frame was answered "header is not valid JSON: Expecting value: line 1 column 1
+    (char 0)", which says nothing to whoever wrote the client."""
+    with pytest.raises(m.ProtocolError, match="the header frame is empty") as info:
+        m.parse_request([frame], TOKEN)
+    assert info.value.code == "bad_request" and "JSON object" in info.value.message
