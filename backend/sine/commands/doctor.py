@@ -291,6 +291,8 @@ def check_plugins() -> list[Check]:
 
 def check_autostart() -> Check:
     """The login entry is a convenience (plugins can start the daemon), so its absence only warns."""
+    from sine_protocol.errors import DaemonNotInstalled
+    from sine_protocol.launch import read_daemon_command
     from sine_protocol.paths import daemon_command_file
 
     d = _dirs()
@@ -302,10 +304,15 @@ def check_autostart() -> Check:
         entries = [d["config"] / "systemd" / "user" / "sine-daemon.service", d["config"] / "autostart" / "sine-daemon.desktop"]
     found = [e for e in entries if e.is_file()]
     on_demand = daemon_command_file()
-    if not on_demand.is_file():
+    if not os.path.lexists(on_demand):
         extra = f"; {on_demand} missing too, so plugins cannot start the daemon: rerun the installer"
         return Check(WARN if found else FAIL, "autostart", (", ".join(map(str, found)) if found else "no login entry")
                      + extra)
+    try:  # as the plug-ins read it: a file there that they cannot use starts no daemon either
+        read_daemon_command(on_demand)
+    except DaemonNotInstalled as exc:
+        return Check(WARN if found else FAIL, "autostart", (", ".join(map(str, found)) if found else "no login entry")
+                     + f"; the plugins cannot start the daemon: {exc}")
     if found:
         return Check(OK, "autostart", ", ".join(map(str, found)))
     return Check(WARN, "autostart", f"no login entry (plugins start the daemon on demand via {on_demand})")
