@@ -459,8 +459,8 @@ class AutoTest(qt.QObject):
         corner = dock.mapToGlobal(qt.QtCore.QPoint(0, 0))
         bar = scroll.verticalScrollBar() if isinstance(scroll, qt.QScrollArea) else None
         parts = {}
-        for name in ("prompt_edit", "content_weight_spin", "advanced", "edit_button", "cancel_button", "progress",
-                     "message_label", "connection_label"):  # fmt: skip
+        for name in ("prompt_edit", "content_weight_spin", "advanced", "edit_button", "progress", "message_label",
+                     "connection_label"):  # fmt: skip
             widget = getattr(panel, name)
             top = widget.mapTo(panel, qt.QtCore.QPoint(0, 0)).y()
             parts[name] = {"top": top, "bottom": top + widget.height(), "visible": widget.isVisible()}
