@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .sampler import SamplingSettings
 
 STRATEGIES = ("auto", "single", "tiled", "upscale", "refine")
+# Progress inside one step: (what, part, parts) after each part, e.g. ("tile", 16, 24) once the tiles up to
+# the 16th are predicted, ("decode tile", 3, 12) after the VAE's third tile. Only reports: the maths is the same.
+PartFn = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -155,8 +158,10 @@ class WholeView:
 class Tiles:
     """The plan's overlapping tiles, predicted `tile_batch` at a time and blended (MultiDiffusion)."""
 
-    def __init__(self, base: BaseModel, settings: SamplingSettings, plan: CanvasPlan) -> None:
+    def __init__(self, base: BaseModel, settings: SamplingSettings, plan: CanvasPlan,
+                 on_part: PartFn | None = None) -> None:
         self.tiles, self.batch, self.dtype = plan.tiles, settings.tile_batch, base.dtype
+        self.on_part = on_part
         self.windows = {(h, w): tile_window(h, w, base.device) for (_, _, h, w) in plan.tiles}
 
     def blend(self, predict: Callable[[list[torch.Tensor], list[Region]], list[torch.Tensor]],
@@ -175,6 +180,8 @@ class Tiles:
                 for acc, part in zip(total, parts, strict=True):
                     acc[:, :, y:y + h, x:x + w] += part[i:i + 1] * win
                 weight[:, :, y:y + h, x:x + w] += win
+            if self.on_part is not None:
+                self.on_part("tile", start + len(tiles), len(self.tiles))
         return [acc / weight for acc in total]
 
 
@@ -187,10 +194,10 @@ class TiledNoise:
     """
 
     def __init__(self, base: BaseModel, guides: Sequence[FinetunedGuide], edit_prompt: str,
-                 settings: SamplingSettings, plan: CanvasPlan) -> None:
+                 settings: SamplingSettings, plan: CanvasPlan, on_part: PartFn | None = None) -> None:
         f = base.vae_scale_factor
         self.guidance = settings.guidance
-        self.tiles = Tiles(base, settings, plan)
+        self.tiles = Tiles(base, settings, plan, on_part)
         self.predictor = NoisePredictor(base, guides, edit_prompt, settings, (plan.render_h / f, plan.render_w / f))
         use_whole_view = settings.whole_view and guides and not settings.finetuned_only
         self.whole = WholeView(base, guides, edit_prompt, settings, plan) if use_whole_view else None
@@ -211,35 +218,55 @@ class TiledNoise:
 
 
 @contextmanager
-def vae_tiling(base: BaseModel, latent_side: int) -> Iterator[None]:
-    """Large pictures go through the VAE in overlapping tiles (blended by diffusers) to bound memory."""
-    big = latent_side * base.vae_scale_factor > 2 * base.sample_size
+def vae_tiling(base: BaseModel, latent_shape: Sequence[int], what: str = "decode",
+               on_part: PartFn | None = None) -> Iterator[None]:
+    """Large pictures go through the VAE in overlapping tiles (blended by diffusers) to bound memory.
+
+    `on_part` hears (`what` tile, n, of) after each tile: diffusers calls the VAE's encoder or decoder
+    once per tile, so a forward hook counts them; the count of tiles is diffusers' own grid."""
+    f = base.vae_scale_factor
+    big = max(latent_shape) * f > 2 * base.sample_size
+    vae = base.vae
     if big:
-        vae = base.vae
         vae.enable_tiling()
         # small models' configs give tiny tiles: at least 256-px tiles (SD's VAE uses 512)
         vae.tile_sample_min_size = max(256, int(vae.config.sample_size))
-        vae.tile_latent_min_size = vae.tile_sample_min_size // base.vae_scale_factor
+        vae.tile_latent_min_size = vae.tile_sample_min_size // f
+    hook = None
+    coder = getattr(vae, "decoder" if what == "decode" else "encoder", None)
+    if big and on_part is not None and isinstance(coder, torch.nn.Module):
+        side = vae.tile_latent_min_size if what == "decode" else vae.tile_sample_min_size
+        grid = latent_shape if what == "decode" else [n * f for n in latent_shape]
+        stride = max(1, int(side * (1 - vae.tile_overlap_factor)))
+        parts = math.prod(math.ceil(n / stride) for n in grid) if max(grid) > side else 1
+        done = [0]
+
+        def count(*_args: object) -> None:
+            done[0] += 1
+            on_part(f"{what} tile", done[0], max(parts, done[0]))
+        hook = coder.register_forward_hook(count)
     try:
         yield
     finally:
+        if hook is not None:
+            hook.remove()
         if big:
-            base.vae.disable_tiling()
+            vae.disable_tiling()
 
 
-def decode(base: BaseModel, latents: torch.Tensor, plan: CanvasPlan) -> Image.Image:
+def decode(base: BaseModel, latents: torch.Tensor, plan: CanvasPlan, on_part: PartFn | None = None) -> Image.Image:
     """The plan's picture from its latents: the padding cropped, resized to `upscale_to` if set."""
-    with vae_tiling(base, max(latents.shape[-2:])):
+    with vae_tiling(base, latents.shape[-2:], "decode", on_part):
         image = to_pil(base.decode_latents(latents))
     image = image.crop((0, 0, plan.render_w, plan.render_h))
     return image if plan.upscale_to is None else image.resize(plan.upscale_to, Image.Resampling.LANCZOS)
 
 
-def encode(base: BaseModel, image: Image.Image, plan: CanvasPlan) -> torch.Tensor:
+def encode(base: BaseModel, image: Image.Image, plan: CanvasPlan, on_part: PartFn | None = None) -> torch.Tensor:
     """The clean latents of `image`, padded (edge colours repeated) to the plan's latent grid."""
     f = base.vae_scale_factor
     pixels = to_tensor(image)
     pad_h, pad_w = plan.latent_h * f - pixels.shape[-2], plan.latent_w * f - pixels.shape[-1]
     pixels = F.pad(pixels, (0, pad_w, 0, pad_h), mode="replicate")
-    with vae_tiling(base, max(pixels.shape[-2:]) // f):
+    with vae_tiling(base, [n // f for n in pixels.shape[-2:]], "encode", on_part):
         return base.encode_image(pixels).float()

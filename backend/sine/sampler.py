@@ -27,7 +27,7 @@ from sine_protocol import defaults
 from .errors import BadInput, Cancelled
 from .finetune import FineTuned
 from .images import check_size, to_pil
-from .large_canvas import CanvasPlan, TiledNoise, Tiles, decode, encode, plan_passes
+from .large_canvas import CanvasPlan, PartFn, TiledNoise, Tiles, decode, encode, plan_passes
 from .models import BaseModel
 from .noise_prediction import FinetunedGuide, NoisePredictor, as_guides
 from .start import check_start, first_step, inverted_start, needs_source, noised_start, source_at
@@ -97,10 +97,11 @@ def sample_edit(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide]
 def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide] | None, edit_prompt: str,
                  width: int, height: int, settings: SamplingSettings | None = None, count: int = 1,
                  source: Image.Image | None = None, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None, seeds: Sequence[int] | None = None) -> list[Image.Image]:
+                 should_stop: StopFn | None = None, seeds: Sequence[int] | None = None,
+                 parts: PartFn | None = None) -> list[Image.Image]:
     """`count` edits from seeds seed, seed+1, … (`defaults.result_seeds`; or `seeds`, then count = len(seeds)); each is the image
     `sample_edit` gives for its seed, up to batching's float rounding. Sampled `settings.batch` at a time
-    in one latent, one at a time in tiles."""
+    in one latent, one at a time in tiles. `parts` hears progress inside a step: its tiles, the VAE's tiles."""
     s = settings or SamplingSettings()
     seeds = list(seeds) if seeds is not None else defaults.result_seeds(s.seed, count)
     count = len(seeds)
@@ -116,7 +117,7 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
     groups = _groups(seeds, passes, s)
     z0 = None
     if source is not None and needs_source(s.strength, s.start):
-        z0 = encode(base, source_at(source, (plan.render_w, plan.render_h)), plan)
+        z0 = encode(base, source_at(source, (plan.render_w, plan.render_h)), plan, parts)
     total = per_group * len(groups)
     done = 0  # steps reported before the current run
 
@@ -128,15 +129,15 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
         gens = [torch.Generator("cpu").manual_seed(seed) for seed in group]
         results: list[Image.Image] = []
         for n, p in enumerate(passes):  # `refine`: the resized picture noised back to the restart, in tiles
-            start_z = z0 if n == 0 else torch.cat([encode(base, image, p.plan) for image in results])
-            invert = content_noise(base, guides, edit_prompt, s, p.plan) if n == 0 and s.start == "inversion" else None
+            start_z = z0 if n == 0 else torch.cat([encode(base, image, p.plan, parts) for image in results])
+            invert = content_noise(base, guides, edit_prompt, s, p.plan, parts) if n == 0 and s.start == "inversion" else None
             latents = start_latents(base, scheduler, gens, p.plan, timesteps, p.start, start_z, invert, should_stop,
                                     lambda i: report(i, z0))
             done += inversion if invert is not None else 0
-            latents = denoise(guided_noise(base, guides, edit_prompt, s, p.plan), scheduler, timesteps[p.start:],
+            latents = denoise(guided_noise(base, guides, edit_prompt, s, p.plan, parts), scheduler, timesteps[p.start:],
                               latents, report, should_stop)
             done += len(timesteps) - p.start
-            results = [decode(base, latents[i:i + 1], p.plan) for i in range(len(gens))]
+            results = [decode(base, latents[i:i + 1], p.plan, parts) for i in range(len(gens))]
         images += results
     return images
 
@@ -185,10 +186,10 @@ def denoise(noise: NoiseFn, scheduler: DDIMScheduler, timesteps: list[int], late
 
 
 def guided_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
-                 plan: CanvasPlan) -> NoiseFn:
+                 plan: CanvasPlan, parts: PartFn | None = None) -> NoiseFn:
     """ε̃(z_t, t) of the plan's latents: SINE's guidance on one latent (a batch of results), or over tiles."""
     if len(plan.tiles) > 1:
-        return TiledNoise(base, guides, edit_prompt, s, plan)
+        return TiledNoise(base, guides, edit_prompt, s, plan, parts)
     f = base.vae_scale_factor
     predictor = NoisePredictor(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
 
@@ -201,14 +202,14 @@ def guided_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str
 
 
 def content_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
-                  plan: CanvasPlan) -> NoiseFn:
+                  plan: CanvasPlan, parts: PartFn | None = None) -> NoiseFn:
     """What DDIM inversion follows: the content model's ε(z, ĉ) with its PE (no fine-tuned model: ε_pre(∅)),
     per tile and blended on a tiled plan."""
     f = base.vae_scale_factor
     predictor = NoisePredictor(base, guides, edit_prompt, s, (plan.render_h / f, plan.render_w / f))
     if len(plan.tiles) == 1:
         return lambda z, t: predictor.reconstruct([z.to(base.dtype)], plan.tiles, t)
-    tiles = Tiles(base, s, plan)
+    tiles = Tiles(base, s, plan, parts)
     return lambda z, t: tiles.blend(lambda regions, tl: [predictor.reconstruct(regions, tl, t)], z)[0]
 
 

@@ -183,6 +183,27 @@ def test_the_jobs_notes_go_out_once_and_bounded():
     assert len(sent[1].header["notes"][0]) == MAX_NOTE_CHARS and sent[1].notes[1] == "note 0"
 
 
+def test_progress_inside_a_step_is_rate_limited_and_repeats_the_step():
+    from sine.daemon.progress import ProgressReporter
+    from sine_protocol.messages import decode_reply
+
+    now = [0.0]
+    sent: list = []
+    reporter = ProgressReporter(lambda frames: sent.append(decode_reply(frames)), "job1", "rid1", interval_s=0.25,
+                                clock=lambda: now[0])
+    reporter.phase_start("sample", 2)
+    for part in range(1, 101):  # 100 tiles over 1 s: about 4 events
+        now[0] += 0.01
+        reporter.part("tile", part, 100)
+    reporter.step("sample", 1, 2)
+    reporter.part("tile", 1, 100)  # right after a step: nothing
+    inside = [e.header for e in sent if "part" in e.header]
+    assert 3 <= len(inside) <= 4 and sent[-1].header["step"] == 1 and "part" not in sent[-1].header
+    assert all(h["phase"] == "sample" and h["step"] == 0 and h["total"] == 2 and h["parts"] == 100
+               and h["part_of"] == "tile" for h in inside)
+    assert [h["part"] for h in inside] == sorted(h["part"] for h in inside)
+
+
 def test_cache_command_list_and_clear(tmp_path, capsys):
     from sine.cache import WeightCache, cache_key
     from sine.cli import main

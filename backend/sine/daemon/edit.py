@@ -100,7 +100,7 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     edited = sampler_mod.sample_edits(
         base, guides, request.prompt, out_w, out_h, sampling_settings, source=source, seeds=request.seeds,
         progress=lambda step, total, preview: report.step("sample", step, total, preview),
-        should_stop=should_stop,
+        should_stop=should_stop, parts=report.part,
     )
     if should_stop():
         raise Cancelled("cancelled during sampling")

@@ -42,6 +42,8 @@ class ProgressReporter:
         self._last_preview_step = 0
         self._estimate_s: float | None = None
         self._notes: list[str] = []
+        self._step, self._total = 0, 0  # the step reached in the current phase (sent or not): what `part` repeats
+        self._eta, self._eta_at = 0.0, 0.0  # the last step's estimate of the phase's rest, and when it was made
         self.sent = 0
 
     def set_estimate(self, seconds: float | None) -> None:
@@ -57,6 +59,7 @@ class ProgressReporter:
         self.phase = phase
         self._phase_start = self.clock()
         self._last_preview_step = 0
+        self._step, self._total = 0, total
         estimate, self._estimate_s = self._estimate_s, None
         if estimate is None:
             self._send(phase, 0, total, 0.0, None)
@@ -71,15 +74,27 @@ class ProgressReporter:
             self._last_preview_step = 0
         now = self.clock()
         last = step >= total
+        self._step, self._total = step, total
         if not (step <= 1 or last or now - self._last_sent >= self.interval_s):
             return
         elapsed = now - self._phase_start
         eta = elapsed / step * (total - step) if step > 0 else 0.0
+        self._eta, self._eta_at = eta, now
         blob = None
         if preview is not None and (step == 1 or last or step - self._last_preview_step >= self.preview_every):
             blob = preview_blob(preview())
             self._last_preview_step = step
         self._send(phase, step, total, eta, blob)
+
+    def part(self, what: str, part: int, parts: int) -> None:
+        """Progress inside the current step (``what``: "tile" of a tiled sampling step, "decode tile" of the
+        VAE's): an event with the step's numbers and ``part``/``parts``/``part_of``, only when ``interval_s``
+        has passed since the last event, so a big layer's minutes-long step moves the bar, a small one adds nothing."""
+        now = self.clock()
+        if self.phase is None or now - self._last_sent < self.interval_s:
+            return
+        eta = max(0.0, self._eta - (now - self._eta_at)) if self._step > 0 else 0.0
+        self._send(self.phase, self._step, self._total, eta, None, part=part, parts=parts, part_of=what)
 
     def _send(self, phase: str, step: int, total: int, eta: float, blob: tuple[dict, bytes] | None,
               **extra: Any) -> None:

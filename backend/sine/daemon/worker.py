@@ -227,3 +227,6 @@ class _PhaseTracking:
     def step(self, phase: str, step: int, total: int, preview: Any = None) -> None:
         self._job.phase, self._job.step, self._job.total = phase, step, total
         self._reporter.step(phase, step, total, preview)
+
+    def part(self, what: str, part: int, parts: int) -> None:
+        self._reporter.part(what, part, parts)
