@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
-from sine_protocol.messages import SLOW_STEP_S, still_working
+from sine_protocol.messages import SLOW_STEP_S, part_text, step_fraction, still_working
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -330,8 +330,8 @@ def run_edit_results(
             job = header.get("job", job)
             phase = str(header.get("phase", ""))
             step, total = int(header.get("step") or 0), int(header.get("total") or 0)
-            fraction = min(1.0, step / total) if total > 0 else 0.0
-            shown = Progress(phase, step, total, progress_text(phase, step, total), fraction, event.preview)
+            text = progress_text(phase, step, total) + part_text(header)  # " · tile 5/24" inside a long step
+            shown = Progress(phase, step, total, text, step_fraction(header), event.preview)
             on_progress(shown)
         elif event.type == "result":
             results = results_of(event)

@@ -15,7 +15,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from sine_protocol.messages import SLOW_STEP_S, bounded_notes, daemon_summary, still_working, with_notes
+from sine_protocol.messages import (
+    SLOW_STEP_S,
+    bounded_notes,
+    daemon_summary,
+    part_text,
+    still_working,
+    with_notes,
+)
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
@@ -453,7 +460,8 @@ class SinePanel(qt.QWidget):
             self._set_progress("queued", None, None, extra=f" (position {position})" if position else "")
         elif event.kind == "progress":
             self._set_progress(
-                str(header.get("phase", "")), header.get("step"), header.get("total"), header.get("eta_s")
+                str(header.get("phase", "")), header.get("step"), header.get("total"), header.get("eta_s"),
+                extra=part_text(header),  # " · tile 5/24": inside a big layer's minutes-long step
             )
             if notes := bounded_notes(header.get("notes")):  # e.g. a cut prompt: worth knowing before the result
                 self.show_message(f"Note: {'; '.join(notes)}.")

@@ -56,7 +56,7 @@ __all__ = [
     "PHASES", "STYLES", "FINETUNE_METHODS", "START_MODES", "MAX_COUNT", "Limits", "EditRequest", "Request", "Event",
     "ProtocolError", "parse_request", "encode_message", "make_reply", "make_error", "error_frames",
     "decode_reply", "image_blob", "mask_blob", "daemon_summary", "MAX_NOTES", "MAX_NOTE_CHARS", "bounded_notes", "with_notes",
-    "SLOW_STEP_S", "still_working",
+    "SLOW_STEP_S", "still_working", "MAX_PART_OF_CHARS", "within_step", "part_text", "step_fraction",
 ]
 
 PROTOCOL_VERSION = 1
@@ -712,6 +712,38 @@ def daemon_summary(welcome: dict[str, Any]) -> str:
 # A running job sends progress at most every 0.25 s and at each step; this long without any means one long
 # step (a big layer's tiled sampling step, its decode): the plug-ins then say how long it has worked.
 SLOW_STEP_S = 5.0
+
+
+# ``part``/``parts``/``part_of`` (optional, on ``progress``): how far the daemon is INSIDE the current step, e.g.
+# part 5 of 24 of "tile" (a tiled sampling step) or of "decode tile" (the VAE's tiles of a big picture). Sent at
+# most every 0.25 s like every progress event; old daemons send none, old clients ignore the keys.
+MAX_PART_OF_CHARS = 40
+
+
+def within_step(header: dict[str, Any]) -> tuple[str, int, int] | None:
+    """A progress header's (part_of, part, parts), or None when it has none or they make no sense."""
+    part, parts, what = header.get("part"), header.get("parts"), header.get("part_of")
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (part, parts)) or not 0 <= part <= parts:
+        return None
+    if parts < 1 or not isinstance(what, str) or not what or len(what) > MAX_PART_OF_CHARS or not what.isprintable():
+        return None
+    return what, part, parts
+
+
+def part_text(header: dict[str, Any]) -> str:
+    """What the plug-ins add to a progress line: " · tile 5/24" ("" without parts)."""
+    part = within_step(header)
+    return "" if part is None else f" · {part[0]} {part[1]}/{part[2]}"
+
+
+def step_fraction(header: dict[str, Any]) -> float:
+    """How far a progress event is through its phase, 0..1, the parts of the current step included."""
+    step, total = header.get("step"), header.get("total")
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in (step, total)) or total <= 0:
+        return 0.0
+    part = within_step(header)
+    inside = part[1] / part[2] if part is not None and step < total else 0.0
+    return max(0.0, min(1.0, (step + inside) / total))
 
 
 def still_working(text: str, seconds: float) -> str:

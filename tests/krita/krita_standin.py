@@ -46,9 +46,11 @@ class StandinDaemon:
     """Serve on ``tcp://127.0.0.1:<free port>`` from a thread until :meth:`close`."""
 
     def __init__(self, finetune_steps: int = 3, sample_steps: int = 4, step_s: float = 0.0, fail_with: str = "",
-                 heartbeat_s: float = 0.0) -> None:
-        """``heartbeat_s``: while a step runs, a `heartbeat` this often, as the daemon sends in a long step."""
+                 heartbeat_s: float = 0.0, tiles: int = 0) -> None:
+        """``heartbeat_s``: while a step runs, a `heartbeat` this often, as the daemon sends in a long step;
+        ``tiles``: inside each sampling step, a progress event per tile (`part`/`parts`), as a big layer's."""
         self.finetune_steps, self.sample_steps, self.step_s = finetune_steps, sample_steps, step_s
+        self.tiles = tiles
         self.heartbeat_s = heartbeat_s
         self.fail_with = fail_with
         self.notes: list[str] = []  # sent on the job's first progress and on its result, as the daemon does
@@ -132,6 +134,10 @@ class StandinDaemon:
         for phase, total in phases:
             for step in range(1, total + 1):
                 self._step(ident, req.id, job, phase, step - 1, total)
+                for part in range(1, self.tiles + 1 if phase == "sample" else 1):
+                    self._send(ident, m.make_reply(m.PROGRESS, req.id, job=job, phase=phase, step=step - 1,
+                                                   total=total, eta_s=0.0, part=part, parts=self.tiles,
+                                                   part_of="tile"))
                 if job in self._cancelled:
                     self._send(ident, m.make_reply(m.CANCELLED, req.id, job=job))
                     return

@@ -78,6 +78,19 @@ def test_edit_adds_the_result_layer_above_the_active_one(panel, process_events):
     assert panel.edit_button.isEnabled() and not panel.cancel_button.isEnabled()
 
 
+def test_the_tiles_of_a_long_sampling_step_show_in_the_progress_line(panel, standin, process_events):
+    """A big layer's step reports its tiles (`part`/`parts`): the line moves inside the step."""
+    standin.tiles = 3
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "tiled"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    log = panel.progress_log
+    assert log.index("sampling 0/4 · tile 1/3") < log.index("sampling 0/4 · tile 3/3") < log.index("sampling 1/4")
+    assert "sampling 3/4 · tile 2/3" in log and "fine-tuning 1/3" in log  # no tiles outside sampling
+
+
 def test_selection_is_sent_as_mask(panel, standin, process_events):
     _connected(panel, process_events)
     doc = Krita.instance().activeDocument()

@@ -237,6 +237,31 @@ def test_a_long_step_says_how_long_it_has_worked(monkeypatch, tmp_path) -> None:
     assert all(p.preview is None for p in working)
 
 
+def test_the_tiles_of_a_long_step_show_in_the_text_and_move_the_bar(monkeypatch, tmp_path) -> None:
+    """A big layer's step reports its tiles (`part`/`parts`, a protocol stand-in on a real ZeroMQ socket):
+    the progress text names the tile and the bar's fraction moves inside the step."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
+    from krita_standin import TOKEN, StandinDaemon
+
+    daemon = StandinDaemon(finetune_steps=1, sample_steps=2, tiles=4)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "token").write_text(TOKEN)
+    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+    seen: list[job.Progress] = []
+    client = job.connect(daemon.endpoint)
+    try:
+        job.run_edit(client, job.EditRequest(prompt="tiled", subject="shape"), picture(16, 12, 1), on_progress=seen.append)
+    finally:
+        client.close()
+        daemon.close()
+    texts = [p.text for p in seen]
+    assert texts.index("sampling 0/2 · tile 2/4") < texts.index("sampling 1/2") < texts.index("sampling 1/2 · tile 2/4")
+    fraction = {p.text: p.fraction for p in seen}
+    assert fraction["sampling 0/2 · tile 2/4"] == pytest.approx(0.25)  # half of the first of two steps
+    assert fraction["sampling 1/2 · tile 4/4"] == pytest.approx(1.0) and fraction["sampling 1/2"] == 0.5
+
+
 def test_a_step_longer_than_the_idle_timeout_is_not_given_up_while_the_daemon_beats(monkeypatch, tmp_path) -> None:
     """The plug-in gave up after idle_timeout_s (600 s) without an event, though the daemon's heartbeat said
     it was working: a big layer's step on a slow model takes longer. Scaled down: a 2 s step, 0.3 s beats, 1 s."""

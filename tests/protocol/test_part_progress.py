@@ -1,0 +1,33 @@
+"""`part`/`parts`/`part_of` on progress events: what the plug-ins show, and garbage read as none."""
+
+from __future__ import annotations
+
+import pytest
+
+from sine_protocol.messages import part_text, step_fraction, within_step
+
+
+def test_a_tile_inside_a_step_is_shown_and_moves_the_fraction() -> None:
+    header = {"phase": "sample", "step": 1, "total": 4, "part": 6, "parts": 24, "part_of": "tile"}
+    assert part_text(header) == " · tile 6/24"
+    assert step_fraction(header) == pytest.approx((1 + 6 / 24) / 4)
+    decode = {"step": 4, "total": 4, "part": 3, "parts": 12, "part_of": "decode tile"}
+    assert part_text(decode) == " · decode tile 3/12" and step_fraction(decode) == 1.0  # all steps done
+
+
+@pytest.mark.parametrize("extra", [
+    {}, {"part": 3}, {"part": 3, "parts": 2, "part_of": "tile"}, {"part": -1, "parts": 2, "part_of": "tile"},
+    {"part": True, "parts": 2, "part_of": "tile"}, {"part": 1.5, "parts": 2, "part_of": "tile"},
+    {"part": 1, "parts": 0, "part_of": "tile"}, {"part": 1, "parts": 2, "part_of": ""},
+    {"part": 1, "parts": 2, "part_of": "x" * 500}, {"part": 1, "parts": 2, "part_of": "a\nb"},
+    {"part": 1, "parts": 2, "part_of": ["tile"]},
+])
+def test_missing_or_odd_parts_read_as_none(extra: dict) -> None:
+    header = {"phase": "sample", "step": 1, "total": 2, **extra}
+    assert within_step(header) is None and part_text(header) == ""
+    assert step_fraction(header) == 0.5
+
+
+def test_an_odd_step_or_total_gives_no_fraction() -> None:
+    assert step_fraction({"step": "1", "total": 2}) == 0.0 and step_fraction({"step": 1, "total": 0}) == 0.0
+    assert step_fraction({"step": 5, "total": 2}) == 1.0
