@@ -75,6 +75,9 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
             return "a VAE alone (the image decoder that some checkpoints ship separately, not a whole model)"
         if any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
             return "a UNet alone in diffusers' layout (not a whole model with its text encoder and VAE)"
+        if any(k.startswith("input_blocks.") for k in keys) and any(k.startswith("out.") for k in keys):
+            return ("a UNet alone in the original layout (input_blocks.*, without its text encoder and VAE, as "
+                    "ComfyUI's diffusion_models files come)")
         return f"not a Stable Diffusion checkpoint (no {UNET_PREFIX}* UNet weights; its keys start with " \
                f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
     return None

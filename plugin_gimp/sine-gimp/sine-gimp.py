@@ -230,7 +230,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
         if not sine_gimp_ui.run_settings_dialog(procedure, config):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     try:
-        from sine_gimp_job import EditCancelled, EditFailed
+        from sine_gimp_job import EditCancelled, EditFailed, internal_error_message
     except ImportError as exc:
         return _fail(
             procedure,
@@ -245,9 +245,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
         return _fail(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, str(exc))
     except Exception as exc:  # never leave GIMP with a dead plug-in and no word why
         traceback.print_exc()
-        return _fail(
-            procedure, Gimp.PDBStatusType.EXECUTION_ERROR, f"Internal error in the SINE plug-in: {exc!r}"
-        )
+        return _fail(procedure, Gimp.PDBStatusType.EXECUTION_ERROR, internal_error_message(exc))
     values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     values.remove(1)
     values.insert(1, GObject.Value(Gimp.Layer, layer))

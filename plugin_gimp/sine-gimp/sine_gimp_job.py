@@ -218,6 +218,14 @@ _ADVICE = {
 }
 
 
+def internal_error_message(exc: BaseException) -> str:
+    """What the painter reads when the plug-in itself fails (a bug): in words, not Python's repr of the exception."""
+    words = [a for a in exc.args if isinstance(a, str) and a.strip()]
+    detail = words[-1].strip() if words else "no description"
+    return (f"The SINE plug-in failed unexpectedly ({detail[:200]}). The details are printed on GIMP's terminal "
+            "(start GIMP from a terminal to see them); please report them.")
+
+
 def error_message(code: str, message: str) -> str:
     """A GIMP-user message for a daemon ``error`` reply: advice first, the daemon's words after."""
     advice = _ADVICE.get(code, "The SINE daemon reported an error.")

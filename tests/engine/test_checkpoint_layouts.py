@@ -85,3 +85,16 @@ def test_sdxl_file_with_its_first_text_encoder_under_old_clip_names_loads(tmp_pa
     with torch.no_grad():
         assert torch.equal(loaded.text_encoder(ids)[0], reference.text_encoder(ids)[0])
     assert loaded.is_xl and describe_model(path) == loaded.kind
+
+
+def test_a_unet_alone_in_the_original_layout_is_named(tiny_folder, tmp_path):
+    """A UNet saved alone with LDM's names and no model.diffusion_model. prefix (how ComfyUI's 'diffusion_models'
+    files come) was 'not a Stable Diffusion checkpoint ... its keys start with input_blocks, middle_block': it is a
+    UNet without its text encoder and VAE, and the message now says so."""
+    state = load_file(str(write_single_file(tiny_folder, tmp_path / "full.safetensors", sidecar=False)))
+    unet = "model.diffusion_model."
+    path = tmp_path / "unet-only.safetensors"
+    save_file({k[len(unet):]: v for k, v in state.items() if k.startswith(unet)}, str(path))
+    for call in _CALLS:
+        with pytest.raises(BadModel, match="a UNet alone .*without its text encoder and VAE"):
+            call(str(path))

@@ -32,6 +32,16 @@ def picture(w: int, h: int, salt: int) -> RGBAImage:
     )
 
 
+@pytest.mark.parametrize("exc,words", [(KeyError("layer"), "layer"), (ValueError("bad value 'x'"), "bad value 'x'"),
+                                       (RuntimeError(), "no description"), (OSError(28, "No space"), "No space")])
+def test_an_internal_error_is_told_in_words_not_as_python_repr(exc: Exception, words: str) -> None:
+    """The plug-in's last-resort handler told the painter "Internal error in the SINE plug-in: KeyError('layer')";
+    the message now says what happened in words, where the details are, and what to do."""
+    text = job.internal_error_message(exc)
+    assert repr(exc) not in text and "Error(" not in text and "Errno" not in text, text
+    assert "terminal" in text and "report" in text and words in text and len(text) < 400, text
+
+
 def test_progress_texts_name_phase_and_step() -> None:
     assert job.progress_text("finetune", 12, 40) == "fine-tuning 12/40"
     assert job.progress_text("sample", 30, 100) == "sampling 30/100"
