@@ -27,6 +27,7 @@ sys.path[:0] = [str(REPO / "backend"), str(REPO / "shared")]
 from sine_protocol import paths  # noqa: E402
 from sine_protocol.client import SineClient  # noqa: E402
 from sine_protocol.frames import RGBAImage  # noqa: E402
+from sine_protocol.messages import part_text  # noqa: E402
 
 
 def _picture(width: int, height: int) -> RGBAImage:
@@ -52,7 +53,7 @@ def _free_port() -> int:
 def _label(event) -> str:
     header = event.header
     if event.type == "progress":
-        return f"progress {header.get('phase')} {header.get('step')}/{header.get('total')}"
+        return f"progress {header.get('phase')} {header.get('step')}/{header.get('total')}{part_text(header)}"
     return event.type
 
 
