@@ -14,6 +14,7 @@ _spec = importlib.util.spec_from_file_location("installer_conftest", CONFTEST)
 _conf = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_conf)
 snapshot = _conf.snapshot
+Snapshot = _conf.Snapshot
 
 CASES = [("linux", False), ("linux", True), ("macos", False), ("windows", False)]
 IDS = ["linux", "flatpak", "macos", "windows"]
@@ -312,21 +313,36 @@ def test_uninstall_keeps_a_file_the_user_put_in_the_plugin_folder(tmp_path: Path
     assert not (home / ".config" / "GIMP" / "3.0" / "plug-ins" / "sine-gimp").exists()  # no file of the user's there
 
 
-def test_purge_data_keeps_a_users_calibration_json_in_a_state_folder_they_named(
-        tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
-    """`--purge-data` removed calibration.json from SINE_STATE_DIR by name, though the daemon never writes over
-    a file of that name that is not its own (a camera's calibration)."""
+def _purge_in_a_state_folder_they_named(tmp_path: Path, fake_source: Path, fake_home, run_installer,
+                                        theirs: dict[str, str], daemons: dict[str, str]) -> tuple[Snapshot, Snapshot, str]:
+    """Install with SINE_STATE_DIR at a folder holding the user's files `theirs`, let the daemon's files `daemons`
+    appear there, then `--uninstall --purge-data`: the folder before the daemon wrote, after the purge, and its output."""
     home = fake_home(tmp_path, "linux")
     notes = home / "project"
     notes.mkdir()
-    (notes / "calibration.json").write_text('{"fx": 1200.5, "fy": 1199.0}\n')
+    for name, text in theirs.items():
+        (notes / name).write_text(text)
     env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
     args = ("--source-root", fake_source, "--skip-backend", "--no-start")
     run_installer(*args, env=env)
     before = snapshot(notes)
-    (notes / "daemon.log").write_text("2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n")
+    for name, text in daemons.items():
+        (notes / name).write_text(text)
     out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
-    assert snapshot(notes) == before, out
+    return before, snapshot(notes), out
+
+
+_LOG_LINE = "2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n"  # how the daemon's log lines look
+
+
+def test_purge_data_keeps_a_users_calibration_json_in_a_state_folder_they_named(
+        tmp_path: Path, fake_source: Path, fake_home, run_installer) -> None:
+    """`--purge-data` removed calibration.json from SINE_STATE_DIR by name, though the daemon never writes over
+    a file of that name that is not its own (a camera's calibration)."""
+    before, after, out = _purge_in_a_state_folder_they_named(
+        tmp_path, fake_source, fake_home, run_installer,
+        theirs={"calibration.json": '{"fx": 1200.5, "fy": 1199.0}\n'}, daemons={"daemon.log": _LOG_LINE})
+    assert after == before, out
 
 
 def test_reinstall_keeps_the_model_the_user_chose_in_config_json(tmp_path: Path, fake_source: Path, fake_home,
@@ -376,32 +392,20 @@ def test_purge_data_keeps_the_users_files_with_names_like_the_daemons(tmp_path: 
                                                                       run_installer) -> None:
     """In a state folder the user named, `--purge-data` removed by pattern: their daemon.log.old, notes kept in a
     daemon.log of their own (the daemon refuses to write into it) and daemon-launch.log.bak went with the logs."""
-    home = fake_home(tmp_path, "linux")
-    notes = home / "project"
-    notes.mkdir()
-    (notes / "daemon.log.old").write_text("my old server's log\n")
-    (notes / "daemon-launch.log.bak").write_text("mine\n")
-    (notes / "daemon-build.lock").write_text("make holds this\n")
-    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
-    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
-    run_installer(*args, env=env)
-    before = snapshot(notes)
-    (notes / "daemon.log.2").write_text("2026-12-01 03:00:00,123 INFO sine.daemon [MainThread] listening\n")
-    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
-    assert snapshot(notes) == before, out
+    before, after, out = _purge_in_a_state_folder_they_named(
+        tmp_path, fake_source, fake_home, run_installer,
+        theirs={"daemon.log.old": "my old server's log\n", "daemon-launch.log.bak": "mine\n",
+                "daemon-build.lock": "make holds this\n"},
+        daemons={"daemon.log.2": _LOG_LINE})
+    assert after == before, out
 
 
 def test_purge_data_keeps_a_daemon_log_that_is_not_the_daemons(tmp_path: Path, fake_source: Path, fake_home,
                                                                run_installer) -> None:
-    home = fake_home(tmp_path, "linux")
-    notes = home / "project"
-    notes.mkdir()
-    (notes / "daemon.log").write_text("notes on the print daemon\n")
-    (notes / "daemon.log.1").write_text("more notes\n")
-    (notes / "daemon-launch.log").write_text("how I launch my print daemon\n")
-    env = {"HOME": str(home), "SINE_STATE_DIR": str(notes), "PATH": str(Path(sys.executable).parent)}
-    args = ("--source-root", fake_source, "--skip-backend", "--no-start")
-    run_installer(*args, env=env)
-    before = snapshot(notes)
-    out = run_installer(*args, "--uninstall", "--purge-data", env=env).stdout
-    assert snapshot(notes) == before, out
+    """Files with the daemon's exact names that hold the user's own words stay (the daemon refuses to write them)."""
+    before, after, out = _purge_in_a_state_folder_they_named(
+        tmp_path, fake_source, fake_home, run_installer,
+        theirs={"daemon.log": "notes on the print daemon\n", "daemon.log.1": "more notes\n",
+                "daemon-launch.log": "how I launch my print daemon\n"},
+        daemons={})
+    assert after == before, out

@@ -6,13 +6,16 @@ of daemon errors are checked here, with the same pure-ZMTP transport the plug-in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,26 +224,34 @@ def test_content_weight_goes_with_the_style_picture_and_the_two_stay_within_one(
         job.run_edit_results(None, too_much, picture(8, 8, 1), style_image=picture(8, 8, 2))  # refused before sending
 
 
-def test_a_long_step_says_how_long_it_has_worked(monkeypatch, tmp_path) -> None:
-    """One step without news (a 3000x2000 layer's sampling step: 113 s on the demo model, bench/progress_gaps.py):
-    after SLOW_STEP_S the progress text says how long the step has run, so the window's line keeps moving.
-    A protocol stand-in on a real ZeroMQ socket gives a 1.5 s step (the real daemon's steps are quick at test sizes)."""
+@contextlib.contextmanager
+def _standin_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **standin: Any) -> Iterator[Any]:
+    """A client of the plug-in's own connect() to the protocol stand-in (tests/hosts/krita/krita_standin.py)
+    on a real ZeroMQ socket, with its token; both closed after."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
     from krita_standin import TOKEN, StandinDaemon
 
-    daemon = StandinDaemon(finetune_steps=1, sample_steps=1, step_s=1.5)
+    daemon = StandinDaemon(**standin)
     config = tmp_path / "config"
     config.mkdir()
     (config / "token").write_text(TOKEN)
     monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
-    monkeypatch.setattr(job, "SLOW_STEP_S", 0.5)
-    seen: list[job.Progress] = []
     client = job.connect(daemon.endpoint)
     try:
-        job.run_edit(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 1), on_progress=seen.append)
+        yield client
     finally:
         client.close()
         daemon.close()
+
+
+def test_a_long_step_says_how_long_it_has_worked(monkeypatch, tmp_path) -> None:
+    """One step without news (a 3000x2000 layer's sampling step: 113 s on the demo model, bench/progress_gaps.py):
+    after SLOW_STEP_S the progress text says how long the step has run, so the window's line keeps moving.
+    A protocol stand-in on a real ZeroMQ socket gives a 1.5 s step (the real daemon's steps are quick at test sizes)."""
+    monkeypatch.setattr(job, "SLOW_STEP_S", 0.5)
+    seen: list[job.Progress] = []
+    with _standin_client(monkeypatch, tmp_path, finetune_steps=1, sample_steps=1, step_s=1.5) as client:
+        job.run_edit(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 1), on_progress=seen.append)
     working = [p for p in seen if "· working" in p.text]
     assert working, [p.text for p in seen]
     assert any(p.text.startswith("fine-tuning 1/1 · working") for p in working), [p.text for p in seen]
@@ -250,21 +261,9 @@ def test_a_long_step_says_how_long_it_has_worked(monkeypatch, tmp_path) -> None:
 def test_the_tiles_of_a_long_step_show_in_the_text_and_move_the_bar(monkeypatch, tmp_path) -> None:
     """A big layer's step reports its tiles (`part`/`parts`, a protocol stand-in on a real ZeroMQ socket):
     the progress text names the tile and the bar's fraction moves inside the step."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
-    from krita_standin import TOKEN, StandinDaemon
-
-    daemon = StandinDaemon(finetune_steps=1, sample_steps=2, tiles=4)
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "token").write_text(TOKEN)
-    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
     seen: list[job.Progress] = []
-    client = job.connect(daemon.endpoint)
-    try:
+    with _standin_client(monkeypatch, tmp_path, finetune_steps=1, sample_steps=2, tiles=4) as client:
         job.run_edit(client, job.EditRequest(prompt="tiled", subject="shape"), picture(16, 12, 1), on_progress=seen.append)
-    finally:
-        client.close()
-        daemon.close()
     texts = [p.text for p in seen]
     assert texts.index("sampling 0/2 · tile 2/4") < texts.index("sampling 1/2") < texts.index("sampling 1/2 · tile 2/4")
     fraction = {p.text: p.fraction for p in seen}
@@ -275,19 +274,7 @@ def test_the_tiles_of_a_long_step_show_in_the_text_and_move_the_bar(monkeypatch,
 def test_a_step_longer_than_the_idle_timeout_is_not_given_up_while_the_daemon_beats(monkeypatch, tmp_path) -> None:
     """The plug-in gave up after idle_timeout_s (600 s) without an event, though the daemon's heartbeat said
     it was working: a big layer's step on a slow model takes longer. Scaled down: a 2 s step, 0.3 s beats, 1 s."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "krita"))
-    from krita_standin import TOKEN, StandinDaemon
-
-    daemon = StandinDaemon(finetune_steps=1, sample_steps=1, step_s=2.0, heartbeat_s=0.3)
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "token").write_text(TOKEN)
-    monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
-    client = job.connect(daemon.endpoint)
-    try:
+    with _standin_client(monkeypatch, tmp_path, finetune_steps=1, sample_steps=1, step_s=2.0, heartbeat_s=0.3) as client:
         results = job.run_edit_results(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 2),
                                        on_progress=lambda _p: None, idle_timeout_s=1.0)  # fmt: skip
-    finally:
-        client.close()
-        daemon.close()
     assert len(results) == 1 and results[0].image.size == (16, 12)
