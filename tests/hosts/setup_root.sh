@@ -8,11 +8,19 @@ SUITE=${SUITE:-trixie}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 T0=$(date +%s)
 
-if ! command -v debootstrap >/dev/null; then
+# .ci/run builds both roots side by side: on a fresh host both would run the host's apt at once
+# and the second dies on apt's lock ("Could not get lock /var/lib/apt/lists/lock"), so take turns.
+install_debootstrap() {
+    command -v debootstrap >/dev/null && return
     log "installing debootstrap (bookworm, host)"
     apt-get update -q >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-fi
+}
+exec 9>/tmp/sine-host-apt.lock
+flock 9
+install_debootstrap
+flock -u 9
+exec 9>&-
 
 if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
     log "debootstrap $SUITE -> $ROOT"
