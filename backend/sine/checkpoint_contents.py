@@ -51,6 +51,8 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
         return "a Stable Diffusion 3 model (a transformer, no UNet)"
     if any("double_blocks." in k for k in keys):
         return "a Flux model (a transformer, no UNet)"
+    if (what := _family_by_keys(keys)) is not None:
+        return what
     if any(k.startswith("conditioner.embedders.0.model.") for k in keys):  # OpenCLIP-G alone, first
         return ("an SDXL refiner (one OpenCLIP text encoder, conditioned on an aesthetic score: it only refines "
                 "pictures made by SDXL base; use SDXL base or one of its fine-tunes)")
@@ -69,10 +71,13 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
         return ("a whole model in diffusers' key names in one file (unet.*, vae.*, text_encoder.*), which diffusers' "
                 "single-file loader does not read; pass the model as a diffusers folder (save_pretrained) or the "
                 "original checkpoint")
+    if not has_unet and (what := _part_alone(keys)) is not None:
+        return what
     if not has_unet:
         vae_keys = [k for k in keys if k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv", VAE_PREFIX))]
         if vae_keys and len(vae_keys) == len(keys):
-            return "a VAE alone (the image decoder that some checkpoints ship separately, not a whole model)"
+            return ("a VAE alone (the image decoder that some checkpoints ship separately, not a whole model; to use it, "
+                    "put it beside its checkpoint as CHECKPOINT.vae.safetensors)")
         if any(k.startswith(("down_blocks.", "conv_in.")) for k in keys):
             return "a UNet alone in diffusers' layout (not a whole model with its text encoder and VAE)"
         if any(k.startswith("input_blocks.") for k in keys) and any(k.startswith("out.") for k in keys):
@@ -80,6 +85,51 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
                     "ComfyUI's diffusion_models files come)")
         return f"not a Stable Diffusion checkpoint (no {UNET_PREFIX}* UNet weights; its keys start with " \
                f"{', '.join(sorted({k.split('.')[0] for k in keys})[:4])})"
+    return None
+
+
+_TRANSFORMERS = (  # diffusion transformers (no UNet), told by keys of theirs no SD file has: (marks, name)
+    (("single_transformer_blocks.",), "a Flux model (a transformer, no UNet)"),
+    (("context_embedder.",), "a Stable Diffusion 3 model (a transformer, no UNet)"),
+    (("y_embedder.", "caption_projection.", "adaln_single."), "a PixArt model (PixArt-α/Σ or Sana: a transformer, no UNet)"),
+    (("mlp_t5.", "text_embedding_padding"), "a Hunyuan-DiT model (a transformer, no UNet)"),
+    (("x_embedder.", "t_embedder.", "final_layer."), "a diffusion transformer (DiT, no UNet)"),
+)
+
+
+def _family_by_keys(keys: list[str]) -> str | None:
+    """A model of a family other than SD 1.x/2.x/XL told by its keys (diffusers' own reading of the
+    keys misses these, or calls them a UNet alone or an image-conditioned model), in words; None."""
+    if any(k in ("edm_mean", "edm_std") for k in keys):
+        return ("a Playground v2.5 model: SDXL's architecture trained on an EDM noise schedule (edm_mean/edm_std), which "
+                "SINE's DDIM sampler on SD's DDPM schedule cannot sample (its pictures would come out as noise); "
+                "use SDXL base or an SDXL fine-tune")
+    if any(".time_stack." in k or ".time_mixer." in k for k in keys):
+        return ("a Stable Video Diffusion model (it makes a short video from a picture, not pictures from a prompt); "
+                "use a Stable Diffusion 1.x, 2.x or XL text-to-image model")
+    if any(m in k for k in keys for m in ("clip_txt_mapper", "effnet_mapper", ".channelwise.")):
+        return "a Stable Cascade model (Würstchen stages, no SD UNet)"
+    if any("encoder_hid_proj.image_embeds" in k or "encoder_hid_proj.text_image_embeds" in k for k in keys):
+        return "a Kandinsky 2.x UNet (conditioned on its prior's picture embedding, not on CLIP text)"
+    if any("motion_modules." in k for k in keys):
+        return "an AnimateDiff motion module (it animates a base model, it is not one)"
+    for marks, name in _TRANSFORMERS:
+        if not any(k.startswith(UNET_PREFIX) for k in keys) and any(k.startswith(marks) for k in keys):
+            return name
+    return None
+
+
+def _part_alone(keys: list[str]) -> str | None:
+    """A text or image encoder saved alone (CLIP-L/G in transformers' or OpenCLIP's layout, T5), in
+    words; None."""
+    if any(k.startswith("vision_model.") or k.startswith("visual.") for k in keys) and not any(
+            "text_model." in k for k in keys):
+        return "an image encoder alone (CLIP vision, as IP-Adapters and unCLIP read pictures with), not a whole model"
+    if any(".SelfAttention." in k or ".DenseReluDense." in k for k in keys):
+        return "a text encoder alone (T5, as SD3, Flux and PixArt read prompts with), not a whole model"
+    if any(m in k for k in keys for m in ("text_model.encoder.", "transformer.resblocks.", "token_embedding.")):
+        return ("a text encoder alone (CLIP: the part of a checkpoint that reads the prompt), not a whole model; a "
+                "checkpoint carries its own")
     return None
 
 
