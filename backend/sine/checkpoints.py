@@ -644,8 +644,8 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
         raise BadModel(f"{path} holds a UNet but no text encoder (no cond_stage_model.* / conditioner.* weights); "
                        f"{USE_A_MODEL} with its text encoder")
     if not any(k.startswith(VAE_PREFIX) for k in keys) and vae_companion(path) is None:
-        raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). Put the VAE meant for it next to "
-                       f"it as {path.stem}.vae.safetensors, or use a version of the checkpoint with the VAE baked in")
+        raise BadModel(f"{path} has no VAE baked in (no {VAE_PREFIX}* weights). {_vae_to_get(path, keys)}, or use a "
+                       "version of the checkpoint with the VAE baked in")
     if (what := timestep_expert(safetensors_metadata(path))) is not None:
         raise BadModel(f"{path} is {what}")
     if (companion := vae_companion(path)) is not None:
@@ -654,6 +654,19 @@ def check_contents(path: Path, state: dict[str, Any]) -> None:
         if why is not None:
             raise BadModel(f"{companion}, beside {path.name} as its VAE, {why}: put the VAE made for this model "
                            "there (or remove it, when the checkpoint has its VAE baked in)")
+
+
+_FAMILY_VAES = {False: ("Stable Diffusion 1.x/2.x", "stabilityai/sd-vae-ft-mse-original",
+                         "vae-ft-mse-840000-ema-pruned.safetensors"),
+                 True: ("SDXL", "stabilityai/sdxl-vae", "sdxl_vae.safetensors")}
+
+
+def _vae_to_get(path: Path, keys: list[str]) -> str:
+    """Which VAE a checkpoint shipped without one takes (its family's published one), where to get it
+    and where to put it."""
+    family, repo, file = _FAMILY_VAES[any(k.startswith("conditioner.embedders.") for k in keys)]
+    return (f"Download {family}'s VAE once while online ({file} from huggingface.co/{repo}, e.g. `hf download {repo} "
+            f"{file}`) and put it next to the checkpoint as {path.stem}.vae.safetensors (a copy or a link)")
 
 
 _XL_VAE_NAME = re.compile(r"sdxl|sd_xl|(^|[^a-z])xl[-_ ]?vae")

@@ -508,3 +508,19 @@ def test_broken_config_folder_beside_a_file_names_the_file(tiny_folder, tmp_path
     for call in (*calls, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises((ModelMissing, BadModel), match=rf"m\.config/{part}"):
             call(path)
+
+
+def test_checkpoint_without_vae_names_the_vae_of_its_family_and_where_to_get_it(tiny_folder, tmp_path):
+    """'Put the VAE meant for it next to it' left a painter offline guessing which one: SD 1.x/2.x
+    files are told Stability's ft-MSE VAE, SDXL files SDXL's own, each with its repository and file."""
+    sd = write_single_file(tiny_folder, tmp_path / "sd" / "full.safetensors")
+    (tmp_path / "xl").mkdir()
+    xl = write_sdxl_single_file(make_tiny_sdxl(tmp_path / "xl-folder"), tmp_path / "xl" / "full.safetensors")
+    expected = {sd: r"stabilityai/sd-vae-ft-mse-original.*vae-ft-mse-840000-ema-pruned\.safetensors",
+                xl: r"stabilityai/sdxl-vae.*sdxl_vae\.safetensors"}
+    for full, words in expected.items():
+        bare = _rewrite(full, full.with_name("pruned.safetensors"),
+                        lambda s: {k: v for k, v in s.items() if not k.startswith("first_stage_model.")})
+        for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+            with pytest.raises(BadModel, match=rf"has no VAE baked in.*{words}.*pruned\.vae\.safetensors"):
+                call(bare)
