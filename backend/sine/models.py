@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -198,18 +199,41 @@ class BaseModel:
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, H, W) → scaled latents (B, 4, H/f, W/f)."""
-        dist = self.vae.encode(pixels.to(self.device, weight_dtype(self.vae))).latent_dist
-        z = dist.sample(generator) if generator is not None else dist.mean
-        shift, scale = self._latent_norm(z)
-        return (z - shift) * scale
+        def encode() -> torch.Tensor:
+            dist = self.vae.encode(pixels.to(self.device, weight_dtype(self.vae))).latent_dist
+            z = dist.sample(generator) if generator is not None else dist.mean
+            shift, scale = self._latent_norm(z)
+            return (z - shift) * scale
+
+        return self._finite_vae(encode, pixels, "encodes")
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents → pixels in [0, 1] (B, 3, H, W), float32 on the CPU."""
-        latents = latents.to(weight_dtype(self.vae))
-        shift, scale = self._latent_norm(latents)
-        images = self.vae.decode(latents / scale + shift).sample
+        def decode() -> torch.Tensor:
+            z = latents.to(weight_dtype(self.vae))
+            shift, scale = self._latent_norm(z)
+            return self.vae.decode(z / scale + shift).sample
+
+        images = self._finite_vae(decode, latents, "decodes")
         return ((images.float() + 1) / 2).clamp(0, 1).cpu()
+
+    def _finite_vae(self, run: Callable[[], torch.Tensor], given: torch.Tensor, what: str) -> torch.Tensor:
+        """`run()`, the VAE's pass; a half-precision VAE whose activations overflow (NaN/inf from
+        finite input) is run in fp32 from then on, as diffusers' `force_upcast` and A1111's NaN check
+        do, instead of turning the edit black."""
+        out = run()
+        if torch.isfinite(out).all() or not torch.isfinite(given).all():
+            return out
+        if weight_dtype(self.vae) in (torch.float16, torch.bfloat16):
+            log.warning("%s: the VAE overflowed in %s when it %s; it runs in fp32 from now on", self.model_id,
+                        str(weight_dtype(self.vae)).removeprefix("torch."), what)
+            self.vae.float()
+            out = run()
+        if not torch.isfinite(out).all():
+            raise BadModel(f"the VAE of {self.model_id} gives NaN/inf when it {what}, even in fp32: it is broken; "
+                           "give the model a working VAE, or download it again")
+        return out
 
 
 def checkpoint_path(model: str | os.PathLike) -> Path:
@@ -352,6 +376,7 @@ def load_base_model(
     for tok, encoder in ((tokenizer, text_encoder), (tokenizer_2, text_encoder_2)):
         if tok is not None and encoder is not None:  # no model_max_length in its config reads as 1e30
             tok.model_max_length = min(int(tok.model_max_length), int(encoder.config.max_position_embeddings))
+    check_finite_weights(where, unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2)
     scheduler_config, overridden = forced_scheduler_config(raw_scheduler, where)
     for module in (unet, vae, text_encoder, text_encoder_2):
         if module is not None:
@@ -378,6 +403,25 @@ def load_base_model(
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
     return base
+
+
+_PART_NAMES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder", "text_encoder_2": "second text encoder"}
+
+
+def check_finite_weights(where: str, **parts: torch.nn.Module | None) -> None:
+    """Refuse, naming the part and one tensor, weights holding inf or NaN (a broken merge or
+    conversion): they load, then turn every edit black or grey after the fine-tune."""
+    single = is_single_file(where)
+    for part, module in parts.items():
+        for name, tensor in (module.state_dict().items() if module is not None else ()):
+            if tensor.is_floating_point() and not torch.isfinite(tensor.sum(dtype=torch.float32)):  # 20× isfinite's speed
+                if part == "vae":
+                    fix = (f"put a working VAE beside it as {Path(where).stem}.vae.safetensors, or download it again"
+                           if single else "put a working VAE in its vae/ folder, or download the model again")
+                else:
+                    fix = "download it again, or use another version of the model"
+                raise BadModel(f"{where}: its {_PART_NAMES[part]} holds non-finite weights (inf or NaN, e.g. {name}): "
+                               f"a broken merge or conversion; {fix}")
 
 
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:

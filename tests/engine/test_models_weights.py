@@ -202,3 +202,46 @@ def test_component_weights_under_the_other_librarys_name_load(tiny_folder, tmp_p
         ours, theirs = getattr(loaded, name).state_dict(), getattr(reference, name).state_dict()
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
+def _vae_scaled(folder, factor: float, dtype=torch.float16):
+    """The folder's VAE saved again in `dtype` with its first convolutions `factor` times larger:
+    finite weights whose activations overflow fp16 (as some fine-tuned VAEs' do), fine in fp32."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder / "vae")
+    with torch.no_grad():
+        vae.encoder.conv_in.weight.mul_(factor)
+        vae.decoder.conv_in.weight.mul_(factor)
+    shutil.rmtree(folder / "vae")
+    vae.to(dtype).save_pretrained(folder / "vae")
+    return vae
+
+
+def test_a_vae_that_overflows_in_half_precision_runs_in_fp32_instead(tiny_folder, tmp_path):
+    """In fp16 such a VAE decoded to NaN (a black result after minutes of fine-tuning); it is run in
+    fp32 from then on, as diffusers' `force_upcast` and A1111's NaN check do, giving fp32's pixels."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "overflowing-vae")
+    _vae_scaled(folder, 3e4)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    pixels = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    reference = load_base_model(folder, device="cpu", dtype=torch.float32)
+    half = load_base_model(folder, device="cpu", dtype=torch.float16)
+    decoded = half.decode_latents(latents)
+    assert torch.isfinite(decoded).all()
+    assert torch.allclose(decoded, reference.decode_latents(latents), atol=2e-2)
+    assert torch.isfinite(half.encode_image(pixels)).all()
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_component(tiny_folder, tmp_path):
+    """A VAE (or UNet, text encoder) holding inf/NaN weights (a broken merge or conversion) loaded and
+    turned every edit black or grey; the load is refused, naming the component and what to do."""
+    folder = shutil.copytree(tiny_folder, tmp_path / "broken-vae")
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder / "vae")
+    with torch.no_grad():
+        vae.decoder.conv_in.weight[0, 0, 0, 0] = float("inf")
+    vae.save_pretrained(folder / "vae")
+    with pytest.raises(BadModel, match=r"VAE holds non-finite weights \(inf or NaN.*decoder\.conv_in\.weight.*working VAE in its vae/"):
+        load_base_model(folder, device="cpu")
