@@ -13,7 +13,7 @@ from .errors import BadModel
 
 log = logging.getLogger("sine.models")
 
-PREDICTIONS = {"epsilon": "ε-prediction", "v_prediction": "v-prediction"}
+PREDICTIONS = {"epsilon": "ε-prediction", "v_prediction": "v-prediction", "sample": "x₀-prediction"}
 
 # The paper's sampler (docs/design.md §7.3): DDIM, leading spacing, steps_offset 1, no alpha-to-one, and
 # nothing that bends the latents: no clipping to [-1, 1] (DDIM's default when a config omits the key)
@@ -54,7 +54,7 @@ SMALL_MODEL = 512  # below this native size (the demo model, tiny test models) w
 
 @dataclass(frozen=True)
 class ModelKind:
-    """family: SD1 | SD2 | SDXL; prediction: epsilon | v_prediction; size: native side in pixels."""
+    """family: SD1 | SD2 | SDXL; prediction: epsilon | v_prediction | sample; size: native side in pixels."""
 
     family: str
     prediction: str
@@ -164,9 +164,9 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                        "Stable Diffusion 1.x, 2.x or XL model")
     prediction = scheduler_config.get("prediction_type", "epsilon")
     if prediction not in PREDICTIONS:
-        what = {"sample": " (x₀-prediction: the clean picture)"}.get(str(prediction), "")
-        raise BadModel(f"{where} predicts {prediction!r}{what}; SINE supports ε-prediction (epsilon) and v-prediction "
-                       "(v_prediction) models only: use an ε- or v-prediction Stable Diffusion 1.x, 2.x or XL model")
+        raise BadModel(f"{where} predicts {prediction!r}; SINE supports ε-prediction (epsilon), v-prediction "
+                       "(v_prediction) and x₀-prediction (sample) models: put back the scheduler config this model "
+                       "was released with")
 
 
 _OTHER_VAES = {  # VAE classes found in vae/ of SD-shaped folders, in words

@@ -85,7 +85,7 @@ class BaseModel:
 
     @property
     def prediction_type(self) -> str:
-        """What the UNet predicts: "epsilon" or "v_prediction" (the scheduler config's prediction_type)."""
+        """What the UNet predicts: "epsilon", "v_prediction" or "sample" (the scheduler config's prediction_type)."""
         return str(self.scheduler_config.get("prediction_type", "epsilon"))
 
     @property
@@ -393,8 +393,8 @@ def load_base_model(
                      tokenizer=tokenizer, scheduler_config=scheduler_config, device=dev, dtype=dt,
                      offset_noise=training_offset_noise(configs), scheduler_overrides=overridden,
                      text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, zeros_for_empty_prompt=zeros)
-    if base.prediction_type == "v_prediction":
-        install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod)
+    if base.prediction_type != "epsilon":  # v or x₀ ("sample"): answered in ε
+        install_epsilon_outputs(unet, base.new_scheduler().alphas_cumprod, base.prediction_type)
     distilled = distilled_note(display_name(Path(model_id)), dict(unet.config), raw_scheduler)
     for note in (distilled, vae_note(dict(unet.config), dict(vae.config))):
         if note:

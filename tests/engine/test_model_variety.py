@@ -149,10 +149,44 @@ def test_inpainting_models_are_refused_clearly(tmp_path):
         load_base_model(path, device="cpu")
 
 
-def test_sample_prediction_is_refused(tmp_path):
+def test_sample_prediction_samples_as_diffusers_sample_ddim_and_finetunes(tmp_path, source_image):
+    """An x₀-prediction model (`prediction_type` "sample") was refused; its UNet now answers in ε (the
+    ε its x̂₀ stands for at the call's z_t and t), so one guided DDIM step equals diffusers' own
+    sample-prediction DDIM step on the guided x̂₀, and fine-tuning trains against x₀."""
+    from diffusers import DDIMScheduler
+
+    from sine.images import to_pil
+    from sine.model_kind import forced_scheduler_config
+    from sine.predictions import raw_outputs
+    from sine.sampler import SamplingSettings, sample_edit
+
     folder = make_tiny_sd(tmp_path / "x0", scheduler=dict(SD1_SCHEDULER, prediction_type="sample"))
-    with pytest.raises(BadModel, match=r"'sample' \(x₀-prediction.*epsilon.*v_prediction.*use an ε- or v-prediction"):
-        load_base_model(folder, device="cpu")
+    assert describe_model(folder).describe() == "SD1, x₀-prediction, 32 px"
+    base = load_base_model(folder, device="cpu")
+    reference = DDIMScheduler.from_config(forced_scheduler_config(base.scheduler_config)[0])
+    assert reference.config.prediction_type == "sample"
+    reference.set_timesteps(1)
+    t = int(reference.timesteps[0])
+    with torch.no_grad():
+        z = torch.randn((1, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(3)) * reference.init_noise_sigma
+        states = base.encode_prompts(["", "a blue disc"])
+        tt = torch.tensor([t, t])
+        with raw_outputs():
+            x0 = base.unet(torch.cat([z, z]), tt, states).sample
+        eps = base.unet(torch.cat([z, z]), tt, states).sample
+        a = reference.alphas_cumprod[t]
+        assert torch.allclose(eps, (z - a.sqrt() * x0) / (1 - a).sqrt(), atol=1e-5)
+        s = SamplingSettings(steps=1, seed=3, strength=1.0)
+        guided = x0[:1] + s.guidance * (x0[1:] - x0[:1])
+        expected = to_pil(base.decode_latents(reference.step(guided, t, z, eta=0.0).prev_sample))
+        got = sample_edit(base, None, "a blue disc", 32, 32, s)
+    diff = (torch.tensor(list(got.getdata())) - torch.tensor(list(expected.getdata()))).abs().max()
+    assert diff <= 1, diff
+    untrained = finetune(base, source_image, PROMPT, FinetuneSettings(method="full", steps=0, patch=False))
+    trained = finetune(base, source_image, PROMPT, FinetuneSettings(method="full", steps=10, lr=1e-3, patch=False))
+    before = evaluation_loss(base, untrained, source_image, n=4)  # evaluation measures the x₀-loss
+    after = evaluation_loss(base, trained, source_image, n=4)
+    assert after < 0.8 * before, (before, after)
 
 
 def test_broken_downloads_name_the_file(tiny_folder, tmp_path):
