@@ -64,6 +64,21 @@ def test_several_results_with_strength_and_a_style_picture(daemon: DaemonProcess
         assert len(again.images) == 1 and "style_cache_hit" not in _edit(client, image)[-1].header
 
 
+def test_a_style_weight_of_0_skips_the_style_finetune_and_keeps_the_pixels(daemon: DaemonProcess):
+    """β₂ = 0 weighs the style model by 0: the style picture is not fine-tuned, and the result is the plain
+    edit's (content weight 1 − v, as one fine-tuned model guides), byte for byte."""
+    image, style = make_image(32, 32, seed=45), make_image(24, 40, seed=46)
+    with Client(daemon.endpoint, daemon.token) as client:
+        zero = _edit(client, image, style, style_weight=0.0)
+        plain = _edit(client, image)[-1]
+    assert zero[-1].type == "result" and plain.type == "result", (zero[-1].header, plain.header)
+    starts = [e.header["total"] for e in zero if e.type == "progress" and e.header["phase"] == "finetune"
+              and e.header["step"] == 0]
+    assert starts == [2]  # the source's 2 steps, never the style picture's
+    assert "style_cache_hit" not in zero[-1].header and plain.header["cache_hit"]
+    assert zero[-1].images[0].data == plain.images[0].data
+
+
 def test_engine_refusals_come_back_as_errors(daemon: DaemonProcess):
     with Client(daemon.endpoint, daemon.token) as client:
         final = _edit(client, make_image(32, 32, seed=42), count=2, start="inversion")[-1]

@@ -53,6 +53,29 @@ def test_count_strength_and_style_write_one_file_per_result(tiny_folder, picture
     assert "out-2.png (32×32, seed 1)" in proc.stderr  # the seed that draws it again alone
 
 
+def test_a_style_weight_of_0_fine_tunes_no_style_model_and_keeps_the_content_weights_pixels(tiny_folder, pictures,
+                                                                                           tmp_path):
+    """`--style-weight 0`: no style fine-tune (none in the estimate either); the pixels are the edit without the
+    style picture's term, so a content weight given with it still counts (0.5 here, not 1 − v)."""
+    common = [str(pictures / "source.png"), "--prompt", "a blue disc", "--model", str(tiny_folder),
+              "--finetune-steps", "2", "--steps", "4", "--width", "32", "--height", "32", "--device", "cpu",
+              "--strength", "1", "--weights", str(tmp_path / "weights")]
+    zero = run_sine("edit", *common, "--style-from", str(pictures / "style.png"), "--style-weight", "0",
+                    "--content-weight", "0.5", "--out", str(tmp_path / "zero.png"))
+    assert zero.returncode == 0, zero.stderr
+    assert "fine-tuning (style)" not in zero.stderr
+    assert "fine-tune 2 steps" in estimate_line(zero.stderr)  # the source's 2 only
+    small = run_sine("edit", *common, "--style-from", str(pictures / "style.png"), "--style-weight", "0.000001",
+                     "--content-weight", "0.5", "--out", str(tmp_path / "small.png"))
+    plain = run_sine("edit", *common, "--out", str(tmp_path / "plain.png"))
+    assert small.returncode == plain.returncode == 0, small.stderr + plain.stderr
+    assert "fine-tuning (style)" in small.stderr
+    pixels = {name: Image.open(tmp_path / f"{name}.png").tobytes() for name in ("zero", "small", "plain")}
+    assert pixels["zero"] != pixels["plain"]  # β₁ 0.5, not the plain edit's 1 − v
+    near = sum(abs(a - b) for a, b in zip(pixels["zero"], pixels["small"], strict=True)) / len(pixels["zero"])
+    assert near < 0.5  # and a style weight of 1e-6 is all but the same picture
+
+
 def test_a_default_edit_runs_the_default_share_of_steps_from_the_noised_source(tiny_folder, pictures, tmp_path):
     common = ["--prompt", "a blue disc", "--model", str(tiny_folder), "--finetune-steps", "2", "--steps", "10",
               "--device", "cpu", "--weights", str(tmp_path / "weights")]

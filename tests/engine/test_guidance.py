@@ -54,3 +54,32 @@ def test_k_switch_decides_when_the_finetuned_model_guides(base, source_image, k,
     assert len(ft_calls) == expected_ft_calls
     assert all(t >= k for t in ft_calls)
     assert pre_calls == [2] * 10  # ε(∅) and ε(c) batched into one call per step
+
+
+@pytest.mark.parametrize("content_weight", [None, 0.5])
+def test_a_style_weight_of_0_leaves_the_style_model_out_with_the_same_pixels(base, source_image, content_weight):
+    """β₂ = 0: the guides without the style model sample the same bytes as with it at weight 0, and the
+    style model is never called (so the daemon and `sine edit` need not fine-tune it)."""
+    from sine.noise_prediction import FinetunedGuide, content_and_style_guides, style_model_used
+
+    content = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
+    style = finetune(base, source_image.transpose(0), "picture of a sks cat", FinetuneSettings(steps=1))
+    settings = SamplingSettings(steps=6, k=0, strength=1.0, seed=3)
+    assert not style_model_used(settings.v, content_weight, 0.0) and style_model_used(settings.v, content_weight, 0.1)
+    without = content_and_style_guides(content, None, settings, content_weight=content_weight, style_weight=0.0)
+    assert [g.model for g in without] == [content]
+    k = base.model_timestep(settings.k)
+    weight = without[0].guide.weight
+    with_zero = [FinetunedGuide(content, Guide(weight, k, 10_000)), FinetunedGuide(style, Guide(0.0, k, 10_000))]
+    style_calls = []
+    hook = style.unet.register_forward_hook(lambda *_: style_calls.append(1))
+    try:
+        before = sample_edit(base, with_zero, "a cat", 32, 32, settings)
+        assert style_calls  # the old guides called it every step, to weigh it by 0
+        style_calls.clear()
+        after = sample_edit(base, without, "a cat", 32, 32, settings)
+    finally:
+        hook.remove()
+    assert not style_calls and after.tobytes() == before.tobytes()
+    with pytest.raises(ValueError):
+        content_and_style_guides(content, None, settings, content_weight=content_weight, style_weight=0.1)

@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..job_notes import job_prompts
     from ..large_canvas import default_working_size
     from ..models import load_base_model
-    from ..noise_prediction import content_and_style_guides
+    from ..noise_prediction import content_and_style_guides, style_model_used
     from ..prompts import source_prompt
     from ..sampler import SamplingSettings, sample_edits, sample_steps
 
@@ -178,6 +178,9 @@ def _run(args: argparse.Namespace) -> int:
         return choice, finetune_settings, sampling_settings
 
     choice, settings, sampling = settings_for(args.quality)
+    weighted = style_image is not None  # multi-model guidance's weights, even with the style model left out
+    if weighted and not style_model_used(sampling.v, args.content_weight, args.style_weight):
+        style_image = None  # style weight 0: the same pixels without the style picture's fine-tune
     weights = Path(args.weights) if args.weights else None
     style_weights = Path(args.style_weights) if args.style_weights else None
     reuse, style_reuse = saved_finetune(weights), saved_finetune(style_weights)
@@ -226,8 +229,9 @@ def _run(args: argparse.Namespace) -> int:
 
     model = fine_tuned(source, prompt_src, weights, "", ft_marks)
     guides = model
-    if style_image is not None:
-        style_model = fine_tuned(style_image, source_prompt(args.style_subject, args.style), style_weights, "style ")
+    if weighted:
+        style_model = None if style_image is None else fine_tuned(
+            style_image, source_prompt(args.style_subject, args.style), style_weights, "style ")
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
     t_sample = time.perf_counter()

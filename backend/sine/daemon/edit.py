@@ -84,10 +84,12 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     guides: Any = tuned
     style_hit = None
     if request.style_image is not None:  # multi-model guidance: the second picture fine-tuned and cached alike
-        style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
-                                               report, should_stop, timings, loaded)
         from sine.noise_prediction import content_and_style_guides
 
+        style_tuned = None
+        if _style_used(sampler_mod, request):  # style weight 0: the same pixels without its fine-tune
+            style_tuned, style_hit, _ = _finetuned(request, request.style_image, request.style_subject, base, cache,
+                                                   report, should_stop, timings, loaded)
         guides = content_and_style_guides(
             tuned, style_tuned, _sampling_settings(sampler_mod, request),
             content_weight=request.sampling.get("content_weight"), style_weight=request.sampling.get("style_weight"))
@@ -134,7 +136,7 @@ def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
         settings_dict = settings.to_dict(base.recipes)
         steps = 0
         pictures = [(request.image, request.subject)]
-        if request.style_image is not None:
+        if request.style_image is not None and _style_used(sampler_mod, request):
             pictures.append((request.style_image, request.style_subject))
         for image, subject in pictures:
             key = edit_cache_key(request, base, prompts_mod.source_prompt(subject, request.style), settings_dict,
@@ -157,6 +159,14 @@ def _sampling_settings(sampler_mod: Any, request: EditRequest) -> Any:
     sampling = request.sampling
     return sampler_mod.SamplingSettings(
         seed=request.seed, **{name: sampling[wire] for wire, name in wire_to_engine if wire in sampling})
+
+
+def _style_used(sampler_mod: Any, request: EditRequest) -> bool:
+    """Whether the style picture's model guides this edit (a style weight of 0 leaves it out)."""
+    from sine.noise_prediction import style_model_used
+
+    return style_model_used(_sampling_settings(sampler_mod, request).v, request.sampling.get("content_weight"),
+                            request.sampling.get("style_weight"))
 
 
 def _finetuned(request: EditRequest, image: RGBAImage, subject: str, base: Any, cache: WeightCache,
