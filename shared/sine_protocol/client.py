@@ -70,35 +70,62 @@ class _Transport(Protocol):
 
 
 class _PyzmqTransport:
-    """pyzmq DEALER. ``immediate`` keeps messages from queueing while no daemon is connected."""
+    """pyzmq DEALER. ``immediate`` keeps messages from queueing while no daemon is connected.
+
+    libzmq hands over no part of a message before its last, so what it gathers is bounded per part only
+    (ZMQ_MAXMSGSIZE: a bigger part costs the connection at its frame header). The count of parts and their
+    total are checked as they are read; a message past either costs the socket (libzmq's copy goes with
+    it), as it costs the pure transport its connection. A connection lost while a request waits (a reply
+    lost with it) is said at once, not at the silence timeout.
+    """
 
     name = "pyzmq"
 
-    def __init__(self, endpoint: str, token: str) -> None:
+    def __init__(self, endpoint: str, token: str, max_message: tuple[int, int], max_part: int) -> None:
         import zmq
 
         self._zmq = zmq
         self._endpoint = endpoint
+        self._credentials = plain_credentials(token)
+        self._max_parts, self._max_message_bytes = max_message
+        self._max_part = max_part
         self._ctx = zmq.Context()
+        self._open()
+
+    def _open(self) -> None:
+        zmq = self._zmq
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.setsockopt(zmq.IPV6, 1)  # a daemon on tcp://[::1]:PORT (IPv4 endpoints still work)
-        user, password = plain_credentials(token)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self._max_part)
+        user, password = self._credentials
         self._sock.setsockopt(zmq.PLAIN_USERNAME, user)
         self._sock.setsockopt(zmq.PLAIN_PASSWORD, password)
-        # Handshake outcomes: a refused token shows up here, not as an error on the socket.
+        # Handshake outcomes and lost connections: neither shows up as an error on the socket.
         self._monitor = self._sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._auth_failed = False
+        self._dropped = False  # a connection ended since the last send
         self._connected = False  # connected on the first send, after check_listener
 
-    def _check_auth(self) -> None:
+    def _shut(self) -> None:
+        self._sock.disable_monitor()
+        self._monitor.close(0)
+        self._sock.close(0)
+
+    def _read_monitor(self) -> None:
         from zmq.utils.monitor import recv_monitor_message
 
         while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)
-            self._auth_failed = event["event"] == self._zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == self._zmq.EVENT_DISCONNECTED:
+                self._dropped = True
+            else:
+                self._auth_failed = event == self._zmq.EVENT_HANDSHAKE_FAILED_AUTH
+
+    def _check_auth(self) -> None:
+        self._read_monitor()
         if self._auth_failed:
             raise refused_token(self._endpoint)
 
@@ -116,21 +143,57 @@ class _PyzmqTransport:
             self._check_auth()
             if time.monotonic() >= deadline:
                 raise DaemonUnavailable(unreachable_message(self._endpoint))
+        self._read_monitor()
+        self._dropped = False  # a connection that ended before this request took none of its replies
         try:
             self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[-1]) < 65536)
         except zmq.Again:
             raise DaemonUnavailable(unreachable_message(self._endpoint)) from None
 
     def recv(self, timeout: float | None) -> list[bytes] | None:
-        wait = -1 if timeout is None else int(max(timeout, 0.0) * 1000)
-        if not self._sock.poll(wait, self._zmq.POLLIN):
-            return None
-        return self._sock.recv_multipart()
+        zmq = self._zmq
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0.0) * 1000
+            ready = dict(poller.poll(wait))
+            if self._sock in ready:
+                return self._recv_bounded()
+            self._read_monitor()
+            if self._dropped:
+                self._dropped = False
+                raise DaemonUnavailable(f"lost the connection to the daemon at {self._endpoint} (it closed it,"
+                                        " or sent a part bigger than a reply can be)")
+            if not ready:
+                return None
+
+    def _recv_bounded(self) -> list[bytes]:
+        """The message that is ready, part by part, refused past the parts and bytes a reply can have."""
+        zmq = self._zmq
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            part = self._sock.recv(zmq.NOBLOCK)  # the whole message is here already
+            parts.append(part)
+            size += len(part)
+            more = self._sock.getsockopt(zmq.RCVMORE)
+            if size > self._max_message_bytes:
+                self._drop(f"a message of at least {size} bytes, over the limit of {self._max_message_bytes} bytes")
+            if more and len(parts) >= self._max_parts:
+                self._drop(f"a message of more than {self._max_parts} parts, over the limit")
+            if not more:
+                return parts
+
+    def _drop(self, what: str) -> None:
+        """Close the socket with the rest of a message past the bounds; the next send connects anew."""
+        self._shut()
+        self._open()
+        raise DaemonUnavailable(f"the daemon at {self._endpoint} sent {what}: the connection was dropped")
 
     def close(self) -> None:
-        self._sock.disable_monitor()
-        self._monitor.close(0)
-        self._sock.close(0)
+        self._shut()
         self._ctx.term()
 
 
@@ -243,7 +306,8 @@ class SineClient:
 
     def _make_transport(self, token: str) -> _Transport:
         if self._kind == "pyzmq":
-            return _PyzmqTransport(self.endpoint, token)
+            return _PyzmqTransport(self.endpoint, token, self._limits.max_reply_message(),
+                                   self._limits.max_reply_part())
         return _PureTransport(self.endpoint, self.timeout, token, self._limits.max_reply_message())
 
     # ------------------------------------------------------------ plumbing

@@ -136,6 +136,12 @@ class Limits:
         header = max(self.max_header_bytes, REPLY_HEADER_BYTES)
         return 1 + MAX_COUNT, header + raw + (raw >> 10) + 64 * MAX_COUNT
 
+    def max_reply_part(self) -> int:
+        """The largest single part of a daemon reply: its header, or every result's pixels in one blob. The
+        pyzmq client sets ZMQ_MAXMSGSIZE to it, so libzmq drops a bigger part at its frame header."""
+        raw = self.max_reply_bytes
+        return max(self.max_header_bytes, REPLY_HEADER_BYTES, raw + (raw >> 10) + 64)
+
     def check_results_fit(self, check: _Checker, count: int, output: tuple[int, int]) -> None:
         """Every result of an edit comes back in ONE ``result``, whose pixels (4 bytes each, before any
         compression) must fit ``max_reply_bytes``: the bound the clients hold replies to

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_daemon import FakeDaemon  # noqa: E402
+from hostile_server import HostileServer, announced_part, frame  # noqa: E402
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient  # noqa: E402
 from sine_protocol.frames import make_preview, resize_nearest  # noqa: E402
@@ -296,16 +297,57 @@ def test_a_final_reply_over_the_clients_bound_ends_the_request_in_words(daemon: 
         client.close()
 
 
-def test_a_reply_of_endless_parts_ends_the_request_in_words_on_the_pure_transport(daemon: FakeDaemon) -> None:
-    """The pure transport held every part of a reply whatever their number (a faulty peer's 100,000 empty parts,
-    or millions) before `decode_reply` could refuse it; now the connection is dropped past the parts a reply can
-    have (Limits.max_reply_message) and the request ends in words."""
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reply_of_endless_parts_ends_the_request_in_words(daemon: FakeDaemon, transport: str) -> None:
+    """Both transports held every part of a reply whatever their number (a faulty peer's 100,000 empty parts,
+    or millions) before `decode_reply` could refuse it; the pyzmq one then dropped it as an unroutable progress
+    event and the edit waited for the silence timeout. Past the parts a reply can have (Limits.max_reply_message)
+    the connection is now dropped and the request ends in words."""
     parts, size = Limits().max_reply_message()
     assert parts == 9 and Limits().max_reply_bytes < size < Limits().max_reply_bytes + 20 * 2**20
-    client = SineClient(daemon.endpoint, TOKEN, transport="pure", timeout=5)
+    client = SineClient(daemon.endpoint, TOKEN, transport=transport, timeout=5)
     try:
         rid = client.submit_edit(_image(16, 16), "endless")
         with pytest.raises(DaemonUnavailable, match="more than 9 parts"):
             list(client.events(rid, timeout=5))
+        assert client.hello()["type"] == "welcome"  # a new connection serves the next request
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_part_announced_past_any_reply_ends_the_request_at_once(transport: str) -> None:
+    """A peer at the daemon's endpoint announces one part of 1 TiB and sends none of it: the pyzmq transport
+    (no ZMQ_MAXMSGSIZE) waited for the terabyte, then for the silence timeout; now libzmq drops the
+    connection at the frame's header and the request ends in words at once."""
+    server = HostileServer(frame(b'{"v": 1}', more=True) + announced_part(2**40))
+    client = SineClient(server.endpoint, TOKEN, transport=transport, timeout=5)
+    try:
+        rid = client.submit_edit(_image(16, 16), "x")
+        start = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="connection|over the limit"):
+            list(client.events(rid, timeout=10))
+        assert server.sending.is_set() and time.monotonic() - start < 3
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reply_over_the_bytes_a_reply_can_have_is_refused(transport: str) -> None:
+    """Three parts of 8 MiB, each under what one part may be, together over the client's bound: the pyzmq
+    transport took the message whole and dropped it unread; now it ends the request naming the bound."""
+    limits = Limits(max_reply_bytes=1000)
+    bound = limits.max_reply_message()[1]
+    big = b"\0" * (8 * 2**20)
+    server = HostileServer(frame(b'{"v": 1}', more=True) + frame(big, more=True) * 2 + frame(big))
+    client = SineClient(server.endpoint, TOKEN, transport=transport, timeout=5, limits=limits)
+    try:
+        rid = client.submit_edit(_image(16, 16), "x")
+        start = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match=f"over the limit of {bound} bytes"):
+            list(client.events(rid, timeout=10))
+        assert time.monotonic() - start < 3
+    finally:
+        client.close()
+        server.close()
