@@ -252,6 +252,17 @@ def stated_xl(meta: dict[str, str]) -> bool | None:
     return architecture.startswith("stable-diffusion-xl")
 
 
+def stated_clip_skip(meta: dict[str, str]) -> int | None:
+    """The clip skip a file was trained with, as its header states it (`modelspec.encoder_layer`, as
+    kohya's model spec writes it, or `ss_clip_skip`): 2 reads the prompt from the text encoder's
+    penultimate layer (A1111's count; ComfyUI's -2 is the same); None when it states none."""
+    for key in ("modelspec.encoder_layer", "ss_clip_skip"):
+        value = meta.get(key, "").strip()
+        if value.lstrip("-").isdigit() and int(value) != 0:
+            return abs(int(value))
+    return None
+
+
 def timestep_expert(meta: dict[str, str]) -> str | None:
     """A model tuned on part of the timesteps only (`modelspec.timestep_range` "500,999"), in words; None."""
     bounds = meta.get("modelspec.timestep_range", "").replace(" ", "").split(",")

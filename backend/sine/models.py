@@ -15,6 +15,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from . import xl
+from .checkpoint_contents import safetensors_metadata, stated_clip_skip
 from .checkpoints import (
     check_shapes,
     config_folder,
@@ -366,6 +367,8 @@ def load_base_model(
         zeros = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
         raw_scheduler = dict(pipe.scheduler.config)
         where = str(path)
+        if text_encoder_2 is None:
+            apply_clip_skip(text_encoder, stated_clip_skip(safetensors_metadata(path)), where)
     else:
         folder, model_id, rev = resolve_model_folder(model, revision)
         if rev is None:
@@ -403,6 +406,23 @@ def load_base_model(
     if dev.type == "cpu":
         apply_cpu_threads(model_params=base.unet_params)  # free cores; one for a small model (devices.py)
     return base
+
+
+def apply_clip_skip(text_encoder: CLIPTextModel, skip: int | None, where: str) -> None:
+    """Clip skip `skip` (A1111's count: 2 = the penultimate layer) as the model was trained with it: the
+    text encoder's last `skip - 1` layers are dropped, so its output, through its final layer norm, is
+    that layer's on every path (prompts, a trained text encoder) as A1111's and diffusers' clip_skip
+    read it. SDXL is not given one (it reads penultimate layers already)."""
+    layers = text_encoder.get_encoder().layers
+    if skip is None or skip == 1:
+        return
+    if skip > len(layers):  # no layer would be left
+        log.warning("%s states clip skip %d, but its text encoder has %d layers: ignored", where, skip, len(layers))
+        return
+    del layers[len(layers) - (skip - 1):]
+    text_encoder.config.num_hidden_layers = len(layers)
+    log.info("%s: clip skip %d (its header): prompts read from text encoder layer %d of %d", where, skip,
+             len(layers), len(layers) + skip - 1)
 
 
 _PART_NAMES = {"unet": "UNet", "vae": "VAE", "text_encoder": "text encoder", "text_encoder_2": "second text encoder"}

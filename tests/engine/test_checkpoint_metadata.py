@@ -163,3 +163,28 @@ def test_sd2_resolution_in_the_header_tells_512_eps_from_768_v(tmp_path):
         assert config_folder(path, read_checkpoint(path)) == CONFIGS_DIR / configs, resolution
         guess = prediction_guessed(path, read_checkpoint(path))
         assert guess is not None and f"assumed SD 2.x {words}-prediction from its header's resolution" in guess, guess
+
+
+def test_clip_skip_in_the_header_reads_the_prompt_from_that_layer(tiny_folder, tmp_path):
+    """A file trained with clip skip 2 (kohya's model spec `modelspec.encoder_layer`, or `ss_clip_skip`)
+    read the prompt from the text encoder's last layer, not the one it was trained on; its prompts
+    are now the penultimate layer's states through the final layer norm (A1111's clip skip, diffusers'
+    clip_skip=1). ComfyUI's -2 means the same; a value past the encoder's layers is ignored."""
+    plain = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    reference = load_base_model(plain, device="cpu")
+    with torch.no_grad():
+        ids = reference.tokenize(["a red disc"])
+        hidden = reference.text_encoder(ids, output_hidden_states=True).hidden_states
+        text_model = getattr(reference.text_encoder, "text_model", reference.text_encoder)  # transformers < 5.6
+        penultimate = text_model.final_layer_norm(hidden[-2])
+        last = reference.encode_prompts(["a red disc"])
+    assert not torch.allclose(penultimate, last, atol=1e-4)
+    for key, value, expected in (("modelspec.encoder_layer", "2", penultimate), ("ss_clip_skip", "2", penultimate),
+                                 ("modelspec.encoder_layer", "-2", penultimate), ("ss_clip_skip", "1", last),
+                                 ("ss_clip_skip", "9", last)):
+        path = tmp_path / f"skip_{key}_{value}.safetensors"
+        save_file(load_file(str(plain)), str(path), metadata={key: value})
+        shutil.copytree(plain.with_suffix(".config"), path.with_suffix(".config"))
+        with torch.no_grad():
+            got = load_base_model(path, device="cpu").encode_prompts(["a red disc"])
+        assert torch.allclose(got, expected, atol=1e-5), (key, value)
