@@ -105,8 +105,7 @@ def _family_by_keys(keys: list[str]) -> str | None:
                 "SINE's DDIM sampler on SD's DDPM schedule cannot sample (its pictures would come out as noise); "
                 "use SDXL base or an SDXL fine-tune")
     if any(".time_stack." in k or ".time_mixer." in k for k in keys):
-        return ("a Stable Video Diffusion model (it makes a short video from a picture, not pictures from a prompt); "
-                "use a Stable Diffusion 1.x, 2.x or XL text-to-image model")
+        return "a Stable Video Diffusion model (it makes a short video from a picture, not pictures from a prompt)"
     if any(m in k for k in keys for m in ("clip_txt_mapper", "effnet_mapper", ".channelwise.")):
         return "a Stable Cascade model (Würstchen stages, no SD UNet)"
     if any("encoder_hid_proj.image_embeds" in k or "encoder_hid_proj.text_image_embeds" in k for k in keys):
