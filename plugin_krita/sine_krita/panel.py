@@ -20,6 +20,7 @@ from sine_protocol.messages import (
     bounded_notes,
     daemon_summary,
     part_text,
+    step_fraction,
     still_working,
     with_notes,
 )
@@ -54,6 +55,7 @@ STARTING_PROBE_MS = 1000
 STARTING_GRACE_S = 90.0  # how long "Start daemon" waits before saying it failed
 PREVIEW_SIDE = 128
 STRENGTH_TICKS = 100  # the slider counts hundredths
+BAR_TICKS = 1000  # the progress bar counts thousandths of a phase, so it moves within a step's tiles
 MIN_STRENGTH_TICK = 5
 # Scrolling a part into view waits this long: the chain of layout requests a longer text (or new
 # thumbnails) sets off has to settle first, or the scroll goes to where the part used to be.
@@ -100,6 +102,7 @@ class SinePanel(qt.QWidget):
         self.device = ""
         self.progress_text = "idle"
         self.progress_log: list[str] = []  # phase texts of the current edit (automation, tests)
+        self.bar_log: list[float | None] = []  # the bar's fraction at each of them (None: busy indicator)
         self._job_doc: Any = None
         self._job_source: SourcePixels | None = None
         self._job_settings: EditSettings | None = None
@@ -367,7 +370,7 @@ class SinePanel(qt.QWidget):
         self._doc_closed = False
         self.last_layer = None
         self.last_error = ""
-        self.progress_log = []
+        self.progress_log, self.bar_log = [], []
         self.preview_label.clear()
         self.preview_label.setVisible(False)
         self._set_running(True)
@@ -462,6 +465,7 @@ class SinePanel(qt.QWidget):
             self._set_progress(
                 str(header.get("phase", "")), header.get("step"), header.get("total"), header.get("eta_s"),
                 extra=part_text(header),  # " · tile 5/24": inside a big layer's minutes-long step
+                header=header,
             )
             if notes := bounded_notes(header.get("notes")):  # e.g. a cut prompt: worth knowing before the result
                 self.show_message(f"Note: {'; '.join(notes)}.")
@@ -635,18 +639,24 @@ class SinePanel(qt.QWidget):
         self.edit_button.setVisible(not running)  # one place for both: the prompt keeps its width
         self.cancel_button.setVisible(running)
 
-    def _set_progress(self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "") -> None:
+    def _set_progress(
+        self, phase: str, step: Any, total: Any, eta: Any = None, extra: str = "", header: dict[str, Any] | None = None
+    ) -> None:
+        """Show a phase's step in the line and, with ``header`` (the progress event), how far it is in the
+        bar: a big layer's step reports its tiles, so the bar moves within the step as GIMP's does."""
         text = progress_text(phase, step, total, eta) + extra
         self._progress_at, self._progress_base = time.monotonic(), text
         if isinstance(total, int) and total > 0 and isinstance(step, int):
-            self.progress.setRange(0, total)
-            self.progress.setValue(max(0, min(step, total)))
+            self.progress.setRange(0, BAR_TICKS)
+            self.progress.setValue(round(step_fraction(header or {"step": step, "total": total}) * BAR_TICKS))
         else:
             self.progress.setRange(0, 0)  # busy indicator
         self.progress.setFormat(text)
         self.progress_text = text
         if len(self.progress_log) < 1000:
             self.progress_log.append(text)
+            maximum = self.progress.maximum()
+            self.bar_log.append(self.progress.value() / maximum if maximum else None)
 
     def _show_long_step(self) -> None:
         """One step without news for SLOW_STEP_S (a big layer's tiled sampling step: minutes): the line

@@ -91,6 +91,22 @@ def test_the_tiles_of_a_long_sampling_step_show_in_the_progress_line(panel, stan
     assert "sampling 3/4 · tile 2/3" in log and "fine-tuning 1/3" in log  # no tiles outside sampling
 
 
+def test_the_bar_moves_with_the_tiles_inside_a_step(panel, standin, process_events):
+    """Only the text moved inside a tiled step ("sampling 0/4 · tile 1/3"); the bar stood still for the
+    step's minutes. It now moves as GIMP's does (`step_fraction`): a third of a step per tile."""
+    standin.tiles = 3
+    _connected(panel, process_events)
+    panel.apply_settings({"prompt": "tiled bar"})
+    panel.edit_button.click()
+    assert wait_for(lambda: panel.state != "running", 10, process_events)
+    assert panel.state == "done", panel.last_error
+    bar = dict(zip(panel.progress_log, panel.bar_log, strict=True))
+    tiles = [bar[f"sampling 0/4 · tile {part}/3"] for part in (1, 2, 3)]
+    assert tiles == pytest.approx([1 / 12, 2 / 12, 3 / 12], abs=0.002), bar
+    assert bar["sampling 1/4"] == pytest.approx(0.25, abs=0.002) and bar["sampling 4/4"] == 1.0, bar
+    assert bar["fine-tuning 1/3"] == pytest.approx(1 / 3, abs=0.002) and bar["sending"] is None, bar
+
+
 def test_selection_is_sent_as_mask(panel, standin, process_events):
     _connected(panel, process_events)
     doc = Krita.instance().activeDocument()
