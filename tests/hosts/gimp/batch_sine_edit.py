@@ -11,6 +11,9 @@
 # mask; layer-<i>.mask holds a layer's mask.
 # A case with "drawable": "group" puts the source into a layer group and runs on the group.
 # A case with "drawable": "other-image" passes a layer of another image, "floating" a floating selection.
+# A case with "drawable": "text" adds a text layer on top and runs on it (its pixels before: source-before.rgba).
+# A case with "drawable": "deep" builds a 50-layer image (hidden layers on top, the source three groups deep)
+# and runs on the source; "tree" in result.json is the whole stack after the edit.
 # A case with "repeat" runs WITH_LAST_VALS (Filters > Repeat), its "args" left as they are.
 # A case with "menu" (an action's name) and "display" presses that menu item in the image's window instead
 # (over the session D-Bus; the plug-in's dialog answers from case["autotest"]) and records how many message
@@ -124,6 +127,67 @@ def run_from_menu(case, image):
     print("SINE-CASE", case["name"], record)
 
 
+def kind_of(item):
+    if item.is_group_layer():
+        return "group"
+    return "text" if item.is_text_layer() else "layer"
+
+
+def stack_tree(items):
+    """The layer stack as nested lists: name, kind, visibility, children."""
+    return [{"name": item.get_name(), "kind": kind_of(item), "visible": item.get_visible(),
+             **({"children": stack_tree(item.get_children())} if item.is_group_layer() else {})}
+            for item in items]  # fmt: skip
+
+
+def nested_layers(items):
+    for item in items:
+        yield item
+        if item.is_group_layer():
+            yield from nested_layers(item.get_children())
+
+
+def new_group(image, name):
+    try:
+        return Gimp.GroupLayer.new(image, name)
+    except TypeError:  # an API without the name
+        group = Gimp.GroupLayer.new(image)
+        group.set_name(name)
+        return group
+
+
+def build_deep_stack(image, source):
+    """50 layers: 10 hidden opaque ones on top, then outer > middle > inner groups (10 fillers each in outer and
+    middle; 3 above and 3 below the source in inner), 10 fillers at the bottom. Returns the source."""
+    w, h = image.get_width(), image.get_height()
+
+    def plain(name, parent, position, visible=True):
+        layer = Gimp.Layer.new(image, name, w, h, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+        image.insert_layer(layer, parent, position)
+        layer.set_visible(visible)
+        return layer
+
+    for i in range(10):
+        plain(f"bottom {i}", None, len(image.get_layers()))
+    outer = new_group(image, "outer")
+    image.insert_layer(outer, None, 0)
+    middle = new_group(image, "middle")
+    image.insert_layer(middle, outer, 0)
+    inner = new_group(image, "inner")
+    image.insert_layer(inner, middle, 0)
+    for i in range(10):
+        plain(f"outer {i}", outer, len(outer.get_children()))
+        plain(f"middle {i}", middle, len(middle.get_children()))
+    image.reorder_item(source, inner, 0)
+    for i in range(3):
+        plain(f"above {i}", inner, 0)
+        plain(f"below {i}", inner, len(inner.get_children()))
+    for i in range(10):
+        hidden = plain(f"hidden {i}", None, 0, visible=False)
+        hidden.fill(Gimp.FillType.FOREGROUND)  # opaque: it would hide the edit if it were shown
+    return source
+
+
 def run_case(case):
     out = case["out"]
     image = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
@@ -162,6 +226,13 @@ def run_case(case):
         image.insert_layer(group, None, 0)
         image.reorder_item(source, group, 0)
         drawable = group
+    if case.get("drawable") == "text":  # the painter typed a text and runs the filter on its text layer
+        drawable = Gimp.TextLayer.new(image, "SINE text", Gimp.context_get_font(), 20.0, Gimp.Unit.pixel())
+        image.insert_layer(drawable, None, 0)
+        drawable.set_offsets(6, 8)
+        dump_layer(drawable, os.path.join(case["out"], "source-before"))
+    if case.get("drawable") == "deep":
+        drawable = build_deep_stack(image, source)
     if case.get("drawable") == "other-image":  # a script's slip: a layer of another open image
         other = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
         drawable = other.get_layers()[0]
@@ -220,13 +291,20 @@ def run_case(case):
         record["layers"].append(
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
              "visible": layer.get_visible(), "has_mask": mask is not None,
-             "opacity": round(layer.get_opacity(), 3), "mode": layer.get_mode().value_nick}
+             "opacity": round(layer.get_opacity(), 3), "mode": layer.get_mode().value_nick,
+             "kind": kind_of(layer), **({"text": layer.get_text()} if layer.is_text_layer() else {})}
         )
         if mask is not None:  # its layer mask, one byte a pixel
             rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())
             with open(os.path.join(out, f"layer-{i}.mask"), "wb") as f:
                 f.write(bytes(mask.get_buffer().get(rect, 1.0, "Y u8", Gegl.AbyssPolicy.NONE)))
         dump_layer(layer, os.path.join(out, f"layer-{i}"), case.get("dump_format"))
+    if case.get("drawable") == "deep":  # the stack, and the result and source wherever they are in it
+        record["tree"] = stack_tree(image.get_layers())
+        for layer in nested_layers(image.get_layers()):
+            if layer.get_name().startswith("SINE:"):
+                dump_layer(layer, os.path.join(out, "deep-result"))
+        dump_layer(drawable, os.path.join(out, "deep-source"))
     save(image, os.path.join(out, "edited.xcf"))
     if case.get("undo_after"):
         Gimp.displays_flush()

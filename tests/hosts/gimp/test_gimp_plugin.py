@@ -109,6 +109,7 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
         "selection": (rgba, rect_mask(W, H, *SELECT), (W, H)),
         "mask": (rgba, None, (W, H)),  # the layer's mask active, not the layer: the layer is edited
         "group": (rgba, None, (W, H)),  # a layer group holding the source: what the group shows is edited
+        "deep": (rgba, None, (W, H)),  # the source three groups deep in 50 layers, hidden ones above
     }
     for sent, mask, (w, h) in inputs.values():
         daemon_result(sine_daemon, w, h, sent, mask)  # warm the weight cache
@@ -123,9 +124,13 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "drawable": "group", "args": GIMP_ARGS},
         {"name": "noted", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "noted"),
          "args": {**GIMP_ARGS, "prompt": LONG_PROMPT}},  # the fine-tune is cached: only sampling runs
+        {"name": "deep", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "deep"),
+         "drawable": "deep", "args": GIMP_ARGS},
+        {"name": "text", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "text"),
+         "drawable": "text", "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
-    print(f"GIMP session (5 edits): {run.wall_s:.1f} s")
+    print(f"GIMP session ({len(cases)} edits): {run.wall_s:.1f} s")
     assert run.returncode == 0, run.log[-4000:]
     (work / "noted" / "gimp.log").write_text(run.log)
     return {
@@ -276,3 +281,42 @@ def test_a_layer_group_is_edited_as_it_shows_and_its_result_goes_above_it(gimp_s
     new, group = gimp_session["group"].record["layers"]
     assert new["name"] == "SINE: a red circle (seed 7)" and group["name"] == "group", gimp_session["group"].record
     assert new["size"] == group["size"] == [W, H]
+
+
+def test_a_source_deep_in_a_50_layer_stack(gimp_session: dict[str, Case]) -> None:
+    """50 layers, 10 hidden opaque ones on top, the source three groups deep: its own pixels are sent, the
+    result lands in its group directly above it, nothing else moves or changes."""
+    case = gimp_session["deep"]
+    record = case.record
+    assert record["status"] == "success", record["message"]
+    print(f"deep stack edit: {record['elapsed_s']} s in GIMP")
+    tree = record["tree"]
+    assert [item["name"] for item in tree[:10]] == [f"hidden {i}" for i in range(9, -1, -1)]
+    assert not any(item["visible"] for item in tree[:10])
+    outer = tree[10]
+    assert outer["name"] == "outer" and [c["name"] for c in tree[11:]] == [f"bottom {i}" for i in range(10)]
+    middle = outer["children"][0]
+    inner = middle["children"][0]
+    assert [c["name"] for c in inner["children"]] == ["above 2", "above 1", "above 0", "SINE: a red circle (seed 7)",
+                                                      "Background", "below 0", "below 1", "below 2"]  # fmt: skip
+    assert inner["children"][3]["kind"] == "layer"
+    assert [c["name"] for c in outer["children"][1:]] == [f"outer {i}" for i in range(10)]
+    assert [c["name"] for c in middle["children"][1:]] == [f"middle {i}" for i in range(10)]
+    assert (case.out / "deep-result.rgba").read_bytes() == case.expected
+    assert (case.out / "deep-source.rgba").read_bytes() == rgba_of(source_rgb())
+
+
+def test_a_text_layer_as_the_source_stays_a_text_layer(gimp_session: dict[str, Case]) -> None:
+    """The painter runs the filter on a text layer: the result is a pixel layer of the text's size and
+    place, with its alpha; the text layer keeps its text and its pixels (no conversion to pixels)."""
+    out = gimp_session["offset"].out.parent / "text"
+    record = json.loads((out / "result.json").read_text())
+    assert record["status"] == "success", record["message"]
+    new, text, _background = record["layers"]
+    assert new["name"] == "SINE: a red circle (seed 7)" and new["kind"] == "layer", record["layers"]
+    assert text["kind"] == "text" and text["text"] == "SINE text", text
+    assert new["size"] == text["size"] and new["offsets"] == text["offsets"] == [6, 8], record["layers"]
+    before = (out / "source-before.rgba").read_bytes()
+    assert (out / "layer-1.rgba").read_bytes() == before
+    result = (out / "layer-0.rgba").read_bytes()
+    assert result[3::4] == before[3::4]  # the text's own alpha: the letters' shape
