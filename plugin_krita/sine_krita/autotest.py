@@ -268,6 +268,7 @@ class AutoTest(qt.QObject):
             panel_message=panel.message_label.text(),
             panel_error=panel.last_error,
             progress_log=list(panel.progress_log),
+            bar_log=list(panel.bar_log),
             result_header={k: v for k, v in panel.last_result_header.items() if k != "blobs"},
         )
         if panel.state != self.job.get("expect_state", "done"):
@@ -395,7 +396,125 @@ class AutoTest(qt.QObject):
         if self.job.get("second_window"):
             self._later(self._open_second_window)
             return
+        self._after_second_window()
+
+    def _after_second_window(self) -> None:
+        if self.job.get("more_edits"):
+            self._later(self._start_more_edit)
+            return
         self._finish(None)
+
+    # ---- more edits, each in a new document ----------------------------------------------
+    def _start_more_edit(self) -> None:
+        """The next of ``more_edits``: a new document ({"name", "size": [w, h], "depth": "U8" | "U16" | "F16"
+        | "F32", "profile": "" (Krita's default), "selection": [x, y, w, h], "settings": {...}, "shot": path})
+        holding one paint layer of a varied opaque pattern, edited with the same docker. The bar widget is
+        watched as the painter sees it (a big layer's steps come in tiles); the layer's bytes are dumped."""
+        plan, app = self.job["more_edits"][len(self.report.setdefault("more_edits", {}))], Krita.instance()
+        width, height = plan["size"]
+        depth = plan.get("depth", "U8")
+        doc = app.createDocument(width, height, plan["name"], "RGBA", depth, plan.get("profile", ""), 72.0)
+        layer = doc.createNode("source", "paintlayer")
+        if plan.get("deep"):
+            _bury(doc, layer)
+        else:
+            doc.rootNode().addChildNode(layer, None)
+        layer.setPixelData(_pattern(width, height, depth), 0, 0, width, height)
+        app.activeWindow().addView(doc)
+        app.setActiveDocument(doc)
+        doc.setActiveNode(layer)
+        box = plan.get("selection")
+        if box:
+            selection = Selection()
+            selection.select(int(box[0]), int(box[1]), int(box[2]), int(box[3]), 255)
+            doc.setSelection(selection)
+        doc.waitForDone()
+        self._more_doc, self._more_layer, self._bar_seen, self._bar_shot = doc, layer, [], False
+        self._dump_node(plan["name"], "source-before", layer)
+        self._deadline = time.monotonic() + 30
+        self._later(self._press_more_edit, 500)
+
+    def _press_more_edit(self) -> None:
+        """Once Krita shows the new document with its layer active (it sets that from its event loop)."""
+        doc = self._more_doc
+        active = doc.activeNode()
+        if active is None or active.name() != self._more_layer.name():
+            if not self._timed_out("the new document's layer"):
+                doc.setActiveNode(self._more_layer)
+                self._later(self._press_more_edit, 200)
+            return
+        plan = self.job["more_edits"][len(self.report["more_edits"])]
+        self._panel.apply_settings(plan["settings"])
+        self._tree_before = _tree(doc.rootNode())
+        self._panel.edit_button.click()
+        self._pressed_at = time.monotonic()
+        self._deadline = time.monotonic() + float(self.job.get("edit_timeout_s", 300))
+        self._later(self._watch_more_edit, 20)
+
+    def _watch_more_edit(self) -> None:
+        """What the bar widget shows (its text, value and maximum) each time it changes; a picture of the
+        docker the first time the bar stands inside a step (a tile's text)."""
+        panel, bar = self._panel, self._panel.progress
+        plan = self.job["more_edits"][len(self.report["more_edits"])]
+        seen = [bar.format(), bar.value(), bar.maximum()]
+        if not self._bar_seen or self._bar_seen[-1] != seen:
+            self._bar_seen.append(seen)
+        if plan.get("shot") and not self._bar_shot and "tile" in seen[0] and 0 < seen[1] < seen[2]:
+            self._bar_shot = bool(self._dock().grab().save(plan["shot"], "PNG"))
+        if panel.state == "running" and not self._timed_out(f"the edit of {plan['name']}"):
+            self._later(self._watch_more_edit, 20)
+            return
+        doc, name = self._more_doc, plan["name"]
+        doc.waitForDone()
+        nodes = doc.topLevelNodes()
+        self._dump_node(name, "source-after", self._more_layer)
+        if panel.last_layer is not None:
+            self._dump_node(name, "result", panel.last_layer)
+        box = plan.get("selection")
+        if box:
+            bounds = self._more_layer.bounds()
+            mask = bytes(doc.selection().pixelData(bounds.x(), bounds.y(), bounds.width(), bounds.height()))
+            with open(os.path.join(self.out_dir, f"{name}-selection.a8"), "wb") as f:
+                f.write(mask)
+        self.report["more_edits"][name] = {
+            "state": panel.state, "error": panel.last_error, "message": panel.message_label.text(),
+            "bar_seen": self._bar_seen, "shot": self._bar_shot, "profile": doc.colorProfile(),
+            "depth": doc.colorDepth(), "progress_log": list(panel.progress_log), "bar_log": list(panel.bar_log),
+            "layers": [node.name() for node in nodes], "tree_before": self._tree_before, "tree": _tree(doc.rootNode()),
+            "seconds": round(time.monotonic() - self._pressed_at, 2),
+        }  # fmt: skip
+        if plan.get("deep") and panel.state == "done":  # one Edit > Undo takes the result away, Redo brings it
+            Krita.instance().action("edit_undo").trigger()
+            self._later(self._more_undone, 500)
+            return
+        self._next_more_edit()
+
+    def _more_undone(self) -> None:
+        doc = self._more_doc
+        doc.waitForDone()
+        edit = self.report["more_edits"][self.job["more_edits"][len(self.report["more_edits"]) - 1]["name"]]
+        edit["tree_after_undo"] = _tree(doc.rootNode())
+        Krita.instance().action("edit_redo").trigger()
+        self._later(self._more_redone, 500)
+
+    def _more_redone(self) -> None:
+        self._more_doc.waitForDone()
+        edit = self.report["more_edits"][self.job["more_edits"][len(self.report["more_edits"]) - 1]["name"]]
+        edit["tree_after_redo"] = _tree(self._more_doc.rootNode())
+        self._next_more_edit()
+
+    def _next_more_edit(self) -> None:
+        if len(self.report["more_edits"]) < len(self.job["more_edits"]):
+            self._later(self._start_more_edit)
+            return
+        self._finish(None)
+
+    def _dump_node(self, edit: str, what: str, node: Any) -> None:
+        """A node's own bytes over its bounds (B,G,R,A at its depth), as ``<edit>-<what>.raw``."""
+        bounds = node.bounds()
+        data = bytes(node.pixelData(bounds.x(), bounds.y(), bounds.width(), bounds.height()))
+        with open(os.path.join(self.out_dir, f"{edit}-{what}.raw"), "wb") as f:
+            f.write(data)
 
     # ---- a second window ----------------------------------------------------------------
     def _open_second_window(self) -> None:
@@ -437,7 +556,7 @@ class AutoTest(qt.QObject):
             second=[node.name() for node in self._doc2.topLevelNodes()],
         )  # fmt: skip
         panel.shutdown()
-        self._finish(None)
+        self._after_second_window()
 
     def _dumped(self, name: str) -> bytes | None:
         """The raw dump of the node called ``name`` after the edit (None if there was none)."""
@@ -561,6 +680,61 @@ class AutoTest(qt.QObject):
             doc.setModified(False)  # no "save changes?" dialog
         qt.QTimer.singleShot(15000, lambda: os._exit(3))  # if a dialog still blocks the shutdown
         app.action("file_quit").trigger()
+
+
+def _bury(doc: Any, source: Any) -> None:
+    """50 layers around ``source``: 10 hidden opaque ones on top, then groups outer > middle > inner (10
+    filler layers each in outer and middle; 3 above and 3 below the source in inner), 10 at the bottom."""
+    root, width, height = doc.rootNode(), doc.width(), doc.height()
+
+    def plain(name: str, parent: Any, above: Any = None, visible: bool = True, opaque: bool = False) -> Any:
+        node = doc.createNode(name, "paintlayer")
+        parent.addChildNode(node, above)
+        if opaque:
+            node.setPixelData(bytes((0, 0, 255, 255)) * (width * height), 0, 0, width, height)
+        node.setVisible(visible)
+        return node
+
+    below = root.childNodes()[0]  # Krita's "Background"
+    for i in range(9, -1, -1):
+        plain(f"bottom {i}", root, below)
+    outer = doc.createGroupLayer("outer")
+    root.addChildNode(outer, root.childNodes()[-1])
+    middle = doc.createGroupLayer("middle")
+    outer.addChildNode(middle, None)
+    inner = doc.createGroupLayer("inner")
+    middle.addChildNode(inner, None)
+    for i in range(10):  # below the group they share their parent with
+        plain(f"outer {i}", outer)
+        plain(f"middle {i}", middle)
+    for i in range(3):
+        plain(f"below {i}", inner, inner.childNodes()[-1] if inner.childNodes() else None)
+    inner.addChildNode(source, inner.childNodes()[-1])
+    for i in range(3):
+        plain(f"above {i}", inner, inner.childNodes()[-1])
+    for i in range(10):
+        plain(f"hidden {i}", root, root.childNodes()[-1], visible=False, opaque=True)
+
+
+def _tree(node: Any) -> list[Any]:
+    """The layer stack under ``node``, bottom first: names, and [name, children] for groups."""
+    return [[child.name(), _tree(child)] if child.type() == "grouplayer" else child.name()
+            for child in node.childNodes()]  # fmt: skip
+
+
+def _pattern(width: int, height: int, depth: str = "U8") -> bytes:
+    """Opaque B,G,R,A pixels at ``depth`` that vary across the picture (a flat one is a trivial edit);
+    at 16 bits and in float the low bits vary too, so a rounding through 8 bits would show."""
+    import struct
+
+    values = [((x * 5) % 256 / 255, (y * 3) % 256 / 255, (x + y) % 256 / 255, 1.0)
+              for y in range(height) for x in range(width)]  # fmt: skip
+    if depth == "U8":
+        return bytes(round(v * 255) for pixel in values for v in pixel)
+    if depth == "U16":
+        return struct.pack(f"<{4 * len(values)}H", *(min(65535, round(v * 65535) + (i % 7) * (v < 1))
+                                                      for i, pixel in enumerate(values) for v in pixel))
+    return struct.pack(f"<{4 * len(values)}{'e' if depth == 'F16' else 'f'}", *(v for pixel in values for v in pixel))
 
 
 def _format(size: int, pixels: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -232,6 +233,74 @@ def run_panel_job(
     return Run(report, out, source, shot, seconds)
 
 
+PROFILE_SELECTION = [10, 10, 40, 30]
+# Documents in other spaces than sRGB (the name says its depth and profile): integer ones are edited, the
+# source's own numbers kept outside the selection; float ones are refused in words.
+PROFILE_EDITS = {
+    "u16-rec2020-linear": ("U16", "Rec2020-elle-V4-g10.icc"),
+    "u16-widergb": ("U16", "WideRGB-elle-V2-g22.icc"),
+    "u16-adobe": ("U16", "ClayRGB-elle-V2-g22.icc"),
+    "u8-adobe": ("U8", "ClayRGB-elle-V2-g22.icc"),
+    "f16-linear": ("F16", "sRGB-elle-V2-g10.icc"),
+    "f32-rec2020": ("F32", "Rec2020-elle-V4-g10.icc"),
+}
+
+
+def assert_profile_edit(run: Run, name: str) -> None:
+    """One of PROFILE_EDITS, edited in its own document with a selection: the document kept its profile;
+    outside the selection the result is the source's bytes exactly, inside it changed, alpha kept."""
+    edit = run.report["more_edits"][name]
+    depth, profile = PROFILE_EDITS[name]
+    assert (edit["depth"], edit["profile"]) == (depth, profile), edit
+    before = (run.out / f"{name}-source-before.raw").read_bytes()
+    assert (run.out / f"{name}-source-after.raw").read_bytes() == before, name
+    layers = [name for name in edit["layers"] if name != "Selection Mask"]
+    if depth.startswith("F"):  # refused before anything is sent: the state is the last edit's
+        assert edit["state"] != "running" and layers == ["Background", "source"], edit
+        assert f"RGBA/{depth}" in edit["error"] and "Convert Image Color Space" in edit["error"], edit
+        return
+    assert edit["state"] == "done" and layers == ["Background", "source", f"SINE: {name} (seed 7)"], edit
+    dtype = np.uint8 if depth == "U8" else np.dtype("<u2")
+    width, height = 80, 60
+    source = np.frombuffer(before, dtype).reshape(height, width, 4)
+    result = np.frombuffer((run.out / f"{name}-result.raw").read_bytes(), dtype).reshape(height, width, 4)
+    selected = np.frombuffer((run.out / f"{name}-selection.a8").read_bytes(), np.uint8).reshape(height, width) > 0
+    differ = (result != source).any(axis=2)
+    assert int(differ[~selected].sum()) == 0, f"{name}: {int(differ[~selected].sum())} pixels outside changed"
+    assert differ[selected].mean() > 0.5, f"{name}: the edit changed (almost) nothing"
+    assert np.array_equal(result[..., 3], source[..., 3]), name
+
+
+def group_of(tree: list[Any], path: list[str]) -> list[Any]:
+    """The children of the group at ``path`` (names from the top level down) in an autotest tree."""
+    for name in path:
+        tree = next(item[1] for item in tree if isinstance(item, list) and item[0] == name)
+    return tree
+
+
+def assert_deep_edit(run: Run) -> None:
+    """The source three groups deep among 50 layers, 10 hidden opaque ones on top: the result lands in its
+    group right above it, nothing else moves, and one undo removes it (redo brings it back)."""
+    edit = run.report["more_edits"]["deep"]
+    assert edit["state"] == "done", edit
+    print(f"deep: edit of a layer in a 50-layer document took {edit['seconds']} s")
+    before, after = edit["tree_before"], edit["tree"]
+    inner_before, inner = group_of(before, ["outer", "middle", "inner"]), group_of(after, ["outer", "middle", "inner"])
+    at = inner_before.index("source")
+    assert inner == [*inner_before[: at + 1], "SINE: deep (seed 7)", *inner_before[at + 1 :]], (inner_before, inner)
+    def without(tree: list[Any]) -> list[Any]:
+        return [[item[0], without(item[1])] if isinstance(item, list) else item for item in tree
+                if item != "SINE: deep (seed 7)"]  # fmt: skip
+    assert without(after) == before
+    assert edit["tree_after_undo"] == before and edit["tree_after_redo"] == after, edit
+    flat = json.dumps(before)
+    assert flat.count('"') // 2 == 50 + 1, flat  # 50 layers (3 of them groups) and Krita's Background
+    source = (run.out / "deep-source-before.raw").read_bytes()
+    assert (run.out / "deep-source-after.raw").read_bytes() == source
+    result = np.frombuffer((run.out / "deep-result.raw").read_bytes(), np.uint8).reshape(60, 80, 4)
+    assert (result != np.frombuffer(source, np.uint8).reshape(60, 80, 4)).any(axis=2).mean() > 0.5
+
+
 def assert_edit_in_view(docker: dict[str, Any], screen_width: int) -> None:
     """Docked on a 600-px-high screen Krita gives the panel ~100 px: before any scrolling the painter
     sees the prompt, Edit and the progress line (they sat below eight rows of settings); Cancel takes
@@ -241,6 +310,24 @@ def assert_edit_in_view(docker: dict[str, Any], screen_width: int) -> None:
     for name in ("prompt_edit", "edit_button", "progress"):
         part = docker["parts"][name]
         assert part["visible"] and part["bottom"] <= docker["viewport_height"], (name, docker)
+
+
+STEP_TEXT = re.compile(r"(?:fine-tuning|sampling|decoding) (\d+)/(\d+)(?:, ~[^·]*)?(?: · (?:\w+ )*tile (\d+)/(\d+))?")
+
+
+def assert_bar_follows_the_parts(report: dict[str, Any], moves_inside: bool = True) -> None:
+    """Krita's bar stood still inside a step while its text counted the tiles ("sampling 0/6 · tile 2/4"):
+    it must sit at (step + part/parts)/total of its phase, as GIMP's does, and (``moves_inside``) move
+    with the tiles."""
+    bars = list(zip(report["progress_log"], report["bar_log"], strict=True))
+    inside = []
+    for text, bar in bars:
+        if found := STEP_TEXT.match(text):
+            step, total, part, parts = (int(n) if n else 0 for n in found.groups())
+            expected = (step + (part / parts if parts and step < total else 0)) / total
+            assert bar == pytest.approx(expected, abs=0.001), (text, bar, bars)
+            inside += [bar] if part else []
+    assert not moves_inside or len(set(inside)) > 1, f"no move inside a step: {bars}"
 
 
 def new_layer(run: Run, settings: dict[str, Any], bounds: list[int] | None = None, on_top: bool = False,
@@ -294,14 +381,22 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
                   "style": "painting", "finetune_steps": "", "steps": "oops"}  # fmt: skip
     kritarc_group(krita_home, "sine_edit", remembered)
     docker_shot = krita_home.host / "docker-768.png"
+    tiled_shot = krita_home.host / "docker-tiled.png"
+    quick = {**SETTINGS, "steps": 2, "finetune_steps": 1, "strength": 1.0}
+    more = [{"name": "tiled", "size": [400, 300], "shot": krita_home.inside(tiled_shot),
+             "settings": {**quick, "prompt": "tiled", "steps": 3}},
+            {"name": "deep", "size": [80, 60], "deep": True, "settings": {**quick, "prompt": "deep"}},
+            *({"name": name, "size": [80, 60], "depth": depth, "profile": profile, "selection": PROFILE_SELECTION,
+               "settings": {**quick, "prompt": name}} for name, (depth, profile) in PROFILE_EDITS.items())]  # fmt: skip
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
-                        docker_shot=krita_home.inside(docker_shot))  # fmt: skip
+                        docker_shot=krita_home.inside(docker_shot), more_edits=more)  # fmt: skip
     report = run.report
     at_start = report["form_at_start"]
     assert {k: at_start[k] for k in remembered if k != "steps"} == {k: v for k, v in remembered.items() if k != "steps"}
     assert at_start["steps"] == str(DEFAULT_STEPS)  # the damaged entry fell back to the default
     kept = kritarc_group(krita_home, "sine_edit")
-    assert kept["prompt"] == SETTINGS["prompt"] and kept["count"] == "1" and kept["source"] == "layer"
+    # the last press's form: the last of the edits after the first one
+    assert kept["prompt"] == more[-1]["settings"]["prompt"] and kept["count"] == "1" and kept["source"] == "layer"
     assert kept["seed"] == str(SETTINGS["seed"]) and kept["method"] == SETTINGS["method"]
     assert report["connection"].startswith("daemon ") and " on cpu" in report["connection"].lower()
     # Krita's event loop kept running while the daemon worked (the 50 ms poll timer never starved).
@@ -309,6 +404,18 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     seen = " | ".join(report["progress_log"])
     run_steps = round(SETTINGS["steps"] * STRENGTH)  # the docker's default strength runs that share of the steps
     assert f"sampling {run_steps}/{run_steps}" in seen, seen
+    assert_bar_follows_the_parts(report, moves_inside=False)  # 96x64: each step is one quick call
+    # Then a 400x300 layer, sampled in tiles: Krita's own bar widget moves inside a step with them.
+    big = report["more_edits"]["tiled"]
+    assert big["state"] == "done" and big["layers"] == ["Background", "source", "SINE: tiled (seed 7)"], big
+    assert_bar_follows_the_parts(big)
+    partway = [(text, value / top) for text, value, top in big["bar_seen"] if "tile" in text and 0 < value < top]
+    assert partway, big["bar_seen"]
+    assert big["shot"] is True
+    shutil.copyfile(tiled_shot, ARTIFACTS / f"krita-docker-tiled-{krita_home.root.name}.png")
+    for name in PROFILE_EDITS:
+        assert_profile_edit(run, name)
+    assert_deep_edit(run)
     src_before, src_after, new = new_layer(run, SETTINGS)
 
     # The saved .kra has that layer at (0, 0) of a canvas of the source's size.
@@ -491,6 +598,7 @@ def test_an_offset_layer_smaller_than_the_canvas(krita_home, sine_daemon, name, 
     report = run.report
     if name == "u8-whole":
         assert_edit_in_view(report["docker_at_edit"], 1024)
+        assert_bar_follows_the_parts(report, moves_inside=False)  # 203x141: too quick for a part event
     assert report["canvas"] == list(CANVAS)
     before, after, new = new_layer(run, LAYER_SETTINGS, bounds=[x0, y0, w, h])
     assert before["bounds"] == [x0, y0, w, h] and before["depth"] == ("U16" if bits == 16 else "U8")
