@@ -356,7 +356,7 @@ class _Checker:
     def number(self, value: Any, name: str, lo: float, hi: float) -> float:
         if type(value) not in (int, float):
             raise self.fail(f"{name} must be a number")
-        if not (math.isfinite(value) and lo <= value <= hi):
+        if not (lo <= value <= hi and math.isfinite(value)):  # range first: isfinite(10**400) overflows
             raise self.fail(f"{name} must be in {lo}..{hi}, got {shown(value)}")
         return float(value)
 

@@ -155,6 +155,9 @@ CASES: list[tuple[str, Builder, str]] = [
     ("sampling_w_string", nested("sampling", w="7.5"), "bad_request"),
     ("sampling_v_negative", nested("sampling", v=-0.1), "bad_request"),
     ("sampling_v_bool", nested("sampling", v=False), "bad_request"),
+    # JSON integers past what a float holds (10**400): math.isfinite raised OverflowError, an `internal` error
+    *((f"sampling_{key}_int_past_float", nested("sampling", **{key: 10**400}), "bad_request")
+      for key in ("w", "v", "strength", "style_weight", "content_weight")),
     ("sampling_k_float", nested("sampling", k=400.0), "bad_request"),
     ("sampling_k_too_big", nested("sampling", k=1001), "bad_request"),
     ("finetune_unknown_field", nested("finetune", lr=1e-4), "bad_request"),
