@@ -745,7 +745,13 @@ def part_text(header: dict[str, Any]) -> str:
 def step_fraction(header: dict[str, Any]) -> float:
     """How far a progress event is through its phase, 0..1, the parts of the current step included."""
     step, total = header.get("step"), header.get("total")
-    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in (step, total)) or total <= 0:
+    if not all(isinstance(n, int | float) and not isinstance(n, bool) for n in (step, total)):
+        return 0.0
+    try:  # JSON integers have no bound: 10**400 is no float
+        step, total = float(step), float(total)
+    except OverflowError:
+        return 0.0
+    if not (math.isfinite(step) and math.isfinite(total)) or total <= 0:
         return 0.0
     part = within_step(header)
     inside = part[1] / part[2] if part is not None and step < total else 0.0

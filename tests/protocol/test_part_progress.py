@@ -31,3 +31,14 @@ def test_missing_or_odd_parts_read_as_none(extra: dict) -> None:
 def test_an_odd_step_or_total_gives_no_fraction() -> None:
     assert step_fraction({"step": "1", "total": 2}) == 0.0 and step_fraction({"step": 1, "total": 0}) == 0.0
     assert step_fraction({"step": 5, "total": 2}) == 1.0
+
+
+@pytest.mark.parametrize("step,total", [
+    (10**400, 2), (1, 10**400), (-1, 10**400), (10**400, 10**401), (float("nan"), 2), (1, float("nan")),
+    (float("inf"), 2), (1, float("inf")),
+])
+def test_a_step_or_total_past_a_float_gives_no_fraction_not_an_error(step: float, total: float) -> None:
+    """A progress event with a step or total no float holds (JSON allows integers of any length): step_fraction
+    raised OverflowError into the GIMP plug-in's progress loop; it is now 0, as other garbage is."""
+    header = {"phase": "sample", "step": step, "total": total, "part": 1, "parts": 2, "part_of": "tile"}
+    assert step_fraction(header) == 0.0
