@@ -73,8 +73,22 @@ def display_name(path: Path) -> str:
 
 
 def download(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> str:
-    """Fetch what `select_files` picks of `repo_id` into the hub cache; the snapshot folder."""
-    from huggingface_hub import HfApi, snapshot_download
+    """Fetch what `select_files` picks of `repo_id` into the hub cache; the snapshot folder. Offline
+    (HF_HUB_OFFLINE, or the hub unreachable) the snapshot already in `cache_dir` or the user's own
+    hub cache is taken, as the loader takes it."""
+    from huggingface_hub import HfApi, constants, snapshot_download
 
-    files = HfApi().list_repo_files(repo_id, revision=revision)
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise OSError("HF_HUB_OFFLINE is set")
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except Exception as exc:  # offline, no network, unknown repository...
+        for cache in (cache_dir, None):
+            try:
+                return snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True)
+            except Exception:  # not in this cache: the next one
+                continue
+        why = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise OSError(f"{repo_id} is not in the Hugging Face cache and could not be fetched ({why}); check the id, "
+                      "or download it once while online, or pass a local folder") from None
     return snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=select_files(files))

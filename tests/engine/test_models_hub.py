@@ -69,3 +69,35 @@ def test_a_hub_cache_repository_folder_is_its_current_snapshot(tiny_folder, tmp_
     assert load_base_model(repo, device="cpu").revision == load_base_model(tiny_folder, device="cpu").revision
     (repo / "refs" / "main").unlink()  # fetched at a revision: no refs/main, one snapshot
     assert resolve_model_folder(repo)[0] == snapshot.resolve()
+
+
+def test_installer_download_offline_takes_the_model_from_the_hub_cache(tiny_folder, tmp_path):
+    """`install.py --model owner/name` with HF_HUB_OFFLINE=1 and the model in the painter's hub cache
+    (blobs linked from the snapshot, as `hf download` leaves them) failed listing the repository
+    online; it is taken from the cache, as `sine edit --model owner/name` takes it. The installer's
+    own download code, run as it runs it (a fresh interpreter reading the environment)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / "models--owner--tiny"
+    snapshot = repo / "snapshots" / ("ab" * 20)
+    for file in (f for f in tiny_folder.rglob("*") if f.is_file()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(file.read_bytes())
+        link = snapshot / file.relative_to(tiny_folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(snapshot.name)
+    code = "import sys; from sine.hub import download; print(download(sys.argv[1], cache_dir=sys.argv[2]))"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    for repo_id, found in (("owner/tiny", True), ("owner/absent", False)):
+        proc = subprocess.run([sys.executable, "-c", code, repo_id, str(tmp_path / "installer-models")],
+                              capture_output=True, text=True, env=env, timeout=120)
+        if found:
+            assert proc.returncode == 0 and proc.stdout.strip() == str(snapshot), proc.stderr[-800:]
+        else:
+            assert proc.returncode != 0 and "owner/absent is not in the Hugging Face cache" in proc.stderr, proc.stderr[-800:]
