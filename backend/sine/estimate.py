@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,8 +227,10 @@ def _step_times(marks: list[float], start: float) -> tuple[float, float]:
     return max(0.0, marks[0] - start - per_step), per_step
 
 
-def calibrate(base: BaseModel, finetune: FinetuneSettings) -> Rates:
-    """A few real fine-tune steps (this recipe) and sampling steps at the model's size, timed."""
+def calibrate(base: BaseModel, finetune: FinetuneSettings,
+              progress: Callable[[int, int], None] | None = None) -> Rates:
+    """A few real fine-tune steps (this recipe) and sampling steps at the model's size, timed;
+    `progress(done, of)` after each of them (the daemon shows them while the job is `loading`)."""
     from dataclasses import replace
 
     from PIL import Image
@@ -238,16 +241,23 @@ def calibrate(base: BaseModel, finetune: FinetuneSettings) -> Rates:
     size = base.sample_size
     picture = Image.new("RGB", (size, size), (120, 140, 160))
     marks: list[float] = []
+    done = [0]
+
+    def mark(*_: Any) -> None:
+        marks.append(time.perf_counter())
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], 2 * CALIBRATION_STEPS), 2 * CALIBRATION_STEPS)
+
     start = time.perf_counter()
-    tuned = run_finetune(base, picture, "a picture", replace(finetune, steps=CALIBRATION_STEPS),
-                         progress=lambda *_: marks.append(time.perf_counter()))
+    tuned = run_finetune(base, picture, "a picture", replace(finetune, steps=CALIBRATION_STEPS), progress=mark)
     ft_setup, ft_step = _step_times(marks, start)
     marks = []
     start = time.perf_counter()
     # k=0: the fine-tuned model guides every step, so each step is exactly 3 model-size evaluations; from
     # pure noise, every step run (a step costs the same at any strength)
     settings = SamplingSettings(steps=CALIBRATION_STEPS, k=0, strategy="single", strength=PAPER_STRENGTH)
-    sample_edit(base, tuned, "a picture", size, size, settings, progress=lambda *_: marks.append(time.perf_counter()))
+    sample_edit(base, tuned, "a picture", size, size, settings, progress=mark)
     end = time.perf_counter()
     sample_setup, step = _step_times(marks, start)
     return Rates(ft_setup, ft_step, sample_setup, step / 3, max(0.0, end - marks[-1]))
@@ -271,13 +281,15 @@ def observed_rates(prior: Rates, work: Work, finetune_marks: list[float], finetu
     return Rates(**rates)
 
 
-def rates_for(base: BaseModel, finetune: FinetuneSettings, log: Any = None) -> Rates:
-    """The remembered rates of this model, device and recipe, calibrating (and remembering) if there are none."""
+def rates_for(base: BaseModel, finetune: FinetuneSettings, log: Any = None,
+              progress: Callable[[int, int], None] | None = None) -> Rates:
+    """The remembered rates of this model, device and recipe, calibrating (and remembering) if there are none
+    (`progress`: see `calibrate`)."""
     rates = load_rates(fingerprint(base, finetune.method))
     if rates is None:
         if log is not None:
             log("measuring this machine's speed once for time estimates...")
-        rates = calibrate(base, finetune)
+        rates = calibrate(base, finetune, progress)
         remember_rates(base, finetune.method, rates)
     return rates
 

@@ -23,6 +23,7 @@ log = logging.getLogger("sine.daemon.edit")
 # Fault injection for the crash tests: while the file this names exists, a cache write waits after the
 # weights are on disk and before the entry is published, so a test can SIGKILL the daemon mid-write.
 PAUSE_ENV = "SINE_TEST_CACHE_WRITE_PAUSE_FILE"
+SPEED_CHECK_PART = "speed check"  # `part_of` of the `loading` events while the first job measures the machine
 
 
 @dataclass
@@ -74,8 +75,12 @@ def run_edit(request: EditRequest, base: Any, cache: WeightCache, report: Progre
     source = Image.frombytes("RGBA", request.image.size, request.image.data)
     timings = {"load_s": 0.0, "finetune_s": 0.0, "sample_s": 0.0, "total_s": 0.0}
     base.new_scheduler(_sampling_settings(sampler_mod, request).steps)  # more steps than the model has: before the fine-tune
+    report.phase_start("loading")  # the job is the worker's: what precedes the fine-tune is not silent
     if hasattr(report, "set_estimate"):
-        report.set_estimate(estimate_seconds(request, base, cache, loaded))
+        calibrating = getattr(report, "part", None)
+        report.set_estimate(estimate_seconds(
+            request, base, cache, loaded,
+            progress=None if calibrating is None else lambda done, of: calibrating(SPEED_CHECK_PART, done, of)))
     notes = _job_notes(request, base, source)
     if notes:
         report.set_notes(notes)  # on the job's next progress: the painter learns it before the result
@@ -126,8 +131,9 @@ def _job_notes(request: EditRequest, base: Any, source: Image.Image) -> list[str
 
 
 def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
-                     loaded: LoadedFinetunes | None = None) -> float | None:
-    """The job's expected time (sine.estimate: remembered per-machine rates, calibrated on first use), or None."""
+                     loaded: LoadedFinetunes | None = None, progress: Any = None) -> float | None:
+    """The job's expected time (sine.estimate: remembered per-machine rates, calibrated on first use, with
+    `progress(done, of)` after each calibration step), or None."""
     from sine import estimate
 
     ft_mod, sampler_mod, prompts_mod = _engine()
@@ -143,7 +149,7 @@ def estimate_seconds(request: EditRequest, base: Any, cache: WeightCache,
                                  image, subject)
             if not (cache.entry_path(key) / MANIFEST).exists() and not (loaded is not None and key in loaded):
                 steps += int(settings_dict["steps"])
-        rates = estimate.rates_for(base, settings.resolved(base.recipes))
+        rates = estimate.rates_for(base, settings.resolved(base.recipes), progress=progress)
         work = estimate.sampling_work(base, *request.output, _sampling_settings(sampler_mod, request), steps,
                                       count=request.count)
         return estimate.estimate(rates, work).total_s

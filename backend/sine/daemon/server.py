@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -25,7 +26,7 @@ from sine.daemon.config import DaemonConfig
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.token_keeper import TokenKeeper
-from sine.daemon.worker import EVENTS_ADDRESS, Worker, internal_message, stopping_reply
+from sine.daemon.worker import EVENTS_ADDRESS, STARTUP_PART, Worker, internal_message, stopping_reply
 from sine.daemon.zap import ZapHandler
 from sine_protocol import messages as m
 from sine_protocol.auth import ZAP_DOMAIN
@@ -36,6 +37,9 @@ from sine_protocol.paths import ensure_private_dir
 log = logging.getLogger("sine.daemon")
 
 QUEUED_PING_S = 2.0  # queued jobs get a `progress queued` event this often (also detects vanished clients)
+# While the model loads, waiting jobs hear of a start-up part done within this (Worker.startup), and of the
+# load at least every second (one import can take seconds: an event, not a silence, says it goes on).
+STARTUP_PING_S, LOADING_PING_S = 0.25, 1.0
 # A running job whose client heard nothing for this long gets a `heartbeat` (its phase and step),
 # so clients can tell a slow step from a silent daemon (sine_protocol.client.SILENT_DAEMON_S).
 HEARTBEAT_S = 5.0
@@ -134,6 +138,7 @@ class Daemon:
         self.bound: list[str] = []
         self._locks: list[DaemonLock] = []
         self._last_queued_ping = 0.0
+        self._startup_sent: tuple[int, int] | None = None  # the worker's start-up parts the last ping told
         self.exit_code = 0
         self._tag_key = secrets.token_bytes(16)
         # Replies that met a full send queue and must not be lost (finals, accepted, answers), per client.
@@ -449,15 +454,25 @@ class Daemon:
             log.warning("send to %s failed: %s", self.tag(identity), exc)
 
     @staticmethod
-    def _waiting_phase(worker: Worker) -> str:
-        """What a waiting job is waiting for: the model to load, or its turn."""
-        return "queued" if worker.ready.is_set() else "loading"
+    def _waiting_phase(worker: Worker) -> dict[str, Any]:
+        """What a waiting job is waiting for: its turn, or the model to load (with the start-up's parts done)."""
+        if worker.ready.is_set():
+            return {"phase": "queued"}
+        done, parts = worker.startup
+        return {"phase": "loading", "part": done, "parts": parts, "part_of": STARTUP_PART}
+
+    def _ping_interval(self, worker: Worker) -> float:
+        """Seconds between events to waiting jobs: shorter while the model loads, shortest for a new part."""
+        if worker.ready.is_set():
+            return QUEUED_PING_S
+        return STARTUP_PING_S if worker.startup != self._startup_sent else LOADING_PING_S
 
     def _ping_queued(self, router: zmq.Socket, worker: Worker) -> None:
         now = time.monotonic()
-        if now - self._last_queued_ping < QUEUED_PING_S:
+        if now - self._last_queued_ping < self._ping_interval(worker):
             return
         self._last_queued_ping = now
+        self._startup_sent = worker.startup
         running = self.queue.running()
         if running is not None and now - self._last_sent.get(running.client, 0.0) >= HEARTBEAT_S:
             self._send(router, running.client, make_reply(m.HEARTBEAT, running.request_id, job=running.id,
@@ -467,9 +482,9 @@ class Daemon:
             self._last_sent = {c: t for c, t in self._last_sent.items() if now - t < 600}
         for job in self.queue.queued():
             position = self.queue.position(job.id)
-            self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id,
-                                                      phase=self._waiting_phase(worker), step=0, total=0, eta_s=0.0,
-                                                      queue_position=position))
+            self._send(router, job.client, make_reply(m.PROGRESS, job.request_id, job=job.id, step=0, total=0,
+                                                      eta_s=0.0, queue_position=position,
+                                                      **self._waiting_phase(worker)))
 
     # --- requests ----------------------------------------------------------------------------------------
     def _handle(self, router: zmq.Socket, frames: list[bytes], worker: Worker, count: int | None = None) -> None:
@@ -557,7 +572,7 @@ class Daemon:
             log.info("job %s: accepted from %s at position %d", job.id[:8], self.tag(identity), position)
             self._send(router, identity, make_reply(m.ACCEPTED, rid, job=job.id, queue_position=position))
             if job.state == QUEUED:
-                return make_reply(m.PROGRESS, rid, job=job.id, phase=self._waiting_phase(worker), step=0, total=0,
-                                  eta_s=0.0, queue_position=position)
+                return make_reply(m.PROGRESS, rid, job=job.id, step=0, total=0, eta_s=0.0, queue_position=position,
+                                  **self._waiting_phase(worker))
             return None
         raise ProtocolError(BAD_REQUEST, f"unknown request type {request.type!r}", rid)

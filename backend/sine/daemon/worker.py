@@ -4,6 +4,7 @@ one, and hands every outgoing message to the socket thread over an inproc PAIR s
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import secrets
@@ -24,6 +25,10 @@ from sine_protocol.messages import RESULT, image_blob, make_error, make_reply
 
 log = logging.getLogger("sine.daemon.worker")
 EVENTS_ADDRESS = "inproc://sine-worker-events"
+# The libraries the model load needs, imported one by one (seconds each on a CPU) so waiting jobs see the
+# start-up move (`Worker.startup`); the model's own load is the last part.
+STARTUP_IMPORTS = ("torch", "transformers", "diffusers", "diffusers.models.unets.unet_2d_condition")
+STARTUP_PART = "start-up"  # `part_of` of the `loading` events sent while they load
 
 
 def internal_message(ref: str) -> str:
@@ -84,6 +89,7 @@ class Worker(threading.Thread):
         self.models: list[str] = [model or "demo"]
         self.model_kind: str | None = None  # e.g. "SDXL, ε-prediction, 1024 px", once loaded
         self.gpu_info: dict | None = None
+        self.startup = (0, len(STARTUP_IMPORTS) + 1)  # start-up parts done, of all: read by the socket thread
         self._sock: zmq.Socket | None = None
 
     # --- thread body --------------------------------------------------------------------------------
@@ -100,8 +106,18 @@ class Worker(threading.Thread):
         finally:
             self._sock.close()
 
+    def _import_libraries(self) -> None:
+        """Import what the model load needs, a part at a time (a failure is left to the load to report)."""
+        for done, name in enumerate(STARTUP_IMPORTS, 1):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - e.g. a module diffusers moved: the load imports what it needs
+                log.debug("start-up: could not import %s first", name, exc_info=True)
+            self.startup = (done, self.startup[1])
+
     def _load_model(self) -> None:
         try:
+            self._import_libraries()
             from sine.devices import THREADS_ENV
             from sine.models import load_base_model
 
@@ -121,6 +137,7 @@ class Worker(threading.Thread):
             self.model_error = f"could not load the base model {self.model!r}: {exc}"
             log.error("%s", self.model_error)
         finally:
+            self.startup = (self.startup[1], self.startup[1])
             self.ready.set()
 
     def _send(self, job: Job, frames: list[bytes]) -> None:
