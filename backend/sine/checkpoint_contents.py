@@ -132,6 +132,41 @@ def _part_alone(keys: list[str]) -> str | None:
     return None
 
 
+_COMPONENT_CLASSES = {  # a diffusers/transformers component saved alone (config.json's class): what it is
+    "ControlNetModel": "a ControlNet (it steers a base model, it is not one)",
+    "AutoencoderKL": ("a VAE alone (the image decoder, not a whole model; to use it, put its "
+                      "diffusion_pytorch_model.safetensors beside a checkpoint as CHECKPOINT.vae.safetensors, or this "
+                      "folder as the vae/ of a model folder)"),
+    "AutoencoderTiny": "TAESD (a tiny preview decoder), not a whole model",
+    "UNet2DConditionModel": "a UNet alone (without its text encoder and VAE)",
+    "T2IAdapter": "a T2I-Adapter (it steers a base model, it is not one)",
+    "MotionAdapter": "an AnimateDiff motion module (it animates a base model, it is not one)",
+    "SD3Transformer2DModel": "a Stable Diffusion 3 model's transformer (no UNet)",
+    "FluxTransformer2DModel": "a Flux model's transformer (no UNet)",
+    "PixArtTransformer2DModel": "a PixArt model's transformer (no UNet)",
+    "CLIPTextModel": "a text encoder alone (CLIP), not a whole model",
+    "CLIPTextModelWithProjection": "a text encoder alone (CLIP), not a whole model",
+    "T5EncoderModel": "a text encoder alone (T5), not a whole model",
+    "CLIPVisionModelWithProjection": "an image encoder alone (CLIP vision), not a whole model",
+}
+
+
+def component_folder(folder: Path) -> str | None:
+    """What a folder holding one model component or add-on saved alone (its config.json names the
+    class, diffusers' `_class_name` or transformers' `architectures`) is, in words; None otherwise."""
+    try:
+        config = json.loads((folder / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    names = [config.get("_class_name")] + list(config.get("architectures") or [])
+    name = next((str(n) for n in names if isinstance(n, str) and n), None)
+    if name is None:
+        return None
+    return _COMPONENT_CLASSES.get(name, f"a single {name} component, not a whole model")
+
+
 WRAPPERS = ("module", "state_dict", "model", "_orig_mod")  # what training wrappers put before a model's keys
 
 

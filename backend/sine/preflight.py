@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .checkpoint_contents import USE_A_MODEL, component_folder, file_problem
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot
@@ -220,6 +221,10 @@ def not_a_model_folder(path: Path) -> str:
     parent = path.resolve().parent
     if (parent / "unet").is_dir() and (path / "config.json").is_file():
         return f"{message}: it is the {path.name}/ part of a model; pass the model folder {parent}"
+    if (what := component_folder(path)) is not None:
+        return f"{message}: it is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
+    if files and all((why := file_problem(path / f)) is not None for f in files):
+        return f"{message}; {why}"  # a LoRA's folder: not "pass its file", refused next
     if files and not (path / "config.json").is_file():
         shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
         return f"{message}; it holds checkpoint files ({shown}): pass one of them, e.g. --model {path / files[0]}"

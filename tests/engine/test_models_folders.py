@@ -417,3 +417,36 @@ def test_pickles_beside_safetensors_are_never_read(tmp_path, capsys):
         torch.save({"weight": _RunsCode()}, str(folder / component / weights))
     assert load_base_model(folder, device="cpu").kind == describe_model(folder)
     assert "unpickled" not in capsys.readouterr().out
+
+
+def test_folders_of_one_component_or_an_add_on_are_named_with_what_to_do(tmp_path):
+    """A ControlNet, VAE, UNet, text encoder or SD3 transformer saved alone as a diffusers folder was
+    "not a diffusers Stable Diffusion folder (no unet/ inside)", nothing said of what it is; a LoRA's
+    folder was answered "pass one of its files", the LoRA itself, which is refused next. From `sine
+    edit`'s instant check, doctor and the loader."""
+    from safetensors.torch import save_file
+
+    from sine.preflight import check_model
+
+    components = {"controlnet": ({"_class_name": "ControlNetModel"}, "a ControlNet"),
+                  "sd-vae-ft-mse": ({"_class_name": "AutoencoderKL"}, r"a VAE alone.*vae\.safetensors"),
+                  "my-unet": ({"_class_name": "UNet2DConditionModel"}, "a UNet alone"),
+                  "clip-vit-large": ({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model"},
+                                     "a text encoder alone"),
+                  "sd3-transformer": ({"_class_name": "SD3Transformer2DModel"}, "a Stable Diffusion 3 model")}
+    cases = []
+    for name, (config, words) in components.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        save_file({"w": torch.zeros(2)}, str(folder / "diffusion_pytorch_model.safetensors"))
+        cases.append((folder, words))
+    lora = tmp_path / "my-style-lora"
+    lora.mkdir()
+    save_file({"unet.down_blocks.0.attentions.0.proj_in.lora_A.weight": torch.zeros(4, 32)},
+              str(lora / "pytorch_lora_weights.safetensors"))
+    cases.append((lora, r"pytorch_lora_weights\.safetensors is a LoRA"))
+    for folder, words in cases:
+        for call in (check_model, describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(ModelMissing, match=rf"{folder.name} is .*{words}.*whole text-to-image model"):
+                call(str(folder))
