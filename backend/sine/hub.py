@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+_PREFERRED = ("fp16", "bf16", "ema")  # a component's variants without plain weights, in this order (weight_files)
 
 
 def _variant(name: str) -> str | None:
@@ -33,14 +34,16 @@ def _index_of(name: str, suffix: str) -> str | None | bool:
 def select_files(files: list[str]) -> list[str]:
     """Of a repository's file list, what the loader reads: model_index.json, and for each SD component
     its configs, tokenizer files and one copy of its weights: the plain safetensors when there are
-    (else the fp16 variant's), pickled .bin only for a component without safetensors."""
+    (else a variant's: fp16, bf16, ema, else the first by name), pickled .bin only for a component
+    without safetensors."""
     chosen = [f for f in files if f == "model_index.json"]
     for component in COMPONENTS:
         inside = [f for f in files if PurePosixPath(f).parent == PurePosixPath(component)]
         chosen += [f for f in inside if f.endswith((".json", ".txt")) and ".index." not in f]
         for suffix in (".safetensors", ".bin"):
             weights = [f for f in inside if f.endswith(suffix)]
-            for variant in (None, "fp16"):
+            found = sorted({str(v) for v in (_variant(PurePosixPath(f).name) for f in weights) if v is not None})
+            for variant in (None, *_PREFERRED, *(v for v in found if v not in _PREFERRED)):
                 picked = [f for f in weights if _variant(PurePosixPath(f).name) == variant]
                 if picked:
                     chosen += picked + [f for f in inside if _index_of(PurePosixPath(f).name, suffix) == variant]

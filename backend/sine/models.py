@@ -51,6 +51,7 @@ from .weight_files import (
     check_shards,
     linked_under_own_name,
     other_library_file,
+    weight_names,
     weights_variant,
 )
 
@@ -470,7 +471,7 @@ def check_component_files(folder: Path) -> None:
             check_vocabulary(folder / name)
     names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if (folder / "text_encoder_2").is_dir() else ())
     for name in names:
-        if not any((folder / name / w).is_file() for w in WEIGHT_NAMES):
+        if not any((folder / name / w).is_file() for w in weight_names(folder / name)):
             exported = sorted({EXPORTS[f.suffix] for f in (folder / name).iterdir() if f.suffix in EXPORTS})
             if exported:
                 raise ModelMissing(f"{folder} is an {' / '.join(exported)} export ({folder / name} holds no PyTorch "
@@ -571,16 +572,16 @@ def _from_pretrained(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - t
 def _read_component(cls: type, sub: Path, dt: torch.dtype):  # noqa: ANN202 - the class's own type
     check_shards(sub)
     try:
-        pickled = not any((sub / w).is_file() for w in WEIGHT_NAMES if ".safetensors" in w)  # .bin only: say so,
+        pickled = not any((sub / w).is_file() for w in weight_names(sub) if ".safetensors" in w)  # .bin only: say so,
         model, info = cls.from_pretrained(sub, torch_dtype=dt, variant=weights_variant(sub), output_loading_info=True,
                                           use_safetensors=False if pickled else None)  # or shards are not looked for
     except Exception as exc:  # truncated or corrupt weights: say which file
-        for weights in (sub / w for w in WEIGHT_NAMES if (sub / w).is_file()):
+        for weights in (sub / w for w in weight_names(sub) if (sub / w).is_file()):
             if (what := not_weights(weights)) is not None:
                 raise BadModel(f"{weights} is {what}") from None
             if weights.suffix == ".bin":
                 read_checkpoint(weights)  # a pickle that needs more than tensors: refused as such
-        files = [str(sub / w) for w in WEIGHT_NAMES if (sub / w).is_file()]
+        files = [str(sub / w) for w in weight_names(sub) if (sub / w).is_file()]
         raise BadModel(f"{files[0] if files else sub} could not be loaded ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:200]}); the download may be incomplete: download it again") from None
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith("position_ids"))

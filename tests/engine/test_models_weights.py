@@ -245,3 +245,31 @@ def test_weights_that_are_not_finite_are_refused_naming_the_component(tiny_folde
     vae.save_pretrained(folder / "vae")
     with pytest.raises(BadModel, match=r"VAE holds non-finite weights \(inf or NaN.*decoder\.conv_in\.weight.*working VAE in its vae/"):
         load_base_model(folder, device="cpu")
+
+
+@pytest.mark.parametrize("variant", ["bf16", "ema", "non_ema"])
+def test_folders_of_other_variants_than_fp16_load(tiny_folder, tmp_path, variant):
+    """Components saved only as another variant (`save_pretrained(variant="bf16")`, a training repo's
+    `….ema.safetensors` / `….non_ema.safetensors`) were "holds no weights file: the download is
+    incomplete"; they load (the text encoder as fp16 beside them, a sharded UNet too)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    from sine.hub import select_files
+
+    folder = shutil.copytree(tiny_folder, tmp_path / f"only-{variant}")
+    saved = {}
+    for sub, cls, how in (("unet", UNet2DConditionModel, dict(variant=variant, max_shard_size="100KB")),
+                          ("vae", AutoencoderKL, dict(variant=variant)), ("text_encoder", CLIPTextModel, dict(variant="fp16"))):
+        model = cls.from_pretrained(tiny_folder / sub)
+        shutil.rmtree(folder / sub)
+        model.save_pretrained(folder / sub, **how)
+        saved[sub] = model
+    assert not any(p.name.startswith("diffusion_pytorch_model.safetensors") for p in (folder / "vae").iterdir())
+    assert describe_model(folder) == describe_model(tiny_folder)
+    base = load_base_model(folder, device="cpu")
+    for sub, model in saved.items():
+        mine = getattr(base, sub).state_dict()
+        assert all(torch.equal(mine[k], v) for k, v in model.state_dict().items() if k in mine), sub
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert {f.split("/")[0] for f in select_files(files) if "safetensors" in f} == {"unet", "vae", "text_encoder"}
