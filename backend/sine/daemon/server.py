@@ -23,6 +23,7 @@ import zmq
 from sine import __version__
 from sine.cache import WeightCache
 from sine.daemon.config import DaemonConfig
+from sine.daemon.connections import ConnectionGuard
 from sine.daemon.jobs import CANCELLED, QUEUED, Job, JobQueue, QueueClosed, QueueFull
 from sine.daemon.lockfile import AlreadyRunning, DaemonLock, lock_path_for
 from sine.daemon.token_keeper import TokenKeeper
@@ -224,6 +225,7 @@ class Daemon:
         router = ctx.socket(zmq.ROUTER)
         events = ctx.socket(zmq.PAIR)
         worker: Worker | None = None
+        guard: ConnectionGuard | None = None
         try:
             router.setsockopt(zmq.IPV6, 1)  # tcp://[::1]:PORT is a loopback endpoint too (IPv4 still works)
             router.setsockopt(zmq.PLAIN_SERVER, 1)  # ZMTP 1.0/2.0 peers (raw bytes) are refused too
@@ -237,6 +239,9 @@ class Daemon:
             if self.config.send_buffer_bytes:
                 router.setsockopt(zmq.SNDBUF, self.config.send_buffer_bytes)
             router.setsockopt(zmq.RCVHWM, 1000)
+            # before the first bind, so every connection is counted
+            guard = ConnectionGuard(router, self.config.endpoint if self.config.endpoint.startswith("tcp://") else None,
+                                    limit[0] if limit else None)
             self._bind(router, self.config.endpoint)
             if ipc:
                 ipc_path = Path(ipc[len("ipc://"):])
@@ -271,7 +276,7 @@ class Daemon:
                      os.getpid(), ", ".join(self.bound), limit[0] if limit else "n/a")
             if ready is not None:
                 ready.set()
-            self._loop(router, events, worker, zap)
+            self._loop(router, events, worker, zap, guard)
             return self.exit_code
         finally:
             worker_alive = False
@@ -282,6 +287,8 @@ class Daemon:
                     worker.join(0.1)  # in slices: a second Ctrl+C stops this wait too
                 worker_alive = worker.is_alive()
             self.abandoned = worker_alive
+            if guard is not None:
+                guard.close()
             router.close(linger=200)
             events.close(linger=0)
             zap.close()
@@ -296,11 +303,13 @@ class Daemon:
             log.info("sine daemon stopped")
 
     # --- the loop ----------------------------------------------------------------------------------------
-    def _loop(self, router: zmq.Socket, events: zmq.Socket, worker: Worker, zap: ZapHandler) -> None:
+    def _loop(self, router: zmq.Socket, events: zmq.Socket, worker: Worker, zap: ZapHandler,
+              guard: ConnectionGuard) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(events, zmq.POLLIN)
         poller.register(zap.socket, zmq.POLLIN)
+        poller.register(guard.socket, zmq.POLLIN)
         shutdown_deadline: float | None = None
         while True:
             if self.stop_requested.is_set() and shutdown_deadline is None:
@@ -323,6 +332,8 @@ class Daemon:
                 if exc.errno == errno.EINTR:
                     continue
                 raise
+            if guard.socket in ready or not guard.listening:
+                guard.handle_pending()
             if zap.socket in ready:
                 zap.handle_pending()
             if events in ready:
