@@ -123,20 +123,44 @@ def _read_raw(path: Path) -> Any:
             raise BadModel(f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}); "
                            "the download may be incomplete: download it again") from None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
-    except pickle.UnpicklingError as exc:
+        with torch.serialization.safe_globals(lightning_stand_ins(path)):
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except pickle.UnpicklingError:
         if not _is_zip(path) and _first_byte(path) != b"\x80":  # a pickle starts with its PROTO opcode
             raise BadModel(f"{path} is not a PyTorch checkpoint (its bytes are neither a zip nor a pickle of "
                            "tensors); download the model again") from None
-        raise BadModel(f"{path} holds Python objects besides tensors, so loading it could run code; refusing to "
-                       f"unpickle it ({str(exc).splitlines()[0][:160]}). Use the .safetensors version of this "
-                       "model") from None
+        named = ", ".join(_pickled_globals(path)[:3]) or "objects torch does not know"
+        raise BadModel(f"{path} holds Python objects besides tensors ({named}), so loading it could run code; "
+                       "refusing to unpickle it. Use the .safetensors version of this model") from None
     except Exception as exc:
         raise BadModel(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc}); the download may be "
                        "incomplete: download it again") from None
     if not isinstance(state, dict) or not state:
         raise BadModel(f"{path} holds no state dict of tensors")
     return state
+
+
+_LIGHTNING = ("pytorch_lightning.", "lightning.")  # PyTorch Lightning 1.x keyed callback states by their class
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The classes and functions a zip checkpoint's pickle names besides torch's own (none: [])."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # not a zip checkpoint, unreadable: torch.load says so
+        return []
+
+
+def lightning_stand_ins(path: Path) -> list[type]:
+    """Empty classes standing for the PyTorch Lightning classes a checkpoint's pickle names (SD 1.x's
+    own .ckpt files key a callback's state by `pytorch_lightning…ModelCheckpoint`), so the
+    weights-only unpickler reads it: nothing of theirs runs. [] when it names anything else too."""
+    if path.suffix.lower() == ".safetensors" or not _is_zip(path):
+        return []
+    names = _pickled_globals(path)
+    if not names or not all(n.startswith(_LIGHTNING) for n in names):
+        return []
+    return [type(n.rsplit(".", 1)[1], (), {"__module__": n.rsplit(".", 1)[0]}) for n in names]
 
 
 def _first_byte(path: Path) -> bytes:
@@ -411,6 +435,7 @@ def load_single_file(path: Path, dtype: torch.dtype) -> tuple[Any, Path]:
     from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     state, wrapped = _unwrap(_read_raw(path))
+    wrapped = wrapped or bool(lightning_stand_ins(path))  # diffusers' own weights-only read refuses it
     folder = config_folder(path, state)
     check_shapes(path, state, folder)
     scheduler_config = single_file_scheduler(path, state, folder)

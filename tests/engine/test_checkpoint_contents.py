@@ -524,3 +524,43 @@ def test_checkpoint_without_vae_names_the_vae_of_its_family_and_where_to_get_it(
         for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
             with pytest.raises(BadModel, match=rf"has no VAE baked in.*{words}.*pruned\.vae\.safetensors"):
                 call(bare)
+
+
+def _pickle_with_classes(path, state, classes: dict[str, str]):
+    """torch.save of `state` whose "callbacks" are keyed by classes of the given modules (as PyTorch
+    Lightning 1.x keyed its callbacks' states by the callback class: SD 1.x's own .ckpt files), saved
+    from stand-in modules that are gone when the file is read."""
+    import sys
+    import types
+
+    made = []
+    for module, name in classes.items():
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):
+            made.append(".".join(parts[:i]))
+            sys.modules.setdefault(made[-1], types.ModuleType(made[-1]))
+        cls = type(name, (), {"__module__": module})
+        setattr(sys.modules[module], name, cls)
+        state.setdefault("callbacks", {})[cls] = {"best_model_score": torch.tensor(0.25), "monitor": "val/loss"}
+    try:
+        torch.save(state, str(path))
+    finally:
+        for name in made:
+            sys.modules.pop(name, None)
+    return path
+
+
+def test_lightning_checkpoint_with_callback_classes_loads_and_other_classes_are_refused(tiny_folder, tmp_path):
+    """SD 1.x's original .ckpt files (PyTorch Lightning 1.x) name `pytorch_lightning…ModelCheckpoint`
+    as a callback's key: weights-only loading refused them ("holds Python objects besides tensors"),
+    the official checkpoints included. Lightning's classes are read as empty stand-ins (nothing of
+    theirs runs); any other class is still refused."""
+    full = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    state = {"state_dict": dict(load_file(str(full))), "global_step": 470000, "epoch": 5}
+    ckpt = _pickle_with_classes(tmp_path / "sd-v1-4.ckpt", dict(state),
+                                {"pytorch_lightning.callbacks.model_checkpoint": "ModelCheckpoint"})
+    shutil.copytree(full.with_suffix(".config"), ckpt.with_suffix(".config"))
+    assert _same(load_base_model(ckpt, device="cpu").unet, load_base_model(full, device="cpu").unet)
+    other = _pickle_with_classes(tmp_path / "other.ckpt", dict(state), {"some_trainer.callbacks": "Saver"})
+    with pytest.raises(BadModel, match=r"other\.ckpt holds Python objects besides tensors \(some_trainer\.callbacks\.Saver\)"):
+        describe_model(other)
