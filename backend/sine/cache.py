@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sine_protocol.paths import ensure_private_dir
+
 MANIFEST = "manifest.json"
 MARKER = ".sine-cache"
 HASH_MEMO = "model_hashes.json"  # sine.checkpoints remembers the hashes of big model files here
@@ -261,7 +263,7 @@ class WeightCache:
                 self._check_ours(adopt=False)
                 self._index_entries(sweep=False)
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.root)  # fine-tunes of the painter's pictures: owner-only, whatever the umask
         self._check_ours(adopt=True)
         self._index_entries(sweep=True)
 
