@@ -447,6 +447,7 @@ def check_finite_weights(where: str, **parts: torch.nn.Module | None) -> None:
 
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     """The components of a diffusers folder; a missing or broken file is named in the error."""
+    check_vae_folder(folder)
     for name in _COMPONENTS:
         if not (folder / name).is_dir():
             raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
@@ -460,6 +461,21 @@ def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
+
+
+_FAMILY_VAE_REPOS = {False: ("Stable Diffusion 1.x/2.x", "stabilityai/sd-vae-ft-mse"), True: ("SDXL", "stabilityai/sdxl-vae")}
+
+
+def check_vae_folder(folder: Path) -> None:
+    """A model folder shipped without vae/ (UNet-only fine-tune repositories) is told its family's
+    published VAE (diffusers layout) and the command that puts it in place."""
+    if (folder / "vae").is_dir() or not (folder / "unet" / "config.json").is_file():
+        return
+    xl = read_json(folder / "unet" / "config.json").get("addition_embed_type") == "text_time"
+    family, repo = _FAMILY_VAE_REPOS[xl]
+    raise ModelMissing(f"{folder} has no vae/ (shipped without its VAE): download {family}'s VAE into it once while "
+                       f"online, `hf download {repo} --local-dir {folder / 'vae'}`, or pass a version of the model "
+                       "with its VAE")
 
 
 def check_component_files(folder: Path) -> None:
@@ -610,6 +626,7 @@ def model_report(model: str | os.PathLike | None) -> tuple[ModelKind, list[str]]
         stored = stored_note(path, state)
     else:
         folder, model_id, _ = resolve_model_folder(model)
+        check_vae_folder(folder)
         scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
         where, name, guessed, stored = str(folder), display_name(Path(model_id)), None, None
     unet, vae = read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json")

@@ -450,3 +450,19 @@ def test_folders_of_one_component_or_an_add_on_are_named_with_what_to_do(tmp_pat
         for call in (check_model, describe_model, lambda f: load_base_model(f, device="cpu")):
             with pytest.raises(ModelMissing, match=rf"{folder.name} is .*{words}.*whole text-to-image model"):
                 call(str(folder))
+
+
+def test_folder_without_its_vae_names_the_vae_to_fetch_and_where(tiny_folder, tmp_path):
+    """A diffusers folder shipped without vae/ (UNet-only fine-tune repositories) was "lacks the vae/
+    component" (loader) and "vae/config.json is missing: the download is incomplete" (doctor); both
+    name its family's VAE and the command that puts it there."""
+    from sine.tiny_models import make_tiny_sdxl
+
+    sd = shutil.copytree(tiny_folder, tmp_path / "sd-unet-only")
+    xl = make_tiny_sdxl(tmp_path / "xl-unet-only")
+    for folder, repo in ((sd, "stabilityai/sd-vae-ft-mse"), (xl, "stabilityai/sdxl-vae")):
+        shutil.rmtree(folder / "vae")
+        for call in (describe_model, lambda f: load_base_model(f, device="cpu")):
+            with pytest.raises(ModelMissing, match=rf"{folder.name} has no vae/.*hf download {repo} --local-dir "
+                                                   rf"{folder}/vae"):
+                call(folder)
