@@ -58,13 +58,25 @@ def cache_snapshot(path: Path) -> Path:
     find it in ~/.cache/huggingface/hub) -> the snapshot its refs/main names (or its only snapshot); any other path as it is.
     Standard library only (the installer reads this module from the checkout)."""
     ref, snapshots = path / "refs" / "main", path / "snapshots"
-    if snapshots.is_dir() and ref.is_file():
-        snapshot = snapshots / ref.read_text().strip()
+    refs = sorted(r for r in (path / "refs").iterdir() if r.is_file()) if (path / "refs").is_dir() else []
+    if snapshots.is_dir() and (ref.is_file() or len(refs) == 1):  # fetched at a branch only (refs/fp16): its ref
+        snapshot = snapshots / (ref if ref.is_file() else refs[0]).read_text().strip()
         if snapshot.is_dir():
             return snapshot
     if snapshots.is_dir() and len(only := [p for p in snapshots.iterdir() if p.is_dir()]) == 1:
         return only[0]  # fetched at a revision (no refs/main): its one snapshot
     return path
+
+
+def cached_repo(repo_id: str) -> Path | None:
+    """The snapshot of hub id `repo_id` in the user's hub cache as `cache_snapshot` finds it (refs/main,
+    or the one ref or snapshot there), when huggingface_hub's own look-up, which reads refs/main only,
+    does not; None when it is not there."""
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = cache_snapshot(repo) if repo.is_dir() else repo
+    return snapshot if snapshot != repo and (snapshot / "model_index.json").is_file() else None
 
 
 def display_name(path: Path) -> str:

@@ -32,7 +32,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadInput, BadModel, ModelMissing
-from .hub import cache_snapshot, display_name, download
+from .hub import cache_snapshot, cached_repo, display_name, download
 from .model_kind import (
     ModelKind,
     check_usable,
@@ -265,6 +265,8 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
     except Exception:
+        if revision is None and (cached := cached_repo(repo_id)) is not None:
+            return cached, repo_id, cached.name  # fetched at a branch only (refs/fp16)
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise ModelMissing(_fetch_advice(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")) from None
         try:

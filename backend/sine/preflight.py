@@ -16,7 +16,7 @@ from PIL import Image
 from .checkpoint_contents import USE_A_MODEL, component_folder, file_problem
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
-from .hub import cache_snapshot
+from .hub import cache_snapshot, cached_repo
 from .images import MAX_SIDE, MIN_SIDE, check_size, frames_note, load_image, mask_levels
 from .recipes import model_recipes
 
@@ -238,5 +238,5 @@ def hub_id_cached(repo_id: str) -> bool:
     try:
         snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, local_files_only=True)
     except Exception:  # LocalEntryNotFoundError, RepositoryNotFoundError, invalid ids...
-        return False
+        return cached_repo(repo_id) is not None  # fetched at a branch only (refs/fp16)
     return True

@@ -101,3 +101,27 @@ def test_installer_download_offline_takes_the_model_from_the_hub_cache(tiny_fold
             assert proc.returncode == 0 and proc.stdout.strip() == str(snapshot), proc.stderr[-800:]
         else:
             assert proc.returncode != 0 and "owner/absent is not in the Hugging Face cache" in proc.stderr, proc.stderr[-800:]
+
+
+def test_a_hub_id_fetched_at_a_branch_only_is_found_offline(tiny_folder, tmp_path):
+    """`hf download owner/name --revision fp16` (SD 1.x repositories kept fp16 weights on a branch)
+    leaves refs/fp16 and no refs/main: `sine edit --model owner/name` offline said "not in the Hugging
+    Face cache". The one ref's snapshot is the model, for the instant check, doctor and the loader
+    (a fresh interpreter, as the CLI and daemon read HF_HUB_CACHE/HF_HUB_OFFLINE)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / "models--owner--branchy"
+    snapshot = repo / "snapshots" / ("cd" * 20)
+    shutil.copytree(tiny_folder, snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "fp16").write_text(snapshot.name)
+    code = ("from sine.preflight import check_model; from sine.models import describe_model, load_base_model; "
+            "check_model('owner/branchy'); print(describe_model('owner/branchy').describe()); "
+            "print(load_base_model('owner/branchy', device='cpu').folder)")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    assert proc.stdout.split("\n")[:2] == ["SD1, ε-prediction, 32 px", str(snapshot.resolve())]
