@@ -265,7 +265,9 @@ class ZMTPConnection:
         name, data = self._split_command(body)
         if name == b"PING":
             context = data[2:18]
-            self._send_raw([_command(b"PONG", context)], None)
+            # Never waited on: a peer that sends PINGs and reads none of the PONGs would fill the send buffer
+            # and hold the reader for ever; past what the buffer takes at once, the connection ends.
+            self._send_raw([_command(b"PONG", context)], 0.0)
         elif name == b"ERROR":
             self.close()
             raise ZMTPError("peer sent ERROR and closed the connection")
@@ -275,14 +277,18 @@ class ZMTPConnection:
         """The next message's frames, or None if none is complete within ``timeout`` seconds.
 
         A timeout mid-message loses nothing: the partial message stays buffered for the next call.
-        ``timeout=None`` blocks; ``0`` only takes what has already arrived.
+        ``timeout=None`` blocks; ``0`` only takes what has already arrived. The timeout holds while bytes keep
+        coming too (a peer streaming commands without end).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        read = False
         while True:
             while (frame := self._next_frame()) is not None:
                 flags, body = frame
                 if flags & _FLAG_COMMAND:
                     self._handle_command(body)
+                    if deadline is not None and time.monotonic() > deadline:
+                        return None
                     continue
                 self._parts.append(body)
                 self._parts_bytes += len(body)
@@ -292,8 +298,11 @@ class ZMTPConnection:
                 if self.max_parts is not None and len(self._parts) >= self.max_parts:
                     self.close()
                     raise ZMTPError(f"a message of more than {self.max_parts} parts is over the limit")
+            if read and deadline is not None and time.monotonic() > deadline:
+                return None  # bytes still coming, the time is up: the rest waits for the next call
             if not self._fill(deadline):
                 return None
+            read = True
 
     # ------------------------------------------------------------ writing
 

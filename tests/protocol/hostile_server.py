@@ -2,7 +2,8 @@
 
 It speaks just enough of the protocol (greeting, PLAIN as the server, any credentials) to get past a
 client's handshake, waits for the client's first message, then sends the raw bytes it was given (frames a
-daemon never sends: endless parts, a part announced bigger than any reply) and keeps the connection open.
+daemon never sends: endless parts, a part announced bigger than any reply), then `forever` again and again
+(a stream that never ends: commands) without reading, and keeps the connection open.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def announced_part(size: int) -> bytes:
     return struct.pack(">BQ", 0x02, size)
 
 
-def _command(name: bytes, data: bytes = b"") -> bytes:
+def command(name: bytes, data: bytes = b"") -> bytes:
     return frame(bytes([len(name)]) + name + data, command=True)
 
 
@@ -49,8 +50,9 @@ def _read_exact(conn: socket.socket, size: int) -> bytes:
 class HostileServer:
     """Listens on 127.0.0.1; each connection gets the handshake, then `payload` after its first message."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, forever: bytes = b"") -> None:
         self.payload = payload
+        self.forever = forever
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
         self.connections: list[socket.socket] = []
@@ -72,13 +74,15 @@ class HostileServer:
             conn.sendall(_SIGNATURE + bytes([3, 1]) + b"PLAIN".ljust(20, b"\0") + b"\x01" + b"\0" * 31)
             _read_exact(conn, 64)
             _read_frame(conn)  # HELLO (credentials taken whatever they are)
-            conn.sendall(_command(b"WELCOME"))
+            conn.sendall(command(b"WELCOME"))
             _read_frame(conn)  # INITIATE
-            conn.sendall(_command(b"READY", b"\x0bSocket-Type" + struct.pack(">I", 6) + b"ROUTER"))
+            conn.sendall(command(b"READY", b"\x0bSocket-Type" + struct.pack(">I", 6) + b"ROUTER"))
             while _read_frame(conn)[0] & 0x05:  # commands and all but the last part of the first message
                 pass
             self.sending.set()
             conn.sendall(self.payload)
+            while self.forever:
+                conn.sendall(self.forever)
         except OSError:
             pass
 

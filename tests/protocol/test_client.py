@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_daemon import FakeDaemon  # noqa: E402
-from hostile_server import HostileServer, announced_part, frame  # noqa: E402
+from hostile_server import HostileServer, announced_part, command, frame  # noqa: E402
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient  # noqa: E402
 from sine_protocol.frames import make_preview, resize_nearest  # noqa: E402
@@ -351,3 +351,34 @@ def test_a_reply_over_the_bytes_a_reply_can_have_is_refused(transport: str) -> N
     finally:
         client.close()
         server.close()
+
+
+@pytest.mark.parametrize("name", [b"PING", b"NOOP"])
+def test_a_peer_streaming_commands_never_holds_poll_event_past_its_timeout(name: bytes) -> None:
+    """poll_event never blocks longer than asked (a host UI polls it from a timer): a peer streaming ZMTP
+    commands without end (PINGs whose PONGs it never reads, or commands nobody knows) held the pure transport's
+    receive for ever, answering PINGs until its send buffer filled and then waiting on that."""
+    import threading
+
+    server = HostileServer(b"", forever=command(name, b"\0\0") * 4096)
+    client = SineClient(server.endpoint, TOKEN, transport="pure", timeout=5)
+    outcome: list[object] = []
+
+    def poll() -> None:
+        try:
+            outcome.append(client.poll_event(timeout=0.2))
+        except DaemonUnavailable as exc:
+            outcome.append(exc)
+
+    try:
+        client.submit_edit(_image(16, 16), "x")
+        assert server.sending.wait(5)
+        polling = threading.Thread(target=poll, daemon=True)
+        start = time.monotonic()
+        polling.start()
+        polling.join(5)
+        assert not polling.is_alive() and time.monotonic() - start < 2, "poll_event(timeout=0.2) did not return"
+        assert outcome[0] is None or isinstance(outcome[0], DaemonUnavailable)
+    finally:
+        server.close()
+        client.close()
