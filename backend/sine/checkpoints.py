@@ -123,7 +123,7 @@ def _read_raw(path: Path) -> Any:
             raise BadModel(f"{path} is not a readable .safetensors file ({type(exc).__name__}: {exc}); "
                            "the download may be incomplete: download it again") from None
     try:
-        with torch.serialization.safe_globals(lightning_stand_ins(path)):
+        with _allowing(lightning_stand_ins(path)):
             state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError:
         if not _is_zip(path) and _first_byte(path) != b"\x80":  # a pickle starts with its PROTO opcode
@@ -147,8 +147,17 @@ def _pickled_globals(path: Path) -> list[str]:
     """The classes and functions a zip checkpoint's pickle names besides torch's own (none: [])."""
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # not a zip checkpoint, unreadable: torch.load says so
+    except Exception:  # torch < 2.5, not a zip checkpoint, unreadable: torch.load says so
         return []
+
+
+def _allowing(classes: list[type]) -> Any:
+    """torch's `safe_globals(classes)` (torch ≥ 2.5; nothing to allow: a no-op context)."""
+    import contextlib
+
+    if not classes or not hasattr(torch.serialization, "safe_globals"):
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(classes)
 
 
 def lightning_stand_ins(path: Path) -> list[type]:

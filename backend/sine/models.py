@@ -416,7 +416,7 @@ def apply_clip_skip(text_encoder: CLIPTextModel, skip: int | None, where: str) -
     text encoder's last `skip - 1` layers are dropped, so its output, through its final layer norm, is
     that layer's on every path (prompts, a trained text encoder) as A1111's and diffusers' clip_skip
     read it. SDXL is not given one (it reads penultimate layers already)."""
-    layers = text_encoder.get_encoder().layers
+    layers = getattr(text_encoder, "text_model", text_encoder).encoder.layers  # text_model: transformers < 5.6
     if skip is None or skip == 1:
         return
     if skip > len(layers):  # no layer would be left
