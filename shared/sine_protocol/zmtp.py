@@ -24,6 +24,7 @@ _FLAG_COMMAND = 0x04
 _COMPATIBLE_PEERS = {"DEALER": {b"ROUTER", b"DEALER", b"REP"}}
 _SMALL_FRAME = 64 * 1024  # below this, header and body go out in one send
 _READ_CHUNK = 1024 * 1024
+MAX_COMMAND_BYTES = 64 * 1024  # READY's metadata, PING, ERROR: a few hundred bytes; refused past this as it arrives
 
 
 class ZMTPError(ConnectionError):
@@ -242,6 +243,9 @@ class ZMTPConnection:
         if size > self.max_frame_bytes:
             self.close()
             raise ZMTPError(f"frame of {size} bytes is over the limit of {self.max_frame_bytes}")
+        if flags & _FLAG_COMMAND and size > MAX_COMMAND_BYTES:
+            self.close()
+            raise ZMTPError(f"a command of {size} bytes is over the limit of {MAX_COMMAND_BYTES} bytes")
         if not flags & _FLAG_COMMAND and self.max_message_bytes is not None \
                 and self._parts_bytes + size > self.max_message_bytes:  # refused before the frame is all here
             self.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -382,3 +383,21 @@ def test_a_peer_streaming_commands_never_holds_poll_event_past_its_timeout(name:
     finally:
         server.close()
         client.close()
+
+
+def test_a_command_bigger_than_any_zmtp_command_is_refused_while_it_arrives() -> None:
+    """ZMTP commands (READY, PING, ERROR) are a few hundred bytes; the pure transport took one of up to 2 GiB
+    whole into memory (then ignored it), so a peer could make a plug-in hold gigabytes per command. (libzmq, under
+    the pyzmq transport, bounds a command as any part: by the largest reply part.)"""
+    size = 64 * 2**20
+    server = HostileServer(struct.pack(">BQ", 0x06, size) + b"\0" * size)
+    client = SineClient(server.endpoint, TOKEN, transport="pure", timeout=5)
+    try:
+        rid = client.submit_edit(_image(16, 16), "x")
+        start = time.monotonic()
+        with pytest.raises(DaemonUnavailable, match="command of 67108864 bytes"):
+            list(client.events(rid, timeout=10))
+        assert time.monotonic() - start < 3
+    finally:
+        client.close()
+        server.close()
