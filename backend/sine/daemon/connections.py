@@ -59,7 +59,12 @@ class ConnectionGuard:
         if self.cap is None or self.tcp is None:
             return
         if self.listening and self.open >= self.cap:
-            self.router.unbind(self.tcp)
+            try:
+                self.router.unbind(self.tcp)
+            except zmq.ZMQError as exc:  # not expected; the guard gives up rather than retry every turn
+                log.warning("cannot stop listening on %s with %d connections open: %s", self.tcp, self.open, exc)
+                self.cap = None
+                return
             self.listening = False
             self._next_bind = time.monotonic() + PAUSE_S
             count = self.open
