@@ -153,7 +153,14 @@ _COMPONENT_CLASSES = {  # a diffusers/transformers component saved alone (config
 
 def component_folder(folder: Path) -> str | None:
     """What a folder holding one model component or add-on saved alone (its config.json names the
-    class, diffusers' `_class_name` or transformers' `architectures`) is, in words; None otherwise."""
+    class, diffusers' `_class_name` or transformers' `architectures`), or a pipeline folder without a
+    UNet (its model_index.json: SD3, Flux, Stable Cascade…) is, in words; None otherwise."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        index = None
+    if isinstance(index, dict) and isinstance(index.get("_class_name"), str) and "unet" not in index:
+        return f"a {index['_class_name']} model, which has no UNet (SINE edits with Stable Diffusion 1.x, 2.x or XL)"
     try:
         config = json.loads((folder / "config.json").read_text("utf-8"))
     except (OSError, ValueError):

@@ -466,3 +466,19 @@ def test_folder_without_its_vae_names_the_vae_to_fetch_and_where(tiny_folder, tm
             with pytest.raises(ModelMissing, match=rf"{folder.name} has no vae/.*hf download {repo} --local-dir "
                                                    rf"{folder}/vae"):
                 call(folder)
+
+
+def test_pipeline_folders_without_a_unet_are_named_by_the_instant_check_too(tmp_path):
+    """An SD3, Flux or Stable Cascade diffusers folder: the loader named the pipeline, but `sine edit`'s
+    instant check (and so the painter) saw "not a diffusers Stable Diffusion folder (no unet/ inside)"."""
+    from sine.preflight import check_model
+
+    for name, parts in (("StableDiffusion3Pipeline", {"transformer": ["diffusers", "SD3Transformer2DModel"]}),
+                        ("FluxPipeline", {"transformer": ["diffusers", "FluxTransformer2DModel"]}),
+                        ("StableCascadeCombinedPipeline", {"decoder": ["diffusers", "StableCascadeUNet"]})):
+        folder = tmp_path / name
+        (folder / next(iter(parts))).mkdir(parents=True)
+        (folder / "model_index.json").write_text(json.dumps({"_class_name": name, **parts}))
+        for call in (check_model, describe_model):
+            with pytest.raises((ModelMissing, BadModel), match=rf"is a {name} model.*no UNet"):
+                call(str(folder))
