@@ -7,7 +7,7 @@ For one model (`--model tiny | demo | sd15-random | PATH`, see bench/speed.py):
               done and its preview decoded, from the start of sampling)
   overhead    guided sampling time per step (all steps with the fine-tuned model: k=0) ÷ the time of the
               same UNet calls made bare in a loop (the pre-trained UNet on the batch of 2, the fine-tuned one
-              with its PE on the batch of 1), at --overhead-size
+              with its PE on the batch of 1), at --overhead-size; --overhead-rounds interleaved rounds, median
 Prints lines and writes JSON.
 
     python bench/edit_speed.py --model demo --overhead-size 64 --edit 64x50 --ft-steps 20 --out x.json
@@ -44,15 +44,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def overhead(base, ft, size: int, steps: int) -> dict:
-    """Guided per-step time over bare per-step time (median-free: the steps after a warm-up run)."""
+def overhead(base, ft, size: int, steps: int, rounds: int = 3) -> dict:
+    """Guided per-step time over bare per-step time, in `rounds` interleaved rounds (guided sampling, then
+    the same calls bare): the median round's ratio, so a change in a shared machine's load between the
+    two halves moves one round, not the figure."""
     dev = base.device
-    stamps: list[float] = []
-
-    def on_step(*_a: object) -> None:
-        sync(dev)
-        stamps.append(time.perf_counter())
-
     settings = SamplingSettings(steps=steps, k=0, strategy="single", strength=1.0)  # every step, from noise
     sync(dev)
     t0 = time.perf_counter()
@@ -60,8 +56,6 @@ def overhead(base, ft, size: int, steps: int) -> dict:
     sample_edit(base, ft, "a cat", size, size, settings)
     sync(dev)
     first_sampling = time.perf_counter() - t0
-    sample_edit(base, ft, "a cat", size, size, settings, progress=on_step)
-    guided = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
     lat = size // base.vae_scale_factor
     z = torch.randn(1, base.unet.config.in_channels, lat, lat, device=dev, dtype=base.dtype)
@@ -77,16 +71,32 @@ def overhead(base, ft, size: int, steps: int) -> dict:
         with ft.hook.using(pe):
             ft.unet(z.to(ft.unet.dtype), t1, ft_states).sample.float()
 
-    with torch.inference_mode():
-        bare_step()
-        sync(dev)
-        t0 = time.perf_counter()
-        for _ in range(len(stamps) - 1):
+    def guided_round() -> float:
+        stamps: list[float] = []
+
+        def on_step(*_a: object) -> None:
+            sync(dev)
+            stamps.append(time.perf_counter())
+
+        sample_edit(base, ft, "a cat", size, size, settings, progress=on_step)
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+    def bare_round() -> float:
+        with torch.inference_mode():
             bare_step()
-        sync(dev)
-    bare = (time.perf_counter() - t0) / (len(stamps) - 1)
-    return {"size": size, "steps_timed": len(stamps) - 1, "guided_s_per_step": guided, "bare_s_per_step": bare,
-            "ratio": guided / bare, "first_sampling_s": first_sampling}
+            sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(steps - 1):
+                bare_step()
+            sync(dev)
+        return (time.perf_counter() - t0) / (steps - 1)
+
+    pairs = [(guided_round(), bare_round()) for _ in range(max(1, rounds))]
+    ratios = sorted(g / b for g, b in pairs)
+    guided, bare = pairs[[g / b for g, b in pairs].index(ratios[len(ratios) // 2])]
+    return {"size": size, "steps_timed": steps - 1, "rounds": len(pairs), "guided_s_per_step": guided,
+            "bare_s_per_step": bare, "ratio": ratios[len(ratios) // 2], "round_ratios": [g / b for g, b in pairs],
+            "first_sampling_s": first_sampling}
 
 
 def warm_edit(base, ft, size: int, steps: int) -> dict:
@@ -123,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--edit", nargs="*", default=["512x100", "512x50"], help="SIZExSTEPS warm edits")
     p.add_argument("--overhead-size", type=int, default=None, help="default: the model's own size")
     p.add_argument("--overhead-steps", type=int, default=12)
+    p.add_argument("--overhead-rounds", type=int, default=3, help="interleaved guided/bare rounds; the median counts")
     p.add_argument("--out", default="bench/results/edit_speed.json")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
                       "peak_mb": peak_memory_mb(base.device)}
         print(f"adaptation: {adaptation['steps']} steps in {adaptation['wall_s']:.1f} s "
               f"(peak {adaptation['peak_mb']:.0f} MB)", flush=True)
-        ratio = overhead(base, ft, args.overhead_size or base.sample_size, args.overhead_steps)
+        ratio = overhead(base, ft, args.overhead_size or base.sample_size, args.overhead_steps, args.overhead_rounds)
+        rounds = ", ".join(f"{r:.3f}" for r in ratio["round_ratios"])
         print(f"overhead at {ratio['size']}²: guided {ratio['guided_s_per_step'] * 1e3:.1f} ms/step, bare "
-              f"{ratio['bare_s_per_step'] * 1e3:.1f} ms/step, ratio {ratio['ratio']:.3f}; the process's first "
+              f"{ratio['bare_s_per_step'] * 1e3:.1f} ms/step, ratio {ratio['ratio']:.3f} (median of {rounds}); the process's first "
               f"sampling ({args.overhead_steps} steps) took {ratio['first_sampling_s']:.1f} s", flush=True)
         edits: list[dict] = []
         fields = {"finetuned_dtype": str(ft.unet.dtype).replace("torch.", ""), "compile": compile_wanted(base.device),
