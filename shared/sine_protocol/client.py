@@ -76,7 +76,9 @@ class _PyzmqTransport:
     (ZMQ_MAXMSGSIZE: a bigger part costs the connection at its frame header). The count of parts and their
     total are checked as they are read; a message past either costs the socket (libzmq's copy goes with
     it), as it costs the pure transport its connection. A connection lost while a request waits (a reply
-    lost with it) is said at once, not at the silence timeout.
+    lost with it) is said at once, not at the silence timeout. libzmq never reconnects by itself
+    (``RECONNECT_IVL`` -1): its background reconnects handed the token to whoever held the port by then;
+    the transport connects anew instead, after ``check_listener``, whenever a connection or an attempt ended.
     """
 
     name = "pyzmq"
@@ -99,14 +101,16 @@ class _PyzmqTransport:
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self._sock.setsockopt(zmq.IPV6, 1)  # a daemon on tcp://[::1]:PORT (IPv4 endpoints still work)
         self._sock.setsockopt(zmq.MAXMSGSIZE, self._max_part)
+        self._sock.setsockopt(zmq.RECONNECT_IVL, -1)
         user, password = self._credentials
         self._sock.setsockopt(zmq.PLAIN_USERNAME, user)
         self._sock.setsockopt(zmq.PLAIN_PASSWORD, password)
         # Handshake outcomes and lost connections: neither shows up as an error on the socket.
         self._monitor = self._sock.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
         self._auth_failed = False
         self._dropped = False  # a connection ended since the last send
+        self._ended = False  # the connection, or the attempt to make one, is over: libzmq makes no other
         self._connected = False  # connected on the first send, after check_listener
 
     def _shut(self) -> None:
@@ -119,8 +123,9 @@ class _PyzmqTransport:
 
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
-            if event == self._zmq.EVENT_DISCONNECTED:
-                self._dropped = True
+            if event in (self._zmq.EVENT_DISCONNECTED, self._zmq.EVENT_CLOSED):
+                self._dropped = self._dropped or event == self._zmq.EVENT_DISCONNECTED
+                self._ended = True
             else:
                 self._auth_failed = event == self._zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
@@ -129,20 +134,31 @@ class _PyzmqTransport:
         if self._auth_failed:
             raise refused_token(self._endpoint)
 
+    def _connect(self) -> None:
+        """Connect, on a fresh socket if the last connection (or attempt) ended, after checking who listens."""
+        self._read_monitor()
+        if self._ended:
+            self._shut()
+            self._open()
+        if self._connected:
+            return
+        check_listener(self._endpoint)
+        try:
+            self._sock.connect(self._endpoint)
+        except self._zmq.ZMQError as exc:  # SINE_ENDPOINT typed wrong ("Invalid argument")
+            raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc.strerror})") from None
+        self._connected = True
+
     def send(self, frames: list[bytes], timeout: float) -> None:
         zmq = self._zmq
-        if not self._connected:
-            check_listener(self._endpoint)
-            try:
-                self._sock.connect(self._endpoint)
-            except zmq.ZMQError as exc:  # SINE_ENDPOINT typed wrong ("Invalid argument")
-                raise DaemonUnavailable(f"{unreachable_message(self._endpoint)} ({exc.strerror})") from None
-            self._connected = True
+        self._connect()
         deadline = time.monotonic() + timeout
         while not self._sock.poll(int(min(0.05, max(deadline - time.monotonic(), 0)) * 1000), zmq.POLLOUT):
             self._check_auth()
             if time.monotonic() >= deadline:
                 raise DaemonUnavailable(unreachable_message(self._endpoint))
+            if self._ended:  # refused (no daemon yet) or dropped: try again, the listener checked again
+                self._connect()
         self._read_monitor()
         self._dropped = False  # a connection that ended before this request took none of its replies
         try:

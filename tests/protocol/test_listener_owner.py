@@ -52,6 +52,7 @@ class Impostor:
     @staticmethod
     def _serve(port: int, out: int) -> None:
         srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port a daemon just left, as any program may
         srv.bind(("127.0.0.1", port))
         srv.listen()
         os.write(out, b"listening\n")
@@ -97,6 +98,30 @@ def test_the_token_is_not_sent_to_another_users_listener(transport: str) -> None
             client.close()
     finally:
         received = impostor.received()
+    assert TOKEN.encode() not in received
+
+
+def test_the_pyzmq_client_never_reconnects_by_itself_to_another_users_listener() -> None:
+    """The painter's daemon stopped and another user took its port: libzmq reconnected the pyzmq transport in the
+    background (every 100 ms) and sent that program the PLAIN HELLO with the token, unchecked. The transport now
+    never reconnects by itself: the next request connects anew, after the listener's owner is checked."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fake_daemon import FakeDaemon
+
+    port = _free_port()
+    daemon = FakeDaemon(TOKEN, f"tcp://127.0.0.1:{port}")
+    client = SineClient(endpoint=f"tcp://127.0.0.1:{port}", token=TOKEN, transport="pyzmq", timeout=2)
+    impostor = None
+    try:
+        assert client.ping()
+        daemon.close()
+        impostor = Impostor(port)
+        time.sleep(1.0)  # ten of libzmq's reconnect intervals
+        with pytest.raises(DaemonUnavailable):
+            client.status()
+    finally:
+        client.close()
+        received = impostor.received() if impostor else b""
     assert TOKEN.encode() not in received
 
 
