@@ -174,6 +174,15 @@ def component_folder(folder: Path) -> str | None:
     return _COMPONENT_CLASSES.get(name, f"a single {name} component, not a whole model")
 
 
+def model_folders_inside(folder: Path) -> list[Path]:
+    """The diffusers model folders (with unet/) directly inside `folder`, by name: a shelf of models,
+    or a download that put the model one level down."""
+    try:
+        return sorted(d for d in folder.iterdir() if d.is_dir() and (d / "unet").is_dir())
+    except OSError:
+        return []
+
+
 WRAPPERS = ("module", "state_dict", "model", "_orig_mod")  # what training wrappers put before a model's keys
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .checkpoint_contents import USE_A_MODEL, component_folder, file_problem
+from .checkpoint_contents import USE_A_MODEL, component_folder, file_problem, model_folders_inside
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot, cached_repo
@@ -221,6 +221,8 @@ def not_a_model_folder(path: Path) -> str:
     parent = path.resolve().parent
     if (parent / "unet").is_dir() and (path / "config.json").is_file():
         return f"{message}: it is the {path.name}/ part of a model; pass the model folder {parent}"
+    if inside := model_folders_inside(path):
+        return f"{message}; it holds a model folder: pass it, e.g. --model {inside[0]}"
     if (what := component_folder(path)) is not None:
         return f"{message}: it is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
     if files and all((why := file_problem(path / f)) is not None for f in files):

@@ -482,3 +482,17 @@ def test_pipeline_folders_without_a_unet_are_named_by_the_instant_check_too(tmp_
         for call in (check_model, describe_model):
             with pytest.raises((ModelMissing, BadModel), match=rf"is a {name} model.*no UNet"):
                 call(str(folder))
+
+
+def test_a_folder_holding_model_folders_names_them(tiny_folder, tmp_path):
+    """`--model ~/models` (a shelf of diffusers folders, or a download that put the model one level
+    down) was "not a diffusers Stable Diffusion folder (no unet/ inside)"; it names the model folders
+    inside to pass, from `sine edit`'s instant check, doctor and the loader."""
+    from sine.preflight import check_model
+
+    shelf = tmp_path / "models"
+    shutil.copytree(tiny_folder, shelf / "my-sd15")
+    (shelf / "notes").mkdir()
+    for call in (check_model, describe_model, lambda f: load_base_model(f, device="cpu")):
+        with pytest.raises(ModelMissing, match=rf"holds a model folder: pass it, e.g. --model {shelf / 'my-sd15'}"):
+            call(str(shelf))
