@@ -74,6 +74,19 @@ class SourcePixels:
     linear: bool = False  # linear-light values (see linear_light): sRGB-encoded in ``rgba``
     look: LayerLook | None = None  # the source layer's; None for the visible image (a composite)
     frame: int | None = None  # the animation frame read, when the source layer is animated
+    canvas: tuple[int, int] | None = None  # the document's size when it was read
+
+
+def check_canvas(doc: Any, source: SourcePixels) -> None:
+    """Refuse to place a result in a document resized since its source was read (a canvas resize moves
+    the layer, a scale or crop changes it): at the source's old rectangle it would sit off the layer."""
+    now = (int(doc.width()), int(doc.height()))
+    if source.canvas is not None and now != source.canvas:
+        raise UnsupportedDocument(
+            f"The image was resized during the edit ({source.canvas[0]}x{source.canvas[1]}, now {now[0]}x{now[1]}): "
+            "the result would not sit on its layer, so it was not added. Undo the resize and apply it from the "
+            "History, or edit again."
+        )
 
 
 def check_color(doc: Any, node: Any | None = None) -> int:
@@ -143,7 +156,8 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     anchor = None if source == "visible" else node
     # An animated layer's pixels are those of the current frame (the result is a plain layer).
     frame = int(doc.currentTime()) if source != "visible" and node.animated() else None
-    return SourcePixels(rgba, width, height, mask, anchor, name, x, y, native, channel, linear, look, frame)
+    canvas = (int(doc.width()), int(doc.height()))
+    return SourcePixels(rgba, width, height, mask, anchor, name, x, y, native, channel, linear, look, frame, canvas)
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:

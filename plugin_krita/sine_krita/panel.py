@@ -27,7 +27,14 @@ from sine_protocol.messages import (
 
 from . import qt_compat as qt
 from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
-from .document_io import SourcePixels, add_result_layer, read_source, result_pixels
+from .document_io import (
+    SourcePixels,
+    UnsupportedDocument,
+    add_result_layer,
+    check_canvas,
+    read_source,
+    result_pixels,
+)
 from .results_view import ResultsView
 from .settings import (
     DEFAULT_CONTENT_WEIGHT,
@@ -498,7 +505,12 @@ class SinePanel(qt.QWidget):
         self.history.add(doc, choices, settings.prompt.strip(), settings.strength, context_bytes=held)
         if len(choices) == 1:
             where = _where(source)  # the source layer may have been deleted during the edit
-            self.last_layer = choices.apply(0, functools.partial(self._make_layer, doc, source, settings))
+            try:
+                self.last_layer = choices.apply(0, functools.partial(self._make_layer, doc, source, settings))
+            except UnsupportedDocument as exc:  # e.g. the image was resized meanwhile: said as it is
+                self.refresh_history()
+                self._finish("error", str(exc))
+                return
             self.show_preview(event.results[0].image)
             message = f"Added layer '{self.last_layer.name()}'{where}{took}{cached}."
         else:
@@ -513,6 +525,7 @@ class SinePanel(qt.QWidget):
 
     def _make_layer(self, doc: Any, source: SourcePixels, settings: EditSettings, result: Any) -> Any:
         """The result layer of one image, placed as every SINE result is (above the source)."""
+        check_canvas(doc, source)
         image = result.image
         rgba = image.data
         if (image.width, image.height) != (source.width, source.height):

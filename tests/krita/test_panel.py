@@ -306,6 +306,22 @@ def test_a_long_step_shows_that_the_daemon_is_still_working(panel, standin, proc
     assert len(doc.topLevelNodes()) == 2
 
 
+def test_a_result_is_not_placed_where_the_layer_was_before_the_image_was_resized(panel, standin, process_events):
+    """The painter resizes the canvas while the daemon works (the layer moves 4 px right, 2 down): the result
+    landed at the layer's old place, 4 px off its source. It is now refused in words, kept in the History."""
+    doc = _start_a_slow_edit(panel, standin, process_events)
+    doc.resizeImage(-4, -2, 24, 16)
+    assert wait_for(lambda: panel.state != "running", 15, process_events)
+    assert panel.state == "error" and len(doc.topLevelNodes()) == 2, [n.name() for n in doc.topLevelNodes()]
+    assert "resized during the edit (16x12, now 24x16)" in panel.last_error, panel.last_error
+    assert "History" in panel.last_error and not panel.last_error.startswith("could not"), panel.last_error
+    assert doc.history == [("resize", "24x16")]
+    assert len(panel.history.entries(doc)) == 1  # kept: undo the resize and apply it from there
+    # Applied again from the History while the canvas is still resized: the same refusal, nothing added.
+    panel.reapply_history(0)
+    assert "resized" in panel.last_error and len(doc.topLevelNodes()) == 2
+
+
 def test_a_result_lands_in_its_own_document_after_the_painter_switched_to_another(panel, standin, process_events):
     doc = _start_a_slow_edit(panel, standin, process_events)
     other, _ = make_document(16, 12)

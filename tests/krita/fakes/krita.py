@@ -234,6 +234,19 @@ class Document(QObject):
     def refreshProjection(self) -> None:  # noqa: N802
         self.projection_refreshes += 1
 
+    def resizeImage(self, x: int, y: int, w: int, h: int) -> bool:  # noqa: N802
+        """Krita's canvas resize: the new canvas's left and top edges are (x, y) of the old one, so every
+        layer keeps its pixels and moves by (-x, -y)."""
+        def nodes(parent: Node) -> list[Node]:
+            return [n for child in parent.childNodes() for n in (child, *nodes(child))]
+
+        for node in nodes(self._root):
+            old = node.pixelData(x, y, w, h)
+            node._pixels = bytearray(old)
+        self._w, self._h = w, h
+        self.history.append(("resize", f"{w}x{h}"))
+        return True
+
     def waitForDone(self) -> None:  # noqa: N802
         pass
 
