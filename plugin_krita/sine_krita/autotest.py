@@ -446,8 +446,16 @@ class AutoTest(qt.QObject):
         plan = self.job["more_edits"][len(self.report["more_edits"])]
         self._panel.apply_settings(plan["settings"])
         self._tree_before = _tree(doc.rootNode())
+        look = plan.get("source_state") or {}  # the painter hid the layer, locked its alpha...
+        if "visible" in look:
+            self._more_layer.setVisible(bool(look["visible"]))
+        if "alpha_locked" in look:
+            self._more_layer.setAlphaLocked(bool(look["alpha_locked"]))
         self._panel.edit_button.click()
         self._pressed_at = time.monotonic()
+        if plan.get("resize_during"):  # Image > Resize Canvas while the daemon works
+            doc.resizeImage(*(int(v) for v in plan["resize_during"]))
+            doc.waitForDone()
         self._deadline = time.monotonic() + float(self.job.get("edit_timeout_s", 300))
         self._later(self._watch_more_edit, 20)
 
@@ -481,6 +489,8 @@ class AutoTest(qt.QObject):
             "bar_seen": self._bar_seen, "shot": self._bar_shot, "profile": doc.colorProfile(),
             "depth": doc.colorDepth(), "progress_log": list(panel.progress_log), "bar_log": list(panel.bar_log),
             "layers": [node.name() for node in nodes], "tree_before": self._tree_before, "tree": _tree(doc.rootNode()),
+            "canvas": [doc.width(), doc.height()],
+            "visible": {node.name(): node.visible() for node in nodes},
             "seconds": round(time.monotonic() - self._pressed_at, 2),
         }  # fmt: skip
         if plan.get("deep") and panel.state == "done":  # one Edit > Undo takes the result away, Redo brings it

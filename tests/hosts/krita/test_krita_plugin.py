@@ -312,7 +312,7 @@ def assert_edit_in_view(docker: dict[str, Any], screen_width: int) -> None:
         assert part["visible"] and part["bottom"] <= docker["viewport_height"], (name, docker)
 
 
-STEP_TEXT = re.compile(r"(?:fine-tuning|sampling|decoding) (\d+)/(\d+)(?:, ~[^·]*)?(?: · (?:\w+ )*tile (\d+)/(\d+))?")
+STEP_TEXT = re.compile(r"(?:fine-tuning|sampling|decoding) (\d+)/(\d+)(?:, ~[^·]*)?(?: · (?:\w+ )*tile (\d+)/(\d+))?$")
 
 
 def assert_bar_follows_the_parts(report: dict[str, Any], moves_inside: bool = True) -> None:
@@ -386,6 +386,10 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     more = [{"name": "tiled", "size": [400, 300], "shot": krita_home.inside(tiled_shot),
              "settings": {**quick, "prompt": "tiled", "steps": 3}},
             {"name": "deep", "size": [80, 60], "deep": True, "settings": {**quick, "prompt": "deep"}},
+            {"name": "resized", "size": [80, 60], "resize_during": [-8, -4, 100, 70],
+             "settings": {**quick, "prompt": "resized"}},
+            {"name": "hidden", "size": [80, 60], "source_state": {"visible": False, "alpha_locked": True},
+             "settings": {**quick, "prompt": "hidden"}},
             *({"name": name, "size": [80, 60], "depth": depth, "profile": profile, "selection": PROFILE_SELECTION,
                "settings": {**quick, "prompt": name}} for name, (depth, profile) in PROFILE_EDITS.items())]  # fmt: skip
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
@@ -416,6 +420,13 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     for name in PROFILE_EDITS:
         assert_profile_edit(run, name)
     assert_deep_edit(run)
+    # The canvas resized while the daemon worked: the result is refused in words, not put 8 px off its layer.
+    resized = report["more_edits"]["resized"]
+    assert resized["state"] == "error" and resized["canvas"] == [100, 70], resized
+    assert "resized during the edit (80x60, now 100x70)" in resized["error"], resized
+    assert resized["layers"] == ["Background", "source"], resized
+    hidden = report["more_edits"]["hidden"]
+    assert hidden["state"] == "done", hidden
     src_before, src_after, new = new_layer(run, SETTINGS)
 
     # The saved .kra has that layer at (0, 0) of a canvas of the source's size.
