@@ -20,6 +20,9 @@
 # dialogs opened (new_message_windows) and a screenshot (screen.png).
 # A case with "profile" (an ICC file's path) assigns that colour profile to the image first.
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
+# A case with "second_input" edits two images at once: the first from its window's menu (its dialog and
+# progress window answer from case["autotest"], e.g. Cancel at a step), the second by the PDB with
+# case["args"] while the first runs; result.json holds both images' layers ("first", "second").
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo"), then Edit > Redo once ("layers_after_redo", redone-0.rgba).
@@ -82,15 +85,19 @@ def arg_value(image, key, value):
     return value
 
 
-def xdotool(*args):
+def xwininfo(*args):
     import subprocess
 
-    return subprocess.run(["xdotool", *args], capture_output=True, text=True).stdout.split()
+    return subprocess.run(["xwininfo", *args], capture_output=True, text=True).stdout
 
 
 def message_windows():
-    """The message dialogs on screen (GIMP titles them "<procedure> Message")."""
-    return xdotool("search", "--onlyvisible", "--name", "Message$")
+    """The message dialogs on screen (GIMP titles them "<procedure> Message"). xwininfo (x11-utils, in the
+    roots with xvfb) rather than xdotool, which the roots do not have: the cases using this died on it."""
+    import re
+
+    named = re.findall(r'^\s*(0x[0-9a-f]+) "[^"\n]*Message":', xwininfo("-root", "-tree"), re.MULTILINE)
+    return [wid for wid in named if "Map State: IsViewable" in xwininfo("-id", wid)]
 
 
 def save_screen(path):
@@ -188,8 +195,68 @@ def build_deep_stack(image, source):
     return source
 
 
+def sine_processes():
+    """How many SINE plug-in processes run now (GIMP starts one for each call)."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                count += b"sine-gimp.py" in f.read()
+        except OSError:
+            pass
+    return count
+
+
+def layer_records(image, out, stem):
+    records = []
+    for i, layer in enumerate(image.get_layers()):
+        records.append({"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()]})
+        dump_layer(layer, os.path.join(out, f"{stem}-{i}"))
+    return records
+
+
+def run_two_at_once(case):
+    out = case["out"]
+    first = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
+    second = Gimp.file_load(RUN, Gio.File.new_for_path(case["second_input"]))
+    Gimp.Display.new(second)
+    Gimp.Display.new(first)  # the newest window is the active one: the menu acts on its image
+    first.clean_all()
+    second.clean_all()
+    with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
+        json.dump(case.get("autotest", {}), f)
+    Gimp.displays_flush()
+    time.sleep(1)
+    press_undo("python-fu-sine-edit")  # Filters > SINE > Edit with text… in the first image's window
+    deadline = time.monotonic() + 30
+    while not sine_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # its dialog answered, its request on its way
+    proc = Gimp.get_pdb().lookup_procedure("python-fu-sine-edit")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", RUN)
+    cfg.set_property("image", second)
+    cfg.set_core_object_array("drawables", [second.get_layers()[0]])
+    for key, value in case["args"].items():
+        cfg.set_property(key, arg_value(second, key, value))
+    res = proc.run(cfg)
+    status = res.index(0)
+    deadline = time.monotonic() + float(case.get("timeout_s", 120))
+    while sine_processes() and time.monotonic() < deadline:  # the first one's run ends too
+        time.sleep(0.2)
+    record = {"second_status": status.value_nick, "first_still_running": sine_processes(),
+              "second_message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS else None,
+              "first": layer_records(first, out, "first"), "second": layer_records(second, out, "second")}  # fmt: skip
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print("SINE-CASE", case["name"], record)
+
+
 def run_case(case):
     out = case["out"]
+    if case.get("second_input"):
+        run_two_at_once(case)
+        return
     image = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
     source = image.get_layers()[0]
     if case.get("canvas"):  # grow the canvas so the source layer sits at an offset

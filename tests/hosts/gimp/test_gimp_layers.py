@@ -9,6 +9,7 @@ source (at the image's own precision) outside the selection; one Edit > Undo in 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def layer_session(gimp_home, daemon_env, run_gimp) -> dict[str, Path]:
     cases.append({"name": "off-layer", "input": gimp_home.inside(work / "layer8.png"),
                   "out": gimp_home.inside(work / "off-layer"), "canvas": [*CANVAS, x0, y0], "args": ARGS,
                   "select": [700, 600, 200, 100]})  # fmt: skip  (right of and below the layer)
+    # Two images edited at once: the first from its window (Cancel pressed in its progress window at its
+    # second fine-tune step), the second by a script while the first runs.
+    cases.append({"name": "two-at-once", "input": gimp_home.inside(work / "layer8.png"),
+                  "second_input": gimp_home.inside(work / "layer16.png"), "out": gimp_home.inside(work / "two-at-once"),
+                  "args": ARGS, "autotest": {"dialog": "ok", "cancel_at_step": 2,
+                                             "move": {**ARGS, "finetune-steps": 40, "seed": 9}}})  # fmt: skip
     # The painter's own clicks in a wide window: Filters > SINE > Edit with text… (its dialog answered OK),
     # then Filters > Repeat, each with a prompt longer than the model reads (a note comes with the result).
     for name, action in (("menu-note", "python-fu-sine-edit"), ("repeat-note", "filters-repeat")):
@@ -176,3 +183,16 @@ def test_the_jobs_note_opens_a_message_dialog_in_a_wide_window(layer_session, na
     record = _record(layer_session[name])
     assert record["layers"][0].startswith("SINE: red red"), record
     assert record["new_message_windows"] == 1, record
+
+
+def test_two_images_edited_at_once(layer_session, sine_daemon) -> None:
+    """The painter edits one image from its window while a script edits another: the first is cancelled in
+    its own progress window, the second's result lands in the second image only, the first gets nothing."""
+    record = json.loads((layer_session["two-at-once"] / "result.json").read_text())
+    assert record["second_status"] == "success", record
+    assert record["first_still_running"] == 0, record
+    assert [layer["name"] for layer in record["second"]] == [NAME, "Background"], record
+    assert [layer["name"] for layer in record["first"]] == ["Background"], record
+    # the first image's job did reach the daemon, and its own window's Cancel stopped it there
+    log = sine_daemon.log.read_text()
+    assert re.search(r"cancel requested at finetune step [2-9]", log), log[-3000:]
