@@ -111,7 +111,8 @@ def _edit(
 
             window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}", summary)
 
-        close_at = sine_gimp_ui.autotest_plan().get("close_image_at_step") if interactive else None
+        plan = sine_gimp_ui.autotest_plan() if interactive else {}
+        close_at, scale_at = plan.get("close_image_at_step"), plan.get("scale_image_at_step")
         notes: list[str] = []  # what the daemon says the painter should know (e.g. a cut prompt)
 
         def on_notes(sent: list[str]) -> None:
@@ -120,6 +121,8 @@ def _edit(
         def on_progress(progress) -> None:
             if isinstance(close_at, int) and progress.step >= close_at and image.is_valid():
                 image.delete()  # GUI tests: the painter closes the image while the edit runs
+            if isinstance(scale_at, int) and progress.step >= scale_at and source.get_width() == pixels.width:
+                image.scale(max(1, pixels.width // 2), max(1, pixels.height // 2))  # GUI tests: Image > Scale Image
             if window is not None:
                 window.update(progress)
             Gimp.progress_set_text(with_notes(f"SINE: {progress.text}", notes))
@@ -155,6 +158,13 @@ def _edit(
     gone = _gone(image, source)
     if gone is not None:  # closed between the daemon's last message and now
         raise EditCancelled(gone)
+    now = (source.get_width(), source.get_height())
+    if same_size and now != pixels.size:  # Image > Scale Image or a crop while the daemon worked
+        raise EditFailed(
+            f"The layer '{source.get_name()}' changed size during the edit ({pixels.width}x{pixels.height}, now "
+            f"{now[0]}x{now[1]}): the result would not fit it, so it was not added. Edit it again.",
+            "bad_request",
+        )
     # Several results: one layer each, the first on top and the only one shown (the others are a click
     # on their eye away), all added in one undo step.
     layers = []

@@ -56,6 +56,9 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
         {"name": "close-image", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "close-image"), "interactive": True,
          "autotest": {"dialog": "ok", "close_image_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000, "seed": 6}},
+        {"name": "scale-image", "input": gimp_home.inside(work / "ok.png"),
+         "out": gimp_home.inside(work / "scale-image"), "interactive": True,
+         "autotest": {"dialog": "ok", "scale_image_at_step": 1}, "args": {**ARGS, "seed": 8}},
     ]  # fmt: skip
     env = {
         **daemon_env,
@@ -135,6 +138,17 @@ def test_closing_the_image_during_the_edit_cancels_the_daemon_job(gimp_home, int
     log = (gimp_home.host / "work" / "close-image" / "gimp.log").read_text()
     assert "sine-gimp: The image was closed during the edit; its SINE job was cancelled." in log, log[-3000:]
     sine_daemon.assert_idle(timeout_s=10)
+
+
+def test_an_image_scaled_during_the_edit_gets_no_misfit_result(interactive_session) -> None:
+    """The painter scales the image (Image > Scale Image, to half) while the daemon works: the result, of
+    the layer's old size, went in over the halved layer (its corner on it, the rest beyond, the source's
+    pixels outside the selection read past the layer's edge as transparent). It is refused in words."""
+    record = interactive_session["scale-image"]
+    assert record["status"] == "execution-error", record
+    assert "changed size during the edit (48x32, now 24x16)" in record["message"], record
+    assert [layer["name"] for layer in record["layers"]] == ["Background"], record
+    assert record["layers"][0]["size"] == [W // 2, H // 2], record
 
 
 def test_starting_the_daemon_shows_progress_with_cancel(gimp_home, run_gimp, closed_endpoint) -> None:
