@@ -34,17 +34,19 @@ class SineExtension(Extension):
             Krita.instance().notifier().windowCreated.connect(self._autotest.on_window_created)
 
     def createActions(self, window: Any) -> None:  # noqa: N802 (Krita's API name; abstract, must exist)
+        # Krita deletes the ``window`` wrapper once this returns (the shortcut then met "wrapped C/C++ object
+        # of type Window has been deleted" and did nothing): keep its main window, a QMainWindow that lives on.
+        qwindow = window.qwindow()
         edit = window.createAction("sine_edit", "SINE: Edit", "tools/scripts")
         edit.setShortcut(qt.QKeySequence(EDIT_SHORTCUT))
-        edit.triggered.connect(lambda *_: self._run(window, "start_edit"))
+        edit.triggered.connect(lambda *_: self._run(qwindow, "start_edit"))
         cancel = window.createAction("sine_cancel", "SINE: Cancel", "tools/scripts")
         cancel.setShortcut(qt.QKeySequence(CANCEL_SHORTCUT))
-        cancel.triggered.connect(lambda *_: self._run(window, "cancel_edit"))
+        cancel.triggered.connect(lambda *_: self._run(qwindow, "cancel_edit"))
 
-    def _run(self, window: Any, method: str) -> None:
+    def _run(self, qwindow: Any, method: str) -> None:
         try:
-            qwindow = window.qwindow()
-            for dock in window.dockers():
+            for dock in qwindow.findChildren(qt.QDockWidget):
                 if dock.objectName() == DOCKER_ID and not dock.isVisible():
                     dock.setVisible(True)
                     dock.raise_()

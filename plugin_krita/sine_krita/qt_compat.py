@@ -62,6 +62,7 @@ QKeySequence = QtGui.QKeySequence
 QAction = QtGui.QAction if QT6 else QtWidgets.QAction
 QCheckBox = QtWidgets.QCheckBox
 QComboBox = QtWidgets.QComboBox
+QDockWidget = QtWidgets.QDockWidget
 QDoubleSpinBox = QtWidgets.QDoubleSpinBox
 QFormLayout = QtWidgets.QFormLayout
 QGridLayout = QtWidgets.QGridLayout

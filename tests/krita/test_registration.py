@@ -29,17 +29,19 @@ def test_actions_have_names_shortcuts_and_drive_the_panel(qapp, standin, process
         assert dock.windowTitle() == "SINE Edit"
         extension = next(e for e in app.extensions if isinstance(e, SineExtension))
         extension.createActions(window)
+        qwindow = window.qwindow()
+        window.forget()  # as Krita does once createActions returned: the shortcut did nothing (a traceback)
         edit, cancel = window.actions["sine_edit"], window.actions["sine_cancel"]
         assert edit.text() == "SINE: Edit" and cancel.text() == "SINE: Cancel"
         assert edit.shortcut().toString() == "Ctrl+Alt+Shift+E"
         assert not cancel.shortcut().isEmpty()
-        assert panel_for(window.qwindow()) is dock.panel
+        assert panel_for(qwindow) is dock.panel
         doc, _ = make_document(16, 16)
         app.setActiveDocument(doc)
         dock.panel.apply_settings({"prompt": "from the menu"})
         dock.hide()
         edit.trigger()
-        assert dock.isVisibleTo(window.qwindow())
+        assert dock.isVisibleTo(qwindow)
         assert wait_for(lambda: dock.panel.state != "running", 10, process_events)
         assert dock.panel.state == "done", dock.panel.last_error
         assert [n.name() for n in doc.topLevelNodes()][1] == "SINE: from the menu (seed 0)"

@@ -296,7 +296,14 @@ class Window(QObject):
     def activeView(self) -> View | None:  # noqa: N802
         return View(self.shown) if self.shown is not None else None
 
+    def forget(self) -> None:
+        """Krita deletes the Window wrapper it hands to ``Extension.createActions`` (the main window lives
+        on): seen in Krita 5.2 as "wrapped C/C++ object of type Window has been deleted" at the shortcut."""
+        self.forgotten = True
+
     def qwindow(self) -> QMainWindow:
+        if getattr(self, "forgotten", False):
+            raise RuntimeError("wrapped C/C++ object of type Window has been deleted")
         return self._qwindow
 
     def createAction(self, name: str, text: str, menu: str = "") -> QAction:  # noqa: N802
@@ -307,7 +314,23 @@ class Window(QObject):
         return action
 
     def dockers(self) -> list[QDockWidget]:
-        return self._qwindow.findChildren(QDockWidget)
+        return self.qwindow().findChildren(QDockWidget)
+
+
+class _Rewrapped:
+    """A new wrapper of a window whose first wrapper Krita deleted."""
+
+    def __init__(self, window: Window) -> None:
+        self._window = window
+
+    def qwindow(self) -> QMainWindow:
+        return self._window._qwindow
+
+    def activeView(self) -> View | None:  # noqa: N802
+        return View(self._window.shown) if self._window.shown is not None else None
+
+    def dockers(self) -> list[QDockWidget]:
+        return self._window._qwindow.findChildren(QDockWidget)
 
 
 class Krita(QObject):
@@ -342,8 +365,10 @@ class Krita(QObject):
     def activeDocument(self) -> Document | None:  # noqa: N802
         return self._active
 
-    def windows(self) -> list[Window]:
-        return [w for w in (ref() for ref in Window._all) if w is not None]
+    def windows(self) -> list[Any]:
+        """Live wrappers of every window (Krita makes new ones each call: a forgotten one's window lives on)."""
+        return [_Rewrapped(w) if getattr(w, "forgotten", False) else w
+                for w in (ref() for ref in Window._all) if w is not None]  # fmt: skip
 
     def setActiveDocument(self, doc: Document | None) -> None:  # noqa: N802
         self._active = doc
