@@ -414,12 +414,16 @@ class AutoTest(qt.QObject):
         width, height = plan["size"]
         depth = plan.get("depth", "U8")
         doc = app.createDocument(width, height, plan["name"], "RGBA", depth, plan.get("profile", ""), 72.0)
-        layer = doc.createNode("source", "paintlayer")
-        if plan.get("deep"):
-            _bury(doc, layer)
-        else:
+        if plan.get("file_layer"):  # a file layer showing the job's input picture (Layer > New > File Layer)
+            layer = doc.createFileLayer("source", self.job["input"], "None")
             doc.rootNode().addChildNode(layer, None)
-        layer.setPixelData(_pattern(width, height, depth), 0, 0, width, height)
+        else:
+            layer = doc.createNode("source", "paintlayer")
+            if plan.get("deep"):
+                _bury(doc, layer)
+            else:
+                doc.rootNode().addChildNode(layer, None)
+            layer.setPixelData(_pattern(width, height, depth), 0, 0, width, height)
         app.activeWindow().addView(doc)
         app.setActiveDocument(doc)
         doc.setActiveNode(layer)
@@ -488,6 +492,7 @@ class AutoTest(qt.QObject):
             "state": panel.state, "error": panel.last_error, "message": panel.message_label.text(),
             "bar_seen": self._bar_seen, "shot": self._bar_shot, "profile": doc.colorProfile(),
             "depth": doc.colorDepth(), "progress_log": list(panel.progress_log), "bar_log": list(panel.bar_log),
+            "types": [node.type() for node in nodes],
             "layers": [node.name() for node in nodes], "tree_before": self._tree_before, "tree": _tree(doc.rootNode()),
             "canvas": [doc.width(), doc.height()],
             "visible": {node.name(): node.visible() for node in nodes},
@@ -517,6 +522,28 @@ class AutoTest(qt.QObject):
         if len(self.report["more_edits"]) < len(self.job["more_edits"]):
             self._later(self._start_more_edit)
             return
+        if self.job.get("edit_without_document"):
+            self._later(self._close_every_document)
+            return
+        self._finish(None)
+
+    def _close_every_document(self) -> None:
+        """The painter closes every picture, then presses the Edit shortcut (Tools > Scripts > SINE: Edit)."""
+        for doc in Krita.instance().documents():
+            doc.setModified(False)
+            doc.close()
+        self._later(self._edit_without_document, 1000)
+
+    def _edit_without_document(self) -> None:
+        panel, action = self._panel, Krita.instance().action("sine_edit")
+        panel.last_error = ""
+        action.trigger()
+        by_shortcut = panel.last_error
+        panel.last_error = ""
+        panel.edit_button.click()  # and the docker's own Edit button
+        self.report["without_document"] = {"documents": len(Krita.instance().documents()), "state": panel.state,
+                                           "shortcut_enabled": action.isEnabled(), "by_shortcut": by_shortcut,
+                                           "error": panel.last_error}  # fmt: skip
         self._finish(None)
 
     def _dump_node(self, edit: str, what: str, node: Any) -> None:

@@ -388,12 +388,14 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
             {"name": "deep", "size": [80, 60], "deep": True, "settings": {**quick, "prompt": "deep"}},
             {"name": "resized", "size": [80, 60], "resize_during": [-8, -4, 100, 70],
              "settings": {**quick, "prompt": "resized"}},
+            {"name": "file", "size": [WIDTH, HEIGHT], "file_layer": True, "settings": {**quick, "prompt": "file"}},
             {"name": "hidden", "size": [80, 60], "source_state": {"visible": False, "alpha_locked": True},
              "settings": {**quick, "prompt": "hidden"}},
             *({"name": name, "size": [80, 60], "depth": depth, "profile": profile, "selection": PROFILE_SELECTION,
                "settings": {**quick, "prompt": name}} for name, (depth, profile) in PROFILE_EDITS.items())]  # fmt: skip
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
-                        docker_shot=krita_home.inside(docker_shot), more_edits=more)  # fmt: skip
+                        docker_shot=krita_home.inside(docker_shot), more_edits=more,
+                        edit_without_document=True)  # fmt: skip
     report = run.report
     at_start = report["form_at_start"]
     assert {k: at_start[k] for k in remembered if k != "steps"} == {k: v for k, v in remembered.items() if k != "steps"}
@@ -427,6 +429,16 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     assert resized["layers"] == ["Background", "source"], resized
     hidden = report["more_edits"]["hidden"]
     assert hidden["state"] == "done", hidden
+    # Then every picture closed and the Edit shortcut pressed: told in words, in the docker.
+    alone = report["without_document"]
+    assert alone["documents"] == 0 and alone["error"] == "Open an image first." and alone["state"] != "running", alone
+    # Krita disables the shortcut's action without a document; where it runs, it says the same
+    assert alone["by_shortcut"] == ("Open an image first." if alone["shortcut_enabled"] else ""), alone
+    # A file layer (the source PNG, linked) as the source: what it shows is edited into a paint layer above.
+    linked = report["more_edits"]["file"]
+    assert linked["state"] == "done" and linked["types"] == ["paintlayer", "filelayer", "paintlayer"], linked
+    result = np.frombuffer((run.out / "file-result.raw").read_bytes(), np.uint8)
+    assert len(result) == WIDTH * HEIGHT * 4 and bgra8_to_rgba(result.tobytes()) != run.source, linked
     src_before, src_after, new = new_layer(run, SETTINGS)
 
     # The saved .kra has that layer at (0, 0) of a canvas of the source's size.
