@@ -34,7 +34,9 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
     prefix (`wrapper_prefix`)."""
     has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
     if _is_lora(keys) and not has_unet:
-        return "a LoRA (a small add-on trained for some base model, not a model by itself)"
+        return ("a LoRA (a small add-on trained for some base model, not a model by itself; to edit with its look, "
+                "merge it into the checkpoint it was trained for, e.g. with kohya's merge_lora.py or a checkpoint "
+                "merger, and pass the merged file)")
     if keys and len(keys) <= 4 and all(k.startswith("<") and k.endswith(">") for k in keys):
         return "a textual-inversion embedding (a learned word for some base model, not a model)"  # diffusers'
     if not keys or set(keys) <= {"emb_params", "clip_l", "clip_g", "string_to_param", "string_to_token", "name",

@@ -72,3 +72,15 @@ def test_files_of_other_families_and_parts_are_named_by_every_entry_point(tmp_pa
     for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
         with pytest.raises(BadModel, match=f"{name} is {what}"):
             call(str(path))
+
+
+def test_a_lora_says_how_to_edit_with_it(tmp_path):
+    """A LoRA was refused with "pass the checkpoint itself" only; a painter who wants its look is told
+    to merge it into its base checkpoint and pass the merged file."""
+    path = tmp_path / "watercolor_style.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 4)}, str(path))
+    for call in (check_model, describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match=r"is a LoRA .*merge it into the checkpoint it was trained for.*pass the "
+                                           r"merged file"):
+            call(str(path))
