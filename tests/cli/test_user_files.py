@@ -254,3 +254,20 @@ def test_files_that_appear_in_the_weights_folder_during_the_fine_tune_are_kept(h
     assert not [p for p in home.iterdir() if p.name.startswith(".w")], list(home.iterdir())  # no temporary left
     with Image.open(home / "edited.png") as result:
         assert result.size == (48, 32)
+
+
+@pytest.mark.slow
+def test_a_file_name_with_a_newline_or_a_terminal_escape_is_printed_escaped(home: Path, tiny_model: Path) -> None:
+    """Errors escaped such names (errors.printable) but the lines of a run that worked did not: `--out` named with
+    a terminal escape and a newline made `wrote …` obey the escape (retitle the terminal, recolour the text) and
+    print a second line that looked like sine's own; the same for `reusing fine-tuned weights from …`."""
+    out = home / "evil\x1b]0;pwned\x07\nsine edit: error: fake.png"
+    weights = home / "w\x1b[31m"
+    for _ in range(2):  # the second run reuses the weights: its `reusing` line names the folder too
+        proc = _edit(f"{home}/source.png", "--out", str(out), "--overwrite", "--weights", str(weights),
+                     model=tiny_model)
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+        assert not any(line.startswith("sine edit: error") for line in proc.stderr.splitlines()), proc.stderr
+        assert "wrote " in proc.stderr and "\\x1b]0;pwned" in proc.stderr
+    assert out.exists() and "reusing fine-tuned" in proc.stderr

@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     inputs = check_edit_inputs(args)  # before torch: a wrong input answers in about a second
     source, mask, width, height = inputs.source, inputs.mask, inputs.width, inputs.height
     for note in inputs.notes:
-        print(note, file=sys.stderr)
+        print(printable(note), file=sys.stderr)
     if inputs.is_demo_model and not looks_like_shapes_world(source):
         print(DEMO_MODEL_NOTE, file=sys.stderr)
     if args.start == "inversion" and args.count > 1:
@@ -134,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     if style_image is not None:
         check_visible(style_image, args.style_from)
         if note := frames_note(style_image, args.style_from):
-            print(note, file=sys.stderr)
+            print(printable(note), file=sys.stderr)
     inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
     plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
     check_weights_folder(args.weights, "--weights")
@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> int:
                    marks: list[float] | None = None) -> FineTuned:
         """The picture's fine-tune: loaded from `folder` when saved there, else trained (and saved there)."""
         if saved_finetune(folder):
-            print(f"reusing fine-tuned {what}weights from {folder}", file=sys.stderr)
+            print(f"reusing fine-tuned {what}weights from {printable(str(folder))}", file=sys.stderr)
             return FineTuned.load(folder, base)
         with tqdm(total=settings.steps, desc=f"fine-tuning{' (style)' if what else ''}", unit="step") as bar:
             def on_train(step: int, total: int, loss: float) -> None:
@@ -223,8 +223,8 @@ def _run(args: argparse.Namespace) -> int:
                 save_finetune_whole(folder, model.save)
             except Exception as exc:  # noqa: BLE001 - a full disk costs the saved weights, never the edit
                 # (safetensors raises its own SafetensorError, not OSError)
-                print(f"sine edit: warning: could not save the fine-tuned weights to {folder} "
-                      f"({type(exc).__name__}: {str(exc)[:120]}); the edit goes on", file=sys.stderr)
+                print(f"sine edit: warning: could not save the fine-tuned weights to {printable(str(folder))} "
+                      f"({type(exc).__name__}: {printable(str(exc)[:120])}); the edit goes on", file=sys.stderr)
         return model
 
     model = fine_tuned(source, prompt_src, weights, "", ft_marks)
@@ -250,9 +250,9 @@ def _run(args: argparse.Namespace) -> int:
     for out, image, seed in zip(plan.paths, images, defaults.result_seeds(args.seed, args.count), strict=True):
         result = finish_result(image, source, mask, (width, height))  # as the daemon finishes it
         written = write_image(result, out, plan)
-        note = f"; {out} appeared meanwhile and was kept" if written != out else ""
+        note = f"; {printable(str(out))} appeared meanwhile and was kept" if written != out else ""
         # the seed: `--seed N --count 1` draws this result again (up to the batch's float rounding)
-        print(f"wrote {written} ({width}×{height}, seed {seed}){note}", file=sys.stderr)
+        print(f"wrote {printable(str(written))} ({width}×{height}, seed {seed}){note}", file=sys.stderr)
     now = time.perf_counter()
     print(f"done in {now - STARTED:.1f} s (estimate {so_far + expected.total_s:.1f} s: {so_far:.1f} s before it "
           f"+ {expected.total_s:.1f} s to go, which took {now - t_work:.1f} s)", file=sys.stderr)
