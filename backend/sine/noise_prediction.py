@@ -140,10 +140,14 @@ class NoisePredictor:
         return self._finetuned_eps(0, z, tiles, t_in)
 
     def detail(self, regions: list[torch.Tensor], tiles: list[Region], t: int) -> torch.Tensor:
-        """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range."""
+        """The fine-tuned models' β-weighted mean prediction (each with its tiles' PE), whatever their time range.
+        With every β 0 (v = 1, or content and style weights 0) the models share equally: a single model's β
+        cancels out of its mean, so v = 1 draws what v just below 1 draws (0/0 made the picture NaN: black)."""
         z = torch.cat(regions)
         t_in = torch.full((len(regions),), t, device=self.base.device)
         weights = [g.guide.weight for g in self.guides]
+        if sum(weights) <= 0:
+            weights = [1.0] * len(weights)
         total = sum(w * self._finetuned_eps(i, z, tiles, t_in) for i, w in enumerate(weights))
         return total / sum(weights)
 

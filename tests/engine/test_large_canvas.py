@@ -144,3 +144,17 @@ def test_composite_keeps_outside_pixels_bit_identical():
     alpha = feathered_alpha(mask, 3)
     assert alpha[outside].max() == 0
     assert alpha[5, 20] == pytest.approx(1 / 3) and alpha[6, 20] == pytest.approx(2 / 3) and alpha[7, 20] == 1.0
+
+
+def test_a_v_of_1_on_tiles_is_the_limit_of_v_below_1_not_a_black_picture(base, source_image):
+    """v = 1 (every β 0, the pre-trained model alone) on a tiled canvas: the tiles' detail was the
+    fine-tuned predictions' β-weighted mean divided by Σβ = 0, NaN, and the picture came back black. The
+    detail is the fine-tuned model's whatever its β (a single model's β cancels out), so v = 1 is the
+    picture v just below 1 draws; with several models equal shares."""
+    ft = finetune(base, source_image, "picture of a sks dog", FinetuneSettings(steps=1))
+    settings = SamplingSettings(steps=4, strength=1.0, strategy="tiled", seed=2)
+    assert len(plan_strategy(base, 128, 128, settings).tiles) > 1
+    one = np.asarray(sample_edit(base, ft, "a cat", 128, 128, replace(settings, v=1.0)), dtype=np.int16)
+    near = np.asarray(sample_edit(base, ft, "a cat", 128, 128, replace(settings, v=1.0 - 1e-9)), dtype=np.int16)
+    assert one.std() > 5  # a picture, not one flat colour
+    assert np.abs(one - near).max() <= 1
