@@ -15,7 +15,8 @@ log = logging.getLogger("sine.models")
 
 PREDICTIONS = {"epsilon": "ε-prediction", "v_prediction": "v-prediction", "sample": "x₀-prediction"}
 
-# The paper's sampler (docs/design.md §7.3): DDIM, leading spacing, steps_offset 1, no alpha-to-one, and
+# The paper's sampler (docs/design.md §7.3): DDIM, leading spacing (trailing for models made for it:
+# `timestep_spacing`), steps_offset 1, no alpha-to-one, and
 # nothing that bends the latents: no clipping to [-1, 1] (DDIM's default when a config omits the key)
 # and no dynamic thresholding, both meant for pixel-space models.
 SCHEDULER_SETTINGS: dict[str, object] = {
@@ -226,12 +227,21 @@ def vae_note(unet_config: dict, vae_config: dict) -> str | None:
             "wrong unless this UNet was trained with that VAE; put back the VAE this model was released with")
 
 
+def timestep_spacing(config: dict) -> str:
+    """The paper's leading timesteps, unless the model was made for trailing ones: its config says so
+    (Turbo-like models), or it has zero terminal SNR, whose pure noise is t = T−1 (Lin et al. 2023,
+    "sample from the last timestep"). "linspace" is not offered: DDIM inversion has no such spacing."""
+    if config.get("timestep_spacing") == "trailing" or config.get("rescale_betas_zero_snr"):
+        return "trailing"
+    return "leading"
+
+
 def forced_scheduler_config(config: dict, where: str = "model") -> tuple[dict, list[str]]:
     """(`config` with SCHEDULER_SETTINGS forced, what changed); every change is logged (a missing key
-    counts as DDIM's default, e.g. clip_sample=True)."""
+    counts as DDIM's default, e.g. clip_sample=True). The spacing is `timestep_spacing`'s."""
     out = dict(config)
     changed = []
-    for key, value in SCHEDULER_SETTINGS.items():
+    for key, value in {**SCHEDULER_SETTINGS, "timestep_spacing": timestep_spacing(config)}.items():
         old = config.get(key, _DDIM_DEFAULTS[key])
         if old != value:
             changed.append(f"{key}: {old!r}{'' if key in config else ' (unset)'} -> {value!r}")

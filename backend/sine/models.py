@@ -181,7 +181,8 @@ class BaseModel:
         return round(t * self.train_timesteps / PAPER_TRAIN_TIMESTEPS)
 
     def new_scheduler(self, steps: int | None = None) -> DDIMScheduler:
-        """DDIM as SINE samples: leading spacing, steps_offset 1, no alpha-to-one, eta 0.
+        """DDIM as SINE samples: leading spacing (trailing for models made for it), steps_offset 1, no
+        alpha-to-one, eta 0.
 
         With as many steps as training timesteps the offset would step past the last one: use 0; more
         steps than that are refused in words (diffusers' ValueError came after the fine-tune).
@@ -192,7 +193,7 @@ class BaseModel:
             raise BadInput(f"{steps} sampling steps asked, but this model was trained with {self.train_timesteps} "
                            f"timesteps: ask for {self.train_timesteps} steps or fewer")
         offset = 0 if steps is not None and steps >= self.train_timesteps else 1
-        config.update(timestep_spacing="leading", steps_offset=offset, set_alpha_to_one=False)
+        config.update(steps_offset=offset, set_alpha_to_one=False)
         scheduler = DDIMScheduler.from_config(config)
         if config.get("rescale_betas_zero_snr"):  # ᾱ = 0 at the last step: ε → x̂₀ would divide by 0
             scheduler.alphas_cumprod[-1] = max(float(scheduler.alphas_cumprod[-1]), ZERO_SNR_FLOOR)

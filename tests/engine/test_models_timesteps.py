@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler
 from sine.cli import main
 from sine.finetune import FinetuneSettings, finetune
 from sine.models import load_base_model
-from sine.sampler import SamplingSettings, sample_edit
+from sine.sampler import SamplingSettings, sample_edit, timesteps_for
 from sine.tiny_models import SD1_SCHEDULER, make_tiny_sd
 
 STEPS, K = 10, 400
@@ -129,3 +129,30 @@ def test_zero_snr_file_with_sds_betas_buffer_keeps_its_configs_schedule(tiny_fol
     shutil.copytree(plain.with_suffix(".config"), path.with_suffix(".config"))
     config = single_file_scheduler(path, read_checkpoint(path), path.with_suffix(".config"))
     assert config["rescale_betas_zero_snr"] is True and "trained_betas" not in config
+
+
+@pytest.mark.parametrize("stated, zero_snr, spacing", [
+    (None, False, "leading"), ("leading", False, "leading"), ("linspace", False, "leading"),
+    ("trailing", False, "trailing"), (None, True, "trailing"), ("leading", True, "trailing")])
+def test_sampling_timesteps_are_trailing_where_the_model_asks_for_them(tmp_path, stated, zero_snr, spacing):
+    """SINE samples at the paper's leading timesteps (…, 1) unless the model was made for trailing ones:
+    its scheduler config says "trailing" (SDXL-Turbo-like models), or it has zero terminal SNR, whose
+    pure-noise step is t = 999 (Lin et al. 2023: sample from the last timestep). Before, such models
+    were started at 901 for 10 steps, a level of noise the picture's pure noise is not. The inversion
+    walks the same timesteps up."""
+    from sine.start import inverse_scheduler
+
+    scheduler = {k: v for k, v in SD1_SCHEDULER.items() if k != "timestep_spacing"}
+    if stated:
+        scheduler["timestep_spacing"] = stated
+    if zero_snr:
+        scheduler["rescale_betas_zero_snr"] = True
+    base = load_base_model(make_tiny_sd(tmp_path / "m", scheduler=scheduler), device="cpu")
+    reference = DDIMScheduler.from_config({**scheduler, "timestep_spacing": spacing, "steps_offset": 1})
+    reference.set_timesteps(STEPS)
+    got = timesteps_for(base, STEPS)
+    assert got == [int(t) for t in reference.timesteps]
+    assert got[0] == (999 if spacing == "trailing" else 901)
+    inverse = inverse_scheduler(base.new_scheduler(STEPS))
+    inverse.set_timesteps(STEPS)
+    assert sorted(int(t) for t in inverse.timesteps) == sorted(got)
