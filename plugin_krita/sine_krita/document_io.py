@@ -12,10 +12,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pixels import linear_native_to_rgba8, native_to_rgba8, rgba8_to_linear_native, rgba8_to_native
+from .pixels import (
+    FLOAT_CODES,
+    float_native_to_rgba8,
+    linear_native_to_rgba8,
+    native_to_rgba8,
+    rgba8_to_float_native,
+    rgba8_to_linear_native,
+    rgba8_to_native,
+)
 
-# Integer RGBA depths the plug-in can write back exactly; float ones are refused with advice.
-CHANNEL_BYTES = {"U8": 1, "U16": 2}
+# RGBA depths the plug-in reads and writes back (outside the selection byte for byte); others are refused.
+CHANNEL_BYTES = {"U8": 1, "U16": 2, "F16": 2, "F32": 4}
+
+
+def to_rgba8(native: bytes, depth: str, linear: bool) -> bytes:
+    """Krita B,G,R,A at ``depth`` to the wire's 8-bit sRGB-encoded RGBA."""
+    if depth in FLOAT_CODES:
+        return float_native_to_rgba8(native, depth, linear)
+    return (linear_native_to_rgba8 if linear else native_to_rgba8)(native, CHANNEL_BYTES[depth])
+
+
+def from_rgba8(rgba: bytes, depth: str, linear: bool) -> bytes:
+    """The wire's 8-bit RGBA to Krita B,G,R,A at ``depth`` (the inverse of :func:`to_rgba8`)."""
+    if depth in FLOAT_CODES:
+        return rgba8_to_float_native(rgba, depth, linear)
+    return (rgba8_to_linear_native if linear else rgba8_to_native)(rgba, CHANNEL_BYTES[depth])
 
 
 # Layers Krita draws from something else (shapes, another layer, a generator, a file, its children):
@@ -75,6 +97,7 @@ class SourcePixels:
     look: LayerLook | None = None  # the source layer's; None for the visible image (a composite)
     frame: int | None = None  # the animation frame read, when the source layer is animated
     canvas: tuple[int, int] | None = None  # the document's size when it was read
+    depth: str = ""  # Krita's colour depth ("U8", "U16", "F16", "F32"); "" as channel_bytes says (integer)
 
 
 def check_canvas(doc: Any, source: SourcePixels) -> None:
@@ -98,8 +121,9 @@ def check_color(doc: Any, node: Any | None = None) -> int:
         model, depth = obj.colorModel(), obj.colorDepth()
         if model != "RGBA" or depth not in CHANNEL_BYTES:
             raise UnsupportedDocument(
-                f"SINE edits RGBA images of 8 or 16 bits per channel (integer); this {what} is {model}/{depth}. "
-                "Use Image > Convert Image Color Space... (RGB/Alpha, 8-bit or 16-bit integer/channel) first."
+                f"SINE edits RGBA images of 8 or 16 bits per channel (integer) or 16 or 32 (float); this {what} is "
+                f"{model}/{depth}. "
+                "Use Image > Convert Image Color Space... (RGB/Alpha) first."
             )
         depths.append(depth)
     if len(set(depths)) > 1:
@@ -144,7 +168,8 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
         raise UnsupportedDocument(f"Krita returned {len(native)} bytes for {width}x{height} RGBA pixels.")
     mask = read_selection(doc, x, y, width, height)
     linear = linear_light((doc if source == "visible" else node).colorProfile())
-    rgba = (linear_native_to_rgba8 if linear else native_to_rgba8)(native, channel)
+    depth = str((doc if source == "visible" else node).colorDepth())
+    rgba = to_rgba8(native, depth, linear)
     from sine_protocol.frames import nothing_visible  # the vendored copy (see vendor.py)
 
     if nothing_visible(rgba):  # fully transparent, or hidden by its mask
@@ -157,7 +182,8 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     # An animated layer's pixels are those of the current frame (the result is a plain layer).
     frame = int(doc.currentTime()) if source != "visible" and node.animated() else None
     canvas = (int(doc.width()), int(doc.height()))
-    return SourcePixels(rgba, width, height, mask, anchor, name, x, y, native, channel, linear, look, frame, canvas)
+    return SourcePixels(rgba, width, height, mask, anchor, name, x, y, native, channel, linear, look, frame, canvas,
+                        depth)  # fmt: skip
 
 
 def read_selection(doc: Any, x: int, y: int, width: int, height: int) -> bytes | None:
@@ -185,8 +211,8 @@ def result_pixels(source: SourcePixels, rgba: bytes) -> bytes:
     from sine_protocol.layer_pixels import composite_native  # the vendored copy (see vendor.py)
 
     channel = source.channel_bytes
-    to_native = rgba8_to_linear_native if source.linear else rgba8_to_native
-    return composite_native(source.native, to_native(rgba, channel), source.mask, 4 * channel,
+    depth = source.depth or {1: "U8", 2: "U16"}[channel]
+    return composite_native(source.native, from_rgba8(rgba, depth, source.linear), source.mask, 4 * channel,
                             3 * channel, channel)  # fmt: skip
 
 

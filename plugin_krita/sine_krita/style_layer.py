@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document_io import CHANNEL_BYTES, UnsupportedDocument, linear_light
-from .pixels import linear_native_to_rgba8, native_to_rgba8
+from .document_io import CHANNEL_BYTES, UnsupportedDocument, linear_light, to_rgba8
 
 # Node types whose pixels can be a picture (masks, filters and fills are not).
 PICTURE_TYPES = ("paintlayer", "grouplayer", "filelayer", "vectorlayer", "clonelayer")
@@ -56,7 +55,7 @@ def read_style(doc: Any, name: str) -> tuple[int, int, bytes]:
     model, depth = node.colorModel(), node.colorDepth()
     if model != "RGBA" or depth not in CHANNEL_BYTES:
         raise UnsupportedDocument(
-            f"The style layer '{name}' is {model}/{depth}; convert it to RGBA at 8 or 16 bits "
+            f"The style layer '{name}' is {model}/{depth}; convert it to RGBA "
             "(Layer > Convert > Convert Layer Color Space...) or choose another layer."
         )
     channel = CHANNEL_BYTES[depth]
@@ -67,5 +66,4 @@ def read_style(doc: Any, name: str) -> tuple[int, int, bytes]:
     native = bytes(node.pixelData(x, y, width, height))
     if len(native) != width * height * 4 * channel:
         raise UnsupportedDocument(f"Krita returned {len(native)} bytes for the {width}x{height} style layer.")
-    to_rgba8 = linear_native_to_rgba8 if linear_light(node.colorProfile()) else native_to_rgba8
-    return width, height, to_rgba8(native, channel)
+    return width, height, to_rgba8(native, depth, linear_light(node.colorProfile()))

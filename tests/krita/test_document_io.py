@@ -77,7 +77,7 @@ def test_selection_becomes_a_canvas_sized_mask(qapp):
     assert read_source(doc).mask == mask
 
 
-@pytest.mark.parametrize("model, depth", [("RGBA", "F16"), ("CMYKA", "U8"), ("GRAYA", "U8")])
+@pytest.mark.parametrize("model, depth", [("CMYKA", "U8"), ("GRAYA", "U8"), ("RGBA", "F64")])
 def test_other_color_spaces_get_a_clear_message(qapp, model, depth):
     doc = Document(4, 4, model, depth)
     doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
@@ -218,3 +218,32 @@ def test_a_layer_with_nothing_visible_is_refused_in_words(qapp):
     doc.setActiveNode(node)
     with pytest.raises(UnsupportedDocument, match="'hidden' has nothing visible"):
         read_source(doc)
+
+
+@pytest.mark.parametrize("depth, code", [("F16", "e"), ("F32", "f")])
+@pytest.mark.parametrize("profile", ["sRGB-elle-V2-g10.icc", "Rec2020-elle-V4-g10.icc", "sRGB-elle-V2-srgbtrc.icc"])
+def test_a_float_layer_keeps_its_own_values_outside_the_selection(qapp, depth, code, profile):
+    """RGBA 16/32-bit float documents were refused. The model sees them 8-bit sRGB-encoded (linear ones by
+    the sRGB curve; HDR values above 1 and below 0 clipped); the result comes back in the document's float
+    values inside the selection, and outside it every byte is the source's (2.5 and -0.25 included)."""
+    import struct
+
+    doc = Document(3, 1, "RGBA", depth, profile)
+    doc.rootNode().addChildNode(node := doc.createNode("x", "paintlayer"), None)
+    values = (0.0, 0.5, 1.0, 1.0, 2.5, -0.25, 0.2140, 0.75, 0.0, 0.0, 0.0, 1.0)  # B,G,R,A x3
+    native = struct.pack(f"<12{code}", *values)
+    node.setPixelData(native, 0, 0, 3, 1)
+    doc.setActiveNode(node)
+    doc.setSelection(Selection(3, 1, bytes((0, 0, 255))))  # only the last pixel is selected
+    source = read_source(doc)
+    linear = profile.endswith("-g10.icc")
+    assert source.native == native and source.mask == bytes((0, 0, 255))
+    half = 188 if linear else 128  # sRGB(0.5) = 0.735
+    expected = (255, half, 0, 255, 127 if linear else 55, 0, 255, 191)
+    slack = 0 if depth == "F16" else 1  # F32 goes through a table of its top 16 bits: within a level
+    assert all(abs(a - b) <= slack for a, b in zip(source.rgba[:8], expected, strict=True)), list(source.rgba)
+    placed = result_pixels(source, bytes((1, 2, 3, 4, 5, 6, 7, 8, 255, 188, 0, 9)))
+    assert len(placed) == len(native) and placed[: 8 * len(code) * 2] == native[: 8 * len(code) * 2]
+    last = struct.unpack(f"<4{code}", placed[8 * struct.calcsize(code) :])
+    assert last[3] == 1.0 and last[2] == 1.0 and last[0] == 0.0  # B, R; alpha the source's
+    assert last[1] == pytest.approx(0.5 if linear else 188 / 255, abs=0.003)
