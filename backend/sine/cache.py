@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sine_protocol.paths import ensure_private_dir
+from sine_protocol.paths import ensure_private_dir, replace_privately
 
 MANIFEST = "manifest.json"
 MARKER = ".sine-cache"
 HASH_MEMO = "model_hashes.json"  # sine.checkpoints remembers the hashes of big model files here
-_HASH_MEMO_TMP_RE = re.compile(r"^\.model_hashes\.json\.\d+\.tmp$")
+_HASH_MEMO_TMP_RE = re.compile(r"^\.model_hashes\.json\.\d+(\.\d+)?\.tmp$")
 KEY_FORMAT = "sine-cache-v1"
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
@@ -198,17 +198,7 @@ def _fsync_path(path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    replace_privately(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 
 
 def _looks_like_cache(root: Path) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from sine_protocol.paths import replace_privately
+
 from .checkpoint_contents import (
     OLD_CLIP,
     QUANTIZED_INSTEAD,
@@ -644,9 +646,7 @@ def _file_sha256(file: Path) -> str:
     if stat.st_size >= 1 << 24 and (memo_file := _memo_path(create=True)) is not None:  # slow to hash again
         memo[key] = value
         try:
-            tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(memo))
-            os.replace(tmp, memo_file)
+            replace_privately(memo_file, json.dumps(memo).encode("utf-8"))
         except OSError as exc:
             log.debug("could not remember the hash of %s: %s", file, exc)
     return value

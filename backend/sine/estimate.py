@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -216,9 +215,7 @@ def save_rates(key: str, rates: Rates, path: Path | None = None) -> None:
     entries[key] = {**asdict(rates), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     entries = dict(list(entries.items())[-MAX_ENTRIES:])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    paths.replace_privately(path, json.dumps(entries, indent=1).encode("utf-8"))
 
 
 def _step_times(marks: list[float], start: float) -> tuple[float, float]:

@@ -372,7 +372,7 @@ def say_daemon_data_kept(changes: Changes, layout: Layout) -> None:
 # step-time calibration and its temporary, and run/ (the ipc socket and its lock). tests/installer/
 # test_purge_names.py has the backend make each of them and checks that these names cover them.
 STATE_NAMES = re.compile(r"^(daemon\.log(\.\d+)?|daemon-launch\.log|daemon-.+\.lock|calibration\.json"
-                         r"|\.calibration\.json\.\d+\.tmp)$")
+                         r"|\.calibration\.json\.\d+(\.\d+)?\.tmp)$")
 RUN_NAMES = ("daemon.sock", "daemon.sock.lock")
 _LAUNCH_LINE = re.compile(rb"--- \d{4}-\d\d-\d\d \d\d:\d\d:\d\d starting: ")  # sine_protocol.launch's first line
 _LOG_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sine[. ]")  # logging_setup's line format
@@ -428,7 +428,7 @@ def _daemon_names(folder: Path) -> list[Path]:
 # mark and its temporary, the model-hash memo (sine.checkpoints) and its temporary, .tmp/ (entries being built),
 # and shard folders <key[:2]>/ holding only entries <key>/ or entries being deleted.
 CACHE_MARK = ".sine-cache"
-_CACHE_FILES = re.compile(r"^(\.\.sine-cache\.\d+\.\d+\.tmp|model_hashes\.json|\.model_hashes\.json\.\d+\.tmp)$")
+_CACHE_FILES = re.compile(r"^(\.\.sine-cache\.\d+\.\d+\.tmp|model_hashes\.json|\.model_hashes\.json\.\d+(\.\d+)?\.tmp)$")
 _CACHE_SHARD = re.compile(r"^[0-9a-f]{2}$")
 _CACHE_ENTRY = re.compile(r"^([0-9a-f]{64}|\.del-[0-9a-f]{64}-\d+-\d+)$")
 

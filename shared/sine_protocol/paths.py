@@ -183,20 +183,36 @@ def read_token(path: Path | None = None) -> str | None:
     return token or None
 
 
-def _private_tmp_with(path: Path, token: str) -> Path:
-    """A new owner-only file beside ``path`` holding ``token``, written and synced: the caller links
-    or renames it into place, so a reader never sees a half-written token."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _private_tmp(path: Path, data: bytes) -> Path:
+    """A new owner-only file beside ``path`` holding ``data``, written and synced: the caller links or
+    renames it into place, so a reader never sees it half-written. Its name is unpredictable and it is
+    made afresh (O_EXCL: never through a link another user planted in a shared folder)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.randbelow(10**16)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(token + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no stray
         raise
     return tmp
+
+
+def _private_tmp_with(path: Path, token: str) -> Path:
+    return _private_tmp(path, (token + "\n").encode("utf-8"))
+
+
+def replace_privately(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, owner-only: a fresh file (see `_private_tmp`) renamed
+    over it. A link at ``path`` itself is replaced, never written through."""
+    tmp = _private_tmp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_token(token: str, path: Path | None = None) -> None:

@@ -41,3 +41,28 @@ def test_the_daemons_own_calibration_is_still_updated(tmp_path: Path, monkeypatc
     assert load_rates("a") == RATES and load_rates("b") == RATES
     assert load_rates("c", tmp_path / "empty" / "calibration.json") == RATES
     assert estimate.calibration_path() == tmp_path / "calibration.json"
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a shared state folder (SINE_STATE_DIR=/tmp/...), another user could plant a link at the name the
+    calibration was first written under (`.calibration.json.<pid>.tmp`: predictable) and have the daemon
+    write into any file the painter owns. The file is now made afresh (O_EXCL, owner-only, never through a
+    link) under an unpredictable name, whatever the umask."""
+    import os
+
+    monkeypatch.setenv("SINE_STATE_DIR", str(tmp_path / "shared"))
+    (tmp_path / "shared").mkdir()
+    victim = tmp_path / "painting.kra"
+    victim.write_bytes(b"the painter's work")
+    for name in (f".calibration.json.{os.getpid()}.tmp", ".calibration.json.tmp"):
+        (tmp_path / "shared" / name).symlink_to(victim)
+    old = os.umask(0)
+    try:
+        save_rates("a", RATES)
+    finally:
+        os.umask(old)
+    assert victim.read_bytes() == b"the painter's work"
+    saved = tmp_path / "shared" / "calibration.json"
+    assert not saved.is_symlink() and load_rates("a", saved) is not None
+    assert saved.stat().st_mode & 0o777 == 0o600

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sine_protocol import paths
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "installer"))
 
@@ -45,6 +47,7 @@ def test_the_purge_names_every_file_the_daemon_writes_in_its_state_folder(tmp_pa
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(run / "daemon.sock"))
     estimate.save_rates("key", estimate.Rates(0.1, 0.2, 0.3, 0.4, 0.5), path=state / estimate.CALIBRATION_FILE)
+    paths._private_tmp(state / estimate.CALIBRATION_FILE, b"{}")  # what a writer killed before its rename leaves
     command = tmp_path / "daemon.json"
     command.write_text(json.dumps({"argv": [sys.executable, "-c", "pass"]}))
     launch.start_daemon(command).wait(timeout=30)
@@ -67,6 +70,7 @@ def test_the_purge_names_every_file_the_cache_writes_in_its_folder(tmp_path: Pat
     big = tmp_path / "model.safetensors"
     big.write_bytes(b"\0" * (1 << 24))  # big enough for its hash to be remembered
     checkpoints._file_sha256(big)
+    paths._private_tmp(root / "model_hashes.json", b"{}")  # what a writer killed before its rename leaves
 
     made = sorted(p.name for p in root.iterdir())
     assert {".sine-cache", "model_hashes.json", "ab"} <= set(made), made
