@@ -138,9 +138,16 @@ def test_a_busy_daemon_refuses_big_edits_before_unpacking_them(tiny_model: Path)
                          extra=[*FAST, "--max-queued", "1"]).start()
     try:
         with Client(proc.endpoint, proc.token) as owner, Client(proc.endpoint, proc.token) as flooder:
-            for seed in (1, 2):  # one running, one queued: the queue is full
-                long_job = owner.submit_edit(make_image(16, 16, seed=seed), ft_steps=20000, sample_steps=1)
-                assert owner.wait_for(long_job, 10).type == "accepted"
+            first = owner.submit_edit(make_image(16, 16, seed=1), ft_steps=20000, sample_steps=1)
+            assert owner.wait_for(first, 10).type == "accepted"
+            deadline = time.monotonic() + 60
+            while True:  # one running, one queued: the queue is full (until the worker takes the first, busy)
+                second = owner.submit_edit(make_image(16, 16, seed=2), ft_steps=20000, sample_steps=1)
+                reply = owner.wait_for(second, 10)
+                if reply.type == "accepted":
+                    break
+                assert reply.header.get("code") == "busy" and time.monotonic() < deadline, reply.header
+                time.sleep(0.2)
             side = 8192
             blob = ({"role": "image", "format": "rgba8", "width": side, "height": side, "compression": "zlib"},
                     zlib.compress(bytes(side * side * 4), 1))
