@@ -99,6 +99,8 @@ def _writable_folder(path: Path, flag: str) -> None:
 def plan_outputs(out: str, count: int, overwrite: bool, inputs: list[Path]) -> OutputPlan:
     """Check `--out` before any work; raises BadInput naming the file and what is accepted."""
     given = Path(out).expanduser()
+    if out.endswith(("/", os.sep)) and not given.is_dir():  # Path drops the slash: results/ → results.png
+        raise BadInput(f"--out {out} names a folder; give a file name in it, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")
     _refuse_broken_links(given, "--out")
     if given.is_dir():
         raise BadInput(f"--out {given} is a folder; give a file name, e.g. {given / ('edit' + DEFAULT_SUFFIX)}")

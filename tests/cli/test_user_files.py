@@ -48,6 +48,8 @@ REFUSALS = {
                         "one of the input pictures"),
     "out exists": (["--out", "{home}/holiday.png"], "--overwrite"),
     "out is a folder": (["--out", "{home}/mine"], "is a folder"),
+    # a new folder's name with its slash: results.png was written beside it, in the folder above
+    "out names a folder that is not there yet": (["--out", "{home}/results/"], "names a folder"),
     "out is a named pipe": (["--out", "{home}/pipe.png", "--overwrite"], "not a regular file"),
     # OUT without a suffix gets .png: a device or pipe named so (/dev/full) had pipe.png written beside it
     "out is a named pipe without a suffix": (["--out", "{home}/channel"], "not a regular file"),
