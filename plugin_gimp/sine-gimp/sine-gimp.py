@@ -81,7 +81,8 @@ def _edit(
     request = sine_gimp_args.request_from_config(config)
     if not request.prompt.strip():
         raise EditFailed("Write an edit prompt first (what should change in the picture).", "bad_request")
-    pixels = px.read_layer_rgba(source)
+    with px.as_seen(image, source) as seen:  # with its non-destructive filters, as the painter sees it
+        pixels = px.read_layer_rgba(seen)
     out_size = request.output_size(pixels.width, pixels.height)
     same_size = out_size == pixels.size
     # A selection only means something when the result lies over the layer; it is clipped to it.

@@ -9,6 +9,9 @@ outside the selection and its alpha everywhere (sine_protocol.layer_pixels).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import gi
 
 gi.require_version("Gimp", "3.0")
@@ -41,6 +44,75 @@ def native_format(image: Gimp.Image, drawable: Gimp.Drawable) -> tuple[str, int]
 
 def _whole(drawable: Gimp.Drawable) -> Gegl.Rectangle:
     return Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+
+
+def _has_filters(drawable: Gimp.Drawable) -> bool:
+    """Whether non-destructive filters (GIMP 3's Fx list) change how the drawable shows. A group's
+    buffer already holds its children's filters; its own are not in it, nor are a layer's in its."""
+    get_filters = getattr(drawable, "get_filters", None)  # GIMP 3.0 and later
+    return bool(get_filters and get_filters())
+
+
+def _unlock(layer: Gimp.Layer) -> None:
+    for lock in ("set_lock_content", "set_lock_position", "set_lock_alpha", "set_lock_visibility"):
+        if hasattr(layer, lock):
+            getattr(layer, lock)(False)
+
+
+def _copy_without_selection(image: Gimp.Image, source: Gimp.Layer, scratch: Gimp.Image) -> Gimp.Layer:
+    """A copy of the source (its filters with it) for ``scratch``, made while the painter's image has no
+    selection: a copy of a position-locked layer made with a selection gets filters that cover the
+    selection only (its pixels merged to a layer of the selection's size). The selection is put back
+    as it was, outside the undo history (frozen), so the painter's image ends as it began."""
+    if Gimp.Selection.is_empty(image):
+        return Gimp.Layer.new_from_drawable(source, scratch)
+    image.undo_freeze()
+    try:
+        saved = Gimp.Selection.save(image)
+        Gimp.Selection.none(image)
+        try:
+            return Gimp.Layer.new_from_drawable(source, scratch)
+        finally:
+            image.select_item(Gimp.ChannelOps.REPLACE, saved)
+            image.remove_channel(saved)
+    finally:
+        image.undo_thaw()
+
+
+@contextmanager
+def as_seen(image: Gimp.Image, source: Gimp.Layer) -> Iterator[Gimp.Drawable]:
+    """The source as the painter sees it: with its non-destructive filters (GIMP 3) applied, without its
+    opacity, mode and layer mask (the result takes those as they are). A source without filters is
+    itself; one with filters is what a temporary image of its precision and colour profile holding
+    a copy of it shows (GIMP renders the filters there), removed when done. The source and the
+    painter's image are never changed (nothing here enters its undo history)."""
+    if not _has_filters(source):
+        yield source
+        return
+    scratch = Gimp.Image.new_with_precision(
+        source.get_width(), source.get_height(), Gimp.ImageBaseType.RGB, image.get_precision()
+    )
+    try:
+        scratch.undo_disable()
+        profile = image.get_color_profile()
+        if profile is not None:
+            scratch.set_color_profile(profile)
+        copy = _copy_without_selection(image, source, scratch)
+        scratch.insert_layer(copy, None, 0)
+        _unlock(copy)
+        if copy.get_mask() is not None:
+            copy.remove_mask(Gimp.MaskApplyMode.DISCARD)
+        copy.set_offsets(0, 0)
+        copy.set_opacity(100.0)
+        copy.set_mode(Gimp.LayerMode.NORMAL)
+        copy.set_visible(True)
+        if copy.is_group():
+            copy = scratch.merge_visible_layers(Gimp.MergeType.CLIP_TO_IMAGE)
+        else:
+            copy.merge_filters()
+        yield copy
+    finally:
+        scratch.delete()
 
 
 def read_layer_rgba(drawable: Gimp.Drawable) -> RGBAImage:
@@ -100,7 +172,8 @@ def add_result_layer(
         buffer = layer.get_buffer()
         buffer.set(rect, RGBA_FORMAT, pixels.data)  # GEGL converts the 8-bit result to the layer's format
         result = bytes(buffer.get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
-        own = bytes(source.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
+        with as_seen(image, source) as seen:  # outside the selection: what the painter saw there
+            own = bytes(seen.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))
         buffer.set(rect, fmt, composite_native(own, result, mask.data if mask else None, 4 * channel,
                                                3 * channel, channel))  # fmt: skip
         buffer.flush()

@@ -309,6 +309,14 @@ def run_case(case):
         pasted = Gimp.edit_paste(source, False)
         drawable = pasted[0] if isinstance(pasted, (list, tuple)) else pasted
         Gimp.Selection.none(image)
+    if case.get("filter"):  # a non-destructive filter left editable in the drawable's Fx list (GIMP 3)
+        selected = Gimp.Selection.save(image)  # over the whole layer (one made with a selection covers that only)
+        Gimp.Selection.none(image)
+        drawable.append_filter(Gimp.DrawableFilter.new(drawable, case["filter"], "painter's filter"))
+        image.select_item(Gimp.ChannelOps.REPLACE, selected)
+        image.remove_channel(selected)
+    for lock in case.get("locks", []):  # "content", "position", "alpha": the Layers dock's lock toggles
+        getattr(drawable, f"set_lock_{lock}")(True)
     display = Gimp.Display.new(image) if case.get("display") else None
     if display is not None:
         image.clean_all()
@@ -342,6 +350,8 @@ def run_case(case):
         "canvas": [image.get_width(), image.get_height()] if image.is_valid() else None,
         "precision": image.get_precision().value_nick if image.is_valid() else None,
         "gimp": Gimp.version(),
+        "selection_after": list(Gimp.Selection.bounds(image))[1:] if image.is_valid() else None,
+        "channels_after": len(image.get_channels()) if image.is_valid() else None,
         "layers": [],
     }
     if status == Gimp.PDBStatusType.SUCCESS:
@@ -359,7 +369,9 @@ def run_case(case):
             {"name": layer.get_name(), "size": [layer.get_width(), layer.get_height()], "offsets": [ox, oy],
              "visible": layer.get_visible(), "has_mask": mask is not None,
              "opacity": round(layer.get_opacity(), 3), "mode": layer.get_mode().value_nick,
-             "kind": kind_of(layer), **({"text": layer.get_text()} if layer.is_text_layer() else {})}
+             "kind": kind_of(layer), **({"text": layer.get_text()} if layer.is_text_layer() else {}),
+             "filters": [f.get_name() for f in layer.get_filters()],
+             "locks": [k for k in ("content", "position", "alpha") if getattr(layer, f"get_lock_{k}")()]}
         )
         if mask is not None:  # its layer mask, one byte a pixel
             rect = Gegl.Rectangle.new(0, 0, mask.get_width(), mask.get_height())

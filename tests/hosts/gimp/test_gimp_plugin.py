@@ -26,6 +26,7 @@ MASK_BOX = (4, 6, 40, 30)  # what the source's layer mask shows, in the "mask" c
 EDIT = {"prompt": "a red circle", "subject": "shape", "style": "photo", "seed": 7}
 SAMPLING = {"steps": 3, "w": 7.5, "v": 0.7, "k": 400}
 FINETUNE = {"method": "lora", "steps": 2}
+INVERT = "gegl:invert-gamma"
 GIMP_ARGS = {
     **EDIT,
     "steps": SAMPLING["steps"],
@@ -47,6 +48,11 @@ def rgba_of(rgb: bytes) -> bytes:
     for i in range(0, len(rgb), 3):
         out += rgb[i : i + 3] + b"\xff"
     return bytes(out)
+
+
+def inverted(rgba: bytes) -> bytes:
+    """What GIMP's Colors > Invert (gegl:invert-gamma) shows of an 8-bit RGBA picture: 255 - v, alpha kept."""
+    return bytes(v if i % 4 == 3 else 255 - v for i, v in enumerate(rgba))
 
 
 def rect_mask(w: int, h: int, x0: int, y0: int, rw: int, rh: int) -> bytes:
@@ -110,6 +116,10 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
         "mask": (rgba, None, (W, H)),  # the layer's mask active, not the layer: the layer is edited
         "group": (rgba, None, (W, H)),  # a layer group holding the source: what the group shows is edited
         "deep": (rgba, None, (W, H)),  # the source three groups deep in 50 layers, hidden ones above
+        # an editable (non-destructive) Invert filter on the source, or on the group holding it: the
+        # painter sees the inverted picture, and that is what is edited
+        "filtered": (inverted(rgba), rect_mask(W, H, *SELECT), (W, H)),
+        "filtered-group": (inverted(rgba), None, (W, H)),
     }
     for sent, mask, (w, h) in inputs.values():
         daemon_result(sine_daemon, w, h, sent, mask)  # warm the weight cache
@@ -128,6 +138,10 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "drawable": "deep", "args": GIMP_ARGS},
         {"name": "text", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "text"),
          "drawable": "text", "args": GIMP_ARGS},
+        {"name": "filtered", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "filtered"),
+         "select": list(SELECT), "filter": INVERT, "locks": ["content", "position", "alpha"], "args": GIMP_ARGS},
+        {"name": "filtered-group", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "filtered-group"),
+         "drawable": "group", "filter": INVERT, "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
     print(f"GIMP session ({len(cases)} edits): {run.wall_s:.1f} s")
@@ -320,3 +334,28 @@ def test_a_text_layer_as_the_source_stays_a_text_layer(gimp_session: dict[str, C
     assert (out / "layer-1.rgba").read_bytes() == before
     result = (out / "layer-0.rgba").read_bytes()
     assert result[3::4] == before[3::4]  # the text's own alpha: the letters' shape
+
+
+@pytest.mark.parametrize("name", ["filtered", "filtered-group"])
+def test_a_source_with_a_non_destructive_filter_is_edited_as_it_shows(gimp_session: dict[str, Case], name: str) -> None:
+    """An editable filter (Invert) in the source's (or its group's) Fx list: what the painter sees is the
+    filtered picture, so that is what is sent and what the result holds, a plain layer without filters;
+    outside the selection it is the filtered source, so the picture there looks as before (the source's
+    unfiltered pixels were sent, and came back unfiltered over the inverted source). The source keeps its
+    filter and its own pixels; a locked source (pixels, position, alpha) gives an unlocked result."""
+    case = gimp_session[name]
+    record = case.record
+    assert record["status"] == "success", record["message"]
+    new, source = record["layers"][:2]
+    assert new["kind"] == "layer" and new["filters"] == [] and new["locks"] == [], new
+    assert source["filters"] == ["painter's filter"], source
+    assert new["size"] == source["size"] == [W, H] and new["offsets"] == source["offsets"], record["layers"]
+    got = case.layer_bytes(0)
+    assert got == case.expected, f"{sum(a != b for a, b in zip(got, case.expected, strict=True))} bytes differ"
+    if name == "filtered":
+        assert source["locks"] == ["content", "position", "alpha"], source
+        x, y, w, h = SELECT  # the painter's selection as it was, and no channel left behind
+        assert record["selection_after"] == [True, x, y, x + w, y + h] and record["channels_after"] == 0, record
+        assert case.layer_bytes(1) == rgba_of(source_rgb())  # its own (unfiltered) pixels, untouched
+        mask = rect_mask(W, H, *SELECT)
+        assert all(got[4 * i : 4 * i + 4] == case.sent[4 * i : 4 * i + 4] for i in range(W * H) if mask[i] == 0)
