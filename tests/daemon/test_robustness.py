@@ -101,6 +101,17 @@ def test_bad_setup_is_a_clear_message_not_a_traceback(tiny_model: Path, tmp_path
     assert expected in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+def _wait_until_idle(daemon: DaemonProcess, timeout: float = 120.0) -> None:
+    """Until no job of any client is queued or running: the tests below share one daemon and its pause
+    file, and a job left in the paused cache write by the test before (its client gone, its cancel not
+    yet seen) sat there for the next test's whole pause (300 s), holding every job behind it."""
+    deadline = time.monotonic() + timeout
+    with Client(daemon.endpoint, daemon.token) as probe:
+        while probe.request("status").header["others"] != {"queued": 0, "running": 0}:
+            assert time.monotonic() < deadline, "the daemon still has jobs"
+            time.sleep(0.1)
+
+
 def test_silent_daemon_is_noticed_within_30_s(daemon: DaemonProcess):
     """A job stuck in one long step gets heartbeats; a stopped daemon is noticed by the shared client
     (so by both plugins) and by the GIMP plug-in's job loop within 30 s."""
@@ -138,6 +149,7 @@ def test_silent_daemon_is_noticed_within_30_s(daemon: DaemonProcess):
         os.kill(daemon.proc.pid, signal.SIGCONT)
         pause.unlink()
         stopper.join(30)
+        _wait_until_idle(daemon)
         os.environ.pop("SINE_CONFIG_DIR", None)
     with Client(daemon.endpoint, daemon.token) as client:  # and the daemon is fine once it runs again
         assert client.request("ping", timeout=30).type == "pong"
@@ -145,6 +157,7 @@ def test_silent_daemon_is_noticed_within_30_s(daemon: DaemonProcess):
 
 def test_heartbeats_keep_a_long_step_from_looking_silent(daemon: DaemonProcess):
     pause = Path(daemon.env["SINE_TEST_CACHE_WRITE_PAUSE_FILE"])
+    _wait_until_idle(daemon)
     pause.touch()
     try:
         with Client(daemon.endpoint, daemon.token) as raw, \
