@@ -137,6 +137,9 @@ def run_from_menu(case, image):
 def kind_of(item):
     if item.is_group_layer():
         return "group"
+    for kind in ("link", "vector"):  # GIMP 3.2's link and vector layers
+        if getattr(item, f"is_{kind}_layer", lambda: False)():
+            return kind
     return "text" if item.is_text_layer() else "layer"
 
 
@@ -297,6 +300,20 @@ def run_case(case):
         drawable = Gimp.TextLayer.new(image, "SINE text", Gimp.context_get_font(), 20.0, Gimp.Unit.pixel())
         image.insert_layer(drawable, None, 0)
         drawable.set_offsets(6, 8)
+        dump_layer(drawable, os.path.join(case["out"], "source-before"))
+    if case.get("drawable") in ("link", "vector"):  # GIMP 3.2: a layer linked to a file, or drawn from a path
+        if not hasattr(Gimp, "LinkLayer"):
+            with open(os.path.join(out, "result.json"), "w") as f:
+                json.dump({"status": "unsupported", "gimp": Gimp.version()}, f)
+            return
+        if case["drawable"] == "link":
+            drawable = Gimp.LinkLayer.new(image, Gio.File.new_for_path(case["input"]))
+        else:
+            outline = Gimp.Path.new(image, "outline")
+            image.insert_path(outline, None, 0)
+            outline.bezier_stroke_new_ellipse(32, 24, 20, 14, 0)
+            drawable = Gimp.VectorLayer.new(image, outline)
+        image.insert_layer(drawable, None, 0)
         dump_layer(drawable, os.path.join(case["out"], "source-before"))
     if case.get("drawable") == "deep":
         drawable = build_deep_stack(image, source)

@@ -142,6 +142,8 @@ def gimp_session(sine_daemon, gimp_home, daemon_env, run_gimp) -> dict[str, Case
          "select": list(SELECT), "filter": INVERT, "locks": ["content", "position", "alpha"], "args": GIMP_ARGS},
         {"name": "filtered-group", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "filtered-group"),
          "drawable": "group", "filter": INVERT, "args": GIMP_ARGS},
+        *({"name": kind, "input": gimp_home.inside(png), "out": gimp_home.inside(work / kind), "drawable": kind,
+           "args": GIMP_ARGS} for kind in ("link", "vector")),  # GIMP 3.2's new layer kinds
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, daemon_env)
     print(f"GIMP session ({len(cases)} edits): {run.wall_s:.1f} s")
@@ -359,3 +361,24 @@ def test_a_source_with_a_non_destructive_filter_is_edited_as_it_shows(gimp_sessi
         assert case.layer_bytes(1) == rgba_of(source_rgb())  # its own (unfiltered) pixels, untouched
         mask = rect_mask(W, H, *SELECT)
         assert all(got[4 * i : 4 * i + 4] == case.sent[4 * i : 4 * i + 4] for i in range(W * H) if mask[i] == 0)
+
+
+@pytest.mark.parametrize("kind", ["link", "vector"])
+def test_a_link_or_vector_layer_as_the_source_gives_a_pixel_layer(gimp_session: dict[str, Case], kind: str) -> None:
+    """GIMP 3.2's link layer (the picture file linked) and vector layer (an ellipse path filled): the result
+    is a plain pixel layer of the source's size at its place, with its alpha; the source keeps its kind and
+    its pixels. The link layer shows the file's pixels: its result is the daemon's answer for them."""
+    out = gimp_session["offset"].out.parent / kind
+    record = json.loads((out / "result.json").read_text())
+    if record["status"] == "unsupported":
+        pytest.skip(f"GIMP {record['gimp']} has no link or vector layers")
+    assert record["status"] == "success", record["message"]
+    new, source = record["layers"][:2]
+    assert new["kind"] == "layer" and source["kind"] == kind, record["layers"]
+    assert new["size"] == source["size"] and new["offsets"] == source["offsets"], record["layers"]
+    before = (out / "source-before.rgba").read_bytes()
+    assert (out / "layer-1.rgba").read_bytes() == before
+    result = (out / "layer-0.rgba").read_bytes()
+    assert result[3::4] == before[3::4] and result != before
+    if kind == "link":
+        assert before == rgba_of(source_rgb()) and result == gimp_session["offset"].expected
