@@ -59,7 +59,12 @@ def load_image(path: str | Path) -> Image.Image:
             return _decoded(path)
     except Image.DecompressionBombError:  # Pillow's own guard, at twice its warning size
         raise BadInput(f"{path} declares far more pixels than the limit of {MAX_INPUT_PIXELS / 1e6:.0f} Mpx") from None
-    except (UnidentifiedImageError, OSError, EOFError, SyntaxError, struct.error) as exc:
+    except UnidentifiedImageError:
+        if head in (b"II*\0", b"MM\0*"):  # a TIFF, but no layout Pillow decodes: float colour, mostly
+            raise BadInput(f"{path}: a TIFF whose pixels Pillow cannot read (floating-point colour, as 32-bit "
+                           "documents export, or a rare sample layout); export it as an 8- or 16-bit PNG") from None
+        raise BadInput(f"cannot read {path} as an image (UnidentifiedImageError)") from None
+    except (OSError, EOFError, SyntaxError, struct.error) as exc:
         raise BadInput(f"cannot read {path} as an image ({exc.__class__.__name__})") from None
     except ValueError as exc:  # Pillow's answer to some damaged files, and to oversized metadata chunks
         if "MAX_TEXT_CHUNK" in str(exc):

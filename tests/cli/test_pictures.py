@@ -342,3 +342,35 @@ def test_one_side_given_keeps_the_pictures_aspect_ratio(tmp_path: Path, flags: l
                                       "--out", str(tmp_path / "out.png")])
     inputs = check_edit_inputs(args)
     assert (inputs.width, inputs.height) == size
+
+
+def _float_rgb_tiff(path: Path, width: int = 2, height: int = 2) -> Path:
+    """An uncompressed 32-bit float RGB TIFF (what a 32-bit float document exports), written by hand:
+    Pillow reads float grey TIFFs but not float colour ones."""
+    data = np.full((height, width, 3), 0.5, dtype="<f4").tobytes()
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, None), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(data)), (284, 3, 1, 1),
+               (339, 3, 3, None)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    bits_at = 8 + ifd_size
+    formats_at = bits_at + 6
+    data_at = formats_at + 6
+    values = {258: bits_at, 273: data_at, 339: formats_at}
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = values.get(tag, value)
+        ifd += struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 and count == 1
+                                                        else struct.pack("<I", value))
+    ifd += struct.pack("<I", 0)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<3H", 32, 32, 32)
+                     + struct.pack("<3H", 3, 3, 3) + data)
+    return path
+
+
+def test_a_float_colour_tiff_pillow_cannot_read_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A 32-bit float colour TIFF (Krita's or GIMP's export of a float document) was 'cannot read … as an
+    image (UnidentifiedImageError)': nothing said what is wrong with it or what to do."""
+    path = _float_rgb_tiff(tmp_path / "hdr.tif")
+    with pytest.raises(BadInput, match=r"hdr\.tif: a TIFF whose pixels Pillow cannot read .*float.*"
+                                       r"export it as an 8- or 16-bit PNG"):
+        load_image(path)
