@@ -177,12 +177,18 @@ def component_folder(folder: Path) -> str | None:
 
 
 def model_folders_inside(folder: Path) -> list[Path]:
-    """The diffusers model folders (with unet/) directly inside `folder`, by name: a shelf of models,
-    or a download that put the model one level down."""
+    """The diffusers model folders (a unet/ holding weights) directly inside `folder`, by name: a shelf of
+    models, or a download that put the model one level down. A folder of configs alone (the `NAME.config/`
+    beside a single file that tells the loader its shapes) is not one: the file beside it is the model."""
     try:
-        return sorted(d for d in folder.iterdir() if d.is_dir() and (d / "unet").is_dir())
+        return sorted(d for d in folder.iterdir() if d.is_dir() and _holds_weights(d / "unet"))
     except OSError:
         return []
+
+
+def _holds_weights(component: Path) -> bool:
+    return component.is_dir() and any(f.suffix in (".safetensors", ".bin") or f.name.endswith(".index.json")
+                                      for f in component.iterdir())
 
 
 WRAPPERS = ("module", "state_dict", "model", "_orig_mod")  # what training wrappers put before a model's keys
