@@ -88,7 +88,8 @@ def _decoded(path: Path) -> Image.Image:
             raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
         frames = _frame_count(img)
         img.load()
-        picture = _eight_bit(ImageOps.exif_transpose(_pixels_only(img))).convert("RGBA")
+        span = _grey_span(img)
+        picture = _eight_bit(ImageOps.exif_transpose(_pixels_only(img)), span).convert("RGBA")
         picture.info["frames"] = frames
         return picture
 
@@ -143,15 +144,44 @@ def _read_formats() -> list[str]:
     return [name for name in Image.OPEN if name not in EXTERNAL_READERS]
 
 
-def _eight_bit(image: Image.Image) -> Image.Image:
-    """Grey pictures of more than 8 bits (I;16*, I, F) scaled to 8-bit L; Pillow's convert() clips them."""
+def _grey_span(image: Image.Image) -> tuple[int, int, bool] | None:
+    """(black, white, unsigned 32-bit) of a grey picture of more than 8 bits, from the pixel type its file
+    declares: the whole range of the type, as painters' programs show it (a 32-bit TIFF's 0..4 294 967 295, a
+    signed one's 0..2 147 483 647, negatives black). None where the file does not say (floats, rare formats)."""
+    if image.mode.startswith("I;16"):
+        return 0, 65535, False
+    if image.mode != "I":
+        return None
+    if image.format == "PPM":  # Pillow scales every PGM of more than 8 bits to 0..65535
+        return 0, 65535, False
+    if image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        bits, kind = (tags.get(258) or (0,))[0], (tags.get(339) or (1,))[0]
+        if bits in (8, 16, 32) and kind in (1, 2):
+            top = (1 << (bits - 1 if kind == 2 else bits)) - 1
+            return 0, top, bits == 32 and kind == 1
+    return None
+
+
+def _eight_bit(image: Image.Image, span: tuple[int, int, bool] | None = None) -> Image.Image:
+    """Grey pictures of more than 8 bits (I;16*, I, F) scaled to 8-bit L; Pillow's convert() clips them.
+
+    ``span`` (see `_grey_span`) is the range the file's pixel type declares; without one, the values decide:
+    a float picture is 0..1 (highlights over 1 clipped) unless most of it lies above 1, and integers or floats
+    over 255 are 16-bit."""
     if not image.mode.startswith(("I", "F")):
         return image
     # float32 and in place: a 64 Mpx 16-bit picture (the limit) peaked at 1.8 GB in float64 copies
-    values = np.array(image, dtype=np.float32)
+    if span is not None and span[2]:  # Pillow reads unsigned 32-bit into signed integers: wrapped
+        values = np.asarray(image).view(np.uint32).astype(np.float32)
+    else:
+        values = np.array(image, dtype=np.float32)
     np.nan_to_num(values, copy=False, nan=0.0)  # NaN pixels read as black
     top = float(values.max()) if values.size else 0.0
-    if image.mode == "F" and top <= 1.0:  # float pictures are usually 0..1
+    if span is not None:
+        values -= span[0]
+        values *= 255.0 / (span[1] - span[0])
+    elif image.mode == "F" and (top <= 1.0 or float(np.median(values[::4, ::4])) <= 1.0):  # float pictures: 0..1
         values *= 255.0
     elif image.mode.startswith("I;16") or top > 255.0:  # 16-bit range
         values /= 257.0
