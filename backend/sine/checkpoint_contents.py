@@ -9,6 +9,7 @@ import json
 import struct
 from pathlib import Path
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")  # what is read as a single-file model
 UNET_PREFIX = "model.diffusion_model."
 TEXT_PREFIXES = ("cond_stage_model.", "conditioner.embedders.")
 VAE_PREFIX = "first_stage_model."
@@ -411,3 +412,24 @@ def file_problem(path: Path) -> str | None:
     if (what := quantized(integer_weights(dtypes), list(dtypes))) is not None:
         return f"{path} is {what}; {QUANTIZED_INSTEAD}"
     return None
+
+
+def not_a_model_folder(path: Path) -> str:
+    """Why `path`, a folder without unet/, is not a model folder, and what to pass instead: one of the
+    checkpoint files it holds, or the model folder it is a part of. Here (standard library) so the
+    installer's folder check says what `sine edit` says."""
+    message = f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)"
+    files = sorted(f.name for f in path.iterdir() if f.is_file() and f.suffix.lower() in CHECKPOINT_SUFFIXES)
+    parent = path.resolve().parent
+    if (parent / "unet").is_dir() and (path / "config.json").is_file():
+        return f"{message}: it is the {path.name}/ part of a model; pass the model folder {parent}"
+    if inside := model_folders_inside(path):
+        return f"{message}; it holds a model folder: pass it, e.g. --model {inside[0]}"
+    if (what := component_folder(path)) is not None:
+        return f"{message}: it is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
+    if files and all((why := file_problem(path / f)) is not None for f in files):
+        return f"{message}; {why}"  # a LoRA's folder: not "pass its file", refused next
+    if files and not (path / "config.json").is_file():
+        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+        return f"{message}; it holds checkpoint files ({shown}): pass one of them, e.g. --model {path / files[0]}"
+    return message

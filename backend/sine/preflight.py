@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .checkpoint_contents import USE_A_MODEL, component_folder, file_problem, model_folders_inside
+from .checkpoint_contents import CHECKPOINT_SUFFIXES, not_a_model_folder
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot, cached_repo
@@ -21,7 +21,6 @@ from .images import MAX_SIDE, MIN_SIDE, check_size, frames_note, load_image, mas
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 HUB_PATTERNS = ["model_index.json", "*/config.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
 
 
@@ -211,26 +210,6 @@ def check_model_file(path: Path) -> None:
 
     if (why := file_problem(path)) is not None:
         raise BadModel(why)
-
-
-def not_a_model_folder(path: Path) -> str:
-    """Why `path`, a folder without unet/, is not a model folder, and what to pass instead: one of the
-    checkpoint files it holds, or the model folder it is a part of."""
-    message = f"{path} is not a diffusers Stable Diffusion folder (no unet/ inside)"
-    files = sorted(f.name for f in path.iterdir() if f.is_file() and f.suffix.lower() in CHECKPOINT_SUFFIXES)
-    parent = path.resolve().parent
-    if (parent / "unet").is_dir() and (path / "config.json").is_file():
-        return f"{message}: it is the {path.name}/ part of a model; pass the model folder {parent}"
-    if inside := model_folders_inside(path):
-        return f"{message}; it holds a model folder: pass it, e.g. --model {inside[0]}"
-    if (what := component_folder(path)) is not None:
-        return f"{message}: it is {what}; SINE needs a whole text-to-image model: {USE_A_MODEL}"
-    if files and all((why := file_problem(path / f)) is not None for f in files):
-        return f"{message}; {why}"  # a LoRA's folder: not "pass its file", refused next
-    if files and not (path / "config.json").is_file():
-        shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
-        return f"{message}; it holds checkpoint files ({shown}): pass one of them, e.g. --model {path / files[0]}"
-    return message
 
 
 def hub_id_cached(repo_id: str) -> bool:

@@ -164,9 +164,12 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
     if model_id is not None and Path(model_id).expanduser().is_dir():  # a folder on disk, as `sine edit --model` reads it
         model_dir, model_id = Path(model_id), None
         hub = _checkout_module(source_root, "hub")  # a hub cache folder models--owner--name: its snapshot
-        if not ((hub.cache_snapshot(model_dir.expanduser()) if hub else model_dir.expanduser()) / "unet").is_dir():
-            raise InstallError(f"--model {model_dir.expanduser().resolve()} is not a diffusers Stable Diffusion folder "
-                               "(no unet/ inside)", "pass the model folder (with unet/, vae/, text_encoder/...), a "
+        folder = hub.cache_snapshot(model_dir.expanduser()) if hub else model_dir.expanduser()
+        if not (folder / "unet").is_dir():
+            contents = _checkout_module(source_root, "checkpoint_contents")  # what `sine edit` says of it
+            why = (contents.not_a_model_folder(folder.resolve()) if contents else
+                   f"{folder.resolve()} is not a diffusers Stable Diffusion folder (no unet/ inside)")
+            raise InstallError(f"--model {why}", "pass the model folder (with unet/, vae/, text_encoder/...), a "
                                ".safetensors checkpoint or a hub id")
     if model_dir is not None:
         model_dir = model_dir.expanduser().resolve()

@@ -119,6 +119,22 @@ def test_model_can_be_a_local_folder(tmp_path: Path, run_installer) -> None:
     assert proc.returncode == 1 and "not a diffusers Stable Diffusion folder (no unet/ inside)" in proc.stderr, proc.stderr
 
 
+def test_folder_of_another_pipeline_is_named_at_install(tmp_path: Path, run_installer) -> None:
+    """An SD3/Flux-style diffusers folder (transformer/ where SD has unet/) was "not a diffusers Stable
+    Diffusion folder (no unet/ inside)" at install while `sine edit` named it; now the installer says
+    what it is, with the words of `sine edit`'s check."""
+    import json
+
+    folder = tmp_path / "sd3-medium"
+    for part in ("transformer", "vae", "text_encoder", "text_encoder_3"):
+        (folder / part).mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline",
+                                                         "transformer": ["diffusers", "SD3Transformer2DModel"]}))
+    proc = run_installer("--home", tmp_path / "home", "--only", "model", "--model", str(folder), "--dry-run",
+                         check=False)
+    assert proc.returncode == 1 and "a StableDiffusion3Pipeline model, which has no UNet" in proc.stderr, proc.stderr
+
+
 def test_model_can_be_a_hub_cache_folder(tmp_path: Path, run_installer) -> None:
     """`--model ~/.cache/huggingface/hub/models--owner--name` is recorded as it is (the daemon loads the
     snapshot its refs/main names then), not refused for having no unet/ of its own."""
