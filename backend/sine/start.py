@@ -59,8 +59,12 @@ def noised_start(scheduler: DDIMScheduler, z0: torch.Tensor, noise: torch.Tensor
 
 
 def inverse_scheduler(scheduler: DDIMScheduler) -> DDIMInverseScheduler:
-    """DDIM inversion over the same timesteps as `scheduler` (ascending), starting from the clean image."""
-    return DDIMInverseScheduler.from_config(scheduler.config, set_alpha_to_one=True)
+    """DDIM inversion over the same timesteps and ᾱ as `scheduler` (ascending), starting from the clean
+    image. ᾱ is the sampler's own (`BaseModel.new_scheduler` floors a zero-terminal-SNR model's last
+    one): rebuilt from the config, the inversion's last step had ᾱ = 0 and kept nothing of the source."""
+    inverse = DDIMInverseScheduler.from_config(scheduler.config, set_alpha_to_one=True)
+    inverse.alphas_cumprod = scheduler.alphas_cumprod.clone()
+    return inverse
 
 
 def inverted_start(scheduler: DDIMScheduler, steps: int, z0: torch.Tensor, t_target: int, eps: EpsFn,

@@ -156,3 +156,26 @@ def test_sampling_timesteps_are_trailing_where_the_model_asks_for_them(tmp_path,
     inverse = inverse_scheduler(base.new_scheduler(STEPS))
     inverse.set_timesteps(STEPS)
     assert sorted(int(t) for t in inverse.timesteps) == sorted(got)
+
+
+@pytest.mark.parametrize("extra", [{}, {"timestep_spacing": "trailing"}, {"rescale_betas_zero_snr": True},
+                                   {"steps_offset": 0, "set_alpha_to_one": True}], ids=["sd", "trailing", "zero-snr",
+                                                                                          "offset0-alpha1"])
+def test_inversion_retraces_the_sampler_on_the_models_own_schedule(tmp_path, extra):
+    """DDIM inversion with a fixed ε, sampled back with that ε, gives the source's latent back, whatever the
+    model's scheduler_config says. A zero-terminal-SNR model's inversion used ᾱ = 0 at t = 999 (its
+    config rebuilt without the sampler's floor), so the inverted start held no trace of the source and
+    the inversion start gave a random picture (x̂₀ off by the latent's whole size)."""
+    from sine.start import inverted_start
+
+    base = load_base_model(make_tiny_sd(tmp_path / "m", scheduler={**SD1_SCHEDULER, **extra}), device="cpu")
+    scheduler = base.new_scheduler(STEPS)
+    scheduler.set_timesteps(STEPS)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    gen = torch.Generator().manual_seed(0)
+    z0, eps = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
+    z = inverted_start(scheduler, STEPS, z0, timesteps[0], lambda _z, _t: eps)
+    for t in timesteps:
+        out = scheduler.step(eps, t, z, eta=0.0)
+        z = out.prev_sample
+    assert (out.pred_original_sample - z0).abs().max() < 1e-2  # zero SNR: z0 read back through √ᾱ = 2⁻¹² (fp32)
