@@ -6,6 +6,7 @@ before torch loads (see `sine.preflight`).
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from pathlib import Path
@@ -88,9 +89,12 @@ def _decoded(path: Path) -> Image.Image:
             raise BadInput(f"{path} is {width}×{height}; each side must be at least {MIN_SIDE} px")
         frames = _frame_count(img)
         img.load()
-        span = _grey_span(img)
-        picture = _eight_bit(ImageOps.exif_transpose(_pixels_only(img)), span).convert("RGBA")
+        span, profile = _grey_span(img), img.info.get("icc_profile")
+        picture, colour = _in_srgb(_eight_bit(ImageOps.exif_transpose(_pixels_only(img)), span), profile)
+        picture = picture.convert("RGBA")
         picture.info["frames"] = frames
+        if colour:
+            picture.info["colour"] = colour
         return picture
 
 
@@ -136,6 +140,46 @@ def frames_note(image: Image.Image, path: str | Path) -> str | None:
         return None
     many = f"more than {FRAMES_COUNTED}" if frames > FRAMES_COUNTED else str(frames)
     return f"note: {path} holds {many} frames (an animation or pages); only the first is used"
+
+
+def picture_notes(image: Image.Image, path: str | Path) -> list[str]:
+    """Everything to tell the user about how a picture was read: frames left out, colours converted."""
+    notes = [frames_note(image, path)]
+    if colour := image.info.get("colour"):
+        notes.append(f"note: {path} {colour}")
+    return [note for note in notes if note]
+
+
+PROFILE_NAME_CHARS = 60  # a profile's own description, shown in a note: cut where a damaged one runs on
+
+
+def _in_srgb(image: Image.Image, profile: bytes | None) -> tuple[Image.Image, str | None]:
+    """``image`` converted from its embedded colour profile to sRGB, the model's and the result's space (a
+    Display P3 or Adobe RGB photo read as sRGB looked dull), and what to say about it (None: nothing done).
+    A profile that cannot be read or does not fit the pixels is said, and the pixels are taken as sRGB."""
+    if not profile:
+        return image, None
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        name = " ".join(ImageCms.getProfileDescription(source).split())[:PROFILE_NAME_CHARS] or "unnamed"
+        space = source.profile.xcolor_space.strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError, UnicodeError):
+        return image, "has a colour profile that cannot be read (damaged); its colours are taken as sRGB"
+    if "sRGB" in name or (space == "GRAY" and image.mode in ("L", "LA", "1")):
+        return image, None  # grey profiles: the tone curve only, close to sRGB's
+    if space == "RGB" and image.mode in ("P", "PA", "LA", "L", "1"):
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    if image.mode not in {"RGB": ("RGB", "RGBA"), "CMYK": ("CMYK",)}.get(space, ()):
+        return image, (f"has a colour profile ({name}) for {space or 'unknown'} pixels, but its pixels are "
+                       f"{image.mode}; its colours are taken as sRGB")
+    try:
+        converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                              outputMode="RGBA" if image.mode == "RGBA" else "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        return image, f"has a colour profile ({name}) that cannot be applied ({exc}); its colours are taken as sRGB"
+    return converted, f"is in {name} (its colour profile): read converted to sRGB, the space of the model and result"
 
 
 def _read_formats() -> list[str]:
@@ -243,3 +287,4 @@ def with_source_alpha(result: Image.Image, source: Image.Image) -> Image.Image:
         out = result.convert("RGB")
         out.putalpha(alpha.resize(result.size, Image.Resampling.BILINEAR))
     return out
+

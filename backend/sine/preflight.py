@@ -17,7 +17,7 @@ from .checkpoint_contents import CHECKPOINT_SUFFIXES, not_a_model_folder
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_snapshot, cached_repo
-from .images import MAX_SIDE, MIN_SIDE, check_size, frames_note, load_image, mask_levels
+from .images import MAX_SIDE, MIN_SIDE, check_size, load_image, mask_levels, picture_notes
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -77,8 +77,7 @@ def check_edit_inputs(args: argparse.Namespace) -> EditInputs:
     check_size(width, height)
     mask_picture = load_image(args.mask) if args.mask else None
     mask = mask_levels(mask_picture) if mask_picture is not None else None
-    notes = tuple(note for note in (frames_note(source, args.source),
-                                    mask_picture and frames_note(mask_picture, args.mask)) if note)
+    notes = (*picture_notes(source, args.source), *(picture_notes(mask_picture, args.mask) if mask_picture else ()))
     if mask is not None and mask.getextrema() == (0, 0):  # minutes of fine-tuning for the unchanged picture
         raise BadInput(f"--mask {args.mask} selects nothing (it is black everywhere; white = edit): leave --mask"
                        " out to edit the whole picture")

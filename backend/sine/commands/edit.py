@@ -12,7 +12,7 @@ from sine_protocol.messages import INVISIBLE_PROMPT, says_something
 
 from ..argparsing import user_path
 from ..errors import BadInput, SineError, printable
-from ..images import frames_note, load_image
+from ..images import load_image, picture_notes
 from ..output_files import check_weights_folder, plan_outputs, save_finetune_whole, write_image
 from ..preflight import check_edit_inputs, check_text, check_visible, float_in, int_in
 from ..quality import (
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
     style_image = load_image(args.style_from) if args.style_from else None
     if style_image is not None:
         check_visible(style_image, args.style_from)
-        if note := frames_note(style_image, args.style_from):
+        for note in picture_notes(style_image, args.style_from):
             print(printable(note), file=sys.stderr)
     inputs = [Path(name).expanduser() for name in (args.source, args.mask, args.style_from) if name]
     plan = plan_outputs(args.out, args.count, args.overwrite, inputs)  # before the work, not after an hour
