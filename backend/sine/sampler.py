@@ -24,7 +24,7 @@ from PIL import Image
 
 from sine_protocol import defaults
 
-from .errors import BadInput, Cancelled
+from .errors import BadInput, BadModel, Cancelled
 from .finetune import FineTuned
 from .images import check_size, to_pil
 from .large_canvas import CanvasPlan, PartFn, TiledNoise, Tiles, decode, encode, plan_passes
@@ -130,12 +130,13 @@ def sample_edits(base: BaseModel, finetuned: FineTuned | Sequence[FinetunedGuide
         results: list[Image.Image] = []
         for n, p in enumerate(passes):  # `refine`: the resized picture noised back to the restart, in tiles
             start_z = z0 if n == 0 else torch.cat([encode(base, image, p.plan, parts) for image in results])
-            invert = content_noise(base, guides, edit_prompt, s, p.plan, parts) if n == 0 and s.start == "inversion" else None
+            invert = (finite_noise(base, content_noise(base, guides, edit_prompt, s, p.plan, parts))
+                      if n == 0 and s.start == "inversion" else None)
             latents = start_latents(base, scheduler, gens, p.plan, timesteps, p.start, start_z, invert, should_stop,
                                     lambda i: report(i, z0))
             done += inversion if invert is not None else 0
-            latents = denoise(guided_noise(base, guides, edit_prompt, s, p.plan, parts), scheduler, timesteps[p.start:],
-                              latents, report, should_stop)
+            latents = denoise(finite_noise(base, guided_noise(base, guides, edit_prompt, s, p.plan, parts)), scheduler,
+                              timesteps[p.start:], latents, report, should_stop)
             done += len(timesteps) - p.start
             results = [decode(base, latents[i:i + 1], p.plan, parts) for i in range(len(gens))]
         images += results
@@ -183,6 +184,29 @@ def denoise(noise: NoiseFn, scheduler: DDIMScheduler, timesteps: list[int], late
         latents = out.prev_sample
         report(i + 1, out.pred_original_sample)  # x̂₀, the clean-image estimate of this step: the preview
     return latents
+
+
+def finite_noise(base: BaseModel, noise: NoiseFn) -> NoiseFn:
+    """`noise`, refusing in words a prediction holding NaN/inf: a UNet whose activations overflow in
+    half precision (past fp16's 65504) turns every later latent into NaN and the edit black. One
+    reduction per step (a sum, whose NaN/inf shows any element's)."""
+    def checked(latents: torch.Tensor, t: int) -> torch.Tensor:
+        eps = noise(latents, t)
+        if not torch.isfinite(eps.sum(dtype=torch.float32)):  # the start is finite (noise, or the VAE's checked latents)
+            raise BadModel(nonfinite_unet(base, t))
+        return eps
+    return checked
+
+
+def nonfinite_unet(base: BaseModel, t: int) -> str:
+    """Why the UNet's prediction at timestep t holds NaN/inf, and what to do."""
+    dtype = str(base.dtype).removeprefix("torch.")
+    if base.dtype == torch.float16:
+        return (f"the UNet of {base.model_id} overflowed in float16 at timestep {t} (NaN/inf in its prediction): the "
+                "edit would come out black; run it in fp32 (`sine edit --dtype fp32`, or SINE_DTYPE=fp32 in the "
+                "daemon's environment) or in bf16 on a GPU that has it")
+    return (f"the UNet of {base.model_id} gives NaN/inf at timestep {t} even in {dtype}: its weights are broken (a "
+            "bad merge or conversion); download it again, or use another version of the model")
 
 
 def guided_noise(base: BaseModel, guides: list[FinetunedGuide], edit_prompt: str, s: SamplingSettings,
