@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
         def on_train(step: int, total: int, loss: float) -> None:
             """A bar through the fine-tune: the demo's longest part, silent before."""
-            from tqdm import tqdm
+            from .progress_bars import progress_bar
 
             if not bars:
-                bars.append(tqdm(total=total, desc="fine-tuning", unit="step", file=sys.stderr))
+                bars.append(progress_bar(total, "fine-tuning"))
             bars[0].update(step - bars[0].n)
-            bars[0].set_postfix(loss=f"{loss:.4f}")
+            bars[0].set_postfix(loss=f"{loss:.4f}", refresh=False)
             if step >= total:
                 bars[0].close()
 

@@ -141,7 +141,6 @@ def _run(args: argparse.Namespace) -> int:
     check_weights_folder(args.style_weights, "--style-weights")
 
     from PIL import Image
-    from tqdm import tqdm
 
     from ..compositing import finish_result
     from ..devices import describe_device
@@ -161,6 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..noise_prediction import content_and_style_guides, style_model_used
     from ..prompts import source_prompt
     from ..sampler import SamplingSettings, sample_edits, sample_steps
+    from .progress_bars import progress_bar
 
     base = load_base_model(args.model, device=args.device, dtype=args.dtype)
     prompt_src = source_prompt(args.subject, args.style)
@@ -211,10 +211,10 @@ def _run(args: argparse.Namespace) -> int:
         if saved_finetune(folder):
             print(f"reusing fine-tuned {what}weights from {printable(str(folder))}", file=sys.stderr)
             return FineTuned.load(folder, base)
-        with tqdm(total=settings.steps, desc=f"fine-tuning{' (style)' if what else ''}", unit="step") as bar:
+        with progress_bar(settings.steps, f"fine-tuning{' (style)' if what else ''}") as bar:
             def on_train(step: int, total: int, loss: float) -> None:
                 bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if marks is not None:
                     marks.append(time.perf_counter())
             model = finetune(base, picture, prompt, settings, progress=on_train)
@@ -235,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
         guides = content_and_style_guides(model, style_model, sampling, content_weight=args.content_weight,
                                           style_weight=args.style_weight)
     t_sample = time.perf_counter()
-    with tqdm(total=sample_steps(base, width, height, sampling, args.count), desc="sampling", unit="step") as bar:
+    with progress_bar(sample_steps(base, width, height, sampling, args.count), "sampling") as bar:
 
         def advance(step: int, total: int, preview: object) -> None:
             bar.total = total  # the same total (sample_steps is what the sampler counts by)
