@@ -65,16 +65,41 @@ def cache_snapshot(path: Path) -> Path:
             return snapshot
     if snapshots.is_dir() and len(only := [p for p in snapshots.iterdir() if p.is_dir()]) == 1:
         return only[0]  # fetched at a revision (no refs/main): its one snapshot
+    if snapshots.is_dir() and len(models := _model_snapshots(snapshots)) == 1:
+        return models[0]  # no ref says which (a cache copied without refs/): the one holding a model
     return path
+
+
+def _model_snapshots(snapshots: Path) -> list[Path]:
+    """The snapshots holding a model (a unet/ or a checkpoint file), newest first."""
+    found = [p for p in snapshots.iterdir() if p.is_dir() and (
+        (p / "unet").is_dir() or any(f.suffix in (".safetensors", ".ckpt") for f in p.iterdir()))]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def several_snapshots(path: Path) -> str | None:
+    """Why a hub cache repository folder names no model: several snapshots hold one and no ref says
+    which is current (a cache copied without refs/), with the folder to pass; None otherwise."""
+    snapshots = path / "snapshots"
+    if not snapshots.is_dir() or cache_snapshot(path) != path or len(models := _model_snapshots(snapshots)) < 2:
+        return None
+    return (f"{path} is a Hugging Face cache folder holding {len(models)} snapshots of the model and no refs/main "
+            f"saying which is current (a cache copied without refs/): pass one, e.g. --model {models[0]} (the "
+            "newest)")
+
+
+def cache_folder(repo_id: str) -> Path:
+    """Where hub id `repo_id` sits in the user's hub cache (HF_HUB_CACHE)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
 
 
 def cached_repo(repo_id: str) -> Path | None:
     """The snapshot of hub id `repo_id` in the user's hub cache as `cache_snapshot` finds it (refs/main,
     or the one ref or snapshot there), when huggingface_hub's own look-up, which reads refs/main only,
     does not; None when it is not there."""
-    from huggingface_hub import constants
-
-    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    repo = cache_folder(repo_id)
     snapshot = cache_snapshot(repo) if repo.is_dir() else repo
     return snapshot if snapshot != repo and (snapshot / "model_index.json").is_file() else None
 

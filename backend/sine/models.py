@@ -32,7 +32,7 @@ from .checkpoints import (
 )
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadInput, BadModel, ModelMissing
-from .hub import cache_snapshot, cached_repo, display_name, download
+from .hub import cache_folder, cache_snapshot, cached_repo, display_name, download, several_snapshots
 from .model_kind import (
     ModelKind,
     check_usable,
@@ -256,7 +256,8 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     if path.exists():
         check_pipeline_kind(path)
         if not (path / "unet").is_dir():
-            raise ModelMissing(not_a_model_folder(path) if path.is_dir() else str(not_a_model_file(path)))
+            raise ModelMissing((several_snapshots(path) or not_a_model_folder(path)) if path.is_dir()
+                               else str(not_a_model_file(path)))
         return path.resolve(), str(path.resolve()), None
     repo_id = str(model)
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
@@ -268,6 +269,8 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     except Exception:
         if revision is None and (cached := cached_repo(repo_id)) is not None:
             return cached, repo_id, cached.name  # fetched at a branch only (refs/fp16)
+        if (why := several_snapshots(cache_folder(repo_id))) is not None:
+            raise ModelMissing(f"hub id {repo_id!r}: {why}") from None
         if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
             raise ModelMissing(_fetch_advice(repo_id, "HF_HUB_OFFLINE is set and it is not in the local cache")) from None
         try:

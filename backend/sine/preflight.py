@@ -16,7 +16,7 @@ from PIL import Image
 from .checkpoint_contents import CHECKPOINT_SUFFIXES, not_a_model_folder
 from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
-from .hub import cache_snapshot, cached_repo
+from .hub import cache_folder, cache_snapshot, cached_repo, several_snapshots
 from .images import MAX_SIDE, MIN_SIDE, check_size, load_image, mask_levels, picture_notes
 from .recipes import model_recipes
 
@@ -154,7 +154,7 @@ def check_model(model: str | None) -> None:
         return
     path = cache_snapshot(Path(model).expanduser())
     if path.is_dir() and not (path / "unet").is_dir():
-        raise ModelMissing(not_a_model_folder(path))
+        raise ModelMissing(several_snapshots(path) or not_a_model_folder(path))
     if path.is_file() and (why := not_a_model_file(path)) is not None:
         raise ModelMissing(why)
     if path.is_file():
@@ -167,6 +167,8 @@ def check_model(model: str | None) -> None:
     if not hub_like:
         raise ModelMissing(f"no such model folder or file: {model}")
     if not hub_id_cached(model):
+        if (why := several_snapshots(cache_folder(model))) is not None:
+            raise ModelMissing(f"hub id {model!r}: {why}")
         raise ModelMissing(
             f"model {model!r} is not a local folder and not in the Hugging Face cache (sine edit works offline). "
             f"Install it once while online: `python3 installer/install.py --model {model}` "

@@ -167,8 +167,9 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
         folder = hub.cache_snapshot(model_dir.expanduser()) if hub else model_dir.expanduser()
         if not (folder / "unet").is_dir():
             contents = _checkout_module(source_root, "checkpoint_contents")  # what `sine edit` says of it
-            why = (contents.not_a_model_folder(folder.resolve()) if contents else
-                   f"{folder.resolve()} is not a diffusers Stable Diffusion folder (no unet/ inside)")
+            why = ((hub and hub.several_snapshots(folder.resolve())) or  # a hub cache copied without refs/
+                   (contents.not_a_model_folder(folder.resolve()) if contents else
+                    f"{folder.resolve()} is not a diffusers Stable Diffusion folder (no unet/ inside)"))
             raise InstallError(f"--model {why}", "pass the model folder (with unet/, vae/, text_encoder/...), a "
                                ".safetensors checkpoint or a hub id")
     if model_dir is not None:

@@ -4,6 +4,8 @@ exports, safety checker or training copies beside them."""
 
 from __future__ import annotations
 
+import pytest
+
 from sine.hub import select_files
 
 SD15 = """.gitattributes README.md model_index.json v1-5-pruned-emaonly.ckpt v1-5-pruned-emaonly.safetensors
@@ -125,3 +127,36 @@ def test_a_hub_id_fetched_at_a_branch_only_is_found_offline(tiny_folder, tmp_pat
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-800:]
     assert proc.stdout.split("\n")[:2] == ["SD1, ε-prediction, 32 px", str(snapshot.resolve())]
+
+
+def test_a_copied_hub_cache_with_several_snapshots_and_no_refs(tiny_folder, tmp_path, monkeypatch):
+    """A hub cache copied without refs/ (rsync of snapshots/ alone, a cache moved between machines) with
+    several snapshots was "not a diffusers folder (no unet/ inside)" as a folder and "not in the Hugging
+    Face cache" as a hub id. The one snapshot holding a model is taken (an older fetch of configs alone
+    beside it); two whole models are named, with the folder to pass, for the folder and the hub id alike."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from sine.errors import ModelMissing
+    from sine.models import resolve_model_folder
+    from sine.preflight import check_model
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hub" / "models--owner--copied"
+    whole, partial = repo / "snapshots" / ("ab" * 20), repo / "snapshots" / ("cd" * 20)
+    shutil.copytree(tiny_folder, whole)
+    partial.mkdir(parents=True)
+    shutil.copy(tiny_folder / "model_index.json", partial)
+    for model in (str(repo), "owner/copied"):
+        check_model(model)
+        assert resolve_model_folder(model)[0] == whole.resolve()
+
+    shutil.rmtree(partial)
+    shutil.copytree(tiny_folder, partial)  # two whole models: which one is not guessed
+    for model in (str(repo), "owner/copied"):
+        for check in (check_model, resolve_model_folder):
+            with pytest.raises(ModelMissing) as caught:
+                check(model)
+            assert "2 snapshots" in str(caught.value) and f"--model {repo / 'snapshots'}" in str(caught.value), caught.value

@@ -147,6 +147,10 @@ def test_model_can_be_a_hub_cache_folder(tmp_path: Path, run_installer) -> None:
     home = tmp_path / "home"
     run_installer("--home", home, "--only", "model", "--model", str(repo))
     assert json.loads((home / ".config/sine-edit/config.json").read_text())["model"] == str(repo.resolve())
+    (repo / "refs" / "main").unlink()  # copied without refs/, two snapshots holding a model: named
+    (repo / "snapshots" / "def" / "unet").mkdir(parents=True)
+    proc = run_installer("--home", home, "--only", "model", "--model", str(repo), check=False)
+    assert proc.returncode == 1 and "holding 2 snapshots" in proc.stderr, proc.stderr
 
 
 def test_model_file_of_another_suffix_is_not_a_hub_id(tmp_path: Path, run_installer) -> None:
