@@ -91,6 +91,8 @@ def what_it_holds(keys: list[str], kind: str) -> str | None:
     return None
 
 
+KOLORS = ("a Kolors model (Kwai's SDXL-shaped UNet that reads prompts with a ChatGLM text encoder through its "
+          "encoder_hid_proj, not with CLIP), which SINE cannot give its prompts; use SDXL base or one of its fine-tunes")
 _TRANSFORMERS = (  # diffusion transformers (no UNet), told by keys of theirs no SD file has: (marks, name)
     (("single_transformer_blocks.",), "a Flux model (a transformer, no UNet)"),
     (("context_embedder.",), "a Stable Diffusion 3 model (a transformer, no UNet)"),
@@ -113,6 +115,8 @@ def _family_by_keys(keys: list[str]) -> str | None:
         return "a Stable Cascade model (Würstchen stages, no SD UNet)"
     if any("encoder_hid_proj.image_embeds" in k or "encoder_hid_proj.text_image_embeds" in k for k in keys):
         return "a Kandinsky 2.x UNet (conditioned on its prior's picture embedding, not on CLIP text)"
+    if any(k.removeprefix(UNET_PREFIX) == "encoder_hid_proj.weight" for k in keys):
+        return KOLORS
     if any("motion_modules." in k for k in keys):
         return "an AnimateDiff motion module (it animates a base model, it is not one)"
     for marks, name in _TRANSFORMERS:

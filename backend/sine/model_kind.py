@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from .checkpoint_contents import KOLORS
 from .errors import BadModel
 
 log = logging.getLogger("sine.models")
@@ -132,6 +133,8 @@ def check_usable(unet_config: dict, scheduler_config: dict, where: str, vae_conf
                     channels, f"a UNet with {channels} input channels")
         raise BadModel(f"{where} is {what}; SINE edits with a plain text-to-image model ({plain} latent "
                        "channels): use the base (plain text-to-image) version of this checkpoint")
+    if unet_config.get("addition_embed_type") == "text_time" and unet_config.get("encoder_hid_dim") is not None:
+        raise BadModel(f"{where} is {KOLORS}")  # SDXL's added conditioning, its text states projected
     if (extra := _extra_conditioning(unet_config)) is not None:
         raise BadModel(f"{where} has a UNet with {extra}, which SINE cannot give it (a UNet of another pipeline, "
                        "e.g. DeepFloyd IF, Kandinsky, unCLIP or the x4 upscaler); SINE edits with a plain Stable "

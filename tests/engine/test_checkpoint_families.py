@@ -53,6 +53,12 @@ _FILES = {
                                                                    "transformer_blocks.0.attn.add_k_proj.weight"]),
     "hunyuan_dit.safetensors": ("a Hunyuan-DiT", ["x_embedder.proj.weight", "mlp_t5.0.weight",
                                                   "text_embedding_padding", "blocks.0.attn1.q_proj.weight"]),
+    "Kolors-unet-fp16.safetensors": ("a Kolors model.*ChatGLM", [  # its unet/ weights, as ComfyUI users get it
+        "conv_in.weight", "down_blocks.0.resnets.0.conv1.weight", "add_embedding.linear_1.weight",
+        "encoder_hid_proj.weight", "encoder_hid_proj.bias"]),
+    "kolors_ldm.safetensors": ("a Kolors model.*ChatGLM", [  # the same saved whole in the original layout
+        _UNET + "input_blocks.0.0.weight", _UNET + "label_emb.0.0.weight", _UNET + "encoder_hid_proj.weight",
+        "first_stage_model.decoder.conv_in.weight", "text_encoders.chatglm3.transformer.embedding.weight"]),
     "playground-v2.5-1024px-aesthetic.safetensors": ("a Playground v2.5 model.*EDM.*use SDXL base", [
         _UNET + "input_blocks.0.0.weight", "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
         "conditioner.embedders.1.model.ln_final.weight", "first_stage_model.decoder.conv_in.weight",
@@ -84,3 +90,30 @@ def test_a_lora_says_how_to_edit_with_it(tmp_path):
         with pytest.raises(BadModel, match=r"is a LoRA .*merge it into the checkpoint it was trained for.*pass the "
                                            r"merged file"):
             call(str(path))
+
+
+def test_a_kolors_folder_is_named_with_or_without_its_model_index(tmp_path):
+    """A Kolors diffusers folder (SDXL-shaped UNet whose encoder_hid_proj takes ChatGLM's 4096-wide states)
+    is named by its model_index.json; without one (components copied alone) it was "a UNet of another
+    pipeline, e.g. DeepFloyd IF, Kandinsky, unCLIP or the x4 upscaler"; now Kolors, with what to use."""
+    import json
+
+    from sine.tiny_models import make_tiny_sdxl
+
+    folder = make_tiny_sdxl(tmp_path / "Kolors")
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    config.update(encoder_hid_dim=64, encoder_hid_dim_type="text_proj")
+    (folder / "unet" / "config.json").write_text(json.dumps(config))
+    (folder / "text_encoder" / "config.json").write_text(json.dumps({"architectures": ["ChatGLMModel"],
+                                                                     "model_type": "chatglm", "hidden_size": 64}))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "KolorsPipeline",
+                                                         "text_encoder": ["kolors", "ChatGLMModel"],
+                                                         "unet": ["diffusers", "UNet2DConditionModel"],
+                                                         "vae": ["diffusers", "AutoencoderKL"]}))
+    for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="KolorsPipeline model .text encoder: ChatGLMModel, not CLIP"):
+            call(str(folder))
+    (folder / "model_index.json").unlink()
+    for call in (describe_model, lambda p: load_base_model(p, device="cpu")):
+        with pytest.raises(BadModel, match="is a Kolors model .* ChatGLM text encoder.*use SDXL base"):
+            call(str(folder))
