@@ -100,9 +100,15 @@ class SourcePixels:
     depth: str = ""  # Krita's colour depth ("U8", "U16", "F16", "F32"); "" as channel_bytes says (integer)
 
 
+CLOSED_DOCUMENT = "The document of this result was closed; nothing was added."
+
+
 def check_canvas(doc: Any, source: SourcePixels) -> None:
     """Refuse to place a result in a document resized since its source was read (a canvas resize moves
-    the layer, a scale or crop changes it): at the source's old rectangle it would sit off the layer."""
+    the layer, a scale or crop changes it): at the source's old rectangle it would sit off the layer. A closed
+    document is said as such (its wrapper answers 0x0, which read as a resize)."""
+    if doc.rootNode() is None:
+        raise UnsupportedDocument(CLOSED_DOCUMENT)
     now = (int(doc.width()), int(doc.height()))
     if source.canvas is not None and now != source.canvas:
         raise UnsupportedDocument(
@@ -229,7 +235,7 @@ def add_result_layer(doc: Any, anchor: Any, pixels: bytes, x: int, y: int, width
         raise ValueError(f"result has {len(pixels)} bytes, expected {width}x{height}x4 channels")
     root = doc.rootNode()
     if root is None:  # Krita's wrapper of a closed document answers None
-        raise UnsupportedDocument("The document was closed before the result arrived; nothing was added.")
+        raise UnsupportedDocument(CLOSED_DOCUMENT)
     layer = doc.createNode(name, "paintlayer")
     layer.setPixelData(pixels, x, y, width, height)
     if look is not None:

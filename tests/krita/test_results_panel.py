@@ -368,3 +368,19 @@ def test_choices_applied_after_switching_documents_go_to_the_edited_one(panel, p
     Krita.instance().setActiveDocument(other)
     panel.apply_result(1)
     assert len(first.topLevelNodes()) == before + 1 and len(other.topLevelNodes()) == 1, panel.last_error
+
+
+def test_a_card_applied_after_its_document_was_closed_says_the_document_was_closed(panel, process_events):
+    """Three results wait as cards; the painter closes that picture and presses Apply on a card: told that
+    the picture was closed (it said 'The image was resized during the edit (16x12, now 0x0)', Krita's
+    closed document answering 0 for its size), nothing added anywhere, and the next edit works."""
+    first = Krita.instance().activeDocument()
+    _edit(panel, process_events, prompt="cards", count=3)
+    first.close()
+    other, _ = make_document(W, H, layers=1)
+    Krita.instance().setActiveDocument(other)
+    panel.apply_result(0)
+    assert panel.last_error == "The document of this result was closed; nothing was added.", panel.last_error
+    assert len(other.topLevelNodes()) == 1 and panel.edit_button.isEnabled()
+    _edit(panel, process_events, prompt="again", count=1)
+    assert [n.name() for n in other.topLevelNodes()] == ["layer 0", "SINE: again (seed 0)"], (panel.message_label.text(), [n.name() for n in first.topLevelNodes()])

@@ -192,10 +192,10 @@ class Document(QObject):
         return getattr(self, "time", 0)
 
     def width(self) -> int:
-        return self._w
+        return 0 if getattr(self, "closed", False) else self._w  # as Krita's wrapper of a closed document
 
     def height(self) -> int:
-        return self._h
+        return 0 if getattr(self, "closed", False) else self._h
 
     def colorModel(self) -> str:  # noqa: N802
         return self._color[0]
