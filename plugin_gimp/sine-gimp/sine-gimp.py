@@ -110,7 +110,7 @@ def _edit(
         if interactive:
             import sine_gimp_ui
 
-            window = sine_gimp_ui.ProgressWindow(f"SINE: {request.prompt}", summary)
+            window = sine_gimp_ui.ProgressWindow(_window_title(request.prompt, image, source), summary)
 
         plan = sine_gimp_ui.autotest_plan() if interactive else {}
         close_at, scale_at = plan.get("close_image_at_step"), plan.get("scale_image_at_step")
@@ -192,6 +192,16 @@ def _edit(
         # status bar, and clears it there after a few seconds (a wide window: the painter never saw it).
         Gimp.message("\n".join([f"SINE added layer '{layers[0].get_name()}'.", *(f"Note: {n}." for n in notes)]))
     return layers[0]
+
+
+def _window_title(prompt: str, image: Gimp.Image, source: Gimp.Layer) -> str:
+    """The progress window's title: the edit and where it goes. Two images edited at once (or two
+    layers of one) have a window each: by the prompt alone they looked alike, and the painter could
+    not tell which Cancel stopped which edit. The image as GIMP numbers its windows (name-ID), first:
+    a long prompt is cut as in the result layer's name."""
+    from sine_gimp_pixels import short_prompt
+
+    return f"SINE: {image.get_name()}-{image.get_id()}, layer '{source.get_name()}': {short_prompt(prompt)}"
 
 
 def _gone(image: Gimp.Image, source: Gimp.Layer) -> str | None:

@@ -133,12 +133,17 @@ def read_selection_mask(image: Gimp.Image, drawable: Gimp.Drawable) -> Mask | No
     return Mask(w, h, bytes(data))
 
 
-def result_layer_name(prompt: str, seed: int) -> str:
-    """Layer name that tells which edit made it: the prompt (shortened) and the seed."""
+def short_prompt(prompt: str) -> str:
+    """The prompt on one line, cut to LAYER_NAME_PROMPT_CHARS (a name or a window title)."""
     text = " ".join(prompt.split())
     if len(text) > LAYER_NAME_PROMPT_CHARS:
         text = text[: LAYER_NAME_PROMPT_CHARS - 1] + "…"
-    return f"SINE: {text} (seed {seed})"
+    return text
+
+
+def result_layer_name(prompt: str, seed: int) -> str:
+    """Layer name that tells which edit made it: the prompt (shortened) and the seed."""
+    return f"SINE: {short_prompt(prompt)} (seed {seed})"
 
 
 def _fill_layer(layer: Gimp.Layer, pixels: RGBAImage) -> None:

@@ -32,7 +32,9 @@ ADVANCED = ("start", "seed", "steps", "guidance", "v", "k", "method", "finetune-
 
 def autotest_plan() -> dict:
     """Scripted answers for GUI tests, read at each use: ``{"dialog": "ok"|"cancel",
-    "cancel_at_step": N}`` (press Cancel once fine-tuning or sampling reaches step N), ``"move"``
+    "cancel_at_step": N}`` (press Cancel once fine-tuning or sampling reaches step N; with
+    ``"cancel_title_has"`` only in a progress window whose title holds that text), ``"progress_log"`` (a
+    folder: each progress window appends its title and every text it shows to ``<pid>.jsonl`` there), ``"move"``
     (argument values set in the dialog before its button is pressed), ``"weights"`` (a file to write
     the style and content weights to once the dialog closes, with the dialog's and the screen's size),
     ``"expand_advanced"`` (open the Advanced settings before the screenshot).
@@ -191,14 +193,20 @@ class ProgressWindow:
     """A small window with the phase, a progress bar, the daemon's preview and a Cancel button.
 
     GIMP's own status-bar Cancel kills a plug-in outright, so this button is the way to cancel
-    the daemon job cleanly.
+    the daemon job cleanly. It stays above the GIMP window the edit was started from (transient for
+    it), so a click on the canvas does not bury it and its Cancel.
     """
 
     def __init__(self, title: str, daemon: str = "") -> None:
-        """`daemon`: a line naming the daemon's device and model kind (`daemon_summary`)."""
+        """`title`: names the edit and its image (two images edited at once have a window each);
+        `daemon`: a line naming the daemon's device and model kind (`daemon_summary`)."""
         self.cancelled = False
-        self._cancel_at_step = autotest_plan().get("cancel_at_step")
+        self._title = title
         self._dialog = Gtk.Dialog(title=title)
+        try:
+            GimpUi.window_set_transient(self._dialog)
+        except Exception:  # noqa: BLE001 - an unknown display (a script's run): a free-standing window
+            pass
         self._cancel_button = self._dialog.add_button("_Cancel", Gtk.ResponseType.CANCEL)
         self._dialog.connect("response", self._on_cancel)
         self._dialog.connect("delete-event", self._on_delete)
@@ -239,6 +247,7 @@ class ProgressWindow:
 
     def update(self, progress: Progress) -> None:
         self._label.set_text(progress.text)
+        plan = autotest_plan()
         self._bar.set_fraction(progress.fraction)
         if progress.preview is not None:
             prev = progress.preview
@@ -258,10 +267,20 @@ class ProgressWindow:
                 GdkPixbuf.InterpType.BILINEAR,
             )
             self._preview.set_from_pixbuf(pixbuf)
-        at = self._cancel_at_step
-        if isinstance(at, int) and progress.phase in ("finetune", "sample") and progress.step >= at:
-            self._cancel_button.clicked()
+        if plan:
+            self._scripted(plan, progress)
         pump_events()
+
+    def _scripted(self, plan: dict, progress: Progress) -> None:
+        """GUI tests: log what this window shows, press Cancel where the plan says (autotest_plan)."""
+        folder = plan.get("progress_log")
+        if isinstance(folder, str):
+            with open(os.path.join(folder, f"{os.getpid()}.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps({"title": self._title, "text": progress.text}) + "\n")
+        at, where = plan.get("cancel_at_step"), plan.get("cancel_title_has")
+        ours = not isinstance(where, str) or where in self._title
+        if ours and isinstance(at, int) and progress.phase in ("finetune", "sample") and progress.step >= at:
+            self._cancel_button.clicked()
 
     def poll_cancel(self) -> bool:
         pump_events()

@@ -20,9 +20,10 @@
 # dialogs opened (new_message_windows) and a screenshot (screen.png).
 # A case with "profile" (an ICC file's path) assigns that colour profile to the image first.
 # A case with "source_look" gives the source an opacity and a layer mode first; every layer's are recorded.
-# A case with "second_input" edits two images at once: the first from its window's menu (its dialog and
-# progress window answer from case["autotest"], e.g. Cancel at a step), the second by the PDB with
-# case["args"] while the first runs; result.json holds both images' layers ("first", "second").
+# A case with "second_input" edits two images at once, each from its own window's menu: the first with
+# case["first_args"], the second with case["args"] while the first runs; then the first is cancelled in its
+# own progress window. result.json holds both images' layers ("first", "second"), the progress windows seen
+# while both ran ("windows": title -> the window each is transient for) and what each showed ("shown").
 # A case with "display" opens an image window (GUI GIMP without -i); with "undo_after" it then
 # presses GIMP's own Edit > Undo once (the edit-undo action, over the session D-Bus) and records
 # the layers left ("layers_after_undo"), then Edit > Redo once ("layers_after_redo", redone-0.rgba).
@@ -218,7 +219,38 @@ def layer_records(image, out, stem):
     return records
 
 
+def progress_windows():
+    """The SINE progress windows on screen: {title: title of the window it is transient for, or None}."""
+    import re
+
+    found = {}
+    for wid, title in re.findall(r'^\s*(0x[0-9a-f]+) "(SINE: [^"\n]*)":', xwininfo("-root", "-tree"), re.MULTILINE):
+        if title == "SINE: Edit with text" or "Map State: IsViewable" not in xwininfo("-id", wid):
+            continue  # the settings dialog, or a window not shown
+        import subprocess
+
+        owner = re.search(r"window id # (0x[0-9a-f]+)", subprocess.run(
+            ["xprop", "-id", wid, "WM_TRANSIENT_FOR"], capture_output=True, text=True).stdout)  # fmt: skip
+        named = re.search(r'"([^"\n]*)"', xwininfo("-id", owner.group(1))) if owner else None
+        found[title] = named.group(1) if named else None
+    return found
+
+
+def wait_until(ready, seconds):
+    deadline = time.monotonic() + seconds
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return ready()
+
+
+def write_plan(plan):
+    with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
+        json.dump(plan, f)
+
+
 def run_two_at_once(case):
+    """Two images, each edited from its own window's menu, the first still fine-tuning when the second is
+    asked for (queued behind it): record both progress windows, then Cancel the first in its own window."""
     out = case["out"]
     first = Gimp.file_load(RUN, Gio.File.new_for_path(case["input"]))
     second = Gimp.file_load(RUN, Gio.File.new_for_path(case["second_input"]))
@@ -226,29 +258,33 @@ def run_two_at_once(case):
     Gimp.Display.new(first)  # the newest window is the active one: the menu acts on its image
     first.clean_all()
     second.clean_all()
-    with open(os.environ["SINE_GIMP_AUTOTEST"], "w") as f:
-        json.dump(case.get("autotest", {}), f)
+    logs = os.path.join(out, "progress")
+    os.makedirs(logs, exist_ok=True)
+    write_plan({"dialog": "ok", "progress_log": logs, "move": case["first_args"]})
     Gimp.displays_flush()
     time.sleep(1)
     press_undo("python-fu-sine-edit")  # Filters > SINE > Edit with text… in the first image's window
-    deadline = time.monotonic() + 30
-    while not sine_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # its dialog answered, its request on its way
-    proc = Gimp.get_pdb().lookup_procedure("python-fu-sine-edit")
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", RUN)
-    cfg.set_property("image", second)
-    cfg.set_core_object_array("drawables", [second.get_layers()[0]])
-    for key, value in case["args"].items():
-        cfg.set_property(key, arg_value(second, key, value))
-    res = proc.run(cfg)
-    status = res.index(0)
+    wait_until(lambda: len(progress_windows()) == 1, 30)
+    write_plan({"dialog": "ok", "progress_log": logs, "move": case["args"]})
+    Gimp.Display.new(second)  # the second image's window, now the active one
+    Gimp.displays_flush()
+    time.sleep(1)
+    press_undo("python-fu-sine-edit")
+    wait_until(lambda: len(progress_windows()) == 2, 30)
+    time.sleep(1.0)  # both windows show what their edit does (the second waits in the daemon's queue)
+    windows = progress_windows()
+    save_screen(os.path.join(out, "screen.png"))
+    labels = [f"{image.get_name()}-{image.get_id()}" for image in (first, second)]
+    write_plan({"progress_log": logs, "cancel_at_step": 0, "cancel_title_has": labels[0]})  # the first's Cancel
     deadline = time.monotonic() + float(case.get("timeout_s", 120))
-    while sine_processes() and time.monotonic() < deadline:  # the first one's run ends too
+    while sine_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
-    record = {"second_status": status.value_nick, "first_still_running": sine_processes(),
-              "second_message": res.index(1) if status != Gimp.PDBStatusType.SUCCESS else None,
+    shown = {}
+    for name in os.listdir(logs):
+        with open(os.path.join(logs, name)) as f:
+            lines = [json.loads(line) for line in f]
+        shown[lines[0]["title"]] = [line["text"] for line in lines]
+    record = {"labels": labels, "windows": windows, "shown": shown, "first_still_running": sine_processes(),
               "first": layer_records(first, out, "first"), "second": layer_records(second, out, "second")}  # fmt: skip
     with open(os.path.join(out, "result.json"), "w") as f:
         json.dump(record, f, indent=1)
