@@ -243,6 +243,36 @@ def _header(path: Path) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
+def cut_short(path: Path) -> str | None:
+    """How a .safetensors file is shorter than its header says (a download or copy interrupted), with
+    what to do; None when it is whole, or not a .safetensors file its first bytes can tell."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return None
+    again = "(an interrupted download or copy): download it again"
+    if size == 0:
+        return f"empty (0 bytes) {again}"
+    if size < 8:
+        return f"cut short: {size} bytes, not even its header's length {again}"
+    length = struct.unpack("<Q", head)[0]
+    if length > 100_000_000 or head.startswith((b"PK\x03\x04", b"\x80")):
+        return None  # not a .safetensors header (misnamed says what it is, the loader the rest)
+    if size < 8 + length:
+        return f"cut short: {size} bytes, inside its header {again}"
+    header = _header(path)
+    ends = [v["data_offsets"][1] for k, v in (header or {}).items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+            and isinstance(v["data_offsets"][1], int)]
+    if ends and size < 8 + length + max(ends):
+        return f"cut short: {size} bytes of {8 + length + max(ends)} {again}"
+    return None
+
+
 def misnamed(path: Path) -> str | None:
     """What a checkpoint whose suffix is not its format really is, with the name to give it: a pickled
     PyTorch checkpoint named .safetensors, a .safetensors file named .ckpt/.pt/.pth/.bin (diffusers
@@ -404,7 +434,7 @@ def file_problem(path: Path) -> str | None:
     """Why a checkpoint file given as the model is not one, told from its first bytes or safetensors
     header alone (a Git LFS pointer, a LoRA, an embedding, a VAE, quantized weights...), with what to
     use instead; None: it may be one (the loader asks the rest)."""
-    if (what := not_weights(path) or misnamed(path)) is not None:
+    if (what := not_weights(path) or misnamed(path) or cut_short(path)) is not None:
         return f"{path} is {what}"
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:

@@ -35,6 +35,7 @@ from .checkpoint_contents import (
     VAE_PREFIX,
     WRAPPERS,
     XL_CLIP,
+    cut_short,
     fp8_note,
     integer_weights,
     misnamed,
@@ -113,7 +114,7 @@ def _read_raw(path: Path) -> Any:
     """The checkpoint as saved (safetensors: shapes on the meta device), or a clear error."""
     if not path.is_file():
         raise ModelMissing(f"model file {path} does not exist")
-    if (what := not_weights(path) or misnamed(path)) is not None:
+    if (what := not_weights(path) or misnamed(path) or cut_short(path)) is not None:
         raise BadModel(f"{path} is {what}")
     if path.suffix.lower() == ".safetensors":
         from safetensors import safe_open

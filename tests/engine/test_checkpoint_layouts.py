@@ -99,3 +99,17 @@ def test_a_unet_alone_in_the_original_layout_is_named(tiny_folder, tmp_path):
     path = tmp_path / "unet-only.safetensors"
     save_file({k[len(unet):]: v for k, v in state.items() if k.startswith(unet)}, str(path))
     _every_entry_point_names(path, "a UNet alone .*without its text encoder and VAE")
+
+
+def test_a_cut_short_safetensors_is_named_by_the_instant_check(tiny_folder, tmp_path):
+    """A .safetensors cut short (a download or copy interrupted: half the bytes, a few bytes of its
+    header, nothing at all) passed `sine edit`'s instant check and the installer's file check (its header
+    is whole, or unread), and was named only by the load; each entry point now says it is cut short."""
+    data = write_single_file(tiny_folder, tmp_path / "full.safetensors", sidecar=False).read_bytes()
+    for name, size, words in (("half", len(data) // 2, f"is cut short: {len(data) // 2} bytes of {len(data)}"),
+                              ("header", 20, "is cut short: 20 bytes, inside its header"),
+                              ("empty", 0, "is empty \\(0 bytes\\)")):
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data[:size])
+        _every_entry_point_names(path, words + ".*download it again")
+    check_model(str(tmp_path / "full.safetensors"))  # the whole file passes

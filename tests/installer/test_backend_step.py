@@ -68,9 +68,12 @@ def test_real_venv_install_upgrade_and_uninstall(tmp_path: Path, run_installer, 
 def test_model_can_be_a_single_file_checkpoint(tmp_path: Path, run_installer) -> None:
     """`--model painter.safetensors` records the file itself for the daemon (no download, no venv needed)."""
     import json
+    import struct
 
-    checkpoint = tmp_path / "painter.safetensors"
-    checkpoint.write_bytes(b"x")
+    checkpoint = tmp_path / "painter.safetensors"  # whole, as far as its header tells
+    header = json.dumps({"model.diffusion_model.input_blocks.0.0.weight":
+                         {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    checkpoint.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
     home = tmp_path / "home"
     run_installer("--home", home, "--only", "model", "--model", str(checkpoint))
     config = json.loads((home / ".config/sine-edit/config.json").read_text())
@@ -92,8 +95,11 @@ def test_model_file_that_is_not_a_model_is_refused_at_install(tmp_path: Path, ru
     lora.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
     pointer = tmp_path / "model.ckpt"
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 4\n")
+    cut = tmp_path / "sd15.safetensors"  # an interrupted download: the header says 40 bytes more
+    header = json.dumps({"w": {"dtype": "F32", "shape": [10], "data_offsets": [0, 40]}}).encode()
+    cut.write_bytes(struct.pack("<Q", len(header)) + header)
     home = tmp_path / "home"
-    for path, what in ((lora, "is a LoRA"), (pointer, "is a Git LFS pointer")):
+    for path, what in ((lora, "is a LoRA"), (pointer, "is a Git LFS pointer"), (cut, "is cut short")):
         for dry in ((), ("--dry-run",)):
             proc = run_installer("--home", home, "--only", "model", "--model", str(path), *dry, check=False)
             assert proc.returncode == 1 and f"{path} {what}" in proc.stderr, proc.stderr
