@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..argparsing import user_path
+from ..errors import printable
+from ..preflight import float_in
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo_model"
@@ -29,12 +31,14 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"{self.status:<4}  {self.name}: {self.detail}"
+        """The detail escaped: a model's name may hold a newline or a terminal escape (a forged line)."""
+        return f"{self.status:<4}  {self.name}: {printable(self.detail)}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("doctor", help="check the installation (Python, torch, model, daemon, plugins)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the daemon's pong")
+    p.add_argument("--timeout", type=float_in(0.0, 600.0, low_open=True), default=2.0,
+                   help="seconds to wait for the daemon's pong (at most 600)")
     p.add_argument("--model", type=user_path, default=None,
                    help="check this model folder, checkpoint file or hub id instead of the configured one")
     return p

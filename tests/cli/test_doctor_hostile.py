@@ -1,0 +1,55 @@
+"""`sine doctor` given hostile or clumsy values: it answers in bounded time, in words, on its own lines.
+
+A real `sine doctor` process; a real TCP listener that accepts and never answers stands in for a hung daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def silent_daemon() -> Iterator[str]:
+    """An endpoint that accepts connections and never says a word (a hung or foreign program)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _doctor(tmp_path: Path, *args: str, endpoint: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO / "shared")]),
+           "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
+           "SINE_ENDPOINT": endpoint or "tcp://127.0.0.1:9", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sine.cli", "doctor", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e308", "-1", "0"])
+def test_a_timeout_no_one_can_wait_is_refused_not_waited(tmp_path: Path, silent_daemon: str, value: str) -> None:
+    """`--timeout nan` (or inf) waited forever on a daemon that does not answer; -1 said 'no answer within -1 s'."""
+    proc = _doctor(tmp_path, "--timeout", value, endpoint=silent_daemon, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sine doctor: error: argument --timeout:") and "out of range" in last, proc.stderr
+
+
+def test_a_model_name_with_a_terminal_escape_or_a_newline_is_printed_escaped(tmp_path: Path) -> None:
+    """`sine doctor --model` printed the name raw in its model line: an escape recoloured the terminal and a
+    newline started a line of its own ('ok    model: ...' could be forged)."""
+    name = "model\x1b[32m\nok    daemon: forged\u202e"
+    proc = _doctor(tmp_path, "--model", str(tmp_path / name))
+    assert "\x1b" not in proc.stdout and "\u202e" not in proc.stdout, proc.stdout
+    assert not any(line.startswith("ok    daemon: forged") for line in proc.stdout.splitlines()), proc.stdout
+    model_lines = [line for line in proc.stdout.splitlines() if line.startswith("FAIL  model:")]
+    assert len(model_lines) == 1 and "model\\x1b[32m\\nok    daemon: forged\\u202e" in model_lines[0], proc.stdout
