@@ -411,6 +411,17 @@ def fp8_note(dtypes: dict[str, str]) -> str | None:
             "working precision; the fp16 or fp32 version of this checkpoint edits more faithfully")
 
 
+def ema_note(keys: list[str]) -> str | None:
+    """Which UNet an unpruned checkpoint (`v1-5-pruned.ckpt`: the training weights under
+    `model.diffusion_model.*` and their EMA under `model_ema.*`) is edited with, in words; None for a
+    file with one UNet (pruned files may keep `model_ema.decay` / `num_updates` alone)."""
+    if not (any(k.startswith(UNET_PREFIX) for k in keys) and any(k.startswith("model_ema.diffusion_model") for k in keys)):
+        return None
+    return ("it holds both its training UNet weights and their EMA copy (model_ema.*): the training weights "
+            "(model.diffusion_model.*) are used, as diffusers reads such a file; for the EMA weights pass the "
+            "file's EMA-only version (e.g. v1-5-pruned-emaonly)")
+
+
 QUANTIZED_INSTEAD = "use the fp16 (or fp32, bf16, plain fp8) version of this checkpoint"
 
 

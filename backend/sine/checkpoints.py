@@ -36,6 +36,7 @@ from .checkpoint_contents import (
     WRAPPERS,
     XL_CLIP,
     cut_short,
+    ema_note,
     fp8_note,
     integer_weights,
     misnamed,
@@ -322,12 +323,14 @@ def _sd2_guess(path: Path) -> str:
 
 
 def stored_note(path: Path, state: dict[str, Any]) -> str | None:
-    """What a checkpoint's storage costs its edits (`fp8_note`), from its header or tensors; None."""
+    """What a checkpoint's storage costs its edits (`fp8_note`), from its header or tensors, and which of
+    its UNets is used (`ema_note`); None."""
     dtypes = plain_safetensors_dtypes(path) if path.suffix.lower() == ".safetensors" else None
     if dtypes is None:
         dtypes = {k: ("F8" + str(v.dtype).removeprefix("torch.float8")).upper() for k, v in state.items()
                   if isinstance(k, str) and isinstance(v, torch.Tensor) and str(v.dtype).startswith("torch.float8")}
-    return fp8_note(dtypes)
+    notes = [n for n in (fp8_note(dtypes), ema_note([k for k in state if isinstance(k, str)])) if n]
+    return "; ".join(notes) or None
 
 
 def prediction_guessed(path: Path, state: dict[str, Any], folder: Path | None = None) -> str | None:

@@ -113,3 +113,37 @@ def test_a_cut_short_safetensors_is_named_by_the_instant_check(tiny_folder, tmp_
         path.write_bytes(data[:size])
         _every_entry_point_names(path, words + ".*download it again")
     check_model(str(tmp_path / "full.safetensors"))  # the whole file passes
+
+
+def test_a_file_with_both_the_ema_and_the_training_unet_says_which_is_used(tiny_folder, tmp_path, caplog):
+    """An unpruned checkpoint (SD 1.5's `v1-5-pruned.ckpt`) holds the training UNet and its EMA copy
+    (`model_ema.*`): the training one was loaded without a word, so a painter who expected the EMA
+    weights could not tell. Doctor's model line and the load's log now say which is used; a pruned
+    file keeping only `model_ema.decay` / `num_updates` says nothing."""
+    import logging
+    import shutil
+
+    import torch
+
+    from sine.models import model_report
+
+    plain = write_single_file(tiny_folder, tmp_path / "plain.safetensors")
+    state = load_file(str(plain))
+    unet = "model.diffusion_model."
+    both = dict(state)
+    both.update({"model_ema." + k[len("model."):].replace(".", ""): v + 1  # LitEma's names: model_ema.diffusion_modelinput_blocks00weight
+                 for k, v in state.items() if k.startswith(unet)})
+    both.update({"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(10)})
+    pruned = {**state, "model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(10)}
+    for name, tensors in (("both.safetensors", both), ("pruned.safetensors", pruned)):
+        save_file(tensors, str(tmp_path / name))
+        shutil.copytree(plain.with_suffix(".config"), (tmp_path / name).with_suffix(".config"))
+    _, notes = model_report(tmp_path / "both.safetensors")
+    assert len(notes) == 1 and "both its training UNet weights and their EMA copy" in notes[0], notes
+    assert "the training weights (model.diffusion_model.*) are used" in notes[0], notes
+    assert model_report(tmp_path / "pruned.safetensors")[1] == []
+    with caplog.at_level(logging.WARNING, logger="sine"):
+        loaded = load_base_model(tmp_path / "both.safetensors", device="cpu")
+    assert "EMA copy" in caplog.text
+    reference = load_base_model(plain, device="cpu")
+    assert torch.equal(loaded.unet.conv_in.weight, reference.unet.conv_in.weight)  # what the note says
