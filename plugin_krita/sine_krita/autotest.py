@@ -158,7 +158,7 @@ class AutoTest(qt.QObject):
         """Layers Krita draws from something else, each over ``source_probes``' box [x, y, w, h] in one
         colour: a vector layer (a rectangle shape), a fill layer (colour, over a selection of the box)
         and a clone of the vector layer; a paint layer of that green whose transparency mask hides its
-        left half; a group holding a paint layer of that green. Read as the panel reads a source once Krita has drawn them."""
+        left half; a group holding a paint layer of that green; a filter layer (invert) over the box. Read as the panel reads a source once Krita has drawn them."""
         doc, (x, y, w, h) = self._doc, self.job["source_probes"]
         self._active_before_probes = doc.activeNode()
         root = doc.rootNode()
@@ -191,8 +191,11 @@ class AutoTest(qt.QObject):
         inside = doc.createNode("probe inside", "paintlayer")
         group.addChildNode(inside, None)
         inside.setPixelData(bytes((0x40, 0xA0, 0x20, 255)) * (w * h), x, y, w, h)
+        adjust = Krita.instance().filter("invert")  # a filter layer: it changes the layers below, no pixels
+        fil = doc.createFilterLayer("probe filter", adjust, box)
+        root.addChildNode(fil, None)
         doc.waitForDone()
-        self._later(lambda: self._read_probe_layers([vector, fill, clone, masked, group]), 1000)
+        self._later(lambda: self._read_probe_layers([vector, fill, clone, masked, group, fil]), 1000)
 
     def _read_probe_layers(self, nodes: list[Any]) -> None:
         from .document_io import read_source

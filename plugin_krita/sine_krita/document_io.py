@@ -44,6 +44,18 @@ def from_rgba8(rgba: bytes, depth: str, linear: bool) -> bytes:
 # their own pixelData is empty or one channel (a group's is empty in Krita 5.3, its composite in 5.2),
 # so what the painter sees of them is read from their projection.
 DRAWN_LAYERS = ("vectorlayer", "clonelayer", "filllayer", "filelayer", "grouplayer")
+# A filter layer changes the layers below it and has nothing of its own to edit: its pixelData is its
+# one-channel selection (refused as "Krita returned 600 bytes for 30x20 RGBA pixels").
+FILTER_LAYER = "filterlayer"
+
+
+def not_editable(node: Any) -> str | None:
+    """Why ``node`` cannot be an edit's source, in words with what to choose instead; None when it can."""
+    if node.type() == FILTER_LAYER:
+        return (f"The layer '{node.name()}' is a filter layer: it changes the layers below it and has no pixels "
+                "of its own. Select the layer to edit, or set Source to 'Visible image' to edit what the "
+                "filter shows.")
+    return None
 
 
 def linear_light(profile: str) -> bool:
@@ -152,6 +164,9 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
         node = parent if parent is not None and parent.parentNode() is not None else None
     if node is None:
         raise UnsupportedDocument("Select a layer first.")
+    refused = None if source == "visible" else not_editable(node)
+    if refused:
+        raise UnsupportedDocument(refused)
     if source == "visible":
         channel = check_color(doc)
         x, y, width, height = 0, 0, int(doc.width()), int(doc.height())

@@ -126,6 +126,21 @@ def test_an_active_mask_means_its_layer(qapp):
         read_source(doc)
 
 
+def test_a_filter_layer_is_refused_in_words_and_the_visible_image_is_still_edited(qapp):
+    """A filter layer has no pixels of its own (real Krita: its pixelData is its one-channel selection,
+    see the real-Krita probe); a mask on it means it too."""
+    doc, nodes = make_document(4, 4)
+    fil = doc.createNode("levels", "filterlayer")
+    doc.rootNode().addChildNode(fil, nodes[1])
+    mask = doc.createNode("transparency", "transparencymask")
+    fil.addChildNode(mask, None)
+    for active in (fil, mask):
+        doc.setActiveNode(active)
+        with pytest.raises(UnsupportedDocument, match="'levels' is a filter layer: .* 'Visible image'"):
+            read_source(doc)
+    assert read_source(doc, "visible").anchor is None
+
+
 def test_no_document_or_layer(qapp):
     with pytest.raises(UnsupportedDocument, match="Open an image"):
         read_source(None)

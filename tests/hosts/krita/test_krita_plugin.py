@@ -530,6 +530,10 @@ def test_visible_image_of_a_layered_document(krita_home, sine_daemon):
         x, y, w, h = probe["box"]  # the layer's bounds: a shape's take a pixel of antialiasing around it
         assert abs(x - probe_box[0]) <= 1 and abs(y - probe_box[1]) <= 1, (kind, probe)
         assert abs(w - probe_box[2]) <= 2 and abs(h - probe_box[3]) <= 2, (kind, probe)
+    # A filter layer has no pixels of its own (its pixelData is its one-channel selection): refused in
+    # words naming the kind and what to choose instead, not "Krita returned 600 bytes for ... pixels".
+    refused = report["source_probes"]["filterlayer"].get("error", "")
+    assert "'probe filter' is a filter layer" in refused and "Visible image" in refused, refused
     # The paint layer with a mask and the group are at 40 % opacity: read at full strength (center alpha
     # 255 above), since their result layer takes the 40 % itself.
     # A paint layer with a transparency mask is read as the painter sees it: the masked-out half is
