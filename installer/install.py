@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from sine_installer import autostart, backend, plugins  # noqa: E402
 from sine_installer.changes import Changes, InstallError  # noqa: E402
-from sine_installer.layout import PLATFORMS, Layout, running_platform, user_home  # noqa: E402
+from sine_installer.layout import PLATFORMS, Layout, folder_setting_problem, running_platform, user_home  # noqa: E402
 
 STEPS = ("backend", "model", "plugins", "autostart")
 
@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         print("sine-edit needs Python >= 3.10; install a newer Python and run this again", file=sys.stderr)
         return 1
     layout, env, real = make_layout(args)
+    problem = folder_setting_problem(layout.env)
+    if problem:  # the daemon refuses it at start; daemon.json would land under this folder
+        print(f"FAILED: {problem}", file=sys.stderr)
+        return 1
     changes: Changes | None = None
     try:
         changes = Changes(layout.manifest, dry_run=args.dry_run)

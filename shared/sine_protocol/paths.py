@@ -11,6 +11,7 @@ import re
 import secrets
 import stat
 import sys
+import unicodedata
 from pathlib import Path
 
 APP_NAME = "sine-edit"
@@ -21,6 +22,26 @@ TOKEN_BYTES = 32
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value).expanduser() if value else None
+
+
+FOLDER_SETTINGS = ("SINE_CONFIG_DIR", "SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_RUNTIME_DIR")
+
+
+def folder_setting_problem(name: str) -> str | None:
+    """What makes the folder in ``name`` (one of FOLDER_SETTINGS) unusable, or None. A relative one would be
+    read from each process's own working folder (the daemon writing its token where no plug-in looks); one
+    holding a line break or another control character would split the log lines that name it. The daemon
+    and ``sine doctor`` refuse such a value; the path functions below return it as given."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):
+        shown = value.encode("unicode_escape", "backslashreplace").decode("ascii")
+        return f"{name}={shown} holds a line break or another control character: name a folder without one"
+    if not Path(value).expanduser().is_absolute():
+        return (f"{name}={value} is a relative path: the daemon and each plug-in would read it from their own"
+                " working folder; give an absolute path or unset it")
+    return None
 
 
 def _xdg_path(name: str) -> Path | None:

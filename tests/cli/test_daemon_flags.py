@@ -224,3 +224,50 @@ def test_a_folder_setting_that_names_a_file_is_one_line_naming_it(name: str, tmp
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{name} {mine} is a file, not a folder" in last, last
     assert mine.read_text() == "the user's\n"
+
+
+@pytest.mark.parametrize("name", ["SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_CONFIG_DIR", "SINE_RUNTIME_DIR"])
+@pytest.mark.parametrize("value", ["garbage", "x/y", "./state"])
+def test_a_relative_folder_setting_is_refused_naming_it(name: str, value: str, tmp_path: Path) -> None:
+    """SINE_STATE_DIR=garbage was used relative to the daemon's working folder (it wrote its log and token into
+    ./garbage) while a plug-in, started elsewhere, looked for the token in its own ./garbage: refused at
+    start, naming the setting, with nothing written where the daemon was started."""
+    started_in = tmp_path / "started-here"
+    started_in.mkdir()
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
+           "OMP_NUM_THREADS": "1", name: value}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--device", "cpu", "--endpoint", endpoint],
+                              capture_output=True, text=True, timeout=30, env=env, cwd=started_in)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name}={value}: the daemon started anyway")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert name in last and "relative" in last and "absolute" in last, last
+    assert list(started_in.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_CONFIG_DIR", "SINE_RUNTIME_DIR"])
+def test_a_folder_setting_holding_a_line_break_is_refused_in_one_line(name: str, tmp_path: Path) -> None:
+    """A folder holding a newline split the daemon's log lines (each log line names its folder): refused at
+    start, the value shown escaped on one line."""
+    env = {**os.environ, "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
+           "OMP_NUM_THREADS": "1", name: str(tmp_path / "a\nok    daemon: forged")}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sine.cli", "daemon", "--device", "cpu", "--endpoint", endpoint],
+                              capture_output=True, text=True, timeout=30, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name} with a line break: the daemon started anyway")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert name in lines[-1] and "a\\nok    daemon: forged" in lines[-1], proc.stderr
+    assert not any(line.startswith("ok    daemon") for line in lines), proc.stderr
+    assert not (tmp_path / "a\nok    daemon: forged").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,3 +109,20 @@ def test_the_installer_reads_an_empty_home_as_the_daemon_does(monkeypatch: pytes
     monkeypatch.setenv("HOME", "")
     layout, _, _ = install.make_layout(install.build_parser().parse_args(["--dry-run"]))
     assert layout.home == Path(pwd.getpwuid(os.getuid()).pw_dir)
+
+
+@pytest.mark.parametrize("name", ["SINE_CONFIG_DIR", "SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_RUNTIME_DIR"])
+def test_the_installer_refuses_a_relative_sine_folder_as_the_daemon_does(name: str, tmp_path: Path) -> None:
+    """SINE_CONFIG_DIR=rel made the installer write rel/daemon.json under the folder it was run from, where the
+    daemon (which now refuses a relative folder setting) and the plug-ins never look: refused before any change."""
+    started_in, home = tmp_path / "started-here", tmp_path / "home"
+    started_in.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SINE_", "XDG_"))}
+    env.update({"HOME": str(home), name: "rel"})
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "installer" / "install.py"),
+                           "--only", "autostart", "--no-autostart", "--no-start"], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=started_in, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert name in proc.stderr and "relative" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert list(started_in.iterdir()) == [] and list(home.iterdir()) == []

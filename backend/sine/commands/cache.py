@@ -31,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from sine.errors import printable
     from sine_protocol import paths
 
+    problem = None if args.cache_dir else paths.folder_setting_problem("SINE_CACHE_DIR")
+    if problem:  # the daemon refuses it too: this would be another folder than the daemon's
+        print(f"sine cache: {problem}", file=sys.stderr)
+        return 2
     root = args.cache_dir or paths.cache_dir()
     shown = printable(str(root))  # a folder name may hold a newline or a terminal escape
     if root.exists() and not root.is_dir():

@@ -89,10 +89,15 @@ def default_model() -> str | None:
 
 
 def folder_problem(cache_flag: Path | None) -> str | None:
-    """A folder setting that names a file (or a device): said by name at start, not as "File exists" or as a
-    token file that is not one (the token's path runs through the file)."""
+    """A folder setting that is relative, holds a line break, or names a file (or a device): said by name at
+    start, not as a token written where no plug-in looks, a split log line, "File exists", or a token file
+    that is not one (the token's path runs through the file)."""
     from sine_protocol import paths
 
+    for name in paths.FOLDER_SETTINGS:
+        problem = None if name == "SINE_CACHE_DIR" and cache_flag else paths.folder_setting_problem(name)
+        if problem:
+            return problem
     named = [("SINE_STATE_DIR", paths.state_dir()), ("SINE_CONFIG_DIR", paths.config_dir()),
              ("--cache-dir", cache_flag) if cache_flag else ("SINE_CACHE_DIR", paths.cache_dir())]
     for name, folder in named:
