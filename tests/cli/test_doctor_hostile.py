@@ -53,3 +53,42 @@ def test_a_model_name_with_a_terminal_escape_or_a_newline_is_printed_escaped(tmp
     assert not any(line.startswith("ok    daemon: forged") for line in proc.stdout.splitlines()), proc.stdout
     model_lines = [line for line in proc.stdout.splitlines() if line.startswith("FAIL  model:")]
     assert len(model_lines) == 1 and "model\\x1b[32m\\nok    daemon: forged\\u202e" in model_lines[0], proc.stdout
+
+
+@pytest.mark.parametrize("name,value,said", [
+    ("SINE_DEVICE", "tpu", "SINE_DEVICE"),
+    ("SINE_DTYPE", "int8", "SINE_DTYPE"),
+    ("SINE_THREADS", "many", "SINE_THREADS"),
+    ("SINE_STATE_DIR", "garbage", "relative"),
+    ("SINE_CONFIG_DIR", "rel/config", "relative"),
+    ("SINE_TRANSPORT", "garbage", "SINE_TRANSPORT"),
+    ("SINE_ENDPOINT", "http://127.0.0.1:80", "SINE_ENDPOINT"),
+])
+def test_a_setting_the_daemon_or_a_plugin_refuses_is_a_doctor_failure(tmp_path: Path, name: str, value: str,
+                                                                        said: str) -> None:
+    """`sine doctor` said nothing of SINE_DEVICE=tpu (or a relative SINE_STATE_DIR, SINE_TRANSPORT=garbage) that
+    the daemon refuses at start or a plug-in trips on: the one place a painter looks did not show it."""
+    env_endpoint = value if name == "SINE_ENDPOINT" else None
+    extra = {} if name == "SINE_ENDPOINT" else {name: value}
+    proc = _doctor_with(tmp_path, extra, endpoint=env_endpoint)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("FAIL  settings:")]
+    assert len(lines) == 1 and name in lines[0] and said in lines[0], proc.stdout
+    assert proc.returncode == 1, proc.stdout
+
+
+def test_usable_settings_are_an_ok_doctor_line(tmp_path: Path) -> None:
+    proc = _doctor_with(tmp_path, {"SINE_DEVICE": "cpu", "SINE_THREADS": "1"})
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ok    settings:")]
+    assert len(lines) == 1 and "SINE_DEVICE" in lines[0], proc.stdout
+
+
+def _doctor_with(tmp_path: Path, extra: dict[str, str], endpoint: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO / "shared")]),
+           "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
+           "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
+           "SINE_ENDPOINT": endpoint or "tcp://127.0.0.1:9", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
+    for unset in ("SINE_DEVICE", "SINE_DTYPE", "SINE_THREADS", "SINE_TRANSPORT"):
+        if unset not in extra:
+            env.pop(unset, None)
+    return subprocess.run([sys.executable, "-m", "sine.cli", "doctor", "--timeout", "1"], capture_output=True,
+                          text=True, timeout=60, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)

@@ -60,6 +60,7 @@ def collect(timeout: float = 2.0, model: str | None = None) -> list[Check]:
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
         ("Python", lambda: [check_python()]),
         ("torch", lambda: [check_torch()]),
+        ("settings", check_settings),
         ("model", lambda: [check_model(model)]),
         ("daemon", lambda: [check_daemon(timeout)]),
         ("token", lambda: [check_token()]),
@@ -94,6 +95,43 @@ def check_torch() -> Check:
     gpu_driver = shutil.which("nvidia-smi") is not None
     hint = " (an NVIDIA driver is present: rerun the installer with --torch cuda)" if gpu_driver else ""
     return Check(WARN, "torch", f"{version}, CPU only: edits work but slowly{hint}")
+
+
+SETTINGS = ("SINE_DEVICE", "SINE_DTYPE", "SINE_FT_DTYPE", "SINE_THREADS", "SINE_COMPILE", "SINE_LOADED_BUDGET",
+            "SINE_CACHE_BUDGET", "SINE_ENDPOINT", "SINE_TRANSPORT", "SINE_CONFIG_DIR", "SINE_STATE_DIR",
+            "SINE_CACHE_DIR", "SINE_RUNTIME_DIR")
+
+
+def check_settings() -> list[Check]:
+    """The SINE_* variables, as the daemon checks them at start and the clients read them: a value the daemon
+    refuses (or a plug-in trips on) is a FAIL line naming it, each on its own line."""
+    from sine_protocol.client import TRANSPORTS
+    from sine_protocol.zmtp import parse_endpoint
+
+    from ..cache import parse_size
+    from .daemon import environment_problem, folder_problem
+
+    problems = [p for p in (environment_problem(), folder_problem(None)) if p]
+    budget = os.environ.get("SINE_CACHE_BUDGET")
+    if budget:
+        try:
+            parse_size(budget)
+        except ValueError as exc:
+            problems.append(f"SINE_CACHE_BUDGET: {exc}")
+    endpoint = os.environ.get("SINE_ENDPOINT")
+    if endpoint:
+        try:
+            parse_endpoint(endpoint)
+        except ValueError as exc:
+            problems.append(f"SINE_ENDPOINT: {exc}")
+    transport = os.environ.get("SINE_TRANSPORT")
+    if transport and transport not in TRANSPORTS:
+        problems.append(f"SINE_TRANSPORT={transport[:20]!r} is not a transport (the GIMP plug-in reads it);"
+                        f" use one of {', '.join(TRANSPORTS)} or unset it")
+    if problems:
+        return [Check(FAIL, "settings", problem) for problem in problems]
+    given = [f"{name}={os.environ[name]}" for name in SETTINGS if os.environ.get(name)]
+    return [Check(OK, "settings", ", ".join(given) if given else "no SINE_* variable set (the defaults)")]
 
 
 def _config() -> tuple[Path, dict]:

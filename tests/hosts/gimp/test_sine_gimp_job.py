@@ -136,6 +136,17 @@ def test_connect_to_closed_port_says_daemon_not_running(closed_endpoint: str) ->
     assert closed_endpoint in str(info.value)
 
 
+def test_a_transport_setting_typed_wrong_is_named_not_called_an_endpoint(closed_endpoint: str, monkeypatch) -> None:
+    """SINE_TRANSPORT=garbage was told as "Bad SINE daemon endpoint 'tcp://…'", sending the painter to check an
+    endpoint that was right."""
+    monkeypatch.setenv("SINE_TRANSPORT", "garbage")
+    with pytest.raises(job.EditFailed) as info:
+        job.connect(closed_endpoint)
+    text = str(info.value)
+    assert text.startswith("SINE_TRANSPORT=") and "garbage" in text and "endpoint" not in text, text
+    assert all(name in text for name in ("auto", "pyzmq", "pure")), text
+
+
 def test_start_daemon_and_connect_starts_the_installed_daemon(
     sine_daemon, closed_endpoint, tmp_path, monkeypatch
 ) -> None:
