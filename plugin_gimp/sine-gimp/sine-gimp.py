@@ -225,6 +225,20 @@ def _not_editable(image: Gimp.Image, layer: Gimp.Layer) -> str | None:
     return None
 
 
+def _not_one_layer(drawables: list) -> str:
+    """What was selected instead of one layer, in the dialog's words: a channel clicked last in the Channels
+    dialog is what GIMP calls active, while the Layers dialog still shows a layer highlighted."""
+    channels = [d for d in drawables if isinstance(d, Gimp.Channel)]
+    if channels:
+        return (f"The channel '{channels[0].get_name()}' is selected (Channels dialog), and SINE edits a layer: "
+                "click the layer in the Layers dialog, then run the filter again. To edit only the channel's "
+                "area, use Channel to Selection first.")
+    if len(drawables) > 1:
+        return (f"{len(drawables)} layers are selected: click the one layer to edit in the Layers dialog, "
+                "then run the filter again.")
+    return "Select exactly one layer to edit with SINE (click it in the Layers dialog)."
+
+
 def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *rest) -> Gimp.ValueArray:
     drawables, config = _split_run_args(rest)
     if not drawables:
@@ -232,9 +246,7 @@ def run(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, *r
     # A layer mask is active when the painter last clicked its thumbnail: edit the layer it belongs to.
     drawables = [Gimp.Layer.from_mask(d) if isinstance(d, Gimp.LayerMask) else d for d in drawables]
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-        return _fail(
-            procedure, Gimp.PDBStatusType.CALLING_ERROR, "Select exactly one layer to edit with SINE."
-        )
+        return _fail(procedure, Gimp.PDBStatusType.CALLING_ERROR, _not_one_layer(drawables))
     refused = _not_editable(image, drawables[0])
     if refused:
         return _fail(procedure, Gimp.PDBStatusType.CALLING_ERROR, refused)

@@ -11,6 +11,7 @@
 # mask; layer-<i>.mask holds a layer's mask.
 # A case with "drawable": "group" puts the source into a layer group and runs on the group.
 # A case with "drawable": "other-image" passes a layer of another image, "floating" a floating selection.
+# A case with "drawable": "channel" passes a new channel, "two-layers" the source and a copy of it.
 # A case with "drawable": "text" adds a text layer on top and runs on it (its pixels before: source-before.rgba).
 # A case with "drawable": "deep" builds a 50-layer image (hidden layers on top, the source three groups deep)
 # and runs on the source; "tree" in result.json is the whole stack after the edit.
@@ -362,6 +363,16 @@ def run_case(case):
         pasted = Gimp.edit_paste(source, False)
         drawable = pasted[0] if isinstance(pasted, (list, tuple)) else pasted
         Gimp.Selection.none(image)
+    drawables = [drawable]
+    if case.get("drawable") == "channel":  # the painter last clicked a channel in the Channels dialog
+        drawable = Gimp.Channel.new(image, "Painter's channel", image.get_width(), image.get_height(), 50.0,
+                                    Gegl.Color.new("red"))
+        image.insert_channel(drawable, None, 0)
+        drawables = [drawable]
+    if case.get("drawable") == "two-layers":  # the painter shift-clicked a second layer
+        second = Gimp.Layer.new_from_drawable(source, image)
+        image.insert_layer(second, None, 0)
+        drawables = [source, second]
     if case.get("filter"):  # a non-destructive filter left editable in the drawable's Fx list (GIMP 3)
         selected = Gimp.Selection.save(image)  # over the whole layer (one made with a selection covers that only)
         Gimp.Selection.none(image)
@@ -388,7 +399,7 @@ def run_case(case):
     cfg = proc.create_config()
     cfg.set_property("run-mode", run_mode)
     cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", [drawable])
+    cfg.set_core_object_array("drawables", drawables)
     for key, value in case["args"].items():
         cfg.set_property(key, arg_value(image, key, value))
     t0 = time.monotonic()

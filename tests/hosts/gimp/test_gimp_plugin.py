@@ -254,6 +254,10 @@ def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) 
          "drawable": "other-image", "args": GIMP_ARGS},
         {"name": "floating", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "floating"),
          "drawable": "floating", "args": GIMP_ARGS},
+        {"name": "channel", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "channel"),
+         "drawable": "channel", "args": GIMP_ARGS},
+        {"name": "two-layers", "input": gimp_home.inside(png), "out": gimp_home.inside(work / "two-layers"),
+         "drawable": "two-layers", "args": GIMP_ARGS},
     ]  # fmt: skip
     run = run_gimp(gimp_home, cases, {"SINE_ENDPOINT": closed_endpoint}, timeout_s=120)
     assert run.returncode == 0, run.log[-4000:]
@@ -274,6 +278,14 @@ def test_refusals_are_fast_and_clear(gimp_home, run_gimp, closed_endpoint: str) 
     floating = json.loads((work / "floating" / "result.json").read_text())
     assert floating["status"] == "calling-error" and "floating selection" in floating["message"], floating
     assert "Anchor" in floating["message"] and len(floating["layers"]) == 2, floating
+    # A channel selected in the Channels dialog was told "Select exactly one layer", which a painter who sees a
+    # layer highlighted in the Layers dialog cannot act on; two layers were told the same. Each is named.
+    channel = json.loads((work / "channel" / "result.json").read_text())
+    assert channel["status"] == "calling-error" and "channel" in channel["message"], channel
+    assert "Painter's channel" in channel["message"] and "Layers dialog" in channel["message"], channel
+    two = json.loads((work / "two-layers" / "result.json").read_text())
+    assert two["status"] == "calling-error" and "2 layers" in two["message"], two
+    assert [layer["name"] for layer in channel["layers"]] == ["Background"], channel
 
 
 def test_missing_model_is_reported_clearly(modelless_daemon, gimp_home, gimp_env, run_gimp) -> None:
