@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
 from sine_protocol.client import TRANSPORTS
-from sine_protocol.messages import SLOW_STEP_S, part_text, step_fraction, still_working
+from sine_protocol.messages import SLOW_STEP_S, daemon_lost_text, part_text, step_fraction, still_working
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -308,7 +308,7 @@ def run_edit_results(
         try:
             event = client.poll_event(poll_s)
         except DaemonUnavailable as exc:
-            raise DaemonNotRunning(f"Lost the connection to the SINE daemon: {exc}") from exc
+            raise DaemonNotRunning(daemon_lost_text(str(exc), "Run the filter again to start it again.")) from exc
         if event is None:
             now = time.monotonic()
             if now - last_event >= SLOW_STEP_S:  # one long step (a big layer's): say how long it has run

@@ -166,7 +166,16 @@ class DaemonLink:
                 if self._request:
                     self._pump()
             except Exception as exc:  # never let the thread die silently
-                self._fail(f"daemon connection failed: {describe_error(exc)}")
+                self._fail(self._lost_message(exc))
+
+    def _lost_message(self, exc: Exception) -> str:
+        """In words: a daemon gone mid-edit (crashed, killed, stopped) is said so, with where its log is."""
+        from sine_protocol.errors import DaemonUnavailable
+        from sine_protocol.messages import daemon_lost_text
+
+        if self._request is not None and isinstance(exc, DaemonUnavailable):
+            return daemon_lost_text(describe_error(exc), "Press Edit again once it runs.")
+        return f"daemon connection failed: {describe_error(exc)}"
 
     def _fail(self, message: str) -> None:
         was_running = self._request is not None

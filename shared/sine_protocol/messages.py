@@ -771,3 +771,14 @@ def with_notes(message: str, notes: list[str]) -> str:
     if not notes:
         return message
     return f"{message.rstrip('.')} — {'; '.join(notes)}."
+
+
+def daemon_lost_text(detail: str, next_step: str) -> str:
+    """What a plug-in says when the daemon went away mid-edit (a crash, the out-of-memory killer, a stop):
+    what happened, where the daemon's log says why, and the plug-in's own way to go on (``next_step``).
+    ``detail`` is the client's "lost the connection to the daemon at X (why)"; only its "why" is kept."""
+    from .paths import daemon_log
+
+    why = detail.partition(" (")[2].rstrip(")") or detail
+    return (f"The SINE daemon stopped during the edit ({why}): it may have crashed, run out of memory or been "
+            f"stopped, and nothing was added. Its log may say why: {daemon_log()}. {next_step}")

@@ -115,6 +115,11 @@ def runtime_dir() -> Path:
     return state_dir() / "run"
 
 
+def daemon_log() -> Path:
+    """The daemon's log (rotated beside it as daemon.log.1 ..): where a plug-in sends a painter to read why."""
+    return state_dir() / "daemon.log"
+
+
 def token_file() -> Path:
     """The daemon's secret; plugins read it to authenticate."""
     return config_dir() / "token"

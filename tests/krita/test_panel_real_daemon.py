@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 W, H = 32, 24
 
 
-@pytest.fixture(scope="module")
-def real_daemon(tmp_path_factory):
+@contextlib.contextmanager
+def daemon_process(base: Path) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """A real `sine daemon` (tiny model, CPU, every SINE_* folder in ``base``): endpoint, config folder, process."""
     sys.path.insert(0, str(REPO / "backend"))
     from sine.tiny_models import make_tiny_sd
 
-    base = tmp_path_factory.mktemp("real-daemon")
     model = make_tiny_sd(base / "model")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,11 +58,17 @@ def real_daemon(tmp_path_factory):
                 client.close()
 
         assert wait_for(answers, 90), "the daemon did not answer"
-        yield endpoint, base / "config"
+        yield endpoint, base / "config", proc
     finally:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def real_daemon(tmp_path_factory):
+    with daemon_process(tmp_path_factory.mktemp("real-daemon")) as (endpoint, config, _):
+        yield endpoint, config
 
 
 @pytest.fixture
@@ -118,3 +126,33 @@ def test_cancel_with_the_real_daemon(panel, process_events):
     assert panel.state == "cancelled", panel.last_error
     assert time.monotonic() - t0 < 10
     assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
+
+
+def test_a_daemon_killed_mid_edit_is_told_in_words(qapp, tmp_path, monkeypatch, process_events):
+    """A daemon that dies mid-edit (SIGKILL, the out-of-memory killer): the panel leaves its running state within
+    seconds, adds nothing, and says what happened and where the daemon's log is, not "daemon connection failed:
+    lost the connection to the daemon at tcp://…"."""
+    with daemon_process(tmp_path) as (endpoint, config, proc):
+        monkeypatch.setenv("SINE_ENDPOINT", endpoint)
+        monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+        monkeypatch.setenv("SINE_STATE_DIR", str(tmp_path / "state"))
+        doc, _ = make_document(W, H)
+        Krita.instance().setActiveDocument(doc)
+        panel = SinePanel(Krita.instance().activeDocument)
+        try:
+            assert wait_for(lambda: panel.connected, 30, process_events)
+            panel.apply_settings({"prompt": "slow", "seed": 98, "steps": 3, "finetune_steps": 20000})
+            panel.edit_button.click()
+            assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 60, process_events), panel.progress_log
+            proc.kill()
+            proc.wait()
+            t0 = time.monotonic()
+            assert wait_for(lambda: panel.state != "running", 40, process_events), panel.progress_log
+            told_after = time.monotonic() - t0
+            text = panel.last_error or ""
+            assert panel.state == "error" and told_after < 10, (panel.state, told_after, text)
+            assert "stopped during the edit" in text and "nothing was added" in text, text
+            assert str(tmp_path / "state" / "daemon.log") in text and "connection failed" not in text, text
+            assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
+        finally:
+            panel.shutdown()

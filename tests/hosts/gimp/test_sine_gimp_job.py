@@ -289,3 +289,42 @@ def test_a_step_longer_than_the_idle_timeout_is_not_given_up_while_the_daemon_be
         results = job.run_edit_results(client, job.EditRequest(prompt="slow", subject="shape"), picture(16, 12, 2),
                                        on_progress=lambda _p: None, idle_timeout_s=1.0)  # fmt: skip
     assert len(results) == 1 and results[0].image.size == (16, 12)
+
+
+def test_a_daemon_killed_mid_edit_is_told_at_once_not_waited_on(tmp_path: Path, monkeypatch) -> None:
+    """A daemon that dies mid-edit (SIGKILL, the kernel's OOM killer, a crash in a GPU driver): the plug-in
+    says so in words within seconds, not after its silence timeout, and not as a traceback."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        from host_common import running_daemon
+    finally:
+        sys.path.pop(0)
+    from sine.tiny_models import make_tiny_sd
+
+    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as daemon:
+        monkeypatch.setenv("SINE_CONFIG_DIR", str(daemon.config_dir))
+        monkeypatch.setenv("SINE_STATE_DIR", daemon.env["SINE_STATE_DIR"])
+        client = job.connect(daemon.endpoint)
+        killed_at: list[float] = []
+
+        def kill_at_the_first_step(progress: job.Progress) -> None:
+            if progress.phase == "finetune" and not killed_at:
+                daemon.proc.send_signal(signal.SIGKILL)
+                daemon.proc.wait()
+                killed_at.append(time.monotonic())
+
+        request = job.EditRequest(prompt="a green star", subject="shape", seed=1, steps=1000, finetune_steps=20000)
+        try:
+            with pytest.raises(job.EditFailed) as info:
+                job.run_edit(client, request, picture(32, 24, salt=40), on_progress=kill_at_the_first_step)
+        finally:
+            client.close()
+    assert killed_at, "the daemon never reported the fine-tune"
+    told_after = time.monotonic() - killed_at[0]
+    text = str(info.value)
+    assert told_after < 10, f"told {told_after:.1f} s after the daemon died: {text}"
+    assert "daemon" in text and "Traceback" not in text and "Errno" not in text, text
+    # It said "Lost the connection to the SINE daemon: lost the connection to the daemon at …" and no more: the
+    # painter is told where the daemon's log says why, and that running the filter again starts it again.
+    assert text.lower().count("lost the connection") <= 1 and "nothing was added" in text, text
+    assert str(tmp_path / "state" / "daemon.log") in text and "again" in text, text
