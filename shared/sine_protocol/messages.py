@@ -776,9 +776,14 @@ def with_notes(message: str, notes: list[str]) -> str:
 def daemon_lost_text(detail: str, next_step: str) -> str:
     """What a plug-in says when the daemon went away mid-edit (a crash, the out-of-memory killer, a stop):
     what happened, where the daemon's log says why, and the plug-in's own way to go on (``next_step``).
-    ``detail`` is the client's "lost the connection to the daemon at X (why)"; only its "why" is kept."""
+    ``detail`` is the client's DaemonUnavailable text: of "lost the connection to the daemon at X (why)" only the
+    "why" is kept; a silence ("the daemon at X sent nothing for 30 s …") is kept whole."""
     from .paths import daemon_log
 
-    why = detail.partition(" (")[2].rstrip(")") or detail
-    return (f"The SINE daemon stopped during the edit ({why}): it may have crashed, run out of memory or been "
-            f"stopped, and nothing was added. Its log may say why: {daemon_log()}. {next_step}")
+    lost, _, why = detail.partition(" (")
+    if lost.lower().startswith("lost the connection") and why.endswith(")"):
+        what = f"The SINE daemon stopped during the edit ({why[:-1]})"
+    else:
+        what = f"The SINE daemon stopped answering during the edit: {detail}"
+    return (f"{what}. It may have crashed, run out of memory or been stopped, and nothing was added. Its log may "
+            f"say why: {daemon_log()}. {next_step}")

@@ -42,3 +42,19 @@ def test_a_step_or_total_past_a_float_gives_no_fraction_not_an_error(step: float
     raised OverflowError into the GIMP plug-in's progress loop; it is now 0, as other garbage is."""
     header = {"phase": "sample", "step": step, "total": total, "part": 1, "parts": 2, "part_of": "tile"}
     assert step_fraction(header) == 0.0
+
+
+def test_a_daemon_gone_mid_edit_keeps_why_once_and_a_silence_whole(tmp_path, monkeypatch) -> None:
+    """The words both plug-ins show when the daemon goes away: a closed connection keeps only its why (not
+    "lost the connection" twice); a silence keeps the client's whole sentence (how long it sent nothing)."""
+    from sine_protocol.messages import daemon_lost_text
+
+    monkeypatch.setenv("SINE_STATE_DIR", str(tmp_path))
+    closed = daemon_lost_text("lost the connection to the daemon at tcp://127.0.0.1:5 (tcp://127.0.0.1:5 closed "
+                              "the connection)", "Go on.")
+    assert "(tcp://127.0.0.1:5 closed the connection)" in closed and "lost the connection" not in closed, closed
+    silent = daemon_lost_text("the daemon at tcp://127.0.0.1:5 sent nothing for 31 s while a request was pending (it "
+                              "sends a heartbeat every few seconds while it works): it stopped answering", "Go on.")
+    assert "sent nothing for 31 s" in silent and "stopped answering" in silent, silent
+    for text in (closed, silent):
+        assert str(tmp_path / "daemon.log") in text and text.endswith("Go on.") and "nothing was added" in text
