@@ -5,6 +5,7 @@ A real `sine doctor` process; a real TCP listener that accepts and never answers
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -87,8 +88,24 @@ def _doctor_with(tmp_path: Path, extra: dict[str, str], endpoint: str | None = N
            "SINE_CONFIG_DIR": str(tmp_path / "config"), "SINE_STATE_DIR": str(tmp_path / "state"),
            "SINE_CACHE_DIR": str(tmp_path / "cache"), "SINE_RUNTIME_DIR": str(tmp_path / "run"),
            "SINE_ENDPOINT": endpoint or "tcp://127.0.0.1:9", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
-    for unset in ("SINE_DEVICE", "SINE_DTYPE", "SINE_THREADS", "SINE_TRANSPORT"):
+    for unset in ("SINE_DEVICE", "SINE_DTYPE", "SINE_THREADS", "SINE_TRANSPORT", "SINE_MODEL"):
         if unset not in extra:
             env.pop(unset, None)
     return subprocess.run([sys.executable, "-m", "sine.cli", "doctor", "--timeout", "1"], capture_output=True,
                           text=True, timeout=60, env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
+
+
+def test_the_model_checked_is_the_one_the_daemon_loads_and_its_origin_is_named(tmp_path: Path) -> None:
+    """The daemon takes SINE_MODEL before the installer's config.json; doctor read config.json first, so it
+    checked a model the daemon never loads, and a missing SINE_MODEL was said to come 'from …/config.json'."""
+    demo = REPO / "backend" / "sine" / "demo_model"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.json").write_text(json.dumps({"model": str(tmp_path / "gone.safetensors")}))
+    proc = _doctor_with(tmp_path, {"SINE_MODEL": str(demo)})
+    lines = [line for line in proc.stdout.splitlines() if " model: " in line]
+    assert len(lines) == 1 and lines[0].startswith("ok") and str(demo) in lines[0], proc.stdout
+    (tmp_path / "config" / "config.json").unlink()
+    proc = _doctor_with(tmp_path, {"SINE_MODEL": str(tmp_path / "missing")})
+    lines = [line for line in proc.stdout.splitlines() if " model: " in line]
+    assert len(lines) == 1 and lines[0].startswith("FAIL") and "SINE_MODEL" in lines[0], proc.stdout
+    assert "config.json" not in lines[0], proc.stdout

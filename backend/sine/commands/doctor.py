@@ -97,7 +97,7 @@ def check_torch() -> Check:
     return Check(WARN, "torch", f"{version}, CPU only: edits work but slowly{hint}")
 
 
-SETTINGS = ("SINE_DEVICE", "SINE_DTYPE", "SINE_FT_DTYPE", "SINE_THREADS", "SINE_COMPILE", "SINE_LOADED_BUDGET",
+SETTINGS = ("SINE_MODEL", "SINE_DEVICE", "SINE_DTYPE", "SINE_FT_DTYPE", "SINE_THREADS", "SINE_COMPILE", "SINE_LOADED_BUDGET",
             "SINE_CACHE_BUDGET", "SINE_ENDPOINT", "SINE_TRANSPORT", "SINE_CONFIG_DIR", "SINE_STATE_DIR",
             "SINE_CACHE_DIR", "SINE_RUNTIME_DIR")
 
@@ -152,16 +152,19 @@ def _config() -> tuple[Path, dict]:
 
 
 def check_model(model: str | None = None) -> Check:
-    """The model given (`sine doctor --model`), else the configured one (config.json, SINE_MODEL)."""
+    """The model given (`sine doctor --model`), else the one the daemon loads: SINE_MODEL, else config.json's
+    (the order of commands.daemon.default_model), named with where it came from."""
     given = model is not None
-    origin = "--model"
-    if not given:
+    origin, advice = "--model", ""
+    if not given and os.environ.get("SINE_MODEL"):
+        model, origin, advice = os.environ["SINE_MODEL"], "SINE_MODEL", "; fix SINE_MODEL or unset it"
+    elif not given:
         try:
             path, config = _config()
         except ValueError as exc:
             return Check(FAIL, "model", f"config.json is not usable ({exc}); fix it or rerun the installer")
-        origin = str(path)
-        model = config.get("model") or os.environ.get("SINE_MODEL")
+        origin, advice = str(path), "; rerun the installer"
+        model = config.get("model")
     if not model or model == "demo":
         if (DEMO_MODEL / "model_index.json").is_file():
             return _model_kind(OK, f"bundled demo model {DEMO_MODEL}", None)
@@ -174,8 +177,7 @@ def check_model(model: str | None = None) -> Check:
 
     if local.is_absolute() or model.startswith((".", "~")) or local.suffix.lower() in CHECKPOINT_SUFFIXES \
             or model.count("/") != 1:
-        return Check(FAIL, "model", f"{model} (from {origin}) does not exist"
-                     + ("" if given else "; rerun the installer"))
+        return Check(FAIL, "model", f"{model} (from {origin}) does not exist{advice}")
     if hub_id_cached(model):
         return _model_kind(OK, f"hub id {model} (in the local cache)", model)
     return Check(WARN, "model", f"hub id {model}: not in the local cache; fetch it once while online with "
