@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 
 from sine_installer import autostart, backend, plugins  # noqa: E402
 from sine_installer.changes import Changes, InstallError  # noqa: E402
-from sine_installer.layout import PLATFORMS, Layout, folder_setting_problem, running_platform, user_home  # noqa: E402
+from sine_installer.layout import PLATFORMS, Layout, running_platform, user_home  # noqa: E402
 
 STEPS = ("backend", "model", "plugins", "autostart")
 
@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print("sine-edit needs Python >= 3.10; install a newer Python and run this again", file=sys.stderr)
         return 1
     layout, env, real = make_layout(args)
-    problem = folder_setting_problem(layout.env)
+    paths = backend.checkout_module(HERE.parent, "paths", under="shared/sine_protocol")  # the daemon's own rule
+    problems = [paths.folder_setting_problem(name, layout.env) for name in paths.FOLDER_SETTINGS] if paths else []
+    problem = next((p for p in problems if p), None)
     if problem:  # the daemon refuses it at start; daemon.json would land under this folder
         print(f"FAILED: {problem}", file=sys.stderr)
         return 1

@@ -138,16 +138,16 @@ def checkpoint_problem(source_root: Path, checkpoint: Path) -> str | None:
     """What `sine edit`'s instant check says of a checkpoint file that is not a model (a LoRA, a Git
     LFS pointer...), read with the backend's own standard-library module from the checkout (the venv
     may not exist yet); None when it may be a model or the checkout lacks the module."""
-    module = _checkout_module(source_root, "checkpoint_contents")
+    module = checkout_module(source_root, "checkpoint_contents")
     return None if module is None else module.file_problem(checkpoint)
 
 
-def _checkout_module(source_root: Path, name: str) -> Any:
-    """backend/sine/NAME.py of the checkout, a standard-library-only module, loaded without the venv
-    (None when the checkout lacks it)."""
+def checkout_module(source_root: Path, name: str, under: str = "backend/sine") -> Any:
+    """UNDER/NAME.py of the checkout (backend/sine/NAME.py unless said), a standard-library-only module,
+    loaded without the venv (None when the checkout lacks it)."""
     import importlib.util
 
-    module_file = source_root / "backend" / "sine" / f"{name}.py"
+    module_file = source_root / under / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"sine_{name}", module_file)
     if not module_file.is_file() or spec is None or spec.loader is None:
         return None
@@ -163,10 +163,10 @@ def install_model(changes: Changes, layout: Layout, source_root: Path, model_id:
     record: dict[str, str] = {}
     if model_id is not None and Path(model_id).expanduser().is_dir():  # a folder on disk, as `sine edit --model` reads it
         model_dir, model_id = Path(model_id), None
-        hub = _checkout_module(source_root, "hub")  # a hub cache folder models--owner--name: its snapshot
+        hub = checkout_module(source_root, "hub")  # a hub cache folder models--owner--name: its snapshot
         folder = hub.cache_snapshot(model_dir.expanduser()) if hub else model_dir.expanduser()
         if not (folder / "unet").is_dir():
-            contents = _checkout_module(source_root, "checkpoint_contents")  # what `sine edit` says of it
+            contents = checkout_module(source_root, "checkpoint_contents")  # what `sine edit` says of it
             why = ((hub and hub.several_snapshots(folder.resolve())) or  # a hub cache copied without refs/
                    (contents.not_a_model_folder(folder.resolve()) if contents else
                     f"{folder.resolve()} is not a diffusers Stable Diffusion folder (no unet/ inside)"))

@@ -30,24 +30,6 @@ def running_platform() -> str:
     return "linux"
 
 
-FOLDER_SETTINGS = ("SINE_CONFIG_DIR", "SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_RUNTIME_DIR")
-
-
-def folder_setting_problem(env: Mapping[str, str]) -> str | None:
-    """A relative SINE_*_DIR, or one holding a control character, which the daemon refuses at start
-    (sine_protocol.paths.folder_setting_problem, the same rule): refused here before anything is written."""
-    for name in FOLDER_SETTINGS:
-        value = env.get(name)
-        if not value:
-            continue
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            return f"{name}={value.encode('unicode_escape').decode('ascii')} holds a line break or another control character"
-        if not Path(value).expanduser().is_absolute():
-            return (f"{name}={value} is a relative path: the daemon and each plug-in would read it from their own"
-                    " working folder; give an absolute path or unset it")
-    return None
-
-
 @dataclass(frozen=True)
 class KritaTarget:
     """One Krita installation flavour: its marker folders, pykrita folder and kritarc file."""

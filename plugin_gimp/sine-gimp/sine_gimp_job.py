@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
-from sine_protocol.client import TRANSPORTS
+from sine_protocol.client import transport_setting_problem
 from sine_protocol.messages import SLOW_STEP_S, daemon_lost_text, part_text, step_fraction, still_working
 from sine_protocol.results import EditResult, results_of
 
@@ -143,9 +143,9 @@ def not_running_message(endpoint: str | None) -> str:
 def connect(endpoint: str | None = None, transport: str | None = None) -> SineClient:
     """A client whose daemon answered a ping; raises DaemonNotRunning otherwise."""
     transport = transport or os.environ.get("SINE_TRANSPORT") or DEFAULT_TRANSPORT
-    if transport not in TRANSPORTS:  # told by its name, not as a bad endpoint
-        raise EditFailed(f"SINE_TRANSPORT={transport[:20]!r} is not a transport; use one of {', '.join(TRANSPORTS)}"
-                         " or unset it.", "bad_setting")
+    problem = transport_setting_problem(transport)
+    if problem:
+        raise EditFailed(f"{problem}.", "bad_setting")
     try:
         client = SineClient(endpoint=endpoint, transport=transport)
     except (DaemonUnavailable, OSError) as exc:

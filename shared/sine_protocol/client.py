@@ -50,6 +50,14 @@ TRANSPORTS = ("auto", "pyzmq", "pure")
 SILENT_DAEMON_S = 30.0
 
 
+def transport_setting_problem(transport: str) -> str | None:
+    """Why SINE_TRANSPORT's value (the GIMP plug-in reads it) is no transport, or None: said by its name, not as
+    a bad endpoint (sine doctor and the plug-in alike)."""
+    if transport in TRANSPORTS:
+        return None
+    return f"SINE_TRANSPORT={transport[:20]!r} is not a transport; use one of {', '.join(TRANSPORTS)} or unset it"
+
+
 def unreachable_message(endpoint: str) -> str:
     return f"daemon not reachable at {endpoint} — start it with `sine daemon` or from the plugin"
 

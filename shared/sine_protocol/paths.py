@@ -12,9 +12,11 @@ import secrets
 import stat
 import sys
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
 
 APP_NAME = "sine-edit"
+DAEMON_LOG_NAME = "daemon.log"
 DEFAULT_PORT = 47633
 TOKEN_BYTES = 32
 
@@ -27,12 +29,13 @@ def _env_path(name: str) -> Path | None:
 FOLDER_SETTINGS = ("SINE_CONFIG_DIR", "SINE_STATE_DIR", "SINE_CACHE_DIR", "SINE_RUNTIME_DIR")
 
 
-def folder_setting_problem(name: str) -> str | None:
+def folder_setting_problem(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """What makes the folder in ``name`` (one of FOLDER_SETTINGS) unusable, or None. A relative one would be
     read from each process's own working folder (the daemon writing its token where no plug-in looks); one
-    holding a line break or another control character would split the log lines that name it. The daemon
-    and ``sine doctor`` refuse such a value; the path functions below return it as given."""
-    value = os.environ.get(name)
+    holding a line break or another control character would split the log lines that name it. The daemon,
+    ``sine doctor`` and the installer (its own ``env``) refuse such a value; the path functions below return
+    it as given."""
+    value = (os.environ if env is None else env).get(name)
     if not value:
         return None
     if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in value):
@@ -117,7 +120,7 @@ def runtime_dir() -> Path:
 
 def daemon_log() -> Path:
     """The daemon's log (rotated beside it as daemon.log.1 ..): where a plug-in sends a painter to read why."""
-    return state_dir() / "daemon.log"
+    return state_dir() / DAEMON_LOG_NAME
 
 
 def token_file() -> Path:

@@ -105,29 +105,23 @@ SETTINGS = ("SINE_MODEL", "SINE_DEVICE", "SINE_DTYPE", "SINE_FT_DTYPE", "SINE_TH
 def check_settings() -> list[Check]:
     """The SINE_* variables, as the daemon checks them at start and the clients read them: a value the daemon
     refuses (or a plug-in trips on) is a FAIL line naming it, each on its own line."""
-    from sine_protocol.client import TRANSPORTS
+    from sine_protocol.client import transport_setting_problem
     from sine_protocol.zmtp import parse_endpoint
 
     from ..cache import parse_size
     from .daemon import environment_problem, folder_problem
 
     problems = [p for p in (environment_problem(), folder_problem(None)) if p]
-    budget = os.environ.get("SINE_CACHE_BUDGET")
-    if budget:
+    for name, parse in (("SINE_CACHE_BUDGET", parse_size), ("SINE_ENDPOINT", parse_endpoint)):
+        value = os.environ.get(name)
         try:
-            parse_size(budget)
+            if value:
+                parse(value)
         except ValueError as exc:
-            problems.append(f"SINE_CACHE_BUDGET: {exc}")
-    endpoint = os.environ.get("SINE_ENDPOINT")
-    if endpoint:
-        try:
-            parse_endpoint(endpoint)
-        except ValueError as exc:
-            problems.append(f"SINE_ENDPOINT: {exc}")
-    transport = os.environ.get("SINE_TRANSPORT")
-    if transport and transport not in TRANSPORTS:
-        problems.append(f"SINE_TRANSPORT={transport[:20]!r} is not a transport (the GIMP plug-in reads it);"
-                        f" use one of {', '.join(TRANSPORTS)} or unset it")
+            problems.append(f"{name}: {exc}")
+    transport_problem = transport_setting_problem(os.environ.get("SINE_TRANSPORT") or "auto")
+    if transport_problem:
+        problems.append(transport_problem)
     if problems:
         return [Check(FAIL, "settings", problem) for problem in problems]
     given = [f"{name}={os.environ[name]}" for name in SETTINGS if os.environ.get(name)]

@@ -16,9 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-from sine_protocol.paths import daemon_log, is_own_file
+from sine_protocol.paths import DAEMON_LOG_NAME, is_own_file
 
-LOG_NAME = daemon_log().name
+LOG_NAME = DAEMON_LOG_NAME
 BACKUPS = 3  # daemon.log.1 .. daemon.log.3
 _FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 _FIRST_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ sine[. ]")  # how _FORMAT's lines start
