@@ -14,7 +14,14 @@ from dataclasses import dataclass, replace
 
 from sine_protocol import DaemonUnavailable, Mask, ProtocolError, RGBAImage, SineClient, defaults
 from sine_protocol.client import transport_setting_problem
-from sine_protocol.messages import SLOW_STEP_S, daemon_lost_text, part_text, step_fraction, still_working
+from sine_protocol.messages import (
+    SLOW_STEP_S,
+    daemon_error_text,
+    daemon_lost_text,
+    part_text,
+    step_fraction,
+    still_working,
+)
 from sine_protocol.results import EditResult, results_of
 
 # Inside GIMP only pure-Python code may be relied on (GIMP on Windows bundles no pyzmq), so the
@@ -207,21 +214,6 @@ def start_daemon_and_connect(
     )
 
 
-_ADVICE = {
-    "model_missing": "The daemon has no usable model. Run the installer to download one, or check the model set in its config.",
-    "unauthorized": "The daemon refused the access token. Both must use the same sine-edit config folder "
-    "(SINE_CONFIG_DIR); restart the daemon or GIMP.",
-    "out_of_memory": "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
-    "too_large": "The image, or the results asked for, are larger than the daemon accepts. Scale it down, ask for"
-    " fewer results or a smaller output, or raise the daemon's limits.",
-    "daemon_stopping": "The SINE daemon was stopped before the edit finished; the image is unchanged. Start it"
-    " again and run the filter again.",
-    "busy": "The daemon is busy with other jobs. Try again in a moment.",
-    "unsupported_version": "The plug-in and the daemon speak different protocol versions. Reinstall both from one release.",
-    "bad_request": "The daemon rejected the request.",
-}
-
-
 def internal_error_message(exc: BaseException) -> str:
     """What the painter reads when the plug-in itself fails (a bug): in words, not Python's repr of the exception."""
     words = [a for a in exc.args if isinstance(a, str) and a.strip()]
@@ -232,8 +224,7 @@ def internal_error_message(exc: BaseException) -> str:
 
 def error_message(code: str, message: str) -> str:
     """A GIMP-user message for a daemon ``error`` reply: advice first, the daemon's words after."""
-    advice = _ADVICE.get(code, "The SINE daemon reported an error.")
-    return f"{advice} [{code}] {message}".strip()
+    return daemon_error_text(code, message, "run the filter again")
 
 
 def run_edit(

@@ -22,6 +22,9 @@ SEND_TIMEOUT_S = 60.0  # a large canvas takes a while to push through the socket
 # With no event for this long during a job, ping the daemon to tell "busy" from "gone".
 SILENCE_PING_S = 20.0
 POLL_S = 0.05
+# The code of an ``error`` event the link makes itself (the daemon gone or unreachable): its message is already
+# the painter's words, where a daemon's own error reply gets its advice (sine_protocol.messages.daemon_error_text).
+LINK_FAILED = "unavailable"
 
 
 @dataclass
@@ -166,25 +169,27 @@ class DaemonLink:
                 if self._request:
                     self._pump()
             except Exception as exc:  # never let the thread die silently
-                self._fail(self._lost_message(exc))
+                self._fail(self._lost_message(exc), describe_error(exc))
 
-    def _lost_message(self, exc: Exception) -> str:
-        """In words: a daemon gone mid-edit (crashed, killed, stopped) is said so, with where its log is."""
+    def _lost_message(self, exc: Exception | None, silence: str = "") -> str:
+        """In words: a daemon gone mid-edit (crashed, killed, stopped: ``exc``) or silent (``silence`` says how
+        long) is said so, with where its log is."""
         from sine_protocol.errors import DaemonUnavailable
         from sine_protocol.messages import daemon_lost_text
 
-        if self._request is not None and isinstance(exc, DaemonUnavailable):
-            return daemon_lost_text(describe_error(exc), "Press Edit again once it runs.")
+        if self._request is not None and (silence or isinstance(exc, DaemonUnavailable)):
+            return daemon_lost_text(silence or describe_error(exc), "Press Edit again once it runs.")
         return f"daemon connection failed: {describe_error(exc)}"
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, status: str) -> None:
+        """The connection failed: ``message`` ends a running edit, ``status`` is the connection line's words."""
         was_running = self._request is not None
         self._request = self._job = None
         self._cancel_wanted = False
         self._drop_client()
         if was_running:
-            self._emit("error", {"code": "unavailable"}, message=message, ticket=self._ticket)
-        self._emit("unavailable", {"installed": daemon_installed()}, message=message)
+            self._emit("error", {"code": LINK_FAILED}, message=message, ticket=self._ticket)
+        self._emit("unavailable", {"installed": daemon_installed()}, message=status)
 
     def _do_probe(self) -> None:
         if self._request is not None:
@@ -205,6 +210,8 @@ class DaemonLink:
         self._ticket = ticket
         self._cancel_wanted = False
         self._job = None
+        from sine_protocol.errors import ProtocolError
+
         try:
             client = self._get_client(PROBE_TIMEOUT_S)
             client.timeout = SEND_TIMEOUT_S
@@ -212,10 +219,13 @@ class DaemonLink:
                 self._request = client.submit_edit(**kwargs)
             finally:
                 client.timeout = PROBE_TIMEOUT_S
+        except ProtocolError as exc:  # refused before it was sent (e.g. too large for a message): the daemon's terms
+            self._emit("error", {"code": exc.code}, message=exc.message, ticket=ticket)
+            return
         except Exception as exc:  # e.g. nothing listens: the panel must leave its "running" state
             self._drop_client()
             message = describe_error(exc)
-            self._emit("error", {"code": "unavailable"}, message=f"could not send the edit: {message}", ticket=ticket)
+            self._emit("error", {"code": LINK_FAILED}, message=f"could not send the edit: {message}", ticket=ticket)
             self._emit("unavailable", {"installed": daemon_installed()}, message=message)
             return
         self._last_event = time.monotonic()
@@ -233,7 +243,10 @@ class DaemonLink:
         if event is None:
             if time.monotonic() - self._last_event > SILENCE_PING_S:
                 if not self._client.ping(timeout=PROBE_TIMEOUT_S):
-                    self._fail("the daemon stopped answering during the edit")
+                    silent = time.monotonic() - self._last_event
+                    self._fail(self._lost_message(None, f"it sent nothing for {silent:.0f} s and did not answer a "
+                                                        f"ping within {PROBE_TIMEOUT_S:.0f} s"),
+                               "the daemon stopped answering")
                     return
                 self._last_event = time.monotonic()
             return

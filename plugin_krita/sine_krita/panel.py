@@ -18,6 +18,7 @@ from typing import Any
 from sine_protocol.messages import (
     SLOW_STEP_S,
     bounded_notes,
+    daemon_error_text,
     daemon_summary,
     part_text,
     step_fraction,
@@ -26,7 +27,7 @@ from sine_protocol.messages import (
 )
 
 from . import qt_compat as qt
-from .daemon_link import DaemonLink, LinkEvent, daemon_installed, describe_error
+from .daemon_link import LINK_FAILED, DaemonLink, LinkEvent, daemon_installed, describe_error
 from .document_io import (
     SourcePixels,
     UnsupportedDocument,
@@ -483,8 +484,11 @@ class SinePanel(qt.QWidget):
         elif event.kind == "result":
             self._place_result(event)
         elif event.kind == "error":
-            code = header.get("code", "error")
-            self._finish("error", f"{code}: {event.message}" if event.message else str(code))
+            code = str(header.get("code", "error"))
+            if code == LINK_FAILED:  # the link's own words: the daemon gone or out of reach
+                self._finish("error", event.message)
+            else:  # a daemon's error reply: what to do first, its words after
+                self._finish("error", daemon_error_text(code, event.message, "press Edit again"))
 
     def _place_result(self, event: LinkEvent) -> None:
         """One result: a layer at once, as before. Several: thumbnails to apply or discard."""

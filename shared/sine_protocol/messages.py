@@ -787,3 +787,32 @@ def daemon_lost_text(detail: str, next_step: str) -> str:
         what = f"The SINE daemon stopped answering during the edit: {detail}"
     return (f"{what}. It may have crashed, run out of memory or been stopped, and nothing was added. Its log may "
             f"say why: {daemon_log()}. {next_step}")
+
+
+# What a painter is told for each error code of a daemon's `error` reply, before the daemon's own words: what
+# happened and what to do ({again}: the plug-in's way to try once more: "run the filter again", "press Edit again").
+ERROR_ADVICE = {
+    "model_missing": "The daemon has no usable model. Run the installer to download one, or check the model set in "
+                     "its config.",
+    "unauthorized": "The daemon refused the access token. Both must use the same sine-edit config folder "
+                    "(SINE_CONFIG_DIR): restart the daemon, then {again}.",
+    "out_of_memory": "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
+    "too_large": "The image, or the results asked for, are larger than the daemon accepts. Scale it down, ask for "
+                 "fewer results or a smaller output, or raise the daemon's limits.",
+    "daemon_stopping": "The SINE daemon was stopped before the edit finished; the image is unchanged. Start it "
+                       "again and {again}.",
+    "busy": "The daemon is busy with other jobs. Try again in a moment.",
+    "unsupported_version": "The plug-in and the daemon speak different protocol versions. Reinstall both from one "
+                           "release.",
+    "bad_request": "The daemon rejected the request.",
+    "internal": "The SINE daemon failed on this edit (a bug): its log has the details, {log}; please report them.",
+}
+
+
+def daemon_error_text(code: str, message: str, again: str) -> str:
+    """A daemon ``error`` reply in a painter's words: the advice for its code first, then "[code] the daemon's
+    words" (the code to search for or report). ``again`` is the plug-in's way to try again."""
+    from .paths import daemon_log
+
+    advice = ERROR_ADVICE.get(code, "The SINE daemon reported an error.").format(again=again, log=daemon_log())
+    return f"{advice} [{code}] {message}".strip()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,6 +183,31 @@ def running_daemon(base: Path, model: Path, need_model: bool = True) -> Iterator
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def kill_once_working(daemon: Daemon, after_s: float = 1.0, timeout_s: float = 300) -> list[float]:
+    """SIGKILL ``daemon`` ``after_s`` seconds into its first running job, as the kernel's out-of-memory killer
+    would mid-edit, from a background thread; the list it returns gets the kill's time.monotonic()."""
+    killed: list[float] = []
+
+    def watch() -> None:
+        probe = daemon.client()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and daemon.proc.poll() is None:
+                status = probe.status()  # another client's jobs are only counted there
+                if status.get("others", {}).get("running"):
+                    time.sleep(after_s)
+                    daemon.proc.send_signal(signal.SIGKILL)
+                    daemon.proc.wait()
+                    killed.append(time.monotonic())
+                    return
+                time.sleep(0.2)
+        finally:
+            probe.close()
+
+    threading.Thread(target=watch, name="kill-daemon", daemon=True).start()
+    return killed
 
 
 @dataclass

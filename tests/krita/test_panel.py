@@ -12,6 +12,7 @@ from sine_krita.daemon_link import DaemonLink
 from sine_krita.panel import SinePanel
 
 from sine_protocol.frames import Mask, RGBAImage
+from sine_protocol.messages import daemon_error_text
 
 
 @pytest.fixture
@@ -178,7 +179,9 @@ def test_daemon_error_is_shown(panel, standin, process_events):
     panel.edit_button.click()
     assert wait_for(lambda: panel.state != "running", 10, process_events)
     assert panel.state == "error"
-    assert panel.message_label.text() == "out_of_memory: stand-in failure"
+    # advice in words first, as GIMP says it (it said "out_of_memory: stand-in failure"), the daemon's words after
+    assert panel.message_label.text() == daemon_error_text("out_of_memory", "stand-in failure", "press Edit again")
+    assert panel.last_error.startswith("The daemon ran out of GPU memory.") and "stand-in failure" in panel.last_error
     assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
 
 
@@ -253,7 +256,7 @@ def test_edit_without_a_daemon_fails_cleanly(qapp, monkeypatch, tmp_path, proces
         p.apply_settings({"prompt": "anything"})
         p.edit_button.click()
         assert wait_for(lambda: p.state != "running", 15, process_events)
-        assert p.state == "error" and p.last_error.startswith("unavailable: could not send the edit")
+        assert p.state == "error" and p.last_error.startswith("could not send the edit: daemon not reachable")
         assert p.edit_button.isEnabled() and not p.cancel_button.isEnabled()
         assert len(doc.topLevelNodes()) == 2
     finally:

@@ -151,8 +151,45 @@ def test_a_daemon_killed_mid_edit_is_told_in_words(qapp, tmp_path, monkeypatch, 
             told_after = time.monotonic() - t0
             text = panel.last_error or ""
             assert panel.state == "error" and told_after < 10, (panel.state, told_after, text)
-            assert "stopped during the edit" in text and "nothing was added" in text, text
+            # said once, as it is (it showed "unavailable: The SINE daemon…", and again on the connection line)
+            assert text.startswith("The SINE daemon stopped during the edit") and "nothing was added" in text, text
+            assert panel.message_label.text() == text, panel.message_label.text()
+            line = panel.connection_label.text()
+            assert line.startswith("not connected: ") and "nothing was added" not in line, line
             assert str(tmp_path / "state" / "daemon.log") in text and "connection failed" not in text, text
             assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
         finally:
+            panel.shutdown()
+
+
+def test_a_frozen_daemon_is_told_in_words(qapp, tmp_path, monkeypatch, process_events):
+    """A daemon that stops answering mid-edit (SIGSTOP here; a hung driver, a machine swapping): the panel's
+    silence check ends the edit with the same words as a crash, not "the daemon stopped answering during the
+    edit" alone. Scaled down: a 1 s silence, a 1 s ping."""
+    import signal
+
+    from sine_krita import daemon_link
+
+    monkeypatch.setattr(daemon_link, "SILENCE_PING_S", 1.0)
+    monkeypatch.setattr(daemon_link, "PROBE_TIMEOUT_S", 1.0)
+    with daemon_process(tmp_path) as (endpoint, config, proc):
+        monkeypatch.setenv("SINE_ENDPOINT", endpoint)
+        monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
+        monkeypatch.setenv("SINE_STATE_DIR", str(tmp_path / "state"))
+        doc, _ = make_document(W, H)
+        Krita.instance().setActiveDocument(doc)
+        panel = SinePanel(Krita.instance().activeDocument)
+        try:
+            assert wait_for(lambda: panel.connected, 30, process_events)
+            panel.apply_settings({"prompt": "frozen", "seed": 97, "steps": 3, "finetune_steps": 20000})
+            panel.edit_button.click()
+            assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 60, process_events), panel.progress_log
+            proc.send_signal(signal.SIGSTOP)
+            assert wait_for(lambda: panel.state != "running", 30, process_events), panel.progress_log
+            text = panel.last_error or ""
+            assert text.startswith("The SINE daemon stopped answering during the edit: "), text
+            assert "nothing was added" in text and str(tmp_path / "state" / "daemon.log") in text, text
+            assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
+        finally:
+            proc.send_signal(signal.SIGCONT)
             panel.shutdown()

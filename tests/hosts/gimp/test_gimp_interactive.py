@@ -173,3 +173,34 @@ def test_starting_the_daemon_shows_progress_with_cancel(gimp_home, run_gimp, clo
     assert said == ["sine-gimp: Stopped waiting for the SINE daemon to start (it may still be starting)."], said
     assert record["elapsed_s"] < 60, record  # the window's Cancel ended the wait, not the 120 s timeout
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
+
+
+def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, gimp_env, tmp_path) -> None:
+    """The daemon dies while the progress window runs (SIGKILL, as the kernel's out-of-memory killer does): the
+    filter ends at once with the daemon's stop in words (that nothing was added, where its log is, what to do),
+    not a traceback nor the 30 s silence; the image keeps its one layer."""
+    from host_common import kill_once_working, running_daemon
+
+    from sine.tiny_models import make_tiny_sd
+
+    work = gimp_home.host / "work"
+    picture(4).save(work / "killed.png")
+    case = {"name": "daemon-killed", "input": gimp_home.inside(work / "killed.png"),
+            "out": gimp_home.inside(work / "daemon-killed"), "interactive": True, "autotest": {"dialog": "ok"},
+            "args": {**ARGS, "finetune-steps": 20000, "seed": 9}}  # fmt: skip
+    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
+        env = {**gimp_env(doomed, gimp_home, "doomed-config"),
+               "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
+        killed = kill_once_working(doomed)
+        run = run_gimp(gimp_home, [case], env, gui=True, timeout_s=300)
+    assert run.returncode == 0, run.log[-4000:]
+    assert killed, "the daemon never ran the plug-in's job"
+    record = json.loads((work / "daemon-killed" / "result.json").read_text())
+    message = record["message"] or ""
+    assert record["status"] == "execution-error", record
+    # told on the closed connection ("stopped during the edit"), not after the silence ("stopped answering")
+    assert message.startswith("The SINE daemon stopped during the edit"), message
+    assert "nothing was added" in message and "daemon.log" in message and "Run the filter again" in message, message
+    assert "Traceback" not in message and "Errno" not in message and "lost the connection" not in message.lower()
+    assert [layer["name"] for layer in record["layers"]] == ["Background"], record
+    assert record["elapsed_s"] < 120, record  # 20000 fine-tune steps would take many minutes

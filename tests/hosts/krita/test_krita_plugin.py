@@ -27,9 +27,11 @@ from host_common import (
     REPO,
     SELECT_BOX,
     free_port,
+    kill_once_working,
     layer_picture8,
     layer_picture16,
     lib_sh,
+    running_daemon,
     selection_in_layer,
     write_png,
 )
@@ -602,6 +604,36 @@ def test_no_daemon_and_grayscale_image_are_explained(krita_home, sine_daemon):
         assert probes[name].get("rgba") == [0, 188, 0, 255], (name, probes[name])
     for name in ("sRGB-elle-V2-srgbtrc.icc", "ClayRGB-elle-V2-g22.icc"):
         assert probes[name].get("rgba") == [0, 128, 0, 255], (name, probes[name])
+
+
+def test_a_daemon_killed_mid_edit_is_told_in_the_docker(krita_home, sine_daemon, tmp_path):
+    """The daemon dies mid-edit (SIGKILL, as the kernel's out-of-memory killer does) while a real Krita waits on
+    it: the docker says at once, in words, that it stopped, that nothing was added and where its log is; the
+    document keeps its layers, and Krita goes on (the automation finishes, the docker leaves 'running')."""
+    from sine.tiny_models import make_tiny_sd
+
+    token = krita_home.host / ".config" / "sine-edit" / "token"
+    kept = token.read_bytes()
+    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
+        token.write_bytes(doomed.token_file.read_bytes())
+        killed = kill_once_working(doomed)
+        try:
+            run = run_panel_job(krita_home, doomed, "killed", {**SETTINGS, "finetune_steps": 20000, "seed": 9},
+                                endpoint=doomed.endpoint, expect_state="error")  # fmt: skip
+        finally:
+            token.write_bytes(kept)
+    report = run.report
+    assert killed, "the daemon never ran the docker's job"
+    error = report["panel_error"]
+    # told on the closed connection ("stopped during the edit"), not after the 30 s silence ("stopped answering")
+    assert error.startswith("The SINE daemon stopped during the edit"), error
+    assert "nothing was added" in error and "daemon.log" in error and "Press Edit again" in error, error
+    assert "Traceback" not in error and "Errno" not in error and "lost the connection" not in error.lower(), error
+    before, after = report["layers_before"], report["layers_after"]
+    assert [layer["name"] for layer in after] == [layer["name"] for layer in before], after
+    assert all(run.raw(b) == run.raw(a) for b, a in zip(before, after, strict=True)), "a layer changed"
+    assert report["max_event_gap_ms"] < 1000, report["max_event_gap_ms"]
+    shutil.copyfile(run.shot, ARTIFACTS / f"krita-killed-{krita_home.root.name}.png")
 
 
 LAYER_SETTINGS = {**SETTINGS, "prompt": "make it red", "seed": 4, "steps": 2, "finetune_steps": 1}
