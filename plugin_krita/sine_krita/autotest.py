@@ -445,12 +445,16 @@ class AutoTest(qt.QObject):
         """Once Krita shows the new document with its layer active (it sets that from its event loop)."""
         doc = self._more_doc
         active = doc.activeNode()
-        if active is None or active.name() != self._more_layer.name():
+        plan = self.job["more_edits"][len(self.report["more_edits"])]
+        if plan.get("global_mask_active"):  # Select > Show Global Selection Mask, its node clicked in the docker
+            if active is None or active.type() != "selectionmask":
+                self._activate_global_mask(plan)
+                return
+        elif active is None or active.name() != self._more_layer.name():
             if not self._timed_out("the new document's layer"):
                 doc.setActiveNode(self._more_layer)
                 self._later(self._press_more_edit, 200)
             return
-        plan = self.job["more_edits"][len(self.report["more_edits"])]
         self._panel.apply_settings(plan["settings"])
         self._tree_before = _tree(doc.rootNode())
         look = plan.get("source_state") or {}  # the painter hid the layer, locked its alpha...
@@ -465,6 +469,19 @@ class AutoTest(qt.QObject):
             doc.waitForDone()
         self._deadline = time.monotonic() + float(self.job.get("edit_timeout_s", 300))
         self._later(self._watch_more_edit, 20)
+
+    def _activate_global_mask(self, plan: dict[str, Any]) -> None:
+        """Make the document's global selection mask its active node, as a painter does by showing it (Select >
+        Show Global Selection Mask) and clicking it in the Layers docker; then press Edit (_press_more_edit)."""
+        app, doc = Krita.instance(), self._more_doc
+        action = app.action("show-global-selection-mask")
+        if action is not None and action.isCheckable() and not action.isChecked():
+            action.trigger()
+        masks = [node for node in doc.topLevelNodes() if node.type() == "selectionmask"]
+        if masks:
+            doc.setActiveNode(masks[0])
+        if not self._timed_out(f"the global selection mask of {plan['name']} (masks: {len(masks)})"):
+            self._later(self._press_more_edit, 200)
 
     def _watch_more_edit(self) -> None:
         """What the bar widget shows (its text, value and maximum) each time it changes; a picture of the
@@ -501,6 +518,10 @@ class AutoTest(qt.QObject):
             "visible": {node.name(): node.visible() for node in nodes},
             "seconds": round(time.monotonic() - self._pressed_at, 2),
         }  # fmt: skip
+        if plan.get("global_mask_active"):  # the next documents' layers as before: the mask hidden again
+            action = Krita.instance().action("show-global-selection-mask")
+            if action is not None and action.isCheckable() and action.isChecked():
+                action.trigger()
         if plan.get("deep") and panel.state == "done":  # one Edit > Undo takes the result away, Redo brings it
             Krita.instance().action("edit_undo").trigger()
             self._later(self._more_undone, 500)

@@ -161,8 +161,13 @@ def read_source(doc: Any, source: str = "layer", node: Any = None) -> SourcePixe
     if node is not None and node.type().endswith("mask"):
         # A mask is active (e.g. after painting a transparency mask): edit the layer it belongs to.
         parent = node.parentNode()
-        node = parent if parent is not None and parent.parentNode() is not None else None
-    if node is None:
+        if parent is None or parent.parentNode() is None:  # the global selection mask, shown in the Layers docker
+            if source != "visible":
+                raise UnsupportedDocument(
+                    f"The global selection mask '{node.name()}' is active in the Layers docker: click the layer to "
+                    "edit (the selection still marks the area to change), or edit the 'Visible image'.")
+        node = parent
+    if node is None and source != "visible":
         raise UnsupportedDocument("Select a layer first.")
     refused = None if source == "visible" else not_editable(node)
     if refused:

@@ -122,8 +122,11 @@ def test_an_active_mask_means_its_layer(qapp):
     global_mask = doc.createNode("Selection Mask", "selectionmask")
     doc.rootNode().addChildNode(global_mask, nodes[1])
     doc.setActiveNode(global_mask)
-    with pytest.raises(UnsupportedDocument, match="Select a layer"):
+    # named as the painter sees it in the Layers docker, with what to click (it said "Select a layer first.")
+    with pytest.raises(UnsupportedDocument, match="The global selection mask 'Selection Mask' is active in the "
+                                                  "Layers docker: click the layer to edit"):
         read_source(doc)
+    assert read_source(doc, "visible").anchor is None  # the visible image needs no layer
 
 
 def test_a_filter_layer_is_refused_in_words_and_the_visible_image_is_still_edited(qapp):

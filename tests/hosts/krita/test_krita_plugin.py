@@ -389,6 +389,9 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
             {"name": "file", "size": [WIDTH, HEIGHT], "file_layer": True, "settings": {**quick, "prompt": "file"}},
             {"name": "hidden", "size": [80, 60], "source_state": {"visible": False, "alpha_locked": True},
              "settings": {**quick, "prompt": "hidden"}},
+            *({"name": f"global-mask-{source}", "size": [80, 60], "selection": PROFILE_SELECTION,
+               "global_mask_active": True, "settings": {**quick, "prompt": f"global {source}", "source": source}}
+              for source in ("visible", "layer")),  # "layer" last: the edits after it read their layer
             *({"name": name, "size": [80, 60], "depth": depth, "profile": profile, "selection": PROFILE_SELECTION,
                "settings": {**quick, "prompt": name}} for name, (depth, profile) in PROFILE_EDITS.items())]  # fmt: skip
     run = run_panel_job(krita_home, sine_daemon, "edit", SETTINGS, screen="1280x768x24",
@@ -427,6 +430,13 @@ def test_docker_edit_in_real_krita(krita_home, sine_daemon):
     assert resized["layers"] == ["Background", "source"], resized
     hidden = report["more_edits"]["hidden"]
     assert hidden["state"] == "done", hidden
+    # The global selection mask shown and clicked in the Layers docker (it was "Select a layer first.", and the
+    # visible image was refused the same): a layer edit says what to click, the visible image is edited.
+    masked = report["more_edits"]["global-mask-layer"]
+    assert "SINE: global layer (seed 7)" not in masked["layers"], masked  # refused before sending: state kept
+    assert masked["error"].startswith("The global selection mask '") and "click the layer" in masked["error"], masked
+    visible = report["more_edits"]["global-mask-visible"]
+    assert visible["state"] == "done" and "SINE: global visible (seed 7)" in visible["layers"], visible
     # Then every picture closed and the Edit shortcut pressed: told in words, in the docker.
     alone = report["without_document"]
     assert alone["documents"] == 0 and alone["error"] == "Open an image first." and alone["state"] != "running", alone
