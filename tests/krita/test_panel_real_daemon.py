@@ -128,10 +128,9 @@ def test_cancel_with_the_real_daemon(panel, process_events):
     assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
 
 
-def test_a_daemon_killed_mid_edit_is_told_in_words(qapp, tmp_path, monkeypatch, process_events):
-    """A daemon that dies mid-edit (SIGKILL, the out-of-memory killer): the panel leaves its running state within
-    seconds, adds nothing, and says what happened and where the daemon's log is, not "daemon connection failed:
-    lost the connection to the daemon at tcp://…"."""
+@contextlib.contextmanager
+def panel_fine_tuning(tmp_path: Path, monkeypatch, process_events, seed: int) -> Iterator[tuple[SinePanel, subprocess.Popen]]:
+    """A panel whose edit (20000 fine-tune steps) the real daemon has begun fine-tuning, and that daemon's process."""
     with daemon_process(tmp_path) as (endpoint, config, proc):
         monkeypatch.setenv("SINE_ENDPOINT", endpoint)
         monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
@@ -141,25 +140,33 @@ def test_a_daemon_killed_mid_edit_is_told_in_words(qapp, tmp_path, monkeypatch, 
         panel = SinePanel(Krita.instance().activeDocument)
         try:
             assert wait_for(lambda: panel.connected, 30, process_events)
-            panel.apply_settings({"prompt": "slow", "seed": 98, "steps": 3, "finetune_steps": 20000})
+            panel.apply_settings({"prompt": "slow", "seed": seed, "steps": 3, "finetune_steps": 20000})
             panel.edit_button.click()
             assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 60, process_events), panel.progress_log
-            proc.kill()
-            proc.wait()
-            t0 = time.monotonic()
-            assert wait_for(lambda: panel.state != "running", 40, process_events), panel.progress_log
-            told_after = time.monotonic() - t0
-            text = panel.last_error or ""
-            assert panel.state == "error" and told_after < 10, (panel.state, told_after, text)
-            # said once, as it is (it showed "unavailable: The SINE daemon…", and again on the connection line)
-            assert text.startswith("The SINE daemon stopped during the edit") and "nothing was added" in text, text
-            assert panel.message_label.text() == text, panel.message_label.text()
-            line = panel.connection_label.text()
-            assert line.startswith("not connected: ") and "nothing was added" not in line, line
-            assert str(tmp_path / "state" / "daemon.log") in text and "connection failed" not in text, text
-            assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
+            yield panel, proc
         finally:
             panel.shutdown()
+
+
+def test_a_daemon_killed_mid_edit_is_told_in_words(qapp, tmp_path, monkeypatch, process_events):
+    """A daemon that dies mid-edit (SIGKILL, the out-of-memory killer): the panel leaves its running state within
+    seconds, adds nothing, and says what happened and where the daemon's log is, not "daemon connection failed:
+    lost the connection to the daemon at tcp://…"."""
+    with panel_fine_tuning(tmp_path, monkeypatch, process_events, seed=98) as (panel, proc):
+        proc.kill()
+        proc.wait()
+        t0 = time.monotonic()
+        assert wait_for(lambda: panel.state != "running", 40, process_events), panel.progress_log
+        told_after = time.monotonic() - t0
+        text = panel.last_error or ""
+        assert panel.state == "error" and told_after < 10, (panel.state, told_after, text)
+        # said once, as it is (it showed "unavailable: The SINE daemon…", and again on the connection line)
+        assert text.startswith("The SINE daemon stopped during the edit") and "nothing was added" in text, text
+        assert panel.message_label.text() == text, panel.message_label.text()
+        line = panel.connection_label.text()
+        assert line.startswith("not connected: ") and "nothing was added" not in line, line
+        assert str(tmp_path / "state" / "daemon.log") in text and "connection failed" not in text, text
+        assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
 
 
 def test_a_frozen_daemon_is_told_in_words(qapp, tmp_path, monkeypatch, process_events):
@@ -172,24 +179,13 @@ def test_a_frozen_daemon_is_told_in_words(qapp, tmp_path, monkeypatch, process_e
 
     monkeypatch.setattr(daemon_link, "SILENCE_PING_S", 1.0)
     monkeypatch.setattr(daemon_link, "PROBE_TIMEOUT_S", 1.0)
-    with daemon_process(tmp_path) as (endpoint, config, proc):
-        monkeypatch.setenv("SINE_ENDPOINT", endpoint)
-        monkeypatch.setenv("SINE_CONFIG_DIR", str(config))
-        monkeypatch.setenv("SINE_STATE_DIR", str(tmp_path / "state"))
-        doc, _ = make_document(W, H)
-        Krita.instance().setActiveDocument(doc)
-        panel = SinePanel(Krita.instance().activeDocument)
+    with panel_fine_tuning(tmp_path, monkeypatch, process_events, seed=97) as (panel, proc):
+        proc.send_signal(signal.SIGSTOP)
         try:
-            assert wait_for(lambda: panel.connected, 30, process_events)
-            panel.apply_settings({"prompt": "frozen", "seed": 97, "steps": 3, "finetune_steps": 20000})
-            panel.edit_button.click()
-            assert wait_for(lambda: panel.progress_text.startswith("fine-tuning"), 60, process_events), panel.progress_log
-            proc.send_signal(signal.SIGSTOP)
             assert wait_for(lambda: panel.state != "running", 30, process_events), panel.progress_log
-            text = panel.last_error or ""
-            assert text.startswith("The SINE daemon stopped answering during the edit: "), text
-            assert "nothing was added" in text and str(tmp_path / "state" / "daemon.log") in text, text
-            assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
         finally:
             proc.send_signal(signal.SIGCONT)
-            panel.shutdown()
+        text = panel.last_error or ""
+        assert text.startswith("The SINE daemon stopped answering during the edit: "), text
+        assert "nothing was added" in text and str(tmp_path / "state" / "daemon.log") in text, text
+        assert len(Krita.instance().activeDocument().topLevelNodes()) == 2
