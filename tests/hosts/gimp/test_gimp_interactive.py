@@ -186,7 +186,9 @@ def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, 
     work = gimp_home.host / "work"
     picture(4).save(work / "killed.png")
     case = {"name": "daemon-killed", "input": gimp_home.inside(work / "killed.png"),
-            "out": gimp_home.inside(work / "daemon-killed"), "interactive": True, "autotest": {"dialog": "ok"},
+            "out": gimp_home.inside(work / "daemon-killed"), "interactive": True,
+            # typed into the dialog: it opens with the last edit's values (a quick cached edit after the session's)
+            "autotest": {"dialog": "ok", "move": {"finetune-steps": 20000, "seed": 9}},
             "args": {**ARGS, "finetune-steps": 20000, "seed": 9}}  # fmt: skip
     with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
         env = {**gimp_env(doomed, gimp_home, "doomed-config"),
