@@ -12,8 +12,10 @@ PROMPT = "picture of a sks dog"
     "settings",
     [
         FinetuneSettings(method="full", steps=40, lr=1e-3, patch=False),
-        FinetuneSettings(method="lora", steps=40, lr=3e-2, patch=False),
-        FinetuneSettings(method="lora", steps=40, lr=3e-2, patch=True),
+        # lr 1e-2: at 3e-2 the patch run with seed 0 hardly learned on one CPU (loss ×0.945: its rounding sent
+        # the steps astray) and learned on another; at 1e-2 every seed tried (0, 1, 2) lowers it to ×0.35-0.45
+        FinetuneSettings(method="lora", steps=40, lr=1e-2, patch=False),
+        FinetuneSettings(method="lora", steps=40, lr=1e-2, patch=True),
     ],
     ids=["full", "lora", "lora-patch"],
 )
