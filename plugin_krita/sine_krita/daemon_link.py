@@ -25,6 +25,8 @@ POLL_S = 0.05
 # The code of an ``error`` event the link makes itself (the daemon gone or unreachable): its message is already
 # the painter's words, where a daemon's own error reply gets its advice (sine_protocol.messages.daemon_error_text).
 LINK_FAILED = "unavailable"
+# What a painter is told to do once the daemon is gone mid-edit.
+AGAIN_WHEN_RUNNING = "Press Edit again once it runs."
 
 
 @dataclass
@@ -171,14 +173,13 @@ class DaemonLink:
             except Exception as exc:  # never let the thread die silently
                 self._fail(self._lost_message(exc), describe_error(exc))
 
-    def _lost_message(self, exc: Exception | None, silence: str = "") -> str:
-        """In words: a daemon gone mid-edit (crashed, killed, stopped: ``exc``) or silent (``silence`` says how
-        long) is said so, with where its log is."""
+    def _lost_message(self, exc: Exception) -> str:
+        """In words: a daemon gone mid-edit (crashed, killed, stopped) is said so, with where its log is."""
         from sine_protocol.errors import DaemonUnavailable
         from sine_protocol.messages import daemon_lost_text
 
-        if self._request is not None and (silence or isinstance(exc, DaemonUnavailable)):
-            return daemon_lost_text(silence or describe_error(exc), "Press Edit again once it runs.")
+        if self._request is not None and isinstance(exc, DaemonUnavailable):
+            return daemon_lost_text(describe_error(exc), AGAIN_WHEN_RUNNING)
         return f"daemon connection failed: {describe_error(exc)}"
 
     def _fail(self, message: str, status: str) -> None:
@@ -243,9 +244,11 @@ class DaemonLink:
         if event is None:
             if time.monotonic() - self._last_event > SILENCE_PING_S:
                 if not self._client.ping(timeout=PROBE_TIMEOUT_S):
+                    from sine_protocol.messages import daemon_lost_text
+
                     silent = time.monotonic() - self._last_event
-                    self._fail(self._lost_message(None, f"it sent nothing for {silent:.0f} s and did not answer a "
-                                                        f"ping within {PROBE_TIMEOUT_S:.0f} s"),
+                    self._fail(daemon_lost_text(f"it sent nothing for {silent:.0f} s and did not answer a ping "
+                                                f"within {PROBE_TIMEOUT_S:.0f} s", AGAIN_WHEN_RUNNING),
                                "the daemon stopped answering")
                     return
                 self._last_event = time.monotonic()

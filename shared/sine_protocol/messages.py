@@ -35,6 +35,7 @@ from .errors import (
     BAD_REQUEST,
     BUSY,
     CANCELLED,
+    DAEMON_STOPPING,
     ERROR_CODES,
     INTERNAL,
     MODEL_MISSING,
@@ -792,20 +793,20 @@ def daemon_lost_text(detail: str, next_step: str) -> str:
 # What a painter is told for each error code of a daemon's `error` reply, before the daemon's own words: what
 # happened and what to do ({again}: the plug-in's way to try once more: "run the filter again", "press Edit again").
 ERROR_ADVICE = {
-    "model_missing": "The daemon has no usable model. Run the installer to download one, or check the model set in "
-                     "its config.",
-    "unauthorized": "The daemon refused the access token. Both must use the same sine-edit config folder "
-                    "(SINE_CONFIG_DIR): restart the daemon, then {again}.",
-    "out_of_memory": "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
-    "too_large": "The image, or the results asked for, are larger than the daemon accepts. Scale it down, ask for "
-                 "fewer results or a smaller output, or raise the daemon's limits.",
-    "daemon_stopping": "The SINE daemon was stopped before the edit finished; the image is unchanged. Start it "
-                       "again and {again}.",
-    "busy": "The daemon is busy with other jobs. Try again in a moment.",
-    "unsupported_version": "The plug-in and the daemon speak different protocol versions. Reinstall both from one "
-                           "release.",
-    "bad_request": "The daemon rejected the request.",
-    "internal": "The SINE daemon failed on this edit (a bug): its log has the details, {log}; please report them.",
+    MODEL_MISSING: "The daemon has no usable model. Run the installer to download one, or check the model set in "
+                   "its config.",
+    UNAUTHORIZED: "The daemon refused the access token. Both must use the same sine-edit config folder "
+                  "(SINE_CONFIG_DIR): restart the daemon, then {again}.",
+    OUT_OF_MEMORY: "The daemon ran out of GPU memory. Try a smaller output size or close other GPU programs.",
+    TOO_LARGE: "The image, or the results asked for, are larger than the daemon accepts. Scale it down, ask for "
+               "fewer results or a smaller output, or raise the daemon's limits.",
+    DAEMON_STOPPING: "The SINE daemon was stopped before the edit finished; the image is unchanged. Start it "
+                     "again and {again}.",
+    BUSY: "The daemon is busy with other jobs. Try again in a moment.",
+    UNSUPPORTED_VERSION: "The plug-in and the daemon speak different protocol versions. Reinstall both from one "
+                         "release.",
+    BAD_REQUEST: "The daemon rejected the request.",
+    INTERNAL: "The SINE daemon failed on this edit (a bug): its log has the details, {log}; please report them.",
 }
 
 

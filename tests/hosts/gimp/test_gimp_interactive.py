@@ -185,11 +185,11 @@ def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, 
 
     work = gimp_home.host / "work"
     picture(4).save(work / "killed.png")
+    long_edit = {"finetune-steps": 20000, "seed": 9}
     case = {"name": "daemon-killed", "input": gimp_home.inside(work / "killed.png"),
             "out": gimp_home.inside(work / "daemon-killed"), "interactive": True,
             # typed into the dialog: it opens with the last edit's values (a quick cached edit after the session's)
-            "autotest": {"dialog": "ok", "move": {"finetune-steps": 20000, "seed": 9}},
-            "args": {**ARGS, "finetune-steps": 20000, "seed": 9}}  # fmt: skip
+            "autotest": {"dialog": "ok", "move": long_edit}, "args": {**ARGS, **long_edit}}  # fmt: skip
     with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
         env = {**gimp_env(doomed, gimp_home, "doomed-config"),
                "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
