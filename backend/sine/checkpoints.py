@@ -53,6 +53,7 @@ from .checkpoint_contents import (
     wrapper_prefix,
 )
 from .errors import BadModel, ModelMissing
+from .model_folder import read_json
 from .model_kind import check_usable
 
 log = logging.getLogger("sine.models")
@@ -368,16 +369,6 @@ def _global_step(path: Path) -> int | None:
         return None
     step = outer.get("global_step") if isinstance(outer, dict) else None
     return step if isinstance(step, int) else None
-
-
-def read_json(path: Path) -> dict:
-    """A model's JSON config, or an error naming the file: missing (incomplete download), or not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelMissing(f"{path} is missing: the download is incomplete") from None
-    except ValueError as exc:
-        raise BadModel(f"{path} is not valid JSON ({exc}): download the model again") from None
 
 
 def load_tokenizer(folder: Path) -> Any:

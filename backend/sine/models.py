@@ -25,7 +25,6 @@ from .checkpoints import (
     not_weights,
     prediction_guessed,
     read_checkpoint,
-    read_json,
     single_file_scheduler,
     stored_note,
     unet_hints,
@@ -33,6 +32,13 @@ from .checkpoints import (
 from .devices import apply_cpu_threads, pick_device, pick_dtype, weight_dtype
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_folder, cache_snapshot, cached_repo, display_name, download, several_snapshots
+from .model_folder import (
+    check_folder_configs,
+    check_pipeline_kind,
+    check_text_parts,
+    check_vae_folder,
+    read_json,
+)
 from .model_kind import (
     ModelKind,
     check_usable,
@@ -57,7 +63,6 @@ from .weight_files import (
 
 DEMO_MODEL_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
-_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PAPER_TRAIN_TIMESTEPS = 1000  # SD's schedule, on which the paper's K (and --k) count timesteps
 ZERO_SNR_FLOOR = 2.0**-24  # ᾱ at t=999 of zero-terminal-SNR models, as diffusers' Euler scheduler floors it
 
@@ -284,57 +289,6 @@ def resolve_model_folder(model: str | os.PathLike | None, revision: str | None =
     return folder_path, repo_id, folder_path.name  # snapshot folders are named after the commit
 
 
-def check_pipeline_kind(folder: Path) -> None:
-    """Refuse, by name, diffusers folders of pipelines SINE cannot edit with: those without a UNet
-    (SD3, Flux, PixArt…) and SDXL's refiner (no first text encoder, conditioned on an aesthetic score,
-    it only refines SDXL base pictures). A folder without model_index.json is left to the component checks."""
-    index_path = folder / "model_index.json"
-    if not index_path.is_file():
-        return
-    index = read_json(index_path)
-    name = str(index.get("_class_name", "an unknown pipeline"))
-    if _takes_aesthetic_score(folder) or ((folder / "text_encoder_2").is_dir() and not (folder / "text_encoder").is_dir()):
-        raise BadModel(f"{folder} is an SDXL refiner ({name}): it has no first text encoder and only refines "
-                       "pictures made by SDXL base; use the SDXL base model (or one of its fine-tunes) instead")
-    if not (folder / "unet").is_dir() and "unet" not in index:
-        raise BadModel(f"{folder} is a {name} model, which has no UNet; SINE edits with Stable Diffusion 1.x, 2.x "
-                       "or XL text-to-image models (a diffusers folder with unet/, or a single .safetensors file)")
-    if (lacks := _not_sd_parts(index)) is not None:
-        raise BadModel(f"{folder} is a {name} model ({lacks}), not Stable Diffusion; SINE edits with Stable Diffusion "
-                       "1.x, 2.x or XL text-to-image models (a diffusers folder, or a single .safetensors file)")
-
-
-def _takes_aesthetic_score(folder: Path) -> bool:
-    """Whether the folder's UNet is an SDXL refiner's: its added conditioning takes 5 time ids (the
-    aesthetic score in place of the target size), a base's 6. model_index.json's
-    `requires_aesthetics_score` is an img2img pipeline's flag, saved with base models too."""
-    unet_path, encoder_path = folder / "unet" / "config.json", folder / "text_encoder_2" / "config.json"
-    if not (unet_path.is_file() and encoder_path.is_file()):
-        return False
-    unet, pooled = read_json(unet_path), read_json(encoder_path).get("projection_dim")
-    added, time_dim = unet.get("projection_class_embeddings_input_dim"), unet.get("addition_time_embed_dim")
-    return unet.get("addition_embed_type") == "text_time" and all(
-        isinstance(n, int) for n in (added, time_dim, pooled)) and added == pooled + 5 * time_dim
-
-
-def _not_sd_parts(index: dict) -> str | None:
-    """What a model_index.json with a UNet lists where Stable Diffusion has its 2-D conditional UNet, VAE
-    and CLIP text encoder (video UNets, Kandinsky's MoVQ, DeepFloyd IF's pixel-space UNet and T5, Kolors'
-    ChatGLM), in words; None: SD's parts."""
-    parts = {k: v for k, v in index.items() if isinstance(v, list) and len(v) == 2 and v[1] is not None}
-    if "unet" not in parts:
-        return None
-    if (unet := str(parts["unet"][1])) != "UNet2DConditionModel":
-        return f"its UNet is a {unet}"
-    if "vae" not in parts:
-        return "no VAE: " + ("it decodes with a MoVQ" if "movq" in parts else "its UNet draws pixels")
-    if "text_encoder" not in parts:
-        return "no text encoder"
-    if not (encoder := str(parts["text_encoder"][1])).startswith("CLIPText"):
-        return f"text encoder: {encoder}, not CLIP"
-    return None
-
-
 def _fetch_advice(repo_id: str, why: str) -> str:
     return (f"model {repo_id!r} is not available ({why}). Fetch it once while online with "
             f"`hf download {repo_id}` (or `python3 installer/install.py --model {repo_id}`), "
@@ -453,35 +407,13 @@ def check_finite_weights(where: str, **parts: torch.nn.Module | None) -> None:
 
 def _load_folder(folder: Path, dt: torch.dtype) -> tuple:
     """The components of a diffusers folder; a missing or broken file is named in the error."""
-    check_vae_folder(folder)
-    for name in _COMPONENTS:
-        if not (folder / name).is_dir():
-            raise ModelMissing(f"{folder} lacks the {name}/ component of a Stable Diffusion folder")
-    unet_config = read_json(folder / "unet" / "config.json")
-    scheduler_config = read_json(folder / "scheduler" / "scheduler_config.json")
-    check_usable(unet_config, scheduler_config, str(folder), read_json(folder / "vae" / "config.json"))
-    check_text_parts(folder, unet_config)
+    unet_config, scheduler_config = check_folder_configs(folder)
     check_component_files(folder)
     unet = _from_pretrained(UNet2DConditionModel, folder / "unet", dt)
     vae = _from_pretrained(AutoencoderKL, folder / "vae", dt)
     text_encoder = _from_pretrained(CLIPTextModel, folder / "text_encoder", dt)
     tokenizer = _load_tokenizer(folder / "tokenizer")
     return unet, vae, text_encoder, tokenizer, scheduler_config
-
-
-_FAMILY_VAE_REPOS = {False: ("Stable Diffusion 1.x/2.x", "stabilityai/sd-vae-ft-mse"), True: ("SDXL", "stabilityai/sdxl-vae")}
-
-
-def check_vae_folder(folder: Path) -> None:
-    """A model folder shipped without vae/ (UNet-only fine-tune repositories) is told its family's
-    published VAE (diffusers layout) and the command that puts it in place."""
-    if (folder / "vae").is_dir() or not (folder / "unet" / "config.json").is_file():
-        return
-    xl = read_json(folder / "unet" / "config.json").get("addition_embed_type") == "text_time"
-    family, repo = _FAMILY_VAE_REPOS[xl]
-    raise ModelMissing(f"{folder} has no vae/ (shipped without its VAE): download {family}'s VAE into it once while "
-                       f"online, `hf download {repo} --local-dir {folder / 'vae'}`, or pass a version of the model "
-                       "with its VAE")
 
 
 def check_component_files(folder: Path) -> None:
@@ -501,32 +433,6 @@ def check_component_files(folder: Path) -> None:
                                    "version of this model")
             raise ModelMissing(f"{folder / name} holds no weights file ({WEIGHT_NAMES[0]} or model.safetensors): "
                                "the download is incomplete; download the model again")
-
-
-def check_text_parts(folder: Path, unet_config: dict) -> None:
-    """An SDXL UNet (text_time conditioning) needs the second text encoder and tokenizer beside it, and
-    the text encoders' states (side by side for SDXL) must be as wide as the UNet's cross-attention
-    takes (a text encoder from another kind of model fails inside the UNet)."""
-    xl = unet_config.get("addition_embed_type") == "text_time"
-    for name in ("text_encoder_2", "tokenizer_2") if xl else ():
-        if not (folder / name).is_dir():
-            raise ModelMissing(f"{folder} lacks the {name}/ component of an SDXL folder (its UNet takes the second "
-                               "text encoder's pooled embedding): the download is incomplete; download the model again")
-    takes = unet_config.get("cross_attention_dim")
-    encoders = ("text_encoder", "text_encoder_2") if xl else ("text_encoder",)
-    widths = [read_json(folder / name / "config.json").get("hidden_size") for name in encoders]
-    if isinstance(takes, int) and all(isinstance(w, int) for w in widths) and sum(widths) != takes:
-        raise BadModel(f"{folder}: its text encoder gives {sum(widths)}-wide states but its UNet takes {takes} (a text "
-                       "encoder from another kind of model in text_encoder/); put back the one this model was released "
-                       "with")
-    if xl:
-        pooled = read_json(folder / "text_encoder_2" / "config.json").get("projection_dim")
-        added = unet_config.get("projection_class_embeddings_input_dim")
-        time_dim = unet_config.get("addition_time_embed_dim")
-        if all(isinstance(n, int) for n in (pooled, added, time_dim)) and pooled != added - 6 * time_dim:
-            raise BadModel(f"{folder}: its text_encoder_2 gives a {pooled}-wide pooled embedding but its UNet takes "
-                           f"{added - 6 * time_dim} (a text encoder from another kind of model); put back the one this "
-                           "model was released with")
 
 
 def kind_recipes(kind: ModelKind, recipes: dict[str, Recipe]) -> dict[str, Recipe]:

@@ -18,6 +18,7 @@ from .devices import DTYPE_NAMES, compile_setting, threads_from_env
 from .errors import BadInput, BadModel, ModelMissing
 from .hub import cache_folder, cache_snapshot, cached_repo, several_snapshots
 from .images import MAX_SIDE, MIN_SIDE, check_size, load_image, mask_levels, picture_notes
+from .model_folder import check_folder_configs, check_pipeline_kind
 from .recipes import model_recipes
 
 DEMO_MODEL_NAME = "demo"  # models.py answers to the same name; it imports torch, so the name is repeated here
@@ -153,8 +154,12 @@ def check_model(model: str | None) -> None:
     if model is None or model == DEMO_MODEL_NAME:
         return
     path = cache_snapshot(Path(model).expanduser())
+    if path.is_dir():
+        check_pipeline_kind(path)
     if path.is_dir() and not (path / "unet").is_dir():
         raise ModelMissing(several_snapshots(path) or not_a_model_folder(path))
+    if (path / "unet" / "config.json").is_file():
+        check_folder_configs(path)  # the loader's own checks, before torch: a refiner, an EDM or inpainting model…
     if path.is_file() and (why := not_a_model_file(path)) is not None:
         raise ModelMissing(why)
     if path.is_file():

@@ -254,3 +254,66 @@ def test_a_setting_in_the_environment_no_edit_can_use_answers_before_torch(name:
     assert proc.returncode == 1 and "Traceback" not in out, out
     assert name in out.strip().splitlines()[-1], out
     assert not imported & set(HEAVY)
+
+
+def _sd_folder(root: Path, name: str) -> Path:
+    """A model folder's configs alone (no weights): what the instant check reads."""
+    import json
+
+    folder = root / name
+    configs = {
+        "model_index.json": {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+                             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+                             "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", "DDIMScheduler"]},
+        "unet/config.json": {"_class_name": "UNet2DConditionModel", "in_channels": 4, "out_channels": 4,
+                             "sample_size": 64, "cross_attention_dim": 768},
+        "vae/config.json": {"_class_name": "AutoencoderKL", "latent_channels": 4, "block_out_channels": [128, 256]},
+        "text_encoder/config.json": {"hidden_size": 768},
+        "scheduler/scheduler_config.json": {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000},
+    }
+    for path, config in configs.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(json.dumps(config))
+    (folder / "tokenizer").mkdir()
+    return folder
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    import json
+
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("case", ["refiner", "edm scheduler", "video unet", "inpainting unet", "no vae"])
+def test_a_model_folder_sine_cannot_edit_with_is_named_before_torch(case: str, tmp_path: Path,
+                                                                    files: dict[str, Path]) -> None:
+    """The loader names these from the folder's configs alone (an SDXL refiner, an EDM-trained model like
+    Playground v2.5, another pipeline's UNet, an inpainting model, a folder shipped without its VAE), but
+    `sine edit` imported torch and diffusers first: the same words now come from the instant check."""
+    import shutil
+
+    folder = _sd_folder(tmp_path, case.replace(" ", "-"))
+    if case == "refiner":
+        shutil.rmtree(folder / "text_encoder")
+        (folder / "text_encoder_2").mkdir()
+        (folder / "text_encoder_2" / "config.json").write_text('{"hidden_size": 1280, "projection_dim": 1280}')
+        expected = "is an SDXL refiner"
+    elif case == "edm scheduler":
+        _edit_json(folder / "scheduler" / "scheduler_config.json", _class_name="EDMDPMSolverMultistepScheduler",
+                   sigma_data=0.5)
+        expected = "is an EDM-trained model"
+    elif case == "video unet":
+        _edit_json(folder / "model_index.json", unet=["diffusers", "UNetSpatioTemporalConditionModel"])
+        expected = "its UNet is a UNetSpatioTemporalConditionModel"
+    elif case == "inpainting unet":
+        _edit_json(folder / "unet" / "config.json", in_channels=9)
+        expected = "is an inpainting model"
+    else:
+        shutil.rmtree(folder / "vae")
+        expected = "has no vae/"
+    proc, imported = run_traced("edit", str(files["src"]), "--prompt", "x", "--model", str(folder), "--device", "cpu",
+                                "--out", str(tmp_path / "o.png"))
+    out = messages(proc)
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert expected in out.strip().splitlines()[-1], out
+    assert not imported & set(HEAVY), imported & set(HEAVY)
