@@ -244,7 +244,9 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
                 assert time.monotonic() < deadline, daemon.output()
                 time.sleep(0.05)
             daemon.proc.send_signal(signal.SIGINT)
-            waiting = queued.events_until_final(qid, timeout=5)[-1]
+            # 5 s timed out once in a full run on a busy 2-core VM (passes in 25 s alone): the point is that
+            # the queued job ends, not how fast the loaded machine sends it
+            waiting = queued.events_until_final(qid, timeout=20)[-1]
             assert waiting.type == "error" and waiting.header["code"] == "daemon_stopping", waiting.header
             time.sleep(0.3)
             assert daemon.proc.poll() is None  # still waiting for the stuck step (the grace is longer)

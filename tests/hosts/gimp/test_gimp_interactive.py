@@ -206,3 +206,32 @@ def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, 
     assert "Traceback" not in message and "Errno" not in message and "lost the connection" not in message.lower()
     assert [layer["name"] for layer in record["layers"]] == ["Background"], record
     assert record["elapsed_s"] < 120, record  # 20000 fine-tune steps would take many minutes
+
+
+def test_a_daemon_killed_mid_edit_from_the_menu_opens_one_message(gimp_home, run_gimp, gimp_env, tmp_path) -> None:
+    """As the painter sees it: Filters > SINE > Edit with text… clicked in the image's window, the daemon
+    SIGKILLed while the progress window runs. GIMP opens one message dialog (the plug-in's words) and the
+    image keeps its one layer; the screen is kept in artifacts/ to look at."""
+    from host_common import kill_once_working, running_daemon
+
+    from sine.tiny_models import make_tiny_sd
+
+    work = gimp_home.host / "work"
+    picture(5).save(work / "killed-menu.png")
+    case = {"name": "daemon-killed-menu", "input": gimp_home.inside(work / "killed-menu.png"),
+            "out": gimp_home.inside(work / "daemon-killed-menu"), "display": True, "menu": "python-fu-sine-edit",
+            "args": {}, "autotest": {"dialog": "ok", "move": {**ARGS, "finetune-steps": 20000, "seed": 10}},
+            "timeout_s": 30, "look_after_s": 2}  # fmt: skip
+    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
+        env = {**gimp_env(doomed, gimp_home, "doomed-menu-config"),
+               "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
+        killed = kill_once_working(doomed)
+        run = run_gimp(gimp_home, [case], env, windows=True, screen="1280x800x24", timeout_s=300)
+    assert run.returncode == 0, run.log[-4000:]
+    assert killed, "the daemon never ran the plug-in's job"
+    out = work / "daemon-killed-menu"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out / "screen.png", ARTIFACTS / f"gimp-daemon-killed-menu-{gimp_home.root.name}.png")
+    record = json.loads((out / "result.json").read_text())
+    assert len(record["layers"]) == 1, record
+    assert record["new_message_windows"] == 1, record
