@@ -22,6 +22,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 W, H = 48, 32
 SCREEN = (800, 600)  # a small screen: the dialogs must fit it
 ARGS = {"prompt": "a yellow triangle", "subject": "shape", "seed": 5, "steps": 3, "finetune-steps": 2}
+LONG_EDIT = {"finetune-steps": 20000}  # many minutes of fine-tuning: cancelled, or the daemon killed, long before
 
 
 def picture(salt: int) -> Image.Image:
@@ -52,10 +53,10 @@ def interactive_session(gimp_home, daemon_env, run_gimp) -> dict[str, dict]:
          "args": ARGS},
         {"name": "progress-cancel", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "progress-cancel"), "interactive": True,
-         "autotest": {"dialog": "ok", "cancel_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000}},
+         "autotest": {"dialog": "ok", "cancel_at_step": 1}, "args": {**ARGS, **LONG_EDIT}},
         {"name": "close-image", "input": gimp_home.inside(work / "cancel.png"),
          "out": gimp_home.inside(work / "close-image"), "interactive": True,
-         "autotest": {"dialog": "ok", "close_image_at_step": 1}, "args": {**ARGS, "finetune-steps": 20000, "seed": 6}},
+         "autotest": {"dialog": "ok", "close_image_at_step": 1}, "args": {**ARGS, **LONG_EDIT, "seed": 6}},
         {"name": "scale-image", "input": gimp_home.inside(work / "ok.png"),
          "out": gimp_home.inside(work / "scale-image"), "interactive": True,
          "autotest": {"dialog": "ok", "scale_image_at_step": 1}, "args": {**ARGS, "seed": 8}},
@@ -175,28 +176,34 @@ def test_starting_the_daemon_shows_progress_with_cancel(gimp_home, run_gimp, clo
     assert [layer["name"] for layer in record["layers"]] == ["Background"]
 
 
-def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, gimp_env, tmp_path) -> None:
-    """The daemon dies while the progress window runs (SIGKILL, as the kernel's out-of-memory killer does): the
-    filter ends at once with the daemon's stop in words (that nothing was added, where its log is, what to do),
-    not a traceback nor the 30 s silence; the image keeps its one layer."""
+def run_with_the_daemon_killed(gimp_home, run_gimp, gimp_env, tmp_path, case: dict, **session) -> None:
+    """One GIMP session (``session``: run_gimp's options) running ``case`` against a daemon of its own, which
+    is SIGKILLed one second into the plug-in's job."""
     from host_common import kill_once_working, running_daemon
 
     from sine.tiny_models import make_tiny_sd
 
+    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
+        env = {**gimp_env(doomed, gimp_home, f"{case['name']}-config"),
+               "SINE_GIMP_AUTOTEST": gimp_home.inside(gimp_home.host / "work" / "autotest.json")}  # fmt: skip
+        killed = kill_once_working(doomed)
+        run = run_gimp(gimp_home, [case], env, timeout_s=300, **session)
+    assert run.returncode == 0, run.log[-4000:]
+    assert killed, "the daemon never ran the plug-in's job"
+
+
+def test_a_daemon_killed_mid_edit_is_told_and_adds_nothing(gimp_home, run_gimp, gimp_env, tmp_path) -> None:
+    """The daemon dies while the progress window runs (SIGKILL, as the kernel's out-of-memory killer does): the
+    filter ends at once with the daemon's stop in words (that nothing was added, where its log is, what to do),
+    not a traceback nor the 30 s silence; the image keeps its one layer."""
     work = gimp_home.host / "work"
     picture(4).save(work / "killed.png")
-    long_edit = {"finetune-steps": 20000, "seed": 9}
+    long_edit = {**LONG_EDIT, "seed": 9}
     case = {"name": "daemon-killed", "input": gimp_home.inside(work / "killed.png"),
             "out": gimp_home.inside(work / "daemon-killed"), "interactive": True,
             # typed into the dialog: it opens with the last edit's values (a quick cached edit after the session's)
             "autotest": {"dialog": "ok", "move": long_edit}, "args": {**ARGS, **long_edit}}  # fmt: skip
-    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
-        env = {**gimp_env(doomed, gimp_home, "doomed-config"),
-               "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
-        killed = kill_once_working(doomed)
-        run = run_gimp(gimp_home, [case], env, gui=True, timeout_s=300)
-    assert run.returncode == 0, run.log[-4000:]
-    assert killed, "the daemon never ran the plug-in's job"
+    run_with_the_daemon_killed(gimp_home, run_gimp, gimp_env, tmp_path, case, gui=True)
     record = json.loads((work / "daemon-killed" / "result.json").read_text())
     message = record["message"] or ""
     assert record["status"] == "execution-error", record
@@ -212,23 +219,13 @@ def test_a_daemon_killed_mid_edit_from_the_menu_opens_one_message(gimp_home, run
     """As the painter sees it: Filters > SINE > Edit with text… clicked in the image's window, the daemon
     SIGKILLed while the progress window runs. GIMP opens one message dialog (the plug-in's words) and the
     image keeps its one layer; the screen is kept in artifacts/ to look at."""
-    from host_common import kill_once_working, running_daemon
-
-    from sine.tiny_models import make_tiny_sd
-
     work = gimp_home.host / "work"
     picture(5).save(work / "killed-menu.png")
     case = {"name": "daemon-killed-menu", "input": gimp_home.inside(work / "killed-menu.png"),
             "out": gimp_home.inside(work / "daemon-killed-menu"), "display": True, "menu": "python-fu-sine-edit",
-            "args": {}, "autotest": {"dialog": "ok", "move": {**ARGS, "finetune-steps": 20000, "seed": 10}},
+            "args": {}, "autotest": {"dialog": "ok", "move": {**ARGS, **LONG_EDIT, "seed": 10}},
             "timeout_s": 30, "look_after_s": 2}  # fmt: skip
-    with running_daemon(tmp_path, make_tiny_sd(tmp_path / "model")) as doomed:
-        env = {**gimp_env(doomed, gimp_home, "doomed-menu-config"),
-               "SINE_GIMP_AUTOTEST": gimp_home.inside(work / "autotest.json")}  # fmt: skip
-        killed = kill_once_working(doomed)
-        run = run_gimp(gimp_home, [case], env, windows=True, screen="1280x800x24", timeout_s=300)
-    assert run.returncode == 0, run.log[-4000:]
-    assert killed, "the daemon never ran the plug-in's job"
+    run_with_the_daemon_killed(gimp_home, run_gimp, gimp_env, tmp_path, case, windows=True, screen="1280x800x24")
     out = work / "daemon-killed-menu"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(out / "screen.png", ARTIFACTS / f"gimp-daemon-killed-menu-{gimp_home.root.name}.png")
