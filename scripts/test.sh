@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers (tests/conftest.py says how the files are split): the suite mostly waits on the
+# processes it starts, so one pytest process leaves a core idle.
+exec .venv/bin/python -m pytest -q -n "${SINE_TEST_WORKERS:-2}" "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import sine
 from sine.models import load_base_model
 from sine.tiny_models import make_tiny_sd
 
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)  # a worker shares 2 cores
 
 
 @pytest.fixture(scope="session")
