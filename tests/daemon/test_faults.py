@@ -237,15 +237,17 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
     pause.touch()
     try:
         with Client(daemon.endpoint, daemon.token) as running, Client(daemon.endpoint, daemon.token, "pure") as queued:
+            # One job after the other: sent together, the two connections raced, and on a busy machine the
+            # second client's job ran first (the test then waited on the wrong one's final).
             rid = running.submit_edit(make_image(32, 32, seed=40))
-            qid = queued.submit_edit(make_image(32, 32, seed=41))
             deadline = time.monotonic() + 30
             while not any((daemon.cache_dir / ".tmp").glob("*/finetune.json")):
                 assert time.monotonic() < deadline, daemon.output()
                 time.sleep(0.05)
+            qid = queued.submit_edit(make_image(32, 32, seed=41))
+            accepted = queued.wait_for(qid, 10)
+            assert accepted.type == "accepted" and accepted.header["queue_position"] == 1, accepted.header
             daemon.proc.send_signal(signal.SIGINT)
-            # 5 s timed out once in a full run on a busy 2-core VM (passes in 25 s alone): the point is that
-            # the queued job ends, not how fast the loaded machine sends it
             waiting = queued.events_until_final(qid, timeout=20)[-1]
             assert waiting.type == "error" and waiting.header["code"] == "daemon_stopping", waiting.header
             time.sleep(0.3)
