@@ -120,6 +120,14 @@ class DaemonProcess:
             time.sleep(0.2)
         raise AssertionError(f"daemon not ready after {timeout} s:\n{self.output()}")
 
+    def wait_in_cache_write(self, timeout: float) -> None:
+        """Until a job is held in its cache write (SINE_TEST_CACHE_WRITE_PAUSE_FILE): its fine-tune's
+        finetune.json lies in the cache's .tmp folder, where no step polls the cancel flag."""
+        deadline = time.monotonic() + timeout
+        while not any((self.cache_dir / ".tmp").glob("*/finetune.json")):
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

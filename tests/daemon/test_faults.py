@@ -158,10 +158,7 @@ def test_sigkill_during_cache_write_then_restart_then_sigterm(tiny_model: Path, 
         (clean_key,) = _entries(first.cache_dir)
         pause.touch()  # from now on a cache write stops after the weights, before the entry is published
         client.submit_edit(victim)
-        deadline = time.monotonic() + 60
-        while not any((first.cache_dir / ".tmp").glob("*/finetune.json")):
-            assert time.monotonic() < deadline, first.output()
-            time.sleep(0.05)
+        first.wait_in_cache_write(60)
         os.kill(first.proc.pid, signal.SIGKILL)
         assert first.proc.wait(30) == -signal.SIGKILL
     assert any((first.cache_dir / ".tmp").iterdir())  # the half-written entry is still on disk
@@ -240,10 +237,7 @@ def test_second_ctrl_c_while_a_step_cannot_stop_exits_at_once_and_ends_every_job
             # One job after the other: sent together, the two connections raced, and on a busy machine the
             # second client's job ran first (the test then waited on the wrong one's final).
             rid = running.submit_edit(make_image(32, 32, seed=40))
-            deadline = time.monotonic() + 30
-            while not any((daemon.cache_dir / ".tmp").glob("*/finetune.json")):
-                assert time.monotonic() < deadline, daemon.output()
-                time.sleep(0.05)
+            daemon.wait_in_cache_write(30)
             qid = queued.submit_edit(make_image(32, 32, seed=41))
             accepted = queued.wait_for(qid, 10)
             assert accepted.type == "accepted" and accepted.header["queue_position"] == 1, accepted.header

@@ -120,7 +120,7 @@ def test_sigterm_stops_a_stuck_job_within_seconds(tiny_model: Path):
     pause.touch()  # the job stops inside the cache write, where no step polls the cancel flag
     with Client(proc.endpoint, proc.token) as client:
         rid = client.submit_edit(make_image(32, 32, seed=43))
-        _wait(lambda: any((proc.cache_dir / ".tmp").glob("*/finetune.json")), 120, proc.output())
+        proc.wait_in_cache_write(120)
         start = time.monotonic()
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGTERM)

@@ -163,10 +163,7 @@ def test_heartbeats_keep_a_long_step_from_looking_silent(daemon: DaemonProcess):
         with Client(daemon.endpoint, daemon.token) as raw, \
                 SineClient(daemon.endpoint, daemon.token, transport="pure", timeout=10, silence_timeout=12) as client:
             rid = raw.submit_edit(make_image(32, 32, seed=61), ft_steps=3, sample_steps=2)
-            deadline = time.monotonic() + 60  # rid runs first (sent together, the two connections race)
-            while not any((daemon.cache_dir / ".tmp").glob("*/finetune.json")):
-                assert time.monotonic() < deadline, daemon.output()
-                time.sleep(0.05)
+            daemon.wait_in_cache_write(60)  # rid runs first (sent together, the two connections race)
             mine = client.submit_edit(make_image(32, 32, seed=62), "a green square", subject="square",
                                       sampling={"steps": 2}, finetune={"method": "lora", "steps": 3})
             heartbeats = []

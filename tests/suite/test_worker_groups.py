@@ -1,6 +1,6 @@
 """The suite's own split across pytest-xdist workers (tests/conftest.py), run on a copy of that conftest.
 
-xdist's `--dist loadgroup` once stopped grouping without a word (pytest 9.2); these tests make such a
+xdist's `--dist loadgroup` once stopped grouping without a word (pytest 9.2); this test makes such a
 change loud: a file's module fixture must be made once, and every real-host test must run on one worker.
 """
 
